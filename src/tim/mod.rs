@@ -1,0 +1,2 @@
+//! Tencent Cloud Chat (TIM): everything that knows the service's wire format.
+pub mod wire;

@@ -7,3 +7,9 @@
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 pub mod model;
 pub mod tim;
+pub mod desired;
+pub mod diag;
+pub mod yaml;
+pub mod config;
+pub mod state;
+pub mod plan;

@@ -1,0 +1,798 @@
+//! Desired files: YAML saying which members of which group carry which marks (SPEC section 3).
+//!
+//! Loading is two steps. [`parse_file`] turns one file's bytes into a [`DesiredFile`] or a list of
+//! every problem in it, each at `path:line:column`; it is pure, so the daemon can re-parse only the
+//! files whose content changed. [`assemble`] merges files into one [`DesiredState`] and reports a
+//! group declared in two files. [`load`] walks a directory (or takes one file), reads and parses the
+//! files in parallel, and assembles them.
+//!
+//! Architecture invariant: a file that fails to read or parse never contributes "no groups". Any
+//! error makes the whole load fail, so a broken file can never turn into clears.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::yaml::{Entries, Scalar, ScalarVisitor, visit_known_keys};
+use crate::model::{
+    Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet,
+};
+
+/// The marks one group should carry, by member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredGroup {
+    /// Account -> the marks it should carry (union of the `members` and `marks` sections).
+    pub members: BTreeMap<Account, MarkSet>,
+}
+
+impl DesiredGroup {
+    /// Number of (account, mark) pairs.
+    pub fn pair_count(&self) -> usize {
+        self.members.values().map(MarkSet::len).sum()
+    }
+}
+
+/// Where a group was declared, so that a group in two files can name both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line of the group's key.
+    pub line: u64,
+    /// 1-based column of the group's key.
+    pub column: u64,
+}
+
+/// One parsed desired file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredFile {
+    /// The groups the file declares, with where each was declared.
+    pub groups: Vec<(GroupId, Origin, DesiredGroup)>,
+    /// Problems that do not stop the file from being used.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Everything the desired files say, merged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Group -> its desired members and marks. Sorted, so plans are deterministic.
+    pub groups: BTreeMap<GroupId, DesiredGroup>,
+    /// Problems that do not stop the desired state from being used.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl DesiredState {
+    /// Number of (group, account, mark) triples.
+    pub fn pair_count(&self) -> usize {
+        self.groups.values().map(DesiredGroup::pair_count).sum()
+    }
+}
+
+/// Files above this size are split at group boundaries and parsed in parallel when their layout
+/// allows it (see [`split_groups`]).
+const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
+
+/// Loads the desired state from a directory (recursively: `*.yaml` and `*.yml`, names starting
+/// with a dot skipped, symlinks followed) or from a single file.
+pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
+    let (files, mut diags) = discover(path);
+    let parsed: Vec<(PathBuf, Result<DesiredFile, Vec<Diagnostic>>)> = files
+        .into_par_iter()
+        .map(|file| {
+            let result = match read_file(&file) {
+                Ok(bytes) => parse_file(&file, &bytes),
+                Err(d) => Err(vec![d]),
+            };
+            (file, result)
+        })
+        .collect();
+    let mut ok = Vec::with_capacity(parsed.len());
+    for (path, result) in parsed {
+        match result {
+            Ok(f) => ok.push((path, f)),
+            Err(mut d) => diags.append(&mut d),
+        }
+    }
+    match assemble(ok) {
+        Ok(state) if diags.iter().all(|d| !d.is_error()) => Ok(state),
+        Ok(_) => {
+            crate::diag::sort(&mut diags);
+            Err(Diagnostics(diags))
+        }
+        Err(Diagnostics(mut more)) => {
+            diags.append(&mut more);
+            crate::diag::sort(&mut diags);
+            Err(Diagnostics(diags))
+        }
+    }
+}
+
+/// Reads one desired file, refusing anything that is not a regular file (a FIFO would block).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| io_diag(path, "cannot read", &e))?;
+    if !meta.is_file() {
+        return Err(Diagnostic::file_error(path, "not a regular file"));
+    }
+    std::fs::read(path).map_err(|e| io_diag(path, "cannot read", &e))
+}
+
+fn io_diag(path: &Path, what: &str, e: &io::Error) -> Diagnostic {
+    let detail = if e.raw_os_error() == Some(40) {
+        // ELOOP
+        "symlink loop".to_string()
+    } else {
+        e.to_string()
+    };
+    Diagnostic::file_error(path, format!("{what}: {detail}"))
+}
+
+/// Lists the desired files under `root` in sorted order, with a diagnostic for anything that
+/// cannot be walked (missing root, unreadable directory, symlink loop).
+pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    match std::fs::metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            diags.push(Diagnostic::file_error(
+                root,
+                "the desired path does not exist (a missing directory is an error, never \"no groups\")",
+            ));
+        }
+        Err(e) => diags.push(io_diag(root, "cannot read the desired path", &e)),
+        Ok(meta) if meta.is_dir() => {
+            let mut ancestors = Vec::new();
+            walk(root, &mut ancestors, &mut files, &mut diags);
+        }
+        Ok(_) => files.push(root.to_path_buf()),
+    }
+    files.sort();
+    (files, diags)
+}
+
+fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, files: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+    let canonical = match std::fs::canonicalize(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(io_diag(dir, "cannot read directory", &e));
+            return;
+        }
+    };
+    if ancestors.contains(&canonical) {
+        diags.push(Diagnostic::file_error(
+            dir,
+            format!("symlink loop: this directory is {} again", canonical.display()),
+        ));
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(io_diag(dir, "cannot read directory", &e));
+            return;
+        }
+    };
+    ancestors.push(canonical);
+    let mut children: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => {
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    children.push(entry.path());
+                }
+            }
+            Err(e) => diags.push(io_diag(dir, "cannot read directory", &e)),
+        }
+    }
+    children.sort();
+    for child in children {
+        match std::fs::metadata(&child) {
+            Ok(m) if m.is_dir() => walk(&child, ancestors, files, diags),
+            Ok(_) if is_yaml_name(&child) => files.push(child),
+            Ok(_) => {}
+            // A dangling or looping symlink named like a desired file is an error: it may be the
+            // file that holds a group's marks.
+            Err(e) if is_yaml_name(&child) => diags.push(io_diag(&child, "cannot read", &e)),
+            Err(e) if e.raw_os_error() == Some(40) => diags.push(io_diag(&child, "cannot read", &e)),
+            Err(_) => {}
+        }
+    }
+    ancestors.pop();
+}
+
+/// Whether a path names a desired file (`*.yaml` or `*.yml`).
+pub fn is_yaml_name(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+/// Merges parsed files into one desired state. A group declared in two files is an error that
+/// names both.
+pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diagnostics> {
+    let mut state = DesiredState::default();
+    let mut origins: HashMap<GroupId, Origin> = HashMap::new();
+    let mut errors = Vec::new();
+    for (_, file) in files {
+        state.warnings.extend(file.warnings);
+        for (id, origin, group) in file.groups {
+            if let Some(first) = origins.get(&id) {
+                let what = if first.path == origin.path {
+                    format!("group {id:?} is declared twice in this file (first at line {})", first.line)
+                } else {
+                    format!(
+                        "group {id:?} is declared in two files: here and in {}:{}:{}",
+                        first.path.display(),
+                        first.line,
+                        first.column
+                    )
+                };
+                errors.push(positioned(&origin, what));
+                continue;
+            }
+            origins.insert(id.clone(), origin);
+            state.groups.insert(id, group);
+        }
+    }
+    if errors.is_empty() {
+        crate::diag::sort(&mut state.warnings);
+        Ok(state)
+    } else {
+        Err(Diagnostics(errors))
+    }
+}
+
+/// A diagnostic at an origin; the source line is read back lazily since assembly has no source.
+fn positioned(origin: &Origin, message: String) -> Diagnostic {
+    let source = std::fs::read_to_string(&origin.path).unwrap_or_default();
+    Diagnostic::at(&origin.path, &source, origin.line, origin.column, message)
+}
+
+/// Parses one desired file. Pure: `path` is only used in diagnostics.
+///
+/// Returns every problem found, not just the first: structural YAML errors stop the parse of the
+/// file (or of one group, for large split files), but every value-level problem (bad mark,
+/// bad account, unknown key, duplicate, limit) is collected.
+pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid = &bytes[..e.valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() as u64 + 1;
+            let source = String::from_utf8_lossy(bytes);
+            return Err(vec![Diagnostic::at(
+                path,
+                &source,
+                line,
+                column,
+                format!("the file is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+            )]);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if text.len() >= SPLIT_THRESHOLD_BYTES
+        && let Some(chunks) = split_groups(text)
+    {
+        let results: Vec<Result<DesiredFile, Vec<Diagnostic>>> = chunks
+            .into_par_iter()
+            .map(|chunk| parse_text(path, text, chunk.text, chunk.line_offset))
+            .collect();
+        let mut file = DesiredFile::default();
+        let mut errors = Vec::new();
+        let mut seen: HashMap<GroupId, u64> = HashMap::new();
+        for r in results {
+            match r {
+                Ok(part) => {
+                    for (id, origin, group) in part.groups {
+                        if let Some(&line) = seen.get(&id) {
+                            errors.push(Diagnostic::at(
+                                path,
+                                text,
+                                origin.line,
+                                origin.column,
+                                format!("duplicate key: group {id:?} is declared again (first at line {line})"),
+                            ));
+                            continue;
+                        }
+                        seen.insert(id.clone(), origin.line);
+                        file.groups.push((id, origin, group));
+                    }
+                    file.warnings.extend(part.warnings);
+                }
+                Err(mut d) => errors.append(&mut d),
+            }
+        }
+        return if errors.is_empty() { Ok(file) } else { Err(errors) };
+    }
+    parse_text(path, text, text, 0)
+}
+
+/// A slice of a large file holding whole groups, to be parsed on its own.
+struct Chunk<'a> {
+    /// `groups:` plus the group lines, so the chunk is a valid document of its own.
+    text: std::borrow::Cow<'a, str>,
+    /// Lines before the chunk's first group line in the original file, minus the header line.
+    line_offset: u64,
+}
+
+/// Splits a large, plainly laid out file (`groups:` at column 0, group keys at one fixed
+/// indentation, block style) into chunks of whole groups. Returns `None` whenever the layout is
+/// anything else (anchors, flow style at the top, other top-level keys, documents markers, tabs):
+/// the caller then parses the file whole, which is always correct, only slower.
+///
+/// Splitting is sound for valid YAML because a line indented exactly like the group keys can only
+/// be a group key: block scalars, multi-line flow collections and quoted scalars must all be
+/// indented deeper than their parent.
+fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
+    if text.contains(['&', '*', '\t']) || text.contains("\n---") || text.contains("\n...") {
+        return None;
+    }
+    let mut offset = 0usize;
+    let mut line_no = 0u64;
+    let mut header_end = None;
+    let mut indent: Option<usize> = None;
+    let mut starts: Vec<(usize, u64)> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        line_no += 1;
+        let trimmed = line.trim_end();
+        let body = trimmed.trim_start();
+        let this_indent = trimmed.len() - body.len();
+        if body.is_empty() || body.starts_with('#') {
+            offset += line.len();
+            continue;
+        }
+        match header_end {
+            None => {
+                if trimmed != "groups:" {
+                    return None;
+                }
+                header_end = Some(offset + line.len());
+            }
+            Some(_) => {
+                if this_indent == 0 {
+                    return None; // another top-level key: let the full parser judge it
+                }
+                let group_indent = *indent.get_or_insert(this_indent);
+                if this_indent == group_indent {
+                    if body.starts_with(['-', '[', '{', '?']) {
+                        return None;
+                    }
+                    starts.push((offset, line_no));
+                } else if this_indent < group_indent {
+                    return None;
+                }
+            }
+        }
+        offset += line.len();
+    }
+    if starts.len() < 2 {
+        return None;
+    }
+    // Aim for a few chunks per thread so uneven groups still balance.
+    let target = (text.len() / (rayon::current_num_threads() * 4)).max(64 * 1024);
+    let mut chunks = Vec::new();
+    let mut i = 0;
+    while i < starts.len() {
+        let (begin, first_line) = starts[i];
+        let mut j = i + 1;
+        while j < starts.len() && starts[j].0 - begin < target {
+            j += 1;
+        }
+        let end = starts.get(j).map_or(text.len(), |s| s.0);
+        let mut chunk = String::with_capacity(end - begin + 8);
+        chunk.push_str("groups:\n");
+        chunk.push_str(&text[begin..end]);
+        chunks.push(Chunk {
+            text: chunk.into(),
+            line_offset: first_line - 2,
+        });
+        i = j;
+    }
+    Some(chunks)
+}
+
+/// Parses YAML `chunk` (all of `full`, or a split of it starting `line_offset` lines later).
+fn parse_text(
+    path: &Path,
+    full: &str,
+    chunk: impl AsRef<str>,
+    line_offset: u64,
+) -> Result<DesiredFile, Vec<Diagnostic>> {
+    let chunk = chunk.as_ref();
+    let cx = Cx { path, full, line_offset };
+    if chunk.trim().lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Ok(DesiredFile::default()); // an empty file is valid: it declares no groups
+    }
+    let raw: RawFile = match serde_saphyr::from_str_with_options(chunk, crate::yaml::options()) {
+        Ok(raw) => raw,
+        Err(e) => return Err(vec![cx.yaml_error(&e)]),
+    };
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for (key, message) in raw.unknown {
+        errors.push(cx.at(&key, message));
+    }
+    let mut file = DesiredFile::default();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for (key, group) in raw.groups.map(|g| g.0).unwrap_or_default() {
+        let name = key.value.text();
+        let line = cx.line(&key);
+        if let Some(first) = seen.get(&name) {
+            errors.push(cx.at(&key, format!("duplicate key: group {name:?} is declared again (first at line {first})")));
+            continue;
+        }
+        seen.insert(name.clone(), line);
+        let id = match (&key.value, GroupId::new(&name)) {
+            (Scalar::Str(_), Ok(id)) => id,
+            (Scalar::Str(_), Err(e)) => {
+                errors.push(cx.at(&key, e));
+                continue;
+            }
+            (other, _) => {
+                errors.push(cx.at(&key, format!("a group ID must be a string, found {}", other.kind())));
+                continue;
+            }
+        };
+        let origin = Origin { path: path.to_path_buf(), line, column: key.referenced.column() };
+        let before = errors.len();
+        let desired = check_group(&cx, &id, group, &mut errors, &mut warnings);
+        if errors.len() == before {
+            file.groups.push((id, origin, desired));
+        }
+    }
+    if errors.is_empty() {
+        file.warnings = warnings;
+        Ok(file)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Context for turning serde-saphyr locations into diagnostics.
+struct Cx<'a> {
+    path: &'a Path,
+    full: &'a str,
+    line_offset: u64,
+}
+
+impl Cx<'_> {
+    fn line<T>(&self, s: &Spanned<T>) -> u64 {
+        s.referenced.line() + self.line_offset
+    }
+
+    fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::at(self.path, self.full, self.line(s), s.referenced.column(), message)
+    }
+
+    fn yaml_error(&self, e: &serde_saphyr::Error) -> Diagnostic {
+        let message = crate::yaml::message(e);
+        match e.location() {
+            Some(loc) if loc.line() > 0 => Diagnostic::at(
+                self.path,
+                self.full,
+                loc.line() + self.line_offset,
+                loc.column(),
+                message,
+            ),
+            _ => Diagnostic::file_error(self.path, message),
+        }
+    }
+}
+
+/// Validates one group's raw sections into desired marks, pushing every problem.
+fn check_group(
+    cx: &Cx<'_>,
+    id: &GroupId,
+    group: Spanned<RawGroup>,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> DesiredGroup {
+    let group_pos = (cx.line(&group), group.referenced.column());
+    let mut out = DesiredGroup::default();
+    for (key, message) in &group.value.unknown {
+        errors.push(cx.at(key, message.clone()));
+    }
+    // Where each mark is first used, and how many members carry it, for the service's limits.
+    let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
+    let mut warned_accounts: HashSet<Account> = HashSet::new();
+    let mut check_account = |key: &Spanned<Scalar>, errors: &mut Vec<Diagnostic>| -> Option<Account> {
+        let text = match &key.value {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Int(_) => key.value.text(),
+            other => {
+                errors.push(cx.at(key, format!("an account must be a string, found {}", other.kind())));
+                return None;
+            }
+        };
+        match Account::new(&text) {
+            Ok(a) => {
+                if !a.is_conventional() && warned_accounts.insert(a.clone()) {
+                    warnings.push(
+                        cx.at(key, format!(
+                            "account {text:?} has characters outside [a-zA-Z0-9_-]; the service may reject it"
+                        ))
+                        .warning(),
+                    );
+                }
+                Some(a)
+            }
+            Err(e) => {
+                errors.push(cx.at(key, e));
+                None
+            }
+        }
+    };
+    let check_mark = |value: &Spanned<Scalar>, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
+        match &value.value {
+            Scalar::Int(n) => match u64::try_from(*n).map_err(|_| ()).and_then(|n| Mark::new(n).map_err(|_| ())) {
+                Ok(m) => Some(m),
+                Err(()) => {
+                    errors.push(cx.at(value, format!(
+                        "mark {n} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
+                    )));
+                    None
+                }
+            },
+            Scalar::Float(f) => {
+                errors.push(cx.at(value, format!("mark {f} is not an integer")));
+                None
+            }
+            other => {
+                errors.push(cx.at(value, format!("a mark must be an integer, found {}", other.kind())));
+                None
+            }
+        }
+    };
+    let mut note_use = |m: Mark, at: &Spanned<Scalar>| {
+        mark_first_use.entry(m).or_insert((cx.line(at), at.referenced.column()));
+    };
+
+    if let Some(members) = group.value.members {
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for (key, marks) in members.0 {
+            let name = key.value.text();
+            if let Some(first) = seen.get(&name) {
+                errors.push(cx.at(&key, format!(
+                    "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
+                )));
+                continue;
+            }
+            seen.insert(name, cx.line(&key));
+            let account = check_account(&key, errors);
+            let items = match &marks.value {
+                Node::Seq(items) => items,
+                other => {
+                    errors.push(cx.at(&marks, format!("expected a list of marks such as [1000], found {}", other.kind())));
+                    continue;
+                }
+            };
+            let mut set = MarkSet::new();
+            for item in items {
+                if let Some(m) = check_mark(item, errors) {
+                    if !set.insert(m) {
+                        errors.push(cx.at(item, format!("mark {m} is listed twice for this account")));
+                    }
+                    note_use(m, item);
+                }
+            }
+            if let Some(a) = account {
+                out.members.entry(a).or_default().extend(set.iter());
+            }
+        }
+    }
+    if let Some(marks) = group.value.marks {
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for (key, accounts) in marks.0 {
+            let name = key.value.text();
+            if let Some(first) = seen.get(&name) {
+                errors.push(cx.at(&key, format!(
+                    "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
+                )));
+                continue;
+            }
+            seen.insert(name, cx.line(&key));
+            let mark = check_mark(&key, errors);
+            if let Some(m) = mark {
+                note_use(m, &key);
+            }
+            let items = match &accounts.value {
+                Node::Seq(items) => items,
+                other => {
+                    errors.push(cx.at(&accounts, format!("expected a list of accounts, found {}", other.kind())));
+                    continue;
+                }
+            };
+            let mut listed: HashSet<String> = HashSet::new();
+            for item in items {
+                if !listed.insert(item.value.text()) {
+                    errors.push(cx.at(item, format!("account {:?} is listed twice under this mark", item.value.text())));
+                    continue;
+                }
+                if let (Some(a), Some(m)) = (check_account(item, errors), mark) {
+                    out.members.entry(a).or_default().insert(m);
+                }
+            }
+        }
+    }
+
+    // The service's limits, checked before any call.
+    if mark_first_use.len() > MAX_MARKS_PER_GROUP {
+        let mut by_position: Vec<(&Mark, &(u64, u64))> = mark_first_use.iter().collect();
+        by_position.sort_by_key(|(_, pos)| **pos);
+        let (&eleventh, &(line, column)) = by_position[MAX_MARKS_PER_GROUP];
+        let all: Vec<String> = mark_first_use.keys().map(Mark::to_string).collect();
+        errors.push(Diagnostic::at(
+            cx.path,
+            cx.full,
+            line,
+            column,
+            format!(
+                "group {id:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
+                all.len(),
+                all.join(", ")
+            ),
+        ));
+    }
+    let mut per_mark: BTreeMap<Mark, usize> = BTreeMap::new();
+    for marks in out.members.values() {
+        for m in marks.iter() {
+            *per_mark.entry(m).or_default() += 1;
+        }
+    }
+    for (m, count) in per_mark {
+        if count > MAX_MEMBERS_PER_MARK {
+            let (line, column) = mark_first_use.get(&m).copied().unwrap_or(group_pos);
+            errors.push(Diagnostic::at(
+                cx.path,
+                cx.full,
+                line,
+                column,
+                format!(
+                    "mark {m} is given to {count} members of group {id:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, permissive shapes: they accept anything scalar so that value errors can be reported with
+// their location and the parse can go on to find the next problem.
+
+/// The top level of a desired file.
+struct RawFile {
+    groups: Option<Entries<Spanned<Scalar>, Spanned<RawGroup>>>,
+    unknown: Vec<(Spanned<String>, String)>,
+}
+
+/// One group: `members` and `marks`.
+struct RawGroup {
+    members: Option<Entries<Spanned<Scalar>, Spanned<Node>>>,
+    marks: Option<Entries<Spanned<Scalar>, Spanned<Node>>>,
+    unknown: Vec<(Spanned<String>, String)>,
+}
+
+/// A value that should be a list; anything else is kept to be reported.
+enum Node {
+    Seq(Vec<Spanned<Scalar>>),
+    Scalar(Scalar),
+    Map,
+}
+
+impl Node {
+    fn kind(&self) -> &'static str {
+        match self {
+            Node::Seq(_) => "a list",
+            Node::Scalar(s) => s.kind(),
+            Node::Map => "a mapping",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NodeVisitor;
+        impl<'de> Visitor<'de> for NodeVisitor {
+            type Value = Node;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+                while let Some(item) = seq.next_element()? {
+                    v.push(item);
+                }
+                Ok(Node::Seq(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Node::Map)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Node, E> {
+                ScalarVisitor.visit_bool(v).map(Node::Scalar)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Node, E> {
+                ScalarVisitor.visit_i64(v).map(Node::Scalar)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Node, E> {
+                ScalarVisitor.visit_u64(v).map(Node::Scalar)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
+                ScalarVisitor.visit_f64(v).map(Node::Scalar)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+                ScalarVisitor.visit_str(v).map(Node::Scalar)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
+                Ok(Node::Scalar(Scalar::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Node, E> {
+                Ok(Node::Scalar(Scalar::Null))
+            }
+        }
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FileVisitor;
+        impl<'de> Visitor<'de> for FileVisitor {
+            type Value = RawFile;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping with a `groups` key")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawFile, E> {
+                Ok(RawFile { groups: None, unknown: Vec::new() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawFile, A::Error> {
+                let mut groups = None;
+                let unknown = visit_known_keys(map, &["groups"], |_, map| {
+                    groups = Some(map.next_value()?);
+                    Ok(())
+                })?;
+                Ok(RawFile { groups, unknown })
+            }
+        }
+        d.deserialize_map(FileVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawGroup {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct GroupVisitor;
+        impl<'de> Visitor<'de> for GroupVisitor {
+            type Value = RawGroup;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping with `members` and/or `marks`")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawGroup, E> {
+                Ok(RawGroup { members: None, marks: None, unknown: Vec::new() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawGroup, A::Error> {
+                let mut members = None;
+                let mut marks = None;
+                let unknown = visit_known_keys(map, &["members", "marks"], |key, map| {
+                    if key == "members" {
+                        members = Some(map.next_value()?);
+                    } else {
+                        marks = Some(map.next_value()?);
+                    }
+                    Ok(())
+                })?;
+                Ok(RawGroup { members, marks, unknown })
+            }
+        }
+        d.deserialize_map(GroupVisitor)
+    }
+}

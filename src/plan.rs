@@ -1,0 +1,370 @@
+//! The planner (SPEC section 5): `(desired, state, now, policy) -> Plan`.
+//!
+//! Architecture invariant: this module is pure. It reads no clock, environment or file; `now` is a
+//! parameter. Output is sorted, so the same inputs always give the same plan.
+//!
+//! Per group and member, with `held` = confirmed marks plus intents (marks an interrupted apply
+//! may have set):
+//! - set = desired marks not confirmed, plus mark 500 when its confirmation is older than
+//!   72 h minus the renew margin (a renewal), plus every desired mark when reasserting;
+//! - clear = held marks that are not desired. Marks marksync never set are never touched.
+//!
+//! Calls: per group, clears first (they free the 10-mark and 1000-member capacity), then sets, at
+//! most 500 members per call, one entry per member carrying all its marks. That reaches the lower
+//! bound `sum over groups of ceil(clear members / 500) + ceil(set members / 500)`.
+
+use std::collections::BTreeMap;
+
+use crate::desired::{DesiredGroup, DesiredState};
+use crate::model::{Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_CALL, Mark, MarkSet, UnixTime};
+use crate::state::{Confirmed, State};
+
+/// Knobs of planning that come from the config and the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Renew mark 500 this many seconds before its 72 h run out.
+    pub renew_margin_secs: i64,
+    /// Re-send every desired mark, confirmed or not (the service drops marks of members who went
+    /// offline, and marksync cannot see that).
+    pub reassert: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { renew_margin_secs: 12 * 3600, reassert: false }
+    }
+}
+
+/// Whether a call sets or clears marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Command {
+    /// `CommandType` 2: delete the listed marks.
+    Clear,
+    /// `CommandType` 1: set the listed marks.
+    Set,
+}
+
+impl Command {
+    /// "set" or "clear", as in the JSON plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Set => "set",
+            Command::Clear => "clear",
+        }
+    }
+}
+
+/// One `modify_user_info` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The group the call is for.
+    pub group: GroupId,
+    /// Set or clear.
+    pub command: Command,
+    /// At most 500 members, sorted by account, each with all its marks for this command.
+    pub members: Vec<(Account, MarkSet)>,
+}
+
+/// Why a mark is in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// Desired and not confirmed.
+    Set,
+    /// Held and not desired.
+    Clear,
+    /// Mark 500 confirmed long enough ago that it is due again; carries the confirmation time.
+    Renew(UnixTime),
+    /// Desired and confirmed, re-sent because the policy reasserts.
+    Reassert,
+}
+
+/// One (account, mark) change, for the human plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// What happens.
+    pub kind: ChangeKind,
+    /// The member.
+    pub account: Account,
+    /// The mark.
+    pub mark: Mark,
+}
+
+/// Counts for the summary line and the JSON `summary` object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Marks to set (including reasserted ones).
+    pub set: usize,
+    /// Marks to clear.
+    pub clear: usize,
+    /// Marks 500 to renew.
+    pub renew: usize,
+    /// Groups with at least one change.
+    pub groups: usize,
+    /// API calls.
+    pub calls: usize,
+}
+
+/// What `apply` would do.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The calls, grouped by group (sorted), clears before sets within a group.
+    pub calls: Vec<Call>,
+    /// Every change, by group, sorted by kind, account and mark.
+    pub changes: BTreeMap<GroupId, Vec<Change>>,
+    /// Counts.
+    pub summary: Summary,
+    /// Confirmed marks in the state before this plan (the guard's denominator).
+    pub managed: usize,
+}
+
+impl Plan {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls of one group, in order.
+    pub fn calls_by_group(&self) -> BTreeMap<&GroupId, Vec<&Call>> {
+        let mut out: BTreeMap<&GroupId, Vec<&Call>> = BTreeMap::new();
+        for c in &self.calls {
+            out.entry(&c.group).or_default().push(c);
+        }
+        out
+    }
+
+    /// The mass-clear guard: refuses a plan that clears more than `max_clear_fraction` of the
+    /// managed marks and more than `min_clears` marks.
+    pub fn check_guard(&self, guard: &crate::config::Guard) -> Result<(), MassClear> {
+        let clears = self.summary.clear;
+        let too_many = clears as u64 > guard.min_clears;
+        let too_large = clears as f64 > guard.max_clear_fraction * self.managed as f64;
+        if too_many && too_large {
+            Err(MassClear { clears, managed: self.managed, guard: *guard })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A plan refused by the mass-clear guard.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "refusing to clear {clears} of {managed} managed marks (more than {} and more than {:.0}%); \
+     if that is really what you want, run again with --allow-mass-clear",
+    guard.min_clears,
+    guard.max_clear_fraction * 100.0
+)]
+pub struct MassClear {
+    /// Marks the plan would clear.
+    pub clears: usize,
+    /// Marks marksync manages.
+    pub managed: usize,
+    /// The guard's settings.
+    pub guard: crate::config::Guard,
+}
+
+/// Computes the plan. Pure and deterministic.
+pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Policy) -> Plan {
+    let renew_before = now - (MARK_500_LIFETIME_SECS - policy.renew_margin_secs);
+    let empty_group = DesiredGroup::default();
+    let empty_intents = BTreeMap::new();
+    let empty_confirmed = BTreeMap::new();
+    let mut out = Plan { managed: state.managed_count(), ..Plan::default() };
+
+    // Every group that is desired, confirmed or intended, in sorted order.
+    let mut groups: Vec<&GroupId> = desired.groups.keys().chain(state.groups.keys()).chain(state.intents.keys()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+
+    for group in groups {
+        let want = desired.groups.get(group).unwrap_or(&empty_group);
+        let confirmed = state.groups.get(group).unwrap_or(&empty_confirmed);
+        let intents = state.intents.get(group).unwrap_or(&empty_intents);
+        let mut sets: Vec<(Account, MarkSet)> = Vec::new();
+        let mut clears: Vec<(Account, MarkSet)> = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
+
+        // Accounts in any of the three maps, sorted: a three-way merge of sorted keys.
+        let mut accounts: Vec<&Account> = want.members.keys().chain(confirmed.keys()).chain(intents.keys()).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+
+        let no_marks = MarkSet::new();
+        let no_confirmed = Confirmed::default();
+        for account in accounts {
+            let desired_marks = want.members.get(account).unwrap_or(&no_marks);
+            let held = confirmed.get(account).unwrap_or(&no_confirmed);
+            let intended = intents.get(account).unwrap_or(&no_marks);
+
+            let mut set = MarkSet::new();
+            for m in desired_marks.iter() {
+                match held.get(m) {
+                    None => {
+                        set.insert(m);
+                        changes.push(Change { kind: ChangeKind::Set, account: account.clone(), mark: m });
+                    }
+                    Some(at) if m.expires() && at <= renew_before => {
+                        set.insert(m);
+                        changes.push(Change { kind: ChangeKind::Renew(at), account: account.clone(), mark: m });
+                    }
+                    Some(_) if policy.reassert => {
+                        set.insert(m);
+                        changes.push(Change { kind: ChangeKind::Reassert, account: account.clone(), mark: m });
+                    }
+                    Some(_) => {}
+                }
+            }
+            let mut clear = MarkSet::new();
+            for m in held.iter().map(|(m, _)| m).chain(intended.iter()) {
+                if !desired_marks.contains(m) && clear.insert(m) {
+                    changes.push(Change { kind: ChangeKind::Clear, account: account.clone(), mark: m });
+                }
+            }
+            if !set.is_empty() {
+                sets.push((account.clone(), set));
+            }
+            if !clear.is_empty() {
+                clears.push((account.clone(), clear));
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        for c in &changes {
+            match c.kind {
+                ChangeKind::Set | ChangeKind::Reassert => out.summary.set += 1,
+                ChangeKind::Clear => out.summary.clear += 1,
+                ChangeKind::Renew(_) => out.summary.renew += 1,
+            }
+        }
+        changes.sort_by(|a, b| {
+            kind_order(a.kind)
+                .cmp(&kind_order(b.kind))
+                .then_with(|| a.account.cmp(&b.account))
+                .then_with(|| a.mark.cmp(&b.mark))
+        });
+        out.summary.groups += 1;
+        push_calls(&mut out.calls, group, Command::Clear, clears);
+        push_calls(&mut out.calls, group, Command::Set, sets);
+        out.changes.insert(group.clone(), changes);
+    }
+    out.summary.calls = out.calls.len();
+    out
+}
+
+/// Display order of change kinds: sets, clears, renewals, reasserts.
+fn kind_order(k: ChangeKind) -> u8 {
+    match k {
+        ChangeKind::Set => 0,
+        ChangeKind::Clear => 1,
+        ChangeKind::Renew(_) => 2,
+        ChangeKind::Reassert => 3,
+    }
+}
+
+fn push_calls(calls: &mut Vec<Call>, group: &GroupId, command: Command, members: Vec<(Account, MarkSet)>) {
+    let mut members = members.into_iter().peekable();
+    while members.peek().is_some() {
+        let batch: Vec<_> = members.by_ref().take(MAX_MEMBERS_PER_CALL).collect();
+        calls.push(Call { group: group.clone(), command, members: batch });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Guard;
+
+    fn g(s: &str) -> GroupId {
+        GroupId::new(s).unwrap()
+    }
+    fn a(s: &str) -> Account {
+        Account::new(s).unwrap()
+    }
+    fn m(n: u64) -> Mark {
+        Mark::new(n).unwrap()
+    }
+    fn desired(entries: &[(&str, &str, &[u64])]) -> DesiredState {
+        let mut d = DesiredState::default();
+        for (group, account, marks) in entries {
+            d.groups
+                .entry(g(group))
+                .or_default()
+                .members
+                .entry(a(account))
+                .or_default()
+                .extend(marks.iter().map(|&n| m(n)));
+        }
+        d
+    }
+
+    const NOW: UnixTime = 1_764_000_000;
+    const H: i64 = 3600;
+
+    #[test]
+    fn spec_example_plan() {
+        let d = desired(&[("@TGS#a6I4ZUUGO", "teacher10", &[1000]), ("@TGS#a6I4ZUUGO", "host", &[500])]);
+        let mut s = State::new(1);
+        s.confirm(&g("@TGS#a6I4ZUUGO"), &a("student9"), [m(1001)], NOW - H);
+        s.confirm(&g("@TGS#a6I4ZUUGO"), &a("host"), [m(500)], NOW - 61 * H);
+        let p = plan(&d, &s, NOW, &Policy::default());
+        assert_eq!(p.summary, Summary { set: 1, clear: 1, renew: 1, groups: 1, calls: 2 });
+        assert_eq!(p.calls[0].command, Command::Clear);
+        assert_eq!(p.calls[0].members, vec![(a("student9"), [m(1001)].into_iter().collect())]);
+        assert_eq!(p.calls[1].command, Command::Set);
+        assert_eq!(
+            p.calls[1].members,
+            vec![(a("host"), [m(500)].into_iter().collect()), (a("teacher10"), [m(1000)].into_iter().collect())]
+        );
+    }
+
+    #[test]
+    fn mark_500_renews_exactly_at_72h_minus_margin() {
+        let d = desired(&[("G", "host", &[500])]);
+        let policy = Policy { renew_margin_secs: 12 * H, reassert: false };
+        for (age, due) in [(60 * H - 1, false), (60 * H, true), (71 * H, true)] {
+            let mut s = State::new(1);
+            s.confirm(&g("G"), &a("host"), [m(500)], NOW - age);
+            assert_eq!(plan(&d, &s, NOW, &policy).summary.renew == 1, due, "age {age}");
+        }
+    }
+
+    #[test]
+    fn marks_never_set_are_never_cleared_and_intents_are() {
+        let d = desired(&[("G", "u", &[1000])]);
+        let mut s = State::new(1);
+        s.confirm(&g("G"), &a("u"), [m(1000)], NOW);
+        s.intend(&g("G"), &a("u"), [m(1001)]);
+        s.intend(&g("G"), &a("v"), [m(1000)]);
+        let p = plan(&d, &s, NOW, &Policy::default());
+        assert_eq!(p.summary.clear, 2);
+        assert_eq!(p.summary.set, 0);
+        assert!(p.calls.iter().all(|c| c.command == Command::Clear));
+    }
+
+    #[test]
+    fn calls_split_at_500_members() {
+        let names: Vec<String> = (0..1001).map(|i| format!("u{i:04}")).collect();
+        let entries: Vec<(&str, &str, &[u64])> = names.iter().map(|n| ("G", n.as_str(), &[1000u64][..])).collect();
+        let p = plan(&desired(&entries), &State::new(1), NOW, &Policy::default());
+        let sizes: Vec<usize> = p.calls.iter().map(|c| c.members.len()).collect();
+        assert_eq!(sizes, vec![500, 500, 1]);
+    }
+
+    #[test]
+    fn guard_counts_clears_against_managed_marks() {
+        let mut s = State::new(1);
+        for i in 0..100 {
+            s.confirm(&g("G"), &a(&format!("u{i}")), [m(1000)], NOW);
+        }
+        let guard = Guard { max_clear_fraction: 0.25, min_clears: 10 };
+        let keep = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+            let entries: Vec<(&str, &str, &[u64])> = names.iter().map(|x| ("G", x.as_str(), &[1000u64][..])).collect();
+            plan(&desired(&entries), &s, NOW, &Policy::default())
+        };
+        assert!(keep(75).check_guard(&guard).is_ok(), "25% is not more than 25%");
+        assert!(keep(74).check_guard(&guard).is_err(), "26 of 100 is");
+        assert!(keep(0).check_guard(&guard).is_err());
+    }
+}

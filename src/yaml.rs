@@ -1,0 +1,249 @@
+//! What every YAML reader in marksync shares: parser options, permissive scalars, mappings kept
+//! in document order, and error messages without the parser's own decoration.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// The message of a YAML error without serde-saphyr's own location suffix and snippet (we print
+/// ours, with the file name).
+pub fn message(e: &serde_saphyr::Error) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let trimmed = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    trimmed.trim_end_matches(':').trim().to_string()
+}
+
+/// Options for every YAML document marksync reads: duplicate keys are handled by our visitors
+/// (so all of them are reported, with both places); the budget is sized for a million pairs.
+pub fn options() -> serde_saphyr::options::Options {
+    let mut options = serde_saphyr::options::Options::default();
+    options.duplicate_keys = serde_saphyr::options::DuplicateKeyPolicy::PassThrough;
+    options.with_snippet = false;
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_events = 100_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_total_scalar_bytes = 1 << 30;
+    budget.max_reader_input_bytes = Some(1 << 30);
+    options.budget = Some(budget);
+    options
+}
+
+/// A scalar of any type; validation decides what is acceptable where.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i128),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// An empty value.
+    Null,
+}
+
+impl Scalar {
+    /// The scalar as text (numbers printed back).
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Int(n) => n.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Null => String::new(),
+        }
+    }
+
+    /// "a string", "an integer"...: for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Str(_) => "a string",
+            Scalar::Int(_) => "an integer",
+            Scalar::Float(_) => "a fractional number",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Null => "nothing (null)",
+        }
+    }
+}
+
+/// The entries of a YAML mapping in document order, duplicates included (our validation reports
+/// duplicates with both places).
+pub struct Entries<K, V>(pub Vec<(K, V)>);
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries<K, V> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V_<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for V_<K, V> {
+            type Value = Entries<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V_(PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+pub struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a single value (a string or a number)")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v.into()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Scalar, E> {
+        Ok(Scalar::Int(i128::try_from(v).unwrap_or(i128::MAX)))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+}
+
+/// Reads a mapping with known keys into `on_key`, recording unknown and repeated keys instead of
+/// stopping at them.
+pub fn visit_known_keys<'de, A: MapAccess<'de>>(
+    mut map: A,
+    known: &[&str],
+    mut on_key: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+) -> Result<Vec<(Spanned<String>, String)>, A::Error> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<(String, u64)> = Vec::new();
+    while let Some(key) = map.next_key::<Spanned<String>>()? {
+        if let Some((_, line)) = seen.iter().find(|(k, _)| *k == key.value) {
+            let message = format!("duplicate key `{}` (first at line {line})", key.value);
+            problems.push((key, message));
+            map.next_value::<IgnoredAny>()?;
+        } else if known.contains(&key.value.as_str()) {
+            seen.push((key.value.clone(), key.referenced.line()));
+            on_key(&key.value, &mut map)?;
+        } else {
+            let message = format!(
+                "unknown key `{}`; expected {}",
+                key.value,
+                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ")
+            );
+            problems.push((key, message));
+            map.next_value::<IgnoredAny>()?;
+        }
+    }
+    Ok(problems)
+}
+
+
+/// Any YAML value, with the position of every node: for small documents (the config) that are
+/// checked key by key so that every problem is reported.
+#[derive(Debug)]
+pub enum Value {
+    /// A scalar.
+    Scalar(Scalar),
+    /// A sequence.
+    Seq(Vec<Spanned<Value>>),
+    /// A mapping, in document order.
+    Map(Vec<(Spanned<String>, Spanned<Value>)>),
+}
+
+impl Value {
+    /// "a mapping", "a list" or the scalar's kind: for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Scalar(s) => s.kind(),
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    v.push(item);
+                }
+                Ok(Value::Seq(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Value::Map(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Int(v.into())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Int(v.into())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Float(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Str(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Scalar(Scalar::Null))
+            }
+        }
+        d.deserialize_any(ValueVisitor)
+    }
+}

@@ -47,7 +47,10 @@ pub struct Guard {
 
 impl Default for Guard {
     fn default() -> Self {
-        Guard { max_clear_fraction: 0.25, min_clears: 10 }
+        Guard {
+            max_clear_fraction: 0.25,
+            min_clears: 10,
+        }
     }
 }
 
@@ -123,31 +126,48 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         };
         Diagnostics(vec![Diagnostic::file_error(path, what)])
     })?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| Diagnostics(vec![Diagnostic::file_error(path, "the config file is not valid UTF-8")]))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Diagnostics(vec![Diagnostic::file_error(
+            path,
+            "the config file is not valid UTF-8",
+        )])
+    })?;
     parse(path, &text)
 }
 
 /// Checks config text. `path` locates the diagnostics and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
-    let root: Spanned<Value> = match serde_saphyr::from_str_with_options(text, crate::yaml::options()) {
-        Ok(v) => v,
-        Err(e) => {
-            let message = crate::yaml::message(&e);
-            let d = match e.location() {
-                Some(l) if l.line() > 0 => Diagnostic::at(path, text, l.line(), l.column(), message),
-                _ => Diagnostic::file_error(path, message),
-            };
-            return Err(Diagnostics(vec![d]));
-        }
+    let root: Spanned<Value> =
+        match serde_saphyr::from_str_with_options(text, crate::yaml::options()) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = crate::yaml::message(&e);
+                let d = match e.location() {
+                    Some(l) if l.line() > 0 => {
+                        Diagnostic::at(path, text, l.line(), l.column(), message)
+                    }
+                    _ => Diagnostic::file_error(path, message),
+                };
+                return Err(Diagnostics(vec![d]));
+            }
+        };
+    let mut c = Checker {
+        path,
+        text,
+        errors: Vec::new(),
     };
-    let mut c = Checker { path, text, errors: Vec::new() };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let entries = match root.value {
         Value::Map(entries) => entries,
         Value::Scalar(Scalar::Null) => Vec::new(),
         other => {
-            c.err(&root.referenced, format!("the config must be a mapping of keys to values, found {}", other.kind()));
+            c.err(
+                &root.referenced,
+                format!(
+                    "the config must be a mapping of keys to values, found {}",
+                    other.kind()
+                ),
+            );
             Vec::new()
         }
     };
@@ -155,7 +175,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let mut get = std::collections::HashMap::new();
     for (key, value) in entries {
         if let Some((_, line)) = seen.iter().find(|(k, _)| *k == key.value) {
-            c.err(&key.referenced, format!("duplicate key `{}` (first at line {line})", key.value));
+            c.err(
+                &key.referenced,
+                format!("duplicate key `{}` (first at line {line})", key.value),
+            );
         } else if !KEYS.contains(&key.value.as_str()) {
             c.err(&key.referenced, unknown_key(&key.value, KEYS));
         } else {
@@ -167,26 +190,50 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let mut take = |k: &str| get.remove(k);
 
     let sdkappid = match take("sdkappid") {
-        Some(v) => c.uint(&v, "sdkappid").filter(|&n| n > 0 || { c.err(&v.referenced, "`sdkappid` must not be 0"); false }),
+        Some(v) => c.uint(&v, "sdkappid").filter(|&n| {
+            n > 0 || {
+                c.err(&v.referenced, "`sdkappid` must not be 0");
+                false
+            }
+        }),
         None => {
-            c.err(&root_loc, "missing required key `sdkappid` (your application's SDKAppID)");
+            c.err(
+                &root_loc,
+                "missing required key `sdkappid` (your application's SDKAppID)",
+            );
             None
         }
     };
     let identifier = match take("identifier") {
-        Some(v) => c.string(&v, "identifier").filter(|s| !s.is_empty() || { c.err(&v.referenced, "`identifier` must not be empty"); false }),
+        Some(v) => c.string(&v, "identifier").filter(|s| {
+            !s.is_empty() || {
+                c.err(&v.referenced, "`identifier` must not be empty");
+                false
+            }
+        }),
         None => {
-            c.err(&root_loc, "missing required key `identifier` (an App admin account)");
+            c.err(
+                &root_loc,
+                "missing required key `identifier` (an App admin account)",
+            );
             None
         }
     };
-    let secret_key_file = take("secret_key_file").and_then(|v| c.string(&v, "secret_key_file")).map(|s| base.join(s));
+    let secret_key_file = take("secret_key_file")
+        .and_then(|v| c.string(&v, "secret_key_file"))
+        .map(|s| base.join(s));
     let region = take("region").and_then(|v| {
         let s = c.string(&v, "region")?;
         if REGIONS.contains(&s.as_str()) {
             Some(s)
         } else {
-            c.err(&v.referenced, format!("unknown region {s:?}; expected one of {}", REGIONS.join(", ")));
+            c.err(
+                &v.referenced,
+                format!(
+                    "unknown region {s:?}; expected one of {}",
+                    REGIONS.join(", ")
+                ),
+            );
             None
         }
     });
@@ -197,16 +244,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             } else if s.starts_with("https://") || s.starts_with("http://") {
                 Some(Endpoint::Url(s.trim_end_matches('/').to_string()))
             } else {
-                c.err(&v.referenced, format!("`endpoint` must be an https:// URL or `embedded`, found {s:?}"));
+                c.err(
+                    &v.referenced,
+                    format!("`endpoint` must be an https:// URL or `embedded`, found {s:?}"),
+                );
                 None
             }
         }),
-        None => Some(Endpoint::Region(region.clone().unwrap_or_else(|| "china".into()))),
+        None => Some(Endpoint::Region(
+            region.clone().unwrap_or_else(|| "china".into()),
+        )),
     };
     let desired = match take("desired") {
         Some(v) => c.string(&v, "desired").map(|s| base.join(s)),
         None => {
-            c.err(&root_loc, "missing required key `desired` (the directory or file of desired marks)");
+            c.err(
+                &root_loc,
+                "missing required key `desired` (the directory or file of desired marks)",
+            );
             None
         }
     };
@@ -236,12 +291,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     if let (Some(m), Some(v)) = (renew_margin, get_loc(&seen, "renew_margin"))
         && m >= Duration::from_secs(72 * 3600)
     {
-        c.err_line(v, "`renew_margin` must be shorter than mark 500's 72 h lifetime");
+        c.err_line(
+            v,
+            "`renew_margin` must be shorter than mark 500's 72 h lifetime",
+        );
     }
     if let (Some(t), Some(v)) = (usersig_ttl, get_loc(&seen, "usersig_ttl"))
         && t < Duration::from_secs(3600)
     {
-        c.err_line(v, "`usersig_ttl` must be at least 1h (the vendor advises 24h or more)");
+        c.err_line(
+            v,
+            "`usersig_ttl` must be at least 1h (the vendor advises 24h or more)",
+        );
     }
     let guard = match take("guard") {
         Some(v) => c.guard(v),
@@ -256,7 +317,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         return Err(Diagnostics(c.errors));
     }
     // Every field is Some when no error was recorded.
-    let missing = || Diagnostics(vec![Diagnostic::file_error(path, "internal error: config field missing")]);
+    let missing = || {
+        Diagnostics(vec![Diagnostic::file_error(
+            path,
+            "internal error: config field missing",
+        )])
+    };
     Ok(Config {
         path: path.to_path_buf(),
         sdkappid: sdkappid.ok_or_else(missing)?,
@@ -296,7 +362,9 @@ fn strsim_close(a: &str, b: &str) -> bool {
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -312,18 +380,33 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn err(&mut self, at: &serde_saphyr::Location, message: impl Into<String>) {
         let line = at.line().max(1);
-        self.errors.push(Diagnostic::at(self.path, self.text, line, at.column().max(1), message));
+        self.errors.push(Diagnostic::at(
+            self.path,
+            self.text,
+            line,
+            at.column().max(1),
+            message,
+        ));
     }
 
     fn err_line(&mut self, line: u64, message: impl Into<String>) {
-        self.errors.push(Diagnostic::at(self.path, self.text, line, 1, message));
+        self.errors
+            .push(Diagnostic::at(self.path, self.text, line, 1, message));
     }
 
     fn uint(&mut self, v: &Spanned<Value>, key: &str) -> Option<u64> {
         match &v.value {
-            Value::Scalar(Scalar::Int(n)) if *n >= 0 && *n <= i128::from(u64::MAX) => Some(*n as u64),
+            Value::Scalar(Scalar::Int(n)) if *n >= 0 && *n <= i128::from(u64::MAX) => {
+                Some(*n as u64)
+            }
             other => {
-                self.err(&v.referenced, format!("`{key}` must be a non-negative integer, found {}", other.kind()));
+                self.err(
+                    &v.referenced,
+                    format!(
+                        "`{key}` must be a non-negative integer, found {}",
+                        other.kind()
+                    ),
+                );
                 None
             }
         }
@@ -334,7 +417,10 @@ impl Checker<'_> {
             Value::Scalar(Scalar::Int(n)) => Some(*n as f64),
             Value::Scalar(Scalar::Float(f)) => Some(*f),
             other => {
-                self.err(&v.referenced, format!("`{key}` must be a number, found {}", other.kind()));
+                self.err(
+                    &v.referenced,
+                    format!("`{key}` must be a number, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -344,7 +430,10 @@ impl Checker<'_> {
         match &v.value {
             Value::Scalar(Scalar::Str(s)) => Some(s.clone()),
             other => {
-                self.err(&v.referenced, format!("`{key}` must be a string, found {}", other.kind()));
+                self.err(
+                    &v.referenced,
+                    format!("`{key}` must be a string, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -359,19 +448,30 @@ impl Checker<'_> {
                 None
             }
             Err(e) => {
-                self.err(&v.referenced, format!("`{key}`: {s:?} is not a duration ({e}); write it like 90s, 5m or 12h"));
+                self.err(
+                    &v.referenced,
+                    format!("`{key}`: {s:?} is not a duration ({e}); write it like 90s, 5m or 12h"),
+                );
                 None
             }
         }
     }
 
-    fn map(&mut self, v: Spanned<Value>, key: &str, known: &[&str]) -> Option<Vec<(Spanned<String>, Spanned<Value>)>> {
+    fn map(
+        &mut self,
+        v: Spanned<Value>,
+        key: &str,
+        known: &[&str],
+    ) -> Option<Vec<(Spanned<String>, Spanned<Value>)>> {
         match v.value {
             Value::Map(entries) => {
                 let mut out: Vec<(Spanned<String>, Spanned<Value>)> = Vec::new();
                 for (k, val) in entries {
                     if out.iter().any(|(o, _)| o.value == k.value) {
-                        self.err(&k.referenced, format!("duplicate key `{}` in `{key}`", k.value));
+                        self.err(
+                            &k.referenced,
+                            format!("duplicate key `{}` in `{key}`", k.value),
+                        );
                     } else if !known.contains(&k.value.as_str()) {
                         self.err(&k.referenced, unknown_key(&k.value, known));
                     } else {
@@ -381,7 +481,10 @@ impl Checker<'_> {
                 Some(out)
             }
             other => {
-                self.err(&v.referenced, format!("`{key}` must be a mapping, found {}", other.kind()));
+                self.err(
+                    &v.referenced,
+                    format!("`{key}` must be a mapping, found {}", other.kind()),
+                );
                 None
             }
         }
@@ -396,7 +499,10 @@ impl Checker<'_> {
                     if (0.0..=1.0).contains(&f) {
                         guard.max_clear_fraction = f;
                     } else {
-                        self.err(&val.referenced, "`guard.max_clear_fraction` must be between 0 and 1");
+                        self.err(
+                            &val.referenced,
+                            "`guard.max_clear_fraction` must be between 0 and 1",
+                        );
                     }
                 }
             } else if let Some(n) = self.uint(&val, "guard.min_clears") {
@@ -416,17 +522,27 @@ impl Checker<'_> {
                 if let Some(s) = self.string(&val, "http.listen") {
                     match s.parse::<SocketAddr>() {
                         Ok(a) => listen = Some(a),
-                        Err(_) => self.err(&val.referenced, format!("`http.listen`: {s:?} is not an address such as 127.0.0.1:9464")),
+                        Err(_) => self.err(
+                            &val.referenced,
+                            format!(
+                                "`http.listen`: {s:?} is not an address such as 127.0.0.1:9464"
+                            ),
+                        ),
                     }
                 }
             } else {
-                token = self.string(&val, "http.callback_token_file").map(|s| base.join(s));
+                token = self
+                    .string(&val, "http.callback_token_file")
+                    .map(|s| base.join(s));
             }
         }
         if listen.is_none() && self.errors.len() == before {
             self.err(&at, "`http` needs `listen` (such as 127.0.0.1:9464)");
         }
-        (self.errors.len() == before).then_some(Http { listen: listen?, callback_token_file: token })
+        (self.errors.len() == before).then_some(Http {
+            listen: listen?,
+            callback_token_file: token,
+        })
     }
 }
 
@@ -447,7 +563,8 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults_and_relative_paths() {
-        let c = check("sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n").unwrap();
+        let c =
+            check("sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n").unwrap();
         assert_eq!(c.sdkappid, 1_400_000_000);
         assert_eq!(c.desired, Path::new("conf/marks/"));
         assert_eq!(c.state, Path::new("conf/state/marksync.json"));
@@ -469,16 +586,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.endpoint, Endpoint::Region("singapore".into()));
         assert_eq!(c.secret_key_file.as_deref(), Some(Path::new("/etc/k")));
-        assert_eq!(c.guard, Guard { max_clear_fraction: 0.5, min_clears: 3 });
+        assert_eq!(
+            c.guard,
+            Guard {
+                max_clear_fraction: 0.5,
+                min_clears: 3
+            }
+        );
         let http = c.http.unwrap();
         assert_eq!(http.listen.port(), 9000);
-        assert_eq!(http.callback_token_file.as_deref(), Some(Path::new("conf/t")));
+        assert_eq!(
+            http.callback_token_file.as_deref(),
+            Some(Path::new("conf/t"))
+        );
         assert_eq!(c.usersig_ttl, Duration::from_secs(2 * 86400));
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let e = check("identifier: 5\nregoin: china\ndebounce: soon\nguard: { min_clears: -1 }\n").unwrap_err();
+        let e = check("identifier: 5\nregoin: china\ndebounce: soon\nguard: { min_clears: -1 }\n")
+            .unwrap_err();
         for want in [
             "conf/marksync.yaml:1:1: error: missing required key `sdkappid`",
             "conf/marksync.yaml:1:13: error: `identifier` must be a string, found an integer",
@@ -494,19 +621,36 @@ mod tests {
     #[test]
     fn endpoint_forms() {
         let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
-        assert_eq!(check(&format!("{base}endpoint: embedded\n")).unwrap().endpoint, Endpoint::Embedded);
         assert_eq!(
-            check(&format!("{base}endpoint: https://x.example/\n")).unwrap().endpoint,
+            check(&format!("{base}endpoint: embedded\n"))
+                .unwrap()
+                .endpoint,
+            Endpoint::Embedded
+        );
+        assert_eq!(
+            check(&format!("{base}endpoint: https://x.example/\n"))
+                .unwrap()
+                .endpoint,
             Endpoint::Url("https://x.example".into())
         );
         assert!(check(&format!("{base}endpoint: ftp://x\n")).is_err());
-        assert!(check(&format!("{base}region: mars\n")).unwrap_err().contains("unknown region \"mars\""));
+        assert!(
+            check(&format!("{base}region: mars\n"))
+                .unwrap_err()
+                .contains("unknown region \"mars\"")
+        );
     }
 
     #[test]
     fn config_path_precedence() {
-        assert_eq!(resolve_path(Some("a.yaml".into()), Some("b.yaml".into())), Path::new("a.yaml"));
-        assert_eq!(resolve_path(None, Some("b.yaml".into())), Path::new("b.yaml"));
+        assert_eq!(
+            resolve_path(Some("a.yaml".into()), Some("b.yaml".into())),
+            Path::new("a.yaml")
+        );
+        assert_eq!(
+            resolve_path(None, Some("b.yaml".into())),
+            Path::new("b.yaml")
+        );
         assert_eq!(resolve_path(None, None), Path::new("marksync.yaml"));
     }
 }

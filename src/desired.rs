@@ -20,10 +20,8 @@ use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::{Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet};
 use crate::yaml::{Entries, Scalar, ScalarVisitor, visit_known_keys};
-use crate::model::{
-    Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet,
-};
 
 /// The marks one group should carry, by member.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -156,7 +154,12 @@ pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     (files, diags)
 }
 
-fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, files: &mut Vec<PathBuf>, diags: &mut Vec<Diagnostic>) {
+fn walk(
+    dir: &Path,
+    ancestors: &mut Vec<PathBuf>,
+    files: &mut Vec<PathBuf>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let canonical = match std::fs::canonicalize(dir) {
         Ok(c) => c,
         Err(e) => {
@@ -167,7 +170,10 @@ fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, files: &mut Vec<PathBuf>, diag
     if ancestors.contains(&canonical) {
         diags.push(Diagnostic::file_error(
             dir,
-            format!("symlink loop: this directory is {} again", canonical.display()),
+            format!(
+                "symlink loop: this directory is {} again",
+                canonical.display()
+            ),
         ));
         return;
     }
@@ -199,7 +205,9 @@ fn walk(dir: &Path, ancestors: &mut Vec<PathBuf>, files: &mut Vec<PathBuf>, diag
             // A dangling or looping symlink named like a desired file is an error: it may be the
             // file that holds a group's marks.
             Err(e) if is_yaml_name(&child) => diags.push(io_diag(&child, "cannot read", &e)),
-            Err(e) if e.raw_os_error() == Some(40) => diags.push(io_diag(&child, "cannot read", &e)),
+            Err(e) if e.raw_os_error() == Some(40) => {
+                diags.push(io_diag(&child, "cannot read", &e))
+            }
             Err(_) => {}
         }
     }
@@ -225,7 +233,10 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
         for (id, origin, group) in file.groups {
             if let Some(first) = origins.get(&id) {
                 let what = if first.path == origin.path {
-                    format!("group {id:?} is declared twice in this file (first at line {})", first.line)
+                    format!(
+                        "group {id:?} is declared twice in this file (first at line {})",
+                        first.line
+                    )
                 } else {
                     format!(
                         "group {id:?} is declared in two files: here and in {}:{}:{}",
@@ -267,14 +278,20 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
             let valid = &bytes[..e.valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
             let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() as u64 + 1;
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count() as u64
+                + 1;
             let source = String::from_utf8_lossy(bytes);
             return Err(vec![Diagnostic::at(
                 path,
                 &source,
                 line,
                 column,
-                format!("the file is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()),
+                format!(
+                    "the file is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
             )]);
         }
     };
@@ -311,7 +328,11 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
                 Err(mut d) => errors.append(&mut d),
             }
         }
-        return if errors.is_empty() { Ok(file) } else { Err(errors) };
+        return if errors.is_empty() {
+            Ok(file)
+        } else {
+            Err(errors)
+        };
     }
     parse_text(path, text, text, 0)
 }
@@ -408,8 +429,16 @@ fn parse_text(
     line_offset: u64,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
     let chunk = chunk.as_ref();
-    let cx = Cx { path, full, line_offset };
-    if chunk.trim().lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    let cx = Cx {
+        path,
+        full,
+        line_offset,
+    };
+    if chunk
+        .trim()
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Ok(DesiredFile::default()); // an empty file is valid: it declares no groups
     }
     let raw: RawFile = match serde_saphyr::from_str_with_options(chunk, crate::yaml::options()) {
@@ -427,7 +456,10 @@ fn parse_text(
         let name = key.value.text();
         let line = cx.line(&key);
         if let Some(first) = seen.get(&name) {
-            errors.push(cx.at(&key, format!("duplicate key: group {name:?} is declared again (first at line {first})")));
+            errors.push(cx.at(
+                &key,
+                format!("duplicate key: group {name:?} is declared again (first at line {first})"),
+            ));
             continue;
         }
         seen.insert(name.clone(), line);
@@ -438,11 +470,18 @@ fn parse_text(
                 continue;
             }
             (other, _) => {
-                errors.push(cx.at(&key, format!("a group ID must be a string, found {}", other.kind())));
+                errors.push(cx.at(
+                    &key,
+                    format!("a group ID must be a string, found {}", other.kind()),
+                ));
                 continue;
             }
         };
-        let origin = Origin { path: path.to_path_buf(), line, column: key.referenced.column() };
+        let origin = Origin {
+            path: path.to_path_buf(),
+            line,
+            column: key.referenced.column(),
+        };
         let before = errors.len();
         let desired = check_group(&cx, &id, group, &mut errors, &mut warnings);
         if errors.len() == before {
@@ -470,7 +509,13 @@ impl Cx<'_> {
     }
 
     fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::at(self.path, self.full, self.line(s), s.referenced.column(), message)
+        Diagnostic::at(
+            self.path,
+            self.full,
+            self.line(s),
+            s.referenced.column(),
+            message,
+        )
     }
 
     fn yaml_error(&self, e: &serde_saphyr::Error) -> Diagnostic {
@@ -504,12 +549,17 @@ fn check_group(
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
-    let mut check_account = |key: &Spanned<Scalar>, errors: &mut Vec<Diagnostic>| -> Option<Account> {
+    let mut check_account = |key: &Spanned<Scalar>,
+                             errors: &mut Vec<Diagnostic>|
+     -> Option<Account> {
         let text = match &key.value {
             Scalar::Str(s) => s.clone(),
             Scalar::Int(_) => key.value.text(),
             other => {
-                errors.push(cx.at(key, format!("an account must be a string, found {}", other.kind())));
+                errors.push(cx.at(
+                    key,
+                    format!("an account must be a string, found {}", other.kind()),
+                ));
                 return None;
             }
         };
@@ -533,7 +583,10 @@ fn check_group(
     };
     let check_mark = |value: &Spanned<Scalar>, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
         match &value.value {
-            Scalar::Int(n) => match u64::try_from(*n).map_err(|_| ()).and_then(|n| Mark::new(n).map_err(|_| ())) {
+            Scalar::Int(n) => match u64::try_from(*n)
+                .map_err(|_| ())
+                .and_then(|n| Mark::new(n).map_err(|_| ()))
+            {
                 Ok(m) => Some(m),
                 Err(()) => {
                     errors.push(cx.at(value, format!(
@@ -547,13 +600,18 @@ fn check_group(
                 None
             }
             other => {
-                errors.push(cx.at(value, format!("a mark must be an integer, found {}", other.kind())));
+                errors.push(cx.at(
+                    value,
+                    format!("a mark must be an integer, found {}", other.kind()),
+                ));
                 None
             }
         }
     };
     let mut note_use = |m: Mark, at: &Spanned<Scalar>| {
-        mark_first_use.entry(m).or_insert((cx.line(at), at.referenced.column()));
+        mark_first_use
+            .entry(m)
+            .or_insert((cx.line(at), at.referenced.column()));
     };
 
     if let Some(members) = group.value.members {
@@ -571,7 +629,13 @@ fn check_group(
             let items = match &marks.value {
                 Node::Seq(items) => items,
                 other => {
-                    errors.push(cx.at(&marks, format!("expected a list of marks such as [1000], found {}", other.kind())));
+                    errors.push(cx.at(
+                        &marks,
+                        format!(
+                            "expected a list of marks such as [1000], found {}",
+                            other.kind()
+                        ),
+                    ));
                     continue;
                 }
             };
@@ -579,7 +643,9 @@ fn check_group(
             for item in items {
                 if let Some(m) = check_mark(item, errors) {
                     if !set.insert(m) {
-                        errors.push(cx.at(item, format!("mark {m} is listed twice for this account")));
+                        errors.push(
+                            cx.at(item, format!("mark {m} is listed twice for this account")),
+                        );
                     }
                     note_use(m, item);
                 }
@@ -607,14 +673,23 @@ fn check_group(
             let items = match &accounts.value {
                 Node::Seq(items) => items,
                 other => {
-                    errors.push(cx.at(&accounts, format!("expected a list of accounts, found {}", other.kind())));
+                    errors.push(cx.at(
+                        &accounts,
+                        format!("expected a list of accounts, found {}", other.kind()),
+                    ));
                     continue;
                 }
             };
             let mut listed: HashSet<String> = HashSet::new();
             for item in items {
                 if !listed.insert(item.value.text()) {
-                    errors.push(cx.at(item, format!("account {:?} is listed twice under this mark", item.value.text())));
+                    errors.push(cx.at(
+                        item,
+                        format!(
+                            "account {:?} is listed twice under this mark",
+                            item.value.text()
+                        ),
+                    ));
                     continue;
                 }
                 if let (Some(a), Some(m)) = (check_account(item, errors), mark) {
@@ -753,7 +828,10 @@ impl<'de> Deserialize<'de> for RawFile {
                 f.write_str("a mapping with a `groups` key")
             }
             fn visit_unit<E: de::Error>(self) -> Result<RawFile, E> {
-                Ok(RawFile { groups: None, unknown: Vec::new() })
+                Ok(RawFile {
+                    groups: None,
+                    unknown: Vec::new(),
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawFile, A::Error> {
                 let mut groups = None;
@@ -777,7 +855,11 @@ impl<'de> Deserialize<'de> for RawGroup {
                 f.write_str("a mapping with `members` and/or `marks`")
             }
             fn visit_unit<E: de::Error>(self) -> Result<RawGroup, E> {
-                Ok(RawGroup { members: None, marks: None, unknown: Vec::new() })
+                Ok(RawGroup {
+                    members: None,
+                    marks: None,
+                    unknown: Vec::new(),
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawGroup, A::Error> {
                 let mut members = None;
@@ -790,7 +872,11 @@ impl<'de> Deserialize<'de> for RawGroup {
                     }
                     Ok(())
                 })?;
-                Ok(RawGroup { members, marks, unknown })
+                Ok(RawGroup {
+                    members,
+                    marks,
+                    unknown,
+                })
             }
         }
         d.deserialize_map(GroupVisitor)

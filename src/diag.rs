@@ -44,7 +44,13 @@ impl Diagnostic {
     }
 
     /// An error at a position of `source`, quoting its line.
-    pub fn at(path: &Path, source: &str, line: u64, column: u64, message: impl Into<String>) -> Self {
+    pub fn at(
+        path: &Path,
+        source: &str,
+        line: u64,
+        column: u64,
+        message: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             severity: Severity::Error,
             path: path.to_path_buf(),
@@ -74,7 +80,11 @@ impl Diagnostic {
 
 /// Sorts diagnostics by file and position and drops exact repeats.
 pub fn sort(diags: &mut Vec<Diagnostic>) {
-    diags.sort_by(|a, b| a.key().cmp(&b.key()).then_with(|| a.message.cmp(&b.message)));
+    diags.sort_by(|a, b| {
+        a.key()
+            .cmp(&b.key())
+            .then_with(|| a.message.cmp(&b.message))
+    });
     diags.dedup();
 }
 
@@ -99,7 +109,11 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{path}: {kind}: {}", self.message)?;
         } else {
-            write!(f, "{path}:{}:{}: {kind}: {}", self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{path}:{}:{}: {kind}: {}",
+                self.line, self.column, self.message
+            )?;
         }
         if let Some(src) = &self.source_line {
             let gutter = self.line.to_string();

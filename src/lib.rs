@@ -5,11 +5,14 @@
 //! # Layout
 //! - [`model`]: group IDs, accounts, marks and the service's limits (validating newtypes).
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
-pub mod model;
-pub mod tim;
+pub mod cmd;
+pub mod config;
 pub mod desired;
 pub mod diag;
-pub mod yaml;
-pub mod config;
-pub mod state;
+pub mod error;
+pub mod model;
 pub mod plan;
+pub mod render;
+pub mod state;
+pub mod tim;
+pub mod yaml;

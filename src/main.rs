@@ -1,1 +1,104 @@
-fn main() {}
+//! The `marksync` binary: parse arguments, set up logging, call into the library, map errors to
+//! exit codes. Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use marksync::cmd;
+
+/// Keeps Tencent Cloud Chat audio-video group member marks equal to what YAML files say.
+#[derive(Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Config file [default: ./marksync.yaml, or $MARKSYNC_CONFIG]
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output (warnings and errors only, or errors only when repeated).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the config and every desired file; print every problem, not just the first.
+    Validate,
+    /// Print what `apply` would do.
+    Plan {
+        /// Print the plan as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Exit 2 when there are changes, 0 when there are none.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan only; accepted for symmetry with apply and run (plan never changes anything).
+        #[arg(long)]
+        dry_run: bool,
+        /// Plan re-sending every desired mark, confirmed or not.
+        #[arg(long)]
+        reassert: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, cli.verbose, cli.quiet);
+    let config = cmd::config_path(cli.config);
+    let result = match cli.command {
+        Command::Validate => cmd::validate(&config),
+        Command::Plan {
+            json,
+            detailed_exitcode,
+            dry_run: _,
+            reassert,
+        } => cmd::plan(
+            &config,
+            &cmd::PlanOptions {
+                json,
+                detailed_exitcode,
+                reassert,
+            },
+        ),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            use std::io::Write;
+            let _ = writeln!(anstream::stderr(), "{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (0, 0) => "info",
+        (_, 1) => "warn",
+        (_, q) if q > 1 => "error",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MARKSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

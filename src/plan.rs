@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 
 use crate::desired::{DesiredGroup, DesiredState};
-use crate::model::{Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_CALL, Mark, MarkSet, UnixTime};
+use crate::model::{
+    Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_CALL, Mark, MarkSet, UnixTime,
+};
 use crate::state::{Confirmed, State};
 
 /// Knobs of planning that come from the config and the command line.
@@ -31,7 +33,10 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { renew_margin_secs: 12 * 3600, reassert: false }
+        Policy {
+            renew_margin_secs: 12 * 3600,
+            reassert: false,
+        }
     }
 }
 
@@ -139,7 +144,11 @@ impl Plan {
         let too_many = clears as u64 > guard.min_clears;
         let too_large = clears as f64 > guard.max_clear_fraction * self.managed as f64;
         if too_many && too_large {
-            Err(MassClear { clears, managed: self.managed, guard: *guard })
+            Err(MassClear {
+                clears,
+                managed: self.managed,
+                guard: *guard,
+            })
         } else {
             Ok(())
         }
@@ -169,10 +178,18 @@ pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Polic
     let empty_group = DesiredGroup::default();
     let empty_intents = BTreeMap::new();
     let empty_confirmed = BTreeMap::new();
-    let mut out = Plan { managed: state.managed_count(), ..Plan::default() };
+    let mut out = Plan {
+        managed: state.managed_count(),
+        ..Plan::default()
+    };
 
     // Every group that is desired, confirmed or intended, in sorted order.
-    let mut groups: Vec<&GroupId> = desired.groups.keys().chain(state.groups.keys()).chain(state.intents.keys()).collect();
+    let mut groups: Vec<&GroupId> = desired
+        .groups
+        .keys()
+        .chain(state.groups.keys())
+        .chain(state.intents.keys())
+        .collect();
     groups.sort_unstable();
     groups.dedup();
 
@@ -185,7 +202,12 @@ pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Polic
         let mut changes: Vec<Change> = Vec::new();
 
         // Accounts in any of the three maps, sorted: a three-way merge of sorted keys.
-        let mut accounts: Vec<&Account> = want.members.keys().chain(confirmed.keys()).chain(intents.keys()).collect();
+        let mut accounts: Vec<&Account> = want
+            .members
+            .keys()
+            .chain(confirmed.keys())
+            .chain(intents.keys())
+            .collect();
         accounts.sort_unstable();
         accounts.dedup();
 
@@ -201,15 +223,27 @@ pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Polic
                 match held.get(m) {
                     None => {
                         set.insert(m);
-                        changes.push(Change { kind: ChangeKind::Set, account: account.clone(), mark: m });
+                        changes.push(Change {
+                            kind: ChangeKind::Set,
+                            account: account.clone(),
+                            mark: m,
+                        });
                     }
                     Some(at) if m.expires() && at <= renew_before => {
                         set.insert(m);
-                        changes.push(Change { kind: ChangeKind::Renew(at), account: account.clone(), mark: m });
+                        changes.push(Change {
+                            kind: ChangeKind::Renew(at),
+                            account: account.clone(),
+                            mark: m,
+                        });
                     }
                     Some(_) if policy.reassert => {
                         set.insert(m);
-                        changes.push(Change { kind: ChangeKind::Reassert, account: account.clone(), mark: m });
+                        changes.push(Change {
+                            kind: ChangeKind::Reassert,
+                            account: account.clone(),
+                            mark: m,
+                        });
                     }
                     Some(_) => {}
                 }
@@ -217,7 +251,11 @@ pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Polic
             let mut clear = MarkSet::new();
             for m in held.iter().map(|(m, _)| m).chain(intended.iter()) {
                 if !desired_marks.contains(m) && clear.insert(m) {
-                    changes.push(Change { kind: ChangeKind::Clear, account: account.clone(), mark: m });
+                    changes.push(Change {
+                        kind: ChangeKind::Clear,
+                        account: account.clone(),
+                        mark: m,
+                    });
                 }
             }
             if !set.is_empty() {
@@ -262,11 +300,20 @@ fn kind_order(k: ChangeKind) -> u8 {
     }
 }
 
-fn push_calls(calls: &mut Vec<Call>, group: &GroupId, command: Command, members: Vec<(Account, MarkSet)>) {
+fn push_calls(
+    calls: &mut Vec<Call>,
+    group: &GroupId,
+    command: Command,
+    members: Vec<(Account, MarkSet)>,
+) {
     let mut members = members.into_iter().peekable();
     while members.peek().is_some() {
         let batch: Vec<_> = members.by_ref().take(MAX_MEMBERS_PER_CALL).collect();
-        calls.push(Call { group: group.clone(), command, members: batch });
+        calls.push(Call {
+            group: group.clone(),
+            command,
+            members: batch,
+        });
     }
 }
 
@@ -303,29 +350,54 @@ mod tests {
 
     #[test]
     fn spec_example_plan() {
-        let d = desired(&[("@TGS#a6I4ZUUGO", "teacher10", &[1000]), ("@TGS#a6I4ZUUGO", "host", &[500])]);
+        let d = desired(&[
+            ("@TGS#a6I4ZUUGO", "teacher10", &[1000]),
+            ("@TGS#a6I4ZUUGO", "host", &[500]),
+        ]);
         let mut s = State::new(1);
         s.confirm(&g("@TGS#a6I4ZUUGO"), &a("student9"), [m(1001)], NOW - H);
         s.confirm(&g("@TGS#a6I4ZUUGO"), &a("host"), [m(500)], NOW - 61 * H);
         let p = plan(&d, &s, NOW, &Policy::default());
-        assert_eq!(p.summary, Summary { set: 1, clear: 1, renew: 1, groups: 1, calls: 2 });
+        assert_eq!(
+            p.summary,
+            Summary {
+                set: 1,
+                clear: 1,
+                renew: 1,
+                groups: 1,
+                calls: 2
+            }
+        );
         assert_eq!(p.calls[0].command, Command::Clear);
-        assert_eq!(p.calls[0].members, vec![(a("student9"), [m(1001)].into_iter().collect())]);
+        assert_eq!(
+            p.calls[0].members,
+            vec![(a("student9"), [m(1001)].into_iter().collect())]
+        );
         assert_eq!(p.calls[1].command, Command::Set);
         assert_eq!(
             p.calls[1].members,
-            vec![(a("host"), [m(500)].into_iter().collect()), (a("teacher10"), [m(1000)].into_iter().collect())]
+            vec![
+                (a("host"), [m(500)].into_iter().collect()),
+                (a("teacher10"), [m(1000)].into_iter().collect())
+            ]
         );
     }
 
     #[test]
     fn mark_500_renews_exactly_at_72h_minus_margin() {
         let d = desired(&[("G", "host", &[500])]);
-        let policy = Policy { renew_margin_secs: 12 * H, reassert: false };
+        let policy = Policy {
+            renew_margin_secs: 12 * H,
+            reassert: false,
+        };
         for (age, due) in [(60 * H - 1, false), (60 * H, true), (71 * H, true)] {
             let mut s = State::new(1);
             s.confirm(&g("G"), &a("host"), [m(500)], NOW - age);
-            assert_eq!(plan(&d, &s, NOW, &policy).summary.renew == 1, due, "age {age}");
+            assert_eq!(
+                plan(&d, &s, NOW, &policy).summary.renew == 1,
+                due,
+                "age {age}"
+            );
         }
     }
 
@@ -345,7 +417,10 @@ mod tests {
     #[test]
     fn calls_split_at_500_members() {
         let names: Vec<String> = (0..1001).map(|i| format!("u{i:04}")).collect();
-        let entries: Vec<(&str, &str, &[u64])> = names.iter().map(|n| ("G", n.as_str(), &[1000u64][..])).collect();
+        let entries: Vec<(&str, &str, &[u64])> = names
+            .iter()
+            .map(|n| ("G", n.as_str(), &[1000u64][..]))
+            .collect();
         let p = plan(&desired(&entries), &State::new(1), NOW, &Policy::default());
         let sizes: Vec<usize> = p.calls.iter().map(|c| c.members.len()).collect();
         assert_eq!(sizes, vec![500, 500, 1]);
@@ -357,13 +432,22 @@ mod tests {
         for i in 0..100 {
             s.confirm(&g("G"), &a(&format!("u{i}")), [m(1000)], NOW);
         }
-        let guard = Guard { max_clear_fraction: 0.25, min_clears: 10 };
+        let guard = Guard {
+            max_clear_fraction: 0.25,
+            min_clears: 10,
+        };
         let keep = |n: usize| {
             let names: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
-            let entries: Vec<(&str, &str, &[u64])> = names.iter().map(|x| ("G", x.as_str(), &[1000u64][..])).collect();
+            let entries: Vec<(&str, &str, &[u64])> = names
+                .iter()
+                .map(|x| ("G", x.as_str(), &[1000u64][..]))
+                .collect();
             plan(&desired(&entries), &s, NOW, &Policy::default())
         };
-        assert!(keep(75).check_guard(&guard).is_ok(), "25% is not more than 25%");
+        assert!(
+            keep(75).check_guard(&guard).is_ok(),
+            "25% is not more than 25%"
+        );
         assert!(keep(74).check_guard(&guard).is_err(), "26 of 100 is");
         assert!(keep(0).check_guard(&guard).is_err());
     }

@@ -41,7 +41,9 @@ pub enum StateError {
         source: io::Error,
     },
     /// The file is not valid state JSON. Never read as empty: that would re-plan everything.
-    #[error("state file {path} is corrupt ({detail}); it was not used. The previous generation is {bak} if it exists: inspect both, then restore one")]
+    #[error(
+        "state file {path} is corrupt ({detail}); it was not used. The previous generation is {bak} if it exists: inspect both, then restore one"
+    )]
     Corrupt {
         /// The state file.
         path: PathBuf,
@@ -51,7 +53,9 @@ pub enum StateError {
         bak: PathBuf,
     },
     /// Written by another version of marksync.
-    #[error("state file {path} has format_version {found}; this marksync reads version {FORMAT_VERSION}")]
+    #[error(
+        "state file {path} has format_version {found}; this marksync reads version {FORMAT_VERSION}"
+    )]
     Version {
         /// The state file.
         path: PathBuf,
@@ -59,7 +63,9 @@ pub enum StateError {
         found: u32,
     },
     /// Belongs to another application.
-    #[error("state file {path} belongs to sdkappid {found}, but the config says {expected}; refusing to mix two applications' state")]
+    #[error(
+        "state file {path} belongs to sdkappid {found}, but the config says {expected}; refusing to mix two applications' state"
+    )]
     OtherApp {
         /// The state file.
         path: PathBuf,
@@ -69,7 +75,9 @@ pub enum StateError {
         expected: u64,
     },
     /// The state is missing but its backup is there: something removed it.
-    #[error("state file {path} is missing but {bak} exists; restore it (cp {bak} {path}) rather than starting from nothing")]
+    #[error(
+        "state file {path} is missing but {bak} exists; restore it (cp {bak} {path}) rather than starting from nothing"
+    )]
     MissingWithBackup {
         /// The state file.
         path: PathBuf,
@@ -125,7 +133,10 @@ pub struct Confirmed(Vec<(Mark, UnixTime)>);
 impl Confirmed {
     /// When `m` was last confirmed, if it is held.
     pub fn get(&self, m: Mark) -> Option<UnixTime> {
-        self.0.binary_search_by_key(&m, |e| e.0).ok().map(|i| self.0[i].1)
+        self.0
+            .binary_search_by_key(&m, |e| e.0)
+            .ok()
+            .map(|i| self.0[i].1)
     }
 
     /// Records a confirmation of `m` at `at`.
@@ -200,7 +211,11 @@ impl State {
 
     /// Number of confirmed (group, account, mark) triples: the "managed marks".
     pub fn managed_count(&self) -> usize {
-        self.groups.values().flat_map(BTreeMap::values).map(Confirmed::len).sum()
+        self.groups
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(Confirmed::len)
+            .sum()
     }
 
     /// The confirmed marks of one member.
@@ -209,8 +224,19 @@ impl State {
     }
 
     /// Records that the service confirmed `marks` for `account` at `at`, and drops their intents.
-    pub fn confirm(&mut self, group: &GroupId, account: &Account, marks: impl IntoIterator<Item = Mark>, at: UnixTime) {
-        let entry = self.groups.entry(group.clone()).or_default().entry(account.clone()).or_default();
+    pub fn confirm(
+        &mut self,
+        group: &GroupId,
+        account: &Account,
+        marks: impl IntoIterator<Item = Mark>,
+        at: UnixTime,
+    ) {
+        let entry = self
+            .groups
+            .entry(group.clone())
+            .or_default()
+            .entry(account.clone())
+            .or_default();
         let mut done = Vec::new();
         for m in marks {
             entry.confirm(m, at);
@@ -220,7 +246,12 @@ impl State {
     }
 
     /// Forgets marks of a member (cleared by us, or dropped by the service).
-    pub fn forget(&mut self, group: &GroupId, account: &Account, marks: impl IntoIterator<Item = Mark>) {
+    pub fn forget(
+        &mut self,
+        group: &GroupId,
+        account: &Account,
+        marks: impl IntoIterator<Item = Mark>,
+    ) {
         if let Some(accounts) = self.groups.get_mut(group) {
             if let Some(c) = accounts.get_mut(account) {
                 for m in marks {
@@ -243,7 +274,12 @@ impl State {
     }
 
     /// Records that marks are about to be set for a member.
-    pub fn intend(&mut self, group: &GroupId, account: &Account, marks: impl IntoIterator<Item = Mark>) {
+    pub fn intend(
+        &mut self,
+        group: &GroupId,
+        account: &Account,
+        marks: impl IntoIterator<Item = Mark>,
+    ) {
         self.intents
             .entry(group.clone())
             .or_default()
@@ -253,7 +289,12 @@ impl State {
     }
 
     /// Drops intents that are resolved (confirmed, or known not to have been applied).
-    pub fn drop_intents(&mut self, group: &GroupId, account: &Account, marks: impl IntoIterator<Item = Mark>) {
+    pub fn drop_intents(
+        &mut self,
+        group: &GroupId,
+        account: &Account,
+        marks: impl IntoIterator<Item = Mark>,
+    ) {
         if let Some(accounts) = self.intents.get_mut(group) {
             if let Some(set) = accounts.get_mut(account) {
                 for m in marks {
@@ -291,15 +332,27 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let bak = backup_path(path);
             if bak.exists() {
-                return Err(StateError::MissingWithBackup { path: path.into(), bak });
+                return Err(StateError::MissingWithBackup {
+                    path: path.into(),
+                    bak,
+                });
             }
             return Ok(State::new(sdkappid));
         }
-        Err(source) => return Err(StateError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            });
+        }
     };
     let state = parse(path, BufReader::with_capacity(1 << 20, file))?;
     if state.sdkappid != sdkappid {
-        return Err(StateError::OtherApp { path: path.into(), found: state.sdkappid, expected: sdkappid });
+        return Err(StateError::OtherApp {
+            path: path.into(),
+            found: state.sdkappid,
+            expected: sdkappid,
+        });
     }
     Ok(state)
 }
@@ -308,15 +361,29 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
 pub fn parse(path: &Path, reader: impl Read) -> Result<State, StateError> {
     let corrupt = |e: serde_json::Error| {
         if e.is_io() {
-            return StateError::Read { path: path.into(), source: io::Error::other(e.to_string()) };
+            return StateError::Read {
+                path: path.into(),
+                source: io::Error::other(e.to_string()),
+            };
         }
-        StateError::Corrupt { path: path.into(), detail: e.to_string(), bak: backup_path(path) }
+        StateError::Corrupt {
+            path: path.into(),
+            detail: e.to_string(),
+            bak: backup_path(path),
+        }
     };
     let value: serde_json::Value = serde_json::from_reader(reader).map_err(corrupt)?;
-    let version = value.get("format_version").and_then(serde_json::Value::as_u64);
+    let version = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64);
     match version {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => return Err(StateError::Version { path: path.into(), found: u32::try_from(v).unwrap_or(u32::MAX) }),
+        Some(v) => {
+            return Err(StateError::Version {
+                path: path.into(),
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+            });
+        }
         None => {
             return Err(StateError::Corrupt {
                 path: path.into(),
@@ -332,7 +399,10 @@ pub fn parse(path: &Path, reader: impl Read) -> Result<State, StateError> {
 /// file as `.bak` (by hard link, so the state path always exists), rename over, fsync the
 /// directory. Increments `serial`.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
-    let werr = |source: io::Error| StateError::Write { path: path.into(), source };
+    let werr = |source: io::Error| StateError::Write {
+        path: path.into(),
+        source,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -379,7 +449,10 @@ pub struct Lock {
 pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
     let path = lock_path(state_path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Lock { path: path.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Lock {
+            path: path.clone(),
+            source,
+        })?;
     }
     let mut file = OpenOptions::new()
         .read(true)
@@ -387,13 +460,19 @@ pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| StateError::Lock { path: path.clone(), source })?;
+        .map_err(|source| StateError::Lock {
+            path: path.clone(),
+            source,
+        })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut text = String::new();
             let _ = file.read_to_string(&mut text);
-            return Err(StateError::Locked { path: state_path.into(), pid: text.trim().parse().ok() });
+            return Err(StateError::Locked {
+                path: state_path.into(),
+                pid: text.trim().parse().ok(),
+            });
         }
         Err(std::fs::TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
     }
@@ -403,7 +482,10 @@ pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
         writeln!(f, "{}", std::process::id())?;
         f.sync_all()
     };
-    write_pid(&mut file).map_err(|source| StateError::Lock { path: path.clone(), source })?;
+    write_pid(&mut file).map_err(|source| StateError::Lock {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Lock { _file: file, path })
 }
 
@@ -466,7 +548,10 @@ mod tests {
         let mut s = sample();
         save(&path, &mut s).unwrap();
         assert_eq!(s.serial, 1);
-        assert!(!backup_path(&path).exists(), "first save has no previous generation");
+        assert!(
+            !backup_path(&path).exists(),
+            "first save has no previous generation"
+        );
         let loaded = load(&path, 1400000000).unwrap();
         assert_eq!(loaded, s);
         s.forget(&g("@TGS#a"), &a("teacher"), [m(1001)]);
@@ -475,8 +560,14 @@ mod tests {
         assert_eq!(bak.serial, 1, ".bak holds the previous generation");
         assert_eq!(load(&path, 1400000000).unwrap().serial, 2);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(r#""host":{"500":1764000000,"1000":1764000000}"#), "{text}");
-        assert!(text.contains(r#""intents":{"@TGS#b":{"x":[600]}}"#), "{text}");
+        assert!(
+            text.contains(r#""host":{"500":1764000000,"1000":1764000000}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""intents":{"@TGS#b":{"x":[600]}}"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -485,7 +576,10 @@ mod tests {
         let path = dir.path().join("s.json");
         assert_eq!(load(&path, 7).unwrap(), State::new(7));
         std::fs::write(backup_path(&path), "{}").unwrap();
-        assert!(matches!(load(&path, 7), Err(StateError::MissingWithBackup { .. })));
+        assert!(matches!(
+            load(&path, 7),
+            Err(StateError::MissingWithBackup { .. })
+        ));
     }
 
     #[test]
@@ -494,12 +588,27 @@ mod tests {
         let path = dir.path().join("s.json");
         let cases: &[(&str, &str)] = &[
             ("", "corrupt"),
-            ("{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"groups\": {", "corrupt"),
+            (
+                "{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"groups\": {",
+                "corrupt",
+            ),
             ("[]", "corrupt"),
-            ("{\"format_version\": 2, \"sdkappid\": 7, \"serial\": 1}", "version"),
-            ("{\"format_version\": 1, \"sdkappid\": 8, \"serial\": 1}", "other_app"),
-            ("{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"groups\": {\"g\": {\"a\": {\"999\": 1}}}}", "corrupt"),
-            ("{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"extra\": true}", "corrupt"),
+            (
+                "{\"format_version\": 2, \"sdkappid\": 7, \"serial\": 1}",
+                "version",
+            ),
+            (
+                "{\"format_version\": 1, \"sdkappid\": 8, \"serial\": 1}",
+                "other_app",
+            ),
+            (
+                "{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"groups\": {\"g\": {\"a\": {\"999\": 1}}}}",
+                "corrupt",
+            ),
+            (
+                "{\"format_version\": 1, \"sdkappid\": 7, \"serial\": 1, \"extra\": true}",
+                "corrupt",
+            ),
         ];
         for (text, label) in cases {
             std::fs::write(&path, text).unwrap();

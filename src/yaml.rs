@@ -167,7 +167,11 @@ pub fn visit_known_keys<'de, A: MapAccess<'de>>(
             let message = format!(
                 "unknown key `{}`; expected {}",
                 key.value,
-                known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ")
+                known
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             );
             problems.push((key, message));
             map.next_value::<IgnoredAny>()?;
@@ -175,7 +179,6 @@ pub fn visit_known_keys<'de, A: MapAccess<'de>>(
     }
     Ok(problems)
 }
-
 
 /// Any YAML value, with the position of every node: for small documents (the config) that are
 /// checked key by key so that every problem is reported.

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// The service accepts at most this many accounts in one `modify_user_info` call.
 pub const MAX_MEMBERS_PER_CALL: usize = 500;
@@ -56,8 +57,19 @@ impl fmt::Display for GroupId {
 pub struct Account(Box<str>);
 
 impl Account {
+    /// Validates an account name against the service's rules, reusing the string's buffer.
+    pub fn from_string(s: String) -> Result<Self, String> {
+        Self::check(&s)?;
+        Ok(Account(s.into_boxed_str()))
+    }
+
     /// Validates an account name against the service's rules.
     pub fn new(s: &str) -> Result<Self, String> {
+        Self::check(s)?;
+        Ok(Account(s.into()))
+    }
+
+    fn check(s: &str) -> Result<(), String> {
         if s.is_empty() {
             return Err("account must not be empty".into());
         }
@@ -70,7 +82,7 @@ impl Account {
         if s.chars().any(char::is_control) {
             return Err(format!("account {s:?} contains a control character"));
         }
-        Ok(Account(s.into()))
+        Ok(())
     }
 
     /// Whether the account sticks to the characters the official libraries document
@@ -145,16 +157,17 @@ impl fmt::Display for Mark {
     }
 }
 
-/// A small sorted set of marks. Members carry at most a handful of marks, so a sorted vector
-/// beats a tree in both memory and speed.
+/// A small sorted set of marks. Members carry a handful of marks at most (the service allows ten
+/// per group), so a sorted inline vector beats a tree: up to four marks need no allocation, which
+/// matters at a million members.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct MarkSet(Vec<Mark>);
+#[serde(from = "Vec<Mark>", into = "Vec<Mark>")]
+pub struct MarkSet(SmallVec<[Mark; 4]>);
 
 impl MarkSet {
     /// The empty set.
     pub const fn new() -> Self {
-        MarkSet(Vec::new())
+        MarkSet(SmallVec::new_const())
     }
 
     /// Adds a mark; returns whether it was new.
@@ -205,9 +218,21 @@ impl MarkSet {
     }
 }
 
+impl From<Vec<Mark>> for MarkSet {
+    fn from(v: Vec<Mark>) -> Self {
+        v.into_iter().collect()
+    }
+}
+
+impl From<MarkSet> for Vec<Mark> {
+    fn from(s: MarkSet) -> Self {
+        s.0.into_vec()
+    }
+}
+
 impl FromIterator<Mark> for MarkSet {
     fn from_iter<I: IntoIterator<Item = Mark>>(iter: I) -> Self {
-        let mut v: Vec<Mark> = iter.into_iter().collect();
+        let mut v: SmallVec<[Mark; 4]> = iter.into_iter().collect();
         v.sort_unstable();
         v.dedup();
         MarkSet(v)

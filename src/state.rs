@@ -17,12 +17,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 
 use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
@@ -128,7 +129,7 @@ impl StateError {
 
 /// Confirmation times of one member's marks, sorted by mark.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Confirmed(Vec<(Mark, UnixTime)>);
+pub struct Confirmed(SmallVec<[(Mark, UnixTime); 1]>);
 
 impl Confirmed {
     /// When `m` was last confirmed, if it is held.
@@ -327,8 +328,8 @@ pub fn lock_path(path: &Path) -> PathBuf {
 
 /// Reads the state. A missing file (and no `.bak`) is a first run: an empty state for `sdkappid`.
 pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let bak = backup_path(path);
             if bak.exists() {
@@ -346,7 +347,7 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
             });
         }
     };
-    let state = parse(path, BufReader::with_capacity(1 << 20, file))?;
+    let state = parse(path, &bytes)?;
     if state.sdkappid != sdkappid {
         return Err(StateError::OtherApp {
             path: path.into(),
@@ -358,41 +359,28 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
 }
 
 /// Parses state JSON, checking the version before trusting the rest.
-pub fn parse(path: &Path, reader: impl Read) -> Result<State, StateError> {
-    let corrupt = |e: serde_json::Error| {
-        if e.is_io() {
-            return StateError::Read {
-                path: path.into(),
-                source: io::Error::other(e.to_string()),
-            };
-        }
-        StateError::Corrupt {
-            path: path.into(),
-            detail: e.to_string(),
-            bak: backup_path(path),
-        }
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    let corrupt = |e: serde_json::Error| StateError::Corrupt {
+        path: path.into(),
+        detail: e.to_string(),
+        bak: backup_path(path),
     };
-    let value: serde_json::Value = serde_json::from_reader(reader).map_err(corrupt)?;
-    let version = value
-        .get("format_version")
-        .and_then(serde_json::Value::as_u64);
-    match version {
+    /// Only the version, read first so that a future format is named as such, not as corrupt.
+    #[derive(Deserialize)]
+    struct Probe {
+        format_version: Option<u64>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+    match probe.format_version {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
         Some(v) => {
-            return Err(StateError::Version {
-                path: path.into(),
-                found: u32::try_from(v).unwrap_or(u32::MAX),
-            });
+            return Err(StateError::Version { path: path.into(), found: u32::try_from(v).unwrap_or(u32::MAX) });
         }
         None => {
-            return Err(StateError::Corrupt {
-                path: path.into(),
-                detail: "no format_version".into(),
-                bak: backup_path(path),
-            });
+            return Err(StateError::Corrupt { path: path.into(), detail: "no format_version".into(), bak: backup_path(path) });
         }
     }
-    serde_json::from_value(value).map_err(corrupt)
+    serde_json::from_slice(bytes).map_err(corrupt)
 }
 
 /// Writes the state atomically: temporary file in the same directory, fsync, keep the current
@@ -556,7 +544,7 @@ mod tests {
         assert_eq!(loaded, s);
         s.forget(&g("@TGS#a"), &a("teacher"), [m(1001)]);
         save(&path, &mut s).unwrap();
-        let bak = parse(&backup_path(&path), File::open(backup_path(&path)).unwrap()).unwrap();
+        let bak = parse(&backup_path(&path), &std::fs::read(backup_path(&path)).unwrap()).unwrap();
         assert_eq!(bak.serial, 1, ".bak holds the previous generation");
         assert_eq!(load(&path, 1400000000).unwrap().serial, 2);
         let text = std::fs::read_to_string(&path).unwrap();

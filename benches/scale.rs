@@ -1,0 +1,176 @@
+//! Scale benchmark for `plan`: 1,000 groups x 1,000 members (1,000,000 member-mark pairs) with a
+//! state file of the same size where 1% differs, laid out as one big file and as 1,000 files.
+//!
+//! Run: `cargo bench --bench scale` (add `-- --runs 5` for more runs). It prints, per layout,
+//! the wall time and peak RSS of the real `marksync plan --json` process, and a per-phase
+//! breakdown (load desired, load state, plan) measured in a child process of its own.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GROUPS: usize = 1000;
+const MEMBERS: usize = 1000;
+const NOW: i64 = 1_764_000_000;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--phases") {
+        phases(Path::new(&args[2]));
+        return;
+    }
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3usize);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Instant::now();
+    let big = setup(dir.path(), "big", true);
+    let many = setup(dir.path(), "many", false);
+    println!(
+        "generated {GROUPS} groups x {MEMBERS} members ({} pairs), state with 1% differing, in {:.1?}",
+        GROUPS * MEMBERS,
+        t.elapsed()
+    );
+    for (name, config) in [("one big file", &big), ("1,000 files", &many)] {
+        let mut times = Vec::new();
+        let mut peak = 0;
+        let mut out_len = 0;
+        for _ in 0..runs {
+            let (elapsed, rss, len) = run_plan(config);
+            times.push(elapsed);
+            peak = peak.max(rss);
+            out_len = len;
+        }
+        times.sort();
+        println!(
+            "plan, {name}: median {:.2?}, min {:.2?} over {runs} runs; peak RSS {} MB; JSON plan {} KB",
+            times[times.len() / 2],
+            times[0],
+            peak / 1024,
+            out_len / 1024
+        );
+        let phases = Command::new(std::env::current_exe().expect("exe"))
+            .arg("--phases")
+            .arg(config)
+            .output()
+            .expect("phase child");
+        print!("{}", String::from_utf8_lossy(&phases.stdout));
+    }
+}
+
+/// Writes the config, the desired files and the state for one layout; returns the config path.
+fn setup(root: &Path, name: &str, one_file: bool) -> PathBuf {
+    let base = root.join(name);
+    let marks = base.join("marks");
+    std::fs::create_dir_all(&marks).expect("mkdir");
+    let mut big = String::from("groups:\n");
+    for g in 0..GROUPS {
+        let mut text = String::new();
+        let _ = writeln!(text, "  \"@TGS#bench{g:05}\":\n    members:");
+        for m in 0..MEMBERS {
+            let _ = writeln!(text, "      user{g:04}x{m:04}: [{}]", 1000 + m % 10);
+        }
+        if one_file {
+            big.push_str(&text);
+        } else {
+            std::fs::write(marks.join(format!("group{g:04}.yaml")), format!("groups:\n{text}")).expect("write");
+        }
+    }
+    if one_file {
+        std::fs::write(marks.join("all.yaml"), big).expect("write");
+    }
+    // The state: the same pairs, except that 1% of members hold another mark than desired.
+    let mut state = String::from("{\"format_version\":1,\"sdkappid\":1400000000,\"serial\":1,\"groups\":{");
+    for g in 0..GROUPS {
+        if g > 0 {
+            state.push(',');
+        }
+        let _ = write!(state, "\"@TGS#bench{g:05}\":{{");
+        for m in 0..MEMBERS {
+            if m > 0 {
+                state.push(',');
+            }
+            let mark = if m % 100 == 0 { 1000 + (m + 1) % 10 } else { 1000 + m % 10 };
+            let _ = write!(state, "\"user{g:04}x{m:04}\":{{\"{mark}\":{NOW}}}");
+        }
+        state.push('}');
+    }
+    state.push_str("}}\n");
+    std::fs::create_dir_all(base.join("state")).expect("mkdir");
+    std::fs::write(base.join("state/marksync.json"), state).expect("write");
+    let config = base.join("marksync.yaml");
+    std::fs::write(
+        &config,
+        "sdkappid: 1400000000\nidentifier: administrator\nendpoint: embedded\ndesired: marks/\nstate: state/marksync.json\n",
+    )
+    .expect("write");
+    config
+}
+
+/// Runs the real binary; returns wall time, the child's peak RSS in KB, and the output size.
+fn run_plan(config: &Path) -> (Duration, u64, usize) {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_marksync"))
+        .args(["-q", "-c"])
+        .arg(config)
+        .args(["plan", "--json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run marksync");
+    let elapsed = t.elapsed();
+    assert!(out.status.success(), "marksync plan failed");
+    (elapsed, children_max_rss_kb(), out.stdout.len())
+}
+
+/// Peak RSS of the largest waited-for child, in KB.
+fn children_max_rss_kb() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss as u64
+    }
+}
+
+/// In a fresh process: time each phase and report this process's peak RSS.
+fn phases(config_path: &Path) {
+    let config = marksync::config::load(config_path).expect("config");
+    let t = Instant::now();
+    let desired = marksync::desired::load(&config.desired).expect("desired");
+    let load_desired = t.elapsed();
+    let t = Instant::now();
+    let state = marksync::state::load(&config.state, config.sdkappid).expect("state");
+    let load_state = t.elapsed();
+    let t = Instant::now();
+    let plan = marksync::plan::plan(&desired, &state, NOW, &marksync::plan::Policy::default());
+    let planning = t.elapsed();
+    let t = Instant::now();
+    let json = marksync::render::json_plan(&plan);
+    let render = t.elapsed();
+    println!(
+        "  phases: load desired {load_desired:.2?}, load state {load_state:.2?}, plan {planning:.2?} \
+         ({} calls, {} set, {} clear), render {render:.2?} ({} KB); peak RSS {} MB",
+        plan.summary.calls,
+        plan.summary.set,
+        plan.summary.clear,
+        json.len() / 1024,
+        peak_rss_kb() / 1024
+    );
+}
+
+/// This process's peak RSS (VmHWM) in KB.
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`model`]: group IDs, accounts, marks and the service's limits (validating newtypes).
+//! - [`clock`]: where "now" comes from for the parts allowed to read a clock; tests drive it.
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
+pub mod clock;
 pub mod model;
 pub mod tim;

@@ -1,2 +1,8 @@
 //! Tencent Cloud Chat (TIM): everything that knows the service's wire format.
+//!
+//! - [`wire`]: the JSON bodies and paths.
+//! - [`usersig`]: the secret key and the UserSig derived from it.
+//! - [`codes`]: what each error code means and what to do about it.
+pub mod codes;
+pub mod usersig;
 pub mod wire;

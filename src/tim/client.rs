@@ -332,7 +332,7 @@ pub enum CallError {
         info: String,
     },
     /// The service kept answering with a rate-limit code through every attempt.
-    #[error("still rate limited after {attempts} attempts: service error {code}: {info}")]
+    #[error("still rate limited after {attempts} attempt(s): service error {code}: {info}")]
     RateLimited {
         /// How many requests were sent.
         attempts: u32,
@@ -342,7 +342,7 @@ pub enum CallError {
         info: String,
     },
     /// The service kept answering with a transient error code (10002, 60008) through every attempt.
-    #[error("service kept failing after {attempts} attempts: service error {code} ({}): {info}", codes::describe(*code))]
+    #[error("service kept failing after {attempts} attempt(s): service error {code} ({}): {info}", codes::describe(*code))]
     Unavailable {
         /// How many requests were sent.
         attempts: u32,
@@ -352,7 +352,7 @@ pub enum CallError {
         info: String,
     },
     /// Network errors, timeouts, HTTP 5xx or 429 through every attempt.
-    #[error("request failed after {attempts} attempts: {detail}")]
+    #[error("request failed after {attempts} attempt(s): {detail}")]
     Transport {
         /// How many requests were sent.
         attempts: u32,
@@ -487,9 +487,13 @@ struct CachedSig {
 /// Atomic counters; see [`ClientStats`].
 #[derive(Default)]
 struct Counters {
+    /// See [`ClientStats::requests`].
     requests: AtomicU64,
+    /// See [`ClientStats::retries`].
     retries: AtomicU64,
+    /// See [`ClientStats::rate_limited`].
     rate_limited: AtomicU64,
+    /// See [`ClientStats::usersigs_generated`].
     usersigs_generated: AtomicU64,
 }
 
@@ -627,12 +631,15 @@ impl Client {
             // On a retryable failure: the error to return if no retry is left, and any minimum wait.
             let (give_up, min_wait) = match exchange {
                 Exchange::Success(bytes) => {
-                    return serde_json::from_slice(&bytes)
-                        .map_err(|e| CallError::InvalidResponse(format!("{path}: {e}")));
+                    return serde_json::from_slice(&bytes).map_err(|e| {
+                        CallError::InvalidResponse(inner.scrub(&format!("{path}: {e}")))
+                    });
                 }
                 Exchange::Status(status) => return Err(CallError::Http { status }),
                 Exchange::Invalid(detail) => {
-                    return Err(CallError::InvalidResponse(format!("{path}: {detail}")));
+                    return Err(CallError::InvalidResponse(
+                        inner.scrub(&format!("{path}: {detail}")),
+                    ));
                 }
                 Exchange::Transient(detail) => {
                     (CallError::Transport { attempts, detail }, Duration::ZERO)
@@ -841,7 +848,7 @@ impl Inner {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        if timeout {
+        if timeout && !text.contains("timed out") {
             text.push_str(" (timed out)");
         }
         self.scrub(&text)

@@ -22,6 +22,7 @@ use sha2::Sha256;
 
 use crate::model::UnixTime;
 
+/// The MAC of TLSSigAPIv2.
 type HmacSha256 = Hmac<Sha256>;
 
 /// The environment variable that may carry the secret key (second in precedence).

@@ -112,10 +112,13 @@ impl Status {
 /// service answer from some other JSON (a proxy's error page, a wrong endpoint).
 #[derive(Deserialize)]
 struct RawStatus {
+    /// "OK" or "FAIL", if present.
     #[serde(rename = "ActionStatus")]
     action_status: Option<String>,
+    /// 0 on success, if present.
     #[serde(rename = "ErrorCode")]
     error_code: Option<i64>,
+    /// The service's detail, if present.
     #[serde(rename = "ErrorInfo")]
     error_info: Option<String>,
 }

@@ -4,7 +4,17 @@
 //!
 //! # Layout
 //! - [`model`]: group IDs, accounts, marks and the service's limits (validating newtypes).
+//! - [`diag`]: diagnostics with `path:line:column` and the offending line.
+//! - [`yaml`]: what every YAML reader shares (options, permissive scalars, ordered mappings).
+//! - [`config`]: the config file, checked key by key.
+//! - [`desired`]: desired files -> desired state (pure parsing, parallel loading).
+//! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
+//! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
+//! - [`render`]: the human plan and the `--json` contract.
+//! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
+//! - [`cmd`]: the commands behind the CLI; [`error`]: how they fail and their exit codes.
+pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod desired;

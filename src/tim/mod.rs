@@ -1,2 +1,10 @@
 //! Tencent Cloud Chat (TIM): everything that knows the service's wire format.
+//!
+//! - [`wire`]: the JSON bodies and paths.
+//! - [`usersig`]: the secret key and the UserSig derived from it.
+//! - [`codes`]: what each error code means and what to do about it.
+//! - [`client`]: the REST client: pacing, retries, UserSig renewal, errors without secrets.
+pub mod client;
+pub mod codes;
+pub mod usersig;
 pub mod wire;

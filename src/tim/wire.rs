@@ -108,6 +108,39 @@ impl Status {
     }
 }
 
+/// The common fields as they arrived, each optional, so [`parse_status`] can tell a real
+/// service answer from some other JSON (a proxy's error page, a wrong endpoint).
+#[derive(Deserialize)]
+struct RawStatus {
+    /// "OK" or "FAIL", if present.
+    #[serde(rename = "ActionStatus")]
+    action_status: Option<String>,
+    /// 0 on success, if present.
+    #[serde(rename = "ErrorCode")]
+    error_code: Option<i64>,
+    /// The service's detail, if present.
+    #[serde(rename = "ErrorInfo")]
+    error_info: Option<String>,
+}
+
+/// Reads the outcome of any response body, ignoring every other field.
+///
+/// Unlike deserialising [`Status`] directly (whose fields default), this refuses a JSON body
+/// that carries neither `ActionStatus` nor `ErrorCode`: such a body is not the service speaking,
+/// and reading it as success would turn "unknown" into "nothing confirmed".
+pub fn parse_status(body: &[u8]) -> Result<Status, String> {
+    let raw: RawStatus = serde_json::from_slice(body)
+        .map_err(|e| format!("response body is not the expected JSON: {e}"))?;
+    if raw.action_status.is_none() && raw.error_code.is_none() {
+        return Err("response body has neither ActionStatus nor ErrorCode".into());
+    }
+    Ok(Status {
+        action_status: raw.action_status.unwrap_or_default(),
+        error_code: raw.error_code.unwrap_or_default(),
+        error_info: raw.error_info.unwrap_or_default(),
+    })
+}
+
 /// Response body of `modify_user_info`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModifyUserInfoResponse {
@@ -163,4 +196,43 @@ pub struct GetMembersResponse {
     /// 0 when this was the last page.
     #[serde(rename = "NextTimestamp", default)]
     pub next_timestamp: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_parsed_tolerantly() {
+        let check = |body: &str, want: Result<(i64, bool), ()>| {
+            let got = parse_status(body.as_bytes())
+                .map(|s| (s.error_code, s.is_ok()))
+                .map_err(|_| ());
+            assert_eq!(got, want, "{body}");
+        };
+        check(
+            r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#,
+            Ok((0, true)),
+        );
+        check(
+            r#"{"ActionStatus":"FAIL","ErrorCode":10010,"ErrorInfo":"x","ErrorDisplay":"y","RequestId":"z"}"#,
+            Ok((10010, false)),
+        );
+        check(r#"{"ErrorCode":60018}"#, Ok((60018, false)));
+        check(r#"{"ActionStatus":"FAIL"}"#, Ok((0, false)));
+        check(r#"{"error":"proxy says no"}"#, Err(()));
+        check("<html>502</html>", Err(()));
+        check("", Err(()));
+    }
+
+    #[test]
+    fn responses_ignore_unknown_fields() {
+        let r: ModifyUserInfoResponse = serde_json::from_str(
+            r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","RequestId":"r","CommandType":1,
+                "MemberList":[{"Member_Account":"a","Marks":[1000],"Extra":1}],"New":{"x":[]}}"#,
+        )
+        .unwrap();
+        assert!(r.status.is_ok());
+        assert_eq!(r.member_list[0].marks, vec![1000]);
+    }
 }

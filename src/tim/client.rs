@@ -1,0 +1,1450 @@
+//! The REST client: one shared HTTP connection pool, one shared rate limiter, UserSig renewal,
+//! retries, and the mapping from the service's answers to [`CallError`].
+//!
+//! # How a call runs
+//! 1. Wait for the shared rate limiter (FIFO among callers; see [`Client`] for the window bound).
+//! 2. POST the JSON body to `{base}/{path}?sdkappid=..&identifier=..&usersig=..&random=..&contenttype=json`
+//!    with a UserSig from the cache, renewed when less than a quarter of its validity (at least
+//!    an hour) remains.
+//! 3. Decide the outcome from the body's `ErrorCode`/`ActionStatus` ([`codes::classify`]): retry
+//!    with exponential backoff and jitter (transient and rate-limit failures, HTTP 5xx/429, network
+//!    errors, timeouts), regenerate the UserSig and retry once (70001/70003), or return an error.
+//!
+//! Architecture invariant: the UserSig and the secret key never appear in an error, a `Debug`
+//! rendering or a log line. Transport errors are rendered without their URL and then scrubbed.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::model::UnixTime;
+use crate::tim::codes::{self, ErrorClass};
+use crate::tim::usersig::{self, SecretKey};
+use crate::tim::wire::{self, GetMembersRequest, GetMembersResponse};
+use crate::tim::wire::{ModifyUserInfoRequest, ModifyUserInfoResponse};
+
+/// The largest factor by which rate-limit answers slow the limiter down (1/8 of the rate).
+const MAX_SLOWDOWN: u32 = 8;
+/// Repeated rate-limit answers escalate the slowdown at most this often, so a burst of answers to
+/// calls that were already in flight counts as one signal, not many.
+const ESCALATE_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the service lives: the eight regions of reference section 1.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    /// `console.tim.qq.com` (the default, as in the vendor's docs).
+    #[default]
+    China,
+    /// `adminapisgp.im.qcloud.com`.
+    Singapore,
+    /// `adminapikr.im.qcloud.com`.
+    Seoul,
+    /// `adminapijpn.im.qcloud.com`.
+    Tokyo,
+    /// `adminapiger.im.qcloud.com`.
+    Frankfurt,
+    /// `adminapiind.im.qcloud.com`.
+    Mumbai,
+    /// `adminapiusa.im.qcloud.com`.
+    SiliconValley,
+    /// `adminapiidn.im.qcloud.com`.
+    Jakarta,
+}
+
+impl Region {
+    /// Every region, for help texts and tests.
+    pub const ALL: [Region; 8] = [
+        Region::China,
+        Region::Singapore,
+        Region::Seoul,
+        Region::Tokyo,
+        Region::Frankfurt,
+        Region::Mumbai,
+        Region::SiliconValley,
+        Region::Jakarta,
+    ];
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::China => "china",
+            Region::Singapore => "singapore",
+            Region::Seoul => "seoul",
+            Region::Tokyo => "tokyo",
+            Region::Frankfurt => "frankfurt",
+            Region::Mumbai => "mumbai",
+            Region::SiliconValley => "silicon-valley",
+            Region::Jakarta => "jakarta",
+        }
+    }
+
+    /// The REST API's domain in this region.
+    pub fn domain(self) -> &'static str {
+        match self {
+            Region::China => "console.tim.qq.com",
+            Region::Singapore => "adminapisgp.im.qcloud.com",
+            Region::Seoul => "adminapikr.im.qcloud.com",
+            Region::Tokyo => "adminapijpn.im.qcloud.com",
+            Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::Mumbai => "adminapiind.im.qcloud.com",
+            Region::SiliconValley => "adminapiusa.im.qcloud.com",
+            Region::Jakarta => "adminapiidn.im.qcloud.com",
+        }
+    }
+
+    /// The vendor's backup domain for when DNS of the main one fails (set it as `endpoint`).
+    pub fn backup_domain(self) -> &'static str {
+        match self {
+            Region::China => "adminapi.my-imcloud.com",
+            Region::Singapore => "adminapisgp.my-imcloud.com",
+            Region::Seoul => "adminapikr.my-imcloud.com",
+            Region::Tokyo => "adminapijpn.my-imcloud.com",
+            Region::Frankfurt => "adminapiger.my-imcloud.com",
+            Region::Mumbai => "adminapiind.my-imcloud.com",
+            Region::SiliconValley => "adminapiusa.my-imcloud.com",
+            Region::Jakarta => "adminapiidn.my-imcloud.com",
+        }
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Region {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Region::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Region::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown region {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Why an endpoint cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// Not a URL at all.
+    #[error("endpoint {endpoint:?} is not a valid URL: {reason}")]
+    Invalid {
+        /// What was given.
+        endpoint: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// Plain http to a host that is not loopback would send the UserSig in clear text.
+    #[error(
+        "endpoint host {host:?}: plain http is only allowed to a loopback address \
+         (127.0.0.0/8, ::1, localhost); use https"
+    )]
+    InsecureHttp {
+        /// The offending host.
+        host: String,
+    },
+    /// A scheme other than https or http.
+    #[error("endpoint scheme {scheme:?} is not supported; use https")]
+    Scheme {
+        /// The offending scheme.
+        scheme: String,
+    },
+    /// Credentials, a query or a fragment: the client builds its own query, and credentials in a
+    /// URL end up in logs. (The URL itself is not echoed, since it may hold a password.)
+    #[error("endpoint host {host:?}: the URL must not carry credentials, a query or a fragment")]
+    Extras {
+        /// The host, for orientation.
+        host: String,
+    },
+}
+
+/// The base URL for a region, or the validated `endpoint` override, without a trailing slash.
+///
+/// https is required, except http to a loopback address (the emulator, a local test server),
+/// because the UserSig rides in the query string.
+pub fn endpoint_url(
+    region: Region,
+    endpoint_override: Option<&str>,
+) -> Result<String, EndpointError> {
+    match endpoint_override {
+        None => Ok(format!("https://{}", region.domain())),
+        Some(e) => validate_base_url(e),
+    }
+}
+
+/// Checks a base URL against the https-or-loopback rule and normalises it.
+fn validate_base_url(endpoint: &str) -> Result<String, EndpointError> {
+    let url = reqwest::Url::parse(endpoint.trim()).map_err(|e| EndpointError::Invalid {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    if host.is_empty() {
+        return Err(EndpointError::Invalid {
+            endpoint: endpoint.to_owned(),
+            reason: "no host".into(),
+        });
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(EndpointError::Extras { host });
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&host) => {}
+        "http" => return Err(EndpointError::InsecureHttp { host }),
+        other => {
+            return Err(EndpointError::Scheme {
+                scheme: other.to_owned(),
+            });
+        }
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// 127.0.0.0/8, ::1 (as the URL spells it, in brackets), or `localhost`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Everything the client needs to know; [`ClientConfig::new`] fills in the defaults.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Scheme, host and optional path prefix, e.g. `https://adminapisgp.im.qcloud.com` or the
+    /// emulator's `http://127.0.0.1:PORT`; see [`endpoint_url`].
+    pub base_url: String,
+    /// The App's SDKAppID: every call names it, and the UserSig is bound to it.
+    pub sdkappid: u64,
+    /// The App admin account the calls are made as.
+    pub identifier: String,
+    /// Signs the UserSig. Opaque: it prints as `SecretKey(***)`.
+    pub secret: SecretKey,
+    /// Validity of each generated UserSig (default 7 days; the vendor advises at least 24 h).
+    pub usersig_ttl: Duration,
+    /// The shared limit on calls per second (the service allows 200 per SDKAppID).
+    pub max_calls_per_second: u32,
+    /// Upper bound on one HTTP exchange, connecting to reading the whole body.
+    pub request_timeout: Duration,
+    /// Upper bound on establishing a connection, so a black-holed address fails fast.
+    pub connect_timeout: Duration,
+    /// How many times one call is sent at most for transient failures (1 = no retries). A UserSig
+    /// regeneration adds one more attempt on top.
+    pub max_attempts: u32,
+    /// The first backoff delay; later ones grow exponentially with random jitter.
+    pub backoff_min: Duration,
+    /// The largest backoff delay.
+    pub backoff_max: Duration,
+    /// How long a rate-limit answer slows the shared limiter down (see [`Client`]).
+    pub slowdown_for: Duration,
+    /// How long to pause after 70050 (signature failures and rate limit together); the vendor
+    /// says a minute.
+    pub sig_rate_limit_wait: Duration,
+}
+
+impl ClientConfig {
+    /// A config with production defaults for everything but the identity.
+    pub fn new(
+        base_url: impl Into<String>,
+        sdkappid: u64,
+        identifier: impl Into<String>,
+        secret: SecretKey,
+    ) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            sdkappid,
+            identifier: identifier.into(),
+            secret,
+            usersig_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_calls_per_second: 200,
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_attempts: 5,
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(20),
+            slowdown_for: Duration::from_secs(30),
+            sig_rate_limit_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a [`Client`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The base URL breaks the https-or-loopback rule.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// A numeric setting is out of range.
+    #[error("invalid client setting: {0}")]
+    Setting(&'static str),
+    /// The TLS stack or HTTP client could not be initialised.
+    #[error("cannot initialise the HTTP client: {0}")]
+    Http(String),
+}
+
+/// Why a call failed. No variant ever carries the UserSig or the secret key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A configuration error (wrong key, SDKAppID, region, admin, edition, IP allow-list) that
+    /// every later call would repeat: stop the run, and read nothing as "no marks there".
+    #[error("fatal service error {code} ({}): {info}", codes::describe(*code))]
+    Fatal {
+        /// The service's `ErrorCode`.
+        code: i64,
+        /// The service's `ErrorInfo`.
+        info: String,
+    },
+    /// The group does not exist, was dissolved, or its ID is invalid (10010, 10015).
+    #[error("group is gone: service error {code} ({}): {info}", codes::describe(*code))]
+    GroupGone {
+        /// The service's `ErrorCode`.
+        code: i64,
+        /// The service's `ErrorInfo`.
+        info: String,
+    },
+    /// The service refused this call with a code that is neither retryable nor fatal, including
+    /// the undocumented "every account is offline" failure. Other calls may still succeed.
+    #[error("service error {code} ({}): {info}", codes::describe(*code))]
+    Rejected {
+        /// The service's `ErrorCode`.
+        code: i64,
+        /// The service's `ErrorInfo`.
+        info: String,
+    },
+    /// The service kept answering with a rate-limit code through every attempt.
+    #[error("still rate limited after {attempts} attempt(s): service error {code}: {info}")]
+    RateLimited {
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last `ErrorCode`.
+        code: i64,
+        /// The last `ErrorInfo`.
+        info: String,
+    },
+    /// The service kept answering with a transient error code (10002, 60008) through every attempt.
+    #[error("service kept failing after {attempts} attempt(s): service error {code} ({}): {info}", codes::describe(*code))]
+    Unavailable {
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last `ErrorCode`.
+        code: i64,
+        /// The last `ErrorInfo`.
+        info: String,
+    },
+    /// Network errors, timeouts, HTTP 5xx or 429 through every attempt.
+    #[error("request failed after {attempts} attempt(s): {detail}")]
+    Transport {
+        /// How many requests were sent.
+        attempts: u32,
+        /// The last failure, with any URL removed.
+        detail: String,
+    },
+    /// An HTTP status that no retry will fix (wrong endpoint path, a proxy refusing): a
+    /// configuration error.
+    #[error("HTTP status {status} from the endpoint; check endpoint/region")]
+    Http {
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// A 2xx answer whose body is not the service's JSON.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// The request body could not be serialised (a bug).
+    #[error("cannot encode the request: {0}")]
+    InvalidRequest(String),
+}
+
+impl CallError {
+    /// A short stable label for metrics (`outcome` label of the calls counter).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CallError::Fatal { .. } => "fatal",
+            CallError::GroupGone { .. } => "group_gone",
+            CallError::Rejected { .. } => "rejected",
+            CallError::RateLimited { .. } => "rate_limited",
+            CallError::Unavailable { .. } => "unavailable",
+            CallError::Transport { .. } => "transport",
+            CallError::Http { .. } => "http_status",
+            CallError::InvalidResponse(_) => "invalid_response",
+            CallError::InvalidRequest(_) => "invalid_request",
+        }
+    }
+
+    /// Whether every later call would fail the same way, so the whole run should stop.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, CallError::Fatal { .. } | CallError::Http { .. })
+    }
+
+    /// The service's error code, when the service answered with one.
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            CallError::Fatal { code, .. }
+            | CallError::GroupGone { code, .. }
+            | CallError::Rejected { code, .. }
+            | CallError::RateLimited { code, .. }
+            | CallError::Unavailable { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A snapshot of the client's counters, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// HTTP requests sent (every attempt counts).
+    pub requests: u64,
+    /// Attempts that were retries after a transient failure or a UserSig regeneration.
+    pub retries: u64,
+    /// Rate-limit answers received (codes or HTTP 429).
+    pub rate_limited: u64,
+    /// UserSigs generated (the first one, renewals and forced regenerations).
+    pub usersigs_generated: u64,
+    /// The current slowdown: each call takes this many limiter slots (1 = full speed).
+    pub slowdown_factor: u32,
+}
+
+/// The REST client. Cheap to clone: clones share one connection pool, one rate limiter and one
+/// UserSig cache.
+///
+/// # Rate limiting
+/// Every HTTP request (retries included) first takes a slot from one GCRA limiter with burst 1
+/// and period `1.05 / max_calls_per_second` s, behind a FIFO gate. Burst 1 means two slots are
+/// always at least one period apart, so any window of 1 s holds at most `max_calls_per_second`
+/// sends; the 5 % headroom keeps that true at the server even when arrival times jitter by up
+/// to 50 ms. Many calls may still be in flight at once: only the *start* of a request is paced.
+///
+/// # Slowing down
+/// A rate-limit answer sets a slowdown factor of 2 for `slowdown_for`; each further one during
+/// that time (at most one per second counts) doubles it, up to 8, and restarts the period. While
+/// the factor is `k`, every request takes `k` consecutive slots, so the request rate is at most
+/// `max_calls_per_second / k`. When `slowdown_for` passes without a rate-limit answer, the
+/// factor returns to 1.
+#[derive(Clone)]
+pub struct Client {
+    /// Shared by all clones.
+    inner: Arc<Inner>,
+}
+
+/// The state all clones share.
+struct Inner {
+    /// One reqwest client, so connections are reused.
+    http: reqwest::Client,
+    /// The settings.
+    config: ClientConfig,
+    /// Reads "now" for UserSig issue times and renewal.
+    clock: Arc<dyn Clock>,
+    /// The shared pace of request starts.
+    limiter: DefaultDirectRateLimiter,
+    /// Makes waiting for the limiter first come, first served (and avoids thundering herds).
+    gate: tokio::sync::Mutex<()>,
+    /// The rate-limit slowdown.
+    pace: Mutex<Pace>,
+    /// The cached UserSig.
+    sig: Mutex<Option<CachedSig>>,
+    /// Counters behind [`Client::stats`].
+    counters: Counters,
+}
+
+/// The slowdown state (see [`Client`]).
+#[derive(Debug)]
+struct Pace {
+    /// Limiter slots per request.
+    factor: u32,
+    /// When the factor falls back to 1.
+    until: Instant,
+    /// When the factor last changed, to count a burst of answers once.
+    changed: Instant,
+}
+
+/// A UserSig and when it was issued.
+struct CachedSig {
+    /// The sig itself.
+    sig: String,
+    /// Its `TLS.time`.
+    issued_at: UnixTime,
+}
+
+/// Atomic counters; see [`ClientStats`].
+#[derive(Default)]
+struct Counters {
+    /// See [`ClientStats::requests`].
+    requests: AtomicU64,
+    /// See [`ClientStats::retries`].
+    retries: AtomicU64,
+    /// See [`ClientStats::rate_limited`].
+    rate_limited: AtomicU64,
+    /// See [`ClientStats::usersigs_generated`].
+    usersigs_generated: AtomicU64,
+}
+
+/// What one HTTP exchange came to, before retry decisions.
+enum Exchange {
+    /// The service reported success; the body is to be parsed as the response type.
+    Success(Vec<u8>),
+    /// The service answered with an error code.
+    Code(i64, String),
+    /// A retryable transport failure (network, timeout, 5xx, 408).
+    Transient(String),
+    /// HTTP 429.
+    TooManyRequests,
+    /// A non-retryable HTTP status.
+    Status(u16),
+    /// A 2xx body that is not the service's JSON.
+    Invalid(String),
+}
+
+/// Takes a std mutex even if a panicking thread poisoned it: the data is still consistent
+/// (every critical section here is a few plain assignments).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Client {
+    /// Builds a client. The base URL must pass the https-or-loopback rule of [`endpoint_url`].
+    pub fn new(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<Client, ClientBuildError> {
+        let base_url = validate_base_url(&config.base_url)?;
+        let rate = NonZeroU32::new(config.max_calls_per_second).ok_or(
+            ClientBuildError::Setting("max_calls_per_second must be at least 1"),
+        )?;
+        if config.max_attempts == 0 {
+            return Err(ClientBuildError::Setting("max_attempts must be at least 1"));
+        }
+        if config.usersig_ttl.as_secs() < 60 {
+            return Err(ClientBuildError::Setting(
+                "usersig_ttl must be at least 60 s",
+            ));
+        }
+        // 5 % headroom over 1/rate; see the type's docs for why.
+        let period = Duration::from_secs_f64(1.05 / f64::from(rate.get()));
+        let quota = Quota::with_period(period)
+            .ok_or(ClientBuildError::Setting(
+                "max_calls_per_second is too large",
+            ))?
+            .allow_burst(NonZeroU32::MIN);
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            // A redirect would carry the UserSig to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("marksync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError::Http(e.without_url().to_string()))?;
+        let now = Instant::now();
+        let config = ClientConfig { base_url, ..config };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                clock,
+                limiter: RateLimiter::direct(quota),
+                gate: tokio::sync::Mutex::new(()),
+                pace: Mutex::new(Pace {
+                    factor: 1,
+                    until: now,
+                    changed: now,
+                }),
+                sig: Mutex::new(None),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// Sets or deletes member marks (`modify_user_info`).
+    pub async fn modify_user_info(
+        &self,
+        req: &ModifyUserInfoRequest,
+    ) -> Result<ModifyUserInfoResponse, CallError> {
+        self.call(wire::MODIFY_USER_INFO, req).await
+    }
+
+    /// Reads one page of online members (`get_members`).
+    pub async fn get_members(
+        &self,
+        req: &GetMembersRequest,
+    ) -> Result<GetMembersResponse, CallError> {
+        self.call(wire::GET_MEMBERS, req).await
+    }
+
+    /// A currently valid UserSig for the configured admin (the cached one unless it is due for
+    /// renewal), for `marksync usersig`.
+    pub fn usersig_now(&self) -> String {
+        self.inner.usersig(false)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.inner.counters;
+        ClientStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            rate_limited: c.rate_limited.load(Ordering::Relaxed),
+            usersigs_generated: c.usersigs_generated.load(Ordering::Relaxed),
+            slowdown_factor: self.inner.slowdown_factor(),
+        }
+    }
+
+    /// Sends one request with the retry policy of the module docs and parses the answer.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        req: &Req,
+    ) -> Result<Resp, CallError> {
+        let inner = &*self.inner;
+        let body = serde_json::to_vec(req).map_err(|e| CallError::InvalidRequest(e.to_string()))?;
+        let max_retries =
+            usize::try_from(inner.config.max_attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(inner.config.backoff_min)
+            .with_max_delay(inner.config.backoff_max)
+            .with_max_times(max_retries)
+            .with_jitter()
+            .build();
+        let mut attempts: u32 = 0;
+        let mut regenerated = false;
+        loop {
+            if attempts > 0 {
+                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            attempts += 1;
+            let exchange = inner.exchange(path, &body).await;
+            // On a retryable failure: the error to return if no retry is left, and any minimum wait.
+            let (give_up, min_wait) = match exchange {
+                Exchange::Success(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| {
+                        CallError::InvalidResponse(inner.scrub(&format!("{path}: {e}")))
+                    });
+                }
+                Exchange::Status(status) => return Err(CallError::Http { status }),
+                Exchange::Invalid(detail) => {
+                    return Err(CallError::InvalidResponse(
+                        inner.scrub(&format!("{path}: {detail}")),
+                    ));
+                }
+                Exchange::Transient(detail) => {
+                    (CallError::Transport { attempts, detail }, Duration::ZERO)
+                }
+                Exchange::TooManyRequests => {
+                    inner.slow_down();
+                    let detail = "HTTP 429 Too Many Requests".to_owned();
+                    (CallError::Transport { attempts, detail }, Duration::ZERO)
+                }
+                Exchange::Code(code, info) => {
+                    let info = inner.scrub(&info);
+                    match codes::classify(code) {
+                        ErrorClass::Fatal => return Err(CallError::Fatal { code, info }),
+                        ErrorClass::GroupGone => return Err(CallError::GroupGone { code, info }),
+                        ErrorClass::Rejected => return Err(CallError::Rejected { code, info }),
+                        ErrorClass::RegenerateSig if !regenerated => {
+                            tracing::warn!(
+                                code,
+                                path,
+                                "UserSig refused; regenerating it and retrying once"
+                            );
+                            regenerated = true;
+                            inner.usersig(true);
+                            continue;
+                        }
+                        // A fresh sig refused again: the clock or the key is wrong, not the sig.
+                        ErrorClass::RegenerateSig => return Err(CallError::Fatal { code, info }),
+                        ErrorClass::Retry => (
+                            CallError::Unavailable {
+                                attempts,
+                                code,
+                                info,
+                            },
+                            Duration::ZERO,
+                        ),
+                        ErrorClass::RateLimited => {
+                            inner.slow_down();
+                            (
+                                CallError::RateLimited {
+                                    attempts,
+                                    code,
+                                    info,
+                                },
+                                Duration::ZERO,
+                            )
+                        }
+                        ErrorClass::SigAndRateLimit => {
+                            inner.slow_down();
+                            inner.usersig(true);
+                            let wait = inner.config.sig_rate_limit_wait;
+                            (
+                                CallError::RateLimited {
+                                    attempts,
+                                    code,
+                                    info,
+                                },
+                                wait,
+                            )
+                        }
+                    }
+                }
+            };
+            match backoff.next() {
+                Some(delay) => {
+                    let delay = delay.max(min_wait);
+                    tracing::debug!(path, attempts, ?delay, error = %give_up, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => return Err(give_up),
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// One paced HTTP exchange, classified.
+    async fn exchange(&self, path: &str, body: &[u8]) -> Exchange {
+        self.acquire_slot().await;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let sig = self.usersig(false);
+        let url = format!("{}/{}", self.config.base_url, path);
+        let random = rand::random::<u32>().to_string();
+        let sdkappid = self.config.sdkappid.to_string();
+        let query = [
+            ("sdkappid", sdkappid.as_str()),
+            ("identifier", self.config.identifier.as_str()),
+            ("usersig", sig.as_str()),
+            ("random", random.as_str()),
+            ("contenttype", "json"),
+        ];
+        let sent = self
+            .http
+            .post(url)
+            .query(&query)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Exchange::Transient(self.render(e)),
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Exchange::TooManyRequests;
+        }
+        if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
+            return Exchange::Transient(format!("HTTP {status}"));
+        }
+        if !status.is_success() {
+            return Exchange::Status(status.as_u16());
+        }
+        let bytes = match resp.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return Exchange::Transient(self.render(e)),
+        };
+        match wire::parse_status(&bytes) {
+            Err(detail) => Exchange::Invalid(detail),
+            Ok(s) if s.is_ok() => Exchange::Success(bytes),
+            Ok(s) => Exchange::Code(s.error_code, s.error_info),
+        }
+    }
+
+    /// Waits for this request's limiter slots (several while slowed down), first come first served.
+    async fn acquire_slot(&self) {
+        let _turn = self.gate.lock().await;
+        for _ in 0..self.slowdown_factor() {
+            self.limiter.until_ready().await;
+        }
+    }
+
+    /// The current slowdown factor, falling back to 1 once the slowdown period is over.
+    fn slowdown_factor(&self) -> u32 {
+        let mut p = lock(&self.pace);
+        if p.factor > 1 && Instant::now() >= p.until {
+            tracing::info!("no rate-limit answers for a while; back to full speed");
+            p.factor = 1;
+        }
+        p.factor
+    }
+
+    /// Reacts to a rate-limit answer (see [`Client`]).
+    fn slow_down(&self) {
+        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut p = lock(&self.pace);
+        let active = now < p.until && p.factor > 1;
+        let new_factor = if !active {
+            2
+        } else if now.duration_since(p.changed) >= ESCALATE_EVERY {
+            (p.factor * 2).min(MAX_SLOWDOWN)
+        } else {
+            p.factor
+        };
+        if new_factor != p.factor {
+            tracing::warn!(
+                factor = new_factor,
+                "rate limited by the service; slowing down"
+            );
+            p.factor = new_factor;
+            p.changed = now;
+        }
+        p.until = now + self.config.slowdown_for;
+    }
+
+    /// The cached UserSig, regenerated when `force` is set or when it is due: less than a quarter
+    /// of its validity (or an hour, whichever is more) remains, or the clock went backwards.
+    fn usersig(&self, force: bool) -> String {
+        let now = self.clock.now();
+        let ttl = i64::try_from(self.config.usersig_ttl.as_secs()).unwrap_or(i64::MAX);
+        let margin = (ttl / 4).max(3600);
+        let mut cached = lock(&self.sig);
+        if let Some(c) = cached.as_ref()
+            && !force
+            && now >= c.issued_at
+            && c.issued_at.saturating_add(ttl).saturating_sub(now) >= margin
+        {
+            return c.sig.clone();
+        }
+        let sig = usersig::generate(
+            self.config.sdkappid,
+            &self.config.secret,
+            &self.config.identifier,
+            self.config.usersig_ttl.as_secs(),
+            now,
+        );
+        self.counters
+            .usersigs_generated
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(issued_at = now, "generated a new UserSig");
+        *cached = Some(CachedSig {
+            sig: sig.clone(),
+            issued_at: now,
+        });
+        sig
+    }
+
+    /// Renders a transport error without its URL, with its cause chain, scrubbed.
+    fn render(&self, e: reqwest::Error) -> String {
+        let timeout = e.is_timeout();
+        let e = e.without_url();
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        if timeout && !text.contains("timed out") {
+            text.push_str(" (timed out)");
+        }
+        self.scrub(&text)
+    }
+
+    /// Removes anything secret from text that came from outside (the current and any cached
+    /// UserSig, the secret key, any `usersig=` query parameter), as a last line of defence.
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        if let Some(c) = lock(&self.sig).as_ref() {
+            out = out.replace(&c.sig, "***");
+        }
+        out = out.replace(self.config.secret.expose(), "***");
+        redact_usersig_param(&out)
+    }
+}
+
+/// Replaces the value of every `usersig=` parameter with `***`.
+fn redact_usersig_param(text: &str) -> String {
+    const NEEDLE: &str = "usersig=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.to_ascii_lowercase().find(NEEDLE) {
+        let value_start = i + NEEDLE.len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let after = &rest[value_start..];
+        let end = after
+            .find(|c: char| c == '&' || c == ')' || c == '"' || c.is_whitespace())
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.inner.config;
+        f.debug_struct("Client")
+            .field("base_url", &c.base_url)
+            .field("sdkappid", &c.sdkappid)
+            .field("identifier", &c.identifier)
+            .field("max_calls_per_second", &c.max_calls_per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::future::Future;
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::{Query, State};
+    use axum::http::{StatusCode, Uri};
+    use axum::response::{IntoResponse, Response};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::tim::wire::{CommandType, MemberMarks};
+
+    const APP: u64 = 1_400_000_000;
+    const T0: UnixTime = 1_700_000_000;
+    const KEY: &str = "distinctive-secret-key-0123456789";
+
+    /// What the test server answers to one request.
+    #[derive(Clone)]
+    enum Reply {
+        Json(Value),
+        Http(u16),
+        Sleep(Duration),
+        Text(&'static str),
+    }
+
+    fn ok() -> Value {
+        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "CommandType": 1,
+            "MemberList": [{"Member_Account": "alice", "Marks": [1000]}]})
+    }
+
+    fn fail(code: i64) -> Reply {
+        Reply::Json(
+            json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": format!("err {code}")}),
+        )
+    }
+
+    /// One request as the server saw it.
+    #[derive(Clone, Debug)]
+    struct Hit {
+        at: Instant,
+        path: String,
+        query: HashMap<String, String>,
+        body: Value,
+    }
+
+    /// A scripted server: answers from `replies` in order, then success.
+    struct Server {
+        replies: Mutex<VecDeque<Reply>>,
+        hits: Mutex<Vec<Hit>>,
+        /// Advanced by 10 s on every request, to make time pass between attempts.
+        clock: Option<Arc<ManualClock>>,
+    }
+
+    impl Server {
+        fn hits(&self) -> Vec<Hit> {
+            lock(&self.hits).clone()
+        }
+    }
+
+    async fn handle(
+        State(s): State<Arc<Server>>,
+        uri: Uri,
+        Query(query): Query<HashMap<String, String>>,
+        body: Bytes,
+    ) -> Response {
+        let at = Instant::now();
+        lock(&s.hits).push(Hit {
+            at,
+            path: uri.path().to_owned(),
+            query,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        });
+        if let Some(c) = &s.clock {
+            c.advance(10);
+        }
+        let reply = lock(&s.replies).pop_front().unwrap_or(Reply::Json(ok()));
+        match reply {
+            Reply::Json(v) => axum::Json(v).into_response(),
+            Reply::Http(code) => StatusCode::from_u16(code).unwrap().into_response(),
+            Reply::Text(t) => t.into_response(),
+            Reply::Sleep(d) => {
+                tokio::time::sleep(d).await;
+                axum::Json(ok()).into_response()
+            }
+        }
+    }
+
+    async fn serve(replies: Vec<Reply>, clock: Option<Arc<ManualClock>>) -> (String, Arc<Server>) {
+        let server = Arc::new(Server {
+            replies: Mutex::new(replies.into()),
+            hits: Mutex::new(Vec::new()),
+            clock,
+        });
+        let app = Router::new().fallback(handle).with_state(server.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), server)
+    }
+
+    fn config(base: &str) -> ClientConfig {
+        let mut c = ClientConfig::new(base, APP, "administrator", SecretKey::new(KEY).unwrap());
+        c.max_calls_per_second = 1000;
+        c.request_timeout = Duration::from_secs(5);
+        c.backoff_min = Duration::from_millis(5);
+        c.backoff_max = Duration::from_millis(20);
+        c.slowdown_for = Duration::from_millis(500);
+        c.sig_rate_limit_wait = Duration::from_millis(50);
+        c
+    }
+
+    fn client(c: ClientConfig) -> Client {
+        Client::new(c, Arc::new(ManualClock::new(T0))).unwrap()
+    }
+
+    fn modify() -> ModifyUserInfoRequest {
+        ModifyUserInfoRequest {
+            group_id: "@TGS#a1".into(),
+            command_type: CommandType::Set,
+            member_list: vec![MemberMarks {
+                account: "alice".into(),
+                marks: vec![1000],
+            }],
+        }
+    }
+
+    /// Every wait in these tests is bounded.
+    async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("test timed out")
+    }
+
+    #[tokio::test]
+    async fn request_shape_and_retry_on_10002() {
+        let (base, server) = serve(vec![fail(10002), fail(10002)], None).await;
+        let c = client(config(&base));
+        let resp = bounded(c.modify_user_info(&modify())).await.unwrap();
+        assert_eq!(resp.member_list[0].account, "alice");
+        let hits = server.hits();
+        assert_eq!(hits.len(), 3);
+        let stats = c.stats();
+        assert_eq!((stats.requests, stats.retries), (3, 2));
+
+        let h = &hits[0];
+        assert_eq!(h.path, format!("/{}", wire::MODIFY_USER_INFO));
+        assert_eq!(h.query["sdkappid"], APP.to_string());
+        assert_eq!(h.query["identifier"], "administrator");
+        assert_eq!(h.query["contenttype"], "json");
+        h.query["random"].parse::<u32>().unwrap();
+        let key = SecretKey::new(KEY).unwrap();
+        usersig::verify(&h.query["usersig"], APP, &key, "administrator", T0).unwrap();
+        assert_eq!(h.body, serde_json::to_value(modify()).unwrap());
+        let randoms: std::collections::HashSet<_> =
+            hits.iter().map(|h| &h.query["random"]).collect();
+        assert_eq!(randoms.len(), 3, "a fresh random per request");
+    }
+
+    #[tokio::test]
+    async fn retries_5xx_and_429() {
+        let (base, server) = serve(
+            vec![Reply::Http(502), Reply::Http(503), Reply::Http(429)],
+            None,
+        )
+        .await;
+        let c = client(config(&base));
+        bounded(c.modify_user_info(&modify())).await.unwrap();
+        assert_eq!(server.hits().len(), 4);
+        assert_eq!(
+            c.stats().rate_limited,
+            1,
+            "429 counts as a rate-limit answer"
+        );
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_attempts() {
+        let replies = vec![fail(10002); 10];
+        let (base, server) = serve(replies, None).await;
+        let mut cfg = config(&base);
+        cfg.max_attempts = 3;
+        let c = client(cfg);
+        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CallError::Unavailable {
+                    attempts: 3,
+                    code: 10002,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.metric_label(), "unavailable");
+        assert_eq!(server.hits().len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rate_limit_answers_slow_down_then_recover() {
+        let (base, server) = serve(vec![fail(60018), fail(60018)], None).await;
+        let mut cfg = config(&base);
+        cfg.max_calls_per_second = 50;
+        cfg.slowdown_for = Duration::from_millis(1500);
+        let c = client(cfg);
+        bounded(c.modify_user_info(&modify())).await.unwrap();
+        let stats = c.stats();
+        assert_eq!(stats.rate_limited, 2);
+        assert_eq!(stats.slowdown_factor, 2);
+
+        // While slowed down, 8 concurrent calls take two 21 ms slots each.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let c = c.clone();
+            set.spawn(async move { c.modify_user_info(&modify()).await });
+        }
+        bounded(async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+            }
+        })
+        .await;
+        let hits = server.hits();
+        let burst = &hits[3..];
+        assert_eq!(burst.len(), 8);
+        let span = burst.last().unwrap().at - burst[0].at;
+        assert!(
+            span >= Duration::from_millis(250),
+            "8 slowed calls took only {span:?}"
+        );
+
+        bounded(tokio::time::sleep(Duration::from_millis(1600))).await;
+        assert_eq!(
+            c.stats().slowdown_factor,
+            1,
+            "recovers when the rate-limit answers stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn fatal_and_final_codes_are_not_retried() {
+        let cases = [
+            (70009, "fatal"),
+            (60006, "fatal"),
+            (10001, "fatal"),
+            (10007, "fatal"),
+            (10059, "fatal"),
+            (10010, "group_gone"),
+            (10015, "group_gone"),
+            (10004, "rejected"),
+            (10019, "rejected"),
+        ];
+        for (code, label) in cases {
+            let (base, server) = serve(vec![fail(code)], None).await;
+            let c = client(config(&base));
+            let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
+            assert_eq!(err.metric_label(), label, "code {code}: {err}");
+            assert_eq!(err.code(), Some(code));
+            assert_eq!(err.is_fatal(), label == "fatal");
+            assert_eq!(server.hits().len(), 1, "code {code} must not be retried");
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_usersig_is_regenerated_once() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (base, server) = serve(vec![fail(70001)], Some(clock.clone())).await;
+        let c = Client::new(config(&base), clock.clone()).unwrap();
+        bounded(c.modify_user_info(&modify())).await.unwrap();
+        let hits = server.hits();
+        assert_eq!(hits.len(), 2);
+        let (a, b) = (&hits[0].query["usersig"], &hits[1].query["usersig"]);
+        assert_ne!(a, b, "the retry carries a fresh UserSig");
+        let key = SecretKey::new(KEY).unwrap();
+        let d = usersig::verify(b, APP, &key, "administrator", clock.now()).unwrap();
+        assert_eq!(d.time, T0 + 10);
+        assert_eq!(c.stats().usersigs_generated, 2);
+
+        // Refused again with a fresh sig: the clock or key is wrong, so it is fatal.
+        let (base, server) = serve(vec![fail(70003), fail(70003)], Some(clock.clone())).await;
+        let c = Client::new(config(&base), clock).unwrap();
+        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
+        assert!(
+            matches!(err, CallError::Fatal { code: 70003, .. }),
+            "{err:?}"
+        );
+        assert_eq!(server.hits().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn sig_and_rate_limit_waits_then_retries() {
+        let (base, server) = serve(vec![fail(70050)], None).await;
+        let c = client(config(&base));
+        let start = Instant::now();
+        bounded(c.modify_user_info(&modify())).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(server.hits().len(), 2);
+        assert_eq!(c.stats().slowdown_factor, 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_response_fields_are_tolerated() {
+        let modify_reply = json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "ErrorDisplay": "", "RequestId": "abc", "CommandType": 1, "Future": {"x": [1]},
+            "MemberList": [{"Member_Account": "bob", "Marks": [1001, 500], "Extra": true}]});
+        let members_reply = json!({"ActionStatus": "OK", "ErrorCode": 0, "RequestId": "r",
+            "MemberList": [{"Member_Account": "bob", "JoinTime": 1, "NickName": "B", "Avatar": ""}],
+            "NextTimestamp": 42});
+        let (base, _server) = serve(
+            vec![Reply::Json(modify_reply), Reply::Json(members_reply)],
+            None,
+        )
+        .await;
+        let c = client(config(&base));
+        let r = bounded(c.modify_user_info(&modify())).await.unwrap();
+        assert_eq!(r.member_list[0].marks, vec![1001, 500]);
+        let req = GetMembersRequest {
+            group_id: "@TGS#a1".into(),
+            timestamp: 0,
+            mark: Some(1001),
+        };
+        let r = bounded(c.get_members(&req)).await.unwrap();
+        assert_eq!(
+            (r.member_list[0].account.as_str(), r.next_timestamp),
+            ("bob", 42)
+        );
+    }
+
+    #[tokio::test]
+    async fn odd_http_answers() {
+        let (base, server) = serve(vec![Reply::Http(404)], None).await;
+        let err = bounded(client(config(&base)).modify_user_info(&modify()))
+            .await
+            .unwrap_err();
+        assert_eq!(err, CallError::Http { status: 404 });
+        assert!(err.is_fatal());
+        assert_eq!(server.hits().len(), 1);
+
+        for body in ["<html>proxy</html>", r#"{"message":"not the service"}"#] {
+            let (base, server) = serve(vec![Reply::Text(body)], None).await;
+            let err = bounded(client(config(&base)).modify_user_info(&modify()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.metric_label(), "invalid_response", "{body}: {err}");
+            assert_eq!(server.hits().len(), 1);
+        }
+    }
+
+    /// Asserts that nothing secret shows in an error's Display or Debug.
+    fn assert_clean(err: &CallError, sig: &str) {
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("usersig="), "{text}");
+            assert!(!text.contains(sig), "{text}");
+            assert!(!text.contains(KEY), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_errors_carry_no_secret() {
+        // Connection refused: a port that was just free.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let mut cfg = config(&format!("http://127.0.0.1:{port}"));
+        cfg.max_attempts = 2;
+        let c = client(cfg);
+        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
+        assert!(
+            matches!(err, CallError::Transport { attempts: 2, .. }),
+            "{err:?}"
+        );
+        assert_clean(&err, &c.usersig_now());
+
+        // Timeout.
+        let (base, _server) = serve(vec![Reply::Sleep(Duration::from_secs(5))], None).await;
+        let mut cfg = config(&base);
+        cfg.max_attempts = 1;
+        cfg.request_timeout = Duration::from_millis(200);
+        let c = client(cfg);
+        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert_clean(&err, &c.usersig_now());
+
+        // An ErrorInfo that echoes the sig is scrubbed too.
+        let c2 = client(config("http://127.0.0.1:1"));
+        let sig = c2.usersig_now();
+        let echoed = format!("bad usersig={sig}&x=1 {sig} {KEY}");
+        assert_eq!(c2.inner.scrub(&echoed), "bad usersig=***&x=1 *** ***");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_more_than_the_limit_in_any_second() {
+        const LIMIT: usize = 20;
+        let (base, server) = serve(vec![], None).await;
+        let mut cfg = config(&base);
+        cfg.max_calls_per_second = LIMIT as u32;
+        let c = client(cfg);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..60 {
+            let c = c.clone();
+            set.spawn(async move { c.modify_user_info(&modify()).await });
+        }
+        bounded(async {
+            while let Some(r) = set.join_next().await {
+                r.unwrap().unwrap();
+            }
+        })
+        .await;
+        let mut at: Vec<Instant> = server.hits().iter().map(|h| h.at).collect();
+        at.sort();
+        assert_eq!(at.len(), 60);
+        for (i, start) in at.iter().enumerate() {
+            let in_window = at[i..]
+                .iter()
+                .take_while(|t| t.duration_since(*start) <= Duration::from_secs(1))
+                .count();
+            assert!(
+                in_window <= LIMIT,
+                "{in_window} requests within 1 s from request {i}"
+            );
+        }
+        // Not pathologically slow either: 60 at 20/s is about 3 s.
+        let total = *at.last().unwrap() - at[0];
+        assert!(total < Duration::from_secs(5), "took {total:?}");
+    }
+
+    #[test]
+    fn usersig_is_renewed_before_it_expires() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let c = Client::new(config("http://127.0.0.1:1"), clock.clone()).unwrap();
+        let first = c.usersig_now();
+        // ttl 7 d: renewal once less than 42 h (a quarter) remains, i.e. after 126 h.
+        clock.set(T0 + 126 * 3600);
+        assert_eq!(c.usersig_now(), first);
+        clock.set(T0 + 126 * 3600 + 1);
+        let second = c.usersig_now();
+        assert_ne!(second, first);
+        clock.set(T0);
+        assert_ne!(
+            c.usersig_now(),
+            second,
+            "a clock that stepped back gets a fresh sig"
+        );
+
+        // ttl 2 h: the one-hour floor of the margin applies.
+        let mut cfg = config("http://127.0.0.1:1");
+        cfg.usersig_ttl = Duration::from_secs(2 * 3600);
+        let clock = Arc::new(ManualClock::new(T0));
+        let c = Client::new(cfg, clock.clone()).unwrap();
+        let first = c.usersig_now();
+        clock.set(T0 + 3600);
+        assert_eq!(c.usersig_now(), first);
+        clock.set(T0 + 3601);
+        assert_ne!(c.usersig_now(), first);
+        assert_eq!(c.stats().usersigs_generated, 2);
+    }
+
+    #[test]
+    fn endpoints() {
+        let check = |e: Option<&str>, want: Result<&str, &str>| {
+            let got = endpoint_url(Region::Singapore, e);
+            match (got, want) {
+                (Ok(u), Ok(w)) => assert_eq!(u, w, "{e:?}"),
+                (Err(err), Err(w)) => assert!(err.to_string().contains(w), "{e:?}: {err}"),
+                (got, want) => panic!("{e:?}: got {got:?}, want {want:?}"),
+            }
+        };
+        check(None, Ok("https://adminapisgp.im.qcloud.com"));
+        check(
+            Some("https://adminapisgp.my-imcloud.com/"),
+            Ok("https://adminapisgp.my-imcloud.com"),
+        );
+        check(
+            Some("https://proxy.example/tim/"),
+            Ok("https://proxy.example/tim"),
+        );
+        check(Some("http://127.0.0.1:8080"), Ok("http://127.0.0.1:8080"));
+        check(Some("http://127.8.9.10:1"), Ok("http://127.8.9.10:1"));
+        check(Some("http://[::1]:9000"), Ok("http://[::1]:9000"));
+        check(Some("http://localhost:9000"), Ok("http://localhost:9000"));
+        check(Some("http://LOCALHOST:9000"), Ok("http://localhost:9000"));
+        check(Some("http://example.com"), Err("plain http"));
+        check(Some("http://10.0.0.1"), Err("plain http"));
+        check(Some("http://[::2]"), Err("plain http"));
+        check(Some("http://127.0.0.1.nip.io"), Err("plain http"));
+        check(Some("ftp://127.0.0.1"), Err("scheme"));
+        check(Some("https://user:pw@example.com"), Err("credentials"));
+        check(Some("https://example.com/?usersig=x"), Err("query"));
+        check(Some("not a url"), Err("not a valid URL"));
+        let e = endpoint_url(Region::China, Some("https://user:hunter2@example.com")).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+
+        let err =
+            Client::new(config("http://example.com"), Arc::new(ManualClock::new(T0))).unwrap_err();
+        assert!(matches!(
+            err,
+            ClientBuildError::Endpoint(EndpointError::InsecureHttp { .. })
+        ));
+        let mut cfg = config("https://example.com");
+        cfg.max_calls_per_second = 0;
+        assert!(Client::new(cfg, Arc::new(ManualClock::new(T0))).is_err());
+    }
+
+    #[test]
+    fn regions() {
+        for r in Region::ALL {
+            assert_eq!(r.name().parse::<Region>(), Ok(r));
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.name()));
+            assert!(r.domain().ends_with(".im.qcloud.com") || r == Region::China);
+            assert!(r.backup_domain().ends_with(".my-imcloud.com"));
+        }
+        assert_eq!(Region::default().domain(), "console.tim.qq.com");
+        assert!(
+            "mars"
+                .parse::<Region>()
+                .unwrap_err()
+                .contains("silicon-valley")
+        );
+    }
+
+    #[test]
+    fn usersig_parameter_redaction() {
+        let cases = [
+            ("GET /x?usersig=abc&random=1", "GET /x?usersig=***&random=1"),
+            ("UserSig=abc def", "UserSig=*** def"),
+            (
+                "(url: http://h/?a=1&usersig=zz)",
+                "(url: http://h/?a=1&usersig=***)",
+            ),
+            ("nothing here", "nothing here"),
+            ("usersig=", "usersig=***"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact_usersig_param(input), want);
+        }
+    }
+
+    #[test]
+    fn debug_output_has_no_secret() {
+        let c = client(config("http://127.0.0.1:1"));
+        let sig = c.usersig_now();
+        let text = format!("{c:?} {:?}", config("http://127.0.0.1:1"));
+        assert!(!text.contains(KEY) && !text.contains(&sig), "{text}");
+        assert!(text.contains("SecretKey(***)"));
+    }
+}

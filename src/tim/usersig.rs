@@ -1,0 +1,670 @@
+//! UserSig: the credential every REST call carries, derived from the App's secret key
+//! (TLSSigAPIv2, HMAC-SHA256 variant; `reference/tencent-im-api.md` section 2).
+//!
+//! [`generate`] is what the client sends; [`verify`] is what the service does on receipt, and what
+//! the emulator does too, so both sides share one implementation of the algorithm.
+//!
+//! Architecture invariant: the secret key only ever lives inside a [`SecretKey`], which cannot be
+//! printed, displayed or serialised. Errors about it name where it came from, never what it is.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use flate2::Compression;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::model::UnixTime;
+
+/// The MAC of TLSSigAPIv2.
+type HmacSha256 = Hmac<Sha256>;
+
+/// The environment variable that may carry the secret key (second in precedence).
+pub const SECRET_KEY_ENV: &str = "MARKSYNC_SECRET_KEY";
+/// The file name looked up in systemd's `$CREDENTIALS_DIRECTORY` (third in precedence).
+pub const CREDENTIAL_NAME: &str = "secret-key";
+/// Decoded data bigger than this is refused before inflating it, so a
+/// hostile input cannot make the verifier allocate without bound (real ones are about 200 bytes).
+const MAX_INFLATED_BYTES: u64 = 64 * 1024;
+
+/// The App's secret key from the console, which signs every UserSig.
+///
+/// It is deliberately opaque: `Debug` prints `SecretKey(***)`, there is no `Display`, no
+/// `Serialize`, and no public accessor, so it cannot reach a log line, an error or the state file
+/// by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    /// Wraps a key, refusing an empty one (after trimming surrounding whitespace, which is never
+    /// part of a key as the console shows it).
+    pub fn new(key: impl Into<String>) -> Result<Self, SecretError> {
+        let key = key.into();
+        let trimmed = key.trim();
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty {
+                source_name: "the given key".into(),
+            });
+        }
+        Ok(SecretKey(trimmed.to_owned()))
+    }
+
+    /// Loads the key from the first source that is configured, in this precedence:
+    /// `secret_key_file` (the config's `secret_key_file`), then `env` (the value of
+    /// `MARKSYNC_SECRET_KEY`, passed in so this stays testable), then
+    /// `credentials_directory/secret-key` (systemd's `LoadCredential=`).
+    ///
+    /// Surrounding whitespace (a trailing newline from `echo >`) is trimmed; an empty key is an
+    /// error, as is a configured source that cannot be read (the next source is not tried: the
+    /// operator asked for that one). Errors name the file, never its content.
+    pub fn from_sources(
+        secret_key_file: Option<&Path>,
+        env: Option<String>,
+        credentials_directory: Option<&Path>,
+    ) -> Result<SecretKey, SecretError> {
+        if let Some(path) = secret_key_file {
+            return Self::from_file(path);
+        }
+        if let Some(value) = env {
+            let trimmed = value.trim();
+            if trimmed.is_empty() {
+                return Err(SecretError::Empty {
+                    source_name: format!("environment variable {SECRET_KEY_ENV}"),
+                });
+            }
+            return Ok(SecretKey(trimmed.to_owned()));
+        }
+        if let Some(dir) = credentials_directory {
+            return Self::from_file(&dir.join(CREDENTIAL_NAME));
+        }
+        Err(SecretError::Missing)
+    }
+
+    /// Reads and trims a key file.
+    fn from_file(path: &Path) -> Result<SecretKey, SecretError> {
+        let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
+            path: path.to_owned(),
+        })?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(SecretError::Empty {
+                source_name: format!("file {}", path.display()),
+            });
+        }
+        Ok(SecretKey(trimmed.to_owned()))
+    }
+
+    /// The key's bytes, for HMAC only. Crate-private so nothing outside can print it.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(***)")
+    }
+}
+
+/// Why the secret key could not be loaded. No variant carries any part of the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// None of the three sources is configured.
+    #[error(
+        "no secret key: set secret_key_file in the config, or {SECRET_KEY_ENV}, \
+         or provide the systemd credential {CREDENTIAL_NAME}"
+    )]
+    Missing,
+    /// The configured file exists in the config but cannot be read (missing, permissions).
+    #[error("cannot read the secret key file {}: {source}", path.display())]
+    Read {
+        /// The file that was tried.
+        path: PathBuf,
+        /// The OS error (it carries no file content).
+        source: std::io::Error,
+    },
+    /// The file is not text; the key is an ASCII string from the console.
+    #[error("the secret key file {} is not UTF-8 text", path.display())]
+    NotUtf8 {
+        /// The file that was tried.
+        path: PathBuf,
+    },
+    /// The source is configured but holds only whitespace.
+    #[error("the secret key from {source_name} is empty")]
+    Empty {
+        /// Where it came from, e.g. `file /etc/marksync/secret.key`.
+        source_name: String,
+    },
+}
+
+/// The six fields of a UserSig, as [`verify`] decoded them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// `TLS.ver`: always "2.0" for this algorithm.
+    pub ver: String,
+    /// `TLS.identifier`: the account the sig was issued for.
+    pub identifier: String,
+    /// `TLS.sdkappid`: the App it was issued for.
+    pub sdkappid: u64,
+    /// `TLS.time`: when it was issued (Unix seconds).
+    pub time: UnixTime,
+    /// `TLS.expire`: seconds of validity after `time`.
+    pub expire: u64,
+    /// `TLS.sig`: standard base64 of the HMAC-SHA256 over the other fields.
+    pub sig: String,
+}
+
+/// Why a UserSig was refused. Each variant is one of the service's public error codes, so the
+/// emulator can answer exactly as the service would ([`SigError::code`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SigError {
+    /// Not base64, not zlib, not JSON, or a field is missing or has the wrong type (70003).
+    #[error("UserSig is unparsable: {0}")]
+    Unparsable(String),
+    /// `now > time + expire` (70001).
+    #[error("UserSig expired at {expired_at}")]
+    Expired {
+        /// `time + expire`, Unix seconds.
+        expired_at: i128,
+    },
+    /// Issued for a different account than the request's `identifier` (70013).
+    #[error("UserSig was issued for identifier {found:?}, not {expected:?}")]
+    IdentifierMismatch {
+        /// The request's identifier.
+        expected: String,
+        /// The sig's `TLS.identifier`.
+        found: String,
+    },
+    /// Issued for a different App than the request's `sdkappid` (70014).
+    #[error("UserSig was issued for SDKAppID {found}, not {expected}")]
+    SdkAppIdMismatch {
+        /// The request's sdkappid.
+        expected: u64,
+        /// The sig's `TLS.sdkappid`.
+        found: u64,
+    },
+    /// The HMAC does not match: wrong secret key, or the sig was altered (70009).
+    #[error("UserSig signature check failed")]
+    SignatureMismatch,
+}
+
+impl SigError {
+    /// The service's public error code for this failure (reference section 6).
+    pub fn code(&self) -> i64 {
+        match self {
+            SigError::Unparsable(_) => 70003,
+            SigError::Expired { .. } => 70001,
+            SigError::IdentifierMismatch { .. } => 70013,
+            SigError::SdkAppIdMismatch { .. } => 70014,
+            SigError::SignatureMismatch => 70009,
+        }
+    }
+}
+
+/// The HMAC input of step 1, in the field order the algorithm fixes.
+fn content(sdkappid: u64, identifier: &str, time: UnixTime, expire: u64) -> String {
+    format!(
+        "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
+    )
+}
+
+/// A fresh HMAC-SHA256 keyed with the secret key.
+fn mac(key: &SecretKey) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail; the fallback keeps it panic-free.
+    HmacSha256::new_from_slice(key.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC-SHA256 accepts keys of any length"))
+}
+
+/// `TLS.sig` (step 2): standard base64 of HMAC-SHA256(key, content).
+pub(crate) fn tls_sig(
+    sdkappid: u64,
+    key: &SecretKey,
+    identifier: &str,
+    time: UnixTime,
+    expire: u64,
+) -> String {
+    let mut m = mac(key);
+    m.update(content(sdkappid, identifier, time, expire).as_bytes());
+    STANDARD.encode(m.finalize().into_bytes())
+}
+
+/// Generates a UserSig for `identifier`, valid for `expire_secs` seconds from `now`.
+///
+/// Deterministic for given inputs, so it is testable against pinned clocks.
+pub fn generate(
+    sdkappid: u64,
+    key: &SecretKey,
+    identifier: &str,
+    expire_secs: u64,
+    now: UnixTime,
+) -> String {
+    let doc = json!({
+        "TLS.ver": "2.0",
+        "TLS.identifier": identifier,
+        "TLS.sdkappid": sdkappid,
+        "TLS.expire": expire_secs,
+        "TLS.time": now,
+        "TLS.sig": tls_sig(sdkappid, key, identifier, now, expire_secs),
+    });
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    // Writing into a Vec cannot fail.
+    let compressed = z
+        .write_all(doc.to_string().as_bytes())
+        .and_then(|()| z.finish())
+        .unwrap_or_default();
+    url_safe(&STANDARD.encode(compressed))
+}
+
+/// Step 5: the service's own URL-safe alphabet.
+fn url_safe(b64: &str) -> String {
+    b64.chars()
+        .map(|c| match c {
+            '+' => '*',
+            '/' => '-',
+            '=' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// Undoes step 5.
+fn undo_url_safe(sig: &str) -> String {
+    sig.chars()
+        .map(|c| match c {
+            '*' => '+',
+            '-' => '/',
+            '_' => '=',
+            c => c,
+        })
+        .collect()
+}
+
+/// Undoes steps 3 to 5: base64, inflate, JSON, the six fields.
+fn decode(sig: &str) -> Result<Decoded, SigError> {
+    let bad = |what: &str| SigError::Unparsable(what.to_owned());
+    let compressed = STANDARD
+        .decode(undo_url_safe(sig.trim()))
+        .map_err(|_| bad("not base64"))?;
+    let mut json = Vec::new();
+    ZlibDecoder::new(compressed.as_slice())
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|_| bad("not a zlib stream"))?;
+    if json.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(bad("too large"));
+    }
+    let v: Value = serde_json::from_slice(&json).map_err(|_| bad("not JSON"))?;
+    let string = |name: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| SigError::Unparsable(format!("{name} missing or not a string")))
+    };
+    // Numbers are numbers in every official library; a numeric string is tolerated anyway.
+    let number = |name: &str| match v.get(name) {
+        Some(Value::Number(n)) => n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)),
+        Some(Value::String(s)) => s.parse::<i128>().ok(),
+        _ => None,
+    };
+    let bad_num = |name: &str| SigError::Unparsable(format!("{name} missing or not a number"));
+    let ver = string("TLS.ver")?;
+    let identifier = string("TLS.identifier")?;
+    let sig_field = string("TLS.sig")?;
+    let sdkappid = number("TLS.sdkappid")
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| bad_num("TLS.sdkappid"))?;
+    let time = number("TLS.time")
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| bad_num("TLS.time"))?;
+    let expire = number("TLS.expire")
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| bad_num("TLS.expire"))?;
+    Ok(Decoded {
+        ver,
+        identifier,
+        sdkappid,
+        time,
+        expire,
+        sig: sig_field,
+    })
+}
+
+/// Checks a UserSig the way the service does: decode, sdkappid, identifier, expiry, then the
+/// HMAC (compared in constant time). Returns the decoded fields when it is valid.
+pub fn verify(
+    sig: &str,
+    sdkappid: u64,
+    key: &SecretKey,
+    identifier: &str,
+    now: UnixTime,
+) -> Result<Decoded, SigError> {
+    let d = decode(sig)?;
+    if d.sdkappid != sdkappid {
+        return Err(SigError::SdkAppIdMismatch {
+            expected: sdkappid,
+            found: d.sdkappid,
+        });
+    }
+    if d.identifier != identifier {
+        return Err(SigError::IdentifierMismatch {
+            expected: identifier.to_owned(),
+            found: d.identifier,
+        });
+    }
+    let expired_at = i128::from(d.time) + i128::from(d.expire);
+    if i128::from(now) > expired_at {
+        return Err(SigError::Expired { expired_at });
+    }
+    let claimed = STANDARD
+        .decode(&d.sig)
+        .map_err(|_| SigError::Unparsable("TLS.sig is not base64".into()))?;
+    let mut m = mac(key);
+    m.update(content(d.sdkappid, &d.identifier, d.time, d.expire).as_bytes());
+    m.verify_slice(&claimed)
+        .map_err(|_| SigError::SignatureMismatch)?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+    const APP: u64 = 1_400_000_000;
+    const T0: UnixTime = 1_700_000_000;
+
+    fn key() -> SecretKey {
+        SecretKey::new(KEY).unwrap()
+    }
+
+    #[test]
+    fn published_vectors() {
+        // (identifier, expire, TLS.sig) from reference section 2.
+        let cases = [
+            (
+                "xiaojun",
+                15_552_000,
+                "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4=",
+            ),
+            (
+                "administrator",
+                86_400,
+                "yLAe+w7WUeUuqbV9h/TX78u21oTGi+i9Zp1u3PpnY60=",
+            ),
+        ];
+        for (identifier, expire, want) in cases {
+            assert_eq!(tls_sig(APP, &key(), identifier, T0, expire), want);
+            let sig = generate(APP, &key(), identifier, expire, T0);
+            let d = verify(&sig, APP, &key(), identifier, T0).unwrap();
+            assert_eq!(d.sig, want);
+        }
+    }
+
+    #[test]
+    fn generated_sig_decodes_by_hand() {
+        let sig = generate(APP, &key(), "administrator", 86_400, T0);
+        assert!(
+            sig.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "*-_".contains(c)),
+            "only the service's URL-safe alphabet: {sig}"
+        );
+        let b64: String = sig
+            .chars()
+            .map(|c| match c {
+                '*' => '+',
+                '-' => '/',
+                '_' => '=',
+                c => c,
+            })
+            .collect();
+        let z = STANDARD.decode(b64).unwrap();
+        // RFC 1950: CMF byte says deflate with a 32K window, and the header checksum holds.
+        assert_eq!(z[0], 0x78);
+        assert_eq!((u16::from(z[0]) * 256 + u16::from(z[1])) % 31, 0);
+        let mut json = String::new();
+        ZlibDecoder::new(z.as_slice())
+            .read_to_string(&mut json)
+            .unwrap();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.len(), 6);
+        assert_eq!(v["TLS.ver"], Value::String("2.0".into()));
+        assert_eq!(v["TLS.identifier"], Value::String("administrator".into()));
+        assert!(v["TLS.sdkappid"].is_u64());
+        assert_eq!(v["TLS.sdkappid"].as_u64(), Some(APP));
+        assert!(v["TLS.expire"].is_u64());
+        assert_eq!(v["TLS.expire"].as_u64(), Some(86_400));
+        assert!(v["TLS.time"].is_i64());
+        assert_eq!(v["TLS.time"].as_i64(), Some(T0));
+        assert_eq!(
+            v["TLS.sig"],
+            Value::String("yLAe+w7WUeUuqbV9h/TX78u21oTGi+i9Zp1u3PpnY60=".into())
+        );
+    }
+
+    #[test]
+    fn round_trip() {
+        let sig = generate(APP, &key(), "admin", 3600, T0);
+        let d = verify(&sig, APP, &key(), "admin", T0 + 10).unwrap();
+        assert_eq!(
+            d,
+            Decoded {
+                ver: "2.0".into(),
+                identifier: "admin".into(),
+                sdkappid: APP,
+                time: T0,
+                expire: 3600,
+                sig: tls_sig(APP, &key(), "admin", T0, 3600),
+            }
+        );
+    }
+
+    /// Builds a sig from an arbitrary JSON document, to test what verify does with odd content.
+    fn encode_doc(doc: &Value) -> String {
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
+        z.write_all(doc.to_string().as_bytes()).unwrap();
+        url_safe(&STANDARD.encode(z.finish().unwrap()))
+    }
+
+    #[test]
+    fn refusals_map_to_service_codes() {
+        let good = generate(APP, &key(), "admin", 3600, T0);
+        let other_key = SecretKey::new("another-key").unwrap();
+        let forged_time = {
+            // Same HMAC, but TLS.time pushed forward to extend validity: must fail the HMAC.
+            let d = verify(&good, APP, &key(), "admin", T0).unwrap();
+            encode_doc(&json!({"TLS.ver": "2.0", "TLS.identifier": "admin",
+                "TLS.sdkappid": APP, "TLS.expire": 3600, "TLS.time": T0 + 100, "TLS.sig": d.sig}))
+        };
+        let k0 = key();
+        let cases: Vec<(&str, String, u64, &SecretKey, &str, UnixTime, i64)> = vec![
+            ("expired", good.clone(), APP, &k0, "admin", T0 + 3601, 70001),
+            (
+                "last valid second",
+                good.clone(),
+                APP,
+                &k0,
+                "admin",
+                T0 + 3600,
+                0,
+            ),
+            (
+                "wrong identifier",
+                good.clone(),
+                APP,
+                &k0,
+                "root",
+                T0,
+                70013,
+            ),
+            (
+                "wrong sdkappid",
+                good.clone(),
+                APP + 1,
+                &k0,
+                "admin",
+                T0,
+                70014,
+            ),
+            (
+                "wrong key",
+                good.clone(),
+                APP,
+                &other_key,
+                "admin",
+                T0,
+                70009,
+            ),
+            ("forged time", forged_time, APP, &k0, "admin", T0, 70009),
+            (
+                "garbage",
+                "%%%not a sig%%%".into(),
+                APP,
+                &k0,
+                "admin",
+                T0,
+                70003,
+            ),
+            ("empty", String::new(), APP, &k0, "admin", T0, 70003),
+            (
+                "base64 but not zlib",
+                "aGVsbG8_".into(),
+                APP,
+                &k0,
+                "admin",
+                T0,
+                70003,
+            ),
+            (
+                "zlib but not JSON",
+                {
+                    let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
+                    z.write_all(b"not json").unwrap();
+                    url_safe(&STANDARD.encode(z.finish().unwrap()))
+                },
+                APP,
+                &k0,
+                "admin",
+                T0,
+                70003,
+            ),
+            (
+                "missing field",
+                encode_doc(&json!({"TLS.ver": "2.0", "TLS.identifier": "admin"})),
+                APP,
+                &k0,
+                "admin",
+                T0,
+                70003,
+            ),
+            (
+                "sdkappid of the wrong type",
+                encode_doc(&json!({"TLS.ver": "2.0", "TLS.identifier": "admin",
+                    "TLS.sdkappid": true, "TLS.expire": 1, "TLS.time": 1, "TLS.sig": "x"})),
+                APP,
+                &k0,
+                "admin",
+                T0,
+                70003,
+            ),
+        ];
+        for (name, sig, app, k, ident, now, want) in cases {
+            let got = verify(&sig, app, k, ident, now).map_or_else(|e| e.code(), |_| 0);
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn tampered_sig_is_refused() {
+        let good = generate(APP, &key(), "admin", 3600, T0);
+        // Flip one character in the middle: the result is either undecodable or fails the HMAC.
+        let mut chars: Vec<char> = good.chars().collect();
+        let i = chars.len() / 2;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let tampered: String = chars.into_iter().collect();
+        let err = verify(&tampered, APP, &key(), "admin", T0).unwrap_err();
+        assert!(
+            matches!(err.code(), 70003 | 70009),
+            "tampered sig gave {err:?}"
+        );
+    }
+
+    #[test]
+    fn numeric_strings_are_tolerated() {
+        let sig = tls_sig(APP, &key(), "admin", T0, 60);
+        let s = encode_doc(&json!({"TLS.ver": "2.0", "TLS.identifier": "admin",
+            "TLS.sdkappid": APP.to_string(), "TLS.expire": "60", "TLS.time": T0.to_string(),
+            "TLS.sig": sig}));
+        verify(&s, APP, &key(), "admin", T0).unwrap();
+    }
+
+    #[test]
+    fn secret_key_never_prints() {
+        let k = key();
+        assert_eq!(format!("{k:?}"), "SecretKey(***)");
+        assert_eq!(format!("{:#?}", Some(&k)), "Some(\n    SecretKey(***),\n)");
+    }
+
+    #[test]
+    fn secret_sources_precedence_and_trimming() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("secret-key"), "  from-creds \r\n").unwrap();
+
+        let load = |f: Option<&Path>, e: Option<&str>, c: Option<&Path>| {
+            SecretKey::from_sources(f, e.map(str::to_owned), c)
+        };
+        let all = load(Some(&file), Some("from-env"), Some(&creds)).unwrap();
+        assert_eq!(all.expose(), "from-file");
+        let env = load(None, Some("from-env\n"), Some(&creds)).unwrap();
+        assert_eq!(env.expose(), "from-env");
+        let cred = load(None, None, Some(&creds)).unwrap();
+        assert_eq!(cred.expose(), "from-creds");
+        assert!(matches!(load(None, None, None), Err(SecretError::Missing)));
+    }
+
+    #[test]
+    fn secret_source_errors_name_the_file_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.key");
+        std::fs::write(&empty, " \n").unwrap();
+        let e = SecretKey::from_sources(Some(&empty), None, None).unwrap_err();
+        assert!(matches!(e, SecretError::Empty { .. }));
+        assert!(e.to_string().contains("empty.key"), "{e}");
+
+        let missing = dir.path().join("missing.key");
+        let e = SecretKey::from_sources(Some(&missing), Some("env".into()), None).unwrap_err();
+        assert!(
+            matches!(e, SecretError::Read { .. }),
+            "a named file is not skipped"
+        );
+        assert!(e.to_string().contains("missing.key"), "{e}");
+
+        let binary = dir.path().join("binary.key");
+        std::fs::write(&binary, [0xff, 0xfe, b'h', b'u', b'n', b't', b'e', b'r']).unwrap();
+        let e = SecretKey::from_sources(Some(&binary), None, None).unwrap_err();
+        assert!(e.to_string().contains("binary.key"), "{e}");
+        assert!(!format!("{e} {e:?}").contains("hunter"), "{e:?}");
+
+        let e = SecretKey::from_sources(None, Some("\n".into()), None).unwrap_err();
+        assert!(e.to_string().contains(SECRET_KEY_ENV), "{e}");
+
+        let creds = dir.path().join("nocreds");
+        let e = SecretKey::from_sources(None, None, Some(&creds)).unwrap_err();
+        assert!(e.to_string().contains("secret-key"), "{e}");
+        assert!(SecretKey::new("  ").is_err());
+    }
+}

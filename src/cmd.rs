@@ -5,7 +5,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{self, Config};
+use std::sync::Arc;
+
+use crate::apply::Totals;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config, Endpoint};
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
+use crate::tim::usersig::SecretKey;
 use crate::desired::{self, DesiredState};
 use crate::diag::Diagnostic;
 use crate::error::{Error, exit};
@@ -124,4 +131,159 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
 /// The config path from the flag, `$MARKSYNC_CONFIG` or the default.
 pub fn config_path(flag: Option<PathBuf>) -> PathBuf {
     config::resolve_path(flag, std::env::var("MARKSYNC_CONFIG").ok())
+}
+
+/// Options of `marksync apply`.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Print the plan object, one JSON line per call and a summary line.
+    pub json: bool,
+    /// Plan and print; never call the API or write state.
+    pub dry_run: bool,
+    /// Let a plan through the mass-clear guard.
+    pub allow_mass_clear: bool,
+    /// Re-send every desired mark, confirmed or not.
+    pub reassert: bool,
+}
+
+/// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.
+pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    SecretKey::from_sources(
+        config.secret_key_file.as_deref(),
+        std::env::var(crate::tim::usersig::SECRET_KEY_ENV).ok(),
+        credentials.as_deref(),
+    )
+    .map_err(|e| Error::Other(format!("secret key: {e}")))
+}
+
+/// A client connected as the config says. With `endpoint: embedded` the emulator runs in this
+/// process for as long as the returned [`Connection`] lives.
+pub struct Connection {
+    /// The API client.
+    pub client: Client,
+    /// The in-process emulator, when `endpoint: embedded`.
+    pub embedded: Option<Emulator>,
+}
+
+/// Builds the client (and starts the embedded emulator when asked to).
+pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connection, Error> {
+    let secret = secret_key(config)?;
+    let (base_url, embedded) = match &config.endpoint {
+        Endpoint::Embedded => {
+            let mut emu = EmulatorConfig::new(config.sdkappid, secret.expose().to_string(), config.identifier.clone());
+            emu.auto_create_groups = true;
+            emu.members_online_by_default = true;
+            emu.max_calls_per_second = 200;
+            let emulator = Emulator::start(emu)
+                .await
+                .map_err(|e| Error::Other(format!("cannot start the embedded emulator: {e}")))?;
+            (emulator.base_url(), Some(emulator))
+        }
+        Endpoint::Region(name) => {
+            let region: Region = name.parse().map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
+            (endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?, None)
+        }
+        Endpoint::Url(url) => (
+            endpoint_url(Region::default(), Some(url)).map_err(|e| Error::Other(format!("endpoint: {e}")))?,
+            None,
+        ),
+    };
+    let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
+    cc.usersig_ttl = config.usersig_ttl;
+    cc.max_calls_per_second = config.max_calls_per_second;
+    let client = Client::new(cc, clock).map_err(|e| Error::Other(format!("cannot build the API client: {e}")))?;
+    Ok(Connection { client, embedded })
+}
+
+/// `marksync apply`: plan, print the plan, execute it, record results.
+pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    runtime()?.block_on(apply_with(&config, opts, Arc::new(SystemClock)))
+}
+
+/// A small multi-threaded runtime: the work is network-bound and the machine may be small.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
+}
+
+/// `apply` with an explicit clock (tests drive time through it).
+pub async fn apply_with(config: &Config, opts: &ApplyOptions, clock: Arc<dyn Clock>) -> Result<u8, Error> {
+    let _lock = if opts.dry_run { None } else { Some(state::lock(&config.state)?) };
+    let now = clock.now();
+    let (_, mut st, plan) = compute_plan(config, opts.reassert, now)?;
+    let mut out = anstream::stdout();
+    let write_err = |e: std::io::Error| Error::Other(format!("cannot write output: {e}"));
+    if opts.json {
+        writeln!(out, "{}", render::json_plan(&plan)).map_err(write_err)?;
+    } else {
+        write!(out, "{}", render::human_plan(&plan, now)).map_err(write_err)?;
+    }
+    if !opts.allow_mass_clear {
+        plan.check_guard(&config.guard)?;
+    }
+    if opts.dry_run || plan.is_empty() {
+        if opts.json {
+            writeln!(out, "{}", serde_json::json!({"summary": render::JsonTotals::from(Totals::default())})).map_err(write_err)?;
+        }
+        return Ok(exit::OK);
+    }
+    let connection = connect(config, clock.clone()).await?;
+    let progress = progress_bar(plan.calls.len());
+    let settings = crate::apply::Settings { offline_error_codes: config.offline_error_codes.clone() };
+    let plan = Arc::new(plan);
+    if !opts.json {
+        progress.println("");
+    }
+    let applied = crate::apply::execute(plan, &mut st, &config.state, &connection.client, clock.as_ref(), &settings, |report| {
+        progress.inc(1);
+        let line = if opts.json { render::json_call(&report) } else { render::human_call(&report) };
+        if progress.is_hidden() {
+            let _ = writeln!(anstream::stdout(), "{line}");
+        } else {
+            progress.println(anstream::adapter::strip_str(&line).to_string());
+        }
+    })
+    .await?;
+    progress.finish_and_clear();
+    if opts.json {
+        writeln!(out, "{}", serde_json::json!({"summary": render::JsonTotals::from(applied.totals)})).map_err(write_err)?;
+    } else {
+        writeln!(out, "\n{}", render::apply_line(&applied.totals)).map_err(write_err)?;
+    }
+    if let Some(embedded) = connection.embedded {
+        let _ = embedded.shutdown().await;
+    }
+    if let Some(fatal) = applied.fatal {
+        let hint = fatal.code().map(crate::tim::codes::describe).unwrap_or_default();
+        return Err(Error::Other(format!("stopped by a fatal API error: {fatal}. {hint}")));
+    }
+    Ok(if applied.partially_failed() { exit::PARTIAL } else { exit::OK })
+}
+
+/// A progress bar on stderr for applies long enough to need one, on a terminal only.
+fn progress_bar(calls: usize) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    // At 200 calls per second, 400 calls take two seconds.
+    if calls < 400 || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(calls as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {per_sec}, eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `marksync usersig`: print a UserSig for the configured admin.
+pub fn usersig(config_path: &Path) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    let secret = secret_key(&config)?;
+    let ttl = config.usersig_ttl.as_secs();
+    println!("{}", crate::tim::usersig::generate(config.sdkappid, &secret, &config.identifier, ttl, wall_clock_now()));
+    Ok(exit::OK)
 }

@@ -96,6 +96,9 @@ pub struct Config {
     pub guard: Guard,
     /// The daemon's HTTP listener, if any.
     pub http: Option<Http>,
+    /// Error codes that, on a set call, mean "every account in the call is offline" (the vendor
+    /// documents the failure but not its code): those members stay pending instead of failing.
+    pub offline_error_codes: Vec<i64>,
 }
 
 const KEYS: &[&str] = &[
@@ -114,6 +117,7 @@ const KEYS: &[&str] = &[
     "usersig_ttl",
     "guard",
     "http",
+    "offline_error_codes",
 ];
 
 /// Reads and checks the config file.
@@ -313,6 +317,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         None => Some(None),
     };
 
+    let offline_error_codes = match take("offline_error_codes") {
+        Some(v) => match &v.value {
+            Value::Seq(items) => {
+                let codes: Vec<Option<u64>> = items.iter().map(|i| c.uint(i, "offline_error_codes")).collect();
+                codes.into_iter().map(|n| n.map(|n| n as i64)).collect::<Option<Vec<i64>>>()
+            }
+            other => {
+                c.err(&v.referenced, format!("`offline_error_codes` must be a list of error codes such as [10004], found {}", other.kind()));
+                None
+            }
+        },
+        None => Some(vec![10004]),
+    };
+
     if !c.errors.is_empty() {
         return Err(Diagnostics(c.errors));
     }
@@ -339,6 +357,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         usersig_ttl: usersig_ttl.ok_or_else(missing)?,
         guard: guard.ok_or_else(missing)?,
         http: http.ok_or_else(missing)?,
+        offline_error_codes: offline_error_codes.ok_or_else(missing)?,
     })
 }
 

@@ -26,3 +26,4 @@ pub mod render;
 pub mod state;
 pub mod tim;
 pub mod yaml;
+pub mod apply;

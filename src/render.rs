@@ -217,3 +217,113 @@ mod tests {
         );
     }
 }
+
+/// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
+pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
+    use crate::apply::Outcome;
+    let call = report.call;
+    let head = format!("{} {}", call.command.as_str(), call.group);
+    let n = call.members.len();
+    match report.outcome {
+        Outcome::Done { confirmed, pending } => {
+            let verb = match call.command {
+                crate::plan::Command::Set => "confirmed",
+                crate::plan::Command::Clear => "cleared",
+            };
+            let mut line = format!(
+                "{GREEN}{head}{GREEN:#}: {} {} {verb}",
+                confirmed.len(),
+                plural(confirmed.len(), "member", "members")
+            );
+            if !pending.is_empty() {
+                let names: Vec<&str> = pending.iter().take(5).map(|(a, _)| a.as_str()).collect();
+                let more = if pending.len() > 5 { ", ..." } else { "" };
+                let _ = write!(
+                    line,
+                    ", {YELLOW}{} pending (offline: {}{more}){YELLOW:#}",
+                    pending.len(),
+                    names.join(", ")
+                );
+            }
+            line
+        }
+        Outcome::GroupGone(e) => format!("{YELLOW}{head}{YELLOW:#}: the group no longer exists ({e}); its recorded marks were forgotten"),
+        Outcome::Failed(e) if e.code().is_some() => format!(
+            "{RED}{head}{RED:#}: failed for {n} {}: {e} ({})",
+            plural(n, "member", "members"),
+            crate::tim::codes::describe(e.code().unwrap_or_default())
+        ),
+        Outcome::Failed(e) => format!("{RED}{head}{RED:#}: failed for {n} {}: {e}", plural(n, "member", "members")),
+        Outcome::Skipped { group_gone: true } => format!("{head}: skipped, the group no longer exists"),
+        Outcome::Skipped { group_gone: false } => format!("{RED}{head}{RED:#}: not sent, the run stopped at a fatal error"),
+    }
+}
+
+/// One applied call as a JSON line.
+pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
+    use crate::apply::Outcome;
+    let call = report.call;
+    let members = |list: &[(crate::model::Account, crate::model::MarkSet)]| {
+        list.iter()
+            .map(|(a, m)| JsonMember { account: a.as_str(), marks: m.iter().map(|m| m.get()).collect() })
+            .collect::<Vec<_>>()
+    };
+    let value = match report.outcome {
+        Outcome::Done { confirmed, pending } => serde_json::json!({
+            "group": call.group.as_str(), "command": call.command.as_str(),
+            "outcome": if pending.is_empty() { "ok" } else if confirmed.is_empty() { "offline" } else { "partial" },
+            "confirmed": members(confirmed), "pending": members(pending),
+        }),
+        Outcome::GroupGone(e) => serde_json::json!({
+            "group": call.group.as_str(), "command": call.command.as_str(), "outcome": "group_gone",
+            "error": {"code": e.code(), "message": e.to_string()},
+        }),
+        Outcome::Failed(e) => serde_json::json!({
+            "group": call.group.as_str(), "command": call.command.as_str(), "outcome": "failed",
+            "members": members(&call.members),
+            "error": {"code": e.code(), "kind": e.metric_label(), "message": e.to_string()},
+        }),
+        Outcome::Skipped { group_gone } => serde_json::json!({
+            "group": call.group.as_str(), "command": call.command.as_str(), "outcome": "skipped",
+            "reason": if *group_gone { "group_gone" } else { "stopped" },
+        }),
+    };
+    value.to_string()
+}
+
+/// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`
+pub fn apply_line(t: &crate::apply::Totals) -> String {
+    format!(
+        "Apply complete: {} set, {} cleared, {} renewed, {} pending (offline), {} failed, {} API {}.",
+        t.set,
+        t.cleared,
+        t.renewed,
+        t.pending,
+        t.failed,
+        t.calls,
+        plural(t.calls, "call", "calls")
+    )
+}
+
+/// The final JSON line of `apply --json`.
+#[derive(Serialize)]
+pub struct JsonTotals {
+    /// Marks set.
+    pub set: usize,
+    /// Marks cleared.
+    pub cleared: usize,
+    /// Marks 500 renewed.
+    pub renewed: usize,
+    /// Marks pending (offline members).
+    pub pending: usize,
+    /// Marks in failed or unsent calls.
+    pub failed: usize,
+    /// API calls sent.
+    pub calls: usize,
+}
+
+impl From<crate::apply::Totals> for JsonTotals {
+    fn from(t: crate::apply::Totals) -> Self {
+        JsonTotals { set: t.set, cleared: t.cleared, renewed: t.renewed, pending: t.pending, failed: t.failed, calls: t.calls }
+    }
+}

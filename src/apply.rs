@@ -1,0 +1,309 @@
+//! Runs a [`Plan`] through the client and folds confirmed results into the state (SPEC sections
+//! 4 and 7). `marksync apply` and the daemon's reconcile both come through [`execute`].
+//!
+//! - Before any call, the marks about to be set are recorded as intents and the state is saved:
+//!   after a crash, a mark that was set but never confirmed is known, and cleared if no longer
+//!   desired.
+//! - Groups run in parallel, the calls of one group in order (clears free capacity for sets);
+//!   the client's shared rate limiter sets the pace.
+//! - One task owns the state: results arrive over a channel, are folded in, and the state is
+//!   saved at most once a second and at the end, never once per call.
+//! - A mark counts as set only when the response lists it for that member. A member missing from
+//!   the response was offline: pending, not an error. So is a set call refused with one of the
+//!   `offline_error_codes` (the service's undocumented "every account is offline" failure).
+//!
+//! Architecture invariant: only confirmed results enter the confirmed part of the state.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::clock::Clock;
+use crate::model::{Account, GroupId, Mark, MarkSet};
+use crate::plan::{Call, Command, Plan};
+use crate::state::{self, State, StateError};
+use crate::tim::client::{CallError, Client};
+use crate::tim::wire::{CommandType, MemberMarks, ModifyUserInfoRequest};
+
+/// How many groups have calls in flight at once. The rate limiter sets the pace; this only bounds
+/// the number of waiting tasks and open requests.
+const GROUPS_IN_FLIGHT: usize = 64;
+
+/// The longest the state goes unsaved while results arrive.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// What happened to one call.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The service answered; for sets, `pending` lists the members it left out (offline).
+    Done {
+        /// Members and the marks the service confirmed.
+        confirmed: Vec<(Account, MarkSet)>,
+        /// Members and marks that were not applied because the member was offline.
+        pending: Vec<(Account, MarkSet)>,
+    },
+    /// The group no longer exists (10010/10015): its recorded marks are dropped.
+    GroupGone(CallError),
+    /// The call failed after retries.
+    Failed(CallError),
+    /// Not sent: a fatal error stopped the run (`group_gone` false), or an earlier call found the
+    /// group gone (`group_gone` true; nothing is left to do there).
+    Skipped {
+        /// Whether the group was found gone.
+        group_gone: bool,
+    },
+}
+
+/// One call's report, for the per-call output lines.
+#[derive(Debug)]
+pub struct CallReport<'a> {
+    /// The call as planned.
+    pub call: &'a Call,
+    /// What happened.
+    pub outcome: &'a Outcome,
+}
+
+/// The counts of the final `Apply complete:` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Marks newly confirmed (including reasserted ones).
+    pub set: usize,
+    /// Marks cleared.
+    pub cleared: usize,
+    /// Marks 500 renewed.
+    pub renewed: usize,
+    /// Marks not applied because their member was offline.
+    pub pending: usize,
+    /// Marks in calls that failed or were skipped.
+    pub failed: usize,
+    /// Calls sent (not counting retries).
+    pub calls: usize,
+    /// Groups found gone and forgotten.
+    pub groups_gone: usize,
+}
+
+/// How an apply ended, beyond the counts.
+#[derive(Debug)]
+pub struct Applied {
+    /// The counts.
+    pub totals: Totals,
+    /// The fatal error that stopped the run, if any.
+    pub fatal: Option<CallError>,
+}
+
+impl Applied {
+    /// Whether some calls failed after retries (exit 4) without a fatal stop (exit 1).
+    pub fn partially_failed(&self) -> bool {
+        self.fatal.is_none() && self.totals.failed > 0
+    }
+}
+
+/// Settings for [`execute`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Codes that, on a set call, mean "every account is offline": the members stay pending.
+    pub offline_error_codes: Vec<i64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { offline_error_codes: vec![10004] }
+    }
+}
+
+/// Executes `plan`, recording results into `state` and saving it to `state_path`.
+/// `on_call` sees every call's outcome as it is folded in (for output and metrics).
+pub async fn execute(
+    plan: Arc<Plan>,
+    state: &mut State,
+    state_path: &Path,
+    client: &Client,
+    clock: &dyn Clock,
+    settings: &Settings,
+    mut on_call: impl FnMut(CallReport<'_>),
+) -> Result<Applied, StateError> {
+    // 1. Intents first: a crash after this point leaves no unaccounted mark.
+    let mut any_set = false;
+    for call in plan.calls.iter().filter(|c| c.command == Command::Set) {
+        for (account, marks) in &call.members {
+            state.intend(&call.group, account, marks.iter());
+            any_set = true;
+        }
+    }
+    if any_set {
+        state::save(state_path, state)?;
+    }
+
+    // 2. One task per group, calls of a group in order.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+    let mut by_group: BTreeMap<&GroupId, Vec<usize>> = BTreeMap::new();
+    for (i, call) in plan.calls.iter().enumerate() {
+        by_group.entry(&call.group).or_default().push(i);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, indices) in by_group {
+        let (plan, client, tx, stop, slots) = (plan.clone(), client.clone(), tx.clone(), stop.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let mut gone = false;
+            for i in indices {
+                if gone || stop.load(Ordering::SeqCst) {
+                    let _ = tx.send((i, Outcome::Skipped { group_gone: gone }));
+                    continue;
+                }
+                let outcome = send(&client, &plan.calls[i]).await;
+                match &outcome {
+                    Outcome::GroupGone(_) => gone = true,
+                    Outcome::Failed(e) if e.is_fatal() => stop.store(true, Ordering::SeqCst),
+                    _ => {}
+                }
+                let _ = tx.send((i, outcome));
+            }
+        });
+    }
+    drop(tx);
+
+    // 3. Fold results as they come; save in bulk.
+    let mut applied = Applied { totals: Totals::default(), fatal: None };
+    let mut last_save = Instant::now();
+    let mut dirty = false;
+    while let Some((i, outcome)) = rx.recv().await {
+        let call = &plan.calls[i];
+        fold(state, call, &outcome, clock.now(), settings, &mut applied);
+        on_call(CallReport { call, outcome: &outcome });
+        dirty = true;
+        if last_save.elapsed() >= SAVE_EVERY {
+            state::save(state_path, state)?;
+            last_save = Instant::now();
+            dirty = false;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    if dirty || any_set {
+        state::save(state_path, state)?;
+    }
+    Ok(applied)
+}
+
+/// Sends one call and classifies the answer.
+async fn send(client: &Client, call: &Call) -> Outcome {
+    let request = ModifyUserInfoRequest {
+        group_id: call.group.as_str().to_string(),
+        command_type: match call.command {
+            Command::Set => CommandType::Set,
+            Command::Clear => CommandType::Delete,
+        },
+        member_list: call
+            .members
+            .iter()
+            .map(|(a, m)| MemberMarks { account: a.as_str().to_string(), marks: m.iter().map(Mark::get).collect() })
+            .collect(),
+    };
+    match client.modify_user_info(&request).await {
+        Ok(response) => match call.command {
+            Command::Clear => Outcome::Done { confirmed: call.members.clone(), pending: Vec::new() },
+            Command::Set => {
+                let listed: BTreeMap<&str, &[u32]> =
+                    response.member_list.iter().map(|m| (m.account.as_str(), m.marks.as_slice())).collect();
+                let mut confirmed = Vec::new();
+                let mut pending = Vec::new();
+                for (account, marks) in &call.members {
+                    let got = listed.get(account.as_str()).copied().unwrap_or_default();
+                    let (yes, no): (Vec<Mark>, Vec<Mark>) = marks.iter().partition(|m| got.contains(&m.get()));
+                    if !yes.is_empty() {
+                        confirmed.push((account.clone(), yes.into_iter().collect()));
+                    }
+                    if !no.is_empty() {
+                        pending.push((account.clone(), no.into_iter().collect()));
+                    }
+                }
+                Outcome::Done { confirmed, pending }
+            }
+        },
+        Err(e @ CallError::GroupGone { .. }) => Outcome::GroupGone(e),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Folds one outcome into the state and the totals.
+fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, settings: &Settings, applied: &mut Applied) {
+    let t = &mut applied.totals;
+    let marks_in = |members: &[(Account, MarkSet)]| members.iter().map(|(_, m)| m.len()).sum::<usize>();
+    match outcome {
+        Outcome::Done { confirmed, pending } => {
+            t.calls += 1;
+            match call.command {
+                Command::Clear => {
+                    for (account, marks) in confirmed {
+                        state.forget(&call.group, account, marks.iter());
+                        state.drop_intents(&call.group, account, marks.iter());
+                        t.cleared += marks.len();
+                    }
+                }
+                Command::Set => {
+                    for (account, marks) in confirmed {
+                        for m in marks.iter() {
+                            let renewal = m.expires()
+                                && state.confirmed(&call.group, account).is_some_and(|c| c.get(m).is_some());
+                            if renewal {
+                                t.renewed += 1;
+                            } else {
+                                t.set += 1;
+                            }
+                        }
+                        state.confirm(&call.group, account, marks.iter(), now);
+                    }
+                    for (account, marks) in pending {
+                        // Not applied: the member was offline. A renewal that did not go through
+                        // leaves the old confirmation (and its expiry) as it was.
+                        state.drop_intents(&call.group, account, marks.iter());
+                        t.pending += marks.len();
+                    }
+                }
+            }
+        }
+        Outcome::GroupGone(e) => {
+            t.calls += 1;
+            t.groups_gone += 1;
+            tracing::warn!(group = %call.group, error = %e, "group no longer exists; forgetting its recorded marks");
+            state.forget_group(&call.group);
+        }
+        Outcome::Failed(CallError::Rejected { code, .. })
+            if call.command == Command::Set && settings.offline_error_codes.contains(code) =>
+        {
+            t.calls += 1;
+            for (account, marks) in &call.members {
+                state.drop_intents(&call.group, account, marks.iter());
+            }
+            t.pending += marks_in(&call.members);
+        }
+        Outcome::Failed(e) => {
+            t.calls += 1;
+            t.failed += marks_in(&call.members);
+            // A refusal means nothing was applied; a transport failure may have applied the call,
+            // so its intents stay and the next plan settles them.
+            if matches!(e, CallError::Rejected { .. } | CallError::Fatal { .. }) {
+                for (account, marks) in &call.members {
+                    state.drop_intents(&call.group, account, marks.iter());
+                }
+            }
+            if e.is_fatal() && applied.fatal.is_none() {
+                applied.fatal = Some(e.clone());
+            }
+        }
+        Outcome::Skipped { group_gone } => {
+            if !group_gone {
+                t.failed += marks_in(&call.members);
+            }
+            for (account, marks) in &call.members {
+                state.drop_intents(&call.group, account, marks.iter());
+            }
+        }
+    }
+}

@@ -263,9 +263,13 @@ mod tests {
 
     #[test]
     fn mark_sets_stay_sorted_and_unique() {
-        let mut s: MarkSet = [Mark::new(1001).unwrap(), Mark::ALWAYS_ONLINE, Mark::new(1001).unwrap()]
-            .into_iter()
-            .collect();
+        let mut s: MarkSet = [
+            Mark::new(1001).unwrap(),
+            Mark::ALWAYS_ONLINE,
+            Mark::new(1001).unwrap(),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(s.to_string(), "500,1001");
         assert!(s.insert(Mark::HIDDEN));
         assert!(!s.insert(Mark::HIDDEN));

@@ -27,7 +27,9 @@ impl TryFrom<u8> for CommandType {
         match v {
             1 => Ok(CommandType::Set),
             2 => Ok(CommandType::Delete),
-            other => Err(format!("CommandType {other} is neither 1 (set) nor 2 (delete)")),
+            other => Err(format!(
+                "CommandType {other} is neither 1 (set) nor 2 (delete)"
+            )),
         }
     }
 }
@@ -113,7 +115,11 @@ pub struct ModifyUserInfoResponse {
     #[serde(flatten)]
     pub status: Status,
     /// Echo of the command.
-    #[serde(rename = "CommandType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "CommandType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub command_type: Option<u8>,
     /// The members whose marks were applied; offline members are silently left out.
     #[serde(rename = "MemberList", default)]

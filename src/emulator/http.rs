@@ -248,10 +248,10 @@ async fn service_call(
     let answer = match plan.failure {
         Some((kind, false)) => fault_answer(kind),
         Some((kind, true)) => {
-            let _ = handle(shared, api, query, body, arrival);
+            let _ = handle(shared, api, query, body);
             fault_answer(kind)
         }
-        None => Answer::Json(handle(shared, api, query, body, arrival)),
+        None => Answer::Json(handle(shared, api, query, body)),
     };
     let (http_status, error_code, response) = match answer {
         Answer::Json(v) => {
@@ -269,6 +269,7 @@ async fn service_call(
             (0, None, StatusCode::INTERNAL_SERVER_ERROR.into_response())
         }
     };
+    tracing::debug!(path = api.path(), http_status, ?error_code, "service call");
     shared.lock().traffic.record(CallRecord {
         at_ms,
         path: api.path().to_owned(),
@@ -291,7 +292,7 @@ fn fault_answer(kind: FaultKind) -> Answer {
 }
 
 /// Runs the checks and the operation; the JSON body of the answer.
-fn handle(shared: &Shared, api: Api, query: QueryMap, body: &[u8], arrival: Instant) -> Value {
+fn handle(shared: &Shared, api: Api, query: QueryMap, body: &[u8]) -> Value {
     let now = shared.now();
     let result = authenticate(shared, query, now).and_then(|()| {
         let cfg = &shared.cfg;
@@ -299,7 +300,7 @@ fn handle(shared: &Shared, api: Api, query: QueryMap, body: &[u8], arrival: Inst
             && !shared
                 .lock()
                 .traffic
-                .admit(cfg.max_calls_per_second, arrival)
+                .admit(cfg.max_calls_per_second, Instant::now())
         {
             return Err((
                 60018,

@@ -3,7 +3,7 @@
 //!
 //! Architecture invariant: nothing here reads a clock, does I/O or knows the wire format beyond
 //! the [`MemberMarks`] type; `now` is a parameter, so every rule is testable with plain values.
-//! Time-dependent facts (mark 500 running out) are settled lazily by [`World::settle`] at the
+//! Time-dependent facts (mark 500 running out) are settled lazily by [`settle_group`] at the
 //! start of every operation, which makes them exact at any virtual time without a timer.
 
 use std::collections::btree_map::Entry;

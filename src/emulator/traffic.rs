@@ -155,7 +155,9 @@ impl Faults {
             }
             rule.hits += 1;
             match &f.kind {
-                FaultKind::Latency { ms } => plan.latency += Duration::from_millis(*ms),
+                FaultKind::Latency { ms } => {
+                    plan.latency = plan.latency.saturating_add(Duration::from_millis(*ms));
+                }
                 other => plan.failure = Some((other.clone(), f.after)),
             }
         }

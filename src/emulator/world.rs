@@ -416,9 +416,10 @@ impl World {
         let rest = online
             .into_iter()
             .filter(|(_, m)| req.cursor == 0 || m.join_seq < req.cursor);
-        let mut page: Vec<(&String, &Member)> = rest.take(rules.page_size.max(1) + 1).collect();
-        let more = page.len() > rules.page_size.max(1);
-        page.truncate(rules.page_size.max(1));
+        let size = rules.page_size.max(1);
+        let mut page: Vec<(&String, &Member)> = rest.take(size.saturating_add(1)).collect();
+        let more = page.len() > size;
+        page.truncate(size);
         let next = if more {
             page.last().map_or(0, |(_, m)| m.join_seq)
         } else {
@@ -461,7 +462,9 @@ fn set_marks(
     for (account, marks) in &req.entries {
         let online = match group.members.get(account) {
             Some(m) => m.is_online(),
-            None => rules.members_online_by_default,
+            None if rules.members_online_by_default => true,
+            // Not a member: nothing can be set, not even 500.
+            None => continue,
         };
         let mut applied: Vec<u32> = Vec::new();
         for &mark in marks {

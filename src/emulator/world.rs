@@ -639,6 +639,8 @@ mod tests {
             set(&mut w, &[("b", &[1000]), ("zz", &[1001])], T0),
             Err(10004)
         );
+        // Mark 500 is for offline members, not for accounts outside the group.
+        assert_eq!(set(&mut w, &[("zz", &[500])], T0), Err(10004));
         assert_eq!(marks(&mut w, T0), r#"{"a": [1000]}"#);
     }
 

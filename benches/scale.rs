@@ -77,14 +77,19 @@ fn setup(root: &Path, name: &str, one_file: bool) -> PathBuf {
         if one_file {
             big.push_str(&text);
         } else {
-            std::fs::write(marks.join(format!("group{g:04}.yaml")), format!("groups:\n{text}")).expect("write");
+            std::fs::write(
+                marks.join(format!("group{g:04}.yaml")),
+                format!("groups:\n{text}"),
+            )
+            .expect("write");
         }
     }
     if one_file {
         std::fs::write(marks.join("all.yaml"), big).expect("write");
     }
     // The state: the same pairs, except that 1% of members hold another mark than desired.
-    let mut state = String::from("{\"format_version\":1,\"sdkappid\":1400000000,\"serial\":1,\"groups\":{");
+    let mut state =
+        String::from("{\"format_version\":1,\"sdkappid\":1400000000,\"serial\":1,\"groups\":{");
     for g in 0..GROUPS {
         if g > 0 {
             state.push(',');
@@ -94,7 +99,11 @@ fn setup(root: &Path, name: &str, one_file: bool) -> PathBuf {
             if m > 0 {
                 state.push(',');
             }
-            let mark = if m % 100 == 0 { 1000 + (m + 1) % 10 } else { 1000 + m % 10 };
+            let mark = if m % 100 == 0 {
+                1000 + (m + 1) % 10
+            } else {
+                1000 + m % 10
+            };
             let _ = write!(state, "\"user{g:04}x{m:04}\":{{\"{mark}\":{NOW}}}");
         }
         state.push('}');

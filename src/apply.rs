@@ -111,7 +111,9 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { offline_error_codes: vec![10004] }
+        Settings {
+            offline_error_codes: vec![10004],
+        }
     }
 }
 
@@ -148,7 +150,13 @@ pub async fn execute(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (_, indices) in by_group {
-        let (plan, client, tx, stop, slots) = (plan.clone(), client.clone(), tx.clone(), stop.clone(), slots.clone());
+        let (plan, client, tx, stop, slots) = (
+            plan.clone(),
+            client.clone(),
+            tx.clone(),
+            stop.clone(),
+            slots.clone(),
+        );
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let mut gone = false;
@@ -170,13 +178,19 @@ pub async fn execute(
     drop(tx);
 
     // 3. Fold results as they come; save in bulk.
-    let mut applied = Applied { totals: Totals::default(), fatal: None };
+    let mut applied = Applied {
+        totals: Totals::default(),
+        fatal: None,
+    };
     let mut last_save = Instant::now();
     let mut dirty = false;
     while let Some((i, outcome)) = rx.recv().await {
         let call = &plan.calls[i];
         fold(state, call, &outcome, clock.now(), settings, &mut applied);
-        on_call(CallReport { call, outcome: &outcome });
+        on_call(CallReport {
+            call,
+            outcome: &outcome,
+        });
         dirty = true;
         if last_save.elapsed() >= SAVE_EVERY {
             state::save(state_path, state)?;
@@ -202,20 +216,30 @@ async fn send(client: &Client, call: &Call) -> Outcome {
         member_list: call
             .members
             .iter()
-            .map(|(a, m)| MemberMarks { account: a.as_str().to_string(), marks: m.iter().map(Mark::get).collect() })
+            .map(|(a, m)| MemberMarks {
+                account: a.as_str().to_string(),
+                marks: m.iter().map(Mark::get).collect(),
+            })
             .collect(),
     };
     match client.modify_user_info(&request).await {
         Ok(response) => match call.command {
-            Command::Clear => Outcome::Done { confirmed: call.members.clone(), pending: Vec::new() },
+            Command::Clear => Outcome::Done {
+                confirmed: call.members.clone(),
+                pending: Vec::new(),
+            },
             Command::Set => {
-                let listed: BTreeMap<&str, &[u32]> =
-                    response.member_list.iter().map(|m| (m.account.as_str(), m.marks.as_slice())).collect();
+                let listed: BTreeMap<&str, &[u32]> = response
+                    .member_list
+                    .iter()
+                    .map(|m| (m.account.as_str(), m.marks.as_slice()))
+                    .collect();
                 let mut confirmed = Vec::new();
                 let mut pending = Vec::new();
                 for (account, marks) in &call.members {
                     let got = listed.get(account.as_str()).copied().unwrap_or_default();
-                    let (yes, no): (Vec<Mark>, Vec<Mark>) = marks.iter().partition(|m| got.contains(&m.get()));
+                    let (yes, no): (Vec<Mark>, Vec<Mark>) =
+                        marks.iter().partition(|m| got.contains(&m.get()));
                     if !yes.is_empty() {
                         confirmed.push((account.clone(), yes.into_iter().collect()));
                     }
@@ -232,9 +256,17 @@ async fn send(client: &Client, call: &Call) -> Outcome {
 }
 
 /// Folds one outcome into the state and the totals.
-fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, settings: &Settings, applied: &mut Applied) {
+fn fold(
+    state: &mut State,
+    call: &Call,
+    outcome: &Outcome,
+    now: i64,
+    settings: &Settings,
+    applied: &mut Applied,
+) {
     let t = &mut applied.totals;
-    let marks_in = |members: &[(Account, MarkSet)]| members.iter().map(|(_, m)| m.len()).sum::<usize>();
+    let marks_in =
+        |members: &[(Account, MarkSet)]| members.iter().map(|(_, m)| m.len()).sum::<usize>();
     match outcome {
         Outcome::Done { confirmed, pending } => {
             t.calls += 1;
@@ -250,7 +282,9 @@ fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, settings: &
                     for (account, marks) in confirmed {
                         for m in marks.iter() {
                             let renewal = m.expires()
-                                && state.confirmed(&call.group, account).is_some_and(|c| c.get(m).is_some());
+                                && state
+                                    .confirmed(&call.group, account)
+                                    .is_some_and(|c| c.get(m).is_some());
                             if renewal {
                                 t.renewed += 1;
                             } else {

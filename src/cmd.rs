@@ -10,16 +10,16 @@ use std::sync::Arc;
 use crate::apply::Totals;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, Endpoint};
-use crate::emulator::{Emulator, EmulatorConfig};
-use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
-use crate::tim::usersig::SecretKey;
 use crate::desired::{self, DesiredState};
 use crate::diag::Diagnostic;
+use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
 use crate::render;
 use crate::state;
+use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
+use crate::tim::usersig::SecretKey;
 
 /// The wall clock, read only at the edges (the planner takes `now` as a parameter).
 pub fn wall_clock_now() -> UnixTime {
@@ -171,7 +171,11 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     let secret = secret_key(config)?;
     let (base_url, embedded) = match &config.endpoint {
         Endpoint::Embedded => {
-            let mut emu = EmulatorConfig::new(config.sdkappid, secret.expose().to_string(), config.identifier.clone());
+            let mut emu = EmulatorConfig::new(
+                config.sdkappid,
+                secret.expose().to_string(),
+                config.identifier.clone(),
+            );
             emu.auto_create_groups = true;
             emu.members_online_by_default = true;
             emu.max_calls_per_second = 200;
@@ -181,18 +185,25 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             (emulator.base_url(), Some(emulator))
         }
         Endpoint::Region(name) => {
-            let region: Region = name.parse().map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
-            (endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?, None)
+            let region: Region = name
+                .parse()
+                .map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
+            (
+                endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?,
+                None,
+            )
         }
         Endpoint::Url(url) => (
-            endpoint_url(Region::default(), Some(url)).map_err(|e| Error::Other(format!("endpoint: {e}")))?,
+            endpoint_url(Region::default(), Some(url))
+                .map_err(|e| Error::Other(format!("endpoint: {e}")))?,
             None,
         ),
     };
     let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
     cc.usersig_ttl = config.usersig_ttl;
     cc.max_calls_per_second = config.max_calls_per_second;
-    let client = Client::new(cc, clock).map_err(|e| Error::Other(format!("cannot build the API client: {e}")))?;
+    let client = Client::new(cc, clock)
+        .map_err(|e| Error::Other(format!("cannot build the API client: {e}")))?;
     Ok(Connection { client, embedded })
 }
 
@@ -212,8 +223,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 /// `apply` with an explicit clock (tests drive time through it).
-pub async fn apply_with(config: &Config, opts: &ApplyOptions, clock: Arc<dyn Clock>) -> Result<u8, Error> {
-    let _lock = if opts.dry_run { None } else { Some(state::lock(&config.state)?) };
+pub async fn apply_with(
+    config: &Config,
+    opts: &ApplyOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<u8, Error> {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(state::lock(&config.state)?)
+    };
     let now = clock.now();
     let (_, mut st, plan) = compute_plan(config, opts.reassert, now)?;
     let mut out = anstream::stdout();
@@ -228,30 +247,54 @@ pub async fn apply_with(config: &Config, opts: &ApplyOptions, clock: Arc<dyn Clo
     }
     if opts.dry_run || plan.is_empty() {
         if opts.json {
-            writeln!(out, "{}", serde_json::json!({"summary": render::JsonTotals::from(Totals::default())})).map_err(write_err)?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"summary": render::JsonTotals::from(Totals::default())})
+            )
+            .map_err(write_err)?;
         }
         return Ok(exit::OK);
     }
     let connection = connect(config, clock.clone()).await?;
     let progress = progress_bar(plan.calls.len());
-    let settings = crate::apply::Settings { offline_error_codes: config.offline_error_codes.clone() };
+    let settings = crate::apply::Settings {
+        offline_error_codes: config.offline_error_codes.clone(),
+    };
     let plan = Arc::new(plan);
     if !opts.json {
-        progress.println("");
+        writeln!(out).map_err(write_err)?;
     }
-    let applied = crate::apply::execute(plan, &mut st, &config.state, &connection.client, clock.as_ref(), &settings, |report| {
-        progress.inc(1);
-        let line = if opts.json { render::json_call(&report) } else { render::human_call(&report) };
-        if progress.is_hidden() {
-            let _ = writeln!(anstream::stdout(), "{line}");
-        } else {
-            progress.println(anstream::adapter::strip_str(&line).to_string());
-        }
-    })
+    let applied = crate::apply::execute(
+        plan,
+        &mut st,
+        &config.state,
+        &connection.client,
+        clock.as_ref(),
+        &settings,
+        |report| {
+            progress.inc(1);
+            let line = if opts.json {
+                render::json_call(&report)
+            } else {
+                render::human_call(&report)
+            };
+            if progress.is_hidden() {
+                let _ = writeln!(anstream::stdout(), "{line}");
+            } else {
+                progress.println(anstream::adapter::strip_str(&line).to_string());
+            }
+        },
+    )
     .await?;
     progress.finish_and_clear();
     if opts.json {
-        writeln!(out, "{}", serde_json::json!({"summary": render::JsonTotals::from(applied.totals)})).map_err(write_err)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"summary": render::JsonTotals::from(applied.totals)})
+        )
+        .map_err(write_err)?;
     } else {
         writeln!(out, "\n{}", render::apply_line(&applied.totals)).map_err(write_err)?;
     }
@@ -259,10 +302,19 @@ pub async fn apply_with(config: &Config, opts: &ApplyOptions, clock: Arc<dyn Clo
         let _ = embedded.shutdown().await;
     }
     if let Some(fatal) = applied.fatal {
-        let hint = fatal.code().map(crate::tim::codes::describe).unwrap_or_default();
-        return Err(Error::Other(format!("stopped by a fatal API error: {fatal}. {hint}")));
+        let hint = fatal
+            .code()
+            .map(crate::tim::codes::describe)
+            .unwrap_or_default();
+        return Err(Error::Other(format!(
+            "stopped by a fatal API error: {fatal}. {hint}"
+        )));
     }
-    Ok(if applied.partially_failed() { exit::PARTIAL } else { exit::OK })
+    Ok(if applied.partially_failed() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
 }
 
 /// A progress bar on stderr for applies long enough to need one, on a terminal only.
@@ -273,7 +325,9 @@ fn progress_bar(calls: usize) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(calls as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {per_sec}, eta {eta}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {per_sec}, eta {eta}")
+    {
         bar.set_style(style);
     }
     bar
@@ -284,6 +338,41 @@ pub fn usersig(config_path: &Path) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     let secret = secret_key(&config)?;
     let ttl = config.usersig_ttl.as_secs();
-    println!("{}", crate::tim::usersig::generate(config.sdkappid, &secret, &config.identifier, ttl, wall_clock_now()));
+    println!(
+        "{}",
+        crate::tim::usersig::generate(
+            config.sdkappid,
+            &secret,
+            &config.identifier,
+            ttl,
+            wall_clock_now()
+        )
+    );
     Ok(exit::OK)
 }
+
+/// `marksync emulator`: serve the emulator on a loopback address until interrupted. The app's
+/// identity comes from the config when there is one, else from the demo defaults of the example.
+pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) -> Result<u8, Error> {
+    let mut emu = match config::load(config_path) {
+        Ok(config) => EmulatorConfig::new(
+            config.sdkappid,
+            secret_key(&config)?.expose().to_string(),
+            config.identifier,
+        ),
+        Err(_) if !config_path.exists() => {
+            EmulatorConfig::new(1_400_000_000, DEMO_SECRET_KEY, "administrator")
+        }
+        Err(d) => return Err(Error::Config(d)),
+    };
+    emu.auto_create_groups = demo;
+    emu.members_online_by_default = demo;
+    tracing::info!(%listen, sdkappid = emu.sdkappid, admin = %emu.admin_identifier, "emulator listening");
+    runtime()?
+        .block_on(crate::emulator::run_standalone(emu, listen))
+        .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(exit::OK)
+}
+
+/// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
+const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";

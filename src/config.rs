@@ -320,8 +320,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let offline_error_codes = match take("offline_error_codes") {
         Some(v) => match &v.value {
             Value::Seq(items) => {
-                let codes: Vec<Option<u64>> = items.iter().map(|i| c.uint(i, "offline_error_codes")).collect();
-                codes.into_iter().map(|n| n.map(|n| n as i64)).collect::<Option<Vec<i64>>>()
+                let codes: Vec<Option<u64>> = items
+                    .iter()
+                    .map(|i| c.uint(i, "offline_error_codes"))
+                    .collect();
+                codes
+                    .into_iter()
+                    .map(|n| n.map(|n| n as i64))
+                    .collect::<Option<Vec<i64>>>()
             }
             other => {
                 c.err(&v.referenced, format!("`offline_error_codes` must be a list of error codes such as [10004], found {}", other.kind()));

@@ -13,12 +13,16 @@
 //! - [`render`]: the human plan and the `--json` contract.
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
+//! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
+//! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
 //! - [`cmd`]: the commands behind the CLI; [`error`]: how they fail and their exit codes.
+pub mod apply;
 pub mod clock;
 pub mod cmd;
 pub mod config;
 pub mod desired;
 pub mod diag;
+pub mod emulator;
 pub mod error;
 pub mod model;
 pub mod plan;
@@ -26,4 +30,3 @@ pub mod render;
 pub mod state;
 pub mod tim;
 pub mod yaml;
-pub mod apply;

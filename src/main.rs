@@ -52,6 +52,33 @@ enum Command {
         #[arg(long)]
         reassert: bool,
     },
+    /// Plan, print the plan, execute it, record the results.
+    Apply {
+        /// Print the plan object, one JSON line per call and a summary line.
+        #[arg(long)]
+        json: bool,
+        /// Plan and print; never call the API or write state.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply even a plan that clears more than the guard allows.
+        #[arg(long)]
+        allow_mass_clear: bool,
+        /// Re-send every desired mark, confirmed or not (the service drops the marks of members
+        /// who go offline; this puts them back).
+        #[arg(long)]
+        reassert: bool,
+    },
+    /// Run the local API emulator on a loopback address.
+    Emulator {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Create unknown @TGS# groups on first use and treat unknown accounts as online members.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Print a UserSig for the configured admin (for debugging with curl).
+    Usersig,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +100,22 @@ fn main() -> ExitCode {
                 reassert,
             },
         ),
+        Command::Apply {
+            json,
+            dry_run,
+            allow_mass_clear,
+            reassert,
+        } => cmd::apply(
+            &config,
+            &cmd::ApplyOptions {
+                json,
+                dry_run,
+                allow_mass_clear,
+                reassert,
+            },
+        ),
+        Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
+        Command::Usersig => cmd::usersig(&config),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -247,15 +247,24 @@ pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
             }
             line
         }
-        Outcome::GroupGone(e) => format!("{YELLOW}{head}{YELLOW:#}: the group no longer exists ({e}); its recorded marks were forgotten"),
+        Outcome::GroupGone(e) => format!(
+            "{YELLOW}{head}{YELLOW:#}: the group no longer exists ({e}); its recorded marks were forgotten"
+        ),
         Outcome::Failed(e) if e.code().is_some() => format!(
             "{RED}{head}{RED:#}: failed for {n} {}: {e} ({})",
             plural(n, "member", "members"),
             crate::tim::codes::describe(e.code().unwrap_or_default())
         ),
-        Outcome::Failed(e) => format!("{RED}{head}{RED:#}: failed for {n} {}: {e}", plural(n, "member", "members")),
-        Outcome::Skipped { group_gone: true } => format!("{head}: skipped, the group no longer exists"),
-        Outcome::Skipped { group_gone: false } => format!("{RED}{head}{RED:#}: not sent, the run stopped at a fatal error"),
+        Outcome::Failed(e) => format!(
+            "{RED}{head}{RED:#}: failed for {n} {}: {e}",
+            plural(n, "member", "members")
+        ),
+        Outcome::Skipped { group_gone: true } => {
+            format!("{head}: skipped, the group no longer exists")
+        }
+        Outcome::Skipped { group_gone: false } => {
+            format!("{RED}{head}{RED:#}: not sent, the run stopped at a fatal error")
+        }
     }
 }
 
@@ -263,11 +272,14 @@ pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
 pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
     use crate::apply::Outcome;
     let call = report.call;
-    let members = |list: &[(crate::model::Account, crate::model::MarkSet)]| {
+    fn members(list: &[(crate::model::Account, crate::model::MarkSet)]) -> Vec<JsonMember<'_>> {
         list.iter()
-            .map(|(a, m)| JsonMember { account: a.as_str(), marks: m.iter().map(|m| m.get()).collect() })
-            .collect::<Vec<_>>()
-    };
+            .map(|(a, m)| JsonMember {
+                account: a.as_str(),
+                marks: m.iter().map(|m| m.get()).collect(),
+            })
+            .collect()
+    }
     let value = match report.outcome {
         Outcome::Done { confirmed, pending } => serde_json::json!({
             "group": call.group.as_str(), "command": call.command.as_str(),
@@ -324,6 +336,13 @@ pub struct JsonTotals {
 
 impl From<crate::apply::Totals> for JsonTotals {
     fn from(t: crate::apply::Totals) -> Self {
-        JsonTotals { set: t.set, cleared: t.cleared, renewed: t.renewed, pending: t.pending, failed: t.failed, calls: t.calls }
+        JsonTotals {
+            set: t.set,
+            cleared: t.cleared,
+            renewed: t.renewed,
+            pending: t.pending,
+            failed: t.failed,
+            calls: t.calls,
+        }
     }
 }

@@ -374,10 +374,17 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     match probe.format_version {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
         Some(v) => {
-            return Err(StateError::Version { path: path.into(), found: u32::try_from(v).unwrap_or(u32::MAX) });
+            return Err(StateError::Version {
+                path: path.into(),
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+            });
         }
         None => {
-            return Err(StateError::Corrupt { path: path.into(), detail: "no format_version".into(), bak: backup_path(path) });
+            return Err(StateError::Corrupt {
+                path: path.into(),
+                detail: "no format_version".into(),
+                bak: backup_path(path),
+            });
         }
     }
     serde_json::from_slice(bytes).map_err(corrupt)
@@ -544,7 +551,11 @@ mod tests {
         assert_eq!(loaded, s);
         s.forget(&g("@TGS#a"), &a("teacher"), [m(1001)]);
         save(&path, &mut s).unwrap();
-        let bak = parse(&backup_path(&path), &std::fs::read(backup_path(&path)).unwrap()).unwrap();
+        let bak = parse(
+            &backup_path(&path),
+            &std::fs::read(backup_path(&path)).unwrap(),
+        )
+        .unwrap();
         assert_eq!(bak.serial, 1, ".bak holds the previous generation");
         assert_eq!(load(&path, 1400000000).unwrap().serial, 2);
         let text = std::fs::read_to_string(&path).unwrap();

@@ -1,0 +1,724 @@
+//! The HTTP face of the emulator: the service routes, the control API, and a listener whose
+//! connections a fault can cut.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::IncomingStream;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::traffic::{CallRecord, Fault, FaultKind};
+use super::world::{GroupType, ListMembers, MemberState, Modify, Refusal};
+use super::{Shared, sig};
+use crate::model::{MAX_MEMBERS_PER_CALL, UnixTime};
+use crate::tim::wire::{
+    GET_MEMBERS, GetMembersResponse, MODIFY_USER_INFO, ModifyUserInfoResponse, Status,
+};
+
+/// Group IDs longer than this are refused with 10015 (the service's custom IDs are at most 48
+/// bytes).
+const MAX_GROUP_ID_BYTES: usize = 48;
+
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = router(shared).into_make_service_with_connect_info::<ConnHandle>();
+    axum::serve(CuttableListener(listener), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(&format!("/{MODIFY_USER_INFO}"), post(modify_user_info))
+        .route(&format!("/{GET_MEMBERS}"), post(get_members))
+        .route("/emulator/groups", get(groups))
+        .route("/emulator/groups/create", post(create_group))
+        .route("/emulator/groups/dissolve", post(dissolve_group))
+        .route("/emulator/members", post(set_members))
+        .route("/emulator/marks", get(marks_by_query).post(marks_by_body))
+        .route(
+            "/emulator/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/emulator/faults/clear", post(clear_faults))
+        .route("/emulator/clock", get(clock))
+        .route("/emulator/clock/advance", post(advance_clock))
+        .route("/emulator/clock/set", post(set_clock))
+        .route("/emulator/stats", get(stats))
+        .route("/emulator/reset", post(reset))
+        .route("/emulator/callbacks", post(send_callback))
+        .fallback(unknown_path)
+        .with_state(shared)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A listener whose connections a handler can cut without answering.
+
+/// Wraps the TCP listener so that every connection carries a kill switch.
+struct CuttableListener(TcpListener);
+
+/// A connection that fails every read and write once its switch is flipped, which makes hyper
+/// drop it without sending a byte.
+struct CuttableStream {
+    inner: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+/// The kill switch of the connection a request arrived on (axum connect info).
+#[derive(Clone)]
+struct ConnHandle(Arc<AtomicBool>);
+
+impl ConnHandle {
+    fn cut(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Connected<IncomingStream<'_, CuttableListener>> for ConnHandle {
+    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Self {
+        ConnHandle(stream.io().cut.clone())
+    }
+}
+
+impl axum::serve::Listener for CuttableListener {
+    type Io = CuttableStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok((inner, addr)) => {
+                    let _ = inner.set_nodelay(true);
+                    let cut = Arc::new(AtomicBool::new(false));
+                    return (CuttableStream { inner, cut }, addr);
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "emulator accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection cut by an injected fault",
+    )
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(cut_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service routes.
+
+type QueryMap = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// Which service API a call is for.
+#[derive(Clone, Copy)]
+enum Api {
+    Modify,
+    List,
+}
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Modify => MODIFY_USER_INFO,
+            Api::List => GET_MEMBERS,
+        }
+    }
+}
+
+async fn modify_user_info(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    query: QueryMap,
+    body: Bytes,
+) -> Response {
+    service_call(&shared, &conn, Api::Modify, query, &body).await
+}
+
+async fn get_members(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(conn): ConnectInfo<ConnHandle>,
+    query: QueryMap,
+    body: Bytes,
+) -> Response {
+    service_call(&shared, &conn, Api::List, query, &body).await
+}
+
+/// What a service call answers, before it becomes an HTTP response.
+enum Answer {
+    Json(Value),
+    Http(u16),
+    Dropped,
+}
+
+impl Answer {
+    fn refusal((code, info): Refusal) -> Answer {
+        Answer::Json(to_value(&Status::fail(code, info)))
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn service_call(
+    shared: &Shared,
+    conn: &ConnHandle,
+    api: Api,
+    query: QueryMap,
+    body: &[u8],
+) -> Response {
+    let arrival = Instant::now();
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let plan = {
+        let mut inner = shared.lock();
+        inner.traffic.arrive(api.path(), arrival);
+        inner.faults.roll(api.path())
+    };
+    if !plan.latency.is_zero() {
+        tokio::time::sleep(plan.latency).await;
+    }
+    let answer = match plan.failure {
+        Some((kind, false)) => fault_answer(kind),
+        Some((kind, true)) => {
+            let _ = handle(shared, api, query, body);
+            fault_answer(kind)
+        }
+        None => Answer::Json(handle(shared, api, query, body)),
+    };
+    let (http_status, error_code, response) = match answer {
+        Answer::Json(v) => {
+            let code = v.get("ErrorCode").and_then(Value::as_i64);
+            (200, code, axum::Json(v).into_response())
+        }
+        Answer::Http(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let text = format!("<html><body><h1>{status}</h1></body></html>");
+            (status.as_u16(), None, (status, text).into_response())
+        }
+        Answer::Dropped => {
+            // hyper fails to write this response on the cut connection and closes it.
+            conn.cut();
+            (0, None, StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    };
+    tracing::debug!(path = api.path(), http_status, ?error_code, "service call");
+    shared.lock().traffic.record(CallRecord {
+        at_ms,
+        path: api.path().to_owned(),
+        http_status,
+        error_code,
+    });
+    response
+}
+
+fn fault_answer(kind: FaultKind) -> Answer {
+    match kind {
+        FaultKind::ErrorCode { code } => {
+            Answer::refusal((code, format!("injected fault: error {code}")))
+        }
+        FaultKind::HttpStatus { status } => Answer::Http(status),
+        FaultKind::DropConnection => Answer::Dropped,
+        // Latency is never a failure; answer normally if it ever ends up here.
+        FaultKind::Latency { .. } => Answer::refusal((10002, "injected fault".to_owned())),
+    }
+}
+
+/// Runs the checks and the operation; the JSON body of the answer.
+fn handle(shared: &Shared, api: Api, query: QueryMap, body: &[u8]) -> Value {
+    let now = shared.now();
+    let result = authenticate(shared, query, now).and_then(|()| {
+        let cfg = &shared.cfg;
+        if cfg.enforce_rate_limit
+            && !shared
+                .lock()
+                .traffic
+                .admit(cfg.max_calls_per_second, Instant::now())
+        {
+            return Err((
+                60018,
+                format!(
+                    "request rate limit exceeded: more than {} calls per second",
+                    cfg.max_calls_per_second
+                ),
+            ));
+        }
+        let rules = cfg.rules();
+        match api {
+            Api::Modify => {
+                let req = parse_modify(body)?;
+                let list = shared.lock().world.modify(&req, &rules, now)?;
+                Ok(to_value(&ModifyUserInfoResponse {
+                    status: Status::ok(),
+                    command_type: Some(if req.set { 1 } else { 2 }),
+                    member_list: list,
+                }))
+            }
+            Api::List => {
+                let req = parse_list(body)?;
+                let (members, next) = shared.lock().world.list(&req, &rules, now)?;
+                Ok(to_value(&GetMembersResponse {
+                    status: Status::ok(),
+                    member_list: members,
+                    next_timestamp: next,
+                }))
+            }
+        }
+    });
+    match result {
+        Ok(v) => v,
+        Err(refusal) => to_value(&Status::fail(refusal.0, refusal.1)),
+    }
+}
+
+fn authenticate(shared: &Shared, query: QueryMap, now: UnixTime) -> Result<(), Refusal> {
+    let Ok(Query(q)) = query else {
+        return Err((60006, "query string is not parsable".to_owned()));
+    };
+    let cfg = &shared.cfg;
+    let app: u64 = q
+        .get("sdkappid")
+        .and_then(|s| s.parse().ok())
+        .ok_or((60006, "sdkappid is missing or not a number".to_owned()))?;
+    if app != cfg.sdkappid {
+        return Err((70016, format!("SDKAppID {app} is unknown in this region")));
+    }
+    let identifier = q
+        .get("identifier")
+        .filter(|s| !s.is_empty())
+        .ok_or((10001, "identifier is missing: not logged in".to_owned()))?;
+    let usersig = q
+        .get("usersig")
+        .filter(|s| !s.is_empty())
+        .ok_or((10001, "usersig is missing: not logged in".to_owned()))?;
+    if q.get("random")
+        .and_then(|s| s.parse::<u32>().ok())
+        .is_none()
+    {
+        return Err((
+            10004,
+            "random must be an unsigned 32-bit integer".to_owned(),
+        ));
+    }
+    if q.get("contenttype").map(String::as_str) != Some("json") {
+        return Err((10004, "contenttype must be json".to_owned()));
+    }
+    sig::verify_usersig(usersig, app, &cfg.secret_key, identifier, now)
+        .map_err(|e| (e.code(), e.to_string()))?;
+    if *identifier != cfg.admin_identifier {
+        return Err((
+            60010,
+            format!("identifier {identifier} is not an App admin"),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(info: impl Into<String>) -> Refusal {
+    (10004, info.into())
+}
+
+fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| (10011, format!("body is not valid JSON: {e}")))?;
+    match v {
+        Value::Object(o) => Ok(o),
+        _ => Err(invalid("body must be a JSON object")),
+    }
+}
+
+fn parse_group_id(obj: &serde_json::Map<String, Value>) -> Result<String, Refusal> {
+    let id = match obj.get("GroupId") {
+        None => return Err(invalid("GroupId is missing")),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid("GroupId must be a string")),
+    };
+    if id.is_empty() || id.len() > MAX_GROUP_ID_BYTES || id.chars().any(char::is_control) {
+        return Err((10015, format!("invalid group ID {id:?}")));
+    }
+    Ok(id.clone())
+}
+
+fn parse_mark(v: &Value) -> Result<u32, Refusal> {
+    v.as_u64()
+        .filter(|n| matches!(n, 500 | 600) || *n >= 1000)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "invalid mark {v}: a mark is 500, 600 or an integer >= 1000"
+            ))
+        })
+}
+
+fn parse_modify(body: &[u8]) -> Result<Modify, Refusal> {
+    let obj = parse_object(body)?;
+    let group_id = parse_group_id(&obj)?;
+    let set = match obj.get("CommandType") {
+        None => return Err(invalid("CommandType is missing")),
+        Some(v) => match v.as_u64() {
+            Some(1) => true,
+            Some(2) => false,
+            _ => {
+                return Err((
+                    10003,
+                    format!("invalid CommandType {v}: 1 sets marks, 2 deletes them"),
+                ));
+            }
+        },
+    };
+    let list = match obj.get("MemberList") {
+        None => return Err(invalid("MemberList is missing")),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid("MemberList must be an array")),
+    };
+    if list.is_empty() {
+        return Err(invalid("MemberList is empty"));
+    }
+    if list.len() > MAX_MEMBERS_PER_CALL {
+        return Err(invalid(format!(
+            "MemberList has {} accounts; at most {MAX_MEMBERS_PER_CALL} are allowed per call",
+            list.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, entry) in list.iter().enumerate() {
+        let account = entry
+            .get("Member_Account")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "MemberList[{i}].Member_Account is missing or not a non-empty string"
+                ))
+            })?;
+        let marks = entry
+            .get("Marks")
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| invalid(format!("MemberList[{i}].Marks is missing or empty")))?;
+        let marks = marks
+            .iter()
+            .map(parse_mark)
+            .collect::<Result<Vec<u32>, _>>()?;
+        entries.push((account.to_owned(), marks));
+    }
+    Ok(Modify {
+        group_id,
+        set,
+        entries,
+    })
+}
+
+fn parse_list(body: &[u8]) -> Result<ListMembers, Refusal> {
+    let obj = parse_object(body)?;
+    let group_id = parse_group_id(&obj)?;
+    let cursor = match obj.get("Timestamp") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| invalid("Timestamp must be a non-negative integer"))?,
+    };
+    let mark = match obj.get("Mark") {
+        None | Some(Value::Null) => None,
+        Some(v) if v.as_u64() == Some(0) => None,
+        Some(v) => Some(parse_mark(v)?),
+    };
+    Ok(ListMembers {
+        group_id,
+        cursor,
+        mark,
+    })
+}
+
+async fn unknown_path() -> Response {
+    let body = Status::fail(
+        10003,
+        "unknown API path: the emulator serves modify_user_info and get_members",
+    );
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control API.
+
+/// A control API failure: a 4xx status with `{"error": ...}`.
+struct ControlFail(StatusCode, String);
+
+impl IntoResponse for ControlFail {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ControlResult = Result<axum::Json<Value>, ControlFail>;
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlFail> {
+    serde_json::from_slice(body).map_err(|e| {
+        ControlFail(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+fn not_found(msg: String) -> ControlFail {
+    ControlFail(StatusCode::NOT_FOUND, msg)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupReq {
+    group_id: String,
+    #[serde(default, rename = "type")]
+    kind: GroupType,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRef {
+    group_id: String,
+}
+
+async fn groups(State(shared): State<Arc<Shared>>) -> ControlResult {
+    let now = shared.now();
+    Ok(axum::Json(to_value(&shared.lock().world.view(None, now))))
+}
+
+async fn create_group(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: GroupReq = parse_body(&body)?;
+    shared
+        .lock()
+        .world
+        .create_group(&req.group_id, req.kind)
+        .map_err(|e| ControlFail(StatusCode::CONFLICT, e))?;
+    Ok(axum::Json(
+        json!({ "group_id": req.group_id, "type": req.kind }),
+    ))
+}
+
+async fn dissolve_group(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: GroupRef = parse_body(&body)?;
+    shared
+        .lock()
+        .world
+        .dissolve_group(&req.group_id)
+        .map_err(not_found)?;
+    Ok(axum::Json(
+        json!({ "group_id": req.group_id, "dissolved": true }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersReq {
+    group_id: String,
+    accounts: Vec<String>,
+    state: MemberState,
+}
+
+async fn set_members(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: MembersReq = parse_body(&body)?;
+    let deliveries = shared
+        .set_members(&req.group_id, &req.accounts, req.state)
+        .await
+        .map_err(|e| not_found(e.0))?;
+    let callbacks: Vec<Value> = deliveries
+        .into_iter()
+        .map(|d| match d.result {
+            Ok(reply) => json!({ "body": d.body, "status": reply.status, "reply": reply.body }),
+            Err(e) => json!({ "body": d.body, "error": e.to_string() }),
+        })
+        .collect();
+    Ok(axum::Json(json!({ "callbacks": callbacks })))
+}
+
+fn marks_json(shared: &Shared, group: &str) -> ControlResult {
+    let now = shared.now();
+    let mut inner = shared.lock();
+    if inner.world.view(Some(group), now).is_empty() {
+        return Err(not_found(format!("group {group} does not exist")));
+    }
+    Ok(axum::Json(to_value(&inner.world.marks_of(group, now))))
+}
+
+async fn marks_by_query(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<GroupRef>, QueryRejection>,
+) -> ControlResult {
+    let Query(req) = query.map_err(|e| ControlFail(StatusCode::BAD_REQUEST, e.body_text()))?;
+    marks_json(&shared, &req.group_id)
+}
+
+async fn marks_by_body(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: GroupRef = parse_body(&body)?;
+    marks_json(&shared, &req.group_id)
+}
+
+async fn list_faults(State(shared): State<Arc<Shared>>) -> ControlResult {
+    Ok(axum::Json(to_value(&shared.lock().faults.list())))
+}
+
+async fn add_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let fault: Fault = parse_body(&body)?;
+    fault
+        .validate()
+        .map_err(|e| ControlFail(StatusCode::BAD_REQUEST, e))?;
+    let id = shared.lock().faults.add(fault);
+    Ok(axum::Json(json!({ "id": id })))
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> ControlResult {
+    shared.lock().faults.clear();
+    Ok(axum::Json(json!({ "cleared": true })))
+}
+
+fn clock_json(shared: &Shared) -> Value {
+    let now = shared.now();
+    json!({ "now": now, "offset": shared.lock().clock_offset })
+}
+
+async fn clock(State(shared): State<Arc<Shared>>) -> ControlResult {
+    Ok(axum::Json(clock_json(&shared)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceReq {
+    seconds: i64,
+}
+
+async fn advance_clock(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: AdvanceReq = parse_body(&body)?;
+    shared.advance_clock(req.seconds);
+    Ok(axum::Json(clock_json(&shared)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetClockReq {
+    now: i64,
+}
+
+async fn set_clock(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: SetClockReq = parse_body(&body)?;
+    shared.set_clock(req.now);
+    Ok(axum::Json(clock_json(&shared)))
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    #[serde(default)]
+    log: bool,
+}
+
+async fn stats(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> ControlResult {
+    let with_log = query.map(|Query(q)| q.log).unwrap_or(false);
+    Ok(axum::Json(to_value(&shared.lock().traffic.stats(with_log))))
+}
+
+async fn reset(State(shared): State<Arc<Shared>>) -> ControlResult {
+    shared.reset();
+    Ok(axum::Json(json!({ "reset": true })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackReq {
+    url: String,
+    #[serde(default)]
+    token: Option<String>,
+    command: String,
+    #[serde(default)]
+    body: Option<Value>,
+    /// Overrides `RequestTime` (unix seconds) to test a receiver's clock-skew check.
+    #[serde(default)]
+    request_time: Option<i64>,
+}
+
+async fn send_callback(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    let req: CallbackReq = parse_body(&body)?;
+    let body = req.body.unwrap_or_else(|| json!({}));
+    match shared
+        .send_callback(
+            &req.url,
+            req.token.as_deref(),
+            &req.command,
+            body,
+            req.request_time,
+        )
+        .await
+    {
+        Ok(reply) => Ok(axum::Json(to_value(&reply))),
+        Err(e) => Err(ControlFail(StatusCode::BAD_GATEWAY, e.to_string())),
+    }
+}

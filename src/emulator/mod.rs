@@ -63,6 +63,9 @@
 //!   past its UserSig's validity. Callbacks carry the real time in `RequestTime`, because
 //!   receivers compare it with their own clock.
 //!
+//! - **Outside the two APIs:** an unknown path gets HTTP 404 with `ErrorCode` 10003, another
+//!   method 405, a body over 2 MB 413 (axum's default limit).
+//!
 //! # Control API (JSON in and out; errors are 4xx with `{"error": "..."}`)
 //! There is no authentication: the emulator refuses to listen on anything but loopback.
 //! - `GET /emulator/groups` -> `{group_id: {"type", "dissolved", "members": {account: {"state",

@@ -62,7 +62,6 @@
 //!   500; a client whose own clock is real will therefore see 70001 once the virtual clock runs
 //!   past its UserSig's validity. Callbacks carry the real time in `RequestTime`, because
 //!   receivers compare it with their own clock.
-//!
 //! - **Outside the two APIs:** an unknown path gets HTTP 404 with `ErrorCode` 10003, another
 //!   method 405, a body over 2 MB 413 (axum's default limit).
 //!
@@ -77,7 +76,11 @@
 //!   to [`EmulatorConfig::callback_url`])
 //! - `GET /emulator/marks?group_id=%40TGS%23...` or `POST /emulator/marks` `{"group_id"}` ->
 //!   `{account: [marks]}` for members carrying any mark
-//! - `POST /emulator/faults` [`Fault`] -> `{"id"}`; `GET /emulator/faults` -> `[FaultState]`;
+//! - `POST /emulator/faults` [`Fault`]: `{"kind": "error_code", "code"}` | `{"kind":
+//!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}`, plus
+//!   `"rate"?` (0..1, default 1), `"count"?` (max hits), `"path"?` (`"modify_user_info"` or
+//!   `"get_members"`), `"after"?` (apply the call, then fail the answer) -> `{"id"}`;
+//!   `GET /emulator/faults` -> `[FaultState]` (each with `"id"` and `"hits"`);
 //!   `DELETE /emulator/faults` or `POST /emulator/faults/clear`
 //! - `GET /emulator/clock` -> `{"now", "offset"}`; `POST /emulator/clock/advance` `{"seconds"}`;
 //!   `POST /emulator/clock/set` `{"now"}`

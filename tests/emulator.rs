@@ -953,3 +953,16 @@ async fn unknown_paths_and_methods_do_not_crash_it() {
     // A debug print of the config never shows the key.
     assert!(!format!("{:?}", config()).contains(KEY));
 }
+
+#[tokio::test]
+async fn standalone_reports_a_busy_port() {
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = busy.local_addr().unwrap();
+    let err = within(marksync::emulator::run_standalone(config(), addr))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, marksync::emulator::EmulatorError::Bind { .. }),
+        "{err}"
+    );
+}

@@ -32,7 +32,8 @@
 //! - **Mark 500 for offline members:** an offline member takes mark 500 (that is what it is for)
 //!   and only mark 500: other marks in the same entry are left out of the response, as for any
 //!   offline member, and the client sends them again later. Once the 500 is set the member counts
-//!   as online, so the next set call gives it the other marks.
+//!   as online, so the next set call gives it the other marks. Accounts that are not members of
+//!   the group take nothing, not even 500.
 //! - **Mark 500 and going offline:** going offline drops every mark except 500; a member with a
 //!   live 500 still counts as online, so marks can be set again. When its 500 runs out (72 h of
 //!   virtual time after it was last set; setting it again restarts them) a disconnected member
@@ -54,7 +55,15 @@
 //!   sequence number), 0 on the last page. There is no 40 s cache: the list is always current.
 //!   `NickName` and `Avatar` are not sent.
 //! - **Presence:** members join online; a member that comes back online keeps its join time.
-//!   Accounts are free-form strings; one longer than 32 bytes simply never is a member.
+//!   Account names are not validated: an account the control API never added is simply not a
+//!   member.
+//! - **Rate limit and clocks:** the limit is per emulator (one SDKAppID), over both APIs, on the
+//!   real clock. The virtual clock ([`Emulator::advance_clock`]) drives UserSig expiry and mark
+//!   500; a client whose own clock is real will therefore see 70001 once the virtual clock runs
+//!   past its UserSig's validity. Callbacks carry the real time in `RequestTime`, because
+//!   receivers compare it with their own clock.
+//! - **Outside the two APIs:** an unknown path gets HTTP 404 with `ErrorCode` 10003, another
+//!   method 405, a body over 2 MB 413 (axum's default limit).
 //!
 //! # Control API (JSON in and out; errors are 4xx with `{"error": "..."}`)
 //! There is no authentication: the emulator refuses to listen on anything but loopback.
@@ -67,7 +76,11 @@
 //!   to [`EmulatorConfig::callback_url`])
 //! - `GET /emulator/marks?group_id=%40TGS%23...` or `POST /emulator/marks` `{"group_id"}` ->
 //!   `{account: [marks]}` for members carrying any mark
-//! - `POST /emulator/faults` [`Fault`] -> `{"id"}`; `GET /emulator/faults` -> `[FaultState]`;
+//! - `POST /emulator/faults` [`Fault`]: `{"kind": "error_code", "code"}` | `{"kind":
+//!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}`, plus
+//!   `"rate"?` (0..1, default 1), `"count"?` (max hits), `"path"?` (`"modify_user_info"` or
+//!   `"get_members"`), `"after"?` (apply the call, then fail the answer) -> `{"id"}`;
+//!   `GET /emulator/faults` -> `[FaultState]` (each with `"id"` and `"hits"`);
 //!   `DELETE /emulator/faults` or `POST /emulator/faults/clear`
 //! - `GET /emulator/clock` -> `{"now", "offset"}`; `POST /emulator/clock/advance` `{"seconds"}`;
 //!   `POST /emulator/clock/set` `{"now"}`

@@ -24,10 +24,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Shared;
 use super::traffic::{CallRecord, Fault, FaultKind};
 use super::world::{GroupType, ListMembers, MemberState, Modify, Refusal};
-use super::{Shared, sig};
 use crate::model::{MAX_MEMBERS_PER_CALL, UnixTime};
+use crate::tim::usersig::{self, SecretKey};
 use crate::tim::wire::{
     GET_MEMBERS, GetMembersResponse, MODIFY_USER_INFO, ModifyUserInfoResponse, Status,
 };
@@ -370,8 +371,9 @@ fn authenticate(shared: &Shared, query: QueryMap, now: UnixTime) -> Result<(), R
     if q.get("contenttype").map(String::as_str) != Some("json") {
         return Err((10004, "contenttype must be json".to_owned()));
     }
-    sig::verify_usersig(usersig, app, &cfg.secret_key, identifier, now)
-        .map_err(|e| (e.code(), e.to_string()))?;
+    let key = SecretKey::new(cfg.secret_key.as_str())
+        .map_err(|_| (70016, "the emulator has no secret key".to_owned()))?;
+    usersig::verify(usersig, app, &key, identifier, now).map_err(|e| (e.code(), e.to_string()))?;
     if *identifier != cfg.admin_identifier {
         return Err((
             60010,

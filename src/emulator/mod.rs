@@ -91,7 +91,6 @@
 
 mod callbacks;
 mod http;
-mod sig;
 mod traffic;
 mod world;
 

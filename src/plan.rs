@@ -139,10 +139,17 @@ impl Plan {
 
     /// The mass-clear guard: refuses a plan that clears more than `max_clear_fraction` of the
     /// managed marks and more than `min_clears` marks.
+    ///
+    /// The fraction is compared as a ratio, `clears / managed > fraction`, not as
+    /// `clears > fraction * managed`: the product rounds (0.29 * 100.0 is 28.999999999999996), so
+    /// it would refuse exactly 29 of 100 at 29%, which is not more than 29%. The quotient of two
+    /// integers and the configured decimal round alike when they are equal. With nothing managed
+    /// the quotient is infinite (any clear is more than 0%), or NaN for 0 / 0, which refuses
+    /// nothing.
     pub fn check_guard(&self, guard: &crate::config::Guard) -> Result<(), MassClear> {
         let clears = self.summary.clear;
         let too_many = clears as u64 > guard.min_clears;
-        let too_large = clears as f64 > guard.max_clear_fraction * self.managed as f64;
+        let too_large = clears as f64 / self.managed as f64 > guard.max_clear_fraction;
         if too_many && too_large {
             Err(MassClear {
                 clears,
@@ -450,5 +457,28 @@ mod tests {
         );
         assert!(keep(74).check_guard(&guard).is_err(), "26 of 100 is");
         assert!(keep(0).check_guard(&guard).is_err());
+    }
+
+    #[test]
+    fn guard_limit_is_not_moved_by_rounding() {
+        // 0.29 * 100.0 rounds to 28.999999999999996: 29 clears of 100 must still pass at 29%.
+        let plan = |clear, managed| Plan {
+            summary: Summary {
+                clear,
+                ..Summary::default()
+            },
+            managed,
+            ..Plan::default()
+        };
+        let at = |f| Guard {
+            max_clear_fraction: f,
+            min_clears: 0,
+        };
+        for (fraction, managed, clear) in [(0.29, 100, 29), (0.57, 200, 114), (0.7, 90, 63)] {
+            assert!(plan(clear, managed).check_guard(&at(fraction)).is_ok());
+            assert!(plan(clear + 1, managed).check_guard(&at(fraction)).is_err());
+        }
+        assert!(plan(1, 0).check_guard(&at(1.0)).is_err(), "nothing managed");
+        assert!(plan(0, 0).check_guard(&at(0.0)).is_ok());
     }
 }

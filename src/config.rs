@@ -165,6 +165,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         Value::Map(entries) => entries,
         Value::Scalar(Scalar::Null) => Vec::new(),
         other => {
+            // Nothing else can be checked, and "missing key" errors would only be noise.
             c.err(
                 &root.referenced,
                 format!(
@@ -172,7 +173,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                     other.kind()
                 ),
             );
-            Vec::new()
+            return Err(Diagnostics(c.errors));
         }
     };
     let mut seen: Vec<(String, u64)> = Vec::new();
@@ -338,6 +339,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     };
 
     if !c.errors.is_empty() {
+        // Keys are checked in a fixed order, not the file's: report top to bottom.
+        crate::diag::sort(&mut c.errors);
         return Err(Diagnostics(c.errors));
     }
     // Every field is Some when no error was recorded.
@@ -424,6 +427,15 @@ impl Checker<'_> {
             Value::Scalar(Scalar::Int(n)) if *n >= 0 && *n <= i128::from(u64::MAX) => {
                 Some(*n as u64)
             }
+            Value::Scalar(Scalar::Str(s)) if s.trim().parse::<u64>().is_ok() => {
+                self.err(
+                    &v.referenced,
+                    format!(
+                        "`{key}` must be a number, found the string {s:?}; write it without quotes"
+                    ),
+                );
+                None
+            }
             other => {
                 self.err(
                     &v.referenced,
@@ -465,6 +477,13 @@ impl Checker<'_> {
     }
 
     fn duration(&mut self, v: &Spanned<Value>, key: &str) -> Option<Duration> {
+        if let Value::Scalar(Scalar::Int(n)) = &v.value {
+            self.err(
+                &v.referenced,
+                format!("`{key}` needs a unit: write {n}s for seconds (durations look like 90s, 5m or 12h)"),
+            );
+            return None;
+        }
         let s = self.string(v, key)?;
         match humantime::parse_duration(&s) {
             Ok(d) if !d.is_zero() => Some(d),

@@ -21,7 +21,7 @@ use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet};
-use crate::yaml::{Entries, Scalar, ScalarVisitor, visit_known_keys};
+use crate::yaml::{Entries, MapOr, Scalar, ScalarVisitor, visit_known_keys};
 
 /// The marks one group should carry, by member.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -171,7 +171,7 @@ fn walk(
         diags.push(Diagnostic::file_error(
             dir,
             format!(
-                "symlink loop: this directory is {} again",
+                "symlink loop: this leads back to {}, which is already being read",
                 canonical.display()
             ),
         ));
@@ -204,6 +204,16 @@ fn walk(
             Ok(_) => {}
             // A dangling or looping symlink named like a desired file is an error: it may be the
             // file that holds a group's marks.
+            Err(e) if is_yaml_name(&child) && e.kind() == io::ErrorKind::NotFound => {
+                let detail = match std::fs::read_link(&child) {
+                    Ok(target) => format!(
+                        "cannot read: it is a symlink to {}, which does not exist",
+                        target.display()
+                    ),
+                    Err(_) => format!("cannot read: {e}"),
+                };
+                diags.push(Diagnostic::file_error(&child, detail));
+            }
             Err(e) if is_yaml_name(&child) => diags.push(io_diag(&child, "cannot read", &e)),
             Err(e) if e.raw_os_error() == Some(40) => {
                 diags.push(io_diag(&child, "cannot read", &e))
@@ -234,12 +244,14 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
             if let Some(first) = origins.get(&id) {
                 let what = if first.path == origin.path {
                     format!(
-                        "group {id:?} is declared twice in this file (first at line {})",
+                        "group {:?} is declared twice in this file (first at line {})",
+                        id.as_str(),
                         first.line
                     )
                 } else {
                     format!(
-                        "group {id:?} is declared in two files: here and in {}:{}:{}",
+                        "group {:?} is declared in two files: here and in {}:{}:{}",
+                        id.as_str(),
                         first.path.display(),
                         first.line,
                         first.column
@@ -299,30 +311,40 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
     if text.len() >= SPLIT_THRESHOLD_BYTES
         && let Some(chunks) = split_groups(text)
     {
-        let results: Vec<Result<DesiredFile, Vec<Diagnostic>>> = chunks
+        let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
             .map(|chunk| parse_text(path, text, chunk.text, chunk.line_offset))
             .collect();
         let mut file = DesiredFile::default();
         let mut errors = Vec::new();
-        let mut seen: HashMap<GroupId, u64> = HashMap::new();
-        for r in results {
+        // A group repeated in another chunk, found from every chunk's keys (not only those of
+        // chunks without errors), so that the report is the same as for an unsplit parse.
+        let mut first_at: HashMap<&str, u64> = HashMap::new();
+        let mut repeated: HashSet<u64> = HashSet::new();
+        for (name, line, column) in results.iter().flat_map(|(_, declared)| declared) {
+            if let Some(first) = first_at.get(name.as_str()) {
+                errors.push(Diagnostic::at(
+                    path,
+                    text,
+                    *line,
+                    *column,
+                    format!(
+                        "duplicate key: group {name:?} is declared again (first at line {first})"
+                    ),
+                ));
+                repeated.insert(*line);
+            } else {
+                first_at.insert(name, *line);
+            }
+        }
+        for (r, _) in results {
             match r {
                 Ok(part) => {
-                    for (id, origin, group) in part.groups {
-                        if let Some(&line) = seen.get(&id) {
-                            errors.push(Diagnostic::at(
-                                path,
-                                text,
-                                origin.line,
-                                origin.column,
-                                format!("duplicate key: group {id:?} is declared again (first at line {line})"),
-                            ));
-                            continue;
-                        }
-                        seen.insert(id.clone(), origin.line);
-                        file.groups.push((id, origin, group));
-                    }
+                    file.groups.extend(
+                        part.groups
+                            .into_iter()
+                            .filter(|(_, origin, _)| !repeated.contains(&origin.line)),
+                    );
                     file.warnings.extend(part.warnings);
                 }
                 Err(mut d) => errors.append(&mut d),
@@ -331,11 +353,18 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
         return if errors.is_empty() {
             Ok(file)
         } else {
+            crate::diag::sort(&mut errors);
             Err(errors)
         };
     }
-    parse_text(path, text, text, 0)
+    parse_text(path, text, text, 0).0
 }
+
+/// One file's (or chunk's) groups, or every problem found in it.
+type ParseResult = Result<DesiredFile, Vec<Diagnostic>>;
+
+/// A group key as written, with its line and column in the whole file.
+type Declared = (String, u64, u64);
 
 /// A slice of a large file holding whole groups, to be parsed on its own.
 struct Chunk<'a> {
@@ -422,13 +451,26 @@ fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
 }
 
 /// Parses YAML `chunk` (all of `full`, or a split of it starting `line_offset` lines later).
+/// Also returns the group keys declared (first occurrence in the chunk, valid or not), so that a
+/// split file can find a group repeated in another chunk.
 fn parse_text(
     path: &Path,
     full: &str,
     chunk: impl AsRef<str>,
     line_offset: u64,
+) -> (ParseResult, Vec<Declared>) {
+    let mut declared = Vec::new();
+    let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
+    (result, declared)
+}
+
+fn parse_chunk(
+    path: &Path,
+    full: &str,
+    chunk: &str,
+    line_offset: u64,
+    declared: &mut Vec<Declared>,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
-    let chunk = chunk.as_ref();
     let cx = Cx {
         path,
         full,
@@ -441,9 +483,19 @@ fn parse_text(
     {
         return Ok(DesiredFile::default()); // an empty file is valid: it declares no groups
     }
-    let raw: RawFile = match serde_saphyr::from_str_with_options(chunk, crate::yaml::options()) {
-        Ok(raw) => raw,
-        Err(e) => return Err(vec![cx.yaml_error(&e)]),
+    let root: Spanned<MapOr<RawFile>> =
+        match serde_saphyr::from_str_with_options(chunk, crate::yaml::options()) {
+            Ok(raw) => raw,
+            Err(e) => return Err(vec![cx.yaml_error(&e)]),
+        };
+    let raw = match root.value {
+        MapOr::Map(raw) => raw,
+        MapOr::Other(kind) => {
+            return Err(vec![cx.at(
+                &root,
+                format!("a desired file must be a mapping with a `groups` key, found {kind}"),
+            )]);
+        }
     };
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -452,8 +504,28 @@ fn parse_text(
     }
     let mut file = DesiredFile::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for (key, group) in raw.groups.map(|g| g.0).unwrap_or_default() {
-        let name = key.value.text();
+    let groups = match raw.groups {
+        None => Vec::new(),
+        Some(groups) => match groups.value {
+            MapOr::Map(entries) => entries.0,
+            MapOr::Other(kind) => {
+                errors.push(cx.at_loc(
+                    &groups.referenced,
+                    format!("`groups` must be a mapping of group ID to its `members` and `marks`, found {kind}"),
+                ));
+                Vec::new()
+            }
+        },
+    };
+    for (key, group) in groups {
+        let Item::Scalar(key_scalar) = &key.value else {
+            errors.push(cx.at(
+                &key,
+                format!("a group ID must be a string, found {}", key.value.kind()),
+            ));
+            continue;
+        };
+        let name = key_scalar.text();
         let line = cx.line(&key);
         if let Some(first) = seen.get(&name) {
             errors.push(cx.at(
@@ -463,7 +535,8 @@ fn parse_text(
             continue;
         }
         seen.insert(name.clone(), line);
-        let id = match (&key.value, GroupId::new(&name)) {
+        declared.push((name.clone(), line, key.referenced.column()));
+        let id = match (key_scalar, GroupId::new(&name)) {
             (Scalar::Str(_), Ok(id)) => id,
             (Scalar::Str(_), Err(e)) => {
                 errors.push(cx.at(&key, e));
@@ -481,6 +554,23 @@ fn parse_text(
             path: path.to_path_buf(),
             line,
             column: key.referenced.column(),
+        };
+        let group = match group.value {
+            MapOr::Map(g) => Spanned {
+                value: g,
+                referenced: group.referenced,
+                defined: group.defined,
+            },
+            MapOr::Other(kind) => {
+                errors.push(cx.at(
+                    &group,
+                    format!(
+                        "group {:?} must be a mapping with `members` and/or `marks`, found {kind}",
+                        id.as_str()
+                    ),
+                ));
+                continue;
+            }
         };
         let before = errors.len();
         let desired = check_group(&cx, &id, group, &mut errors, &mut warnings);
@@ -509,11 +599,15 @@ impl Cx<'_> {
     }
 
     fn at<T>(&self, s: &Spanned<T>, message: impl Into<String>) -> Diagnostic {
+        self.at_loc(&s.referenced, message)
+    }
+
+    fn at_loc(&self, at: &serde_saphyr::Location, message: impl Into<String>) -> Diagnostic {
         Diagnostic::at(
             self.path,
             self.full,
-            self.line(s),
-            s.referenced.column(),
+            at.line() + self.line_offset,
+            at.column(),
             message,
         )
     }
@@ -549,12 +643,12 @@ fn check_group(
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
-    let mut check_account = |key: &Spanned<Scalar>,
+    let mut check_account = |key: &Spanned<Item>,
                              errors: &mut Vec<Diagnostic>|
      -> Option<Account> {
         let text = match &key.value {
-            Scalar::Str(s) => s.clone(),
-            Scalar::Int(_) => key.value.text(),
+            Item::Scalar(Scalar::Str(s)) => s.clone(),
+            Item::Scalar(n @ Scalar::Int(_)) => n.text(),
             other => {
                 errors.push(cx.at(
                     key,
@@ -581,21 +675,27 @@ fn check_group(
             }
         }
     };
-    let check_mark = |value: &Spanned<Scalar>, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
+    let check_mark = |value: &Spanned<Item>, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
         match &value.value {
-            Scalar::Int(n) => match u64::try_from(*n)
-                .map_err(|_| ())
-                .and_then(|n| Mark::new(n).map_err(|_| ()))
-            {
-                Ok(m) => Some(m),
-                Err(()) => {
-                    errors.push(cx.at(value, format!(
+            Item::Scalar(Scalar::Int(n)) => {
+                match u64::try_from(*n).ok().map(Mark::new) {
+                    Some(Ok(m)) => Some(m),
+                    _ if *n > i128::from(u32::MAX) => {
+                        errors.push(cx.at(
+                        value,
+                        format!("mark {n} is too large: the service's marks are 32-bit (at most {})", u32::MAX),
+                    ));
+                        None
+                    }
+                    _ => {
+                        errors.push(cx.at(value, format!(
                         "mark {n} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
                     )));
-                    None
+                        None
+                    }
                 }
-            },
-            Scalar::Float(f) => {
+            }
+            Item::Scalar(Scalar::Float(f)) => {
                 errors.push(cx.at(value, format!("mark {f} is not an integer")));
                 None
             }
@@ -608,31 +708,52 @@ fn check_group(
             }
         }
     };
-    let mut note_use = |m: Mark, at: &Spanned<Scalar>| {
+    let mut note_use = |m: Mark, at: &Spanned<Item>| {
         mark_first_use
             .entry(m)
             .or_insert((cx.line(at), at.referenced.column()));
     };
 
-    if let Some(members) = group.value.members {
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        for (key, marks) in members.0 {
-            let name = key.value.text();
-            if let Some(first) = seen.get(&name) {
-                errors.push(cx.at(&key, format!(
-                    "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
-                )));
-                continue;
+    let mut section = |s: Option<Spanned<MapOr<Section>>>, what: &str| match s {
+        None => Vec::new(),
+        Some(s) => match s.value {
+            MapOr::Map(entries) => entries.0,
+            MapOr::Other(kind) => {
+                errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
+                Vec::new()
             }
-            seen.insert(name, cx.line(&key));
+        },
+    };
+    let members = section(
+        group.value.members,
+        "`members` must be a mapping of account to its marks (such as `host: [500, 1000]`)",
+    );
+    let marks = section(
+        group.value.marks,
+        "`marks` must be a mapping of mark to its accounts (such as `1001: [student9]`)",
+    );
+    {
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        for (key, marks) in members {
+            let name = key.value.text();
+            if let Some(name) = &name {
+                if let Some(first) = seen.get(name) {
+                    errors.push(cx.at(&key, format!(
+                        "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
+                    )));
+                    continue;
+                }
+                seen.insert(name.clone(), cx.line(&key));
+            }
             let account = check_account(&key, errors);
             let items = match &marks.value {
                 Node::Seq(items) => items,
                 other => {
+                    let whose = name.map(|n| format!(" of {n:?}")).unwrap_or_default();
                     errors.push(cx.at(
                         &marks,
                         format!(
-                            "expected a list of marks such as [1000], found {}",
+                            "the marks{whose} must be a list such as [1000], found {}",
                             other.kind()
                         ),
                     ));
@@ -655,17 +776,19 @@ fn check_group(
             }
         }
     }
-    if let Some(marks) = group.value.marks {
+    {
         let mut seen: HashMap<String, u64> = HashMap::new();
-        for (key, accounts) in marks.0 {
+        for (key, accounts) in marks {
             let name = key.value.text();
-            if let Some(first) = seen.get(&name) {
-                errors.push(cx.at(&key, format!(
-                    "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
-                )));
-                continue;
+            if let Some(name) = &name {
+                if let Some(first) = seen.get(name) {
+                    errors.push(cx.at(&key, format!(
+                        "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
+                    )));
+                    continue;
+                }
+                seen.insert(name.clone(), cx.line(&key));
             }
-            seen.insert(name, cx.line(&key));
             let mark = check_mark(&key, errors);
             if let Some(m) = mark {
                 note_use(m, &key);
@@ -673,22 +796,25 @@ fn check_group(
             let items = match &accounts.value {
                 Node::Seq(items) => items,
                 other => {
+                    let whose = name.map(|n| format!(" of mark {n}")).unwrap_or_default();
                     errors.push(cx.at(
                         &accounts,
-                        format!("expected a list of accounts, found {}", other.kind()),
+                        format!(
+                            "the accounts{whose} must be a list such as [student9], found {}",
+                            other.kind()
+                        ),
                     ));
                     continue;
                 }
             };
             let mut listed: HashSet<String> = HashSet::new();
             for item in items {
-                if !listed.insert(item.value.text()) {
+                if let Some(text) = item.value.text()
+                    && !listed.insert(text.clone())
+                {
                     errors.push(cx.at(
                         item,
-                        format!(
-                            "account {:?} is listed twice under this mark",
-                            item.value.text()
-                        ),
+                        format!("account {text:?} is listed twice under this mark"),
                     ));
                     continue;
                 }
@@ -711,7 +837,8 @@ fn check_group(
             line,
             column,
             format!(
-                "group {id:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
+                "group {:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
+                id.as_str(),
                 all.len(),
                 all.join(", ")
             ),
@@ -732,7 +859,8 @@ fn check_group(
                 line,
                 column,
                 format!(
-                    "mark {m} is given to {count} members of group {id:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark"
+                    "mark {m} is given to {count} members of group {:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark",
+                    id.as_str()
                 ),
             ));
         }
@@ -746,20 +874,104 @@ fn check_group(
 
 /// The top level of a desired file.
 struct RawFile {
-    groups: Option<Entries<Spanned<Scalar>, Spanned<RawGroup>>>,
+    groups: Option<Spanned<MapOr<Groups>>>,
     unknown: Vec<(Spanned<String>, String)>,
 }
+
+/// `groups`: group ID -> its sections, as written.
+type Groups = Entries<Spanned<Item>, Spanned<MapOr<RawGroup>>>;
 
 /// One group: `members` and `marks`.
 struct RawGroup {
-    members: Option<Entries<Spanned<Scalar>, Spanned<Node>>>,
-    marks: Option<Entries<Spanned<Scalar>, Spanned<Node>>>,
+    members: Option<Spanned<MapOr<Section>>>,
+    marks: Option<Spanned<MapOr<Section>>>,
     unknown: Vec<(Spanned<String>, String)>,
 }
 
+/// A key or list item where a single value (account, mark, group ID) belongs, or the kind of
+/// collection found there instead, kept so that it is reported with its position and the parse
+/// goes on.
+enum Item {
+    /// A single value.
+    Scalar(Scalar),
+    /// A list or mapping: "a list" or "a mapping".
+    Collection(&'static str),
+}
+
+impl Item {
+    /// The value as text, `None` for a collection.
+    fn text(&self) -> Option<String> {
+        match self {
+            Item::Scalar(s) => Some(s.text()),
+            Item::Collection(_) => None,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Item::Scalar(s) => s.kind(),
+            Item::Collection(kind) => kind,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = Item;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                ScalarVisitor.expecting(f)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Item::Collection("a list"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Item::Collection("a mapping"))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Item, E> {
+                ScalarVisitor.visit_bool(v).map(Item::Scalar)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Item, E> {
+                ScalarVisitor.visit_i64(v).map(Item::Scalar)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Item, E> {
+                ScalarVisitor.visit_u64(v).map(Item::Scalar)
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Item, E> {
+                ScalarVisitor.visit_i128(v).map(Item::Scalar)
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Item, E> {
+                ScalarVisitor.visit_u128(v).map(Item::Scalar)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Item, E> {
+                ScalarVisitor.visit_f64(v).map(Item::Scalar)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
+                ScalarVisitor.visit_str(v).map(Item::Scalar)
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Item, E> {
+                ScalarVisitor.visit_string(v).map(Item::Scalar)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Item, E> {
+                Ok(Item::Scalar(Scalar::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Item, E> {
+                Ok(Item::Scalar(Scalar::Null))
+            }
+        }
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+/// `members` (account -> marks) or `marks` (mark -> accounts), keys and values as written.
+type Section = Entries<Spanned<Item>, Spanned<Node>>;
+
 /// A value that should be a list; anything else is kept to be reported.
 enum Node {
-    Seq(Vec<Spanned<Scalar>>),
+    Seq(Vec<Spanned<Item>>),
     Scalar(Scalar),
     Map,
 }

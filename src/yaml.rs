@@ -89,6 +89,9 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
                 Ok(Entries(Vec::new()))
             }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Entries(Vec::new()))
+            }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut v = Vec::with_capacity(map.size_hint().unwrap_or(0));
                 while let Some(entry) = map.next_entry()? {
@@ -97,7 +100,66 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries
                 Ok(Entries(v))
             }
         }
-        d.deserialize_map(V_(PhantomData))
+        // `deserialize_any`, so that a list or a scalar is refused as "invalid type: sequence,
+        // expected a mapping" rather than the parser's "expected mapping start".
+        d.deserialize_any(V_(PhantomData))
+    }
+}
+
+/// A value that should be a mapping (read as `T`), or the kind of what was found instead. Lets a
+/// reader report "`members` must be a mapping ..., found a list" at the value's position and go
+/// on to find the next problem, instead of stopping at the parser's "expected mapping start".
+pub enum MapOr<T> {
+    /// A mapping (or an empty value, read as an empty mapping).
+    Map(T),
+    /// Something else: "a list", "a string"... (see [`Scalar::kind`]).
+    Other(&'static str),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V_<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V_<T> {
+            type Value = MapOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MapOr<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOr::Map)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<MapOr<T>, E> {
+                T::deserialize(de::value::UnitDeserializer::new()).map(MapOr::Map)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<MapOr<T>, E> {
+                self.visit_unit()
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<MapOr<T>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MapOr::Other("a list"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("an integer"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("an integer"))
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("an integer"))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("an integer"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("a fractional number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<MapOr<T>, E> {
+                Ok(MapOr::Other("a string"))
+            }
+        }
+        d.deserialize_any(V_(PhantomData))
     }
 }
 

@@ -1,0 +1,531 @@
+//! Black-box tests of the `marksync` binary: exit codes, exact output, colour, config discovery.
+//!
+//! Each test builds a temporary directory with [`Test`] (config, desired files, a hand-written
+//! state file), runs the real binary in it and checks status, stdout and stderr. Every run is
+//! bounded by a timeout, so a hang fails the test instead of stalling the suite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The longest a single run may take; the binary needs milliseconds.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+const SDKAPPID: u64 = 1_400_000_000;
+const GROUP: &str = "@TGS#a6I4ZUUGO";
+
+/// A config for the test directory: desired files under `marks/`, state in `state.json`.
+const CONFIG: &str =
+    "sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\nstate: state.json\n";
+
+/// The SPEC's example group: teacher10 to set, host's mark 500 to renew (with the state below).
+const DESIRED: &str = "groups:\n  \"@TGS#a6I4ZUUGO\":\n    members:\n      teacher10: [1000]\n      host: [500, 1000]\n";
+
+/// A temporary directory to run `marksync` in, built step by step.
+struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+struct Output {
+    status: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Test {
+    fn new() -> Self {
+        Test {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Writes `marksync.yaml`, the file the binary reads when given no `-c`.
+    fn config(self, yaml: &str) -> Self {
+        self.file("marksync.yaml", yaml)
+    }
+
+    /// Writes a file (creating its directories) relative to the test directory.
+    fn file(self, path: &str, content: &str) -> Self {
+        let p = self.dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        self
+    }
+
+    /// Writes `state.json` holding `groups` (group -> account -> mark -> confirmation time).
+    fn state(self, sdkappid: u64, groups: &str) -> Self {
+        let json =
+            format!(r#"{{"format_version":1,"sdkappid":{sdkappid},"serial":1,"groups":{groups}}}"#);
+        self.file("state.json", &json)
+    }
+
+    fn arg(mut self, arg: impl AsRef<str>) -> Self {
+        self.args.push(arg.as_ref().to_string());
+        self
+    }
+
+    fn args(self, args: &[&str]) -> Self {
+        args.iter().fold(self, Test::arg)
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs the binary in the test directory, stdout and stderr piped (so not a terminal), with
+    /// the variables that change colour or config discovery removed unless the test sets them.
+    fn run(&self) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_marksync"));
+        cmd.args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for var in [
+            "NO_COLOR",
+            "CLICOLOR",
+            "CLICOLOR_FORCE",
+            "MARKSYNC_CONFIG",
+            "MARKSYNC_LOG",
+            "MARKSYNC_SECRET_KEY",
+            "CREDENTIALS_DIRECTORY",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("run marksync");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(RUN_TIMEOUT) {
+            Ok(out) => out.expect("wait for marksync"),
+            Err(_) => {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                panic!(
+                    "marksync {:?} did not finish within {RUN_TIMEOUT:?}",
+                    self.args
+                );
+            }
+        };
+        Output {
+            status: out.status.code().expect("exited, not killed by a signal"),
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+impl Output {
+    /// Asserts the exit status, showing everything the run printed when it differs.
+    fn status(&self, code: i32) -> &Self {
+        assert_eq!(self.status, code, "unexpected exit status; {self:#?}");
+        self
+    }
+
+    fn stdout(&self, expected: &str) -> &Self {
+        assert_eq!(
+            self.stdout, expected,
+            "stdout differs; stderr was:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    fn stderr(&self, expected: &str) -> &Self {
+        assert_eq!(
+            self.stderr, expected,
+            "stderr differs; stdout was:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    fn stderr_contains(&self, part: &str) -> &Self {
+        assert!(
+            self.stderr.contains(part),
+            "stderr does not contain {part:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// The SPEC section 6 situation: teacher10 is new (set), student9 is no longer desired (clear),
+/// host's mark 500 was confirmed 61 h ago (renew: due 12 h before its 72 h run out).
+fn spec_example() -> Test {
+    let t = now();
+    let renew = t - 61 * 3600;
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .state(
+            SDKAPPID,
+            &format!(
+                r#"{{"{GROUP}":{{"host":{{"500":{renew},"1000":{t}}},"student9":{{"1001":{t}}}}}}}"#
+            ),
+        )
+}
+
+/// A state that matches [`DESIRED`] exactly, mark 500 freshly confirmed.
+fn in_sync() -> Test {
+    let t = now() - 3600;
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .state(
+            SDKAPPID,
+            &format!(
+                r#"{{"{GROUP}":{{"host":{{"500":{t},"1000":{t}}},"teacher10":{{"1000":{t}}}}}}}"#
+            ),
+        )
+}
+
+#[test]
+fn validate_accepts_the_example() {
+    Test::new()
+        .arg("-c")
+        .arg(examples().join("marksync.yaml").to_str().unwrap())
+        .arg("validate")
+        .run()
+        .status(0)
+        .stdout("OK: 2 groups with 13 members and 15 marks in 2 files.\n")
+        .stderr("");
+}
+
+#[test]
+fn validate_reports_every_error_in_every_file() {
+    Test::new()
+        .config(CONFIG)
+        .file(
+            "marks/a.yaml",
+            "groups:\n  \"@TGS#a\":\n    memebrs:\n      alice: [1000]\n    members:\n      bob: [999]\n",
+        )
+        .file("marks/b.yaml", "groups:\n  \"@TGS#b\":\n    members: [1, 2]\n")
+        .file("marks/ok.yaml", "groups:\n  \"@TGS#c\":\n    marks:\n      1000: [carol]\n")
+        .arg("validate")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr(
+            "marks/a.yaml:3:5: error: unknown key `memebrs`; expected `members` or `marks`
+ 3 |     memebrs:
+   |     ^
+marks/a.yaml:6:13: error: mark 999 is not allowed: a mark is an integer >= 1000, or the special 500 or 600
+ 6 |       bob: [999]
+   |             ^
+marks/b.yaml:3:14: error: `members` must be a mapping of account to its marks (such as `host: [500, 1000]`), found a list
+ 3 |     members: [1, 2]
+   |              ^
+",
+        );
+}
+
+#[test]
+fn validate_reports_config_errors() {
+    Test::new()
+        .config("sdkappid: \"1400000000\"\nidentifier: administrator\ndesired: marks/\nregoin: tokyo\n")
+        .arg("validate")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr(
+            "marksync.yaml:1:11: error: `sdkappid` must be a number, found the string \"1400000000\"; write it without quotes
+ 1 | sdkappid: \"1400000000\"
+   |           ^
+marksync.yaml:4:1: error: unknown key `regoin`; did you mean `region`?
+ 4 | regoin: tokyo
+   | ^
+",
+        );
+}
+
+#[test]
+fn plan_prints_set_clear_and_renew() {
+    spec_example()
+        .arg("plan")
+        .run()
+        .status(0)
+        .stderr("")
+        .stdout(
+            "group @TGS#a6I4ZUUGO
+  + teacher10   1000
+  - student9    1001
+  ~ host        500   renew (confirmed 61h ago)
+
+Plan: 1 to set, 1 to clear, 1 to renew in 1 group, 2 API calls.
+",
+        );
+}
+
+#[test]
+fn plan_json_is_the_documented_contract() {
+    spec_example()
+        .args(&["plan", "--json"])
+        .run()
+        .status(0)
+        .stderr("")
+        .stdout(concat!(
+            r#"{"format_version":1,"summary":{"set":1,"clear":1,"renew":1,"groups":1,"calls":2},"#,
+            r#""calls":[{"group":"@TGS#a6I4ZUUGO","command":"clear","members":[{"account":"student9","marks":[1001]}]},"#,
+            r#"{"group":"@TGS#a6I4ZUUGO","command":"set","members":[{"account":"host","marks":[500]},{"account":"teacher10","marks":[1000]}]}]}"#,
+            "\n"
+        ));
+}
+
+#[test]
+fn plan_without_changes_says_so() {
+    in_sync()
+        .arg("plan")
+        .run()
+        .status(0)
+        .stdout("No changes. Marks match the desired state.\n")
+        .stderr("");
+}
+
+#[test]
+fn detailed_exitcode_is_2_with_changes_and_0_without() {
+    spec_example()
+        .args(&["plan", "--detailed-exitcode"])
+        .run()
+        .status(2);
+    in_sync()
+        .args(&["plan", "--detailed-exitcode"])
+        .run()
+        .status(0)
+        .stdout("No changes. Marks match the desired state.\n");
+    spec_example()
+        .args(&["plan", "--json", "--detailed-exitcode"])
+        .run()
+        .status(2);
+}
+
+#[test]
+fn without_detailed_exitcode_changes_exit_0() {
+    spec_example().arg("plan").run().status(0);
+    in_sync().arg("plan").run().status(0);
+}
+
+#[test]
+fn piped_and_no_color_output_has_no_escapes_but_clicolor_force_does() {
+    let piped = spec_example().arg("plan").run();
+    assert!(!piped.stdout.contains('\x1b'), "{:?}", piped.stdout);
+    let no_color = spec_example().arg("plan").env("NO_COLOR", "1").run();
+    assert!(!no_color.stdout.contains('\x1b'), "{:?}", no_color.stdout);
+    assert_eq!(no_color.stdout, piped.stdout);
+    let forced = spec_example().arg("plan").env("CLICOLOR_FORCE", "1").run();
+    assert!(forced.stdout.contains('\x1b'), "{:?}", forced.stdout);
+    let json = spec_example()
+        .args(&["plan", "--json"])
+        .env("CLICOLOR_FORCE", "1")
+        .run();
+    assert!(
+        !json.stdout.contains('\x1b'),
+        "JSON is never coloured: {:?}",
+        json.stdout
+    );
+}
+
+#[test]
+fn missing_state_is_a_first_run_that_plans_everything() {
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .arg("plan")
+        .run()
+        .status(0)
+        .stderr("")
+        .stdout(
+            "group @TGS#a6I4ZUUGO
+  + host        500
+  + host        1000
+  + teacher10   1000
+
+Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
+",
+        );
+}
+
+#[test]
+fn corrupt_state_is_an_error_and_nothing_is_planned() {
+    let test = Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .file(
+            "state.json",
+            "{\"format_version\":1,\"sdkappid\":1400000000,\"groups\":{",
+        );
+    let out = test.arg("plan").run();
+    out.status(1)
+        .stdout("")
+        .stderr_contains("state file state.json is corrupt (")
+        .stderr_contains("it was not used");
+}
+
+#[test]
+fn state_of_another_application_is_refused() {
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .state(1_400_000_001, "{}")
+        .arg("plan")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr(
+            "state file state.json belongs to sdkappid 1400000001, but the config says 1400000000; \
+             refusing to mix two applications' state\n",
+        );
+}
+
+#[test]
+fn broken_desired_file_plans_nothing_not_clears() {
+    let t = now();
+    Test::new()
+        .config(CONFIG)
+        .file(
+            "marks/class.yaml",
+            "groups:\n  \"@TGS#a6I4ZUUGO\":\n    members: [\n",
+        )
+        .state(
+            SDKAPPID,
+            &format!(r#"{{"{GROUP}":{{"host":{{"1000":{t}}}}}}}"#),
+        )
+        .arg("plan")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr_contains("marks/class.yaml:3:14: error:");
+}
+
+#[test]
+fn missing_desired_directory_is_an_error() {
+    Test::new()
+        .config(CONFIG)
+        .arg("plan")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr("marks/: error: the desired path does not exist (a missing directory is an error, never \"no groups\")\n");
+}
+
+#[test]
+fn config_comes_from_marksync_config_and_paths_are_relative_to_it() {
+    let test = Test::new()
+        .file("conf/app.yaml", CONFIG)
+        .file("conf/marks/class.yaml", DESIRED)
+        .env("MARKSYNC_CONFIG", "conf/app.yaml")
+        .arg("plan");
+    test.run().status(0).stderr("").stdout(
+        "group @TGS#a6I4ZUUGO
+  + host        500
+  + host        1000
+  + teacher10   1000
+
+Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
+",
+    );
+    // -c wins over the environment.
+    Test::new()
+        .file("conf/app.yaml", CONFIG)
+        .file("conf/marks/class.yaml", DESIRED)
+        .env("MARKSYNC_CONFIG", "nowhere.yaml")
+        .args(&["-c", "conf/app.yaml", "validate"])
+        .run()
+        .status(0)
+        .stdout("OK: 1 group with 2 members and 3 marks in 1 file.\n");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    Test::new().arg("plan").run().status(1).stdout("").stderr(
+        "marksync.yaml: error: config file not found (pass -c FILE or set MARKSYNC_CONFIG)\n",
+    );
+    Test::new()
+        .args(&["-c", "elsewhere.yaml", "validate"])
+        .run()
+        .status(1)
+        .stderr(
+            "elsewhere.yaml: error: config file not found (pass -c FILE or set MARKSYNC_CONFIG)\n",
+        );
+}
+
+#[test]
+fn plan_warns_when_apply_would_refuse_a_mass_clear() {
+    // 12 managed marks in a group that is gone from the desired files: all would be cleared,
+    // more than min_clears (10) and more than 25% of what is managed.
+    let t = now();
+    let accounts: Vec<String> = (0..12)
+        .map(|i| format!(r#""student{i:02}":{{"1001":{t}}}"#))
+        .collect();
+    let test = Test::new()
+        .config(CONFIG)
+        .file(
+            "marks/other.yaml",
+            "groups:\n  \"@TGS#other\":\n    marks:\n      1000: [teacher]\n",
+        )
+        .state(
+            SDKAPPID,
+            &format!(r#"{{"@TGS#gone":{{{}}}}}"#, accounts.join(",")),
+        );
+    let out = test.arg("plan").run();
+    out.status(0).stderr(
+        "warning: apply would refuse this plan: refusing to clear 12 of 12 managed marks \
+         (more than 10 and more than 25%); if that is really what you want, run again with \
+         --allow-mass-clear\n",
+    );
+    assert!(
+        out.stdout
+            .ends_with("Plan: 1 to set, 12 to clear, 0 to renew in 2 groups, 2 API calls.\n"),
+        "{}",
+        out.stdout
+    );
+    let under = Test::new()
+        .config(CONFIG)
+        .file("marks/other.yaml", "groups: {}\n")
+        .state(
+            SDKAPPID,
+            &format!(r#"{{"@TGS#gone":{{{}}}}}"#, accounts[..10].join(",")),
+        )
+        .arg("plan")
+        .run();
+    under.status(0).stderr("");
+}
+
+#[test]
+fn state_missing_but_backup_present_is_an_error_not_a_first_run() {
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .file("state.json.bak", "{}")
+        .arg("plan")
+        .run()
+        .status(1)
+        .stdout("")
+        .stderr(
+            "state file state.json is missing but state.json.bak exists; restore it \
+             (cp state.json.bak state.json) rather than starting from nothing\n",
+        );
+}

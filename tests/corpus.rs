@@ -1,0 +1,355 @@
+//! The diagnostics corpus: every way a desired file or the config can be wrong, each with the exact
+//! text marksync prints for it.
+//!
+//! Layout: `tests/corpus/desired/<case>.yaml` and `tests/corpus/config/<case>.yaml` are inputs;
+//! `tests/corpus/fs/` has no inputs, because those cases need the file system (symlinks, FIFOs,
+//! permissions, non-UTF-8 bytes, generated files) and are built in a temporary directory by
+//! [`build`]. Next to each case is `<case>.expected`: what loading it reports, with paths printed
+//! relative to the corpus directory (or the temporary directory).
+//!
+//! One helper, [`check`], runs a case and compares. To accept new output after a deliberate
+//! change, run `MARKSYNC_BLESS=1 cargo test --test corpus` and review the diff in git.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use marksync::config::load as load_config;
+use marksync::desired::load as load_desired;
+
+macro_rules! cases {
+    ($($kind:ident: [$($name:ident),* $(,)?]),* $(,)?) => {
+        $(mod $kind {
+            $(#[test]
+            fn $name() {
+                super::check(concat!(stringify!($kind), "/", stringify!($name)));
+            })*
+        })*
+        /// Every case, so that a corpus file without a test (or a test without a file) is noticed.
+        const CASES: &[&str] = &[$($(concat!(stringify!($kind), "/", stringify!($name)),)*)*];
+    };
+}
+
+cases! {
+    desired: [
+        account_32_bytes_ok,
+        account_33_bytes,
+        account_empty,
+        account_is_list,
+        account_is_map_key_list,
+        account_listed_twice_under_mark,
+        account_non_ascii_warns,
+        bad_marks,
+        duplicate_account,
+        duplicate_group,
+        duplicate_mark,
+        duplicate_section,
+        eleven_marks,
+        empty,
+        good_members_and_marks,
+        group_id_integer,
+        group_is_list,
+        group_null_ok,
+        groups_is_list,
+        malformed,
+        mark_999,
+        mark_fraction,
+        mark_listed_twice,
+        mark_negative,
+        mark_string,
+        mark_too_large,
+        mark_zero,
+        marks_is_string,
+        marks_value_not_list,
+        members_is_list,
+        multiple_errors,
+        tab_indentation,
+        ten_marks_ok,
+        top_level_list,
+        unknown_key,
+        unknown_top_level_key,
+    ],
+    config: [
+        bad_duration,
+        bad_region,
+        config_is_list,
+        duplicate_key,
+        duration_number,
+        duration_zero,
+        empty,
+        endpoint_ftp,
+        good_full,
+        good_minimal,
+        guard_bad,
+        http_bad_listen,
+        malformed,
+        max_calls_500,
+        missing_sdkappid,
+        multiple_errors,
+        renew_margin_72h,
+        sdkappid_string,
+        sdkappid_zero,
+        unknown_key,
+    ],
+    fs: [
+        comment_only_file,
+        dangling_symlink,
+        directory_with_ignored_files,
+        empty_file,
+        fifo,
+        group_in_two_files,
+        large_file_split,
+        member_1000_ok,
+        member_1001,
+        missing_directory,
+        non_utf8,
+        single_file,
+        symlink_loop_dir,
+        symlink_loop_file,
+        unreadable_file,
+    ],
+}
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// Runs one case (`desired/<name>`, `config/<name>` or `fs/<name>`) and compares what it reports
+/// with `<case>.expected`.
+fn check(case: &str) {
+    let (kind, name) = case.split_once('/').expect("case is kind/name");
+    let dir = corpus().join(kind);
+    let actual = match kind {
+        "desired" => desired_report(&dir.join(format!("{name}.yaml")), &dir),
+        "config" => config_report(&dir.join(format!("{name}.yaml")), &dir),
+        "fs" => {
+            let tmp = tempfile::tempdir().expect("temporary directory");
+            let Some(target) = build(name, tmp.path()) else {
+                eprintln!("skipped: {case} cannot be set up here");
+                return;
+            };
+            let root = tmp.path().to_path_buf();
+            // Bounded: a FIFO named like a desired file must be refused, not read (which would
+            // block forever), so a hang is a failure, not a stuck test run.
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(desired_report(&target, &root));
+            });
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{case}: loading did not finish within 30 s"))
+        }
+        other => panic!("unknown case kind {other}"),
+    };
+    let expected_path = dir.join(format!("{name}.expected"));
+    if std::env::var_os("MARKSYNC_BLESS").is_some() {
+        std::fs::write(&expected_path, &actual).expect("write .expected");
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run MARKSYNC_BLESS=1 cargo test --test corpus to create it",
+            expected_path.display()
+        )
+    });
+    if actual != expected {
+        let diff = similar::TextDiff::from_lines(&expected, &actual);
+        panic!(
+            "{case}: output differs from {name}.expected (- expected, + actual):\n{}",
+            diff.unified_diff().context_radius(3)
+        );
+    }
+}
+
+/// What loading the desired path reports: every diagnostic, or the warnings and what was loaded.
+fn desired_report(path: &Path, root: &Path) -> String {
+    let out = match load_desired(path) {
+        Err(diags) => format!("{diags}\n"),
+        Ok(state) => {
+            let mut out = String::new();
+            for w in &state.warnings {
+                let _ = writeln!(out, "{w}");
+            }
+            let _ = writeln!(
+                out,
+                "ok: {} groups, {} marks",
+                state.groups.len(),
+                state.pair_count()
+            );
+            for (id, group) in &state.groups {
+                let _ = writeln!(out, "group {id}");
+                if group.members.len() > 20 {
+                    let _ = writeln!(out, "  ({} members)", group.members.len());
+                    continue;
+                }
+                for (account, marks) in &group.members {
+                    let marks: Vec<String> = marks.iter().map(|m| m.to_string()).collect();
+                    let _ = writeln!(out, "  {account}: {}", marks.join(" "));
+                }
+            }
+            out
+        }
+    };
+    relative(&out, root)
+}
+
+/// What loading the config reports: every diagnostic, or the config read (defaults filled in).
+fn config_report(path: &Path, root: &Path) -> String {
+    let out = match load_config(path) {
+        Err(diags) => format!("{diags}\n"),
+        Ok(c) => format!("ok: {c:#?}\n"),
+    };
+    relative(&out, root)
+}
+
+/// Paths printed relative to `root`, so expectations do not depend on where the checkout is.
+fn relative(text: &str, root: &Path) -> String {
+    let mut text = text.to_string();
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    for r in [canonical.as_path(), root] {
+        text = text.replace(&format!("{}/", r.display()), "");
+    }
+    text
+}
+
+/// Builds an `fs/` case under `root` and returns the desired path to load, or `None` when the
+/// case cannot be set up here (root ignores file permissions).
+fn build(name: &str, root: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::symlink;
+    let marks = root.join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let write = |rel: &str, content: &[u8]| {
+        let p = marks.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    };
+    let group = |id: &str, account: &str| {
+        format!("groups:\n  \"{id}\":\n    members:\n      {account}: [1000]\n").into_bytes()
+    };
+    match name {
+        "missing_directory" => std::fs::remove_dir(&marks).unwrap(),
+        "symlink_loop_dir" => {
+            write("a.yaml", &group("@TGS#a", "alice"));
+            std::fs::create_dir(marks.join("sub")).unwrap();
+            symlink("..", marks.join("sub/up")).unwrap();
+        }
+        "symlink_loop_file" => {
+            symlink("b.yaml", marks.join("a.yaml")).unwrap();
+            symlink("a.yaml", marks.join("b.yaml")).unwrap();
+        }
+        "dangling_symlink" => {
+            write("a.yaml", &group("@TGS#a", "alice"));
+            symlink("gone.yaml", marks.join("x.yaml")).unwrap();
+        }
+        "unreadable_file" => {
+            if running_as_root() {
+                return None; // root reads a mode-000 file anyway
+            }
+            use std::os::unix::fs::PermissionsExt;
+            write("x.yaml", &group("@TGS#a", "alice"));
+            let p = marks.join("x.yaml");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        "fifo" => {
+            write("a.yaml", &group("@TGS#a", "alice"));
+            let status = std::process::Command::new("mkfifo")
+                .arg(marks.join("x.yaml"))
+                .status()
+                .expect("run mkfifo");
+            assert!(status.success(), "mkfifo failed");
+        }
+        "group_in_two_files" => {
+            write("a.yaml", &group("@TGS#a", "alice"));
+            write(
+                "sub/b.yaml",
+                b"# the same group again, by mistake\ngroups:\n  \"@TGS#b\": {}\n  \"@TGS#a\":\n    marks:\n      1001: [bob]\n",
+            );
+        }
+        "non_utf8" => write(
+            "x.yaml",
+            b"groups:\n  \"@TGS#a\":\n    members:\n      caf\xe9: [1000]\n",
+        ),
+        "empty_file" => write("x.yaml", b""),
+        "comment_only_file" => write("x.yaml", b"# nothing here yet\n\n   # still nothing\n"),
+        "member_1000_ok" | "member_1001" => {
+            let n = if name == "member_1001" { 1001 } else { 1000 };
+            let mut text = String::from("groups:\n  \"@TGS#big\":\n    marks:\n      600: [mod]\n");
+            text.push_str("      1001:\n");
+            for i in 0..n {
+                let _ = writeln!(text, "        - student{i:04}");
+            }
+            write("big.yaml", text.as_bytes());
+        }
+        "large_file_split" => {
+            // Over 1 MiB, so the file is split at group boundaries and parsed in parallel: line
+            // numbers must still be those of the whole file, and a group repeated across chunks
+            // must still be found.
+            let mut text = String::from("groups:\n");
+            for g in 0..4500 {
+                let _ = writeln!(text, "  \"@TGS#g{g:04}\":\n    members:");
+                for m in 0..10 {
+                    let mark = if g == 4000 && m == 3 { 999 } else { 1000 + m };
+                    let _ = writeln!(text, "      user{m:02}: [{mark}]");
+                }
+            }
+            text.push_str("  \"@TGS#g0001\":\n    marks:\n      1000: [late]\n");
+            assert!(
+                text.len() > 1 << 20,
+                "the file must be large enough to be split"
+            );
+            write("big.yaml", text.as_bytes());
+        }
+        "directory_with_ignored_files" => {
+            write("a.yml", &group("@TGS#a", "alice"));
+            write("README.md", b"not yaml: [");
+            write(".hidden.yaml", b"not: [valid");
+            write(".git/config.yaml", b"not: [valid");
+            write("sub/deeper/b.yaml", &group("@TGS#b", "bob"));
+        }
+        "single_file" => {
+            write("only.yaml", &group("@TGS#a", "alice"));
+            write("other.yaml", b"not: [valid");
+            return Some(marks.join("only.yaml"));
+        }
+        other => panic!("no builder for fs case {other}"),
+    }
+    Some(marks)
+}
+
+/// Whether this process runs as root, from `/proc/self/status` (no libc needed).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn every_corpus_file_is_a_case() {
+    let mut on_disk = Vec::new();
+    for kind in ["desired", "config", "fs"] {
+        for entry in std::fs::read_dir(corpus().join(kind)).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy();
+            on_disk.push(format!("{kind}/{stem}"));
+        }
+    }
+    on_disk.sort();
+    on_disk.dedup();
+    let mut listed: Vec<String> = CASES.iter().map(|c| c.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "corpus files and cases! list differ");
+    for case in CASES {
+        let (kind, name) = case.split_once('/').unwrap();
+        if kind != "fs" {
+            assert!(
+                corpus().join(kind).join(format!("{name}.yaml")).exists(),
+                "{case}: no input file"
+            );
+        }
+    }
+}

@@ -247,7 +247,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             if s == "embedded" {
                 Some(Endpoint::Embedded)
             } else if s.starts_with("https://") || s.starts_with("http://") {
-                Some(Endpoint::Url(s.trim_end_matches('/').to_string()))
+                // The UserSig rides in the query string: plain http only to this machine.
+                match crate::tim::client::endpoint_url(
+                    crate::tim::client::Region::default(),
+                    Some(&s),
+                ) {
+                    Ok(url) => Some(Endpoint::Url(url)),
+                    Err(e) => {
+                        c.err(&v.referenced, format!("`endpoint`: {e}"));
+                        None
+                    }
+                }
             } else {
                 c.err(
                     &v.referenced,

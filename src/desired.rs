@@ -147,6 +147,14 @@ pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<Diagnostic>) {
         Ok(meta) if meta.is_dir() => {
             let mut ancestors = Vec::new();
             walk(root, &mut ancestors, &mut files, &mut diags);
+            if files.is_empty() && diags.is_empty() {
+                // Most likely a checkout or mount in progress, or the wrong path: never "clear
+                // everything". To desire no marks at all, commit a file with `groups: {}`.
+                diags.push(Diagnostic::file_error(
+                    root,
+                    "the desired directory holds no *.yaml or *.yml files; to desire no marks at all, add a file with `groups: {}`",
+                ));
+            }
         }
         Ok(_) => files.push(root.to_path_buf()),
     }

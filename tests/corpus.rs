@@ -79,6 +79,7 @@ cases! {
         duration_zero,
         empty,
         endpoint_ftp,
+        endpoint_http_remote,
         good_full,
         good_minimal,
         guard_bad,
@@ -103,6 +104,7 @@ cases! {
         member_1000_ok,
         member_1001,
         missing_directory,
+        empty_directory,
         non_utf8,
         single_file,
         symlink_loop_dir,
@@ -228,6 +230,7 @@ fn build(name: &str, root: &Path) -> Option<PathBuf> {
     };
     match name {
         "missing_directory" => std::fs::remove_dir(&marks).unwrap(),
+        "empty_directory" => std::fs::write(marks.join("README.md"), "not a desired file").unwrap(),
         "symlink_loop_dir" => {
             write("a.yaml", &group("@TGS#a", "alice"));
             std::fs::create_dir(marks.join("sub")).unwrap();

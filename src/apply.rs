@@ -11,6 +11,7 @@
 //! - A mark counts as set only when the response lists it for that member. A member missing from
 //!   the response was offline: pending, not an error. So is a set call refused with one of the
 //!   `offline_error_codes` (the service's undocumented "every account is offline" failure).
+//!   A reasserted mark found offline loses its confirmation (the service dropped it).
 //!
 //! Architecture invariant: only confirmed results enter the confirmed part of the state.
 
@@ -294,9 +295,7 @@ fn fold(
                         state.confirm(&call.group, account, marks.iter(), now);
                     }
                     for (account, marks) in pending {
-                        // Not applied: the member was offline. A renewal that did not go through
-                        // leaves the old confirmation (and its expiry) as it was.
-                        state.drop_intents(&call.group, account, marks.iter());
+                        not_applied(state, &call.group, account, marks);
                         t.pending += marks.len();
                     }
                 }
@@ -313,7 +312,7 @@ fn fold(
         {
             t.calls += 1;
             for (account, marks) in &call.members {
-                state.drop_intents(&call.group, account, marks.iter());
+                not_applied(state, &call.group, account, marks);
             }
             t.pending += marks_in(&call.members);
         }
@@ -338,6 +337,28 @@ fn fold(
             for (account, marks) in &call.members {
                 state.drop_intents(&call.group, account, marks.iter());
             }
+        }
+    }
+}
+
+/// Records marks a set call did not apply because their member was offline.
+///
+/// A mark that was never confirmed simply stays pending: its intent is dropped. A mark the state
+/// holds as confirmed (a reassert) is different: an offline member has lost it (the service
+/// drops an offline member's marks), so keeping it confirmed would hide it from every later
+/// plain apply. It loses its confirmation and keeps its intent ("may be there"): the next plan
+/// sets it again if it is still desired and clears it if not. A mark 500 renewal that did not go
+/// through keeps its old confirmation (the planner renews it when due), as mark 500 survives a
+/// disconnection.
+fn not_applied(state: &mut State, group: &GroupId, account: &Account, marks: &MarkSet) {
+    for m in marks.iter() {
+        let confirmed = state
+            .confirmed(group, account)
+            .is_some_and(|c| c.get(m).is_some());
+        if confirmed && !m.expires() {
+            state.forget(group, account, [m]);
+        } else {
+            state.drop_intents(group, account, [m]);
         }
     }
 }

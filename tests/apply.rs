@@ -1,0 +1,1050 @@
+//! `apply` against the emulator: through the library (`cmd::apply_with`, or `apply::execute` with
+//! a hand-built client where a test needs short timeouts), and as the real binary where a test
+//! needs a process boundary (kill -9, two processes, stdout). Every wait is bounded.
+//!
+//! The one property most tests end with is [`Env::assert_converged`]: the emulator's live marks
+//! equal the desired ones exactly (nothing missing, nothing stray), the state's confirmed marks
+//! equal them too, and no intent is left over.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marksync::apply::{self, Applied, Outcome};
+use marksync::clock::SystemClock;
+use marksync::cmd::{self, ApplyOptions};
+use marksync::config::{self, Config};
+use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
+use marksync::error::{Error, exit};
+use marksync::plan::{ChangeKind, Plan};
+use marksync::state::{self, State};
+use marksync::tim::client::{Client, ClientConfig};
+use marksync::tim::usersig::SecretKey;
+use serde_json::Value;
+
+const APP: u64 = 1_400_000_000;
+const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+const ADMIN: &str = "administrator";
+const BIN: &str = env!("CARGO_BIN_EXE_marksync");
+
+/// group -> account -> marks (ascending). Accounts without marks are absent.
+type Marks = BTreeMap<String, BTreeMap<String, Vec<u32>>>;
+
+/// Fails the test instead of hanging it.
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(60), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// Desired marks from `(group, account, marks)` rows.
+fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
+    let mut out = Marks::new();
+    for (g, a, m) in rows {
+        let mut m = m.to_vec();
+        m.sort_unstable();
+        out.entry((*g).into()).or_default().insert((*a).into(), m);
+    }
+    out
+}
+
+/// The exit code an apply ended with, error or not.
+fn code(r: Result<u8, Error>) -> u8 {
+    r.unwrap_or_else(|e| e.exit_code())
+}
+
+/// `sum over groups of ceil(members to clear / 500) + ceil(members to set / 500)`, from the
+/// plan's per-mark changes (not from its calls, which is what it checks).
+fn lower_bound(plan: &Plan) -> usize {
+    plan.changes
+        .values()
+        .map(|changes| {
+            let mut clear = std::collections::BTreeSet::new();
+            let mut set = std::collections::BTreeSet::new();
+            for c in changes {
+                match c.kind {
+                    ChangeKind::Clear => clear.insert(&c.account),
+                    _ => set.insert(&c.account),
+                };
+            }
+            clear.len().div_ceil(500) + set.len().div_ceil(500)
+        })
+        .sum()
+}
+
+/// A temp directory with a config, a secret key, desired files and a state, and an emulator.
+struct Env {
+    /// Holds the config, key, desired files and state; removed on drop.
+    _dir: tempfile::TempDir,
+    emu: Emulator,
+    config: Config,
+}
+
+impl Env {
+    async fn start() -> Env {
+        Env::start_with(EmulatorConfig::new(APP, KEY, ADMIN)).await
+    }
+
+    async fn start_with(cfg: EmulatorConfig) -> Env {
+        let emu = within("emulator start", Emulator::start(cfg))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &emu.base_url());
+        Env {
+            _dir: dir,
+            emu,
+            config,
+        }
+    }
+
+    fn state_path(&self) -> &Path {
+        &self.config.state
+    }
+
+    /// Replaces the desired files with `want`.
+    fn desire(&self, want: &Marks) {
+        write_desired(&self.config.desired, want);
+    }
+
+    /// Creates the groups (if needed) and brings the accounts online in them.
+    async fn online(&self, group: &str, accounts: &[&str]) {
+        let _ = self.emu.create_group(group, GroupType::AVChatRoom);
+        within("set online", self.emu.set_online(group, accounts))
+            .await
+            .unwrap();
+    }
+
+    async fn online_all(&self, want: &Marks) {
+        for (g, members) in want {
+            let accounts: Vec<&str> = members.keys().map(String::as_str).collect();
+            self.online(g, &accounts).await;
+        }
+    }
+
+    async fn apply(&self, opts: ApplyOptions) -> u8 {
+        code(
+            within(
+                "apply",
+                cmd::apply_with(&self.config, &opts, Arc::new(SystemClock)),
+            )
+            .await,
+        )
+    }
+
+    async fn apply_default(&self) -> u8 {
+        self.apply(ApplyOptions::default()).await
+    }
+
+    fn plan(&self, reassert: bool) -> Plan {
+        cmd::compute_plan(&self.config, reassert, cmd::wall_clock_now())
+            .unwrap()
+            .2
+    }
+
+    fn state(&self) -> State {
+        state::load(self.state_path(), APP).expect("state loads")
+    }
+
+    /// The state's confirmed marks.
+    fn confirmed(&self) -> Marks {
+        self.state()
+            .groups
+            .iter()
+            .map(|(g, accounts)| {
+                let accounts = accounts
+                    .iter()
+                    .map(|(a, c)| (a.as_str().into(), c.iter().map(|(m, _)| m.get()).collect()))
+                    .collect();
+                (g.as_str().into(), accounts)
+            })
+            .collect()
+    }
+
+    /// The emulator's live marks in every group (groups without marks left out).
+    fn live(&self) -> Marks {
+        self.emu
+            .groups()
+            .into_iter()
+            .filter(|(_, view)| !view.dissolved)
+            .map(|(g, view)| {
+                let accounts: BTreeMap<String, Vec<u32>> = view
+                    .members
+                    .into_iter()
+                    .filter(|(_, m)| !m.marks.is_empty())
+                    .map(|(a, m)| (a, m.marks))
+                    .collect();
+                (g, accounts)
+            })
+            .filter(|(_, a)| !a.is_empty())
+            .collect()
+    }
+
+    /// Live marks and confirmed marks both equal `want`; no intent is left.
+    fn assert_converged(&self, want: &Marks) {
+        assert_eq!(&self.live(), want, "emulator marks differ from desired");
+        assert_eq!(&self.confirmed(), want, "state differs from desired");
+        let st = self.state();
+        assert!(st.intents.is_empty(), "intents left: {:?}", st.intents);
+    }
+
+    /// A client with short timeouts and fast backoff, for fault tests.
+    fn fast_client(&self, max_attempts: u32) -> Client {
+        let mut cc = ClientConfig::new(
+            self.emu.base_url(),
+            APP,
+            ADMIN,
+            SecretKey::new(KEY).unwrap(),
+        );
+        cc.request_timeout = Duration::from_millis(300);
+        cc.connect_timeout = Duration::from_secs(1);
+        cc.max_attempts = max_attempts;
+        cc.backoff_min = Duration::from_millis(5);
+        cc.backoff_max = Duration::from_millis(50);
+        cc.slowdown_for = Duration::from_millis(300);
+        Client::new(cc, Arc::new(SystemClock)).unwrap()
+    }
+
+    /// One apply through `apply::execute` (lock, plan, execute), collecting outcomes.
+    async fn execute(&self, client: &Client, reassert: bool) -> (Applied, Vec<Outcome>) {
+        let _lock = state::lock(self.state_path()).unwrap();
+        let (_, mut st, plan) =
+            cmd::compute_plan(&self.config, reassert, cmd::wall_clock_now()).unwrap();
+        let settings = apply::Settings {
+            offline_error_codes: self.config.offline_error_codes.clone(),
+        };
+        let mut outcomes = Vec::new();
+        let applied = within(
+            "execute",
+            apply::execute(
+                Arc::new(plan),
+                &mut st,
+                self.state_path(),
+                client,
+                &SystemClock,
+                &settings,
+                |r| outcomes.push(clone_outcome(r.outcome)),
+            ),
+        )
+        .await
+        .unwrap();
+        (applied, outcomes)
+    }
+}
+
+/// Enough of an outcome to assert on (Outcome is not Clone).
+fn clone_outcome(o: &Outcome) -> Outcome {
+    match o {
+        Outcome::Done { confirmed, pending } => Outcome::Done {
+            confirmed: confirmed.clone(),
+            pending: pending.clone(),
+        },
+        Outcome::GroupGone(e) => Outcome::GroupGone(e.clone()),
+        Outcome::Failed(e) => Outcome::Failed(e.clone()),
+        Outcome::Skipped { group_gone } => Outcome::Skipped {
+            group_gone: *group_gone,
+        },
+    }
+}
+
+fn write_config(dir: &Path, endpoint: &str) -> Config {
+    std::fs::write(dir.join("secret.key"), format!("{KEY}\n")).unwrap();
+    std::fs::create_dir_all(dir.join("marks")).unwrap();
+    let text = format!(
+        "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: secret.key\nendpoint: {endpoint}\n\
+         desired: marks/\nstate: state/marksync.json\n"
+    );
+    let path = dir.join("marksync.yaml");
+    std::fs::write(&path, &text).unwrap();
+    config::parse(&path, &text).expect("test config parses")
+}
+
+fn write_desired(dir: &Path, want: &Marks) {
+    let mut y = String::from("groups:\n");
+    for (g, members) in want {
+        y.push_str(&format!("  \"{g}\":\n    members:\n"));
+        for (a, m) in members {
+            let list: Vec<String> = m.iter().map(u32::to_string).collect();
+            y.push_str(&format!("      \"{a}\": [{}]\n", list.join(", ")));
+        }
+    }
+    if want.is_empty() {
+        y = "groups: {}\n".into();
+    }
+    std::fs::write(dir.join("groups.yaml"), y).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence and minimal calls
+
+#[tokio::test]
+async fn first_apply_converges_and_records_what_the_service_confirmed() {
+    let env = Env::start().await;
+    let want = marks(&[
+        ("@TGS#a", "host", &[500, 1000]),
+        ("@TGS#a", "teacher", &[1000, 1001]),
+        ("@TGS#b", "viewer", &[600]),
+    ]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+    assert_eq!(env.emu.call_count(), 2, "one set call per group");
+}
+
+#[tokio::test]
+async fn second_apply_sends_no_calls() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u2", &[1001])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+    let calls = env.emu.call_count();
+    let serial = env.state().serial;
+    assert!(env.plan(false).is_empty());
+    assert_eq!(env.apply_default().await, exit::OK);
+    assert_eq!(
+        env.emu.call_count(),
+        calls,
+        "a converged apply sends nothing"
+    );
+    assert_eq!(env.state().serial, serial, "and does not rewrite the state");
+    env.assert_converged(&want);
+}
+
+#[tokio::test]
+async fn an_edit_sends_exactly_the_lower_bound_of_calls_and_converges() {
+    let env = Env::start().await;
+    // Group a: 700 members with 1000 (two set calls). Group b: 3 members.
+    let names: Vec<String> = (0..700).map(|i| format!("m{i:03}")).collect();
+    let mut before = Marks::new();
+    for n in &names {
+        before
+            .entry("@TGS#a".into())
+            .or_default()
+            .insert(n.clone(), vec![1000]);
+    }
+    before.extend(marks(&[
+        ("@TGS#b", "x", &[1000, 1001]),
+        ("@TGS#b", "y", &[1001]),
+        ("@TGS#b", "z", &[1002]),
+    ]));
+    env.online_all(&before).await;
+    env.online("@TGS#b", &["w"]).await;
+    env.desire(&before);
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&before);
+
+    // The edit: in a, 100 members lose 1000 and 600 members gain 1001 (clears: 100 members,
+    // sets: 600 members -> 1 + 2 calls); in b, x loses 1001, w joins, y switches 1001 -> 1003.
+    let mut after = before.clone();
+    let a = after.get_mut("@TGS#a").unwrap();
+    for (i, n) in names.iter().enumerate() {
+        if i < 100 {
+            a.remove(n);
+        } else {
+            a.insert(n.clone(), vec![1000, 1001]);
+        }
+    }
+    after.get_mut("@TGS#b").unwrap().extend([
+        ("x".to_string(), vec![1000]),
+        ("w".to_string(), vec![1002]),
+        ("y".to_string(), vec![1003]),
+    ]);
+    env.desire(&after);
+    let plan = env.plan(false);
+    let bound = lower_bound(&plan);
+    assert_eq!(bound, 3 + 2);
+    assert_eq!(plan.calls.len(), bound);
+    let calls = env.emu.call_count();
+    assert_eq!(env.apply_default().await, exit::OK);
+    assert_eq!(env.emu.call_count() - calls, bound as u64);
+    env.assert_converged(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence: offline members, marks dropped by the service
+
+#[tokio::test]
+async fn offline_members_stay_pending_and_are_set_once_online() {
+    let env = Env::start().await;
+    let want = marks(&[
+        ("@TGS#a", "on", &[1000]),
+        ("@TGS#a", "off", &[1000, 1001]),
+        // Every member of b is offline: the call itself fails (all-offline code 10004).
+        ("@TGS#b", "off2", &[1000]),
+    ]);
+    env.online_all(&want).await;
+    env.emu.set_offline("@TGS#a", &["off"]).await.unwrap();
+    env.emu.set_offline("@TGS#b", &["off2"]).await.unwrap();
+    env.desire(&want);
+
+    assert_eq!(
+        env.apply_default().await,
+        exit::OK,
+        "pending is not an error"
+    );
+    let only_on = marks(&[("@TGS#a", "on", &[1000])]);
+    assert_eq!(env.live(), only_on);
+    assert_eq!(env.confirmed(), only_on, "pending marks are not confirmed");
+    assert!(env.state().intents.is_empty(), "nor left as intents");
+    assert_eq!(env.plan(false).summary.set, 3, "still planned");
+
+    env.emu.set_online("@TGS#a", &["off"]).await.unwrap();
+    env.emu.set_online("@TGS#b", &["off2"]).await.unwrap();
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+}
+
+#[tokio::test]
+async fn marks_dropped_by_going_offline_come_back_with_reassert() {
+    let env = Env::start().await;
+    let want = marks(&[
+        ("@TGS#a", "u1", &[1000, 1001]),
+        ("@TGS#a", "u2", &[1000]),
+        ("@TGS#a", "host", &[500]),
+    ]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+
+    // u1 drops and comes back: the service cleared its marks, marksync cannot know.
+    env.emu.set_offline("@TGS#a", &["u1"]).await.unwrap();
+    env.emu.set_online("@TGS#a", &["u1"]).await.unwrap();
+    // The host keeps 500 through a disconnection (that is what 500 is for).
+    env.emu.set_offline("@TGS#a", &["host"]).await.unwrap();
+    assert!(!env.live()["@TGS#a"].contains_key("u1"));
+    assert!(env.plan(false).is_empty(), "a plain plan cannot see it");
+
+    let calls = env.emu.call_count();
+    let opts = ApplyOptions {
+        reassert: true,
+        ..ApplyOptions::default()
+    };
+    assert_eq!(env.apply(opts.clone()).await, exit::OK);
+    assert_eq!(env.emu.call_count() - calls, 1, "one call re-sends all");
+    env.assert_converged(&want);
+
+    // u2 is offline *during* a reassert: the response shows its mark is not there, so the
+    // state must stop claiming it, and a plain apply puts it back once u2 is online again.
+    env.emu.set_offline("@TGS#a", &["u2"]).await.unwrap();
+    assert_eq!(env.apply(opts).await, exit::OK);
+    assert!(
+        !env.confirmed()["@TGS#a"].contains_key("u2"),
+        "a mark the service just refused is not recorded as confirmed"
+    );
+    assert!(
+        env.state().intents.keys().any(|g| g.as_str() == "@TGS#a"),
+        "but kept as an intent, so it is cleared should it stop being desired"
+    );
+    env.emu.set_online("@TGS#a", &["u2"]).await.unwrap();
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The service's limits
+
+#[tokio::test]
+async fn ten_marks_of_a_thousand_members_converge_and_clears_free_capacity_first() {
+    let env = Env::start().await;
+    let all: Vec<u32> = (1000..1010).collect();
+    let names: Vec<String> = (0..1500).map(|i| format!("s{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    env.online("@TGS#big", &refs).await;
+    // 1000 members x 10 marks: every mark at its 1000-member limit, the group at 10 marks.
+    let mut want = Marks::new();
+    let g = want.entry("@TGS#big".into()).or_default();
+    for n in &names[..1000] {
+        g.insert(n.clone(), all.clone());
+    }
+    env.desire(&want);
+    let opts = ApplyOptions {
+        json: true, // one line per call instead of 10,000 plan lines
+        ..ApplyOptions::default()
+    };
+    assert_eq!(env.plan(false).calls.len(), 2, ">500 members: split");
+    assert_eq!(env.apply(opts.clone()).await, exit::OK);
+    env.assert_converged(&want);
+
+    // Move 1009 from the first 400 members to 400 new ones, and replace 1008 by 1010 for
+    // everyone. Only clears-before-sets fits: 1400 members on 1009 or 11 marks would be refused.
+    let g = want.get_mut("@TGS#big").unwrap();
+    for (i, n) in names.iter().enumerate() {
+        let mut m: Vec<u32> = (1000..1008).collect();
+        m.push(1010);
+        if i < 400 {
+            g.insert(n.clone(), m);
+        } else if i < 1000 {
+            m.push(1009);
+            m.sort_unstable();
+            g.insert(n.clone(), m);
+        } else if i < 1400 {
+            g.insert(n.clone(), vec![1009]);
+        }
+    }
+    env.desire(&want);
+    let plan = env.plan(false);
+    assert_eq!(plan.calls.len(), lower_bound(&plan));
+    let opts = ApplyOptions {
+        allow_mass_clear: false,
+        ..opts
+    };
+    assert_eq!(env.apply(opts).await, exit::OK);
+    env.assert_converged(&want);
+}
+
+#[tokio::test]
+async fn desired_files_over_the_service_limits_are_refused_before_any_call() {
+    let env = Env::start().await;
+    let eleven: Vec<u32> = (1000..1011).collect();
+    let mut want = Marks::new();
+    want.entry("@TGS#a".into())
+        .or_default()
+        .insert("u".into(), eleven);
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::ERROR);
+
+    let mut want = Marks::new();
+    let g = want.entry("@TGS#a".into()).or_default();
+    for i in 0..1001 {
+        g.insert(format!("u{i}"), vec![1000]);
+    }
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::ERROR);
+    assert_eq!(env.emu.call_count(), 0);
+    assert!(!env.state_path().exists(), "no state written");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+/// 20 groups x 30 members; every member gets 1000, even ones 1001. Then an edit clears 1001 and
+/// sets 1002 on odd ones. Both converge under `fault` at rate 0.2 within a bounded number of
+/// applies, with no stray mark left.
+async fn converges_under(kind: FaultKind, after: bool) {
+    let env = Env::start().await;
+    let mut a = Marks::new();
+    let mut b = Marks::new();
+    for g in 0..20 {
+        let group = format!("@TGS#f{g:02}");
+        for u in 0..30 {
+            let acc = format!("u{u:02}");
+            let ma = if u % 2 == 0 {
+                vec![1000, 1001]
+            } else {
+                vec![1000]
+            };
+            let mb = if u % 2 == 0 {
+                vec![1000]
+            } else {
+                vec![1000, 1002]
+            };
+            a.entry(group.clone()).or_default().insert(acc.clone(), ma);
+            b.entry(group.clone()).or_default().insert(acc, mb);
+        }
+    }
+    env.online_all(&a).await;
+    env.emu
+        .inject_fault(Fault {
+            rate: 0.2,
+            after,
+            ..Fault::always(kind.clone())
+        })
+        .unwrap();
+    // Three attempts per call, so that some calls do fail after retries and need another apply.
+    let client = env.fast_client(3);
+    for want in [&a, &b] {
+        env.desire(want);
+        let mut applies = 0;
+        while !env.plan(false).is_empty() {
+            applies += 1;
+            assert!(applies <= 6, "{kind:?}: not converged after 6 applies");
+            let (applied, _) = env.execute(&client, false).await;
+            assert!(applied.fatal.is_none(), "{kind:?}: {:?}", applied.fatal);
+        }
+    }
+    env.emu.clear_faults();
+    // A call the client gave up on may still land late; let it, then look.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    env.assert_converged(&b);
+    assert!(
+        client.stats().retries > 0,
+        "{kind:?}: the fault fired and was retried"
+    );
+}
+
+#[tokio::test]
+async fn converges_under_system_errors_10002() {
+    converges_under(FaultKind::ErrorCode { code: 10002 }, false).await;
+}
+
+#[tokio::test]
+async fn converges_under_rate_limit_answers_60018() {
+    converges_under(FaultKind::ErrorCode { code: 60018 }, false).await;
+}
+
+#[tokio::test]
+async fn converges_under_http_502() {
+    converges_under(FaultKind::HttpStatus { status: 502 }, false).await;
+}
+
+#[tokio::test]
+async fn converges_under_http_502_after_the_call_was_applied() {
+    converges_under(FaultKind::HttpStatus { status: 502 }, true).await;
+}
+
+#[tokio::test]
+async fn converges_under_timeouts() {
+    // 1 s of latency against a 300 ms request timeout.
+    converges_under(FaultKind::Latency { ms: 1000 }, false).await;
+}
+
+#[tokio::test]
+async fn converges_under_dropped_connections_after_the_call_was_applied() {
+    converges_under(FaultKind::DropConnection, true).await;
+}
+
+#[tokio::test]
+async fn fatal_70009_stops_with_exit_1_and_changes_nothing() {
+    let env = Env::start().await;
+    let before = marks(&[
+        ("@TGS#a", "u1", &[1000]),
+        ("@TGS#a", "u2", &[1000, 1001]),
+        ("@TGS#b", "u3", &[1002]),
+    ]);
+    env.online_all(&before).await;
+    env.online("@TGS#b", &["u4"]).await;
+    env.desire(&before);
+    assert_eq!(env.apply_default().await, exit::OK);
+    let state_before = env.state();
+
+    let after = marks(&[("@TGS#a", "u2", &[1001]), ("@TGS#b", "u4", &[1003])]);
+    env.desire(&after);
+    env.emu
+        .inject_fault(Fault::always(FaultKind::ErrorCode { code: 70009 }))
+        .unwrap();
+    let calls = env.emu.call_count();
+    assert_eq!(env.apply_default().await, exit::ERROR);
+    assert!(env.emu.call_count() > calls, "it did try");
+    assert_eq!(env.live(), before, "nothing cleared, nothing set");
+    let state_after = env.state();
+    assert_eq!(state_after.groups, state_before.groups, "no state change");
+    assert!(state_after.intents.is_empty(), "no intent left behind");
+
+    env.emu.clear_faults();
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&after);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups that disappear
+
+#[tokio::test]
+async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
+    let env = Env::start().await;
+    let before = marks(&[
+        ("@TGS#gone", "u1", &[1000]),
+        ("@TGS#gone", "u2", &[1001]),
+        ("@TGS#stay", "u1", &[1000]),
+    ]);
+    env.online_all(&before).await;
+    env.online("@TGS#stay", &["u2"]).await;
+    env.desire(&before);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    env.emu.dissolve_group("@TGS#gone").unwrap();
+    // gone: a clear then a set call; stay: a set call.
+    let after = marks(&[
+        ("@TGS#gone", "u1", &[1002]),
+        ("@TGS#gone", "u2", &[1001]),
+        ("@TGS#stay", "u1", &[1000]),
+        ("@TGS#stay", "u2", &[1003]),
+    ]);
+    env.desire(&after);
+    let client = env.fast_client(3);
+    let (applied, outcomes) = env.execute(&client, false).await;
+    assert!(applied.fatal.is_none() && !applied.partially_failed());
+    assert_eq!(applied.totals.groups_gone, 1);
+    assert!(matches!(outcomes[..], [_, _, _]), "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::GroupGone(_)))
+            .count(),
+        1
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Skipped { group_gone: true })),
+        "the group's second call is not sent"
+    );
+    let st = env.state();
+    assert!(st.groups.keys().all(|g| g.as_str() != "@TGS#gone"));
+    assert!(st.intents.is_empty());
+    assert_eq!(env.live()["@TGS#stay"], after["@TGS#stay"]);
+
+    // Once the group leaves the desired files too, there is nothing left to do.
+    let mut rest = after.clone();
+    rest.remove("@TGS#gone");
+    env.desire(&rest);
+    assert!(env.plan(false).is_empty());
+    env.assert_converged(&rest);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locking, the guard, crash safety
+
+#[tokio::test]
+async fn a_locked_state_exits_5_and_is_left_intact() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "u1", &[1000])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+    let bytes = std::fs::read(env.state_path()).unwrap();
+
+    env.desire(&marks(&[("@TGS#a", "u1", &[1001])]));
+    let held = state::lock(env.state_path()).unwrap();
+    let calls = env.emu.call_count();
+    match within(
+        "apply",
+        cmd::apply_with(&env.config, &ApplyOptions::default(), Arc::new(SystemClock)),
+    )
+    .await
+    {
+        Err(e) => {
+            assert_eq!(e.exit_code(), exit::LOCKED);
+            assert!(
+                e.to_string().contains(&std::process::id().to_string()),
+                "{e}"
+            );
+        }
+        Ok(c) => panic!("expected the lock to be refused, got exit {c}"),
+    }
+    drop(held);
+    assert_eq!(env.emu.call_count(), calls);
+    assert_eq!(std::fs::read(env.state_path()).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn the_mass_clear_guard_refuses_with_exit_3_and_sends_nothing() {
+    let env = Env::start().await;
+    let mut all = Marks::new();
+    for i in 0..20 {
+        all.entry("@TGS#a".into())
+            .or_default()
+            .insert(format!("u{i:02}"), vec![1000]);
+    }
+    env.online_all(&all).await;
+    env.desire(&all);
+    assert_eq!(env.apply_default().await, exit::OK);
+    let serial = env.state().serial;
+
+    // Keep 5 of 20: 15 clears, more than 25% and more than 10.
+    let mut few = all.clone();
+    few.get_mut("@TGS#a")
+        .unwrap()
+        .retain(|a, _| a.as_str() < "u05");
+    env.desire(&few);
+    let calls = env.emu.call_count();
+    assert_eq!(env.apply_default().await, exit::MASS_CLEAR);
+    assert_eq!(env.emu.call_count(), calls, "nothing sent");
+    assert_eq!(env.state().serial, serial, "nothing written");
+    assert_eq!(env.live(), all);
+
+    let opts = ApplyOptions {
+        allow_mass_clear: true,
+        ..ApplyOptions::default()
+    };
+    assert_eq!(env.apply(opts).await, exit::OK);
+    env.assert_converged(&few);
+}
+
+#[tokio::test]
+async fn intents_left_by_a_crash_are_cleared_and_foreign_marks_are_not() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "u1", &[1000])]);
+    env.online("@TGS#a", &["u1", "u2", "u3"]).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    // The crash: an apply recorded intents (u2: 1001, u1: 1002), sent the call, and died before
+    // folding the answer. Meanwhile the desired files dropped those marks. u3's 1003 was set by
+    // someone else: marksync never set it and must never touch it.
+    let client = env.fast_client(1);
+    for (acc, mark) in [("u2", 1001), ("u1", 1002), ("u3", 1003)] {
+        let req = marksync::tim::wire::ModifyUserInfoRequest {
+            group_id: "@TGS#a".into(),
+            command_type: marksync::tim::wire::CommandType::Set,
+            member_list: vec![marksync::tim::wire::MemberMarks {
+                account: acc.into(),
+                marks: vec![mark],
+            }],
+        };
+        client.modify_user_info(&req).await.unwrap();
+    }
+    let mut st = env.state();
+    let g = marksync::model::GroupId::new("@TGS#a").unwrap();
+    let mark = |n| marksync::model::Mark::new(n).unwrap();
+    let acc = |s| marksync::model::Account::new(s).unwrap();
+    st.intend(&g, &acc("u2"), [mark(1001)]);
+    st.intend(&g, &acc("u1"), [mark(1002)]);
+    state::save(env.state_path(), &mut st).unwrap();
+
+    let plan = env.plan(false);
+    assert_eq!(plan.summary.clear, 2);
+    assert_eq!(env.apply_default().await, exit::OK);
+    assert_eq!(
+        env.live(),
+        marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u3", &[1003])])
+    );
+    assert_eq!(env.confirmed(), want);
+    assert!(env.state().intents.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary
+
+fn marksync(config: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("MARKSYNC_CONFIG")
+        .env_remove("MARKSYNC_SECRET_KEY")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(mut c: tokio::process::Command) -> std::process::Output {
+    within("marksync process", c.output()).await.unwrap()
+}
+
+/// `n` groups with one member each (one call per group), every odd one dropped by `even_only`.
+fn many_groups(n: usize, even_only: bool) -> Marks {
+    (0..n)
+        .filter(|i| !even_only || i % 2 == 0)
+        .map(|i| {
+            let mut m = BTreeMap::new();
+            m.insert("u".to_string(), vec![1000, 1001]);
+            (format!("@TGS#k{i:04}"), m)
+        })
+        .collect()
+}
+
+/// Polls `check` every 20 ms until it holds (bounded).
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let config = write_config(dir.path(), &base);
+    let cfg_path = config.path.clone();
+    // kill_on_drop: a failing test leaves no process behind.
+    let _emulator = marksync(
+        &cfg_path,
+        &[
+            "emulator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--demo",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move {
+            match http.get(url).send().await {
+                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                _ => None,
+            }
+        }
+    };
+    wait_until("the emulator", async || {
+        get("/emulator/stats").await.is_some()
+    })
+    .await;
+    let fault = serde_json::json!({"kind": "latency", "ms": 200});
+    let r = http
+        .post(format!("{base}/emulator/faults"))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    write_desired(&config.desired, &many_groups(600, false));
+    let mut apply = marksync(&cfg_path, &["-q", "apply"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("150 calls", async || {
+        get("/emulator/stats")
+            .await
+            .is_some_and(|s| s["calls_total"].as_u64().unwrap_or(0) >= 150)
+    })
+    .await;
+    apply.start_kill().unwrap(); // SIGKILL
+    let status = within("killed apply", apply.wait()).await.unwrap();
+    assert!(!status.success(), "it was killed mid-way: {status:?}");
+
+    let st = state::load(&config.state, APP).expect("the state survives kill -9");
+    assert!(
+        !st.intents.is_empty(),
+        "killed before the end, so some intents are unresolved"
+    );
+    // Calls in flight at the kill may still land; let them before looking.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = http
+        .delete(format!("{base}/emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // Half the groups are no longer desired: what the killed run set there must go.
+    let want = many_groups(600, true);
+    write_desired(&config.desired, &want);
+    let out = run(marksync(&cfg_path, &["-q", "apply", "--allow-mass-clear"])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let groups = get("/emulator/groups").await.expect("groups");
+    let mut live = Marks::new();
+    for (g, view) in groups.as_object().unwrap() {
+        for (a, m) in view["members"].as_object().unwrap() {
+            let marks: Vec<u32> = serde_json::from_value(m["marks"].clone()).unwrap();
+            if !marks.is_empty() {
+                live.entry(g.clone()).or_default().insert(a.clone(), marks);
+            }
+        }
+    }
+    assert_eq!(live, want, "exactly the desired marks, no stray ones");
+    let st = state::load(&config.state, APP).unwrap();
+    assert!(st.intents.is_empty());
+    assert_eq!(st.managed_count(), 600);
+    let out = run(marksync(&cfg_path, &["plan", "--detailed-exitcode"])).await;
+    assert_eq!(out.status.code(), Some(0), "nothing left to do");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_concurrent_apply_process_exits_5_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "embedded");
+    let want = many_groups(500, false);
+    write_desired(&config.desired, &want);
+    let first = marksync(&config.path, &["-q", "apply"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id().unwrap();
+    let lock = state::lock_path(&config.state);
+    wait_until("the first apply's lock", async || {
+        std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == pid.to_string())
+    })
+    .await;
+    let second = run(marksync(&config.path, &["apply"])).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
+
+    let out = within("first apply", first.wait_with_output())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = state::load(&config.state, APP).expect("intact and parseable");
+    assert!(st.intents.is_empty());
+    assert_eq!(st.managed_count(), 1000);
+}
+
+#[tokio::test]
+async fn apply_json_prints_the_plan_then_one_line_per_call_then_the_summary() {
+    let env = Env::start().await;
+    let want = marks(&[
+        ("@TGS#a", "on", &[1000]),
+        ("@TGS#a", "off", &[1000]),
+        ("@TGS#b", "u", &[1001]),
+    ]);
+    env.online_all(&want).await;
+    env.emu.set_offline("@TGS#a", &["off"]).await.unwrap();
+    env.desire(&want);
+    let out = run(marksync(&env.config.path, &["-q", "apply", "--json"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 1 + 2 + 1, "{text}");
+    let plan = &lines[0];
+    assert_eq!(plan["format_version"], 1);
+    assert_eq!(plan["summary"]["calls"], 2);
+    assert_eq!(plan["calls"].as_array().unwrap().len(), 2);
+    let mut outcomes: Vec<(String, String)> = lines[1..3]
+        .iter()
+        .map(|l| {
+            assert_eq!(l["command"], "set");
+            (
+                l["group"].as_str().unwrap().into(),
+                l["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            ("@TGS#a".into(), "partial".into()),
+            ("@TGS#b".into(), "ok".into())
+        ]
+    );
+    let a = lines[1..3].iter().find(|l| l["group"] == "@TGS#a").unwrap();
+    assert_eq!(a["pending"][0]["account"], "off");
+    assert_eq!(a["confirmed"][0]["account"], "on");
+    let summary = &lines[3]["summary"];
+    assert_eq!(summary["set"], 2);
+    assert_eq!(summary["pending"], 1);
+    assert_eq!(summary["failed"], 0);
+    assert_eq!(summary["calls"], 2);
+}

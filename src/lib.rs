@@ -15,6 +15,8 @@
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
 //! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
+//! - [`metrics`]: the daemon's Prometheus metrics.
+//! - [`http`]: the daemon's HTTP listener: callbacks, `/healthz`, `/readyz`, `/metrics`.
 //! - [`cmd`]: the commands behind the CLI; [`error`]: how they fail and their exit codes.
 pub mod apply;
 pub mod clock;
@@ -24,6 +26,8 @@ pub mod desired;
 pub mod diag;
 pub mod emulator;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod render;

@@ -108,7 +108,7 @@ use tokio::task::JoinHandle;
 
 use crate::model::UnixTime;
 
-pub use callbacks::{CallbackError, CallbackReply, MEMBER_STATE_CHANGE, callback_sign};
+pub use callbacks::{CallbackError, CallbackReply, MEMBER_STATE_CHANGE};
 pub use traffic::{CallRecord, Fault, FaultKind, FaultState, Stats};
 pub use world::{GroupType, GroupView, MemberState, MemberView};
 

@@ -4,6 +4,8 @@
 //! - [`usersig`]: the secret key and the UserSig derived from it.
 //! - [`codes`]: what each error code means and what to do about it.
 //! - [`client`]: the REST client: pacing, retries, UserSig renewal, errors without secrets.
+//! - [`callback`]: the callbacks the service sends: query, `Sign`, bodies, reply.
+pub mod callback;
 pub mod client;
 pub mod codes;
 pub mod usersig;

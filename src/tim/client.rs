@@ -13,6 +13,7 @@
 //! Architecture invariant: the UserSig and the secret key never appear in an error, a `Debug`
 //! rendering or a log line. Transport errors are rendered without their URL and then scrubbed.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -35,6 +36,10 @@ use crate::tim::wire::{ModifyUserInfoRequest, ModifyUserInfoResponse};
 
 /// The largest factor by which rate-limit answers slow the limiter down (1/8 of the rate).
 const MAX_SLOWDOWN: u32 = 8;
+/// No window this long holds more than `max_calls_per_second` request starts: one second plus a
+/// margin for network jitter between here and the server.
+pub const WINDOW: Duration = Duration::from_millis(1015);
+
 /// Repeated rate-limit answers escalate the slowdown at most this often, so a burst of answers to
 /// calls that were already in flight counts as one signal, not many.
 const ESCALATE_EVERY: Duration = Duration::from_secs(1);
@@ -427,11 +432,15 @@ pub struct ClientStats {
 /// UserSig cache.
 ///
 /// # Rate limiting
-/// Every HTTP request (retries included) first takes a slot from one GCRA limiter with burst 1
-/// and period `1.05 / max_calls_per_second` s, behind a FIFO gate. Burst 1 means two slots are
-/// always at least one period apart, so any window of 1 s holds at most `max_calls_per_second`
-/// sends; the 5 % headroom keeps that true at the server even when arrival times jitter by up
-/// to 50 ms. Many calls may still be in flight at once: only the *start* of a request is paced.
+/// Every HTTP request (retries included) first takes a slot from one GCRA limiter with burst 2
+/// and period `1 / max_calls_per_second` s, behind a FIFO gate: requests are spaced evenly, and
+/// the burst of 2 makes up for timer wake-up delays so the achieved rate stays close to the
+/// limit. The hard guarantee is a second check behind the same gate: the start times of the
+/// last `max_calls_per_second` requests are kept, and a request never starts until the oldest of
+/// them is [`WINDOW`] old. So no window of that length holds more than `max_calls_per_second`
+/// starts, and no one-second window at the server does either as long as arrival times jitter by
+/// less than the margin. Many calls may still be in flight at once: only the *start* of a
+/// request is paced.
 ///
 /// # Slowing down
 /// A rate-limit answer sets a slowdown factor of 2 for `slowdown_for`; each further one during
@@ -455,8 +464,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The shared pace of request starts.
     limiter: DefaultDirectRateLimiter,
-    /// Makes waiting for the limiter first come, first served (and avoids thundering herds).
-    gate: tokio::sync::Mutex<()>,
+    /// Makes waiting for the limiter first come, first served (and avoids thundering herds), and
+    /// holds the start times of the last `max_calls_per_second` requests (the window guarantee).
+    gate: tokio::sync::Mutex<VecDeque<Instant>>,
     /// The rate-limit slowdown.
     pace: Mutex<Pace>,
     /// The cached UserSig.
@@ -534,13 +544,13 @@ impl Client {
                 "usersig_ttl must be at least 60 s",
             ));
         }
-        // 5 % headroom over 1/rate; see the type's docs for why.
-        let period = Duration::from_secs_f64(1.05 / f64::from(rate.get()));
+        // Even spacing at the limit; the start window below is the guarantee (see the type's docs).
+        let period = Duration::from_secs_f64(1.0 / f64::from(rate.get()));
         let quota = Quota::with_period(period)
             .ok_or(ClientBuildError::Setting(
                 "max_calls_per_second is too large",
             ))?
-            .allow_burst(NonZeroU32::MIN);
+            .allow_burst(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(config.request_timeout)
@@ -558,7 +568,7 @@ impl Client {
                 config,
                 clock,
                 limiter: RateLimiter::direct(quota),
-                gate: tokio::sync::Mutex::new(()),
+                gate: tokio::sync::Mutex::new(VecDeque::new()),
                 pace: Mutex::new(Pace {
                     factor: 1,
                     until: now,
@@ -765,10 +775,18 @@ impl Inner {
 
     /// Waits for this request's limiter slots (several while slowed down), first come first served.
     async fn acquire_slot(&self) {
-        let _turn = self.gate.lock().await;
+        let mut starts = self.gate.lock().await;
         for _ in 0..self.slowdown_factor() {
             self.limiter.until_ready().await;
         }
+        let cap = self.config.max_calls_per_second as usize;
+        if starts.len() >= cap
+            && let Some(&oldest) = starts.front()
+        {
+            tokio::time::sleep_until((oldest + WINDOW).into()).await;
+            starts.pop_front();
+        }
+        starts.push_back(Instant::now());
     }
 
     /// The current slowdown factor, falling back to 1 once the slowdown period is over.

@@ -66,6 +66,8 @@ pub struct CallReport<'a> {
     pub call: &'a Call,
     /// What happened.
     pub outcome: &'a Outcome,
+    /// How long the call took, retries included (zero when it was not sent).
+    pub elapsed: Duration,
 }
 
 /// The counts of the final `Apply complete:` line.
@@ -108,12 +110,16 @@ impl Applied {
 pub struct Settings {
     /// Codes that, on a set call, mean "every account is offline": the members stay pending.
     pub offline_error_codes: Vec<i64>,
+    /// Set from outside (the daemon's SIGTERM) to stop sending new calls; calls in flight
+    /// finish and are recorded, the rest are reported as skipped.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             offline_error_codes: vec![10004],
+            stop: Arc::default(),
         }
     }
 }
@@ -142,8 +148,8 @@ pub async fn execute(
     }
 
     // 2. One task per group, calls of a group in order.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Outcome)>();
-    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Outcome, Duration)>();
+    let stop = settings.stop.clone();
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut by_group: BTreeMap<&GroupId, Vec<usize>> = BTreeMap::new();
     for (i, call) in plan.calls.iter().enumerate() {
@@ -163,16 +169,18 @@ pub async fn execute(
             let mut gone = false;
             for i in indices {
                 if gone || stop.load(Ordering::SeqCst) {
-                    let _ = tx.send((i, Outcome::Skipped { group_gone: gone }));
+                    let _ = tx.send((i, Outcome::Skipped { group_gone: gone }, Duration::ZERO));
                     continue;
                 }
+                let started = Instant::now();
                 let outcome = send(&client, &plan.calls[i]).await;
+                let elapsed = started.elapsed();
                 match &outcome {
                     Outcome::GroupGone(_) => gone = true,
                     Outcome::Failed(e) if e.is_fatal() => stop.store(true, Ordering::SeqCst),
                     _ => {}
                 }
-                let _ = tx.send((i, outcome));
+                let _ = tx.send((i, outcome, elapsed));
             }
         });
     }
@@ -185,12 +193,13 @@ pub async fn execute(
     };
     let mut last_save = Instant::now();
     let mut dirty = false;
-    while let Some((i, outcome)) = rx.recv().await {
+    while let Some((i, outcome, elapsed)) = rx.recv().await {
         let call = &plan.calls[i];
         fold(state, call, &outcome, clock.now(), settings, &mut applied);
         on_call(CallReport {
             call,
             outcome: &outcome,
+            elapsed,
         });
         dirty = true;
         if last_save.elapsed() >= SAVE_EVERY {

@@ -260,6 +260,7 @@ pub async fn apply_with(
     let progress = progress_bar(plan.calls.len());
     let settings = crate::apply::Settings {
         offline_error_codes: config.offline_error_codes.clone(),
+        ..crate::apply::Settings::default()
     };
     let plan = Arc::new(plan);
     if !opts.json {
@@ -376,3 +377,31 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
 
 /// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
 const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+/// `marksync run`: the daemon, until SIGTERM or SIGINT. SIGHUP reloads.
+pub fn run(config_path: &Path, opts: crate::daemon::RunOptions) -> Result<u8, Error> {
+    runtime()?.block_on(async {
+        use crate::daemon::Input;
+        use tokio::signal::unix::{SignalKind, signal};
+        let (sender, inputs) = tokio::sync::mpsc::channel::<Input>(1024);
+        let signal_err =
+            |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
+        let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
+        let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+        let signals = sender.clone();
+        tokio::spawn(async move {
+            loop {
+                let input = tokio::select! {
+                    _ = hup.recv() => Input::Reload,
+                    _ = term.recv() => Input::Shutdown,
+                    _ = int.recv() => Input::Shutdown,
+                };
+                if signals.send(input).await.is_err() {
+                    break;
+                }
+            }
+        });
+        crate::daemon::run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
+    })
+}

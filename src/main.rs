@@ -68,6 +68,15 @@ enum Command {
         #[arg(long)]
         reassert: bool,
     },
+    /// The daemon: reconcile at start, then on file changes, timers, callbacks and SIGHUP.
+    Run {
+        /// Plan and log; never call the API or write state.
+        #[arg(long)]
+        dry_run: bool,
+        /// Let plans through the mass-clear guard.
+        #[arg(long)]
+        allow_mass_clear: bool,
+    },
     /// Run the local API emulator on a loopback address.
     Emulator {
         /// Address to listen on (loopback only).
@@ -116,6 +125,16 @@ fn main() -> ExitCode {
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
         Command::Usersig => cmd::usersig(&config),
+        Command::Run {
+            dry_run,
+            allow_mass_clear,
+        } => cmd::run(
+            &config,
+            marksync::daemon::RunOptions {
+                dry_run,
+                allow_mass_clear,
+            },
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -216,6 +216,7 @@ impl Env {
             cmd::compute_plan(&self.config, reassert, cmd::wall_clock_now()).unwrap();
         let settings = apply::Settings {
             offline_error_codes: self.config.offline_error_codes.clone(),
+            ..apply::Settings::default()
         };
         let mut outcomes = Vec::new();
         let applied = within(

@@ -1,0 +1,832 @@
+//! The daemon (`marksync run`, SPEC section 8): one loop over a closed enum of [`Input`]s driving
+//! a level-triggered reconcile.
+//!
+//! The reconcile never asks why it runs: it recomputes the plan from the desired files and the
+//! state and applies it through [`crate::apply::execute`], the same code path as `marksync apply`.
+//! One reconcile runs at a time; triggers that arrive during one are coalesced into exactly one
+//! more run afterwards. The loop sleeps until the earliest mark 500 renewal is due (no polling),
+//! retries pending (offline) marks every `retry_pending_every`, and re-sends every desired mark
+//! every `reassert_every`.
+//!
+//! Architecture invariant: while the desired files do not parse, the daemon keeps the last good
+//! desired state, keeps renewing mark 500, and changes nothing else.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::apply::{self, Outcome};
+use crate::clock::Clock;
+use crate::cmd::{self, Connection};
+use crate::config::Config;
+use crate::desired::{DesiredGroup, DesiredState};
+use crate::error::{Error, exit};
+use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
+use crate::metrics::Metrics;
+use crate::model::{MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
+use crate::plan::{self, Plan, Policy};
+use crate::snapshot::{DesiredCache, Refresh};
+use crate::state::{self, State};
+
+/// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.
+#[derive(Debug)]
+pub enum Input {
+    /// Something changed under the desired directory (debounced).
+    FilesChanged,
+    /// The earliest mark 500 renewal is due.
+    RenewalDue,
+    /// Time to retry marks of members who were offline.
+    RetryPending,
+    /// Time to re-send every desired mark.
+    Reassert,
+    /// A member came online or went offline (from the service's callbacks).
+    Callback(CallbackEvent),
+    /// SIGHUP: re-read the config and the desired files.
+    Reload,
+    /// SIGTERM or SIGINT: finish in-flight calls, save, exit.
+    Shutdown,
+}
+
+/// Why a reconcile ran (the `trigger` label of the reconciles metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trigger {
+    /// The first reconcile after start.
+    Startup,
+    /// Desired files changed.
+    Files,
+    /// A mark 500 renewal came due.
+    Renewal,
+    /// The retry-pending timer.
+    RetryPending,
+    /// The reassert timer.
+    Reassert,
+    /// A member came online.
+    Callback,
+    /// SIGHUP.
+    Reload,
+}
+
+impl Trigger {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Files => "files",
+            Trigger::Renewal => "renewal",
+            Trigger::RetryPending => "retry_pending",
+            Trigger::Reassert => "reassert",
+            Trigger::Callback => "callback",
+            Trigger::Reload => "reload",
+        }
+    }
+}
+
+/// Options of `marksync run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Plan and log, never call the API or write state.
+    pub dry_run: bool,
+    /// Let plans through the mass-clear guard.
+    pub allow_mass_clear: bool,
+}
+
+/// How long in-flight calls may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// The daemon's mutable world, owned by the main loop.
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    opts: RunOptions,
+    clock: Arc<dyn Clock>,
+    state: State,
+    desired: DesiredCache,
+    /// The last desired-file problems, logged once per change.
+    desired_problems: Option<String>,
+    connection: Connection,
+    metrics: Arc<Metrics>,
+    readiness: watch::Sender<Readiness>,
+    /// Set by the reassert timer, consumed by the next reconcile.
+    reassert_due: bool,
+    /// Set by callbacks (offline members), saved by the next reconcile or at shutdown.
+    state_dirty: bool,
+    /// Whether the last reconcile ended without failures.
+    last_ok: bool,
+    /// Whether READY=1 was sent (the first reconcile is over).
+    ready: bool,
+    /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
+    guard_refused: bool,
+    /// Shared with apply: set on SIGTERM to stop sending new calls.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs the daemon until `Input::Shutdown` arrives on `inputs` (which the caller feeds from
+/// signals; the file watcher and the HTTP listener feed it too through `sender`).
+pub async fn run(
+    config_path: &Path,
+    opts: RunOptions,
+    clock: Arc<dyn Clock>,
+    sender: mpsc::Sender<Input>,
+    mut inputs: mpsc::Receiver<Input>,
+) -> Result<u8, Error> {
+    let config = cmd::load_config(config_path)?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(state::lock(&config.state)?)
+    };
+    let st = state::load(&config.state, config.sdkappid)?;
+    let connection = cmd::connect(&config, clock.clone()).await?;
+    let metrics = Arc::new(Metrics::new());
+    let (readiness, readiness_rx) = watch::channel(Readiness {
+        desired_ok: false,
+        last_reconcile_ok: false,
+        detail: "starting".into(),
+    });
+    let mut daemon = Daemon {
+        config_path: config_path.to_path_buf(),
+        desired: DesiredCache::new(config.desired.clone()),
+        config,
+        opts,
+        clock,
+        state: st,
+        desired_problems: None,
+        connection,
+        metrics,
+        readiness,
+        reassert_due: false,
+        state_dirty: false,
+        last_ok: true,
+        guard_refused: false,
+        ready: false,
+        stop: Arc::default(),
+    };
+
+    let _watcher = watch_files(
+        daemon.desired.root(),
+        daemon.config.debounce,
+        sender.clone(),
+    )
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot watch {}: {e}",
+            daemon.desired.root().display()
+        ))
+    })?;
+    let _http = daemon.start_http(readiness_rx, sender.clone()).await?;
+
+    daemon.refresh_desired();
+    daemon
+        .reconcile(Trigger::Startup, &mut inputs, &mut Vec::new())
+        .await;
+    notify(&[sd_notify::NotifyState::Ready]);
+    daemon.ready = true;
+    daemon.report_status();
+    tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
+
+    let mut retry = interval(daemon.config.retry_pending_every);
+    let mut reassert = interval(daemon.config.reassert_every);
+    let mut watchdog = interval(watchdog_period());
+    let mut deferred: Vec<Input> = Vec::new();
+    loop {
+        // Inputs deferred during the last reconcile form the next round, all together: however
+        // many arrived, they cause exactly one more reconcile.
+        let mut batch = std::mem::take(&mut deferred);
+        if batch.is_empty() {
+            let renewal = daemon.next_renewal_in();
+            batch.push(tokio::select! {
+                Some(input) = inputs.recv() => input,
+                () = sleep_or_forever(renewal) => Input::RenewalDue,
+                _ = retry.tick() => Input::RetryPending,
+                _ = reassert.tick() => Input::Reassert,
+                _ = watchdog.tick() => {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
+            });
+        }
+        while let Ok(more) = inputs.try_recv() {
+            batch.push(more);
+        }
+        let trigger = daemon.absorb(batch);
+        if daemon.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Some(trigger) = trigger {
+            daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
+            daemon.report_status();
+            if daemon.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if !daemon.opts.dry_run && daemon.state_dirty {
+        state::save(&daemon.config.state, &mut daemon.state)?;
+    }
+    tracing::info!("marksync stopped");
+    Ok(exit::OK)
+}
+
+impl Daemon {
+    /// Folds a batch of inputs into the daemon's flags; returns the trigger of the reconcile to
+    /// run, if any (the most significant one, for the metric label).
+    fn absorb(&mut self, batch: Vec<Input>) -> Option<Trigger> {
+        let mut trigger: Option<Trigger> = None;
+        let note = |t: Trigger, trigger: &mut Option<Trigger>| {
+            *trigger = Some(trigger.map_or(t, |old| old.min(t)));
+        };
+        for input in batch {
+            match input {
+                Input::Shutdown => {
+                    tracing::info!("shutting down: finishing calls in flight");
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+                Input::Reload => {
+                    self.reload();
+                    note(Trigger::Reload, &mut trigger);
+                }
+                Input::FilesChanged => {
+                    if self.refresh_desired() {
+                        note(Trigger::Files, &mut trigger);
+                    }
+                }
+                Input::RenewalDue => note(Trigger::Renewal, &mut trigger),
+                Input::RetryPending => {
+                    if self.pending_count() > 0 {
+                        note(Trigger::RetryPending, &mut trigger);
+                    }
+                }
+                Input::Reassert => {
+                    self.reassert_due = true;
+                    note(Trigger::Reassert, &mut trigger);
+                }
+                Input::Callback(event) => {
+                    if self.apply_callback(event) {
+                        note(Trigger::Callback, &mut trigger);
+                    }
+                }
+            }
+        }
+        trigger
+    }
+
+    /// A member came online or went offline. The service drops every mark but 500 of a member
+    /// who goes offline, so those marks leave the state; a member who comes online gets its
+    /// desired marks again at once. Returns whether a reconcile is needed.
+    fn apply_callback(&mut self, event: CallbackEvent) -> bool {
+        let mut forgotten = false;
+        for account in &event.accounts {
+            let dropped: Vec<Mark> = self
+                .state
+                .confirmed(&event.group, account)
+                .map(|c| c.iter().map(|(m, _)| m).filter(|m| !m.expires()).collect())
+                .unwrap_or_default();
+            if !dropped.is_empty() {
+                self.state.forget(&event.group, account, dropped);
+                forgotten = true;
+            }
+        }
+        if forgotten {
+            self.state_dirty = true;
+        }
+        match event.event {
+            MemberEvent::Offline => false,
+            MemberEvent::Online => self
+                .desired
+                .desired()
+                .and_then(|d| d.groups.get(&event.group))
+                .is_some_and(|g| event.accounts.iter().any(|a| g.members.contains_key(a))),
+        }
+    }
+
+    /// Re-reads the desired files; returns whether the desired state changed.
+    fn refresh_desired(&mut self) -> bool {
+        match self.desired.refresh() {
+            Refresh::Unchanged => {
+                self.set_desired_ok();
+                false
+            }
+            Refresh::Changed(files) => {
+                tracing::info!(
+                    files = files.len(),
+                    reparsed = self.desired.last_parsed,
+                    "desired files changed"
+                );
+                for w in self
+                    .desired
+                    .desired()
+                    .map(|d| d.warnings.as_slice())
+                    .unwrap_or_default()
+                {
+                    tracing::warn!("{w}");
+                }
+                self.set_desired_ok();
+                true
+            }
+            Refresh::Broken(problems) => {
+                let text = problems.to_string();
+                if self.desired_problems.as_deref() != Some(text.as_str()) {
+                    tracing::error!(
+                        errors = problems.error_count(),
+                        "desired files do not parse; keeping the last good desired state and renewing mark 500 only:\n{text}"
+                    );
+                }
+                self.metrics.set_desired_errors(problems.error_count());
+                self.desired_problems = Some(text);
+                false
+            }
+        }
+    }
+
+    fn set_desired_ok(&mut self) {
+        if self.desired_problems.take().is_some() {
+            tracing::info!("desired files parse again");
+        }
+        self.metrics.set_desired_errors(0);
+    }
+
+    /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
+    fn reload(&mut self) {
+        match cmd::load_config(&self.config_path) {
+            Ok(config) => {
+                if config.state != self.config.state || config.sdkappid != self.config.sdkappid {
+                    tracing::warn!(
+                        "reload: `state` and `sdkappid` changes need a restart; keeping the old ones"
+                    );
+                }
+                if config.desired != self.config.desired {
+                    tracing::warn!(
+                        "reload: a new `desired` path needs a restart; keeping the old one"
+                    );
+                }
+                let keep = (
+                    self.config.state.clone(),
+                    self.config.sdkappid,
+                    self.config.desired.clone(),
+                );
+                self.config = config;
+                (self.config.state, self.config.sdkappid, self.config.desired) = keep;
+                tracing::info!("reload: config re-read");
+            }
+            Err(e) => {
+                tracing::error!("reload: the new config is invalid; keeping the old one:\n{e}")
+            }
+        }
+        self.refresh_desired();
+    }
+
+    /// Seconds until the earliest desired mark 500 renewal is due (`None` when there is none).
+    fn next_renewal_in(&self) -> Option<Duration> {
+        let due = self.next_renewal_at()?;
+        let now = self.clock.now();
+        // An overdue renewal that did not go through (member gone, call failed) is retried with
+        // the pending marks, not in a tight loop.
+        let wait = if due > now {
+            due - now
+        } else {
+            self.config.retry_pending_every.as_secs() as i64
+        };
+        Some(Duration::from_secs(wait.max(1) as u64))
+    }
+
+    /// When the earliest renewal of a desired (or, with broken files, any) mark 500 is due.
+    fn next_renewal_at(&self) -> Option<UnixTime> {
+        let margin = self.config.renew_margin.as_secs() as i64;
+        let desired = self.desired.desired();
+        let mut earliest: Option<UnixTime> = None;
+        for (group, accounts) in &self.state.groups {
+            let wanted = desired.and_then(|d| d.groups.get(group));
+            for (account, confirmed) in accounts {
+                let Some(at) = confirmed.get(Mark::ALWAYS_ONLINE) else {
+                    continue;
+                };
+                let is_desired = wanted.is_some_and(|g| {
+                    g.members
+                        .get(account)
+                        .is_some_and(|m| m.contains(Mark::ALWAYS_ONLINE))
+                });
+                if is_desired || desired.is_none() {
+                    let due = at + MARK_500_LIFETIME_SECS - margin;
+                    earliest = Some(earliest.map_or(due, |e: UnixTime| e.min(due)));
+                }
+            }
+        }
+        earliest
+    }
+
+    /// Desired marks the state does not hold yet (offline members, failures).
+    fn pending_count(&self) -> usize {
+        let Some(desired) = self.desired.desired() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (group, g) in &desired.groups {
+            for (account, marks) in &g.members {
+                let held = self.state.confirmed(group, account);
+                n += marks
+                    .iter()
+                    .filter(|&m| held.and_then(|c| c.get(m)).is_none())
+                    .count();
+            }
+        }
+        n
+    }
+
+    /// The plan of this round: the full plan when the desired files are good, else renewals of
+    /// mark 500 only (nothing else changes while the files are broken).
+    fn plan(&mut self, now: UnixTime) -> Plan {
+        let policy = Policy {
+            renew_margin_secs: self.config.renew_margin.as_secs() as i64,
+            reassert: std::mem::take(&mut self.reassert_due),
+        };
+        match (self.desired.desired(), self.desired_problems.is_some()) {
+            (Some(desired), false) => {
+                let full = plan::plan(desired, &self.state, now, &policy);
+                if self.opts.allow_mass_clear {
+                    return full;
+                }
+                match full.check_guard(&self.config.guard) {
+                    Ok(()) => full,
+                    Err(refusal) => {
+                        tracing::error!(
+                            "{refusal}; renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear"
+                        );
+                        self.guard_refused = true;
+                        renewals_only(&self.state, now, &policy)
+                    }
+                }
+            }
+            _ => renewals_only(&self.state, now, &policy),
+        }
+    }
+
+    /// One reconcile. Inputs that arrive meanwhile go to `deferred` (Shutdown acts at once:
+    /// no new calls are sent, calls in flight finish within [`SHUTDOWN_GRACE`]).
+    async fn reconcile(
+        &mut self,
+        trigger: Trigger,
+        inputs: &mut mpsc::Receiver<Input>,
+        deferred: &mut Vec<Input>,
+    ) {
+        let now = self.clock.now();
+        let plan = self.plan(now);
+        self.metrics.set_managed(self.state.managed_count());
+        if plan.is_empty() {
+            self.finish_round(trigger, "no_changes", true);
+            return;
+        }
+        tracing::info!(
+            trigger = trigger.label(),
+            set = plan.summary.set,
+            clear = plan.summary.clear,
+            renew = plan.summary.renew,
+            calls = plan.summary.calls,
+            "{}",
+            crate::render::summary_line(&plan.summary)
+        );
+        if self.opts.dry_run {
+            self.finish_round(trigger, "no_changes", true);
+            return;
+        }
+        let settings = apply::Settings {
+            offline_error_codes: self.config.offline_error_codes.clone(),
+            stop: self.stop.clone(),
+        };
+        let metrics = self.metrics.clone();
+        let client = self.connection.client.clone();
+        let state_path = self.config.state.clone();
+        let clock = self.clock.clone();
+        let stop = self.stop.clone();
+        let plan = Arc::new(plan);
+        let result = {
+            let work = apply::execute(
+                plan,
+                &mut self.state,
+                &state_path,
+                &client,
+                clock.as_ref(),
+                &settings,
+                |report| {
+                    let outcome = match report.outcome {
+                        Outcome::Done { pending, confirmed }
+                            if pending.is_empty() || !confirmed.is_empty() =>
+                        {
+                            if pending.is_empty() { "ok" } else { "partial" }
+                        }
+                        Outcome::Done { .. } => "offline",
+                        Outcome::GroupGone(_) => "group_gone",
+                        Outcome::Failed(_) => "failed",
+                        Outcome::Skipped { .. } => "skipped",
+                    };
+                    metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
+                    if let Outcome::Failed(e) = report.outcome {
+                        tracing::warn!(group = %report.call.group, command = report.call.command.as_str(), "call failed: {e}");
+                    }
+                },
+            );
+            tokio::pin!(work);
+            let mut deadline: Option<Instant> = None;
+            // Keep systemd informed during long reconciles: watchdog pings once running, start-timeout
+            // extensions during the first reconcile (it runs before READY=1).
+            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+            let ready = self.ready;
+            loop {
+                tokio::select! {
+                    r = &mut work => break Some(r),
+                    _ = keepalive.tick() => {
+                        if ready {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                        }
+                    }
+                    Some(input) = inputs.recv(), if deadline.is_none() => {
+                        if matches!(input, Input::Shutdown) {
+                            tracing::info!("shutdown requested during a reconcile: no new calls; waiting for calls in flight");
+                            stop.store(true, Ordering::SeqCst);
+                            deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                        } else {
+                            deferred.push(input);
+                        }
+                    }
+                    () = sleep_until_opt(deadline) => break None,
+                }
+            }
+        };
+        match result {
+            None => {
+                tracing::error!(
+                    "calls in flight did not finish within {SHUTDOWN_GRACE:?}; the next start settles them from the saved intents"
+                );
+                self.finish_round(trigger, "failed", false);
+            }
+            Some(Err(e)) => {
+                tracing::error!("cannot save state: {e}");
+                self.finish_round(trigger, "failed", false);
+            }
+            Some(Ok(applied)) => {
+                self.state_dirty = false;
+                let t = applied.totals;
+                tracing::info!(
+                    trigger = trigger.label(),
+                    "{}",
+                    crate::render::apply_line(&t)
+                );
+                if let Some(fatal) = &applied.fatal {
+                    tracing::error!("fatal API error: {fatal}");
+                }
+                let outcome = if applied.fatal.is_some() {
+                    "failed"
+                } else if t.failed > 0 {
+                    "partial"
+                } else {
+                    "ok"
+                };
+                self.finish_round(trigger, outcome, outcome == "ok");
+            }
+        }
+    }
+
+    fn finish_round(&mut self, trigger: Trigger, outcome: &str, ok: bool) {
+        let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
+            ("refused", false)
+        } else {
+            (outcome, ok)
+        };
+        self.last_ok = ok;
+        self.metrics.record_reconcile(trigger.label(), outcome);
+        if ok {
+            self.metrics.set_last_success(self.clock.now());
+        }
+        self.metrics.set_managed(self.state.managed_count());
+        self.metrics.set_pending(self.pending_count());
+        self.metrics
+            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
+        let detail = match (&self.desired_problems, ok) {
+            (Some(p), _) => format!("desired files do not parse:\n{p}"),
+            (None, false) => format!(
+                "last reconcile ({}) did not succeed: {outcome}",
+                trigger.label()
+            ),
+            (None, true) => "ok".into(),
+        };
+        let _ = self.readiness.send(Readiness {
+            desired_ok,
+            last_reconcile_ok: ok,
+            detail,
+        });
+    }
+
+    fn earliest_500_expiry(&self) -> Option<UnixTime> {
+        self.state
+            .groups
+            .values()
+            .flat_map(|a| a.values())
+            .filter_map(|c| c.get(Mark::ALWAYS_ONLINE))
+            .min()
+            .map(|t| t + MARK_500_LIFETIME_SECS)
+    }
+
+    /// The `STATUS=` line systemd shows.
+    fn report_status(&self) {
+        let desired = if self.desired_problems.is_some() {
+            "desired files broken (last good kept)"
+        } else {
+            "desired ok"
+        };
+        let status = format!(
+            "{desired}; {} managed marks, {} pending; last reconcile {}",
+            self.state.managed_count(),
+            self.pending_count(),
+            if self.last_ok { "ok" } else { "failed" }
+        );
+        notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+
+    async fn start_http(
+        &self,
+        readiness: watch::Receiver<Readiness>,
+        sender: mpsc::Sender<Input>,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+        let Some(http) = self.config.http.clone() else {
+            return Ok(None);
+        };
+        // The token file from the config, else the systemd credential `callback-token`.
+        let token_file = http.callback_token_file.clone().or_else(|| {
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|d| PathBuf::from(d).join("callback-token"))
+                .filter(|p| p.exists())
+        });
+        let token = match &token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Other(format!(
+                        "cannot read the callback token file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = text.trim().to_string();
+                if token.is_empty() {
+                    return Err(Error::Other(format!(
+                        "the callback token file {} is empty",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(http.listen)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", http.listen)))?;
+        tracing::info!(listen = %listener.local_addr().map_or(http.listen, |a| a), "http listener: /callback, /healthz, /readyz, /metrics");
+        let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
+        let state = HttpState {
+            metrics: self.metrics.clone(),
+            readiness,
+            events: events_tx,
+            sdkappid: self.config.sdkappid,
+            token,
+            clock: self.clock.clone(),
+        };
+        tokio::spawn(async move {
+            while let Some(event) = events_rx.recv().await {
+                if sender.send(Input::Callback(event)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let handle = tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state, std::future::pending()).await {
+                tracing::error!("http listener stopped: {e}");
+            }
+        });
+        Ok(Some(handle))
+    }
+}
+
+/// The renewal-only plan: every confirmed mark 500 that is due, nothing else. Used while the
+/// desired files are broken or a plan is refused by the guard.
+fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
+    let mut desired = DesiredState::default();
+    let mut held = State::new(state.sdkappid);
+    for (group, accounts) in &state.groups {
+        for (account, confirmed) in accounts {
+            if let Some(at) = confirmed.get(Mark::ALWAYS_ONLINE) {
+                let g: &mut DesiredGroup = desired.groups.entry(group.clone()).or_default();
+                g.members
+                    .insert(account.clone(), MarkSet::from_iter([Mark::ALWAYS_ONLINE]));
+                held.confirm(group, account, [Mark::ALWAYS_ONLINE], at);
+            }
+        }
+    }
+    let policy = Policy {
+        reassert: false,
+        ..*policy
+    };
+    plan::plan(&desired, &held, now, &policy)
+}
+
+/// Watches the desired directory (or a single file's directory) and sends `FilesChanged` after
+/// each debounced batch of events. Any event counts as "maybe changed": content hashes decide.
+fn watch_files(
+    root: &Path,
+    debounce: Duration,
+    sender: mpsc::Sender<Input>,
+) -> notify::Result<
+    notify_debouncer_full::Debouncer<
+        notify::RecommendedWatcher,
+        notify_debouncer_full::RecommendedCache,
+    >,
+> {
+    use notify::RecursiveMode;
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        debounce,
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            match result {
+                Ok(events) if events.is_empty() => {}
+                Ok(_) => {
+                    // A full queue already holds a FilesChanged or something that leads to a refresh.
+                    let _ = sender.try_send(Input::FilesChanged);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!("file watcher: {}", describe_watch_error(&e));
+                    }
+                    let _ = sender.try_send(Input::FilesChanged);
+                }
+            }
+        },
+    )?;
+    let (target, mode) = if root.is_dir() {
+        (root.to_path_buf(), RecursiveMode::Recursive)
+    } else {
+        (
+            root.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            RecursiveMode::NonRecursive,
+        )
+    };
+    debouncer.watch(&target, mode)?;
+    Ok(debouncer)
+}
+
+/// OS watch errors, phrased so an operator knows what to do.
+fn describe_watch_error(e: &notify::Error) -> String {
+    match &e.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            "too many watches: raise fs.inotify.max_user_watches (sysctl) or watch fewer files"
+                .into()
+        }
+        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24) => {
+            "too many open files: raise the open-file limit (LimitNOFILE=)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+/// Half the systemd watchdog period, or an hour when there is no watchdog.
+fn watchdog_period() -> Duration {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Duration::from_micros(usec / 2)
+    } else {
+        Duration::from_secs(3600)
+    }
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("sd_notify: {e}");
+    }
+}

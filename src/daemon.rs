@@ -116,6 +116,8 @@ struct Daemon {
     state_dirty: bool,
     /// Whether the last reconcile ended without failures.
     last_ok: bool,
+    /// Why the last reconcile did not succeed, if it did not.
+    last_failure: Option<String>,
     /// Whether READY=1 was sent (the first reconcile is over).
     ready: bool,
     /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
@@ -163,6 +165,7 @@ pub async fn run(
         last_ok: true,
         guard_refused: false,
         ready: false,
+        last_failure: None,
         stop: Arc::default(),
     };
 
@@ -339,6 +342,7 @@ impl Daemon {
                 }
                 self.metrics.set_desired_errors(problems.error_count());
                 self.desired_problems = Some(text);
+                self.publish_readiness();
                 false
             }
         }
@@ -349,6 +353,7 @@ impl Daemon {
             tracing::info!("desired files parse again");
         }
         self.metrics.set_desired_errors(0);
+        self.publish_readiness();
     }
 
     /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
@@ -608,18 +613,27 @@ impl Daemon {
         self.metrics.set_pending(self.pending_count());
         self.metrics
             .set_mark500_earliest_expiry(self.earliest_500_expiry());
-        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
-        let detail = match (&self.desired_problems, ok) {
-            (Some(p), _) => format!("desired files do not parse:\n{p}"),
-            (None, false) => format!(
+        self.last_failure = (!ok).then(|| {
+            format!(
                 "last reconcile ({}) did not succeed: {outcome}",
                 trigger.label()
-            ),
-            (None, true) => "ok".into(),
+            )
+        });
+        self.publish_readiness();
+    }
+
+    /// What `/readyz` says: ready when the desired files parse and the last reconcile succeeded.
+    fn publish_readiness(&self) {
+        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
+        let detail = match (&self.desired_problems, &self.last_failure) {
+            (Some(p), _) => format!("desired files do not parse:\n{p}"),
+            (None, Some(f)) => f.clone(),
+            (None, None) if desired_ok => "ok".into(),
+            (None, None) => "desired files not loaded yet".into(),
         };
         let _ = self.readiness.send(Readiness {
             desired_ok,
-            last_reconcile_ok: ok,
+            last_reconcile_ok: self.last_failure.is_none(),
             detail,
         });
     }

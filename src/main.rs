@@ -156,9 +156,12 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MARKSYNC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours on a terminal only: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

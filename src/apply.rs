@@ -70,8 +70,9 @@ pub struct CallReport<'a> {
     pub elapsed: Duration,
 }
 
-/// The counts of the final `Apply complete:` line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The counts of the final `Apply complete:` line (and, serialized, of `apply --json`'s summary
+/// line).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Totals {
     /// Marks newly confirmed (including reasserted ones).
     pub set: usize,
@@ -86,6 +87,7 @@ pub struct Totals {
     /// Calls sent (not counting retries).
     pub calls: usize,
     /// Groups found gone and forgotten.
+    #[serde(skip)]
     pub groups_gone: usize,
 }
 

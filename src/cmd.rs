@@ -247,12 +247,8 @@ pub async fn apply_with(
     }
     if opts.dry_run || plan.is_empty() {
         if opts.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::json!({"summary": render::JsonTotals::from(Totals::default())})
-            )
-            .map_err(write_err)?;
+            writeln!(out, "{}", serde_json::json!({"summary": Totals::default()}))
+                .map_err(write_err)?;
         }
         return Ok(exit::OK);
     }
@@ -290,12 +286,7 @@ pub async fn apply_with(
     .await?;
     progress.finish_and_clear();
     if opts.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::json!({"summary": render::JsonTotals::from(applied.totals)})
-        )
-        .map_err(write_err)?;
+        writeln!(out, "{}", serde_json::json!({"summary": applied.totals})).map_err(write_err)?;
     } else {
         writeln!(out, "\n{}", render::apply_line(&applied.totals)).map_err(write_err)?;
     }

@@ -316,33 +316,3 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
         plural(t.calls, "call", "calls")
     )
 }
-
-/// The final JSON line of `apply --json`.
-#[derive(Serialize)]
-pub struct JsonTotals {
-    /// Marks set.
-    pub set: usize,
-    /// Marks cleared.
-    pub cleared: usize,
-    /// Marks 500 renewed.
-    pub renewed: usize,
-    /// Marks pending (offline members).
-    pub pending: usize,
-    /// Marks in failed or unsent calls.
-    pub failed: usize,
-    /// API calls sent.
-    pub calls: usize,
-}
-
-impl From<crate::apply::Totals> for JsonTotals {
-    fn from(t: crate::apply::Totals) -> Self {
-        JsonTotals {
-            set: t.set,
-            cleared: t.cleared,
-            renewed: t.renewed,
-            pending: t.pending,
-            failed: t.failed,
-            calls: t.calls,
-        }
-    }
-}

@@ -374,9 +374,21 @@ where
         let kb = self.b.peek().map(|e| e.0);
         let kc = self.c.peek().map(|e| e.0);
         let k = [ka, kb, kc].into_iter().flatten().min()?;
-        let a = if ka == Some(k) { self.a.next().map(|e| e.1) } else { None };
-        let b = if kb == Some(k) { self.b.next().map(|e| e.1) } else { None };
-        let c = if kc == Some(k) { self.c.next().map(|e| e.1) } else { None };
+        let a = if ka == Some(k) {
+            self.a.next().map(|e| e.1)
+        } else {
+            None
+        };
+        let b = if kb == Some(k) {
+            self.b.next().map(|e| e.1)
+        } else {
+            None
+        };
+        let c = if kc == Some(k) {
+            self.c.next().map(|e| e.1)
+        } else {
+            None
+        };
         Some((k, a, b, c))
     }
 }
@@ -503,6 +515,40 @@ mod tests {
         assert_eq!(p.summary.clear, 2);
         assert_eq!(p.summary.set, 0);
         assert!(p.calls.iter().all(|c| c.command == Command::Clear));
+    }
+
+    #[test]
+    fn changes_are_in_display_order_without_a_sort() {
+        // Every kind, several accounts and marks, intents: the per-kind lists concatenated must
+        // equal a sort by (kind, account, mark), as the plan used to do explicitly.
+        let d = desired(&[
+            ("G", "u1", &[500, 1000, 1001]),
+            ("G", "u2", &[1000]),
+            ("G", "u0", &[600, 1002]),
+            ("G", "u3", &[500]),
+        ]);
+        let mut s = State::new(1);
+        s.confirm(&g("G"), &a("u1"), [m(500)], NOW - 70 * H);
+        s.confirm(&g("G"), &a("u1"), [m(1000)], NOW);
+        s.confirm(&g("G"), &a("u3"), [m(500)], NOW - 61 * H);
+        s.confirm(&g("G"), &a("u2"), [m(1003), m(1002)], NOW);
+        s.confirm(&g("G"), &a("u0"), [m(1003)], NOW);
+        s.intend(&g("G"), &a("u2"), [m(1001), m(600)]);
+        s.intend(&g("G"), &a("u4"), [m(1000)]);
+        let policy = Policy {
+            reassert: true,
+            ..Policy::default()
+        };
+        let p = plan(&d, &s, NOW, &policy);
+        let changes = &p.changes[&g("G")];
+        let mut sorted = changes.clone();
+        sorted.sort_by(|x, y| {
+            (kind_order(x.kind), &x.account, x.mark).cmp(&(kind_order(y.kind), &y.account, y.mark))
+        });
+        assert_eq!(changes, &sorted);
+        let kinds: Vec<u8> = changes.iter().map(|c| kind_order(c.kind)).collect();
+        assert_eq!(kinds, [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 3]);
+        assert_eq!((p.summary.set, p.summary.clear, p.summary.renew), (5, 6, 2));
     }
 
     #[test]

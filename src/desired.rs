@@ -77,6 +77,9 @@ impl DesiredState {
 /// allows it (see [`split_groups`]).
 const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
 
+/// Target size of one chunk of a split file (see [`split_groups`]).
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+
 /// Loads the desired state from a directory (recursively: `*.yaml` and `*.yml`, names starting
 /// with a dot skipped, symlinks followed) or from a single file.
 pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
@@ -321,7 +324,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
-            .map(|chunk| parse_text(path, text, chunk.text, chunk.line_offset))
+            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset))
             .collect();
         let mut file = DesiredFile::default();
         let mut errors = Vec::new();
@@ -374,12 +377,27 @@ type ParseResult = Result<DesiredFile, Vec<Diagnostic>>;
 /// A group key as written, with its line and column in the whole file.
 type Declared = (String, u64, u64);
 
-/// A slice of a large file holding whole groups, to be parsed on its own.
-struct Chunk<'a> {
-    /// `groups:` plus the group lines, so the chunk is a valid document of its own.
-    text: std::borrow::Cow<'a, str>,
+/// A range of a large file holding whole groups, to be parsed on its own.
+///
+/// Only the range is kept: the chunk's document is built by [`Chunk::document`] just before it is
+/// parsed and dropped right after, so at most one chunk copy per thread exists at a time instead
+/// of a copy of the whole file.
+struct Chunk {
+    /// Byte range of the group lines in the file.
+    range: std::ops::Range<usize>,
     /// Lines before the chunk's first group line in the original file, minus the header line.
     line_offset: u64,
+}
+
+impl Chunk {
+    /// `groups:` plus the group lines, so the chunk is a valid document of its own.
+    fn document(&self, text: &str) -> String {
+        let lines = &text[self.range.clone()];
+        let mut doc = String::with_capacity(lines.len() + 8);
+        doc.push_str("groups:\n");
+        doc.push_str(lines);
+        doc
+    }
 }
 
 /// Splits a large, plainly laid out file (`groups:` at column 0, group keys at one fixed
@@ -390,7 +408,7 @@ struct Chunk<'a> {
 /// Splitting is sound for valid YAML because a line indented exactly like the group keys can only
 /// be a group key: block scalars, multi-line flow collections and quoted scalars must all be
 /// indented deeper than their parent.
-fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
+fn split_groups(text: &str) -> Option<Vec<Chunk>> {
     if text.contains(['&', '*', '\t']) || text.contains("\n---") || text.contains("\n...") {
         return None;
     }
@@ -435,8 +453,11 @@ fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
     if starts.len() < 2 {
         return None;
     }
-    // Aim for a few chunks per thread so uneven groups still balance.
-    let target = (text.len() / (rayon::current_num_threads() * 4)).max(64 * 1024);
+    // Aim for a few chunks per thread so uneven groups still balance, and at most about
+    // MAX_CHUNK_BYTES each: a chunk's raw parse tree (every scalar with its position) is many
+    // times its text, and one per thread is alive at a time.
+    let target =
+        (text.len() / (rayon::current_num_threads() * 4)).clamp(64 * 1024, MAX_CHUNK_BYTES);
     let mut chunks = Vec::new();
     let mut i = 0;
     while i < starts.len() {
@@ -446,11 +467,8 @@ fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
             j += 1;
         }
         let end = starts.get(j).map_or(text.len(), |s| s.0);
-        let mut chunk = String::with_capacity(end - begin + 8);
-        chunk.push_str("groups:\n");
-        chunk.push_str(&text[begin..end]);
         chunks.push(Chunk {
-            text: chunk.into(),
+            range: begin..end,
             line_offset: first_line - 2,
         });
         i = j;
@@ -744,9 +762,11 @@ fn check_group(
     // Members listed in `members`, each account once (a repeated key is an error and skipped).
     let mut listed: Vec<(Account, MarkSet)> = Vec::with_capacity(members.len());
     {
-        let repeats = first_lines_of_repeats(members.iter().map(|(key, _)| {
-            (key.value.text(), cx.line(key))
-        }));
+        let repeats = first_lines_of_repeats(
+            members
+                .iter()
+                .map(|(key, _)| (key.value.text(), cx.line(key))),
+        );
         for ((mut key, marks), repeat) in members.into_iter().zip(repeats) {
             if let Some(first) = repeat {
                 let name = key.value.text().unwrap_or_default();
@@ -795,9 +815,11 @@ fn check_group(
     listed.sort_unstable_by(|x, y| x.0.cmp(&y.0));
     out.members = listed.into_iter().collect();
     {
-        let repeats = first_lines_of_repeats(marks.iter().map(|(key, _)| {
-            (key.value.text(), cx.line(key))
-        }));
+        let repeats = first_lines_of_repeats(
+            marks
+                .iter()
+                .map(|(key, _)| (key.value.text(), cx.line(key))),
+        );
         for ((key, accounts), repeat) in marks.into_iter().zip(repeats) {
             if let Some(first) = repeat {
                 let name = key.value.text().unwrap_or_default();
@@ -825,8 +847,7 @@ fn check_group(
                     continue;
                 }
             };
-            let repeats =
-                first_lines_of_repeats(items.iter().map(|item| (item.value.text(), 0)));
+            let repeats = first_lines_of_repeats(items.iter().map(|item| (item.value.text(), 0)));
             for (mut item, repeat) in items.into_iter().zip(repeats) {
                 if repeat.is_some() {
                     let text = item.value.text().unwrap_or_default();

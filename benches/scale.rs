@@ -20,6 +20,13 @@ fn main() {
         phases(Path::new(&args[2]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--run-plan") {
+        // In a process of its own, so RUSAGE_CHILDREN is this one run's peak, not the maximum over
+        // every run of the bench.
+        let (elapsed, rss, len) = run_plan(Path::new(&args[2]));
+        println!("{} {rss} {len}", elapsed.as_nanos());
+        return;
+    }
     let runs = args
         .iter()
         .position(|a| a == "--runs")
@@ -40,7 +47,7 @@ fn main() {
         let mut peak = 0;
         let mut out_len = 0;
         for _ in 0..runs {
-            let (elapsed, rss, len) = run_plan(config);
+            let (elapsed, rss, len) = run_plan_isolated(config);
             times.push(elapsed);
             peak = peak.max(rss);
             out_len = len;
@@ -133,6 +140,19 @@ fn run_plan(config: &Path) -> (Duration, u64, usize) {
     let elapsed = t.elapsed();
     assert!(out.status.success(), "marksync plan failed");
     (elapsed, children_max_rss_kb(), out.stdout.len())
+}
+
+/// [`run_plan`] in a child of its own (see `--run-plan`).
+fn run_plan_isolated(config: &Path) -> (Duration, u64, usize) {
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .arg("--run-plan")
+        .arg(config)
+        .output()
+        .expect("run-plan child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().expect("number"));
+    let mut next = || fields.next().expect("three fields");
+    (Duration::from_nanos(next()), next(), next() as usize)
 }
 
 /// Peak RSS of the largest waited-for child, in KB.

@@ -77,6 +77,9 @@ impl DesiredState {
 /// allows it (see [`split_groups`]).
 const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
 
+/// Target size of one chunk of a split file (see [`split_groups`]).
+const MAX_CHUNK_BYTES: usize = 1 << 20;
+
 /// Loads the desired state from a directory (recursively: `*.yaml` and `*.yml`, names starting
 /// with a dot skipped, symlinks followed) or from a single file.
 pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
@@ -321,7 +324,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
-            .map(|chunk| parse_text(path, text, chunk.text, chunk.line_offset))
+            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset))
             .collect();
         let mut file = DesiredFile::default();
         let mut errors = Vec::new();
@@ -374,12 +377,27 @@ type ParseResult = Result<DesiredFile, Vec<Diagnostic>>;
 /// A group key as written, with its line and column in the whole file.
 type Declared = (String, u64, u64);
 
-/// A slice of a large file holding whole groups, to be parsed on its own.
-struct Chunk<'a> {
-    /// `groups:` plus the group lines, so the chunk is a valid document of its own.
-    text: std::borrow::Cow<'a, str>,
+/// A range of a large file holding whole groups, to be parsed on its own.
+///
+/// Only the range is kept: the chunk's document is built by [`Chunk::document`] just before it is
+/// parsed and dropped right after, so at most one chunk copy per thread exists at a time instead
+/// of a copy of the whole file.
+struct Chunk {
+    /// Byte range of the group lines in the file.
+    range: std::ops::Range<usize>,
     /// Lines before the chunk's first group line in the original file, minus the header line.
     line_offset: u64,
+}
+
+impl Chunk {
+    /// `groups:` plus the group lines, so the chunk is a valid document of its own.
+    fn document(&self, text: &str) -> String {
+        let lines = &text[self.range.clone()];
+        let mut doc = String::with_capacity(lines.len() + 8);
+        doc.push_str("groups:\n");
+        doc.push_str(lines);
+        doc
+    }
 }
 
 /// Splits a large, plainly laid out file (`groups:` at column 0, group keys at one fixed
@@ -390,7 +408,7 @@ struct Chunk<'a> {
 /// Splitting is sound for valid YAML because a line indented exactly like the group keys can only
 /// be a group key: block scalars, multi-line flow collections and quoted scalars must all be
 /// indented deeper than their parent.
-fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
+fn split_groups(text: &str) -> Option<Vec<Chunk>> {
     if text.contains(['&', '*', '\t']) || text.contains("\n---") || text.contains("\n...") {
         return None;
     }
@@ -435,8 +453,11 @@ fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
     if starts.len() < 2 {
         return None;
     }
-    // Aim for a few chunks per thread so uneven groups still balance.
-    let target = (text.len() / (rayon::current_num_threads() * 4)).max(64 * 1024);
+    // Aim for a few chunks per thread so uneven groups still balance, and at most about
+    // MAX_CHUNK_BYTES each: a chunk's raw parse tree (every scalar with its position) is many
+    // times its text, and one per thread is alive at a time.
+    let target =
+        (text.len() / (rayon::current_num_threads() * 4)).clamp(64 * 1024, MAX_CHUNK_BYTES);
     let mut chunks = Vec::new();
     let mut i = 0;
     while i < starts.len() {
@@ -446,11 +467,8 @@ fn split_groups(text: &str) -> Option<Vec<Chunk<'_>>> {
             j += 1;
         }
         let end = starts.get(j).map_or(text.len(), |s| s.0);
-        let mut chunk = String::with_capacity(end - begin + 8);
-        chunk.push_str("groups:\n");
-        chunk.push_str(&text[begin..end]);
         chunks.push(Chunk {
-            text: chunk.into(),
+            range: begin..end,
             line_offset: first_line - 2,
         });
         i = j;
@@ -651,26 +669,27 @@ fn check_group(
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
-    let mut check_account = |key: &Spanned<Item>,
+    // Takes the account's text out of `key` (it is not needed afterwards), so a valid account
+    // reuses the parser's buffer instead of copying it.
+    let mut check_account = |key: &mut Spanned<Item>,
                              errors: &mut Vec<Diagnostic>|
      -> Option<Account> {
-        let text = match &key.value {
-            Item::Scalar(Scalar::Str(s)) => s.clone(),
+        let text = match &mut key.value {
+            Item::Scalar(Scalar::Str(s)) => std::mem::take(s),
             Item::Scalar(n @ Scalar::Int(_)) => n.text(),
             other => {
-                errors.push(cx.at(
-                    key,
-                    format!("an account must be a string, found {}", other.kind()),
-                ));
+                let kind = other.kind();
+                errors.push(cx.at(key, format!("an account must be a string, found {kind}")));
                 return None;
             }
         };
-        match Account::new(&text) {
+        match Account::from_string(text) {
             Ok(a) => {
                 if !a.is_conventional() && warned_accounts.insert(a.clone()) {
                     warnings.push(
                         cx.at(key, format!(
-                            "account {text:?} has characters outside [a-zA-Z0-9_-]; the service may reject it"
+                            "account {:?} has characters outside [a-zA-Z0-9_-]; the service may reject it",
+                            a.as_str()
                         ))
                         .warning(),
                     );
@@ -740,24 +759,31 @@ fn check_group(
         group.value.marks,
         "`marks` must be a mapping of mark to its accounts (such as `1001: [student9]`)",
     );
+    // Members listed in `members`, each account once (a repeated key is an error and skipped).
+    let mut listed: Vec<(Account, MarkSet)> = Vec::with_capacity(members.len());
     {
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        for (key, marks) in members {
-            let name = key.value.text();
-            if let Some(name) = &name {
-                if let Some(first) = seen.get(name) {
-                    errors.push(cx.at(&key, format!(
-                        "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
-                    )));
-                    continue;
-                }
-                seen.insert(name.clone(), cx.line(&key));
+        let repeats = first_lines_of_repeats(
+            members
+                .iter()
+                .map(|(key, _)| (key.value.text(), cx.line(key))),
+        );
+        for ((mut key, marks), repeat) in members.into_iter().zip(repeats) {
+            if let Some(first) = repeat {
+                let name = key.value.text().unwrap_or_default();
+                errors.push(cx.at(&key, format!(
+                    "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
+                )));
+                continue;
             }
-            let account = check_account(&key, errors);
+            // Only needed for a message, and `check_account` takes the text out of the key.
+            let whose = match (&marks.value, key.value.text()) {
+                (Node::Seq(_), _) | (_, None) => String::new(),
+                (_, Some(n)) => format!(" of {n:?}"),
+            };
+            let account = check_account(&mut key, errors);
             let items = match &marks.value {
                 Node::Seq(items) => items,
                 other => {
-                    let whose = name.map(|n| format!(" of {n:?}")).unwrap_or_default();
                     errors.push(cx.at(
                         &marks,
                         format!(
@@ -780,33 +806,39 @@ fn check_group(
                 }
             }
             if let Some(a) = account {
-                out.members.entry(a).or_default().extend(set.iter());
+                listed.push((a, set));
             }
         }
     }
+    // Accounts are unique here, so an unstable sort is enough; files usually list them sorted,
+    // which the sort detects in one pass. A sorted vector bulk-builds the tree.
+    listed.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    out.members = listed.into_iter().collect();
     {
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        for (key, accounts) in marks {
-            let name = key.value.text();
-            if let Some(name) = &name {
-                if let Some(first) = seen.get(name) {
-                    errors.push(cx.at(&key, format!(
-                        "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
-                    )));
-                    continue;
-                }
-                seen.insert(name.clone(), cx.line(&key));
+        let repeats = first_lines_of_repeats(
+            marks
+                .iter()
+                .map(|(key, _)| (key.value.text(), cx.line(key))),
+        );
+        for ((key, accounts), repeat) in marks.into_iter().zip(repeats) {
+            if let Some(first) = repeat {
+                let name = key.value.text().unwrap_or_default();
+                errors.push(cx.at(&key, format!(
+                    "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
+                )));
+                continue;
             }
+            let name = key.value.text();
             let mark = check_mark(&key, errors);
             if let Some(m) = mark {
                 note_use(m, &key);
             }
-            let items = match &accounts.value {
+            let items = match accounts.value {
                 Node::Seq(items) => items,
                 other => {
                     let whose = name.map(|n| format!(" of mark {n}")).unwrap_or_default();
-                    errors.push(cx.at(
-                        &accounts,
+                    errors.push(cx.at_loc(
+                        &accounts.referenced,
                         format!(
                             "the accounts{whose} must be a list such as [student9], found {}",
                             other.kind()
@@ -815,18 +847,17 @@ fn check_group(
                     continue;
                 }
             };
-            let mut listed: HashSet<String> = HashSet::new();
-            for item in items {
-                if let Some(text) = item.value.text()
-                    && !listed.insert(text.clone())
-                {
+            let repeats = first_lines_of_repeats(items.iter().map(|item| (item.value.text(), 0)));
+            for (mut item, repeat) in items.into_iter().zip(repeats) {
+                if repeat.is_some() {
+                    let text = item.value.text().unwrap_or_default();
                     errors.push(cx.at(
-                        item,
+                        &item,
                         format!("account {text:?} is listed twice under this mark"),
                     ));
                     continue;
                 }
-                if let (Some(a), Some(m)) = (check_account(item, errors), mark) {
+                if let (Some(a), Some(m)) = (check_account(&mut item, errors), mark) {
                     out.members.entry(a).or_default().insert(m);
                 }
             }
@@ -852,10 +883,14 @@ fn check_group(
             ),
         ));
     }
-    let mut per_mark: BTreeMap<Mark, usize> = BTreeMap::new();
+    // At most a handful of distinct marks: a sorted vector, not a tree, for a million lookups.
+    let mut per_mark: Vec<(Mark, usize)> = Vec::new();
     for marks in out.members.values() {
         for m in marks.iter() {
-            *per_mark.entry(m).or_default() += 1;
+            match per_mark.binary_search_by_key(&m, |e| e.0) {
+                Ok(i) => per_mark[i].1 += 1,
+                Err(i) => per_mark.insert(i, (m, 1)),
+            }
         }
     }
     for (m, count) in per_mark {
@@ -871,6 +906,27 @@ fn check_group(
                     id.as_str()
                 ),
             ));
+        }
+    }
+    out
+}
+
+/// For keys (or list items) given in document order as their text (`None`: not comparable, never
+/// a repeat) and line: for each, the line of the first one with the same text when it is a
+/// repeat, else `None`. Sorts indices instead of hashing copied strings.
+fn first_lines_of_repeats<'t>(
+    texts: impl ExactSizeIterator<Item = (Option<std::borrow::Cow<'t, str>>, u64)>,
+) -> Vec<Option<u64>> {
+    let mut out = vec![None; texts.len()];
+    let mut order: Vec<(std::borrow::Cow<'t, str>, u64, usize)> = texts
+        .enumerate()
+        .filter_map(|(i, (text, line))| text.map(|t| (t, line, i)))
+        .collect();
+    // Stable: equal texts stay in document order, so the first of a run is the first written.
+    order.sort_by(|x, y| x.0.cmp(&y.0));
+    for run in order.chunk_by(|x, y| x.0 == y.0) {
+        for repeat in &run[1..] {
+            out[repeat.2] = Some(run[0].1);
         }
     }
     out
@@ -907,10 +963,10 @@ enum Item {
 }
 
 impl Item {
-    /// The value as text, `None` for a collection.
-    fn text(&self) -> Option<String> {
+    /// The value as text (borrowed when it is a string), `None` for a collection.
+    fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self {
-            Item::Scalar(s) => Some(s.text()),
+            Item::Scalar(s) => Some(s.text_ref()),
             Item::Collection(_) => None,
         }
     }

@@ -358,36 +358,45 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
     Ok(state)
 }
 
-/// Parses state JSON, checking the version before trusting the rest.
+/// Parses state JSON. A file of another version is named as such, not as corrupt.
+///
+/// One pass in the usual case: the full parse comes first, and only when it fails is the version
+/// probed, so that a future format (whose layout this build may not read) is reported as a version
+/// mismatch rather than as corruption. The outcome is the same as probing first: a file that
+/// does not even probe is corrupt with the probe's error; one whose version differs is refused
+/// as such; one without a version says so; and one of this version that does not parse is
+/// corrupt with the full parse's error.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     let corrupt = |e: serde_json::Error| StateError::Corrupt {
         path: path.into(),
         detail: e.to_string(),
         bak: backup_path(path),
     };
-    /// Only the version, read first so that a future format is named as such, not as corrupt.
+    /// Only the version, read when the full parse fails.
     #[derive(Deserialize)]
     struct Probe {
         format_version: Option<u64>,
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
-    match probe.format_version {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => {
-            return Err(StateError::Version {
-                path: path.into(),
-                found: u32::try_from(v).unwrap_or(u32::MAX),
-            });
-        }
-        None => {
-            return Err(StateError::Corrupt {
-                path: path.into(),
-                detail: "no format_version".into(),
-                bak: backup_path(path),
-            });
+    let version = |found: u64| StateError::Version {
+        path: path.into(),
+        found: u32::try_from(found).unwrap_or(u32::MAX),
+    };
+    match serde_json::from_slice::<State>(bytes) {
+        Ok(state) if state.format_version == FORMAT_VERSION => Ok(state),
+        Ok(state) => Err(version(u64::from(state.format_version))),
+        Err(full) => {
+            let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+            match probe.format_version {
+                Some(v) if v == u64::from(FORMAT_VERSION) => Err(corrupt(full)),
+                Some(v) => Err(version(v)),
+                None => Err(StateError::Corrupt {
+                    path: path.into(),
+                    detail: "no format_version".into(),
+                    bak: backup_path(path),
+                }),
+            }
         }
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
 }
 
 /// Writes the state atomically: temporary file in the same directory, fsync, keep the current

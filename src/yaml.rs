@@ -62,6 +62,14 @@ impl Scalar {
         }
     }
 
+    /// The scalar as text like [`Scalar::text`], borrowing a string instead of copying it.
+    pub fn text_ref(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Scalar::Str(s) => std::borrow::Cow::Borrowed(s),
+            other => std::borrow::Cow::Owned(other.text()),
+        }
+    }
+
     /// "a string", "an integer"...: for messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -748,38 +748,48 @@ fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
     plan::plan(&desired, &held, now, &policy)
 }
 
-/// Watches the desired directory (or a single file's directory) and sends `FilesChanged` after
-/// each debounced batch of events. Any event counts as "maybe changed": content hashes decide.
+/// The file watcher: raw OS events wake [`debounce_files`], which sends `FilesChanged` once
+/// they have been quiet for the debounce period. Dropping it stops both.
+struct FileWatch {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches the desired directory (or a single file's directory). Any event but a read counts as
+/// "maybe changed": content hashes decide.
+///
+/// Reads are ignored because the daemon's own refresh opens every directory it walks: with
+/// `IN_OPEN` counted, each refresh caused the next one, once per debounce period, forever (and
+/// the loop's wake-ups kept pushing back the renewal timer).
 fn watch_files(
     root: &Path,
     debounce: Duration,
     sender: mpsc::Sender<Input>,
-) -> notify::Result<
-    notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
-> {
-    use notify::RecursiveMode;
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        debounce,
-        None,
-        move |result: notify_debouncer_full::DebounceEventResult| {
-            match result {
-                Ok(events) if events.is_empty() => {}
-                Ok(_) => {
-                    // A full queue already holds a FilesChanged or something that leads to a refresh.
-                    let _ = sender.try_send(Input::FilesChanged);
-                }
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!("file watcher: {}", describe_watch_error(&e));
-                    }
-                    let _ = sender.try_send(Input::FilesChanged);
+) -> notify::Result<FileWatch> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    use notify::{RecursiveMode, Watcher};
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let waker = wake.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
+            Ok(event) => {
+                let read = matches!(event.kind, EventKind::Access(kind)
+                    if kind != AccessKind::Close(AccessMode::Write));
+                if !read {
+                    waker.notify_one();
                 }
             }
-        },
-    )?;
+            Err(e) => {
+                tracing::warn!("file watcher: {}", describe_watch_error(&e));
+                waker.notify_one();
+            }
+        })?;
     let (target, mode) = if root.is_dir() {
         (root.to_path_buf(), RecursiveMode::Recursive)
     } else {
@@ -791,8 +801,45 @@ fn watch_files(
             RecursiveMode::NonRecursive,
         )
     };
-    debouncer.watch(&target, mode)?;
-    Ok(debouncer)
+    watcher.watch(&target, mode)?;
+    let task = tokio::spawn(debounce_files(wake, debounce, sender));
+    Ok(FileWatch {
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// The debounce (SPEC: "quiet time after a file event; max wait 4x this"): after the first
+/// event, waits until no event came for `debounce`, or at most `4 * debounce`, then sends one
+/// `FilesChanged`.
+///
+/// `notify-debouncer-full` was used before, but it releases each event `debounce` after that
+/// event, not after the last one: a burst longer than the debounce (a `git checkout` of many
+/// files, a script writing a file 100 times) was delivered in pieces, each piece a reconcile of
+/// a half-written tree.
+async fn debounce_files(
+    wake: Arc<tokio::sync::Notify>,
+    debounce: Duration,
+    sender: mpsc::Sender<Input>,
+) {
+    loop {
+        wake.notified().await;
+        let cap = Instant::now() + debounce * 4;
+        loop {
+            let quiet = (Instant::now() + debounce).min(cap);
+            tokio::select! {
+                () = wake.notified() => {
+                    if Instant::now() >= cap {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(quiet) => break,
+            }
+        }
+        if sender.send(Input::FilesChanged).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// OS watch errors, phrased so an operator knows what to do.

@@ -254,6 +254,20 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- daemon stderr ---\n{}", self.proc.stderr());
+            let (_, metrics) = self.get("/metrics");
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                .collect();
+            eprintln!("--- daemon metrics (non-zero) ---\n{}", lines.join("\n"));
+        }
+    }
+}
+
 /// Where a test's emulator runs.
 enum Emu {
     /// In this process: direct access to marks, calls, faults and presence.
@@ -666,7 +680,7 @@ fn sigterm_during_a_slow_reconcile_stops_sending_and_exits_0_with_state_saved() 
     let mut want = Marks::new();
     let members = want.entry("@TGS#BIG".into()).or_default();
     for i in 0..1200 {
-        members.insert(format!("u{i:04}"), vec![1000]);
+        members.insert(format!("u{i:04}"), vec![1000 + i % 3]);
     }
     env.desire("big.yaml", &want);
     env.emu()

@@ -120,6 +120,9 @@ struct Daemon {
     last_failure: Option<String>,
     /// Whether READY=1 was sent (the first reconcile is over).
     ready: bool,
+    /// When the last reconcile started (clock time): a mark 500 renewal due before then was
+    /// attempted, so it is retried after `retry_pending_every`, not at once.
+    last_reconcile_at: Option<UnixTime>,
     /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
     guard_refused: bool,
     /// Shared with apply: set on SIGTERM to stop sending new calls.
@@ -165,6 +168,7 @@ pub async fn run(
         last_ok: true,
         guard_refused: false,
         ready: false,
+        last_reconcile_at: None,
         last_failure: None,
         stop: Arc::default(),
     };
@@ -386,18 +390,24 @@ impl Daemon {
         self.refresh_desired();
     }
 
-    /// Seconds until the earliest desired mark 500 renewal is due (`None` when there is none).
+    /// How long until the earliest desired mark 500 renewal is due (`None` when there is none).
+    ///
+    /// A renewal that came due after the last reconcile started has not been attempted: it is
+    /// due now, however the loop was woken meanwhile. One that was attempted and did not go
+    /// through (member gone, call failed) is retried `retry_pending_every` after that attempt,
+    /// not in a tight loop. (Before, "due in the past" always meant "attempted", so a loop that
+    /// woke for anything else in the last second before the due time skipped the renewal until
+    /// the retry period.)
     fn next_renewal_in(&self) -> Option<Duration> {
         let due = self.next_renewal_at()?;
         let now = self.clock.now();
-        // An overdue renewal that did not go through (member gone, call failed) is retried with
-        // the pending marks, not in a tight loop.
-        let wait = if due > now {
-            due - now
-        } else {
-            self.config.retry_pending_every.as_secs() as i64
+        let at = match self.last_reconcile_at {
+            Some(last) if due <= last => {
+                last + self.config.retry_pending_every.as_secs().max(1) as i64
+            }
+            _ => due,
         };
-        Some(Duration::from_secs(wait.max(1) as u64))
+        Some(Duration::from_secs((at - now).max(0) as u64))
     }
 
     /// When the earliest renewal of a desired (or, with broken files, any) mark 500 is due.
@@ -480,6 +490,7 @@ impl Daemon {
         deferred: &mut Vec<Input>,
     ) {
         let now = self.clock.now();
+        self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
         self.metrics.set_managed(self.state.managed_count());
         if plan.is_empty() {

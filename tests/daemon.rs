@@ -1169,10 +1169,26 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     let t = Instant::now();
     let d = env.start();
     assert_eq!(env.calls(), 0, "not due at startup");
+    // Unrelated file events keep waking the daemon meanwhile; none may push the renewal back.
+    let noise = env.path("marks/noise.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noisy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::fs::write(&noise, i.to_string()).unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(70));
+            }
+        })
+    };
     poll("the renewal call", Duration::from_secs(6), || {
         (env.calls() >= 1).then_some(())
     });
     let took = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    noisy.join().unwrap();
     assert!(took >= Duration::from_millis(900), "renewed too early: {took:?}");
     env.wait_live(&want);
     assert_eq!(d.reconciles("renewal"), 1.0);

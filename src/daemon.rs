@@ -97,6 +97,11 @@ pub struct RunOptions {
 /// How long in-flight calls may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
+/// enough to batch a wave of callbacks into one write at a million marks, short enough that a
+/// crash loses little.
+const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
+
 /// The daemon's mutable world, owned by the main loop.
 struct Daemon {
     config_path: PathBuf,
@@ -112,8 +117,12 @@ struct Daemon {
     readiness: watch::Sender<Readiness>,
     /// Set by the reassert timer, consumed by the next reconcile.
     reassert_due: bool,
-    /// Set by callbacks (offline members), saved by the next reconcile or at shutdown.
-    state_dirty: bool,
+    /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
+    /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
+    /// at shutdown, whichever comes first.
+    dirty_since: Option<Instant>,
+    /// Whether a reconcile has finished: `/readyz` is 503 until then.
+    reconciled: bool,
     /// Whether the last reconcile ended without failures.
     last_ok: bool,
     /// Why the last reconcile did not succeed, if it did not.
@@ -164,7 +173,8 @@ pub async fn run(
         metrics,
         readiness,
         reassert_due: false,
-        state_dirty: false,
+        dirty_since: None,
+        reconciled: false,
         last_ok: true,
         guard_refused: false,
         ready: false,
@@ -199,7 +209,10 @@ pub async fn run(
     let mut reassert = interval(daemon.config.reassert_every);
     let mut watchdog = interval(watchdog_period());
     let mut deferred: Vec<Input> = Vec::new();
-    loop {
+    // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it
+    // (before, the stop flag was only looked at after the next input, so the daemon went on
+    // running until a second signal).
+    while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
         // many arrived, they cause exactly one more reconcile.
         let mut batch = std::mem::take(&mut deferred);
@@ -208,6 +221,10 @@ pub async fn run(
             batch.push(tokio::select! {
                 Some(input) = inputs.recv() => input,
                 () = sleep_or_forever(renewal) => Input::RenewalDue,
+                () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
+                    daemon.flush_state();
+                    continue;
+                }
                 _ = retry.tick() => Input::RetryPending,
                 _ = reassert.tick() => Input::Reassert,
                 _ = watchdog.tick() => {
@@ -233,7 +250,7 @@ pub async fn run(
     }
 
     notify(&[sd_notify::NotifyState::Stopping]);
-    if !daemon.opts.dry_run && daemon.state_dirty {
+    if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
         state::save(&daemon.config.state, &mut daemon.state)?;
     }
     tracing::info!("marksync stopped");
@@ -283,6 +300,30 @@ impl Daemon {
         trigger
     }
 
+    fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Saves state changes made outside a reconcile and updates the gauges they move. Before,
+    /// marks forgotten on an offline callback stayed in memory until the next non-empty
+    /// reconcile, which could be hours away: `/metrics` kept counting them and a crash
+    /// restarted from a state that still claimed them.
+    fn flush_state(&mut self) {
+        if self.opts.dry_run {
+            self.dirty_since = None;
+        } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
+            tracing::error!("cannot save state: {e}");
+            // Retry at the next period rather than in a tight loop.
+            self.dirty_since = Some(Instant::now());
+        } else {
+            self.dirty_since = None;
+        }
+        self.metrics.set_managed(self.state.managed_count());
+        self.metrics.set_pending(self.pending_count());
+        self.metrics
+            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+    }
+
     /// A member came online or went offline. The service drops every mark but 500 of a member
     /// who goes offline, so those marks leave the state; a member who comes online gets its
     /// desired marks again at once. Returns whether a reconcile is needed.
@@ -300,7 +341,7 @@ impl Daemon {
             }
         }
         if forgotten {
-            self.state_dirty = true;
+            self.mark_dirty();
         }
         match event.event {
             MemberEvent::Offline => false,
@@ -580,14 +621,17 @@ impl Daemon {
                 tracing::error!(
                     "calls in flight did not finish within {SHUTDOWN_GRACE:?}; the next start settles them from the saved intents"
                 );
+                // What was confirmed before the cut is in memory only: save it on the way out.
+                self.mark_dirty();
                 self.finish_round(trigger, "failed", false);
             }
             Some(Err(e)) => {
                 tracing::error!("cannot save state: {e}");
+                self.mark_dirty();
                 self.finish_round(trigger, "failed", false);
             }
             Some(Ok(applied)) => {
-                self.state_dirty = false;
+                self.dirty_since = None;
                 let t = applied.totals;
                 tracing::info!(
                     trigger = trigger.label(),
@@ -616,6 +660,7 @@ impl Daemon {
             (outcome, ok)
         };
         self.last_ok = ok;
+        self.reconciled = true;
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
             self.metrics.set_last_success(self.clock.now());
@@ -639,12 +684,15 @@ impl Daemon {
         let detail = match (&self.desired_problems, &self.last_failure) {
             (Some(p), _) => format!("desired files do not parse:\n{p}"),
             (None, Some(f)) => f.clone(),
+            (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => "ok".into(),
             (None, None) => "desired files not loaded yet".into(),
         };
+        // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
+        // of a reconcile that has not happened (it said 200 while the first one was running).
         let _ = self.readiness.send(Readiness {
             desired_ok,
-            last_reconcile_ok: self.last_failure.is_none(),
+            last_reconcile_ok: self.reconciled && self.last_failure.is_none(),
             detail,
         });
     }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::apply::{self, Outcome};
 use crate::clock::Clock;
 use crate::cmd::{self, Connection};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::desired::{DesiredGroup, DesiredState};
 use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
@@ -123,6 +123,8 @@ struct Daemon {
     dirty_since: Option<Instant>,
     /// Whether a reconcile has finished: `/readyz` is 503 until then.
     reconciled: bool,
+    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
+    reconnect: bool,
     /// Whether the last reconcile ended without failures.
     last_ok: bool,
     /// Why the last reconcile did not succeed, if it did not.
@@ -175,6 +177,7 @@ pub async fn run(
         reassert_due: false,
         dirty_since: None,
         reconciled: false,
+        reconnect: false,
         last_ok: true,
         guard_refused: false,
         ready: false,
@@ -183,7 +186,7 @@ pub async fn run(
         stop: Arc::default(),
     };
 
-    let _watcher = watch_files(
+    let mut watcher = watch_files(
         daemon.desired.root(),
         daemon.config.debounce,
         sender.clone(),
@@ -239,6 +242,32 @@ pub async fn run(
         let trigger = daemon.absorb(batch);
         if daemon.stop.load(Ordering::SeqCst) {
             break;
+        }
+        // A reload's new periods, debounce and connection take effect now. (Before, the timers
+        // and the watcher kept the periods they were started with until a restart, and the
+        // client its endpoint and credentials, while the reload said "config re-read".)
+        if retry.period() != daemon.config.retry_pending_every {
+            retry = interval(daemon.config.retry_pending_every);
+        }
+        if reassert.period() != daemon.config.reassert_every {
+            reassert = interval(daemon.config.reassert_every);
+        }
+        if watcher.debounce != daemon.config.debounce {
+            match watch_files(daemon.desired.root(), daemon.config.debounce, sender.clone()) {
+                Ok(w) => watcher = w,
+                Err(e) => tracing::error!(
+                    "reload: cannot restart the file watcher; keeping the old one: {}",
+                    describe_watch_error(&e)
+                ),
+            }
+        }
+        if std::mem::take(&mut daemon.reconnect) {
+            match cmd::connect(&daemon.config, daemon.clock.clone()).await {
+                Ok(connection) => daemon.connection = connection,
+                Err(e) => tracing::error!(
+                    "reload: cannot build the API client from the new config; keeping the old one: {e}"
+                ),
+            }
         }
         if let Some(trigger) = trigger {
             daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
@@ -356,10 +385,9 @@ impl Daemon {
     /// Re-reads the desired files; returns whether the desired state changed.
     fn refresh_desired(&mut self) -> bool {
         match self.desired.refresh() {
-            Refresh::Unchanged => {
-                self.set_desired_ok();
-                false
-            }
+            // Back to parsing with the last good content: reconcile all the same, since what
+            // came up meanwhile (members back online, reasserts) was held back as renewals only.
+            Refresh::Unchanged => self.set_desired_ok(),
             Refresh::Changed(files) => {
                 tracing::info!(
                     files = files.len(),
@@ -393,12 +421,15 @@ impl Daemon {
         }
     }
 
-    fn set_desired_ok(&mut self) {
-        if self.desired_problems.take().is_some() {
+    /// Records that the desired files parse; returns whether they did not before.
+    fn set_desired_ok(&mut self) -> bool {
+        let was_broken = self.desired_problems.take().is_some();
+        if was_broken {
             tracing::info!("desired files parse again");
         }
         self.metrics.set_desired_errors(0);
         self.publish_readiness();
+        was_broken
     }
 
     /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
@@ -415,13 +446,38 @@ impl Daemon {
                         "reload: a new `desired` path needs a restart; keeping the old one"
                     );
                 }
+                if config.http != self.config.http {
+                    tracing::warn!(
+                        "reload: `http` changes need a restart; keeping the old listener"
+                    );
+                }
+                let embedded = |c: &Config| matches!(c.endpoint, Endpoint::Embedded);
+                if embedded(&config) != embedded(&self.config) {
+                    tracing::warn!(
+                        "reload: switching to or from `endpoint: embedded` needs a restart; keeping the old endpoint"
+                    );
+                }
                 let keep = (
                     self.config.state.clone(),
                     self.config.sdkappid,
                     self.config.desired.clone(),
+                    self.config.http.clone(),
                 );
+                let old_endpoint = self.config.endpoint.clone();
                 self.config = config;
-                (self.config.state, self.config.sdkappid, self.config.desired) = keep;
+                (
+                    self.config.state,
+                    self.config.sdkappid,
+                    self.config.desired,
+                    self.config.http,
+                ) = keep;
+                if embedded(&self.config) || matches!(old_endpoint, Endpoint::Embedded) {
+                    self.config.endpoint = old_endpoint;
+                } else {
+                    // Endpoint, identifier, secret key (possibly rotated in place), rate and
+                    // UserSig validity: the main loop rebuilds the client before the next round.
+                    self.reconnect = true;
+                }
                 tracing::info!("reload: config re-read");
             }
             Err(e) => {
@@ -810,6 +866,7 @@ fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
 /// The file watcher: raw OS events wake [`debounce_files`], which sends `FilesChanged` once
 /// they have been quiet for the debounce period. Dropping it stops both.
 struct FileWatch {
+    debounce: Duration,
     _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
@@ -863,6 +920,7 @@ fn watch_files(
     watcher.watch(&target, mode)?;
     let task = tokio::spawn(debounce_files(wake, debounce, sender));
     Ok(FileWatch {
+        debounce,
         _watcher: watcher,
         task,
     })

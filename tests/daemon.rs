@@ -219,6 +219,14 @@ impl Daemon {
         self.metric(&format!("marksync_reconciles_total{{trigger=\"{trigger}\""))
     }
 
+    /// Waits until at least `n` reconciles with `trigger` were recorded (the emulator can show
+    /// a reconcile's effect a moment before the daemon records it).
+    fn wait_reconciles(&self, trigger: &str, n: f64) {
+        poll(&format!("{n} reconciles by {trigger}"), WAIT, || {
+            (self.reconciles(trigger) >= n).then_some(())
+        })
+    }
+
     fn readyz(&self) -> u16 {
         self.get("/readyz").0
     }
@@ -1066,7 +1074,7 @@ fn callbacks_drop_marks_offline_and_resend_them_online() {
         .unwrap();
     env.wait_live_within(&want, Duration::from_secs(3));
     assert_eq!(env.calls(), calls + 1, "one set call for both members");
-    assert!(d.reconciles("callback") >= 1.0);
+    d.wait_reconciles("callback", 1.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1131,7 +1139,7 @@ fn pending_marks_are_retried_when_the_member_comes_online() {
     assert_eq!(d.metric("marksync_pending_marks"), 1.0);
     env.online("@TGS#P", &["bob"]);
     env.wait_live_within(&want, Duration::from_secs(4));
-    assert!(d.reconciles("retry_pending") >= 1.0);
+    d.wait_reconciles("retry_pending", 1.0);
     poll("no pending marks", WAIT, || {
         (d.metric("marksync_pending_marks") == 0.0).then_some(())
     });
@@ -1154,7 +1162,7 @@ fn reassert_resends_marks_dropped_behind_the_daemons_back() {
     env.online("@TGS#1A", &["teacher"]);
     assert_ne!(env.live(), want);
     env.wait_live_within(&want, Duration::from_secs(5));
-    assert!(d.reconciles("reassert") >= 1.0);
+    d.wait_reconciles("reassert", 1.0);
 }
 
 #[test]
@@ -1191,7 +1199,7 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     noisy.join().unwrap();
     assert!(took >= Duration::from_millis(900), "renewed too early: {took:?}");
     env.wait_live(&want);
-    assert_eq!(d.reconciles("renewal"), 1.0);
+    d.wait_reconciles("renewal", 1.0);
     env.settle();
     assert_eq!(env.calls(), 1, "renewed once");
 }

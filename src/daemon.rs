@@ -253,7 +253,11 @@ pub async fn run(
             reassert = interval(daemon.config.reassert_every);
         }
         if watcher.debounce != daemon.config.debounce {
-            match watch_files(daemon.desired.root(), daemon.config.debounce, sender.clone()) {
+            match watch_files(
+                daemon.desired.root(),
+                daemon.config.debounce,
+                sender.clone(),
+            ) {
                 Ok(w) => watcher = w,
                 Err(e) => tracing::error!(
                     "reload: cannot restart the file watcher; keeping the old one: {}",

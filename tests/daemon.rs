@@ -324,14 +324,7 @@ impl Env {
             .unwrap();
         let emu = rt.block_on(Emulator::start(cfg)).unwrap();
         let endpoint = emu.base_url();
-        Env::setup(
-            Emu::InProcess {
-                emu: Some(emu),
-                rt,
-            },
-            &endpoint,
-            port,
-        )
+        Env::setup(Emu::InProcess { emu: Some(emu), rt }, &endpoint, port)
     }
 
     /// A standalone `marksync emulator --demo` process.
@@ -656,8 +649,8 @@ fn startup_reconciles_then_ready_and_sigterm_saves_state() {
     let state = env.state();
     assert_eq!(state["format_version"], 1);
     assert_eq!(state["sdkappid"], APP);
-    assert_eq!(state["groups"]["@TGS#1A"]["host"]["500"].is_i64(), true);
-    assert_eq!(state["groups"]["@TGS#2B"]["bob"]["1002"].is_i64(), true);
+    assert!(state["groups"]["@TGS#1A"]["host"]["500"].is_i64());
+    assert!(state["groups"]["@TGS#2B"]["bob"]["1002"].is_i64());
     assert!(
         state["intents"]
             .as_object()
@@ -699,7 +692,11 @@ fn sigterm_during_a_slow_reconcile_stops_sending_and_exits_0_with_state_saved() 
         (env.calls() >= 1).then_some(())
     });
     d.wait_listening();
-    assert_eq!(d.readyz(), 503, "not ready before the first reconcile is over");
+    assert_eq!(
+        d.readyz(),
+        503,
+        "not ready before the first reconcile is over"
+    );
     let t = Instant::now();
     d.proc.signal("TERM");
     let status = d.proc.wait_exit(WAIT);
@@ -915,7 +912,10 @@ fn touching_or_rewriting_identical_content_sends_nothing() {
     assert_eq!(env.calls(), calls, "nothing sent");
     assert_eq!(d.reconciles("files"), files, "no reconcile");
     // The events were handled (a later real change goes through with exactly its own calls).
-    let b2 = marks(&[("@TGS#2B", "alice", &[1002]), ("@TGS#2B", "bob", &[1002, 1003])]);
+    let b2 = marks(&[
+        ("@TGS#2B", "alice", &[1002]),
+        ("@TGS#2B", "bob", &[1002, 1003]),
+    ]);
     env.desire("b.yaml", &b2);
     env.wait_live(&union(&[&a, &b2]));
     assert_eq!(env.calls(), calls + 1);
@@ -931,7 +931,9 @@ fn a_change_during_a_reconcile_runs_exactly_one_more() {
         .unwrap();
     let b2 = marks(&[("@TGS#2B", "alice", &[1002]), ("@TGS#2B", "bob", &[1003])]);
     env.desire("b.yaml", &b2);
-    poll("a call in flight", WAIT, || (env.calls() > calls).then_some(()));
+    poll("a call in flight", WAIT, || {
+        (env.calls() > calls).then_some(())
+    });
     // Two more changes while it is in flight.
     let c = marks(&[("@TGS#3C", "zed", &[1009])]);
     env.desire("c.yaml", &c);
@@ -956,7 +958,9 @@ fn a_parse_error_keeps_the_last_good_state_until_fixed() {
         "groups:\n  \"@TGS#1A\":\n    memebrs:\n      teacher: [1000]\n",
     );
     d.proc.wait_stderr("a.yaml:3:5");
-    poll("/readyz to answer 503", WAIT, || (d.readyz() == 503).then_some(()));
+    poll("/readyz to answer 503", WAIT, || {
+        (d.readyz() == 503).then_some(())
+    });
     assert!(d.metric("marksync_desired_errors") > 0.0);
     // Deleting another file while one is broken clears nothing either.
     std::fs::remove_file(env.path("marks/b.yaml")).unwrap();
@@ -968,7 +972,9 @@ fn a_parse_error_keeps_the_last_good_state_until_fixed() {
     let a2 = marks(&[("@TGS#1A", "teacher", &[1000, 1003])]);
     env.desire("a.yaml", &a2);
     env.wait_live(&a2);
-    poll("/readyz to answer 200", WAIT, || (d.readyz() == 200).then_some(()));
+    poll("/readyz to answer 200", WAIT, || {
+        (d.readyz() == 200).then_some(())
+    });
     assert_eq!(d.metric("marksync_desired_errors"), 0.0);
 }
 
@@ -985,10 +991,15 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
     env.write("marks/r.yaml", "groups:\n  \"@TGS#R\":\n    members: [\n");
     let mut d = env.spawn();
     d.wait_listening();
-    poll("the renewal call", WAIT, || (env.calls() >= 1).then_some(()));
+    poll("the renewal call", WAIT, || {
+        (env.calls() >= 1).then_some(())
+    });
     env.settle();
     assert_eq!(env.calls(), 1, "the renewal and nothing else");
-    assert_eq!(env.emu().marks_of("@TGS#R"), [("host".into(), vec![500])].into());
+    assert_eq!(
+        env.emu().marks_of("@TGS#R"),
+        [("host".into(), vec![500])].into()
+    );
     let expires = env.emu().groups()["@TGS#R"].members["host"]
         .mark_500_expires_at
         .unwrap();
@@ -997,7 +1008,10 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
     let state = env.state();
     let renewed = state["groups"]["@TGS#R"]["host"]["500"].as_i64().unwrap();
     assert!(renewed > old + 60 * HOUR, "the renewal is recorded");
-    assert_eq!(state["groups"]["@TGS#R"]["guest"]["1001"], old, "nothing else");
+    assert_eq!(
+        state["groups"]["@TGS#R"]["guest"]["1001"], old,
+        "nothing else"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1012,7 +1026,8 @@ fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
     )
     .unwrap();
     d.proc.signal("HUP");
-    d.proc.wait_stderr("the new config is invalid; keeping the old one");
+    d.proc
+        .wait_stderr("the new config is invalid; keeping the old one");
     assert!(d.proc.exited().is_none());
     let b2 = marks(&[("@TGS#2B", "erin", &[1008])]);
     env.desire("b.yaml", &b2);
@@ -1022,9 +1037,11 @@ fn sighup_refuses_a_bad_config_and_applies_a_good_one() {
     env.set("reassert_every", "1s");
     env.write_config();
     d.proc.signal("HUP");
-    poll("a reassert after the reload", Duration::from_secs(5), || {
-        (d.reconciles("reassert") >= 1.0).then_some(())
-    });
+    poll(
+        "a reassert after the reload",
+        Duration::from_secs(5),
+        || (d.reconciles("reassert") >= 1.0).then_some(()),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1100,7 +1117,10 @@ fn healthz_readyz_and_metrics_expose_the_documented_series() {
     let want = union(&[&a, &b]);
     let n_marks: usize = want.values().flat_map(|m| m.values()).map(Vec::len).sum();
     let one = |s: &str| metric(&text, s).unwrap_or_else(|| panic!("missing {s}\n{text}"));
-    assert_eq!(one(r#"marksync_calls_total{command="set",outcome="ok"}"#), 2.0);
+    assert_eq!(
+        one(r#"marksync_calls_total{command="set",outcome="ok"}"#),
+        2.0
+    );
     one(r#"marksync_calls_total{command="clear""#);
     assert_eq!(
         one(r#"marksync_call_duration_seconds_count{command="set"}"#),
@@ -1111,13 +1131,23 @@ fn healthz_readyz_and_metrics_expose_the_documented_series() {
         one(r#"marksync_reconciles_total{trigger="startup",outcome="ok"}"#),
         1.0
     );
-    for t in ["files", "renewal", "retry_pending", "reassert", "callback", "reload"] {
+    for t in [
+        "files",
+        "renewal",
+        "retry_pending",
+        "reassert",
+        "callback",
+        "reload",
+    ] {
         one(&format!("marksync_reconciles_total{{trigger=\"{t}\""));
     }
     assert_eq!(one("marksync_managed_marks"), n_marks as f64);
     assert_eq!(one("marksync_pending_marks"), 0.0);
     let expiry = one("marksync_mark500_earliest_expiry_timestamp_seconds");
-    assert!((expiry - (unix_now() + 72 * HOUR) as f64).abs() < 60.0, "{expiry}");
+    assert!(
+        (expiry - (unix_now() + 72 * HOUR) as f64).abs() < 60.0,
+        "{expiry}"
+    );
     assert_eq!(one("marksync_desired_errors"), 0.0);
     let last = one("marksync_last_success_timestamp_seconds");
     assert!((last - unix_now() as f64).abs() < 60.0, "{last}");
@@ -1197,7 +1227,10 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     let took = t.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     noisy.join().unwrap();
-    assert!(took >= Duration::from_millis(900), "renewed too early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "renewed too early: {took:?}"
+    );
     env.wait_live(&want);
     d.wait_reconciles("renewal", 1.0);
     env.settle();

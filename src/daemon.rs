@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::apply::{self, Outcome};
 use crate::clock::Clock;
 use crate::cmd::{self, Connection};
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::desired::{DesiredGroup, DesiredState};
 use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
@@ -97,6 +97,11 @@ pub struct RunOptions {
 /// How long in-flight calls may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
+/// enough to batch a wave of callbacks into one write at a million marks, short enough that a
+/// crash loses little.
+const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
+
 /// The daemon's mutable world, owned by the main loop.
 struct Daemon {
     config_path: PathBuf,
@@ -112,14 +117,23 @@ struct Daemon {
     readiness: watch::Sender<Readiness>,
     /// Set by the reassert timer, consumed by the next reconcile.
     reassert_due: bool,
-    /// Set by callbacks (offline members), saved by the next reconcile or at shutdown.
-    state_dirty: bool,
+    /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
+    /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
+    /// at shutdown, whichever comes first.
+    dirty_since: Option<Instant>,
+    /// Whether a reconcile has finished: `/readyz` is 503 until then.
+    reconciled: bool,
+    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
+    reconnect: bool,
     /// Whether the last reconcile ended without failures.
     last_ok: bool,
     /// Why the last reconcile did not succeed, if it did not.
     last_failure: Option<String>,
     /// Whether READY=1 was sent (the first reconcile is over).
     ready: bool,
+    /// When the last reconcile started (clock time): a mark 500 renewal due before then was
+    /// attempted, so it is retried after `retry_pending_every`, not at once.
+    last_reconcile_at: Option<UnixTime>,
     /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
     guard_refused: bool,
     /// Shared with apply: set on SIGTERM to stop sending new calls.
@@ -161,15 +175,18 @@ pub async fn run(
         metrics,
         readiness,
         reassert_due: false,
-        state_dirty: false,
+        dirty_since: None,
+        reconciled: false,
+        reconnect: false,
         last_ok: true,
         guard_refused: false,
         ready: false,
+        last_reconcile_at: None,
         last_failure: None,
         stop: Arc::default(),
     };
 
-    let _watcher = watch_files(
+    let mut watcher = watch_files(
         daemon.desired.root(),
         daemon.config.debounce,
         sender.clone(),
@@ -195,7 +212,10 @@ pub async fn run(
     let mut reassert = interval(daemon.config.reassert_every);
     let mut watchdog = interval(watchdog_period());
     let mut deferred: Vec<Input> = Vec::new();
-    loop {
+    // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it
+    // (before, the stop flag was only looked at after the next input, so the daemon went on
+    // running until a second signal).
+    while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
         // many arrived, they cause exactly one more reconcile.
         let mut batch = std::mem::take(&mut deferred);
@@ -204,6 +224,10 @@ pub async fn run(
             batch.push(tokio::select! {
                 Some(input) = inputs.recv() => input,
                 () = sleep_or_forever(renewal) => Input::RenewalDue,
+                () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
+                    daemon.flush_state();
+                    continue;
+                }
                 _ = retry.tick() => Input::RetryPending,
                 _ = reassert.tick() => Input::Reassert,
                 _ = watchdog.tick() => {
@@ -219,6 +243,36 @@ pub async fn run(
         if daemon.stop.load(Ordering::SeqCst) {
             break;
         }
+        // A reload's new periods, debounce and connection take effect now. (Before, the timers
+        // and the watcher kept the periods they were started with until a restart, and the
+        // client its endpoint and credentials, while the reload said "config re-read".)
+        if retry.period() != daemon.config.retry_pending_every {
+            retry = interval(daemon.config.retry_pending_every);
+        }
+        if reassert.period() != daemon.config.reassert_every {
+            reassert = interval(daemon.config.reassert_every);
+        }
+        if watcher.debounce != daemon.config.debounce {
+            match watch_files(
+                daemon.desired.root(),
+                daemon.config.debounce,
+                sender.clone(),
+            ) {
+                Ok(w) => watcher = w,
+                Err(e) => tracing::error!(
+                    "reload: cannot restart the file watcher; keeping the old one: {}",
+                    describe_watch_error(&e)
+                ),
+            }
+        }
+        if std::mem::take(&mut daemon.reconnect) {
+            match cmd::connect(&daemon.config, daemon.clock.clone()).await {
+                Ok(connection) => daemon.connection = connection,
+                Err(e) => tracing::error!(
+                    "reload: cannot build the API client from the new config; keeping the old one: {e}"
+                ),
+            }
+        }
         if let Some(trigger) = trigger {
             daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
             daemon.report_status();
@@ -229,7 +283,7 @@ pub async fn run(
     }
 
     notify(&[sd_notify::NotifyState::Stopping]);
-    if !daemon.opts.dry_run && daemon.state_dirty {
+    if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
         state::save(&daemon.config.state, &mut daemon.state)?;
     }
     tracing::info!("marksync stopped");
@@ -279,6 +333,30 @@ impl Daemon {
         trigger
     }
 
+    fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Saves state changes made outside a reconcile and updates the gauges they move. Before,
+    /// marks forgotten on an offline callback stayed in memory until the next non-empty
+    /// reconcile, which could be hours away: `/metrics` kept counting them and a crash
+    /// restarted from a state that still claimed them.
+    fn flush_state(&mut self) {
+        if self.opts.dry_run {
+            self.dirty_since = None;
+        } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
+            tracing::error!("cannot save state: {e}");
+            // Retry at the next period rather than in a tight loop.
+            self.dirty_since = Some(Instant::now());
+        } else {
+            self.dirty_since = None;
+        }
+        self.metrics.set_managed(self.state.managed_count());
+        self.metrics.set_pending(self.pending_count());
+        self.metrics
+            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+    }
+
     /// A member came online or went offline. The service drops every mark but 500 of a member
     /// who goes offline, so those marks leave the state; a member who comes online gets its
     /// desired marks again at once. Returns whether a reconcile is needed.
@@ -296,7 +374,7 @@ impl Daemon {
             }
         }
         if forgotten {
-            self.state_dirty = true;
+            self.mark_dirty();
         }
         match event.event {
             MemberEvent::Offline => false,
@@ -311,10 +389,9 @@ impl Daemon {
     /// Re-reads the desired files; returns whether the desired state changed.
     fn refresh_desired(&mut self) -> bool {
         match self.desired.refresh() {
-            Refresh::Unchanged => {
-                self.set_desired_ok();
-                false
-            }
+            // Back to parsing with the last good content: reconcile all the same, since what
+            // came up meanwhile (members back online, reasserts) was held back as renewals only.
+            Refresh::Unchanged => self.set_desired_ok(),
             Refresh::Changed(files) => {
                 tracing::info!(
                     files = files.len(),
@@ -348,12 +425,15 @@ impl Daemon {
         }
     }
 
-    fn set_desired_ok(&mut self) {
-        if self.desired_problems.take().is_some() {
+    /// Records that the desired files parse; returns whether they did not before.
+    fn set_desired_ok(&mut self) -> bool {
+        let was_broken = self.desired_problems.take().is_some();
+        if was_broken {
             tracing::info!("desired files parse again");
         }
         self.metrics.set_desired_errors(0);
         self.publish_readiness();
+        was_broken
     }
 
     /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
@@ -370,13 +450,38 @@ impl Daemon {
                         "reload: a new `desired` path needs a restart; keeping the old one"
                     );
                 }
+                if config.http != self.config.http {
+                    tracing::warn!(
+                        "reload: `http` changes need a restart; keeping the old listener"
+                    );
+                }
+                let embedded = |c: &Config| matches!(c.endpoint, Endpoint::Embedded);
+                if embedded(&config) != embedded(&self.config) {
+                    tracing::warn!(
+                        "reload: switching to or from `endpoint: embedded` needs a restart; keeping the old endpoint"
+                    );
+                }
                 let keep = (
                     self.config.state.clone(),
                     self.config.sdkappid,
                     self.config.desired.clone(),
+                    self.config.http.clone(),
                 );
+                let old_endpoint = self.config.endpoint.clone();
                 self.config = config;
-                (self.config.state, self.config.sdkappid, self.config.desired) = keep;
+                (
+                    self.config.state,
+                    self.config.sdkappid,
+                    self.config.desired,
+                    self.config.http,
+                ) = keep;
+                if embedded(&self.config) || matches!(old_endpoint, Endpoint::Embedded) {
+                    self.config.endpoint = old_endpoint;
+                } else {
+                    // Endpoint, identifier, secret key (possibly rotated in place), rate and
+                    // UserSig validity: the main loop rebuilds the client before the next round.
+                    self.reconnect = true;
+                }
                 tracing::info!("reload: config re-read");
             }
             Err(e) => {
@@ -386,18 +491,24 @@ impl Daemon {
         self.refresh_desired();
     }
 
-    /// Seconds until the earliest desired mark 500 renewal is due (`None` when there is none).
+    /// How long until the earliest desired mark 500 renewal is due (`None` when there is none).
+    ///
+    /// A renewal that came due after the last reconcile started has not been attempted: it is
+    /// due now, however the loop was woken meanwhile. One that was attempted and did not go
+    /// through (member gone, call failed) is retried `retry_pending_every` after that attempt,
+    /// not in a tight loop. (Before, "due in the past" always meant "attempted", so a loop that
+    /// woke for anything else in the last second before the due time skipped the renewal until
+    /// the retry period.)
     fn next_renewal_in(&self) -> Option<Duration> {
         let due = self.next_renewal_at()?;
         let now = self.clock.now();
-        // An overdue renewal that did not go through (member gone, call failed) is retried with
-        // the pending marks, not in a tight loop.
-        let wait = if due > now {
-            due - now
-        } else {
-            self.config.retry_pending_every.as_secs() as i64
+        let at = match self.last_reconcile_at {
+            Some(last) if due <= last => {
+                last + self.config.retry_pending_every.as_secs().max(1) as i64
+            }
+            _ => due,
         };
-        Some(Duration::from_secs(wait.max(1) as u64))
+        Some(Duration::from_secs((at - now).max(0) as u64))
     }
 
     /// When the earliest renewal of a desired (or, with broken files, any) mark 500 is due.
@@ -480,6 +591,7 @@ impl Daemon {
         deferred: &mut Vec<Input>,
     ) {
         let now = self.clock.now();
+        self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
         self.metrics.set_managed(self.state.managed_count());
         if plan.is_empty() {
@@ -569,14 +681,17 @@ impl Daemon {
                 tracing::error!(
                     "calls in flight did not finish within {SHUTDOWN_GRACE:?}; the next start settles them from the saved intents"
                 );
+                // What was confirmed before the cut is in memory only: save it on the way out.
+                self.mark_dirty();
                 self.finish_round(trigger, "failed", false);
             }
             Some(Err(e)) => {
                 tracing::error!("cannot save state: {e}");
+                self.mark_dirty();
                 self.finish_round(trigger, "failed", false);
             }
             Some(Ok(applied)) => {
-                self.state_dirty = false;
+                self.dirty_since = None;
                 let t = applied.totals;
                 tracing::info!(
                     trigger = trigger.label(),
@@ -605,6 +720,7 @@ impl Daemon {
             (outcome, ok)
         };
         self.last_ok = ok;
+        self.reconciled = true;
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
             self.metrics.set_last_success(self.clock.now());
@@ -628,12 +744,15 @@ impl Daemon {
         let detail = match (&self.desired_problems, &self.last_failure) {
             (Some(p), _) => format!("desired files do not parse:\n{p}"),
             (None, Some(f)) => f.clone(),
+            (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => "ok".into(),
             (None, None) => "desired files not loaded yet".into(),
         };
+        // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
+        // of a reconcile that has not happened (it said 200 while the first one was running).
         let _ = self.readiness.send(Readiness {
             desired_ok,
-            last_reconcile_ok: self.last_failure.is_none(),
+            last_reconcile_ok: self.reconciled && self.last_failure.is_none(),
             detail,
         });
     }
@@ -748,38 +867,49 @@ fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
     plan::plan(&desired, &held, now, &policy)
 }
 
-/// Watches the desired directory (or a single file's directory) and sends `FilesChanged` after
-/// each debounced batch of events. Any event counts as "maybe changed": content hashes decide.
+/// The file watcher: raw OS events wake [`debounce_files`], which sends `FilesChanged` once
+/// they have been quiet for the debounce period. Dropping it stops both.
+struct FileWatch {
+    debounce: Duration,
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches the desired directory (or a single file's directory). Any event but a read counts as
+/// "maybe changed": content hashes decide.
+///
+/// Reads are ignored because the daemon's own refresh opens every directory it walks: with
+/// `IN_OPEN` counted, each refresh caused the next one, once per debounce period, forever (and
+/// the loop's wake-ups kept pushing back the renewal timer).
 fn watch_files(
     root: &Path,
     debounce: Duration,
     sender: mpsc::Sender<Input>,
-) -> notify::Result<
-    notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
-> {
-    use notify::RecursiveMode;
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        debounce,
-        None,
-        move |result: notify_debouncer_full::DebounceEventResult| {
-            match result {
-                Ok(events) if events.is_empty() => {}
-                Ok(_) => {
-                    // A full queue already holds a FilesChanged or something that leads to a refresh.
-                    let _ = sender.try_send(Input::FilesChanged);
-                }
-                Err(errors) => {
-                    for e in errors {
-                        tracing::warn!("file watcher: {}", describe_watch_error(&e));
-                    }
-                    let _ = sender.try_send(Input::FilesChanged);
+) -> notify::Result<FileWatch> {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    use notify::{RecursiveMode, Watcher};
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let waker = wake.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
+            Ok(event) => {
+                let read = matches!(event.kind, EventKind::Access(kind)
+                    if kind != AccessKind::Close(AccessMode::Write));
+                if !read {
+                    waker.notify_one();
                 }
             }
-        },
-    )?;
+            Err(e) => {
+                tracing::warn!("file watcher: {}", describe_watch_error(&e));
+                waker.notify_one();
+            }
+        })?;
     let (target, mode) = if root.is_dir() {
         (root.to_path_buf(), RecursiveMode::Recursive)
     } else {
@@ -791,8 +921,46 @@ fn watch_files(
             RecursiveMode::NonRecursive,
         )
     };
-    debouncer.watch(&target, mode)?;
-    Ok(debouncer)
+    watcher.watch(&target, mode)?;
+    let task = tokio::spawn(debounce_files(wake, debounce, sender));
+    Ok(FileWatch {
+        debounce,
+        _watcher: watcher,
+        task,
+    })
+}
+
+/// The debounce (SPEC: "quiet time after a file event; max wait 4x this"): after the first
+/// event, waits until no event came for `debounce`, or at most `4 * debounce`, then sends one
+/// `FilesChanged`.
+///
+/// `notify-debouncer-full` was used before, but it releases each event `debounce` after that
+/// event, not after the last one: a burst longer than the debounce (a `git checkout` of many
+/// files, a script writing a file 100 times) was delivered in pieces, each piece a reconcile of
+/// a half-written tree.
+async fn debounce_files(
+    wake: Arc<tokio::sync::Notify>,
+    debounce: Duration,
+    sender: mpsc::Sender<Input>,
+) {
+    loop {
+        wake.notified().await;
+        let cap = Instant::now() + debounce * 4;
+        loop {
+            let quiet = (Instant::now() + debounce).min(cap);
+            tokio::select! {
+                () = wake.notified() => {
+                    if Instant::now() >= cap {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(quiet) => break,
+            }
+        }
+        if sender.send(Input::FilesChanged).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// OS watch errors, phrased so an operator knows what to do.

@@ -89,6 +89,9 @@ pub struct Totals {
     /// Groups found gone and forgotten.
     #[serde(skip)]
     pub groups_gone: usize,
+    /// Marks in calls not sent because the run was stopped (by a fatal error, or from outside).
+    #[serde(skip)]
+    pub skipped: usize,
 }
 
 /// How an apply ended, beyond the counts.
@@ -213,6 +216,9 @@ pub async fn execute(
     while tasks.join_next().await.is_some() {}
     if dirty || any_set {
         state::save(state_path, state)?;
+    }
+    if applied.fatal.is_some() {
+        applied.totals.failed += applied.totals.skipped;
     }
     Ok(applied)
 }
@@ -342,8 +348,10 @@ fn fold(
             }
         }
         Outcome::Skipped { group_gone } => {
+            // Counted as failed at the end only if a fatal error stopped the run; calls a
+            // shutdown kept from starting are simply not done (the next run plans them again).
             if !group_gone {
-                t.failed += marks_in(&call.members);
+                t.skipped += marks_in(&call.members);
             }
             for (account, marks) in &call.members {
                 state.drop_intents(&call.group, account, marks.iter());

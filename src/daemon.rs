@@ -514,7 +514,12 @@ impl Daemon {
     /// When the earliest renewal of a desired (or, with broken files, any) mark 500 is due.
     fn next_renewal_at(&self) -> Option<UnixTime> {
         let margin = self.config.renew_margin.as_secs() as i64;
-        let desired = self.desired.desired();
+        // While the files are broken every confirmed 500 is renewed (see `renewals_only`), so
+        // every one of them counts here too.
+        let desired = self
+            .desired
+            .desired()
+            .filter(|_| self.desired_problems.is_none());
         let mut earliest: Option<UnixTime> = None;
         for (group, accounts) in &self.state.groups {
             let wanted = desired.and_then(|d| d.groups.get(group));

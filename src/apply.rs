@@ -149,7 +149,7 @@ pub async fn execute(
         }
     }
     if any_set {
-        state::save(state_path, state)?;
+        state::save_intents(state_path, state)?;
     }
 
     // 2. One task per group, calls of a group in order.

@@ -338,7 +338,9 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
                     bak,
                 });
             }
-            return Ok(State::new(sdkappid));
+            let mut state = State::new(sdkappid);
+            merge_intents(path, &mut state)?;
+            return Ok(state);
         }
         Err(source) => {
             return Err(StateError::Read {
@@ -347,7 +349,7 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
             });
         }
     };
-    let state = parse(path, &bytes)?;
+    let mut state = parse(path, &bytes)?;
     if state.sdkappid != sdkappid {
         return Err(StateError::OtherApp {
             path: path.into(),
@@ -355,7 +357,128 @@ pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
             expected: sdkappid,
         });
     }
+    merge_intents(path, &mut state)?;
     Ok(state)
+}
+
+/// The intents sidecar of a state path (`<state>.intents`): marks an apply is about to set,
+/// written before the first call. Small, so recording intents does not rewrite a state of a
+/// million marks before every change; folded into the state (and removed) by the next [`save`].
+pub fn intents_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".intents");
+    PathBuf::from(s)
+}
+
+/// The sidecar's content.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntentsFile {
+    format_version: u32,
+    sdkappid: u64,
+    intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
+}
+
+/// Adds the sidecar's intents (if any) to `state`. A corrupt sidecar is an error like a corrupt
+/// state: ignoring it could leave marks set and unaccounted for.
+fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
+    let sidecar = intents_path(path);
+    let bytes = match std::fs::read(&sidecar) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: sidecar,
+                source,
+            });
+        }
+    };
+    let file: IntentsFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: sidecar.clone(),
+        detail: e.to_string(),
+        bak: backup_path(path),
+    })?;
+    if file.format_version != FORMAT_VERSION {
+        return Err(StateError::Version {
+            path: sidecar,
+            found: file.format_version,
+        });
+    }
+    if file.sdkappid != state.sdkappid {
+        return Err(StateError::OtherApp {
+            path: sidecar,
+            found: file.sdkappid,
+            expected: state.sdkappid,
+        });
+    }
+    for (group, accounts) in file.intents {
+        for (account, marks) in accounts {
+            // An intent for a mark that is confirmed since adds nothing.
+            let open: Vec<Mark> = marks
+                .iter()
+                .filter(|&m| {
+                    state
+                        .confirmed(&group, &account)
+                        .and_then(|c| c.get(m))
+                        .is_none()
+                })
+                .collect();
+            if !open.is_empty() {
+                state.intend(&group, &account, open);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the state's intents in the sidecar, atomically and durably (temporary file, fsync,
+/// rename, fsync of the directory), without rewriting the state itself.
+pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
+    let sidecar = intents_path(path);
+    let file = IntentsFile {
+        format_version: FORMAT_VERSION,
+        sdkappid: state.sdkappid,
+        intents: state.intents.clone(),
+    };
+    write_atomically(
+        &sidecar,
+        |w| serde_json::to_writer(w, &file).map_err(io::Error::other),
+        || Ok(()),
+    )
+}
+
+/// Writes `path` through a temporary file in the same directory: fsync, `before_rename`, rename,
+/// fsync the directory.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
+    before_rename: impl FnOnce() -> io::Result<()>,
+) -> Result<(), StateError> {
+    let werr = |source: io::Error| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(werr)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".marksync-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(werr)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        write(&mut w).map_err(werr)?;
+        w.write_all(b"\n").map_err(werr)?;
+        w.flush().map_err(werr)?;
+    }
+    tmp.as_file().sync_all().map_err(werr)?;
+    before_rename().map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
+    Ok(())
 }
 
 /// Parses state JSON. A file of another version is named as such, not as corrupt.
@@ -407,36 +530,30 @@ pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
         path: path.into(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(werr)?;
     state.serial += 1;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".marksync-state-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    {
-        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        serde_json::to_writer(&mut w, state).map_err(|e| werr(io::Error::other(e)))?;
-        w.write_all(b"\n").map_err(werr)?;
-        w.flush().map_err(werr)?;
+    let keep_backup = || -> io::Result<()> {
+        if path.exists() {
+            let bak = backup_path(path);
+            let dir = bak.parent().map(Path::to_path_buf).unwrap_or_default();
+            let bak_tmp = dir.join(format!(".marksync-bak-{}.tmp", std::process::id()));
+            let _ = std::fs::remove_file(&bak_tmp);
+            std::fs::hard_link(path, &bak_tmp)
+                .or_else(|_| std::fs::copy(path, &bak_tmp).map(|_| ()))?;
+            std::fs::rename(&bak_tmp, &bak)?;
+        }
+        Ok(())
+    };
+    write_atomically(
+        path,
+        |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
+        keep_backup,
+    )?;
+    // The state now holds every open intent: the sidecar is redundant.
+    match std::fs::remove_file(intents_path(path)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(werr(e)),
     }
-    tmp.as_file().sync_all().map_err(werr)?;
-    if path.exists() {
-        let bak = backup_path(path);
-        let bak_tmp = dir.join(format!(".marksync-bak-{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&bak_tmp);
-        std::fs::hard_link(path, &bak_tmp)
-            .or_else(|_| std::fs::copy(path, &bak_tmp).map(|_| ()))
-            .map_err(werr)?;
-        std::fs::rename(&bak_tmp, &bak).map_err(werr)?;
-    }
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
-    Ok(())
 }
 
 /// An exclusive hold on a state: the sidecar lock file, locked for the life of this value.
@@ -647,5 +764,42 @@ mod tests {
         s.drop_intents(&g("G"), &a("u"), [m(1001)]);
         assert!(s.intents.is_empty());
         assert_eq!(s.managed_count(), 1);
+    }
+
+    #[test]
+    fn intents_sidecar_survives_a_crash_and_is_folded_by_the_next_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        // A first apply that crashed after recording its intents: no state file yet.
+        let mut s = State::new(7);
+        s.intend(&g("G"), &a("u"), [m(1000), m(1001)]);
+        save_intents(&path, &s).unwrap();
+        assert!(!path.exists());
+        let loaded = load(&path, 7).unwrap();
+        assert_eq!(
+            loaded.intents, s.intents,
+            "a crash before the first save loses no intent"
+        );
+
+        // Intents for marks confirmed since are dropped on load; the rest stay.
+        let mut later = State::new(7);
+        later.confirm(&g("G"), &a("u"), [m(1000)], 5);
+        save(&path, &mut later).unwrap();
+        assert!(
+            !intents_path(&path).exists(),
+            "a save folds and removes the sidecar"
+        );
+        save_intents(&path, &s).unwrap();
+        let merged = load(&path, 7).unwrap();
+        assert_eq!(merged.intents[&g("G")][&a("u")].as_slice(), &[m(1001)]);
+
+        std::fs::write(intents_path(&path), "{").unwrap();
+        assert_eq!(load(&path, 7).unwrap_err().metric_label(), "corrupt");
+        std::fs::write(
+            intents_path(&path),
+            r#"{"format_version":1,"sdkappid":8,"intents":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(load(&path, 7).unwrap_err().metric_label(), "other_app");
     }
 }

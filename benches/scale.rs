@@ -150,7 +150,9 @@ fn run_plan_isolated(config: &Path) -> (Duration, u64, usize) {
         .output()
         .expect("run-plan child");
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().expect("number"));
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().expect("number"));
     let mut next = || fields.next().expect("three fields");
     (Duration::from_nanos(next()), next(), next() as usize)
 }

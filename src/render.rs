@@ -178,46 +178,6 @@ pub fn json_plan(plan: &Plan) -> String {
     serde_json::to_string(&JsonPlan::new(plan)).expect("plan serializes")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_read_in_the_unit_that_matters() {
-        assert_eq!(age(61 * 3600 + 59), "61h");
-        assert_eq!(age(2 * 3600), "2h");
-        assert_eq!(age(119 * 60), "119m");
-        assert_eq!(age(5), "5s");
-        assert_eq!(age(-5), "0s");
-    }
-
-    #[test]
-    fn summary_line_pluralizes() {
-        let s = Summary {
-            set: 1,
-            clear: 0,
-            renew: 0,
-            groups: 1,
-            calls: 1,
-        };
-        assert_eq!(
-            summary_line(&s),
-            "Plan: 1 to set, 0 to clear, 0 to renew in 1 group, 1 API call."
-        );
-        let s = Summary {
-            set: 3,
-            clear: 2,
-            renew: 1,
-            groups: 2,
-            calls: 4,
-        };
-        assert_eq!(
-            summary_line(&s),
-            "Plan: 3 to set, 2 to clear, 1 to renew in 2 groups, 4 API calls."
-        );
-    }
-}
-
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
 pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
     use crate::apply::Outcome;
@@ -315,4 +275,44 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
         t.calls,
         plural(t.calls, "call", "calls")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_in_the_unit_that_matters() {
+        assert_eq!(age(61 * 3600 + 59), "61h");
+        assert_eq!(age(2 * 3600), "2h");
+        assert_eq!(age(119 * 60), "119m");
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(-5), "0s");
+    }
+
+    #[test]
+    fn summary_line_pluralizes() {
+        let s = Summary {
+            set: 1,
+            clear: 0,
+            renew: 0,
+            groups: 1,
+            calls: 1,
+        };
+        assert_eq!(
+            summary_line(&s),
+            "Plan: 1 to set, 0 to clear, 0 to renew in 1 group, 1 API call."
+        );
+        let s = Summary {
+            set: 3,
+            clear: 2,
+            renew: 1,
+            groups: 2,
+            calls: 4,
+        };
+        assert_eq!(
+            summary_line(&s),
+            "Plan: 3 to set, 2 to clear, 1 to renew in 2 groups, 4 API calls."
+        );
+    }
 }

@@ -23,6 +23,10 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet};
 use crate::yaml::{Entries, MapOr, Scalar, ScalarVisitor, visit_known_keys};
 
+mod fast;
+#[cfg(test)]
+mod tests;
+
 /// The marks one group should carry, by member.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredGroup {
@@ -295,6 +299,12 @@ fn positioned(origin: &Origin, message: String) -> Diagnostic {
 /// file (or of one group, for large split files), but every value-level problem (bad mark,
 /// bad account, unknown key, duplicate, limit) is collected.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
+    parse_file_with(path, bytes, true)
+}
+
+/// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
+/// full reader only, which tests compare the fast path with).
+fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile, Vec<Diagnostic>> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -324,7 +334,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
-            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset))
+            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset, fast))
             .collect();
         let mut file = DesiredFile::default();
         let mut errors = Vec::new();
@@ -368,7 +378,7 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
             Err(errors)
         };
     }
-    parse_text(path, text, text, 0).0
+    parse_text(path, text, text, 0, fast).0
 }
 
 /// One file's (or chunk's) groups, or every problem found in it.
@@ -479,12 +489,19 @@ fn split_groups(text: &str) -> Option<Vec<Chunk>> {
 /// Parses YAML `chunk` (all of `full`, or a split of it starting `line_offset` lines later).
 /// Also returns the group keys declared (first occurrence in the chunk, valid or not), so that a
 /// split file can find a group repeated in another chunk.
+///
+/// With `fast`, a chunk in the plain layout with nothing to report is read by [`fast::parse`],
+/// which gives the same result; anything else goes to the full reader.
 fn parse_text(
     path: &Path,
     full: &str,
     chunk: impl AsRef<str>,
     line_offset: u64,
+    fast: bool,
 ) -> (ParseResult, Vec<Declared>) {
+    if fast && let Some((file, declared)) = fast::parse(path, chunk.as_ref(), line_offset) {
+        return (Ok(file), declared);
+    }
     let mut declared = Vec::new();
     let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
     (result, declared)

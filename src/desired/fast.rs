@@ -1,0 +1,367 @@
+//! A conservative line-by-line reader for desired files in the plain layout.
+//!
+//! The full reader (serde-saphyr with a position on every scalar) costs a few microseconds per
+//! member-mark pair, most of it building spanned values. Nearly every real file is written in one
+//! plain layout, which this module reads directly:
+//!
+//! ```yaml
+//! # comments and blank lines anywhere
+//! groups:
+//!   "@TGS#a6I4ZUUGO":        # (no trailing comments, though)
+//!     members:
+//!       teacher10: [1000]
+//!     marks:
+//!       1001: [student9, student10]
+//! ```
+//!
+//! It either returns exactly the [`DesiredFile`] the full reader would produce, or `None`, and the
+//! caller runs the full reader, which is always correct and reports every problem. So it never
+//! produces a diagnostic: any value that would make the full reader report an error *or a warning*
+//! (bad mark, unconventional account, duplicate, limit exceeded...), and anything it is not sure
+//! YAML reads the way it does (tabs, CR, anchors, tags, flow mappings, quoting it does not know,
+//! scalars YAML would resolve as booleans, null or numbers...), makes it give up.
+//!
+//! Tests in `super::tests` compare it with the full reader on generated files.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use super::{Declared, DesiredFile, DesiredGroup, Origin};
+use crate::model::{
+    Account, GroupId, MAX_ACCOUNT_BYTES, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet,
+};
+
+/// Keys longer than this are left to the full reader (YAML limits implicit keys to 1024
+/// characters; staying well below it avoids depending on how the parser counts).
+const MAX_KEY_BYTES: usize = 512;
+
+/// Reads `doc` (a whole file, or a split chunk whose line 2 is line `line_offset + 2` of the
+/// file) if it follows the plain layout exactly and holds nothing the full reader would report.
+/// Also returns the group keys declared, as [`super::parse_text`] does.
+pub(super) fn parse(
+    path: &Path,
+    doc: &str,
+    line_offset: u64,
+) -> Option<(DesiredFile, Vec<Declared>)> {
+    if doc.contains(['\t', '\r']) {
+        return None;
+    }
+    let mut reader = Reader::default();
+    for (i, line) in doc.split('\n').enumerate() {
+        reader.line(line, i as u64 + 1)?;
+    }
+    reader.finish_group()?;
+    if reader.state == State::Header {
+        return None; // no `groups:` line: let the full reader judge the file
+    }
+    let mut file = DesiredFile::default();
+    let mut declared = Vec::with_capacity(reader.groups.len());
+    for (name, line, group) in reader.groups {
+        let column = reader.group_indent.unwrap_or(0) as u64 + 1;
+        let line = line + line_offset;
+        let id = GroupId::new(&name).ok()?;
+        declared.push((name, line, column));
+        let origin = Origin {
+            path: path.to_path_buf(),
+            line,
+            column,
+        };
+        file.groups.push((id, origin, group));
+    }
+    Some((file, declared))
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum State {
+    /// Before the `groups:` line.
+    #[default]
+    Header,
+    /// After `groups: {}`: only comments and blank lines may follow.
+    Closed,
+    /// Inside `groups:`.
+    Groups,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Members,
+    Marks,
+}
+
+/// The group being read, as written (validated when it ends).
+#[derive(Default)]
+struct OpenGroup<'t> {
+    name: String,
+    line: u64,
+    seen_members: bool,
+    seen_marks: bool,
+    section: Option<Section>,
+    /// `members`: account -> its marks.
+    members: Vec<(&'t str, MarkSet)>,
+    /// `marks`: mark -> its accounts.
+    marks: Vec<(Mark, Vec<&'t str>)>,
+}
+
+#[derive(Default)]
+struct Reader<'t> {
+    state: State,
+    group_indent: Option<usize>,
+    section_indent: Option<usize>,
+    entry_indent: Option<usize>,
+    open: Option<OpenGroup<'t>>,
+    names: HashSet<String>,
+    groups: Vec<(String, u64, DesiredGroup)>,
+}
+
+impl<'t> Reader<'t> {
+    /// Reads one line (without its `\n`); `None` gives up on the whole document.
+    fn line(&mut self, line: &'t str, number: u64) -> Option<()> {
+        let line = line.trim_end_matches(' ');
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if body.is_empty() {
+            return Some(());
+        }
+        if body.starts_with('#') {
+            return body.chars().all(printable).then_some(());
+        }
+        match self.state {
+            State::Header => {
+                if indent != 0 {
+                    return None;
+                }
+                self.state = match body {
+                    "groups:" => State::Groups,
+                    "groups: {}" => State::Closed,
+                    _ => return None,
+                };
+                Some(())
+            }
+            State::Closed => None,
+            State::Groups => {
+                if indent == 0 {
+                    return None; // another top-level key, or a document marker
+                }
+                let group_indent = *self.group_indent.get_or_insert(indent);
+                if indent == group_indent {
+                    return self.group_key(body, number);
+                }
+                if indent < group_indent {
+                    return None;
+                }
+                let section_indent = *self.section_indent.get_or_insert(indent);
+                if indent == section_indent {
+                    return self.section_key(body);
+                }
+                if indent < section_indent {
+                    return None;
+                }
+                let entry_indent = *self.entry_indent.get_or_insert(indent);
+                if indent != entry_indent {
+                    return None;
+                }
+                self.entry(body)
+            }
+        }
+    }
+
+    /// A group key line: `"ID":`, `'ID':` or `ID:`.
+    fn group_key(&mut self, body: &'t str, number: u64) -> Option<()> {
+        self.finish_group()?;
+        let key = body.strip_suffix(':')?;
+        if key.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let name = if let Some(inner) = key.strip_prefix('"') {
+            let inner = inner.strip_suffix('"')?;
+            if inner.contains(['"', '\\']) || !inner.chars().all(printable) {
+                return None;
+            }
+            inner
+        } else if let Some(inner) = key.strip_prefix('\'') {
+            let inner = inner.strip_suffix('\'')?;
+            if inner.contains('\'') || !inner.chars().all(printable) {
+                return None;
+            }
+            inner
+        } else if is_plain_word(key) {
+            key
+        } else {
+            return None;
+        };
+        if name.is_empty() || !self.names.insert(name.to_string()) {
+            return None; // an empty ID or a repeated group: the full reader reports it
+        }
+        self.open = Some(OpenGroup {
+            name: name.to_string(),
+            line: number,
+            ..OpenGroup::default()
+        });
+        Some(())
+    }
+
+    /// `members:` or `marks:`, each at most once per group.
+    fn section_key(&mut self, body: &str) -> Option<()> {
+        let group = self.open.as_mut()?;
+        let (seen, section) = match body {
+            "members:" => (&mut group.seen_members, Section::Members),
+            "marks:" => (&mut group.seen_marks, Section::Marks),
+            _ => return None,
+        };
+        if std::mem::replace(seen, true) {
+            return None;
+        }
+        group.section = Some(section);
+        Some(())
+    }
+
+    /// `KEY: [V, V, ...]` in the current section.
+    fn entry(&mut self, body: &'t str) -> Option<()> {
+        let group = self.open.as_mut()?;
+        let (key, rest) = body.split_once(':')?;
+        let list = rest.strip_prefix(' ')?.trim_start_matches(' ');
+        let inner = list.strip_prefix('[')?.strip_suffix(']')?;
+        let items = inner.trim_matches(' ');
+        let items = (!items.is_empty()).then(|| items.split(',').map(|i| i.trim_matches(' ')));
+        match group.section? {
+            Section::Members => {
+                if !is_account(key) {
+                    return None;
+                }
+                let mut set = MarkSet::new();
+                for item in items.into_iter().flatten() {
+                    if !set.insert(parse_mark(item)?) {
+                        return None;
+                    }
+                }
+                group.members.push((key, set));
+            }
+            Section::Marks => {
+                let mark = parse_mark(key)?;
+                let mut accounts = Vec::new();
+                for item in items.into_iter().flatten() {
+                    if !is_account(item) {
+                        return None;
+                    }
+                    accounts.push(item);
+                }
+                group.marks.push((mark, accounts));
+            }
+        }
+        Some(())
+    }
+
+    /// Validates the open group as `check_group` would and keeps it; `None` on anything that
+    /// would be reported.
+    fn finish_group(&mut self) -> Option<()> {
+        let Some(group) = self.open.take() else {
+            return Some(());
+        };
+        let OpenGroup {
+            name,
+            line,
+            mut members,
+            mut marks,
+            ..
+        } = group;
+        // Distinct marks, however they are used (an empty `marks` entry counts too).
+        let mut distinct: Vec<Mark> = Vec::new();
+        let mut note = |m: Mark| {
+            if let Err(i) = distinct.binary_search(&m) {
+                distinct.insert(i, m);
+            }
+        };
+        for (_, set) in &members {
+            set.iter().for_each(&mut note);
+        }
+        for (m, _) in &marks {
+            note(*m);
+        }
+        if distinct.len() > MAX_MARKS_PER_GROUP {
+            return None;
+        }
+        members.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        if members.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        marks.sort_by_key(|e| e.0);
+        if marks.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let mut out = DesiredGroup {
+            members: members
+                .into_iter()
+                .map(|(a, set)| Some((Account::new(a).ok()?, set)))
+                .collect::<Option<BTreeMap<_, _>>>()?,
+        };
+        for (mark, mut accounts) in marks {
+            accounts.sort_unstable();
+            if accounts.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+            for a in accounts {
+                out.members
+                    .entry(Account::new(a).ok()?)
+                    .or_default()
+                    .insert(mark);
+            }
+        }
+        let mut per_mark = [0usize; MAX_MARKS_PER_GROUP];
+        for set in out.members.values() {
+            for m in set.iter() {
+                per_mark[distinct.binary_search(&m).ok()?] += 1;
+            }
+        }
+        if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
+            return None;
+        }
+        self.groups.push((name, line, out));
+        Some(())
+    }
+}
+
+/// A character the fast path accepts inside a comment or a quoted key: no control characters and
+/// nothing a YAML reader may treat specially (byte order mark, non-characters, line separators).
+fn printable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{feff}' | '\u{fffe}' | '\u{ffff}' | '\u{2028}' | '\u{2029}'
+        )
+}
+
+/// A plain scalar that YAML surely reads as this very string: `[A-Za-z0-9_-]`, starting with a
+/// letter or `_` (so never a number), and not a word YAML 1.1 or 1.2 gives a meaning to.
+fn is_plain_word(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let Some(&first) = bytes.first() else {
+        return false;
+    };
+    (first.is_ascii_alphabetic() || first == b'_')
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// Words that YAML (1.1 or 1.2, in any case) may read as something other than a string.
+const SPECIAL_WORDS: &[&str] = &[
+    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "nan", "inf", "infinity",
+];
+
+/// An account the full reader would accept without any message.
+fn is_account(s: &str) -> bool {
+    s.len() <= MAX_ACCOUNT_BYTES && is_plain_word(s)
+}
+
+/// A mark written in plain decimal (no sign, no leading zero, no `_`) that is a valid mark.
+fn parse_mark(s: &str) -> Option<Mark> {
+    let bytes = s.as_bytes();
+    if bytes.is_empty() || bytes.len() > 10 || bytes[0] == b'0' {
+        return None;
+    }
+    if !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Mark::new(s.parse::<u64>().ok()?).ok()
+}

@@ -1,0 +1,712 @@
+//! The fast path ([`super::fast`]) against the full reader: generated plain-layout files must read
+//! the same both ways, and tricky inputs must make the fast path give up.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::{DesiredFile, fast, parse_file_with, parse_text};
+
+const PATH: &str = "desired/test.yaml";
+
+/// Both readers on `doc` as a whole file; panics if they disagree where the fast path answered.
+/// Returns whether the fast path answered.
+fn compare(doc: &str) -> bool {
+    let path = Path::new(PATH);
+    let full = parse_text(path, doc, doc, 0, false);
+    match fast::parse(path, doc, 0) {
+        None => false,
+        Some((file, declared)) => {
+            assert_eq!(Ok(file), full.0, "fast and full readers differ on:\n{doc}");
+            assert_eq!(declared, full.1, "declared keys differ on:\n{doc}");
+            true
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated files.
+
+/// Tokens the fast path accepts; `BAD_*` are tokens it must refuse (the full reader reports them,
+/// or YAML reads them as something else than written).
+const GOOD_ACCOUNTS: &[&str] = &[
+    "teacher10",
+    "host",
+    "student9",
+    "student10",
+    "_x",
+    "a-b",
+    "A_1-",
+    "Yess",
+    "nulls",
+    "o",
+    "x1e3",
+    "abcdefghijklmnopqrstuvwxyz012345",
+];
+const BAD_ACCOUNTS: &[&str] = &[
+    "yes",
+    "No",
+    "OFF",
+    "y",
+    "null",
+    "NULL",
+    "true",
+    "1e3",
+    "0x1F",
+    "1_000",
+    "123",
+    ".inf",
+    "~",
+    "abcdefghijklmnopqrstuvwxyz0123456",
+    "név",
+    "'quoted'",
+    "\"dq\"",
+    "-a",
+    "a b",
+    "*alias",
+    "&anchor a",
+    "!!str x",
+];
+const GOOD_MARKS: &[&str] = &[
+    "500",
+    "600",
+    "1000",
+    "1001",
+    "1002",
+    "1003",
+    "1004",
+    "1005",
+    "1006",
+    "1007",
+    "4294967295",
+];
+const BAD_MARKS: &[&str] = &[
+    "999",
+    "0",
+    "01000",
+    "1_000",
+    "0x3E8",
+    "+1000",
+    "1000.0",
+    "1e3",
+    "4294967296",
+    "99999999999",
+    "\"1000\"",
+    "x",
+    "",
+];
+const QUOTED_KEYS: &[&str] = &[
+    "@TGS#a6I4ZUUGO",
+    "@TGS#bench00001",
+    "g 1",
+    "yes",
+    "null",
+    "1000",
+    "é群组",
+    "#x: y",
+    "a'b",
+    "[x]",
+];
+const GOOD_PLAIN_KEYS: &[&str] = &["g1", "group_2", "Grp-3", "_g"];
+const BAD_PLAIN_KEYS: &[&str] = &["yes", "1000", "@TGS#x", "~", "null", "-g", "g 1"];
+
+#[derive(Clone, Debug)]
+enum KeyStyle {
+    Double,
+    Single,
+    Plain,
+}
+
+/// A token as written, and whether the fast path may accept it.
+type Token = (String, bool);
+
+/// A section entry: its key and its list items.
+type Entry = (Token, Vec<Token>);
+
+#[derive(Clone, Debug)]
+struct GenGroup {
+    key: Token,
+    style: KeyStyle,
+    /// `true`: `members`, `false`: `marks`; entries as (key, list items).
+    sections: Vec<(bool, Vec<Entry>)>,
+}
+
+#[derive(Clone, Debug)]
+struct GenFile {
+    groups: Vec<GenGroup>,
+    indents: (usize, usize, usize),
+    /// Consumed in turn to decide on comments, blank lines and spacing.
+    noise: Vec<u8>,
+}
+
+/// A good token, or (in a dirty file, now and then) a bad one.
+fn token(
+    good: BoxedStrategy<String>,
+    bad: &'static [&'static str],
+    dirty: bool,
+) -> BoxedStrategy<Token> {
+    let good = good.prop_map(|t| (t, true));
+    if dirty {
+        prop_oneof![
+            8 => good,
+            1 => prop::sample::select(bad).prop_map(|t| (t.to_string(), false)),
+        ]
+        .boxed()
+    } else {
+        good.boxed()
+    }
+}
+
+fn account(dirty: bool) -> BoxedStrategy<Token> {
+    let good = prop_oneof![
+        prop::sample::select(GOOD_ACCOUNTS).prop_map(str::to_string),
+        "[a-zA-Z_][a-zA-Z0-9_-]{0,31}".prop_filter("a word YAML gives a meaning", |a| {
+            !["y", "yes", "n", "no", "true", "false", "on", "off", "null"]
+                .iter()
+                .any(|w| a.eq_ignore_ascii_case(w))
+        }),
+    ];
+    token(good.boxed(), BAD_ACCOUNTS, dirty)
+}
+
+fn mark(dirty: bool) -> BoxedStrategy<Token> {
+    token(
+        prop::sample::select(GOOD_MARKS)
+            .prop_map(str::to_string)
+            .boxed(),
+        BAD_MARKS,
+        dirty,
+    )
+}
+
+fn gen_group(dirty: bool) -> impl Strategy<Value = GenGroup> {
+    let key = prop_oneof![
+        (prop::sample::select(QUOTED_KEYS), any::<bool>()).prop_map(|(k, double)| {
+            let style = if double || k.contains('\'') {
+                KeyStyle::Double
+            } else {
+                KeyStyle::Single
+            };
+            ((k.to_string(), true), style)
+        }),
+        token(
+            prop::sample::select(GOOD_PLAIN_KEYS)
+                .prop_map(str::to_string)
+                .boxed(),
+            BAD_PLAIN_KEYS,
+            dirty
+        )
+        .prop_map(|k| (k, KeyStyle::Plain)),
+    ];
+    let members = prop::collection::vec(
+        (account(dirty), prop::collection::vec(mark(dirty), 0..4)),
+        0..8,
+    );
+    let marks = prop::collection::vec(
+        (mark(dirty), prop::collection::vec(account(dirty), 0..6)),
+        0..4,
+    );
+    (
+        key,
+        prop::option::of(members),
+        prop::option::of(marks),
+        any::<bool>(),
+    )
+        .prop_map(|((key, style), members, marks, marks_first)| {
+            let mut sections = Vec::new();
+            if let Some(m) = members {
+                sections.push((true, m));
+            }
+            if let Some(m) = marks {
+                sections.push((false, m));
+            }
+            if marks_first {
+                sections.reverse();
+            }
+            GenGroup {
+                key,
+                style,
+                sections,
+            }
+        })
+}
+
+fn gen_file() -> impl Strategy<Value = GenFile> {
+    prop::bool::weighted(0.3).prop_flat_map(|dirty| {
+        (
+            prop::collection::vec(gen_group(dirty), 0..6),
+            (1usize..5, 1usize..5, 1usize..5),
+            prop::collection::vec(any::<u8>(), 1..64),
+        )
+            .prop_map(|(groups, (g, s, e), noise)| GenFile {
+                groups,
+                indents: (g, g + s, g + s + e),
+                noise,
+            })
+    })
+}
+
+impl GenGroup {
+    /// Whether the full reader would accept the group without a message.
+    fn is_clean(&self) -> bool {
+        if !self.key.1 {
+            return false;
+        }
+        let mut marks = HashSet::new();
+        for (members, entries) in &self.sections {
+            let mut keys = HashSet::new();
+            for (k, items) in entries {
+                if !k.1 || !keys.insert(&k.0) {
+                    return false;
+                }
+                let mut seen = HashSet::new();
+                if !items.iter().all(|i| i.1 && seen.insert(&i.0)) {
+                    return false;
+                }
+                if *members {
+                    marks.extend(items.iter().map(|m| m.0.parse::<u64>().unwrap()));
+                } else {
+                    marks.insert(k.0.parse::<u64>().unwrap());
+                }
+            }
+        }
+        marks.len() <= 10
+    }
+}
+
+impl GenFile {
+    fn render(&self) -> String {
+        let mut noise = self.noise.iter().cycle().copied();
+        let mut next = move || noise.next().unwrap_or(0);
+        let mut out = String::new();
+        let extra = |out: &mut String, n: u8| match n % 8 {
+            0 => out.push('\n'),
+            1 => {
+                let _ = writeln!(
+                    out,
+                    "{}# a comment: with [brackets], 'quotes' and é",
+                    " ".repeat(usize::from(n % 7))
+                );
+            }
+            2 => out.push_str("   \n"),
+            3 => out.push_str("#\n"),
+            _ => {}
+        };
+        extra(&mut out, next());
+        out.push_str("groups:");
+        if next() % 5 == 0 {
+            out.push_str("  ");
+        }
+        out.push('\n');
+        let (g, s, e) = self.indents;
+        for group in &self.groups {
+            extra(&mut out, next());
+            let name = &group.key.0;
+            let key = match group.style {
+                KeyStyle::Double => format!("\"{name}\""),
+                KeyStyle::Single => format!("'{name}'"),
+                KeyStyle::Plain => name.clone(),
+            };
+            let _ = writeln!(out, "{}{key}:", " ".repeat(g));
+            for (members, entries) in &group.sections {
+                extra(&mut out, next());
+                let name = if *members { "members" } else { "marks" };
+                let _ = writeln!(out, "{}{name}:", " ".repeat(s));
+                for ((k, _), items) in entries {
+                    let items: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+                    extra(&mut out, next());
+                    let style = next();
+                    let sep = if style & 1 == 0 { ", " } else { "," };
+                    let pad = if style & 2 == 0 { "" } else { " " };
+                    let colon = if style & 4 == 0 { " " } else { "   " };
+                    let trail = if style & 8 == 0 { "" } else { "  " };
+                    let _ = writeln!(
+                        out,
+                        "{}{k}:{colon}[{pad}{}{pad}]{trail}",
+                        " ".repeat(e),
+                        items.join(sep)
+                    );
+                }
+            }
+        }
+        extra(&mut out, next());
+        if next() % 4 == 0 {
+            out.pop(); // no final newline
+        }
+        out
+    }
+
+    fn is_clean(&self) -> bool {
+        let mut names = HashSet::new();
+        self.groups
+            .iter()
+            .all(|g| names.insert(g.key.0.clone()) && g.is_clean())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Where the fast path answers, it answers like the full reader; on clean plain-layout files
+    /// it always answers.
+    #[test]
+    fn fast_path_reads_like_the_full_reader(file in gen_file()) {
+        let doc = file.render();
+        let answered = compare(&doc);
+        if file.is_clean() {
+            prop_assert!(answered, "the fast path gave up on a clean file:\n{}", doc);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written cases.
+
+/// Inputs that the fast path must leave to the full reader.
+const FALLBACKS: &[(&str, &str)] = &[
+    (
+        "boolean account",
+        "groups:\n  g:\n    members:\n      yes: [1000]\n",
+    ),
+    (
+        "hex account",
+        "groups:\n  g:\n    members:\n      0x10: [1000]\n",
+    ),
+    (
+        "null account",
+        "groups:\n  g:\n    marks:\n      1000: [null]\n",
+    ),
+    (
+        "Null account",
+        "groups:\n  g:\n    marks:\n      1000: [a, Null]\n",
+    ),
+    (
+        "numeric account",
+        "groups:\n  g:\n    members:\n      12345: [1000]\n",
+    ),
+    (
+        "leading zero mark",
+        "groups:\n  g:\n    members:\n      a: [01000]\n",
+    ),
+    (
+        "underscored mark",
+        "groups:\n  g:\n    members:\n      a: [1_000]\n",
+    ),
+    ("mark 999", "groups:\n  g:\n    members:\n      a: [999]\n"),
+    (
+        "mark too large",
+        "groups:\n  g:\n    members:\n      a: [4294967296]\n",
+    ),
+    (
+        "mark key with leading zero",
+        "groups:\n  g:\n    marks:\n      01000: [a]\n",
+    ),
+    (
+        "trailing comment",
+        "groups:\n  g:\n    members:\n      a: [1000] # why\n",
+    ),
+    (
+        "trailing comment on key",
+        "groups:\n  g: # why\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "trailing comment on groups",
+        "groups: # all\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "tab indentation",
+        "groups:\n  g:\n    members:\n\ta: [1000]\n",
+    ),
+    (
+        "tab in list",
+        "groups:\n  g:\n    members:\n      a: [1000,\t500]\n",
+    ),
+    (
+        "tab in comment",
+        "groups:\n  # a\tb\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "anchor",
+        "groups:\n  g:\n    members:\n      a: &m [1000]\n      b: *m\n",
+    ),
+    (
+        "tag",
+        "groups:\n  g:\n    members:\n      a: !!seq [1000]\n",
+    ),
+    (
+        "members twice",
+        "groups:\n  g:\n    members:\n      a: [1000]\n    members:\n      b: [1000]\n",
+    ),
+    (
+        "marks twice",
+        "groups:\n  g:\n    marks:\n      1000: [a]\n    marks:\n      1001: [b]\n",
+    ),
+    (
+        "duplicate account",
+        "groups:\n  g:\n    members:\n      a: [1000]\n      a: [1001]\n",
+    ),
+    (
+        "duplicate mark key",
+        "groups:\n  g:\n    marks:\n      1000: [a]\n      1000: [b]\n",
+    ),
+    (
+        "account twice under a mark",
+        "groups:\n  g:\n    marks:\n      1000: [a, a]\n",
+    ),
+    (
+        "mark twice for an account",
+        "groups:\n  g:\n    members:\n      a: [1000, 1000]\n",
+    ),
+    (
+        "duplicate group",
+        "groups:\n  g:\n    members:\n      a: [1000]\n  \"g\":\n    members:\n      b: [1000]\n",
+    ),
+    (
+        "CRLF",
+        "groups:\r\n  g:\r\n    members:\r\n      a: [1000]\r\n",
+    ),
+    (
+        "backslash in key",
+        "groups:\n  \"g\\u0041\":\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "quote in single-quoted key",
+        "groups:\n  'it''s':\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "empty key",
+        "groups:\n  \"\":\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "flow mapping groups",
+        "groups: {g: {members: {a: [1000]}}}\n",
+    ),
+    (
+        "flow mapping group",
+        "groups:\n  g: {members: {a: [1000]}}\n",
+    ),
+    (
+        "block list",
+        "groups:\n  g:\n    members:\n      a:\n        - 1000\n",
+    ),
+    (
+        "multi-line flow list",
+        "groups:\n  g:\n    members:\n      a: [1000,\n        1001]\n",
+    ),
+    (
+        "trailing comma",
+        "groups:\n  g:\n    members:\n      a: [1000,]\n",
+    ),
+    (
+        "no space after colon",
+        "groups:\n  g:\n    members:\n      a:[1000]\n",
+    ),
+    (
+        "space before colon",
+        "groups:\n  \"g\" :\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "unknown section",
+        "groups:\n  g:\n    memebrs:\n      a: [1000]\n",
+    ),
+    (
+        "unknown top-level key",
+        "groups:\n  g:\n    members:\n      a: [1000]\nother: 1\n",
+    ),
+    (
+        "document marker",
+        "---\ngroups:\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "document end",
+        "groups:\n  g:\n    members:\n      a: [1000]\n...\n",
+    ),
+    (
+        "directive",
+        "%YAML 1.2\n---\ngroups:\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    ("no groups key", "# nothing\n"),
+    (
+        "plain key with indicator",
+        "groups:\n  @TGS#x:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "plain boolean key",
+        "groups:\n  on:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "plain numeric key",
+        "groups:\n  1000:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "uneven group indentation",
+        "groups:\n  g:\n    members:\n      a: [1000]\n   h:\n    members:\n      b: [1000]\n",
+    ),
+    (
+        "uneven entry indentation",
+        "groups:\n  g:\n    members:\n      a: [1000]\n       b: [1000]\n",
+    ),
+    (
+        "entries without a section",
+        "groups:\n  g:\n    a: [1000]\n",
+    ),
+    ("group value on the key line", "groups:\n  g: ~\n"),
+    ("scalar section", "groups:\n  g:\n    members: a\n"),
+    ("empty flow section", "groups:\n  g:\n    members: {}\n"),
+    (
+        "account too long",
+        "groups:\n  g:\n    members:\n      abcdefghijklmnopqrstuvwxyz0123456: [1000]\n",
+    ),
+    (
+        "unconventional account",
+        "groups:\n  g:\n    members:\n      név: [1000]\n",
+    ),
+    (
+        "quoted account",
+        "groups:\n  g:\n    members:\n      \"a\": [1000]\n",
+    ),
+    (
+        "quoted mark",
+        "groups:\n  g:\n    members:\n      a: [\"1000\"]\n",
+    ),
+    (
+        "control character in key",
+        "groups:\n  \"g\u{1}\":\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "byte order mark in comment",
+        "groups:\n  # \u{feff}\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "content after groups: {}",
+        "groups: {}\n  g:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "eleven marks",
+        "groups:\n  g:\n    members:\n      a: [500, 600, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007]\n    marks:\n      1008: []\n",
+    ),
+];
+
+#[test]
+fn the_fast_path_leaves_tricky_inputs_to_the_full_reader() {
+    for (what, doc) in FALLBACKS {
+        assert!(
+            fast::parse(Path::new(PATH), doc, 0).is_none(),
+            "{what}: the fast path answered on:\n{doc}"
+        );
+    }
+}
+
+/// Inputs the fast path reads (and reads like the full reader).
+const ACCEPTED: &[(&str, &str)] = &[
+    (
+        "spec example",
+        "groups:\n  \"@TGS#a6I4ZUUGO\":\n    members:\n      teacher10: [1000]\n      host: [500, 1000]\n    marks:\n      1001: [student9, student10]\n",
+    ),
+    ("empty groups", "groups:\n"),
+    ("empty flow groups", "# none\ngroups: {}\n\n# at all\n"),
+    (
+        "group without sections",
+        "groups:\n  g:\n  h:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "empty sections",
+        "groups:\n  g:\n    members:\n    marks:\n",
+    ),
+    (
+        "empty lists",
+        "groups:\n  g:\n    members:\n      a: []\n    marks:\n      1000: [ ]\n",
+    ),
+    (
+        "union of sections",
+        "groups:\n  g:\n    marks:\n      1001: [a, b]\n      1000: [a]\n    members:\n      a: [1002]\n      c: [500]\n",
+    ),
+    (
+        "ten marks",
+        "groups:\n  g:\n    members:\n      a: [500, 600, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007]\n    marks:\n      1007: [b]\n",
+    ),
+    (
+        "comments everywhere",
+        "# head\ngroups:\n# col 0\n  'g 1':\n        # deep\n    members:\n #\n      a: [1000]\n\n      b: [1001]\n# tail",
+    ),
+    (
+        "wide indentation",
+        "groups:\n    g:\n            members:\n                 a:   [ 1000 ,500 ]   \n",
+    ),
+    (
+        "non-ASCII key",
+        "groups:\n  \"群组 #1: a\":\n    members:\n      a: [1000]\n",
+    ),
+];
+
+#[test]
+fn the_fast_path_reads_plain_files_like_the_full_reader() {
+    for (what, doc) in ACCEPTED {
+        assert!(compare(doc), "{what}: the fast path gave up on:\n{doc}");
+    }
+}
+
+/// A group of `members` members, each with the marks `marks_of(i)`.
+fn big_group(out: &mut String, key: &str, members: usize, marks_of: impl Fn(usize) -> String) {
+    let _ = writeln!(out, "  \"{key}\":\n    members:");
+    for m in 0..members {
+        let _ = writeln!(out, "      user{m:05}: [{}]", marks_of(m));
+    }
+}
+
+#[test]
+fn the_fast_path_keeps_the_members_per_mark_limit() {
+    let mut at_limit = String::from("groups:\n");
+    big_group(&mut at_limit, "g", 1000, |_| "1000".into());
+    assert!(compare(&at_limit));
+    let mut over = String::from("groups:\n");
+    big_group(&mut over, "g", 1001, |_| "1000".into());
+    assert!(fast::parse(Path::new(PATH), &over, 0).is_none());
+    // The limit counts the union: 1000 in `members` plus one more in `marks`.
+    let mut union = at_limit.clone();
+    union.push_str("    marks:\n      1000: [extra]\n");
+    assert!(fast::parse(Path::new(PATH), &union, 0).is_none());
+}
+
+/// A file over the split threshold, read with and without the fast path: chunks, line numbers
+/// and group origins must come out the same, also when one chunk must fall back.
+#[test]
+fn split_files_read_the_same_with_and_without_the_fast_path() {
+    let path = Path::new(PATH);
+    let mut doc = String::from("# header\ngroups:\n");
+    for g in 0..45 {
+        let _ = writeln!(doc, "  # group {g}");
+        big_group(&mut doc, &format!("@TGS#g{g:03}"), 1000, |m| {
+            format!("{}, 500", 1000 + m % 9)
+        });
+    }
+    assert!(doc.len() > super::SPLIT_THRESHOLD_BYTES);
+    let clean = parse_file_with(path, doc.as_bytes(), false).expect("valid");
+    assert_eq!(
+        parse_file_with(path, doc.as_bytes(), true),
+        Ok(clean.clone())
+    );
+    assert_eq!(clean.groups.len(), 45);
+
+    // One unconventional account (a warning) in the middle: that chunk falls back.
+    let warned = doc.replacen("user00500: [1005, 500]", "usér: [1005, 500]", 1);
+    assert!(warned != doc, "the replaced line is missing");
+    let full = parse_file_with(path, warned.as_bytes(), false).expect("valid");
+    assert_eq!(full.warnings.len(), 1);
+    assert_eq!(parse_file_with(path, warned.as_bytes(), true), Ok(full));
+
+    // A group repeated in a later chunk: the same errors either way.
+    let repeated = format!("{doc}  \"@TGS#g000\":\n    members:\n      a: [1000]\n");
+    let full = parse_file_with(path, repeated.as_bytes(), false);
+    assert!(full.is_err());
+    assert_eq!(parse_file_with(path, repeated.as_bytes(), true), full);
+}
+
+#[test]
+fn an_empty_result_is_still_a_file() {
+    // `groups: {}` declares no groups; the fast path says so instead of giving up.
+    let parsed = fast::parse(Path::new(PATH), "groups: {}\n", 0).expect("fast");
+    assert_eq!(parsed.0, DesiredFile::default());
+}

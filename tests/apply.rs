@@ -643,6 +643,32 @@ async fn fatal_70009_stops_with_exit_1_and_changes_nothing() {
     env.assert_converged(&after);
 }
 
+#[tokio::test]
+async fn a_call_refused_after_retries_exits_4_and_keeps_what_succeeded() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#b", "u2", &[1001])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    // One call is refused with a code that is neither retryable, fatal nor "offline": that
+    // call fails, the other group's call succeeds and is recorded.
+    env.emu
+        .inject_fault(Fault {
+            count: Some(1),
+            ..Fault::always(FaultKind::ErrorCode { code: 10019 })
+        })
+        .unwrap();
+    assert_eq!(env.apply_default().await, exit::PARTIAL);
+    let st = env.state();
+    assert_eq!(st.managed_count(), 1, "the successful call is recorded");
+    assert!(st.intents.is_empty(), "a refused call leaves no intent");
+    assert_eq!(
+        env.apply_default().await,
+        exit::OK,
+        "the next apply finishes the job"
+    );
+    env.assert_converged(&want);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Groups that disappear
 

@@ -529,3 +529,28 @@ fn state_missing_but_backup_present_is_an_error_not_a_first_run() {
              (cp state.json.bak state.json) rather than starting from nothing\n",
         );
 }
+
+#[test]
+fn usersig_prints_a_sig_the_service_would_accept_and_never_the_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/marksync.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marksync"))
+        .arg("-c")
+        .arg(&root)
+        .arg("usersig")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sig = String::from_utf8(out.stdout).unwrap();
+    let key = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo-secret.key"),
+    )
+    .unwrap();
+    assert!(!sig.contains(key.trim()));
+    let secret = marksync::tim::usersig::SecretKey::new(key.trim()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    marksync::tim::usersig::verify(sig.trim(), 1_400_000_000, &secret, "administrator", now)
+        .expect("the printed UserSig verifies with the configured key and identity");
+}

@@ -160,14 +160,16 @@ pub async fn execute(
     for (i, call) in plan.calls.iter().enumerate() {
         by_group.entry(&call.group).or_default().push(i);
     }
+    let offline_codes: Arc<[i64]> = settings.offline_error_codes.clone().into();
     let mut tasks = tokio::task::JoinSet::new();
     for (_, indices) in by_group {
-        let (plan, client, tx, stop, slots) = (
+        let (plan, client, tx, stop, slots, offline_codes) = (
             plan.clone(),
             client.clone(),
             tx.clone(),
             stop.clone(),
             slots.clone(),
+            offline_codes.clone(),
         );
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
@@ -178,7 +180,7 @@ pub async fn execute(
                     continue;
                 }
                 let started = Instant::now();
-                let outcome = send(&client, &plan.calls[i]).await;
+                let outcome = send(&client, &plan.calls[i], &offline_codes).await;
                 let elapsed = started.elapsed();
                 match &outcome {
                     Outcome::GroupGone(_) => gone = true,
@@ -200,7 +202,7 @@ pub async fn execute(
     let mut dirty = false;
     while let Some((i, outcome, elapsed)) = rx.recv().await {
         let call = &plan.calls[i];
-        fold(state, call, &outcome, clock.now(), settings, &mut applied);
+        fold(state, call, &outcome, clock.now(), &mut applied);
         on_call(CallReport {
             call,
             outcome: &outcome,
@@ -223,8 +225,10 @@ pub async fn execute(
     Ok(applied)
 }
 
-/// Sends one call and classifies the answer.
-async fn send(client: &Client, call: &Call) -> Outcome {
+/// Sends one call and classifies the answer. A set call refused with one of `offline_codes` is
+/// the service's "every account is offline": all its members are pending, as when the service
+/// leaves offline members out of a successful answer.
+async fn send(client: &Client, call: &Call, offline_codes: &[i64]) -> Outcome {
     let request = ModifyUserInfoRequest {
         group_id: call.group.as_str().to_string(),
         command_type: match call.command {
@@ -268,20 +272,21 @@ async fn send(client: &Client, call: &Call) -> Outcome {
                 Outcome::Done { confirmed, pending }
             }
         },
+        Err(CallError::Rejected { code, .. })
+            if call.command == Command::Set && offline_codes.contains(&code) =>
+        {
+            Outcome::Done {
+                confirmed: Vec::new(),
+                pending: call.members.clone(),
+            }
+        }
         Err(e @ CallError::GroupGone { .. }) => Outcome::GroupGone(e),
         Err(e) => Outcome::Failed(e),
     }
 }
 
 /// Folds one outcome into the state and the totals.
-fn fold(
-    state: &mut State,
-    call: &Call,
-    outcome: &Outcome,
-    now: i64,
-    settings: &Settings,
-    applied: &mut Applied,
-) {
+fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, applied: &mut Applied) {
     let t = &mut applied.totals;
     let marks_in =
         |members: &[(Account, MarkSet)]| members.iter().map(|(_, m)| m.len()).sum::<usize>();
@@ -323,15 +328,6 @@ fn fold(
             t.groups_gone += 1;
             tracing::warn!(group = %call.group, error = %e, "group no longer exists; forgetting its recorded marks");
             state.forget_group(&call.group);
-        }
-        Outcome::Failed(CallError::Rejected { code, .. })
-            if call.command == Command::Set && settings.offline_error_codes.contains(code) =>
-        {
-            t.calls += 1;
-            for (account, marks) in &call.members {
-                not_applied(state, &call.group, account, marks);
-            }
-            t.pending += marks_in(&call.members);
         }
         Outcome::Failed(e) => {
             t.calls += 1;

@@ -50,6 +50,57 @@ pub struct Origin {
     pub line: u64,
     /// 1-based column of the group's key.
     pub column: u64,
+    /// The line declaring the group, so that a conflict found later (by `assemble` or the
+    /// daemon's cache) is shown without reading the file again.
+    pub source_line: String,
+}
+
+impl Origin {
+    /// An error at this group key, quoting its line.
+    pub fn error(&self, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            line: self.line,
+            column: self.column,
+            source_line: Some(self.source_line.clone()),
+            ..Diagnostic::file_error(&self.path, message)
+        }
+    }
+}
+
+/// The line of `text` holding the node `at`, found from its byte offset (no scan from the top:
+/// large files declare a thousand groups).
+fn line_around<T>(text: &str, at: &Spanned<T>) -> String {
+    let span = at.referenced.span();
+    let Some(offset) = span
+        .byte_offset()
+        .and_then(|o| usize::try_from(o).ok())
+        .filter(|&o| o <= text.len())
+    else {
+        return crate::diag::line_of(text, at.referenced.line()).unwrap_or_default();
+    };
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    text[start..end].trim_end_matches('\r').to_string()
+}
+
+/// The error for a group declared again at `here`, first declared at `first`.
+pub fn declared_twice(id: &GroupId, here: &Origin, first: &Origin) -> Diagnostic {
+    let what = if first.path == here.path {
+        format!(
+            "group {:?} is declared twice in this file (first at line {})",
+            id.as_str(),
+            first.line
+        )
+    } else {
+        format!(
+            "group {:?} is declared in two files: here and in {}:{}:{}",
+            id.as_str(),
+            first.path.display(),
+            first.line,
+            first.column
+        )
+    };
+    here.error(what)
 }
 
 /// One parsed desired file.
@@ -257,22 +308,7 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
         state.warnings.extend(file.warnings);
         for (id, origin, group) in file.groups {
             if let Some(first) = origins.get(&id) {
-                let what = if first.path == origin.path {
-                    format!(
-                        "group {:?} is declared twice in this file (first at line {})",
-                        id.as_str(),
-                        first.line
-                    )
-                } else {
-                    format!(
-                        "group {:?} is declared in two files: here and in {}:{}:{}",
-                        id.as_str(),
-                        first.path.display(),
-                        first.line,
-                        first.column
-                    )
-                };
-                errors.push(positioned(&origin, what));
+                errors.push(declared_twice(&id, &origin, first));
                 continue;
             }
             origins.insert(id.clone(), origin);
@@ -285,12 +321,6 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
     } else {
         Err(Diagnostics(errors))
     }
-}
-
-/// A diagnostic at an origin; the source line is read back lazily since assembly has no source.
-fn positioned(origin: &Origin, message: String) -> Diagnostic {
-    let source = std::fs::read_to_string(&origin.path).unwrap_or_default();
-    Diagnostic::at(&origin.path, &source, origin.line, origin.column, message)
 }
 
 /// Parses one desired file. Pure: `path` is only used in diagnostics.
@@ -597,6 +627,7 @@ fn parse_chunk(
             path: path.to_path_buf(),
             line,
             column: key.referenced.column(),
+            source_line: line_around(chunk, &key),
         };
         let group = match group.value {
             MapOr::Map(g) => Spanned {

@@ -209,19 +209,7 @@ impl DesiredCache {
             for (id, origin, _) in &file.groups {
                 let stays_elsewhere = good.origins.get(id).filter(|o| !gone.contains(&o.path));
                 if let Some(first) = stays_elsewhere.or_else(|| claimed.get(id).copied()) {
-                    let source = std::fs::read_to_string(&origin.path).unwrap_or_default();
-                    errors.push(Diagnostic::at(
-                        &origin.path,
-                        &source,
-                        origin.line,
-                        origin.column,
-                        format!(
-                            "group \"{id}\" is declared in two files: here and in {}:{}:{}",
-                            first.path.display(),
-                            first.line,
-                            first.column
-                        ),
-                    ));
+                    errors.push(desired::declared_twice(id, origin, first));
                 } else {
                     claimed.insert(id, origin);
                 }

@@ -56,7 +56,7 @@ pub(super) fn parse(
     }
     let mut file = DesiredFile::default();
     let mut declared = Vec::with_capacity(reader.groups.len());
-    for (name, line, group) in reader.groups {
+    for (name, line, source_line, group) in reader.groups {
         let column = reader.group_indent.unwrap_or(0) as u64 + 1;
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
@@ -65,6 +65,7 @@ pub(super) fn parse(
             path: path.to_path_buf(),
             line,
             column,
+            source_line: source_line.to_string(),
         };
         file.groups.push((id, origin, group));
     }
@@ -93,6 +94,8 @@ enum Section {
 struct OpenGroup<'t> {
     name: String,
     line: u64,
+    /// The key's whole line, as written (for `Origin::source_line`).
+    text: &'t str,
     seen_members: bool,
     seen_marks: bool,
     section: Option<Section>,
@@ -110,13 +113,13 @@ struct Reader<'t> {
     entry_indent: Option<usize>,
     open: Option<OpenGroup<'t>>,
     names: HashSet<String>,
-    groups: Vec<(String, u64, DesiredGroup)>,
+    groups: Vec<(String, u64, &'t str, DesiredGroup)>,
 }
 
 impl<'t> Reader<'t> {
     /// Reads one line (without its `\n`); `None` gives up on the whole document.
-    fn line(&mut self, line: &'t str, number: u64) -> Option<()> {
-        let line = line.trim_end_matches(' ');
+    fn line(&mut self, raw: &'t str, number: u64) -> Option<()> {
+        let line = raw.trim_end_matches(' ');
         let body = line.trim_start_matches(' ');
         let indent = line.len() - body.len();
         if body.is_empty() {
@@ -144,7 +147,7 @@ impl<'t> Reader<'t> {
                 }
                 let group_indent = *self.group_indent.get_or_insert(indent);
                 if indent == group_indent {
-                    return self.group_key(body, number);
+                    return self.group_key(body, raw, number);
                 }
                 if indent < group_indent {
                     return None;
@@ -166,7 +169,7 @@ impl<'t> Reader<'t> {
     }
 
     /// A group key line: `"ID":`, `'ID':` or `ID:`.
-    fn group_key(&mut self, body: &'t str, number: u64) -> Option<()> {
+    fn group_key(&mut self, body: &'t str, raw: &'t str, number: u64) -> Option<()> {
         self.finish_group()?;
         let key = body.strip_suffix(':')?;
         if key.len() > MAX_KEY_BYTES {
@@ -195,6 +198,7 @@ impl<'t> Reader<'t> {
         self.open = Some(OpenGroup {
             name: name.to_string(),
             line: number,
+            text: raw,
             ..OpenGroup::default()
         });
         Some(())
@@ -260,6 +264,7 @@ impl<'t> Reader<'t> {
         let OpenGroup {
             name,
             line,
+            text,
             mut members,
             mut marks,
             ..
@@ -315,7 +320,7 @@ impl<'t> Reader<'t> {
         if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
             return None;
         }
-        self.groups.push((name, line, out));
+        self.groups.push((name, line, text, out));
         Some(())
     }
 }

@@ -1090,7 +1090,13 @@ fn callbacks_drop_marks_offline_and_resend_them_online() {
     env.block_on(env.emu().set_online("@TGS#CB", &["bob", "host"]))
         .unwrap();
     env.wait_live_within(&want, Duration::from_secs(3));
-    assert_eq!(env.calls(), calls + 1, "one set call for both members");
+    // The emulator may report the two members in one callback or in two (a member holding a live
+    // mark 500 never really left); each callback re-sends at once, so one or two set calls.
+    let sent = env.calls() - calls;
+    assert!(
+        (1..=2).contains(&sent),
+        "{sent} set calls for two members coming back"
+    );
     d.wait_reconciles("callback", 1.0);
 }
 

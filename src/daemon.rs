@@ -129,6 +129,8 @@ struct Daemon {
     last_ok: bool,
     /// Why the last reconcile did not succeed, if it did not.
     last_failure: Option<String>,
+    /// Desired marks not confirmed, as of the last [`Daemon::refresh_counts`].
+    pending: usize,
     /// Whether READY=1 was sent (the first reconcile is over).
     ready: bool,
     /// When the last reconcile started (clock time): a mark 500 renewal due before then was
@@ -181,6 +183,7 @@ pub async fn run(
         last_ok: true,
         guard_refused: false,
         ready: false,
+        pending: 0,
         last_reconcile_at: None,
         last_failure: None,
         stop: Arc::default(),
@@ -351,10 +354,7 @@ impl Daemon {
         } else {
             self.dirty_since = None;
         }
-        self.metrics.set_managed(self.state.managed_count());
-        self.metrics.set_pending(self.pending_count());
-        self.metrics
-            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+        self.refresh_counts();
     }
 
     /// A member came online or went offline. The service drops every mark but 500 of a member
@@ -539,6 +539,16 @@ impl Daemon {
             }
         }
         earliest
+    }
+
+    /// Recomputes the state's gauges (one walk of the desired marks for the pending count, kept
+    /// for the `STATUS=` line).
+    fn refresh_counts(&mut self) {
+        self.pending = self.pending_count();
+        self.metrics.set_managed(self.state.managed_count());
+        self.metrics.set_pending(self.pending);
+        self.metrics
+            .set_mark500_earliest_expiry(self.earliest_500_expiry());
     }
 
     /// Desired marks the state does not hold yet (offline members, failures).
@@ -730,10 +740,7 @@ impl Daemon {
         if ok {
             self.metrics.set_last_success(self.clock.now());
         }
-        self.metrics.set_managed(self.state.managed_count());
-        self.metrics.set_pending(self.pending_count());
-        self.metrics
-            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+        self.refresh_counts();
         self.last_failure = (!ok).then(|| {
             format!(
                 "last reconcile ({}) did not succeed: {outcome}",
@@ -782,7 +789,7 @@ impl Daemon {
         let status = format!(
             "{desired}; {} managed marks, {} pending; last reconcile {}",
             self.state.managed_count(),
-            self.pending_count(),
+            self.pending,
             if self.last_ok { "ok" } else { "failed" }
         );
         notify(&[sd_notify::NotifyState::Status(&status)]);

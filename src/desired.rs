@@ -170,13 +170,10 @@ pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
     }
 }
 
-/// Reads one desired file, refusing anything that is not a regular file (a FIFO would block).
+/// Reads one desired file, refusing anything that is not a regular file of bounded size.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| io_diag(path, "cannot read", &e))?;
-    if !meta.is_file() {
-        return Err(Diagnostic::file_error(path, "not a regular file"));
-    }
-    std::fs::read(path).map_err(|e| io_diag(path, "cannot read", &e))
+    crate::input::read_regular(path, crate::input::MAX_DESIRED_BYTES)
+        .map_err(|e| io_diag(path, "cannot read", &e))
 }
 
 fn io_diag(path: &Path, what: &str, e: &io::Error) -> Diagnostic {

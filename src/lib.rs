@@ -6,6 +6,7 @@
 //! - [`model`]: group IDs, accounts, marks and the service's limits (validating newtypes).
 //! - [`diag`]: diagnostics with `path:line:column` and the offending line.
 //! - [`yaml`]: what every YAML reader shares (options, permissive scalars, ordered mappings).
+//! - [`input`]: reading input files safely (regular files only, bounded size).
 //! - [`config`]: the config file, checked key by key.
 //! - [`desired`]: desired files -> desired state (pure parsing, parallel loading).
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
@@ -28,6 +29,7 @@ pub mod diag;
 pub mod emulator;
 pub mod error;
 pub mod http;
+pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod plan;

@@ -394,19 +394,7 @@ fn unknown_key(key: &str, known: &[&str]) -> String {
 
 /// Whether two keys differ by at most two single-character edits (typos such as `memebrs`).
 fn strsim_close(a: &str, b: &str) -> bool {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()] <= 2
+    strsim::levenshtein(a, b) <= 2
 }
 
 struct Checker<'a> {

@@ -165,6 +165,9 @@ const MAX_SDKAPPID: i128 = u64::MAX as i128;
 /// Error codes are 32-bit integers on the wire; 0 means success, so it cannot mean "offline".
 const MAX_ERROR_CODE: i128 = i32::MAX as i128;
 
+/// How deeply lists and mappings may nest in the config (it uses three levels).
+const MAX_DEPTH: usize = 8;
+
 const KEYS: &[&str] = &[
     "sdkappid",
     "identifier",
@@ -209,10 +212,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     // `.nan` and `.inf` reach the checks below, which say what the key accepts (the parser's own
     // refusal stops at the first one and speaks of its "policy").
     options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::PassThrough;
+    // The config nests three levels (`http: { listen: ... }`). Deeper nesting is refused before
+    // the recursive deserializer runs: at the shared limit of 64 levels, a debug build overflows
+    // a 2 MiB thread stack (tokio's workers, where the daemon reloads the config).
+    if let Some(budget) = options.budget.as_mut() {
+        budget.max_depth = MAX_DEPTH;
+    }
     let root: Spanned<Value> = match serde_saphyr::from_str_with_options(text, options) {
         Ok(v) => v,
         Err(e) => {
-            let message = crate::yaml::message(&e);
+            let mut message = crate::yaml::message(&e);
+            if message.contains("budget breached: Depth") || message.contains("recursion limit") {
+                message = format!(
+                    "the config is nested too deeply (at most {MAX_DEPTH} levels of lists and mappings)"
+                );
+            }
             let d = match e.location() {
                 Some(l) if l.line() > 0 => {
                     Diagnostic::at(path, text, l.line(), l.column(), message)
@@ -593,7 +607,7 @@ impl Checker<'_> {
         };
         let (lo, hi) = duration_bounds(key).unwrap_or((Duration::from_millis(1), Duration::MAX));
         let range = format!("between {} and {}", short(lo), short(hi));
-        let parsed = match humantime::parse_duration(&s) {
+        let parsed = match humantime::parse_duration(s) {
             Ok(d) => d,
             Err(humantime::DurationError::NumberOverflow) => {
                 self.err(
@@ -613,7 +627,7 @@ impl Checker<'_> {
         if (lo..=hi).contains(&parsed) {
             return Some(parsed);
         }
-        let hint = unit_typo(&s, lo, hi)
+        let hint = unit_typo(s, lo, hi)
             .map(|fix| format!("; did you mean {fix}?"))
             .unwrap_or_default();
         self.err(
@@ -742,7 +756,7 @@ fn short(d: Duration) -> String {
         ("m", 60_000),
         ("s", 1000),
     ] {
-        if ms >= per && ms % per == 0 {
+        if ms >= per && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
@@ -924,7 +938,7 @@ mod tests {
                     let _ = tokio::time::Instant::now() + d * 4;
                     let mut timer = tokio::time::interval(d);
                     timer.tick().await; // the first tick is immediate
-                    let _ = tokio::time::sleep(d);
+                    drop(tokio::time::sleep(d));
                 });
             }
             // What the config accepts at the edges is exactly the table.

@@ -103,6 +103,7 @@ cases! {
         missing_sdkappid,
         multiple_errors,
         nested_junk,
+        nested_too_deep,
         offline_error_codes_bad,
         offline_error_codes_u64_max,
         path_empty,

@@ -159,6 +159,28 @@ pub fn duration_bounds(key: &str) -> Option<(Duration, Duration)> {
         .map(|&(_, lo, hi)| (lo, hi))
 }
 
+/// The shortest period any timer may have against the local emulator.
+pub const EMULATOR_MIN_PERIOD: Duration = Duration::from_secs(1);
+
+/// The allowed range of `key` for a config calling `endpoint`. The lower bounds protect the
+/// service (and its rate limit); against the emulator on this machine (`embedded`, or `http://`,
+/// which is only allowed to a loopback address) tests and demos may use periods down to
+/// [`EMULATOR_MIN_PERIOD`], so that a reassert can be watched in seconds. The upper bounds,
+/// which keep timers from overflowing, hold everywhere.
+pub fn duration_bounds_for(key: &str, endpoint: &Endpoint) -> Option<(Duration, Duration)> {
+    let (lo, hi) = duration_bounds(key)?;
+    let local = match endpoint {
+        Endpoint::Embedded => true,
+        Endpoint::Url(url) => url.starts_with("http://"),
+        Endpoint::Region(_) => false,
+    };
+    Some(if local && key != "usersig_ttl" && key != "renew_margin" {
+        (lo.min(EMULATOR_MIN_PERIOD), hi)
+    } else {
+        (lo, hi)
+    })
+}
+
 /// The largest SDKAppID accepted: any that fits the `u64` the UserSig carries (the console's are
 /// ten digits, such as 1400000000).
 const MAX_SDKAPPID: i128 = u64::MAX as i128;
@@ -374,8 +396,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             .map(|n| n as u32),
         None => Some(200),
     };
+    // Before any endpoint error, the bounds of the real service apply.
+    let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region("china".into()));
     let mut duration = |k: &str, default: Duration| match take(k) {
-        Some(v) => c.duration(&v, k),
+        Some(v) => c.duration(&v, k, duration_bounds_for(k, &bounds_endpoint)),
         None => Some(default),
     };
     let renew_margin = duration("renew_margin", Duration::from_secs(12 * 3600));
@@ -579,7 +603,12 @@ impl Checker<'_> {
     }
 
     /// A duration within the key's bounds ([`DURATION_BOUNDS`]).
-    fn duration(&mut self, v: &Spanned<Value>, key: &str) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        v: &Spanned<Value>,
+        key: &str,
+        bounds: Option<(Duration, Duration)>,
+    ) -> Option<Duration> {
         let s = match &v.value {
             Value::Scalar(Scalar::Str(s)) => s,
             Value::Scalar(scalar @ (Scalar::Int(_) | Scalar::Float(_))) if !matches!(scalar, Scalar::Float(f) if !f.is_finite()) =>
@@ -605,7 +634,7 @@ impl Checker<'_> {
                 return None;
             }
         };
-        let (lo, hi) = duration_bounds(key).unwrap_or((Duration::from_millis(1), Duration::MAX));
+        let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
         let range = format!("between {} and {}", short(lo), short(hi));
         let parsed = match humantime::parse_duration(s) {
             Ok(d) => d,
@@ -955,6 +984,41 @@ mod tests {
                 assert!(over.contains(&format!("`{key}` must be between")), "{over}");
             }
         }
+    }
+
+    #[test]
+    fn short_periods_only_against_the_local_emulator() {
+        let text = |endpoint: &str, period: &str| {
+            format!(
+                "sdkappid: 1\nidentifier: a\ndesired: m\n{endpoint}reassert_every: {period}\nretry_pending_every: {period}\n"
+            )
+        };
+        for endpoint in ["endpoint: embedded\n", "endpoint: http://127.0.0.1:9000\n"] {
+            let c = check(&text(endpoint, "1s")).unwrap();
+            assert_eq!(c.reassert_every, Duration::from_secs(1));
+            let e = check(&text(endpoint, "999ms")).unwrap_err();
+            assert!(
+                e.contains("`reassert_every` must be between 1s and 7d"),
+                "{e}"
+            );
+            let e = check(&format!("{}usersig_ttl: 1m\n", text(endpoint, "1s"))).unwrap_err();
+            assert!(
+                e.contains("`usersig_ttl` must be between 1h and 180d"),
+                "{e}"
+            );
+        }
+        for endpoint in ["", "region: tokyo\n", "endpoint: https://x.example\n"] {
+            let e = check(&text(endpoint, "1s")).unwrap_err();
+            assert!(
+                e.contains("`reassert_every` must be between 1m and 7d"),
+                "{e}"
+            );
+            assert!(
+                e.contains("`retry_pending_every` must be between 5s and 1d"),
+                "{e}"
+            );
+        }
+        assert!(!EMULATOR_MIN_PERIOD.is_zero());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use marksync::config::{Config, duration_bounds, parse};
+use marksync::config::{Config, duration_bounds_for, parse};
 use proptest::prelude::*;
 
 const PATH: &str = "conf/marksync.yaml";
@@ -40,7 +40,7 @@ fn check_accepted(c: &Config) {
         ("usersig_ttl", c.usersig_ttl),
         ("renew_margin", c.renew_margin),
     ] {
-        let (lo, hi) = duration_bounds(key).expect("a bounded key");
+        let (lo, hi) = duration_bounds_for(key, &c.endpoint).expect("a bounded key");
         assert!((lo..=hi).contains(&d), "{key} = {d:?} accepted");
         assert!(Instant::now().checked_add(d * 4).is_some(), "{key}");
     }
@@ -207,8 +207,9 @@ proptest! {
     fn any_duration_value_is_in_range_or_refused(
         key in prop::sample::select(vec!["debounce", "retry_pending_every", "reassert_every", "usersig_ttl", "renew_margin"]),
         v in duration_text(),
+        endpoint in prop::sample::select(vec!["", "endpoint: embedded\n", "endpoint: http://127.0.0.1:9\n"]),
     ) {
-        let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{key}: {v}\n");
+        let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{endpoint}{key}: {v}\n");
         check_text(&text);
     }
 }

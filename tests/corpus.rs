@@ -118,6 +118,8 @@ cases! {
         sdkappid_string,
         sdkappid_too_large,
         sdkappid_zero,
+        short_periods_emulator_floor,
+        short_periods_emulator_ok,
         unknown_key,
         usersig_ttl_never_expires,
     ],

@@ -42,8 +42,9 @@ const MAX_INFLATED_BYTES: u64 = 64 * 1024;
 pub struct SecretKey(String);
 
 impl SecretKey {
-    /// Wraps a key, refusing an empty one (after trimming surrounding whitespace, which is never
-    /// part of a key as the console shows it).
+    /// Wraps a key given by code (tests, the emulator), refusing an empty one (after trimming
+    /// surrounding whitespace). Text from a user goes through [`SecretKey::parse`] instead, which
+    /// also requires hex digits; [`SecretKey::from_sources`] does.
     pub fn new(key: impl Into<String>) -> Result<Self, SecretError> {
         let key = key.into();
         let trimmed = key.trim();

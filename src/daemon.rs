@@ -810,22 +810,7 @@ impl Daemon {
                 .filter(|p| p.exists())
         });
         let token = match &token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::Other(format!(
-                        "cannot read the callback token file {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let token = text.trim().to_string();
-                if token.is_empty() {
-                    return Err(Error::Other(format!(
-                        "the callback token file {} is empty",
-                        path.display()
-                    )));
-                }
-                Some(token)
-            }
+            Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::Other)?),
             None => None,
         };
         let listener = tokio::net::TcpListener::bind(http.listen)

@@ -554,3 +554,130 @@ fn usersig_prints_a_sig_the_service_would_accept_and_never_the_key() {
     marksync::tim::usersig::verify(sig.trim(), 1_400_000_000, &secret, "administrator", now)
         .expect("the printed UserSig verifies with the configured key and identity");
 }
+
+/// The key of reference section 2's test vectors.
+const HEX_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+/// A config whose secret key comes from `secret.key`.
+fn with_key_file(content: &[u8], mode: u32) -> Test {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new().config(&format!("{CONFIG}secret_key_file: secret.key\n"));
+    let path = t.dir.path().join("secret.key");
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    t
+}
+
+/// Issue 7: `reassert_every: 500000000000y` passed `validate` (then `run` panicked), `30ms`
+/// (for 30m) flooded the API. `validate` now reports both with the range and a hint.
+#[test]
+fn validate_refuses_out_of_range_durations_with_the_range() {
+    Test::new()
+        .config(&format!(
+            "{CONFIG}reassert_every: 500000000000y\ndebounce: 500000000000y\n"
+        ))
+        .arg("validate")
+        .run()
+        .status(1)
+        .stderr_contains("marksync.yaml:5:17: error: `reassert_every` must be between 1m and 7d, found 500000000000y")
+        .stderr_contains("marksync.yaml:6:11: error: `debounce` must be between 10ms and 1m, found 500000000000y");
+    Test::new()
+        .config(&format!("{CONFIG}reassert_every: 30ms\n"))
+        .arg("validate")
+        .run()
+        .status(1)
+        .stderr_contains(
+            "`reassert_every` must be between 1m and 7d, found 30ms; did you mean 30m?",
+        );
+}
+
+/// Issue 7, "the secret key": a pasted key with a BOM, quotes, a prefix or a second line is
+/// refused with the reason (it used to fail later with 70009), from the file and the
+/// environment, and the key never appears in the output.
+#[test]
+fn malformed_secret_key_is_refused_with_the_reason_and_never_printed() {
+    let cases: [(Vec<u8>, &str); 4] = [
+        (
+            [b"\xEF\xBB\xBF".as_slice(), HEX_KEY.as_bytes()].concat(),
+            "starts with a UTF-8 byte-order mark",
+        ),
+        (
+            format!("\"{HEX_KEY}\"\n").into_bytes(),
+            "is wrapped in quotes",
+        ),
+        (
+            format!("KEY={HEX_KEY}\n").into_bytes(),
+            "starts with a `NAME=` prefix",
+        ),
+        (
+            format!("{HEX_KEY}\n{HEX_KEY}\n").into_bytes(),
+            "contains a second line",
+        ),
+    ];
+    for (content, reason) in &cases {
+        let out = with_key_file(content, 0o600).arg("usersig").run();
+        out.status(1)
+            .stdout("")
+            .stderr_contains("secret.key")
+            .stderr_contains(reason);
+        assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+        let env = String::from_utf8(content.clone()).unwrap();
+        let out = Test::new()
+            .config(CONFIG)
+            .env("MARKSYNC_SECRET_KEY", &env)
+            .arg("usersig")
+            .run();
+        out.status(1)
+            .stderr_contains("MARKSYNC_SECRET_KEY")
+            .stderr_contains(reason);
+        assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+    }
+    with_key_file(format!("{HEX_KEY}\n").as_bytes(), 0o600)
+        .arg("usersig")
+        .run()
+        .status(0)
+        .stderr("");
+}
+
+/// Issue 7: a key file readable by group or others works, with a warning on stderr.
+#[test]
+fn secret_key_file_readable_by_others_is_warned_about() {
+    let out = with_key_file(HEX_KEY.as_bytes(), 0o644)
+        .arg("usersig")
+        .run();
+    out.status(0)
+        .stderr_contains("readable by group or others")
+        .stderr_contains("secret.key");
+    assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+}
+
+/// Issue 7: `secret_key_file: /dev/zero` read until out of memory; a FIFO as the config or the
+/// key hung. Each is refused at once (the run is bounded by `RUN_TIMEOUT`).
+#[test]
+fn devices_and_fifos_as_config_or_secret_key_are_refused_not_read() {
+    Test::new()
+        .config(&format!("{CONFIG}secret_key_file: /dev/zero\n"))
+        .arg("usersig")
+        .run()
+        .status(1)
+        .stderr_contains("/dev/zero: not a regular file");
+    let t = Test::new().config(&format!("{CONFIG}secret_key_file: key.fifo\n"));
+    let made = Command::new("mkfifo")
+        .arg(t.dir.path().join("key.fifo"))
+        .status();
+    if made.is_ok_and(|s| s.success()) {
+        t.arg("usersig")
+            .run()
+            .status(1)
+            .stderr_contains("not a regular file");
+        let t = Test::new();
+        Command::new("mkfifo")
+            .arg(t.dir.path().join("marksync.yaml"))
+            .status()
+            .unwrap();
+        t.arg("validate")
+            .run()
+            .status(1)
+            .stderr_contains("marksync.yaml: error: cannot read config file: not a regular file");
+    }
+}

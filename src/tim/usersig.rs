@@ -42,8 +42,9 @@ const MAX_INFLATED_BYTES: u64 = 64 * 1024;
 pub struct SecretKey(String);
 
 impl SecretKey {
-    /// Wraps a key, refusing an empty one (after trimming surrounding whitespace, which is never
-    /// part of a key as the console shows it).
+    /// Wraps a key given by code (tests, the emulator), refusing an empty one (after trimming
+    /// surrounding whitespace). Text from a user goes through [`SecretKey::parse`] instead, which
+    /// also requires hex digits; [`SecretKey::from_sources`] does.
     pub fn new(key: impl Into<String>) -> Result<Self, SecretError> {
         let key = key.into();
         let trimmed = key.trim();
@@ -55,53 +56,104 @@ impl SecretKey {
         Ok(SecretKey(trimmed.to_owned()))
     }
 
+    /// Checks key text as a user supplied it: one line of hex digits, surrounding ASCII whitespace
+    /// (a trailing newline) trimmed. Anything else (a byte-order mark, quotes, a `KEY=` prefix, a
+    /// second line) is refused with the reason, because it would be hashed into a key the service
+    /// does not know and fail only later, with 70009. `source_name` says where the text came from
+    /// (`file /etc/marksync/secret.key`); no error carries any part of the text.
+    pub fn parse(bytes: &[u8], source_name: &str) -> Result<SecretKey, SecretError> {
+        let problem = |problem: KeyProblem| SecretError::Malformed {
+            source_name: source_name.to_owned(),
+            problem,
+        };
+        let text = crate::input::secret_line(bytes).map_err(|p| match p {
+            crate::input::SecretTextProblem::Empty => SecretError::Empty {
+                source_name: source_name.to_owned(),
+            },
+            p => problem(KeyProblem::Text(p)),
+        })?;
+        if let Some((name, _)) = text.split_once('=') {
+            // `KEY=...` or `export KEY=...` pasted from a shell or an .env file.
+            return Err(problem(KeyProblem::Assignment {
+                looks_like_name: !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' '),
+            }));
+        }
+        if text.starts_with("0x") || text.starts_with("0X") {
+            return Err(problem(KeyProblem::HexPrefix));
+        }
+        if let Some((i, c)) = text
+            .chars()
+            .enumerate()
+            .find(|(_, c)| !c.is_ascii_hexdigit())
+        {
+            return Err(problem(KeyProblem::NotHex {
+                position: i + 1,
+                what: describe_non_hex(c),
+            }));
+        }
+        Ok(SecretKey(text.to_owned()))
+    }
+
     /// Loads the key from the first source that is configured, in this precedence:
     /// `secret_key_file` (the config's `secret_key_file`), then `env` (the value of
     /// `MARKSYNC_SECRET_KEY`, passed in so this stays testable), then
     /// `credentials_directory/secret-key` (systemd's `LoadCredential=`).
     ///
-    /// Surrounding whitespace (a trailing newline from `echo >`) is trimmed; an empty key is an
-    /// error, as is a configured source that cannot be read (the next source is not tried: the
-    /// operator asked for that one). Errors name the file, never its content.
+    /// Every source is checked by [`SecretKey::parse`]. A configured source that cannot be read
+    /// is an error (the next source is not tried: the operator asked for that one). Files are
+    /// read only if they are regular files of at most [`crate::input::MAX_SECRET_BYTES`]. A
+    /// `secret_key_file` readable by group or others is used, with a warning logged. Errors name
+    /// the file, never its content.
     pub fn from_sources(
         secret_key_file: Option<&Path>,
         env: Option<String>,
         credentials_directory: Option<&Path>,
     ) -> Result<SecretKey, SecretError> {
         if let Some(path) = secret_key_file {
-            return Self::from_file(path);
+            let key = Self::from_file(path)?;
+            if let Some(mode) = loose_mode(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = %format!("{mode:03o}"),
+                    "the secret key file is readable by group or others; restrict it with chmod 600"
+                );
+            }
+            return Ok(key);
         }
         if let Some(value) = env {
-            let trimmed = value.trim();
-            if trimmed.is_empty() {
-                return Err(SecretError::Empty {
-                    source_name: format!("environment variable {SECRET_KEY_ENV}"),
-                });
-            }
-            return Ok(SecretKey(trimmed.to_owned()));
+            return Self::parse(
+                value.as_bytes(),
+                &format!("environment variable {SECRET_KEY_ENV}"),
+            );
         }
         if let Some(dir) = credentials_directory {
+            // systemd owns the credential directory and its modes: no permission warning.
             return Self::from_file(&dir.join(CREDENTIAL_NAME));
         }
         Err(SecretError::Missing)
     }
 
-    /// Reads and trims a key file.
+    /// Reads (bounded, regular files only) and checks a key file.
     fn from_file(path: &Path) -> Result<SecretKey, SecretError> {
-        let bytes = std::fs::read(path).map_err(|source| SecretError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
-            path: path.to_owned(),
-        })?;
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(SecretError::Empty {
-                source_name: format!("file {}", path.display()),
-            });
-        }
-        Ok(SecretKey(trimmed.to_owned()))
+        let bytes =
+            crate::input::read_regular(path, crate::input::MAX_SECRET_BYTES).map_err(|source| {
+                SecretError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?;
+        Self::parse(&bytes, &format!("file {}", path.display())).map_err(|e| match e {
+            SecretError::Malformed {
+                problem: KeyProblem::Text(crate::input::SecretTextProblem::NotUtf8),
+                ..
+            } => SecretError::NotUtf8 {
+                path: path.to_owned(),
+            },
+            e => e,
+        })
     }
 
     /// The key's bytes, for HMAC only. Crate-private so nothing outside can print it.
@@ -145,6 +197,68 @@ pub enum SecretError {
         /// Where it came from, e.g. `file /etc/marksync/secret.key`.
         source_name: String,
     },
+    /// The text is not one line of hex digits.
+    #[error(
+        "the secret key from {source_name} {problem}; it must be only the hex digits of the key \
+         the console shows"
+    )]
+    Malformed {
+        /// Where it came from, e.g. `file /etc/marksync/secret.key`.
+        source_name: String,
+        /// What is wrong, without any part of the key.
+        problem: KeyProblem,
+    },
+}
+
+/// What is wrong with a secret key's text. Never carries a character that could be part of a key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyProblem {
+    /// Refused by the checks every one-line secret gets (BOM, second line, quotes...).
+    #[error("{0}")]
+    Text(crate::input::SecretTextProblem),
+    /// `KEY=...`: an assignment pasted from a shell or an `.env` file.
+    #[error("{}", if *looks_like_name { "starts with a `NAME=` prefix (write the key alone)" } else { "contains '='" })]
+    Assignment {
+        /// Whether what precedes `=` looks like a variable name.
+        looks_like_name: bool,
+    },
+    /// `0x...`: the console shows the digits without a prefix.
+    #[error("starts with 0x (write the digits without the prefix)")]
+    HexPrefix,
+    /// A character that is not a hex digit.
+    #[error("is not hex: character {position} is {what}")]
+    NotHex {
+        /// 1-based, in characters.
+        position: usize,
+        /// A description that does not reveal a key character ("a letter other than a-f").
+        what: String,
+    },
+}
+
+/// Describes a character that is not a hex digit without printing it when it could be part of a
+/// secret: punctuation and whitespace are shown (they explain the mistake), letters are not.
+fn describe_non_hex(c: char) -> String {
+    match c {
+        ' ' => "a space".into(),
+        '\t' => "a tab".into(),
+        c if c.is_ascii_punctuation() => format!("'{c}'"),
+        c if c.is_ascii_alphabetic() => "a letter other than a-f".into(),
+        c if c.is_control() => "a control character".into(),
+        c if c.is_whitespace() => "a non-ASCII space".into(),
+        _ => "a non-ASCII character".into(),
+    }
+}
+
+/// The permission bits of `path` when group or others may read or write it.
+fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    is_loose(mode).then_some(mode)
+}
+
+/// Whether a file mode lets anyone but the owner at the file.
+fn is_loose(mode: u32) -> bool {
+    mode & 0o077 != 0
 }
 
 /// The six fields of a UserSig, as [`verify`] decoded them.
@@ -619,20 +733,20 @@ mod tests {
     fn secret_sources_precedence_and_trimming() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("secret.key");
-        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(&file, "aaaa\n").unwrap();
         let creds = dir.path().join("creds");
         std::fs::create_dir(&creds).unwrap();
-        std::fs::write(creds.join("secret-key"), "  from-creds \r\n").unwrap();
+        std::fs::write(creds.join("secret-key"), "  cccc \r\n").unwrap();
 
         let load = |f: Option<&Path>, e: Option<&str>, c: Option<&Path>| {
             SecretKey::from_sources(f, e.map(str::to_owned), c)
         };
-        let all = load(Some(&file), Some("from-env"), Some(&creds)).unwrap();
-        assert_eq!(all.expose(), "from-file");
-        let env = load(None, Some("from-env\n"), Some(&creds)).unwrap();
-        assert_eq!(env.expose(), "from-env");
+        let all = load(Some(&file), Some("bbbb"), Some(&creds)).unwrap();
+        assert_eq!(all.expose(), "aaaa");
+        let env = load(None, Some("bbbb\n"), Some(&creds)).unwrap();
+        assert_eq!(env.expose(), "bbbb");
         let cred = load(None, None, Some(&creds)).unwrap();
-        assert_eq!(cred.expose(), "from-creds");
+        assert_eq!(cred.expose(), "cccc");
         assert!(matches!(load(None, None, None), Err(SecretError::Missing)));
     }
 
@@ -646,7 +760,7 @@ mod tests {
         assert!(e.to_string().contains("empty.key"), "{e}");
 
         let missing = dir.path().join("missing.key");
-        let e = SecretKey::from_sources(Some(&missing), Some("env".into()), None).unwrap_err();
+        let e = SecretKey::from_sources(Some(&missing), Some("abcd".into()), None).unwrap_err();
         assert!(
             matches!(e, SecretError::Read { .. }),
             "a named file is not skipped"
@@ -666,5 +780,97 @@ mod tests {
         let e = SecretKey::from_sources(None, None, Some(&creds)).unwrap_err();
         assert!(e.to_string().contains("secret-key"), "{e}");
         assert!(SecretKey::new("  ").is_err());
+    }
+
+    /// Issue 7, "the secret key": each way a pasted key goes wrong is refused with its reason,
+    /// from every source, and no message carries any part of the key.
+    #[test]
+    fn secret_key_refuses_bom_quotes_prefix_second_line_and_non_hex_without_printing_it() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"\xEF\xBB\xBF5bd2850fff",
+                "starts with a UTF-8 byte-order mark",
+            ),
+            (b"\"5bd2850fff\"\n", "is wrapped in quotes"),
+            (b"'5bd2850fff'", "is wrapped in quotes"),
+            (b"KEY=5bd2850fff\n", "starts with a `NAME=` prefix"),
+            (
+                b"export SECRET_KEY=5bd2850fff",
+                "starts with a `NAME=` prefix",
+            ),
+            (b"5bd2850fff\n5bd2850fff\n", "contains a second line"),
+            (b"5bd2850fff # prod", "is not hex: character 11 is a space"),
+            (
+                b"5bd2850fffKz",
+                "is not hex: character 11 is a letter other than a-f",
+            ),
+            (
+                b"5bd2850fff\xC2\xA0",
+                "is not hex: character 11 is a non-ASCII space",
+            ),
+            (b"5bd2-850fff", "is not hex: character 5 is '-'"),
+            (b"0x5bd2850fff", "starts with 0x"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        for (text, reason) in cases {
+            let file = dir.path().join("k");
+            std::fs::write(&file, text).unwrap();
+            std::fs::write(creds.join(CREDENTIAL_NAME), text).unwrap();
+            let from_file = SecretKey::from_sources(Some(&file), None, None);
+            let from_creds = SecretKey::from_sources(None, None, Some(&creds));
+            let env = String::from_utf8(text.to_vec()).unwrap();
+            let from_env = SecretKey::from_sources(None, Some(env), None);
+            for (source, result) in [
+                ("k", from_file),
+                ("secret-key", from_creds),
+                (SECRET_KEY_ENV, from_env),
+            ] {
+                let e = result.unwrap_err();
+                let shown = format!("{e} {e:?}");
+                assert!(shown.contains(reason), "{text:?}: {shown}");
+                assert!(shown.contains(source), "{text:?}: {shown}");
+                for secret in ["5bd2", "850f", "Kz"] {
+                    assert!(!shown.contains(secret), "{text:?} leaked: {shown}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn secret_key_accepts_hex_with_a_trailing_newline_and_keeps_the_vectors() {
+        let k = SecretKey::parse(format!("{KEY}\n").as_bytes(), "test").unwrap();
+        assert_eq!(k, key());
+        let k = SecretKey::parse(format!("  {}\r\n", KEY.to_uppercase()).as_bytes(), "t").unwrap();
+        assert_eq!(
+            k.expose(),
+            KEY.to_uppercase(),
+            "case is kept: it is hashed as written"
+        );
+        // Reference section 2's vectors, with the key read the way users supply it.
+        let pasted = SecretKey::parse(format!("{KEY}\n").as_bytes(), "t").unwrap();
+        let sig = tls_sig(APP, &pasted, "xiaojun", T0, 15_552_000);
+        assert_eq!(sig, "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4=");
+    }
+
+    #[test]
+    fn secret_key_file_must_be_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = SecretKey::from_sources(Some(Path::new("/dev/zero")), None, None).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, "a".repeat(1 << 20)).unwrap();
+        let e = SecretKey::from_sources(Some(&big), None, None).unwrap_err();
+        assert!(e.to_string().contains("larger than the limit"), "{e}");
+    }
+
+    #[test]
+    fn key_file_permission_warning_is_for_group_or_other_bits() {
+        assert!(!is_loose(0o600));
+        assert!(!is_loose(0o400));
+        assert!(is_loose(0o640));
+        assert!(is_loose(0o604));
+        assert!(is_loose(0o644));
     }
 }

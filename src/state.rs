@@ -275,7 +275,13 @@ impl State {
         self.intents.remove(group);
     }
 
-    /// Records that marks are about to be set for a member.
+    /// The marks of a member with an intent (unknown), if any.
+    pub fn intended(&self, group: &GroupId, account: &Account) -> Option<&MarkSet> {
+        self.intents.get(group)?.get(account)
+    }
+
+    /// Records that marks are about to be set or cleared for a member: until the answer is
+    /// folded in, they are unknown.
     pub fn intend(
         &mut self,
         group: &GroupId,

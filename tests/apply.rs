@@ -1043,6 +1043,86 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
     );
 }
 
+/// A real full disk, where the platform lets this test mount a small tmpfs in a private mount
+/// namespace (`unshare -m`): the state directory has room for the lock and the intents record but
+/// not for the state itself, so the final save of a clears-only apply fails with ENOSPC. The
+/// clears were sent; the intents record makes their marks unknown, so setting them again is
+/// planned, where the state alone still calls them confirmed ("No changes").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no private mount namespace here (unshare -m)");
+        return;
+    }
+    let env = Env::start().await;
+    let want = many_groups(400, false);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+    let mut fewer = want.clone();
+    let dropped: Vec<String> = fewer.keys().take(10).cloned().collect();
+    for g in &dropped {
+        fewer.remove(g);
+    }
+    env.desire(&fewer);
+
+    let dir = env.config.path.parent().unwrap();
+    let script = r#"
+        set -e
+        cd "$DIR"
+        cp -a state state.keep
+        mount -t tmpfs -o size=512k tmpfs state
+        cp -a state.keep/. state/
+        avail=$(df -B1 --output=avail state | tail -1)
+        dd if=/dev/zero of=state/fill bs=4096 count=$(( (avail - 12288) / 4096 )) 2>/dev/null
+        set +e
+        "$BIN" -c marksync.yaml -q apply
+        rc=$?
+        mkdir out
+        cp -a state/. out/
+        rm -f out/fill
+        exit $rc
+    "#;
+    let out = run({
+        let mut c = tokio::process::Command::new("unshare");
+        c.args(["-m", "--propagation", "private", "sh", "-c", script])
+            .env("DIR", dir)
+            .env("BIN", BIN)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        c
+    })
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(env.live(), fewer, "the clears were sent");
+
+    // What the next run sees: the state (unchanged, still claiming the marks) and the record.
+    let state = dir.join("out/marksync.json");
+    let st = state::load(&state, APP).unwrap();
+    let g = marksync::model::GroupId::new(&dropped[0]).unwrap();
+    assert!(st.groups.contains_key(&g), "the old generation is intact");
+    assert!(
+        st.intents.contains_key(&g),
+        "the clear is recorded as unknown"
+    );
+    env.desire(&want);
+    let desired = marksync::desired::load(&env.config.desired).unwrap();
+    let p = marksync::plan::plan(
+        &desired,
+        &st,
+        cmd::wall_clock_now(),
+        &marksync::plan::Policy::default(),
+    );
+    assert_eq!(p.summary.set, 20, "the cleared marks are set again");
+}
+
 /// `n` groups with one call each, all refused with 70009 (or, with `signal`, stopped from
 /// outside after the first answer), at 2 calls a second: returns the calls the emulator saw.
 async fn calls_after_a_stop(signal: bool) -> (u64, Duration) {

@@ -968,14 +968,24 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
     env.desire(&want);
     // 12 calls at 4 a second take 3 s; the first bulk save comes after 1 s and fails: a
     // non-empty directory where the state file goes (the intents sidecar beside it still works).
+    // Each call takes 400 ms, so some are in flight when the save fails: they must finish and be
+    // reported, not be cut off.
+    env.emu
+        .inject_fault(Fault::always(FaultKind::Latency { ms: 400 }))
+        .unwrap();
     let client = env.paced_client(4);
     let state = env.state_path().to_path_buf();
+    let mut reported = 0;
     let result = env
         .execute_with(
             &client,
             &env.settings(),
             || std::fs::create_dir_all(state.join("obstacle")).unwrap(),
-            |_| {},
+            |o| {
+                if !matches!(o, Outcome::Skipped { .. }) {
+                    reported += 1;
+                }
+            },
         )
         .await;
     let err = result.expect_err("the save failure is reported");
@@ -985,6 +995,8 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
         (1..12).contains(&sent),
         "sending stopped after the save failed: {sent} of 12 calls sent"
     );
+    assert_eq!(reported, sent, "every call sent finished and was folded");
+    env.emu.clear_faults();
     // Every mark is still accounted for: what was sent is confirmed or intended.
     std::fs::remove_dir_all(env.state_path()).unwrap();
     let plan = env.plan(false);

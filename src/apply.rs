@@ -416,13 +416,10 @@ fn fold(
         Outcome::Failed(e) => {
             t.calls += 1;
             t.failed += marks_in(&call.members);
-            // A refusal means nothing was applied: the intents are what they were before. A
-            // transport failure may have applied the call, so its intents stay and the next plan
-            // settles them.
-            if matches!(
-                e,
-                CallError::Rejected { .. } | CallError::Fatal { .. } | CallError::Http { .. }
-            ) {
+            // A refusal by the service means nothing was applied: the intents are what they were
+            // before. Anything else (transport, HTTP status, unreadable answer, retries used up)
+            // may have applied the call, so its intents stay and the next plan settles them.
+            if matches!(e, CallError::Rejected { .. } | CallError::Fatal { .. }) {
                 undo_fresh(state);
             }
             if e.is_fatal() && applied.fatal.is_none() {

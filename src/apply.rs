@@ -127,7 +127,8 @@ pub struct Settings {
     /// Codes that, on a set call, mean "every account is offline": the members stay pending.
     pub offline_error_codes: Vec<i64>,
     /// Set from outside (the daemon's SIGTERM) to stop sending new calls; calls in flight
-    /// finish and are recorded, the rest are reported as skipped.
+    /// finish and are recorded, the rest are reported as skipped. Only read here: a fatal code
+    /// or a failed save stops this run through its own flag, never the caller's.
     pub stop: Arc<AtomicBool>,
 }
 

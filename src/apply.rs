@@ -402,7 +402,12 @@ fn fold(
                         state.confirm(&call.group, account, marks.iter(), now);
                     }
                     for (account, marks) in pending {
-                        not_applied(state, &call.group, account, marks);
+                        // `fresh` is in the call's (sorted) member order.
+                        let added = fresh
+                            .binary_search_by(|(a, _)| a.cmp(account))
+                            .ok()
+                            .map(|i| &fresh[i].1);
+                        not_applied(state, &call.group, account, marks, added);
                         t.pending += marks.len();
                     }
                 }
@@ -446,15 +451,22 @@ fn fold(
 /// plain apply. It loses its confirmation and keeps its intent ("may be there"): the next plan
 /// sets it again if it is still desired and clears it if not. A mark 500 renewal that did not go
 /// through keeps its old confirmation (the planner renews it when due), as mark 500 survives a
-/// disconnection.
-fn not_applied(state: &mut State, group: &GroupId, account: &Account, marks: &MarkSet) {
+/// disconnection; but a confirmed 500 that was already unknown before this apply (`added`, the
+/// intents this call added, does not hold it) stays unknown.
+fn not_applied(
+    state: &mut State,
+    group: &GroupId,
+    account: &Account,
+    marks: &MarkSet,
+    added: Option<&MarkSet>,
+) {
     for m in marks.iter() {
         let confirmed = state
             .confirmed(group, account)
             .is_some_and(|c| c.get(m).is_some());
         if confirmed && !m.expires() {
             state.forget(group, account, [m]);
-        } else {
+        } else if !confirmed || added.is_some_and(|a| a.contains(m)) {
             state.drop_intents(group, account, [m]);
         }
     }

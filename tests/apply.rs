@@ -1055,6 +1055,37 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
     );
 }
 
+#[tokio::test]
+async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "host", &[500])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    // A clear of that 500 was in flight when an earlier run died (its intent is on record), and
+    // the host has left the group since, which drops every mark.
+    let mut st = env.state();
+    let g = marksync::model::GroupId::new("@TGS#a").unwrap();
+    let host = marksync::model::Account::new("host").unwrap();
+    st.intend(&g, &host, [marksync::model::Mark::ALWAYS_ONLINE]);
+    state::save(env.state_path(), &mut st).unwrap();
+    env.emu.leave("@TGS#a", &["host"]).await.unwrap();
+
+    // Desired, unknown: set again; the service answers "all offline". The 500 is still unknown,
+    // not "confirmed" as it was before the clear.
+    assert_eq!(env.apply_default().await, exit::OK);
+    assert!(
+        env.state().intents.contains_key(&g),
+        "the unknown 500 lost its intent"
+    );
+
+    // The host comes back: the 500 is set again, not left missing for up to 60 hours.
+    env.online("@TGS#a", &["host"]).await;
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+}
+
 /// A real full disk, where the platform lets this test mount a small tmpfs in a private mount
 /// namespace (`unshare -m`): the state directory has room for the lock and the intents record but
 /// not for the state itself, so the final save of a clears-only apply fails with ENOSPC. The

@@ -402,12 +402,7 @@ fn fold(
                         state.confirm(&call.group, account, marks.iter(), now);
                     }
                     for (account, marks) in pending {
-                        // `fresh` is in the call's (sorted) member order.
-                        let added = fresh
-                            .binary_search_by(|(a, _)| a.cmp(account))
-                            .ok()
-                            .map(|i| &fresh[i].1);
-                        not_applied(state, &call.group, account, marks, added);
+                        not_applied(state, &call.group, account, marks);
                         t.pending += marks.len();
                     }
                 }
@@ -443,31 +438,24 @@ fn fold(
     }
 }
 
-/// Records marks a set call did not apply because their member was offline.
+/// Records marks a set call did not apply because their member was offline (or not a member).
 ///
-/// A mark that was never confirmed simply stays pending: its intent is dropped. A mark the state
-/// holds as confirmed (a reassert) is different: an offline member has lost it (the service
-/// drops an offline member's marks), so keeping it confirmed would hide it from every later
-/// plain apply. It loses its confirmation and keeps its intent ("may be there"): the next plan
-/// sets it again if it is still desired and clears it if not. A mark 500 renewal that did not go
-/// through keeps its old confirmation (the planner renews it when due), as mark 500 survives a
-/// disconnection; but a confirmed 500 that was already unknown before this apply (`added`, the
-/// intents this call added, does not hold it) stays unknown.
-fn not_applied(
-    state: &mut State,
-    group: &GroupId,
-    account: &Account,
-    marks: &MarkSet,
-    added: Option<&MarkSet>,
-) {
+/// A mark that was not confirmed simply stays pending: its intent is dropped (an offline member
+/// holds no mark but 500, and one outside the group holds none), and the next plan sets it again
+/// as it is still not confirmed. A mark the state holds as confirmed (a reassert, a renewal, or a
+/// mark made unknown by an earlier crash) may be gone: an offline member loses every mark but
+/// 500, and a member that left loses 500 too, so keeping the confirmation would hide it from
+/// every later plan. It stays unknown instead (the intent is kept; a non-500 mark also loses its
+/// confirmation): the next plan sets it again if it is still desired and clears it if not.
+fn not_applied(state: &mut State, group: &GroupId, account: &Account, marks: &MarkSet) {
     for m in marks.iter() {
         let confirmed = state
             .confirmed(group, account)
             .is_some_and(|c| c.get(m).is_some());
-        if confirmed && !m.expires() {
-            state.forget(group, account, [m]);
-        } else if !confirmed || added.is_some_and(|a| a.contains(m)) {
+        if !confirmed {
             state.drop_intents(group, account, [m]);
+        } else if !m.expires() {
+            state.forget(group, account, [m]);
         }
     }
 }

@@ -1086,6 +1086,29 @@ async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() 
     env.assert_converged(&want);
 }
 
+#[tokio::test]
+async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_confirmed() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "host", &[500])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    // The host leaves (its 500 goes with it); a reassert finds it away.
+    env.emu.leave("@TGS#a", &["host"]).await.unwrap();
+    let reassert = ApplyOptions {
+        reassert: true,
+        ..ApplyOptions::default()
+    };
+    assert_eq!(env.apply(reassert).await, exit::OK);
+    assert!(env.live().is_empty());
+
+    // Back again: a plain apply sets the 500, rather than trusting the old confirmation.
+    env.online("@TGS#a", &["host"]).await;
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+}
+
 /// A real full disk, where the platform lets this test mount a small tmpfs in a private mount
 /// namespace (`unshare -m`): the state directory has room for the lock and the intents record but
 /// not for the state itself, so the final save of a clears-only apply fails with ENOSPC. The

@@ -275,7 +275,7 @@ pub async fn serve_with(
                 }
             }
         };
-        let Some(slot) = open.admit() else {
+        let Some(slot) = open.admit().await else {
             tracing::debug!(
                 max = limits.max_connections,
                 "HTTP connection closed at once: every connection is busy"
@@ -309,19 +309,32 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// One connection: HTTP/1 with the header read timeout, closed when evicted, asked to close
-/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that.
+/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that. The slot
+/// is given back only once the socket is closed, so that open sockets never exceed the cap.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     app: Router,
     slot: Slot,
     limits: Limits,
+    stop: watch::Receiver<()>,
+) {
+    drive_connection(stream, app, &slot.state, limits, stop).await;
+    drop(slot);
+}
+
+/// [`serve_connection`] until the connection ends; the socket is closed on return.
+async fn drive_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    conn_state: &Arc<ConnState>,
+    limits: Limits,
     mut stop: watch::Receiver<()>,
 ) {
-    let conn_state = slot.state.clone();
+    let busy_state = conn_state.clone();
     let service = hyper_util::service::TowerToHyperService::new(app);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         use hyper::service::Service as _;
-        let busy = Busy::enter(&conn_state);
+        let busy = Busy::enter(&busy_state);
         let response = service.call(req);
         async move {
             let r = response.await;
@@ -346,7 +359,7 @@ async fn serve_connection(
                 }
                 break;
             }
-            () = slot.state.evict.notified() => {
+            () = conn_state.evict.notified() => {
                 tracing::debug!("idle HTTP connection closed to make room for a new one");
                 break;
             }
@@ -361,13 +374,13 @@ async fn serve_connection(
             () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
         }
     }
-    drop(slot);
 }
 
 /// The open connections, oldest first, for eviction.
 struct Connections {
-    /// Open at once, at most.
-    max: usize,
+    /// One permit per connection that may be open; a [`Slot`] holds one until its socket is
+    /// closed.
+    permits: Arc<tokio::sync::Semaphore>,
     /// By admission order.
     open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
     /// The next connection's id.
@@ -391,40 +404,69 @@ struct Slot {
     state: Arc<ConnState>,
     /// The set.
     set: Arc<Connections>,
+    /// Given back on drop, after the socket is closed.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// How long admission waits for an evicted connection to close its socket.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 impl Connections {
     /// An empty set of at most `max` (at least 1) connections.
     fn new(max: usize) -> Self {
         Connections {
-            max: max.max(1),
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
             open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             next: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// A place for a new connection: when full, the oldest connection with no request in a
-    /// handler is evicted; `None` when every open connection is busy.
-    fn admit(self: &Arc<Self>) -> Option<Slot> {
-        use std::sync::atomic::Ordering;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.len() >= self.max {
-            let victim = open
-                .iter()
-                .find(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-                .map(|(id, _)| *id)?;
-            if let Some(c) = open.remove(&victim) {
-                c.evict.notify_one();
+    /// A place for a connection just accepted: when every place is taken, the oldest
+    /// connection with no request in a handler is evicted and its place taken once its socket
+    /// is closed; `None` when every open connection is busy (or the evicted one did not close
+    /// within [`EVICTION_WAIT`]): the new connection is then closed.
+    async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !self.evict_oldest_idle() {
+                    return None;
+                }
+                tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
             }
-        }
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        };
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let state = Arc::new(ConnState::default());
-        open.insert(id, state.clone());
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
         Some(Slot {
             id,
             state,
             set: self.clone(),
+            _permit: permit,
         })
+    }
+
+    /// Tells the oldest connection with no request in a handler to close; false when every
+    /// open connection is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = open
+            .iter()
+            .find(|(_, c)| c.busy.load(std::sync::atomic::Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| open.remove(&id)) {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 }
 

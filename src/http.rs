@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `GET /healthz` | 200 `ok` while the process serves |
 //! | `GET /readyz` | 200 `ready` when the desired files parse and the last reconcile was healthy, else 503 with [`Readiness::detail`] |
-//! | `GET /metrics` | [`Metrics::encode`] as `text/plain; version=0.0.4` |
+//! | `GET /metrics` | [`Metrics::encode`] (OpenMetrics text) as [`METRICS_CONTENT_TYPE`] |
 //! | `POST /callback` | the service's callbacks (reference section 5) |
 //!
 //! `POST /callback` checks, in this order, answering with a `FAIL` body
@@ -60,8 +60,10 @@ pub const MAX_CALLBACK_BODY_BYTES: usize = 64 * 1024;
 /// reply still comes within the service's 2 s.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// The `Content-Type` of `GET /metrics`: the Prometheus text format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of `GET /metrics`: the body is OpenMetrics text (it ends in `# EOF`, and
+/// counters are typed `counter` without their `_total` suffix), which Prometheus parses only
+/// when told so; served as plain Prometheus text it would misread those lines.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Whether the daemon is ready to serve, as `GET /readyz` reports it. The daemon publishes it on
 /// a `watch` channel; the default (nothing loaded yet) is not ready.
@@ -153,16 +155,345 @@ pub fn router(state: HttpState) -> Router {
         .with_state(Arc::new(state))
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish.
+/// How many connections the listener serves at once, and how long it lets them live.
+///
+/// The listener shares the process's descriptors with the state, the desired files and the
+/// calls to the API, so it never holds more than [`Limits::max_connections`]: a connection
+/// accepted beyond that evicts the oldest connection that has no request in a handler (an idle
+/// keep-alive connection, or one still sending its header), or is closed at once when every
+/// open connection is busy. A flood of idle connections therefore cannot keep `/healthz` from
+/// answering, nor starve the daemon of descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// A connection must deliver a complete request header within this, from its start or
+    /// from the end of the previous response (an idle keep-alive connection too); else closed.
+    pub header_read_timeout: Duration,
+    /// After this, a connection is asked to close after its request in flight.
+    pub max_connection_age: Duration,
+    /// A connection asked to close (age, shutdown) is dropped this much later if still open.
+    pub close_grace: Duration,
+}
+
+/// [`Limits::max_connections`] at most, whatever the descriptor limit.
+pub const MAX_CONNECTIONS: usize = 256;
+/// [`Limits::header_read_timeout`] of the daemon.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// [`Limits::max_connection_age`] of the daemon.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// [`Limits::close_grace`] of the daemon.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the accept loop pauses after an error such as `EMFILE` before accepting again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl Limits {
+    /// The daemon's limits for a process whose soft `RLIMIT_NOFILE` is `nofile` (`None`:
+    /// unknown or unlimited): at most a quarter of the descriptors go to connections, so that
+    /// three quarters stay in reserve for the state, the desired files and the API client.
+    pub fn for_nofile(nofile: Option<u64>) -> Limits {
+        let max_connections = match nofile {
+            Some(n) => usize::try_from(n / 4)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_CONNECTIONS),
+            None => MAX_CONNECTIONS,
+        };
+        Limits {
+            max_connections,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+            close_grace: CLOSE_GRACE,
+        }
+    }
+
+    /// [`Limits::for_nofile`] with this process's soft descriptor limit.
+    pub fn for_this_process() -> Limits {
+        Limits::for_nofile(nofile_soft_limit())
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, read from `/proc/self/limits` (no libc call);
+/// `None` when unlimited or unreadable.
+pub fn nofile_soft_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_nofile_soft(&text)
+}
+
+/// The soft value of the `Max open files` line of a `/proc/PID/limits` text.
+fn parse_nofile_soft(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Serves [`router`] on `listener` with [`Limits::for_this_process`] until `shutdown`
+/// completes, then lets in-flight requests finish (for [`CLOSE_GRACE`] at most).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = Limits::for_this_process();
+    tracing::debug!(?limits, "HTTP listener limits");
+    serve_with(listener, router(state), limits, shutdown).await
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then asks every
+/// connection to close after its request in flight and waits [`Limits::close_grace`] at most.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Connections::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_error_logged: Option<std::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // EMFILE/ENFILE and the like: the connection stays in the backlog; pause so as
+                // not to spin, and log once in a while rather than for every attempt.
+                if last_error_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "HTTP listener cannot accept a connection");
+                    last_error_logged = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let Some(slot) = open.admit().await else {
+            tracing::debug!(
+                max = limits.max_connections,
+                "HTTP connection closed at once: every connection is busy"
+            );
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            slot,
+            limits,
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(stop_rx);
+    // Connections see the send (or the sender gone) and close after their request in flight.
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(limits.close_grace, stop_tx.closed()).await;
+    Ok(())
+}
+
+/// Errors of `accept` that concern only the connection being accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection: HTTP/1 with the header read timeout, closed when evicted, asked to close
+/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that. The slot
+/// is given back only once the socket is closed, so that open sockets never exceed the cap.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    slot: Slot,
+    limits: Limits,
+    stop: watch::Receiver<()>,
+) {
+    drive_connection(stream, app, &slot.state, limits, stop).await;
+    drop(slot);
+}
+
+/// [`serve_connection`] until the connection ends; the socket is closed on return.
+async fn drive_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    conn_state: &Arc<ConnState>,
+    limits: Limits,
+    mut stop: watch::Receiver<()>,
+) {
+    let busy_state = conn_state.clone();
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        use hyper::service::Service as _;
+        let busy = Busy::enter(&busy_state);
+        let response = service.call(req);
+        async move {
+            let r = response.await;
+            drop(busy);
+            r
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut conn =
+        std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+    let mut age = std::pin::pin!(tokio::time::sleep(limits.max_connection_age));
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            () = conn_state.evict.notified() => {
+                tracing::debug!("idle HTTP connection closed to make room for a new one");
+                break;
+            }
+            () = &mut age, if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(limits.close_grace)));
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(limits.close_grace)));
+            }
+            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
+        }
+    }
+}
+
+/// The open connections, oldest first, for eviction.
+struct Connections {
+    /// One permit per connection that may be open; a [`Slot`] holds one until its socket is
+    /// closed.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// By admission order.
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
+    /// The next connection's id.
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// What the accept loop knows of one open connection.
+#[derive(Default)]
+struct ConnState {
+    /// Requests of this connection in a handler now.
+    busy: std::sync::atomic::AtomicUsize,
+    /// Notified when the connection must close at once to make room.
+    evict: tokio::sync::Notify,
+}
+
+/// A connection's place in [`Connections`]; given back on drop.
+struct Slot {
+    /// Its key in `Connections::open`.
+    id: u64,
+    /// Shared with the set.
+    state: Arc<ConnState>,
+    /// The set.
+    set: Arc<Connections>,
+    /// Given back on drop, after the socket is closed.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long admission waits for an evicted connection to close its socket.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+impl Connections {
+    /// An empty set of at most `max` (at least 1) connections.
+    fn new(max: usize) -> Self {
+        Connections {
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A place for a connection just accepted: when every place is taken, the oldest
+    /// connection with no request in a handler is evicted and its place taken once its socket
+    /// is closed; `None` when every open connection is busy (or the evicted one did not close
+    /// within [`EVICTION_WAIT`]): the new connection is then closed.
+    async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !self.evict_oldest_idle() {
+                    return None;
+                }
+                tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = Arc::new(ConnState::default());
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        Some(Slot {
+            id,
+            state,
+            set: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Tells the oldest connection with no request in a handler to close; false when every
+    /// open connection is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = open
+            .iter()
+            .find(|(_, c)| c.busy.load(std::sync::atomic::Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| open.remove(&id)) {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.set.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&self.id);
+    }
+}
+
+/// Marks a connection busy while one of its requests is in a handler.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    /// Counts a request in.
+    fn enter(c: &Arc<ConnState>) -> Busy {
+        c.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// `GET /healthz`: the process answers.
@@ -185,7 +516,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: the Prometheus text format.
+/// `GET /metrics`: OpenMetrics text.
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
@@ -959,7 +1290,11 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned();
-        assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        assert_eq!(ct, METRICS_CONTENT_TYPE);
+        assert!(
+            ct.starts_with("application/openmetrics-text; version=1.0.0"),
+            "{ct}"
+        );
         let text = within(r.text()).await.unwrap();
         for line in [
             "marksync_calls_total{command=\"set\",outcome=\"ok\"} 1\n",
@@ -968,6 +1303,11 @@ mod tests {
             "marksync_managed_marks 42\n",
             "marksync_desired_ok 1\n",
             "marksync_pending_marks 0\n",
+            &format!(
+                "marksync_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION"),
+                crate::metrics::BUILD_COMMIT
+            ),
         ] {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }
@@ -1054,5 +1394,239 @@ mod tests {
             event("@TGS#live", &["u3"], MemberEvent::Offline)
         );
         within(emu.shutdown()).await.unwrap();
+    }
+    mod listener {
+        use super::super::*;
+        use super::within;
+        use std::net::SocketAddr;
+        use std::time::Instant;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::TcpStream;
+        use tokio::sync::oneshot;
+
+        /// Bounds every wait of these tests.
+        const BOUND: Duration = Duration::from_secs(10);
+
+        /// Tight limits so that the tests run in about a second.
+        fn limits(max_connections: usize) -> Limits {
+            Limits {
+                max_connections,
+                header_read_timeout: Duration::from_millis(500),
+                max_connection_age: Duration::from_secs(30),
+                close_grace: Duration::from_millis(200),
+            }
+        }
+
+        /// `/healthz`, and `/slow` whose handler takes `ms` milliseconds.
+        async fn start(limits: Limits) -> SocketAddr {
+            let app = Router::new().route("/healthz", get(healthz)).route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(800)).await;
+                    "slow"
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(serve_with(listener, app, limits, std::future::pending()));
+            addr
+        }
+
+        /// Sends a one-shot GET on a new connection; the whole answer, or `""` when the
+        /// connection was closed without one.
+        async fn get_on(stream: &mut TcpStream, path: &str) -> String {
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(BOUND, stream.read_to_end(&mut out))
+                .await
+                .expect("answer or close within the bound");
+            String::from_utf8_lossy(&out).into_owned()
+        }
+
+        async fn fetch(addr: SocketAddr, path: &str) -> String {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            get_on(&mut s, path).await
+        }
+
+        /// How long until the peer closes `stream` (reads and discards whatever it sends).
+        async fn closed_after(stream: &mut TcpStream, start: Instant) -> Duration {
+            let mut buf = [0u8; 1024];
+            tokio::time::timeout(BOUND, async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await
+            .expect("the connection is closed within the bound");
+            start.elapsed()
+        }
+
+        #[test]
+        fn the_cap_is_a_quarter_of_the_descriptors_and_at_most_256() {
+            assert_eq!(Limits::for_nofile(Some(64)).max_connections, 16);
+            assert_eq!(Limits::for_nofile(Some(1024)).max_connections, 256);
+            assert_eq!(Limits::for_nofile(Some(524_288)).max_connections, 256);
+            assert_eq!(Limits::for_nofile(Some(2)).max_connections, 1);
+            assert_eq!(Limits::for_nofile(None).max_connections, MAX_CONNECTIONS);
+            let proc_limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                Max processes             127339               127339               processes\n\
+                Max open files            1024                 524288               files\n";
+            assert_eq!(parse_nofile_soft(proc_limits), Some(1024));
+            assert_eq!(
+                parse_nofile_soft("Max open files  unlimited  unlimited  files\n"),
+                None
+            );
+            assert!(
+                nofile_soft_limit().is_some(),
+                "/proc/self/limits is readable here"
+            );
+        }
+
+        #[tokio::test]
+        async fn idle_connections_make_room_for_new_ones_and_time_out() {
+            let addr = start(limits(4)).await;
+            let opened = Instant::now();
+            let mut idle = Vec::new();
+            for _ in 0..20 {
+                idle.push(TcpStream::connect(addr).await.unwrap());
+            }
+            // Twenty idle connections against a cap of four: a new request still gets through,
+            // at once, by evicting the oldest idle one.
+            let t = Instant::now();
+            let answer = fetch(addr, "/healthz").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("ok"), "{answer}");
+            assert!(
+                t.elapsed() < Duration::from_millis(400),
+                "{:?}",
+                t.elapsed()
+            );
+            // And every idle connection is closed: evicted, or after the header read timeout.
+            for s in &mut idle {
+                let after = closed_after(s, opened).await;
+                assert!(
+                    after < Duration::from_millis(2500),
+                    "closed after {after:?}"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_kept_alive_connection_is_closed_once_idle_for_the_header_timeout() {
+            let addr = start(limits(4)).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(BOUND, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            let idle_since = Instant::now();
+            let after = closed_after(&mut s, idle_since).await;
+            assert!(
+                after >= Duration::from_millis(400) && after < Duration::from_millis(2000),
+                "closed after {after:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_header_sent_byte_by_byte_is_cut_at_the_timeout() {
+            let addr = start(limits(4)).await;
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let start = Instant::now();
+            let header =
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut cut = false;
+            for b in header {
+                if s.write_all(&[*b]).await.is_err() {
+                    cut = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if start.elapsed() > Duration::from_millis(1500) {
+                    break;
+                }
+            }
+            let after = if cut {
+                start.elapsed()
+            } else {
+                closed_after(&mut s, start).await
+            };
+            assert!(
+                after < Duration::from_millis(2000),
+                "closed after {after:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn busy_connections_are_not_evicted_and_an_extra_one_is_closed() {
+            let addr = start(limits(2)).await;
+            let slow: Vec<_> = (0..2)
+                .map(|_| tokio::spawn(async move { fetch(addr, "/slow").await }))
+                .collect();
+            // Let both requests reach their handler.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = Instant::now();
+            let extra = fetch(addr, "/healthz").await;
+            assert_eq!(extra, "", "no answer: closed at once");
+            assert!(
+                t.elapsed() < Duration::from_millis(400),
+                "{:?}",
+                t.elapsed()
+            );
+            for h in slow {
+                let answer = within(h).await.unwrap();
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                assert!(answer.ends_with("slow"), "{answer}");
+            }
+            // Slots come back once the busy connections end.
+            let answer = fetch(addr, "/healthz").await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+
+        #[tokio::test]
+        async fn shutdown_stops_accepting_and_lets_requests_in_flight_finish() {
+            let app = Router::new().route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "slow"
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let mut limits = limits(4);
+            limits.close_grace = Duration::from_secs(2);
+            let server = tokio::spawn(serve_with(listener, app, limits, async {
+                let _ = stopped.await;
+            }));
+            let in_flight = tokio::spawn(async move { fetch(addr, "/slow").await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.send(()).unwrap();
+            let answer = within(in_flight).await.unwrap();
+            assert!(answer.ends_with("slow"), "{answer}");
+            within(server).await.unwrap().unwrap();
+            assert!(
+                TcpStream::connect(addr).await.is_err(),
+                "no longer listening"
+            );
+        }
     }
 }

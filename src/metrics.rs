@@ -1,4 +1,4 @@
-//! The daemon's Prometheus metrics (SPEC section 8), served as text on `GET /metrics`.
+//! The daemon's Prometheus metrics (SPEC section 8), served as OpenMetrics text on `GET /metrics`.
 //!
 //! One [`Metrics`] per process, shared behind an `Arc`: every method takes `&self` and is cheap
 //! (atomics, plus a read lock on a labelled family). This module knows nothing of the daemon; the
@@ -19,10 +19,15 @@
 //! | `marksync_last_success_timestamp_seconds` | gauge (0: never) | |
 //! | `marksync_callbacks_total` | counter | `command`, `outcome` |
 //! | `marksync_callback_events_dropped_total` | counter | |
+//! | `marksync_build_info` | gauge (always 1) | `version`, `commit` |
 //!
 //! The documented label combinations are created at zero up front, so `rate()` and `increase()`
 //! see a series before its first event. Other label values (such as a `CallError::metric_label()`)
 //! are accepted and appear on first use.
+//!
+//! Label order is stable: labels are encoded in the order of the fields of their label struct
+//! (histogram buckets put `le` first). The text ends in `# EOF`: it is OpenMetrics, which the
+//! listener serves as `application/openmetrics-text; version=1.0.0`.
 
 use std::time::Duration;
 
@@ -34,6 +39,14 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::UnixTime;
+
+/// The commit the binary was built from: `MARKSYNC_BUILD_COMMIT` at build time (the container
+/// build and release scripts set it), else `unknown`. Read with `option_env!`, so a build needs
+/// neither git nor a build script.
+pub const BUILD_COMMIT: &str = match option_env!("MARKSYNC_BUILD_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
 
 /// The `command` label values of the calls counter and latency histogram.
 pub const CALL_COMMANDS: &[&str] = &["set", "clear"];
@@ -98,6 +111,15 @@ struct CommandOutcome {
 struct CommandLabel {
     /// Which command.
     command: String,
+}
+
+/// Labels of `marksync_build_info`, in this order.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    /// The package version.
+    version: String,
+    /// [`BUILD_COMMIT`].
+    commit: String,
 }
 
 /// Labels of the reconciles counter.
@@ -225,6 +247,19 @@ impl Metrics {
             "Accepted callbacks whose event could not be queued (queue full or daemon stopping)",
             callback_events_dropped.clone(),
         );
+
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The version and commit of this binary (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                commit: BUILD_COMMIT.to_owned(),
+            })
+            .set(1);
 
         // Creating a labelled series is enough to list it at zero; the guard is not needed.
         let m = Metrics {
@@ -399,6 +434,22 @@ mod tests {
             );
         }
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn build_info_names_version_and_commit_in_that_order() {
+        let text = Metrics::new().encode();
+        let series = format!(
+            r#"marksync_build_info{{version="{}",commit="{}"}}"#,
+            env!("CARGO_PKG_VERSION"),
+            BUILD_COMMIT
+        );
+        assert_eq!(sample(&text, &series).as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains("# TYPE marksync_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(!BUILD_COMMIT.is_empty());
     }
 
     #[test]

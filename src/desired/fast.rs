@@ -19,7 +19,8 @@
 //! produces a diagnostic: any value that would make the full reader report an error *or a warning*
 //! (bad mark, unconventional account, duplicate, limit exceeded...), and anything it is not sure
 //! YAML reads the way it does (tabs, CR, anchors, tags, flow mappings, quoting it does not know,
-//! scalars YAML would resolve as booleans, null or numbers...), makes it give up.
+//! plain `null`...), makes it give up. Keys and names are the characters as written in both readers
+//! (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's resolution.
 //!
 //! Tests in `super::tests` compare it with the full reader on generated files.
 
@@ -51,8 +52,10 @@ pub(super) fn parse(
         reader.line(line, i as u64 + 1)?;
     }
     reader.finish_group()?;
-    if reader.state == State::Header {
-        return None; // no `groups:` line: let the full reader judge the file
+    if reader.state == State::Header || (reader.state == State::Groups && reader.groups.is_empty())
+    {
+        // No `groups:` line, or a null `groups`: the full reader reports the file.
+        return None;
     }
     let mut file = DesiredFile::default();
     let mut declared = Vec::with_capacity(reader.groups.len());
@@ -61,11 +64,13 @@ pub(super) fn parse(
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
         declared.push((name, line, column));
+        let (source_line, source_offset) = crate::diag::window(source_line, column);
         let origin = Origin {
             path: path.to_path_buf(),
             line,
             column,
-            source_line: source_line.to_string(),
+            source_line,
+            source_offset,
         };
         file.groups.push((id, origin, group));
     }
@@ -335,24 +340,21 @@ fn printable(c: char) -> bool {
         )
 }
 
-/// A plain scalar that YAML surely reads as this very string: `[A-Za-z0-9_-]`, starting with a
-/// letter or `_` (so never a number), and not a word YAML 1.1 or 1.2 gives a meaning to.
+/// A plain scalar the full reader takes as written: `[A-Za-z0-9_-]`, starting with a letter, a
+/// digit or `_` (never `-`, an indicator). Both readers take keys and names as the characters
+/// written, so `007`, `0x1F`, `1e3`, `y` and `no` are accepted here too; only `null` (in any
+/// case), which the full reader refuses as "no value", is left to it.
 fn is_plain_word(s: &str) -> bool {
     let bytes = s.as_bytes();
     let Some(&first) = bytes.first() else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == b'_')
+    (first.is_ascii_alphanumeric() || first == b'_')
         && bytes
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+        && !s.eq_ignore_ascii_case("null")
 }
-
-/// Words that YAML (1.1 or 1.2, in any case) may read as something other than a string.
-const SPECIAL_WORDS: &[&str] = &[
-    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "nan", "inf", "infinity",
-];
 
 /// An account the full reader would accept without any message.
 fn is_account(s: &str) -> bool {

@@ -527,6 +527,14 @@ fn parse_text(
     if fast && let Some((file, declared)) = fast::parse(path, chunk.as_ref(), line_offset) {
         return (Ok(file), declared);
     }
+    // One JSON (or YAML flow) mapping, as scripts write rosters: whole files only.
+    if fast
+        && line_offset == 0
+        && chunk.as_ref().trim_start().starts_with('{')
+        && let Some((file, declared)) = fast::parse_flow(path, chunk.as_ref())
+    {
+        return (Ok(file), declared);
+    }
     let mut declared = Vec::new();
     let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
     (result, declared)

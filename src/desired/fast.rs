@@ -57,10 +57,19 @@ pub(super) fn parse(
         // No `groups:` line, or a null `groups`: the full reader reports the file.
         return None;
     }
+    finish(path, reader.groups, line_offset)
+}
+
+/// The file from the groups read: their IDs validated, their origins with a window of the key's
+/// line.
+fn finish(
+    path: &Path,
+    groups: Vec<ReadGroup<'_>>,
+    line_offset: u64,
+) -> Option<(DesiredFile, Vec<Declared>)> {
     let mut file = DesiredFile::default();
-    let mut declared = Vec::with_capacity(reader.groups.len());
-    for (name, line, source_line, group) in reader.groups {
-        let column = reader.group_indent.unwrap_or(0) as u64 + 1;
+    let mut declared = Vec::with_capacity(groups.len());
+    for (name, line, column, source_line, group) in groups {
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
         declared.push((name, line, column));
@@ -76,6 +85,9 @@ pub(super) fn parse(
     }
     Some((file, declared))
 }
+
+/// A group read: its ID as written, the line and column of its key, the key's line, its marks.
+type ReadGroup<'t> = (String, u64, u64, &'t str, DesiredGroup);
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum State {
@@ -99,6 +111,8 @@ enum Section {
 struct OpenGroup<'t> {
     name: String,
     line: u64,
+    /// 1-based column (in characters) of the key.
+    column: u64,
     /// The key's whole line, as written (for `Origin::source_line`).
     text: &'t str,
     seen_members: bool,
@@ -118,7 +132,7 @@ struct Reader<'t> {
     entry_indent: Option<usize>,
     open: Option<OpenGroup<'t>>,
     names: HashSet<String>,
-    groups: Vec<(String, u64, &'t str, DesiredGroup)>,
+    groups: Vec<ReadGroup<'t>>,
 }
 
 impl<'t> Reader<'t> {
@@ -200,9 +214,11 @@ impl<'t> Reader<'t> {
         if name.is_empty() || !self.names.insert(name.to_string()) {
             return None; // an empty ID or a repeated group: the full reader reports it
         }
+        let column = self.group_indent.unwrap_or(0) as u64 + 1;
         self.open = Some(OpenGroup {
             name: name.to_string(),
             line: number,
+            column,
             text: raw,
             ..OpenGroup::default()
         });
@@ -269,6 +285,7 @@ impl<'t> Reader<'t> {
         let OpenGroup {
             name,
             line,
+            column,
             text,
             mut members,
             mut marks,
@@ -325,7 +342,7 @@ impl<'t> Reader<'t> {
         if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
             return None;
         }
-        self.groups.push((name, line, text, out));
+        self.groups.push((name, line, column, text, out));
         Some(())
     }
 }
@@ -371,4 +388,311 @@ fn parse_mark(s: &str) -> Option<Mark> {
         return None;
     }
     Mark::new(s.parse::<u64>().ok()?).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flow layout: one JSON (or YAML flow) mapping, as scripts write rosters.
+
+/// Reads `doc` if it is one flow mapping in the plain shape, `{"groups": {ID: {"members":
+/// {ACCOUNT: [MARK, ...]}, "marks": {MARK: [ACCOUNT, ...]}}}}`, in any spacing and line layout,
+/// with keys and accounts double-quoted or plain words, marks plain decimal, and nothing the full
+/// reader would report. `None` on anything else (escapes, single quotes, comments, tabs, CR,
+/// anchors, tags, trailing commas, null...), as [`parse`] does. Whole files only (never split).
+pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Declared>)> {
+    let mut s = Scanner {
+        text: doc,
+        b: doc.as_bytes(),
+        pos: 0,
+        line: 1,
+        line_start: 0,
+        col: 0,
+    };
+    let mut reader = Reader::default();
+    s.ws()?;
+    s.eat(b'{')?;
+    s.ws()?;
+    let (top, _) = s.key()?;
+    if top.text != "groups" {
+        return None;
+    }
+    s.ws()?;
+    s.eat(b'{')?;
+    s.ws()?;
+    if s.peek() == Some(b'}') {
+        s.bump(1);
+    } else {
+        loop {
+            let (key, line_text) = s.key()?;
+            if !(key.quoted || is_plain_word(key.text)) || key.text.is_empty() {
+                return None;
+            }
+            if key.text.len() > MAX_KEY_BYTES || !reader.names.insert(key.text.to_string()) {
+                return None;
+            }
+            reader.open = Some(OpenGroup {
+                name: key.text.to_string(),
+                line: key.line,
+                column: key.column,
+                text: line_text,
+                ..OpenGroup::default()
+            });
+            s.ws()?;
+            s.group(reader.open.as_mut()?)?;
+            reader.finish_group()?;
+            if !s.next_item(b'}')? {
+                break;
+            }
+        }
+    }
+    s.ws()?;
+    s.eat(b'}')?;
+    s.ws()?;
+    if s.pos != s.b.len() {
+        return None;
+    }
+    finish(path, reader.groups, 0)
+}
+
+/// A key as written.
+struct Key<'t> {
+    text: &'t str,
+    quoted: bool,
+    line: u64,
+    /// 1-based, in characters.
+    column: u64,
+}
+
+/// A cursor over a flow document that knows its line and column.
+struct Scanner<'t> {
+    text: &'t str,
+    b: &'t [u8],
+    pos: usize,
+    line: u64,
+    line_start: usize,
+    /// Characters between the line's start and `pos`.
+    col: u64,
+}
+
+impl<'t> Scanner<'t> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    /// Moves `n` bytes on (none of them a line break), counting characters.
+    fn bump(&mut self, n: usize) {
+        let end = (self.pos + n).min(self.b.len());
+        self.col += self.b[self.pos..end]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count() as u64;
+        self.pos = end;
+    }
+
+    /// Skips spaces and line breaks; `None` on what the fast path leaves alone (tabs, CR,
+    /// comments, anything YAML gives a meaning to between tokens).
+    fn ws(&mut self) -> Option<()> {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' => {
+                    self.pos += 1;
+                    self.col += 1;
+                }
+                b'\n' => {
+                    self.pos += 1;
+                    self.line += 1;
+                    self.line_start = self.pos;
+                    self.col = 0;
+                }
+                b'\t' | b'\r' | b'#' => return None,
+                _ => break,
+            }
+        }
+        Some(())
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.bump(1))
+    }
+
+    /// After an item: `,` then another item (`true`), or the closing `close` (`false`).
+    fn next_item(&mut self, close: u8) -> Option<bool> {
+        self.ws()?;
+        match self.peek()? {
+            b',' => {
+                self.bump(1);
+                self.ws()?;
+                // A trailing comma: YAML allows it, JSON does not; leave it to the full reader.
+                (self.peek()? != close).then_some(true)
+            }
+            b if b == close => {
+                self.bump(1);
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// A double-quoted string without escapes or control characters, or a plain word.
+    fn token(&mut self) -> Option<Key<'t>> {
+        let line = self.line;
+        let column = self.col + 1;
+        if self.peek()? == b'"' {
+            let start = self.pos + 1;
+            let len = self.b[start..].iter().position(|&b| b == b'"')?;
+            let inner = &self.text[start..start + len];
+            if inner.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f)
+                || !inner.chars().all(printable)
+            {
+                return None;
+            }
+            self.bump(len + 2);
+            return Some(Key {
+                text: inner,
+                quoted: true,
+                line,
+                column,
+            });
+        }
+        let start = self.pos;
+        let len = self.b[start..]
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            .unwrap_or(self.b.len() - start);
+        let word = &self.text[start..start + len];
+        if !is_plain_word(word) {
+            return None;
+        }
+        self.bump(len);
+        Some(Key {
+            text: word,
+            quoted: false,
+            line,
+            column,
+        })
+    }
+
+    /// `KEY:` and the key's whole line. The colon must follow the key at once, and after a plain
+    /// key a space or line break must follow it (else YAML reads `a:b` as one scalar).
+    fn key(&mut self) -> Option<(Key<'t>, &'t str)> {
+        let key = self.token()?;
+        self.eat(b':')?;
+        if !key.quoted && !matches!(self.peek()?, b' ' | b'\n') {
+            return None;
+        }
+        let end = self.b[self.pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(self.b.len(), |i| self.pos + i);
+        Some((key, &self.text[self.line_start..end]))
+    }
+
+    /// A group's mapping: `{}` or `members` and `marks`, each at most once.
+    fn group(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let (key, _) = self.key()?;
+            self.ws()?;
+            let seen = match key.text {
+                "members" => &mut group.seen_members,
+                "marks" => &mut group.seen_marks,
+                _ => return None,
+            };
+            if std::mem::replace(seen, true) {
+                return None;
+            }
+            if key.text == "members" {
+                self.members(group)?;
+            } else {
+                self.marks(group)?;
+            }
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `{ACCOUNT: [MARK, ...], ...}`.
+    fn members(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let (key, _) = self.key()?;
+            if !flow_account(&key) {
+                return None;
+            }
+            self.ws()?;
+            let mut set = MarkSet::new();
+            self.list(|s| {
+                let t = s.token()?;
+                if t.quoted || !set.insert(parse_mark(t.text)?) {
+                    return None;
+                }
+                Some(())
+            })?;
+            group.members.push((key.text, set));
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `{MARK: [ACCOUNT, ...], ...}`; a mark key may be quoted (JSON needs it).
+    fn marks(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let (key, _) = self.key()?;
+            let mark = parse_mark(key.text)?;
+            self.ws()?;
+            let mut accounts = Vec::new();
+            self.list(|s| {
+                let t = s.token()?;
+                if !flow_account(&t) {
+                    return None;
+                }
+                accounts.push(t.text);
+                Some(())
+            })?;
+            group.marks.push((mark, accounts));
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `[ITEM, ...]`, each item read by `item`.
+    fn list(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws()?;
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if !self.next_item(b']')? {
+                return Some(());
+            }
+        }
+    }
+}
+
+/// An account the full reader takes without a message: conventional characters, at most 32
+/// bytes; a plain one must also not be a word YAML reads as null.
+fn flow_account(t: &Key<'_>) -> bool {
+    !t.text.is_empty()
+        && t.text.len() <= MAX_ACCOUNT_BYTES
+        && t.text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && (t.quoted || is_account(t.text))
 }

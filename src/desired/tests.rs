@@ -736,3 +736,166 @@ fn an_empty_result_is_still_a_file() {
     let parsed = fast::parse(Path::new(PATH), "groups: {}\n", 0).expect("fast");
     assert_eq!(parsed.0, DesiredFile::default());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The flow layout (one JSON or YAML flow mapping) against the full reader.
+
+/// Both readers on a flow `doc`; panics if they disagree where the flow reader answered.
+fn compare_flow(doc: &str) -> bool {
+    let path = Path::new(PATH);
+    let full = parse_text(path, doc, doc, 0, false);
+    match fast::parse_flow(path, doc) {
+        None => false,
+        Some((file, declared)) => {
+            assert_eq!(Ok(file), full.0, "flow and full readers differ on:\n{doc}");
+            assert_eq!(declared, full.1, "declared keys differ on:\n{doc}");
+            true
+        }
+    }
+}
+
+impl GenFile {
+    /// The same file as one flow mapping: JSON (every key and account double-quoted, marks as
+    /// numbers, mark keys quoted) or YAML flow (plain words where the token allows).
+    fn render_flow(&self, json: bool) -> String {
+        let mut noise = self.noise.iter().cycle().copied();
+        let mut next = move || noise.next().unwrap_or(0);
+        let mut out = String::new();
+        let quote = |t: &str| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut sep = |out: &mut String| match next() % 4 {
+            0 => out.push_str("\n  "),
+            1 => out.push(' '),
+            _ => {}
+        };
+        out.push_str(if json { "{\"groups\": {" } else { "{groups: {" });
+        for (i, group) in self.groups.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            sep(&mut out);
+            let key = match (&group.style, json) {
+                (KeyStyle::Plain, false) => group.key.0.clone(),
+                (KeyStyle::Single, false) => format!("'{}'", group.key.0),
+                _ => quote(&group.key.0),
+            };
+            out.push_str(&key);
+            out.push_str(": {");
+            for (j, (members, entries)) in group.sections.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(", ");
+                }
+                let name = if *members { "members" } else { "marks" };
+                out.push_str(&if json { quote(name) } else { name.to_string() });
+                out.push_str(": {");
+                for (k, ((key, _), items)) in entries.iter().enumerate() {
+                    if k > 0 {
+                        out.push(',');
+                    }
+                    sep(&mut out);
+                    // Accounts quoted in JSON; marks as numbers, quoted only as JSON keys.
+                    let key = if json { quote(key) } else { key.clone() };
+                    out.push_str(&key);
+                    out.push_str(": [");
+                    let items: Vec<String> = items
+                        .iter()
+                        .map(|(t, _)| {
+                            if json && !*members {
+                                quote(t)
+                            } else {
+                                t.clone()
+                            }
+                        })
+                        .collect();
+                    out.push_str(&items.join(", "));
+                    out.push(']');
+                }
+                out.push('}');
+            }
+            out.push('}');
+        }
+        out.push_str("}}\n");
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Where the flow reader answers, it answers like the full reader; on clean files written as
+    /// JSON or as YAML flow with plain words it always answers.
+    #[test]
+    fn flow_path_reads_like_the_full_reader(file in gen_file(), json in any::<bool>()) {
+        let doc = file.render_flow(json);
+        let answered = compare_flow(&doc);
+        let plain_keys = file.groups.iter().all(|g| matches!(g.style, KeyStyle::Plain));
+        if file.is_clean() && (json || plain_keys) {
+            prop_assert!(answered, "the flow reader gave up on a clean file:\n{}", doc);
+        }
+    }
+}
+
+/// Flow inputs the fast reader must leave to the full reader.
+const FLOW_FALLBACKS: &[(&str, &str)] = &[
+    ("null groups", "{\"groups\": null}"),
+    (
+        "trailing comma",
+        "{\"groups\": {\"g\": {\"members\": {\"a\": [1000,]}}}}",
+    ),
+    ("escape", "{\"groups\": {\"g\\u0041\": {}}}"),
+    ("single quotes", "{'groups': {}}"),
+    ("comment", "{\"groups\": {}} # x"),
+    ("tab", "{\"groups\":\t{}}"),
+    ("CRLF", "{\"groups\": {\r\n}}"),
+    (
+        "quoted mark",
+        "{\"groups\": {\"g\": {\"members\": {\"a\": [\"1000\"]}}}}",
+    ),
+    ("null account", "{groups: {g: {marks: {1000: [null]}}}}"),
+    ("plain key without space", "{groups: {g:{}}}"),
+    (
+        "two accounts run together",
+        "{\"groups\": {\"g\": {\"marks\": {\"1000\": [alice\n bob]}}}}",
+    ),
+    (
+        "full-width comma",
+        "{\"groups\": {\"g\": {\"marks\": {\"1000\": [\"alice，bob\"]}}}}",
+    ),
+    ("unknown key", "{\"groups\": {\"g\": {\"memebrs\": {}}}}"),
+    ("second top-level key", "{\"groups\": {}, \"x\": 1}"),
+    ("anchor", "{\"groups\": {\"g\": &a {}}}"),
+    ("non-ASCII group", "{\"groups\": {\"群\": {}}}"),
+    ("duplicate group", "{\"groups\": {\"g\": {}, g: {}}}"),
+    ("content after", "{\"groups\": {}}\n{}"),
+];
+
+#[test]
+fn the_flow_path_leaves_tricky_inputs_to_the_full_reader() {
+    for (what, doc) in FLOW_FALLBACKS {
+        assert!(
+            fast::parse_flow(Path::new(PATH), doc).is_none(),
+            "{what}: the flow reader answered on:\n{doc}"
+        );
+    }
+}
+
+#[test]
+fn the_flow_path_reads_one_line_json_like_the_full_reader() {
+    let mut doc = String::from("{\"groups\": {");
+    for g in 0..200 {
+        if g > 0 {
+            doc.push_str(", ");
+        }
+        let _ = write!(
+            doc,
+            "\"@TGS#g{g:03}\": {{\"members\": {{\"007\": [1000, 500], \"u{g}\": [1001]}}, \"marks\": {{\"1002\": [\"0x1F\", \"y\"]}}}}"
+        );
+    }
+    doc.push_str("}}");
+    assert!(compare_flow(&doc));
+    // Pretty-printed, and as YAML flow with plain words.
+    let pretty = doc.replace(", \"@", ",\n  \"@");
+    assert!(compare_flow(&pretty));
+    assert!(compare_flow(
+        "{groups: {g1: {members: {007: [1000], y: [500]}, marks: {1001: [no, 0x1F]}}}}\n"
+    ));
+}

@@ -48,7 +48,10 @@ fn main() {
         .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
         .copied()
         .collect();
-    assert!(!layouts.is_empty(), "unknown --layout; try one of {LAYOUTS:?}");
+    assert!(
+        !layouts.is_empty(),
+        "unknown --layout; try one of {LAYOUTS:?}"
+    );
     let configs: Vec<(String, PathBuf)> = layouts
         .iter()
         .map(|(name, layout)| (layout.describe(), setup(dir.path(), name, *layout)))

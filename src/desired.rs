@@ -552,6 +552,7 @@ fn parse_chunk(
         full,
         chunk,
         line_offset,
+        last_line: std::cell::Cell::new((1, 0)),
     };
     if declares_nothing(chunk) {
         // A truncated write (the most common half-written file) or a placeholder: never "no
@@ -745,6 +746,9 @@ struct Cx<'a> {
     /// The text being parsed (the whole file, or a chunk of it: spans count from its start).
     chunk: &'a str,
     line_offset: u64,
+    /// The byte range of the last line looked up: a one-line file has every node on one line,
+    /// which must be found once, not once per node.
+    last_line: std::cell::Cell<(usize, usize)>,
 }
 
 /// How a scalar was written.
@@ -774,10 +778,31 @@ impl Cx<'_> {
             .filter(|&o| o <= self.chunk.len())
         {
             Some(offset) => {
-                Diagnostic::at_offset(self.path, self.chunk, offset, line, at.column(), message)
+                let (text, in_line) = self.line_at(offset);
+                let (source_line, source_offset) =
+                    crate::diag::window_at(text, in_line, at.column());
+                Diagnostic {
+                    line,
+                    column: at.column(),
+                    source_line: Some(source_line),
+                    source_offset,
+                    ..Diagnostic::file_error(self.path, message)
+                }
             }
             None => Diagnostic::at(self.path, self.full, line, at.column(), message),
         }
+    }
+
+    /// The line of the chunk holding byte `offset`, and the offset within it.
+    fn line_at(&self, offset: usize) -> (&str, usize) {
+        let (start, end) = self.last_line.get();
+        if !(start <= offset && offset <= end) {
+            let line = crate::diag::line_at(self.chunk, offset);
+            let start = line.as_ptr() as usize - self.chunk.as_ptr() as usize;
+            self.last_line.set((start, start + line.len()));
+        }
+        let (start, end) = self.last_line.get();
+        (&self.chunk[start..end], offset - start)
     }
 
     /// Where a group key is, for a conflict found later.
@@ -787,10 +812,11 @@ impl Cx<'_> {
             .span()
             .byte_offset()
             .and_then(|o| usize::try_from(o).ok())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(self.chunk.len());
         let column = key.referenced.column();
-        let (source_line, source_offset) =
-            crate::diag::window(crate::diag::line_at(self.chunk, offset), column);
+        let (text, in_line) = self.line_at(offset);
+        let (source_line, source_offset) = crate::diag::window_at(text, in_line, column);
         Origin {
             path: self.path.to_path_buf(),
             line: self.line(key),
@@ -942,7 +968,7 @@ fn check_group(
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> DesiredGroup {
-    let group_pos = (cx.line(&group), group.referenced.column());
+    let group_pos = group.referenced;
     let mut out = DesiredGroup::default();
     // The group's own sections and those merged in with `<<`, each of which may come from one
     // place only: a merge that repeats or shadows a section is a duplicate key.
@@ -960,7 +986,7 @@ fn check_group(
     let marks_section = marks_from.map(|s| s.section);
 
     // Where each mark is first used, and how many members carry it, for the service's limits.
-    let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
+    let mut mark_first_use: BTreeMap<Mark, serde_saphyr::Location> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
     let mut check_account = |key: &Spanned<Item>,
                              errors: &mut Vec<Diagnostic>|
@@ -1002,9 +1028,7 @@ fn check_group(
             }
         };
     let mut note_use = |m: Mark, at: &Spanned<Item>| {
-        mark_first_use
-            .entry(m)
-            .or_insert((cx.line(at), at.referenced.column()));
+        mark_first_use.entry(m).or_insert(at.referenced);
     };
 
     let mut section = |s: Option<Spanned<MapOr<Section>>>, what: &str| match s {
@@ -1137,15 +1161,13 @@ fn check_group(
 
     // The service's limits, checked before any call.
     if mark_first_use.len() > MAX_MARKS_PER_GROUP {
-        let mut by_position: Vec<(&Mark, &(u64, u64))> = mark_first_use.iter().collect();
-        by_position.sort_by_key(|(_, pos)| **pos);
-        let (&eleventh, &(line, column)) = by_position[MAX_MARKS_PER_GROUP];
+        let mut by_position: Vec<(&Mark, &serde_saphyr::Location)> =
+            mark_first_use.iter().collect();
+        by_position.sort_by_key(|(_, at)| (at.line(), at.column()));
+        let (&eleventh, at) = by_position[MAX_MARKS_PER_GROUP];
         let all: Vec<String> = mark_first_use.keys().map(Mark::to_string).collect();
-        errors.push(Diagnostic::at(
-            cx.path,
-            cx.full,
-            line,
-            column,
+        errors.push(cx.at_loc(
+            at,
             format!(
                 "group {:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
                 id.as_str(),
@@ -1166,12 +1188,9 @@ fn check_group(
     }
     for (m, count) in per_mark {
         if count > MAX_MEMBERS_PER_MARK {
-            let (line, column) = mark_first_use.get(&m).copied().unwrap_or(group_pos);
-            errors.push(Diagnostic::at(
-                cx.path,
-                cx.full,
-                line,
-                column,
+            let at = mark_first_use.get(&m).copied().unwrap_or(group_pos);
+            errors.push(cx.at_loc(
+                &at,
                 format!(
                     "mark {m} is given to {count} members of group {:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark",
                     id.as_str()

@@ -85,7 +85,10 @@ impl Diagnostic {
         column: u64,
         message: impl Into<String>,
     ) -> Self {
-        let (source_line, source_offset) = window(line_at(text, offset), column);
+        let line_text = line_at(text, offset);
+        let in_line = (offset.min(text.len()))
+            .saturating_sub(line_text.as_ptr() as usize - text.as_ptr() as usize);
+        let (source_line, source_offset) = window_at(line_text, in_line, column);
         Diagnostic {
             severity: Severity::Error,
             path: path.to_path_buf(),
@@ -156,23 +159,45 @@ const WINDOW_CHARS: usize = 50;
 /// else about a hundred characters with `…` where it was cut. Also returns how many characters
 /// the caret moves left (see [`Diagnostic::source_offset`]).
 pub fn window(line: &str, column: u64) -> (String, u64) {
-    // Cheap test first: a line of at most 2 * WINDOW_CHARS bytes has at most that many chars.
-    if line.len() <= 2 * WINDOW_CHARS || line.chars().count() <= 2 * WINDOW_CHARS + 20 {
+    if line.len() <= 2 * WINDOW_CHARS {
         return (line.to_string(), 0);
     }
     let col = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
-    let start = col.saturating_sub(WINDOW_CHARS);
-    let mut out = String::with_capacity(4 * WINDOW_CHARS);
+    let at = line.char_indices().nth(col).map_or(line.len(), |(i, _)| i);
+    window_at(line, at, column)
+}
+
+/// [`window`] for a column known as a byte offset `at` in `line`: costs the window, not the line
+/// (a one-line file of megabytes has thousands of nodes to quote).
+pub fn window_at(line: &str, at: usize, column: u64) -> (String, u64) {
+    if line.len() <= 2 * WINDOW_CHARS {
+        return (line.to_string(), 0);
+    }
+    let mut at = at.min(line.len());
+    while !line.is_char_boundary(at) {
+        at -= 1;
+    }
+    // Up to WINDOW_CHARS characters back, then 2 * WINDOW_CHARS characters on.
+    let start = line[..at]
+        .char_indices()
+        .rev()
+        .nth(WINDOW_CHARS - 1)
+        .map_or(0, |(i, _)| i);
+    let before = line[start..at].chars().count() as u64;
+    let end = line[start..]
+        .char_indices()
+        .nth(2 * WINDOW_CHARS)
+        .map_or(line.len(), |(i, _)| start + i);
+    let mut out = String::with_capacity(end - start + 8);
     if start > 0 {
         out.push('…');
     }
-    let mut chars = line.chars().skip(start);
-    out.extend(chars.by_ref().take(2 * WINDOW_CHARS));
-    if chars.next().is_some() {
+    out.push_str(&line[start..end]);
+    if end < line.len() {
         out.push('…');
     }
-    let offset = if start > 0 { start as u64 - 1 } else { 0 };
-    (out, offset)
+    let shown_before = before + u64::from(start > 0);
+    (out, column.saturating_sub(1).saturating_sub(shown_before))
 }
 
 /// The line of `text` holding byte `offset`, without its line break.

@@ -69,11 +69,11 @@ fn finish(
 ) -> Option<(DesiredFile, Vec<Declared>)> {
     let mut file = DesiredFile::default();
     let mut declared = Vec::with_capacity(groups.len());
-    for (name, line, column, source_line, group) in groups {
+    for (name, line, column, source_line, in_line, group) in groups {
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
         declared.push((name, line, column));
-        let (source_line, source_offset) = crate::diag::window(source_line, column);
+        let (source_line, source_offset) = crate::diag::window_at(source_line, in_line, column);
         let origin = Origin {
             path: path.to_path_buf(),
             line,
@@ -86,8 +86,9 @@ fn finish(
     Some((file, declared))
 }
 
-/// A group read: its ID as written, the line and column of its key, the key's line, its marks.
-type ReadGroup<'t> = (String, u64, u64, &'t str, DesiredGroup);
+/// A group read: its ID as written, the line and column of its key, the key's line and the key's
+/// byte offset in it, its marks.
+type ReadGroup<'t> = (String, u64, u64, &'t str, usize, DesiredGroup);
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum State {
@@ -113,6 +114,8 @@ struct OpenGroup<'t> {
     line: u64,
     /// 1-based column (in characters) of the key.
     column: u64,
+    /// Byte offset of the key in its line.
+    in_line: usize,
     /// The key's whole line, as written (for `Origin::source_line`).
     text: &'t str,
     seen_members: bool,
@@ -214,11 +217,12 @@ impl<'t> Reader<'t> {
         if name.is_empty() || !self.names.insert(name.to_string()) {
             return None; // an empty ID or a repeated group: the full reader reports it
         }
-        let column = self.group_indent.unwrap_or(0) as u64 + 1;
+        let indent = self.group_indent.unwrap_or(0);
         self.open = Some(OpenGroup {
             name: name.to_string(),
             line: number,
-            column,
+            column: indent as u64 + 1,
+            in_line: indent,
             text: raw,
             ..OpenGroup::default()
         });
@@ -286,6 +290,7 @@ impl<'t> Reader<'t> {
             name,
             line,
             column,
+            in_line,
             text,
             mut members,
             mut marks,
@@ -342,7 +347,7 @@ impl<'t> Reader<'t> {
         if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
             return None;
         }
-        self.groups.push((name, line, column, text, out));
+        self.groups.push((name, line, column, text, in_line, out));
         Some(())
     }
 }
@@ -405,13 +410,14 @@ pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Dec
         pos: 0,
         line: 1,
         line_start: 0,
+        line_end: None,
         col: 0,
     };
     let mut reader = Reader::default();
     s.ws()?;
     s.eat(b'{')?;
     s.ws()?;
-    let (top, _) = s.key()?;
+    let top = s.key()?;
     if top.text != "groups" {
         return None;
     }
@@ -422,7 +428,9 @@ pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Dec
         s.bump(1);
     } else {
         loop {
-            let (key, line_text) = s.key()?;
+            let in_line = s.pos - s.line_start;
+            let key = s.key()?;
+            let line_text = s.current_line();
             if !(key.quoted || is_plain_word(key.text)) || key.text.is_empty() {
                 return None;
             }
@@ -433,6 +441,7 @@ pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Dec
                 name: key.text.to_string(),
                 line: key.line,
                 column: key.column,
+                in_line,
                 text: line_text,
                 ..OpenGroup::default()
             });
@@ -469,6 +478,8 @@ struct Scanner<'t> {
     pos: usize,
     line: u64,
     line_start: usize,
+    /// Where the current line ends, once asked for (see [`Scanner::current_line`]).
+    line_end: Option<usize>,
     /// Characters between the line's start and `pos`.
     col: u64,
 }
@@ -501,6 +512,7 @@ impl<'t> Scanner<'t> {
                     self.pos += 1;
                     self.line += 1;
                     self.line_start = self.pos;
+                    self.line_end = None;
                     self.col = 0;
                 }
                 b'\t' | b'\r' | b'#' => return None,
@@ -571,19 +583,31 @@ impl<'t> Scanner<'t> {
         })
     }
 
-    /// `KEY:` and the key's whole line. The colon must follow the key at once, and after a plain
-    /// key a space or line break must follow it (else YAML reads `a:b` as one scalar).
-    fn key(&mut self) -> Option<(Key<'t>, &'t str)> {
+    /// `KEY:`. The colon must follow the key at once, and after a plain key a space or line
+    /// break must follow it (else YAML reads `a:b` as one scalar).
+    fn key(&mut self) -> Option<Key<'t>> {
         let key = self.token()?;
         self.eat(b':')?;
         if !key.quoted && !matches!(self.peek()?, b' ' | b'\n') {
             return None;
         }
-        let end = self.b[self.pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(self.b.len(), |i| self.pos + i);
-        Some((key, &self.text[self.line_start..end]))
+        Some(key)
+    }
+
+    /// The current line, found once per line (a one-line file has a million keys on it).
+    fn current_line(&mut self) -> &'t str {
+        let end = match self.line_end {
+            Some(end) if end >= self.pos => end,
+            _ => {
+                let end = self.b[self.pos..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(self.b.len(), |i| self.pos + i);
+                self.line_end = Some(end);
+                end
+            }
+        };
+        &self.text[self.line_start..end]
     }
 
     /// A group's mapping: `{}` or `members` and `marks`, each at most once.
@@ -594,7 +618,7 @@ impl<'t> Scanner<'t> {
             return Some(());
         }
         loop {
-            let (key, _) = self.key()?;
+            let key = self.key()?;
             self.ws()?;
             let seen = match key.text {
                 "members" => &mut group.seen_members,
@@ -623,7 +647,7 @@ impl<'t> Scanner<'t> {
             return Some(());
         }
         loop {
-            let (key, _) = self.key()?;
+            let key = self.key()?;
             if !flow_account(&key) {
                 return None;
             }
@@ -651,7 +675,7 @@ impl<'t> Scanner<'t> {
             return Some(());
         }
         loop {
-            let (key, _) = self.key()?;
+            let key = self.key()?;
             let mark = parse_mark(key.text)?;
             self.ws()?;
             let mut accounts = Vec::new();

@@ -101,7 +101,29 @@ pub fn user_message(e: &serde_saphyr::Error) -> String {
     if lower.contains("recursive reference") {
         return "this alias (`*name`) refers to the node that contains it".into();
     }
-    raw
+    if lower.contains("did not find expected key") {
+        return "this line does not continue the mapping above it: check its indentation (the keys of one mapping line up) and that it reads `key: value`".into();
+    }
+    if lower.contains("mapping values are not allowed") {
+        return "a `: ` here would start a mapping where none can start: check the indentation, or quote a value that contains `: `".into();
+    }
+    if lower.contains("unknown escape character") {
+        return "unknown escape sequence in a double-quoted string: write `\\\\` for a backslash, or use single quotes".into();
+    }
+    if let Some(rest) = raw.strip_prefix("unexpected character: `") {
+        let c = rest.trim_end_matches('\'');
+        return format!(
+            "`{c}` cannot start a value: quote the value (`@`, `` ` `` and `%` must be quoted)"
+        );
+    }
+    if lower.contains("cannot start any token") {
+        return "this character cannot start a value: quote the value (`@`, `` ` `` and `%` must be quoted)".into();
+    }
+    // The parser's "while parsing X, found Y" context: keep what was found.
+    match raw.strip_prefix("while ").and_then(|r| r.split_once(", ")) {
+        Some((_, found)) => found.to_string(),
+        None => raw,
+    }
 }
 
 /// A scalar of any type; validation decides what is acceptable where.

@@ -90,6 +90,9 @@ cases! {
         alias_bomb,
         // Library wording; one document per file.
         deep_nesting,
+        bad_indentation,
+        unknown_escape,
+        plain_at_sign,
         two_documents,
         trailing_empty_document_ok,
         // JSON desired files; output proportional to the input.

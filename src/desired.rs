@@ -319,12 +319,19 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 ///
 /// JSON files (generated rosters) are read by the same reader: JSON is YAML's flow style, so they
 /// get the same checks and `file:line:column` locations. At most
-/// [`crate::diag::MAX_ERRORS_PER_FILE`] errors are returned, then a count of the rest.
+/// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
+/// rest.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    parse_file_with(path, bytes, true).map_err(|mut errors| {
-        crate::diag::cap_per_file(path, &mut errors);
-        errors
-    })
+    match parse_file_with(path, bytes, true) {
+        Ok(mut file) => {
+            crate::diag::cap_per_file(path, &mut file.warnings);
+            Ok(file)
+        }
+        Err(mut errors) => {
+            crate::diag::cap_per_file(path, &mut errors);
+            Err(errors)
+        }
+    }
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the

@@ -100,17 +100,23 @@ impl Diagnostic {
         }
     }
 
-    /// The note closing a file's report when it has more than [`MAX_ERRORS_PER_FILE`] errors.
+    /// The note closing a file's report when it has more than [`MAX_ERRORS_PER_FILE`] errors
+    /// (or warnings, with `severity`).
     pub fn more_errors(path: &Path, more: usize) -> Self {
+        Self::more(path, more, Severity::Error)
+    }
+
+    fn more(path: &Path, more: usize, severity: Severity) -> Self {
+        let what = match (severity, more) {
+            (Severity::Error, 1) => "error",
+            (Severity::Error, _) => "errors",
+            (Severity::Warning, 1) => "warning",
+            (Severity::Warning, _) => "warnings",
+        };
         Diagnostic {
             line: SUMMARY_LINE,
-            ..Diagnostic::file_error(
-                path,
-                format!(
-                    "... and {more} more {} in this file",
-                    if more == 1 { "error" } else { "errors" }
-                ),
-            )
+            severity,
+            ..Diagnostic::file_error(path, format!("... and {more} more {what} in this file"))
         }
     }
 
@@ -137,19 +143,21 @@ pub const MAX_ERRORS_PER_FILE: usize = 100;
 /// The line of [`Diagnostic::more_errors`]: after every real line, printed without a position.
 const SUMMARY_LINE: u64 = u64::MAX;
 
-/// Keeps the first [`MAX_ERRORS_PER_FILE`] errors (in file order) and counts the rest in one
-/// closing line, so that a file with a million bad values prints a screenful, not gigabytes.
-pub fn cap_per_file(path: &Path, errors: &mut Vec<Diagnostic>) {
-    if errors.len() <= MAX_ERRORS_PER_FILE {
+/// Keeps the first [`MAX_ERRORS_PER_FILE`] diagnostics of one file (in file order, all of one
+/// severity) and counts the rest in one closing line, so that a file with a million bad values
+/// prints a screenful, not gigabytes.
+pub fn cap_per_file(path: &Path, diags: &mut Vec<Diagnostic>) {
+    if diags.len() <= MAX_ERRORS_PER_FILE {
         return;
     }
-    sort(errors);
-    if errors.len() <= MAX_ERRORS_PER_FILE {
+    sort(diags);
+    if diags.len() <= MAX_ERRORS_PER_FILE {
         return;
     }
-    let more = errors.len() - MAX_ERRORS_PER_FILE;
-    errors.truncate(MAX_ERRORS_PER_FILE);
-    errors.push(Diagnostic::more_errors(path, more));
+    let severity = diags[0].severity;
+    let more = diags.len() - MAX_ERRORS_PER_FILE;
+    diags.truncate(MAX_ERRORS_PER_FILE);
+    diags.push(Diagnostic::more(path, more, severity));
 }
 
 /// Characters of a long line shown on each side of the column.
@@ -356,6 +364,15 @@ mod tests {
         );
         sort(&mut errors);
         assert!(errors.last().unwrap().message.contains("150 more"));
+
+        let mut warnings: Vec<Diagnostic> = (1..=101)
+            .map(|i| Diagnostic::at(p, "x", i, 1, "odd").warning())
+            .collect();
+        cap_per_file(p, &mut warnings);
+        assert_eq!(
+            warnings[100].to_string(),
+            "a.yaml: warning: ... and 1 more warning in this file"
+        );
     }
 
     #[test]

@@ -100,6 +100,7 @@ cases! {
         json_errors,
         json_one_line_error,
         many_errors,
+        many_warnings,
     ],
     config: [
         bad_duration,

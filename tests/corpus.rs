@@ -101,6 +101,7 @@ cases! {
         json_one_line_error,
         many_errors,
         many_warnings,
+        crlf_ok,
     ],
     config: [
         bad_duration,

@@ -953,6 +953,14 @@ impl Cx<'_> {
     }
 }
 
+/// The warning for an account the service may reject.
+fn unusual_account(a: &Account) -> String {
+    format!(
+        "account {:?} has characters outside [a-zA-Z0-9_-]; the service may reject it",
+        a.as_str()
+    )
+}
+
 /// "an account", "a group ID".
 fn article(what: &str) -> String {
     if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -995,35 +1003,28 @@ fn check_group(
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, serde_saphyr::Location> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
-    let mut check_account = |key: &Spanned<Item>,
-                             errors: &mut Vec<Diagnostic>|
-     -> Option<Account> {
-        let text = match cx.name(key, "account") {
-            Ok(t) => t,
-            Err(message) => {
-                errors.push(cx.at(key, message));
-                return None;
+    let mut check_account =
+        |key: &Spanned<Item>, errors: &mut Vec<Diagnostic>| -> Option<Account> {
+            let text = match cx.name(key, "account") {
+                Ok(t) => t,
+                Err(message) => {
+                    errors.push(cx.at(key, message));
+                    return None;
+                }
+            };
+            match Account::new(&text) {
+                Ok(a) => {
+                    if !a.is_conventional() && warned_accounts.insert(a.clone()) {
+                        warnings.push(cx.at(key, unusual_account(&a)).warning());
+                    }
+                    Some(a)
+                }
+                Err(e) => {
+                    errors.push(cx.at(key, e));
+                    None
+                }
             }
         };
-        match Account::new(&text) {
-            Ok(a) => {
-                if !a.is_conventional() && warned_accounts.insert(a.clone()) {
-                    warnings.push(
-                        cx.at(key, format!(
-                            "account {:?} has characters outside [a-zA-Z0-9_-]; the service may reject it",
-                            a.as_str()
-                        ))
-                        .warning(),
-                    );
-                }
-                Some(a)
-            }
-            Err(e) => {
-                errors.push(cx.at(key, e));
-                None
-            }
-        }
-    };
     let check_mark =
         |value: &Spanned<Item>, as_key: bool, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
             match cx.mark(value, as_key) {

@@ -28,8 +28,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::{Declared, DesiredFile, DesiredGroup, Origin};
+use crate::diag::Diagnostic;
 use crate::model::{
     Account, GroupId, MAX_ACCOUNT_BYTES, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet,
+    is_forbidden_in_names,
 };
 
 /// Keys longer than this are left to the full reader (YAML limits implicit keys to 1024
@@ -69,7 +71,7 @@ fn finish(
 ) -> Option<(DesiredFile, Vec<Declared>)> {
     let mut file = DesiredFile::default();
     let mut declared = Vec::with_capacity(groups.len());
-    for (name, line, column, source_line, in_line, group) in groups {
+    for (name, line, column, source_line, in_line, group, warnings) in groups {
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
         declared.push((name, line, column));
@@ -82,13 +84,32 @@ fn finish(
             source_offset,
         };
         file.groups.push((id, origin, group));
+        for (message, spot) in warnings {
+            let (source_line, source_offset) =
+                crate::diag::window_at(spot.text, spot.in_line, spot.column);
+            file.warnings.push(Diagnostic {
+                line: spot.line + line_offset,
+                column: spot.column,
+                source_line: Some(source_line),
+                source_offset,
+                ..Diagnostic::file_error(path, message).warning()
+            });
+        }
     }
     Some((file, declared))
 }
 
 /// A group read: its ID as written, the line and column of its key, the key's line and the key's
-/// byte offset in it, its marks.
-type ReadGroup<'t> = (String, u64, u64, &'t str, usize, DesiredGroup);
+/// byte offset in it, its marks, and its warnings.
+type ReadGroup<'t> = (
+    String,
+    u64,
+    u64,
+    &'t str,
+    usize,
+    DesiredGroup,
+    Vec<(String, Spot<'t>)>,
+);
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum State {
@@ -123,8 +144,38 @@ struct OpenGroup<'t> {
     section: Option<Section>,
     /// `members`: account -> its marks.
     members: Vec<(&'t str, MarkSet)>,
+    /// Accounts with characters outside `[a-zA-Z0-9_-]` in `members` and in `marks`, in
+    /// document order, with where they were written: the full reader warns about each (once per
+    /// group, `members` first), and so must this reader.
+    unusual_members: Vec<(&'t str, Spot<'t>)>,
+    unusual_marks: Vec<(&'t str, Spot<'t>)>,
     /// `marks`: mark -> its accounts.
     marks: Vec<(Mark, Vec<&'t str>)>,
+}
+
+/// Where a token was written: for a warning about it.
+#[derive(Clone, Copy)]
+struct Spot<'t> {
+    line: u64,
+    /// 1-based, in characters.
+    column: u64,
+    /// The whole line.
+    text: &'t str,
+    /// Byte offset of the token in `text`.
+    in_line: usize,
+}
+
+impl<'t> Spot<'t> {
+    /// The spot of `token`, a slice of the line `text` (line `line` of the document).
+    fn of(token: &'t str, text: &'t str, line: u64) -> Self {
+        let in_line = token.as_ptr() as usize - text.as_ptr() as usize;
+        Spot {
+            line,
+            column: text[..in_line].chars().count() as u64 + 1,
+            text,
+            in_line,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -185,7 +236,7 @@ impl<'t> Reader<'t> {
                 if indent != entry_indent {
                     return None;
                 }
-                self.entry(body)
+                self.entry(body, raw, number)
             }
         }
     }
@@ -245,7 +296,7 @@ impl<'t> Reader<'t> {
     }
 
     /// `KEY: [V, V, ...]` in the current section.
-    fn entry(&mut self, body: &'t str) -> Option<()> {
+    fn entry(&mut self, body: &'t str, raw: &'t str, number: u64) -> Option<()> {
         let group = self.open.as_mut()?;
         let (key, rest) = body.split_once(':')?;
         let list = rest.strip_prefix(' ')?.trim_start_matches(' ');
@@ -254,8 +305,10 @@ impl<'t> Reader<'t> {
         let items = (!items.is_empty()).then(|| items.split(',').map(|i| i.trim_matches(' ')));
         match group.section? {
             Section::Members => {
-                if !is_account(key) {
-                    return None;
+                if plain_account(key)? {
+                    group
+                        .unusual_members
+                        .push((key, Spot::of(key, raw, number)));
                 }
                 let mut set = MarkSet::new();
                 for item in items.into_iter().flatten() {
@@ -269,8 +322,10 @@ impl<'t> Reader<'t> {
                 let mark = parse_mark(key)?;
                 let mut accounts = Vec::new();
                 for item in items.into_iter().flatten() {
-                    if !is_account(item) {
-                        return None;
+                    if plain_account(item)? {
+                        group
+                            .unusual_marks
+                            .push((item, Spot::of(item, raw, number)));
                     }
                     accounts.push(item);
                 }
@@ -294,6 +349,8 @@ impl<'t> Reader<'t> {
             text,
             mut members,
             mut marks,
+            unusual_members,
+            unusual_marks,
             ..
         } = group;
         // Distinct marks, however they are used (an empty `marks` entry counts too).
@@ -347,7 +404,17 @@ impl<'t> Reader<'t> {
         if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
             return None;
         }
-        self.groups.push((name, line, column, text, in_line, out));
+        // The full reader's warnings: each unusual account once, `members` first.
+        let mut warned: HashSet<&str> = HashSet::new();
+        let mut warnings = Vec::new();
+        for (account, spot) in unusual_members.iter().chain(&unusual_marks) {
+            if warned.insert(account) {
+                let account = Account::new(account).ok()?;
+                warnings.push((super::unusual_account(&account), *spot));
+            }
+        }
+        self.groups
+            .push((name, line, column, text, in_line, out, warnings));
         Some(())
     }
 }
@@ -381,6 +448,30 @@ fn is_plain_word(s: &str) -> bool {
 /// An account the full reader would accept without any message.
 fn is_account(s: &str) -> bool {
     s.len() <= MAX_ACCOUNT_BYTES && is_plain_word(s)
+}
+
+/// A plain account the full reader takes as written: `Some(false)` when it has nothing to say,
+/// `Some(true)` when it only warns (characters outside `[a-zA-Z0-9_-]` that are safe in a plain
+/// scalar: `.`, `@`, `+`, non-ASCII letters), `None` when this reader is unsure or the full reader
+/// would report an error.
+fn plain_account(s: &str) -> Option<bool> {
+    if is_account(s) {
+        return Some(false);
+    }
+    if s.eq_ignore_ascii_case("null") {
+        return None; // "no value": the full reader reports it
+    }
+    let mut chars = s.chars();
+    let first = chars.next()?;
+    let safe = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.' | '@' | '+')
+            || (!c.is_ascii() && printable(c) && !is_forbidden_in_names(c))
+    };
+    let first_ok = first.is_ascii_alphanumeric()
+        || matches!(first, '_' | '+')
+        || (!first.is_ascii() && safe(first));
+    (first_ok && chars.all(safe) && Account::new(s).is_ok()).then_some(true)
 }
 
 /// A mark written in plain decimal (no sign, no leading zero, no `_`) that is a valid mark.
@@ -568,10 +659,14 @@ impl<'t> Scanner<'t> {
         let start = self.pos;
         let len = self.b[start..]
             .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+            .position(|&b| {
+                !(b.is_ascii_alphanumeric()
+                    || matches!(b, b'_' | b'-' | b'.' | b'@' | b'+')
+                    || b >= 0x80)
+            })
             .unwrap_or(self.b.len() - start);
-        let word = &self.text[start..start + len];
-        if !is_plain_word(word) {
+        let word = self.text.get(start..start + len)?;
+        if word.is_empty() {
             return None;
         }
         self.bump(len);
@@ -592,6 +687,16 @@ impl<'t> Scanner<'t> {
             return None;
         }
         Some(key)
+    }
+
+    /// Where `key`, which started `in_line` bytes into the current line, was written.
+    fn spot(&mut self, key: &Key<'t>, in_line: usize) -> Spot<'t> {
+        Spot {
+            line: key.line,
+            column: key.column,
+            text: self.current_line(),
+            in_line,
+        }
     }
 
     /// The current line, found once per line (a one-line file has a million keys on it).
@@ -647,9 +752,11 @@ impl<'t> Scanner<'t> {
             return Some(());
         }
         loop {
+            let in_line = self.pos - self.line_start;
             let key = self.key()?;
-            if !flow_account(&key) {
-                return None;
+            if flow_account(&key)? {
+                let spot = self.spot(&key, in_line);
+                group.unusual_members.push((key.text, spot));
             }
             self.ws()?;
             let mut set = MarkSet::new();
@@ -679,14 +786,17 @@ impl<'t> Scanner<'t> {
             let mark = parse_mark(key.text)?;
             self.ws()?;
             let mut accounts = Vec::new();
+            let mut unusual = Vec::new();
             self.list(|s| {
+                let in_line = s.pos - s.line_start;
                 let t = s.token()?;
-                if !flow_account(&t) {
-                    return None;
+                if flow_account(&t)? {
+                    unusual.push((t.text, s.spot(&t, in_line)));
                 }
                 accounts.push(t.text);
                 Some(())
             })?;
+            group.unusual_marks.append(&mut unusual);
             group.marks.push((mark, accounts));
             if !self.next_item(b'}')? {
                 return Some(());
@@ -710,13 +820,13 @@ impl<'t> Scanner<'t> {
     }
 }
 
-/// An account the full reader takes without a message: conventional characters, at most 32
-/// bytes; a plain one must also not be a word YAML reads as null.
-fn flow_account(t: &Key<'_>) -> bool {
-    !t.text.is_empty()
-        && t.text.len() <= MAX_ACCOUNT_BYTES
-        && t.text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && (t.quoted || is_account(t.text))
+/// An account the full reader takes: `Some(false)` without a message, `Some(true)` with only a
+/// warning (characters outside `[a-zA-Z0-9_-]`), `None` when unsure or when it would report an
+/// error. A quoted one is read as is; a plain one as [`plain_account`] says.
+fn flow_account(t: &Key<'_>) -> Option<bool> {
+    if !t.quoted {
+        return plain_account(t.text);
+    }
+    let account = Account::new(t.text).ok()?;
+    Some(!account.is_conventional())
 }

@@ -59,6 +59,11 @@ const GOOD_ACCOUNTS: &[&str] = &[
     "true",
     "8613800138000",
     "_",
+    // Accepted with a warning (characters outside [a-zA-Z0-9_-]), by both readers alike.
+    "név",
+    "+8613800138000",
+    "a.b@c",
+    "张三",
 ];
 const BAD_ACCOUNTS: &[&str] = &[
     "null",
@@ -66,10 +71,10 @@ const BAD_ACCOUNTS: &[&str] = &[
     "Null",
     ".inf",
     "~",
-    "+8613800138000",
     "<<",
+    "a\u{ff0c}b",
+    "\u{200b}a",
     "abcdefghijklmnopqrstuvwxyz0123456",
-    "név",
     "'quoted'",
     "\"dq\"",
     "-a",
@@ -564,10 +569,6 @@ const FALLBACKS: &[(&str, &str)] = &[
         "groups:\n  g:\n    members:\n      abcdefghijklmnopqrstuvwxyz0123456: [1000]\n",
     ),
     (
-        "unconventional account",
-        "groups:\n  g:\n    members:\n      név: [1000]\n",
-    ),
-    (
         "quoted account",
         "groups:\n  g:\n    members:\n      \"a\": [1000]\n",
     ),
@@ -603,8 +604,12 @@ const FALLBACKS: &[(&str, &str)] = &[
         "groups:\n  g:\n    members:\n      <<: [1000]\n",
     ),
     (
-        "plus sign account",
-        "groups:\n  g:\n    members:\n      +8613800138000: [1000]\n",
+        "dot first account",
+        "groups:\n  g:\n    members:\n      .inf: [1000]\n",
+    ),
+    (
+        "at sign first account",
+        "groups:\n  g:\n    marks:\n      1000: [@a]\n",
     ),
     (
         "content after groups: {}",
@@ -662,6 +667,10 @@ const ACCEPTED: &[(&str, &str)] = &[
         "groups:\n    g:\n            members:\n                 a:   [ 1000 ,500 ]   \n",
     ),
     (
+        "unusual accounts, with the full reader's warnings",
+        "groups:\n  g:\n    marks:\n      1001: [név, a.b@c]\n    members:\n      +8613800138000: [1000]\n      név: [500]\n  h:\n    members:\n      név: [1000]\n",
+    ),
+    (
         "keys YAML would resolve, read as written",
         "groups:\n  1000:\n    members:\n      007: [1000]\n      0x1F: [1000]\n      y: [1000]\n      no: [1000]\n      on: [1000]\n      1e3: [1000]\n      1_000: [1000]\n      0o17: [1000]\n    marks:\n      1001: [yes, off, 8613800138000, 12345]\n",
     ),
@@ -716,7 +725,7 @@ fn split_files_read_the_same_with_and_without_the_fast_path() {
     );
     assert_eq!(clean.groups.len(), 45);
 
-    // One unconventional account (a warning) in the middle: that chunk falls back.
+    // One unconventional account (a warning) in the middle: the same warning either way.
     let warned = doc.replacen("user00500: [1005, 500]", "usér: [1005, 500]", 1);
     assert!(warned != doc, "the replaced line is missing");
     let full = parse_file_with(path, warned.as_bytes(), false).expect("valid");
@@ -860,6 +869,14 @@ const FLOW_FALLBACKS: &[(&str, &str)] = &[
         "full-width comma",
         "{\"groups\": {\"g\": {\"marks\": {\"1000\": [\"alice，bob\"]}}}}",
     ),
+    (
+        "dot first plain account",
+        "{groups: {g: {marks: {1000: [.inf]}}}}",
+    ),
+    (
+        "plain null account",
+        "{groups: {g: {marks: {1000: [Null]}}}}",
+    ),
     ("unknown key", "{\"groups\": {\"g\": {\"memebrs\": {}}}}"),
     ("second top-level key", "{\"groups\": {}, \"x\": 1}"),
     ("anchor", "{\"groups\": {\"g\": &a {}}}"),
@@ -898,4 +915,10 @@ fn the_flow_path_reads_one_line_json_like_the_full_reader() {
     assert!(compare_flow(
         "{groups: {g1: {members: {007: [1000], y: [500]}, marks: {1001: [no, 0x1F]}}}}\n"
     ));
+    // Unusual accounts: the full reader's warnings, at the same places.
+    let doc = "{\"groups\": {\"g\": {\"marks\": {\"1001\": [\"a.b\", \"név\"]}, \"members\": {\"név\": [1000]}}}}";
+    let (file, _) = fast::parse_flow(Path::new(PATH), doc).expect("read");
+    assert_eq!(file.warnings.len(), 2);
+    assert!(compare_flow(doc));
+    assert!(compare_flow("{groups: {g: {marks: {1001: [+86, 张三]}}}}"));
 }

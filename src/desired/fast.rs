@@ -15,12 +15,14 @@
 //! ```
 //!
 //! It either returns exactly the [`DesiredFile`] the full reader would produce, or `None`, and the
-//! caller runs the full reader, which is always correct and reports every problem. So it never
-//! produces a diagnostic: any value that would make the full reader report an error *or a warning*
-//! (bad mark, unconventional account, duplicate, limit exceeded...), and anything it is not sure
+//! caller runs the full reader, which is always correct and reports every problem. The only
+//! diagnostic it produces is the full reader's warning about an account with characters outside
+//! `[a-zA-Z0-9_-]`, with the same text at the same place; any value that would make the full
+//! reader report an error (bad mark, duplicate, limit exceeded...), and anything it is not sure
 //! YAML reads the way it does (tabs, CR, anchors, tags, flow mappings, quoting it does not know,
-//! plain `null`...), makes it give up. Keys and names are the characters as written in both readers
-//! (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's resolution.
+//! plain `null`...), makes it give up. Keys and names are the characters as written in both
+//! readers (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's
+//! resolution. [`parse_flow`] does the same for files written as one JSON or YAML flow mapping.
 //!
 //! Tests in `super::tests` compare it with the full reader on generated files.
 

@@ -829,6 +829,10 @@ fn flow_account(t: &Key<'_>) -> Option<bool> {
     if !t.quoted {
         return plain_account(t.text);
     }
+    let conventional = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !t.text.is_empty() && t.text.len() <= MAX_ACCOUNT_BYTES && t.text.bytes().all(conventional) {
+        return Some(false);
+    }
     let account = Account::new(t.text).ok()?;
     Some(!account.is_conventional())
 }

@@ -101,6 +101,12 @@ pub fn user_message(e: &serde_saphyr::Error) -> String {
     if lower.contains("recursive reference") {
         return "this alias (`*name`) refers to the node that contains it".into();
     }
+    if lower.contains("null into string") {
+        return "a key is missing here (`~`, `null` or nothing mean \"no value\" in YAML): write the key's name".into();
+    }
+    if lower.starts_with("expected string scalar") {
+        return "a key here must be a name, found a list or a mapping".into();
+    }
     if lower.contains("did not find expected key") {
         return "this line does not continue the mapping above it: check its indentation (the keys of one mapping line up) and that it reads `key: value`".into();
     }

@@ -93,6 +93,8 @@ cases! {
         bad_indentation,
         unknown_escape,
         plain_at_sign,
+        section_key_null,
+        top_level_key_list,
         two_documents,
         trailing_empty_document_ok,
         // JSON desired files; output proportional to the input.

@@ -49,6 +49,21 @@ const FRAGMENTS: &[&str] = &[
     "99999999999999999999999",
 ];
 
+/// Phrases of the parser library's own messages (its types, API and policies), which must never
+/// reach users.
+const LIBRARY_WORDING: &[&str] = &[
+    "budget breached",
+    "from_str",
+    "Option<",
+    "deserialize",
+    "invalid type",
+    "invalid value",
+    "policy",
+    "serde",
+    "tagged scalar",
+    "Depth {",
+];
+
 /// Parses `text` as `name` and checks the output is bounded; panics propagate to proptest.
 fn check(name: &str, text: &[u8]) {
     let path = Path::new(name);
@@ -60,6 +75,13 @@ fn check(name: &str, text: &[u8]) {
             errors.len()
         );
         for e in &errors {
+            for phrase in LIBRARY_WORDING {
+                assert!(
+                    !e.message.contains(phrase),
+                    "library wording reached the user: {}",
+                    e.message
+                );
+            }
             let shown = e.to_string();
             // A window of about a hundred characters plus the message, never the whole line.
             assert!(

@@ -30,9 +30,16 @@ pub const MAX_GROUP_ID_BYTES: usize = 48;
 /// bytes, no leading or trailing space (the vendor's rule for custom IDs, which service-assigned
 /// `@TGS#` IDs also follow). Deserializes through these checks, so a state file cannot smuggle in
 /// an ID a desired file could not.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct GroupId(Box<str>);
+
+/// Serialized as the plain string, without a copy (state files hold a million of them).
+impl Serialize for GroupId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl GroupId {
     /// Validates a group ID against the vendor's rule.
@@ -87,12 +94,6 @@ impl TryFrom<String> for GroupId {
     }
 }
 
-impl From<GroupId> for String {
-    fn from(g: GroupId) -> String {
-        g.0.into()
-    }
-}
-
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -101,9 +102,16 @@ impl fmt::Display for GroupId {
 
 /// A member account (UserID): non-empty, at most 32 bytes, no whitespace, control, invisible or
 /// separator characters. Deserializes through these checks (state files included).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Account(Box<str>);
+
+/// Serialized as the plain string, without a copy (state files hold a million of them).
+impl Serialize for Account {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Account {
     /// Validates an account name against the service's rules, reusing the string's buffer.
@@ -161,12 +169,6 @@ impl TryFrom<String> for Account {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         Account::from_string(s)
-    }
-}
-
-impl From<Account> for String {
-    fn from(a: Account) -> String {
-        a.0.into()
     }
 }
 

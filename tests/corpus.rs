@@ -48,7 +48,7 @@ cases! {
         eleven_marks,
         empty,
         good_members_and_marks,
-        group_id_integer,
+        group_id_number_as_written,
         group_is_list,
         group_null_ok,
         groups_is_list,

@@ -896,6 +896,31 @@ impl Cx<'_> {
         }
     }
 
+    /// The explicit tag (`!!str`, `!!int`...) written before the node at `s`, if any (an anchor
+    /// between them is skipped). The node's span starts after its properties.
+    fn tag_before<T>(&self, s: &Spanned<T>) -> Option<&str> {
+        let start = usize::try_from(s.defined.span().byte_offset()?).ok()?;
+        let mut before = self.chunk.get(..start)?;
+        for _ in 0..2 {
+            let trimmed = before.trim_end_matches([' ', '\t']);
+            if trimmed.len() == before.len() {
+                return None; // no separating space: nothing written before the node
+            }
+            let from = trimmed
+                .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
+                .map_or(0, |i| i + 1);
+            let token = &trimmed[from..];
+            if token.starts_with('!') {
+                return Some(token);
+            }
+            if !token.starts_with('&') {
+                return None;
+            }
+            before = &trimmed[..from];
+        }
+        None
+    }
+
     /// A mark: a plain decimal integer (or, as a mapping key, a quoted one: JSON needs it).
     fn mark(&self, s: &Spanned<Item>, as_key: bool) -> Result<Mark, String> {
         let scalar = match &s.value {
@@ -904,6 +929,11 @@ impl Cx<'_> {
                 return Err(format!("a mark must be an integer, found {kind}"));
             }
         };
+        if let Some(tag) = self.tag_before(s) {
+            return Err(format!(
+                "a mark is a plain decimal integer: remove the tag `{tag}`"
+            ));
+        }
         let text: &str = match (self.written(s), scalar) {
             (Written::Plain(text), _) => text,
             (Written::Quoted, Scalar::Str(v)) if is_decimal(v) => {

@@ -73,6 +73,7 @@ cases! {
         keys_as_written,
         account_null,
         mark_spellings,
+        mark_tagged,
         unknown_tag,
         tagged_str_ok,
         // "Separators inside an account"; group IDs follow the vendor's rule.

@@ -1,8 +1,11 @@
 //! Scale benchmark for `plan`: 1,000 groups x 1,000 members (1,000,000 member-mark pairs) with a
-//! state file of the same size where 1% differs, laid out as one big file and as 1,000 files.
+//! state file of the same size where 1% differs, in every layout a desired file is written in:
+//! one big block-YAML file, 1,000 block-YAML files, one YAML flow file (a group per line), one
+//! JSON file on one line (as scripts write it) and one pretty-printed JSON file.
 //!
-//! Run: `cargo bench --bench scale` (add `-- --runs 5` for more runs). It prints, per layout,
-//! the wall time and peak RSS of the real `marksync plan --json` process, and a per-phase
+//! Run: `cargo bench --bench scale` (add `-- --runs 5` for more runs, `-- --layout json-one-line`
+//! for one layout: `block`, `many-files`, `flow`, `json-one-line`, `json-pretty`). It prints, per
+//! layout, the wall time and peak RSS of the real `marksync plan --json` process, and a per-phase
 //! breakdown (load desired, load state, plan) measured in a child process of its own.
 
 use std::fmt::Write as _;
@@ -33,16 +36,32 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3usize);
+    let only = args
+        .iter()
+        .position(|a| a == "--layout")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
-    let big = setup(dir.path(), "big", true);
-    let many = setup(dir.path(), "many", false);
+    let layouts: Vec<(&str, Layout)> = LAYOUTS
+        .iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .copied()
+        .collect();
+    assert!(
+        !layouts.is_empty(),
+        "unknown --layout; try one of {LAYOUTS:?}"
+    );
+    let configs: Vec<(String, PathBuf)> = layouts
+        .iter()
+        .map(|(name, layout)| (layout.describe(), setup(dir.path(), name, *layout)))
+        .collect();
     println!(
         "generated {GROUPS} groups x {MEMBERS} members ({} pairs), state with 1% differing, in {:.1?}",
         GROUPS * MEMBERS,
         t.elapsed()
     );
-    for (name, config) in [("one big file", &big), ("1,000 files", &many)] {
+    for (name, config) in &configs {
         let mut times = Vec::new();
         let mut peak = 0;
         let mut out_len = 0;
@@ -69,30 +88,105 @@ fn main() {
     }
 }
 
+/// How the desired files are written.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// One block-YAML file.
+    Block,
+    /// One block-YAML file per group.
+    ManyFiles,
+    /// One YAML flow file, a group per line, plain words.
+    Flow,
+    /// One JSON file on one line.
+    JsonOneLine,
+    /// One JSON file, pretty-printed (every mark on a line of its own).
+    JsonPretty,
+}
+
+const LAYOUTS: &[(&str, Layout)] = &[
+    ("block", Layout::Block),
+    ("many-files", Layout::ManyFiles),
+    ("flow", Layout::Flow),
+    ("json-one-line", Layout::JsonOneLine),
+    ("json-pretty", Layout::JsonPretty),
+];
+
+impl Layout {
+    fn describe(self) -> String {
+        match self {
+            Layout::Block => "one big block-YAML file",
+            Layout::ManyFiles => "1,000 block-YAML files",
+            Layout::Flow => "one YAML flow file",
+            Layout::JsonOneLine => "one-line JSON file",
+            Layout::JsonPretty => "pretty JSON file",
+        }
+        .to_string()
+    }
+}
+
 /// Writes the config, the desired files and the state for one layout; returns the config path.
-fn setup(root: &Path, name: &str, one_file: bool) -> PathBuf {
+fn setup(root: &Path, name: &str, layout: Layout) -> PathBuf {
     let base = root.join(name);
     let marks = base.join("marks");
     std::fs::create_dir_all(&marks).expect("mkdir");
-    let mut big = String::from("groups:\n");
-    for g in 0..GROUPS {
-        let mut text = String::new();
-        let _ = writeln!(text, "  \"@TGS#bench{g:05}\":\n    members:");
-        for m in 0..MEMBERS {
-            let _ = writeln!(text, "      user{g:04}x{m:04}: [{}]", 1000 + m % 10);
+    let mark = |m: usize| 1000 + m % 10;
+    match layout {
+        Layout::Block | Layout::ManyFiles => {
+            let mut big = String::from("groups:\n");
+            for g in 0..GROUPS {
+                let mut text = String::new();
+                let _ = writeln!(text, "  \"@TGS#bench{g:05}\":\n    members:");
+                for m in 0..MEMBERS {
+                    let _ = writeln!(text, "      user{g:04}x{m:04}: [{}]", mark(m));
+                }
+                if matches!(layout, Layout::Block) {
+                    big.push_str(&text);
+                } else {
+                    std::fs::write(
+                        marks.join(format!("group{g:04}.yaml")),
+                        format!("groups:\n{text}"),
+                    )
+                    .expect("write");
+                }
+            }
+            if matches!(layout, Layout::Block) {
+                std::fs::write(marks.join("all.yaml"), big).expect("write");
+            }
         }
-        if one_file {
-            big.push_str(&text);
-        } else {
-            std::fs::write(
-                marks.join(format!("group{g:04}.yaml")),
-                format!("groups:\n{text}"),
-            )
-            .expect("write");
+        Layout::Flow => {
+            let mut text = String::from("{groups: {\n");
+            for g in 0..GROUPS {
+                let _ = write!(text, "  \"@TGS#bench{g:05}\": {{members: {{");
+                for m in 0..MEMBERS {
+                    let sep = if m > 0 { ", " } else { "" };
+                    let _ = write!(text, "{sep}user{g:04}x{m:04}: [{}]", mark(m));
+                }
+                text.push_str(if g + 1 < GROUPS { "}},\n" } else { "}}\n" });
+            }
+            text.push_str("}}\n");
+            std::fs::write(marks.join("all.yaml"), text).expect("write");
         }
-    }
-    if one_file {
-        std::fs::write(marks.join("all.yaml"), big).expect("write");
+        Layout::JsonOneLine | Layout::JsonPretty => {
+            let mut groups = serde_json::Map::new();
+            for g in 0..GROUPS {
+                let mut members = serde_json::Map::new();
+                for m in 0..MEMBERS {
+                    members.insert(format!("user{g:04}x{m:04}"), serde_json::json!([mark(m)]));
+                }
+                groups.insert(
+                    format!("@TGS#bench{g:05}"),
+                    serde_json::json!({ "members": members }),
+                );
+            }
+            let doc = serde_json::json!({ "groups": groups });
+            let text = if matches!(layout, Layout::JsonPretty) {
+                serde_json::to_string_pretty(&doc)
+            } else {
+                serde_json::to_string(&doc)
+            }
+            .expect("json");
+            std::fs::write(marks.join("all.json"), text + "\n").expect("write");
+        }
     }
     // The state: the same pairs, except that 1% of members hold another mark than desired.
     let mut state =

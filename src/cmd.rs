@@ -59,10 +59,29 @@ pub fn policy(config: &Config, reassert: bool) -> Policy {
 }
 
 /// `marksync validate`: load the config and every desired file; print every problem.
-pub fn validate(config_path: &Path) -> Result<u8, Error> {
+///
+/// With `strict`, warnings are errors: the run fails (exit 1) and they are reported as errors.
+pub fn validate(config_path: &Path, strict: bool) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     let (files, _) = desired::discover(&config.desired);
-    let desired = load_desired(&config)?;
+    let desired = if strict {
+        let desired = desired::load(&config.desired).map_err(Error::Desired)?;
+        if !desired.warnings.is_empty() {
+            let errors = desired
+                .warnings
+                .into_iter()
+                .map(|mut w| {
+                    w.severity = crate::diag::Severity::Error;
+                    w.message.push_str(" (an error with --strict)");
+                    w
+                })
+                .collect();
+            return Err(Error::Desired(crate::diag::Diagnostics(errors)));
+        }
+        desired
+    } else {
+        load_desired(&config)?
+    };
     let members: usize = desired.groups.values().map(|g| g.members.len()).sum();
     println!(
         "OK: {} {} with {} {} and {} {} in {} {}.",

@@ -9,6 +9,7 @@
 //! Architecture invariant: a file that fails to read or parse never contributes "no groups". Any
 //! error makes the whole load fail, so a broken file can never turn into clears.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
@@ -50,9 +51,12 @@ pub struct Origin {
     pub line: u64,
     /// 1-based column of the group's key.
     pub column: u64,
-    /// The line declaring the group, so that a conflict found later (by `assemble` or the
-    /// daemon's cache) is shown without reading the file again.
+    /// The line declaring the group (a window of it around the key, for long lines), so that a
+    /// conflict found later (by `assemble` or the daemon's cache) is shown without reading the
+    /// file again.
     pub source_line: String,
+    /// Characters cut before `source_line` (see [`Diagnostic::source_offset`]).
+    pub source_offset: u64,
 }
 
 impl Origin {
@@ -62,25 +66,10 @@ impl Origin {
             line: self.line,
             column: self.column,
             source_line: Some(self.source_line.clone()),
+            source_offset: self.source_offset,
             ..Diagnostic::file_error(&self.path, message)
         }
     }
-}
-
-/// The line of `text` holding the node `at`, found from its byte offset (no scan from the top:
-/// large files declare a thousand groups).
-fn line_around<T>(text: &str, at: &Spanned<T>) -> String {
-    let span = at.referenced.span();
-    let Some(offset) = span
-        .byte_offset()
-        .and_then(|o| usize::try_from(o).ok())
-        .filter(|&o| o <= text.len())
-    else {
-        return crate::diag::line_of(text, at.referenced.line()).unwrap_or_default();
-    };
-    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    text[start..end].trim_end_matches('\r').to_string()
 }
 
 /// The error for a group declared again at `here`, first declared at `first`.
@@ -135,8 +124,8 @@ const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
 /// Target size of one chunk of a split file (see [`split_groups`]).
 const MAX_CHUNK_BYTES: usize = 1 << 20;
 
-/// Loads the desired state from a directory (recursively: `*.yaml` and `*.yml`, names starting
-/// with a dot skipped, symlinks followed) or from a single file.
+/// Loads the desired state from a directory (recursively: `*.yaml`, `*.yml` and `*.json` in any
+/// case, names starting with a dot skipped, symlinks followed) or from a single file.
 pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
     let parsed: Vec<(PathBuf, Result<DesiredFile, Vec<Diagnostic>>)> = files
@@ -207,7 +196,7 @@ pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<Diagnostic>) {
                 // everything". To desire no marks at all, commit a file with `groups: {}`.
                 diags.push(Diagnostic::file_error(
                     root,
-                    "the desired directory holds no *.yaml or *.yml files; to desire no marks at all, add a file with `groups: {}`",
+                    "the desired directory holds no *.yaml, *.yml or *.json files; to desire no marks at all, add a file with `groups: {}`",
                 ));
             }
         }
@@ -263,11 +252,11 @@ fn walk(
     for child in children {
         match std::fs::metadata(&child) {
             Ok(m) if m.is_dir() => walk(&child, ancestors, files, diags),
-            Ok(_) if is_yaml_name(&child) => files.push(child),
+            Ok(_) if is_desired_name(&child) => files.push(child),
             Ok(_) => {}
             // A dangling or looping symlink named like a desired file is an error: it may be the
             // file that holds a group's marks.
-            Err(e) if is_yaml_name(&child) && e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if is_desired_name(&child) && e.kind() == io::ErrorKind::NotFound => {
                 let detail = match std::fs::read_link(&child) {
                     Ok(target) => format!(
                         "cannot read: it is a symlink to {}, which does not exist",
@@ -277,7 +266,7 @@ fn walk(
                 };
                 diags.push(Diagnostic::file_error(&child, detail));
             }
-            Err(e) if is_yaml_name(&child) => diags.push(io_diag(&child, "cannot read", &e)),
+            Err(e) if is_desired_name(&child) => diags.push(io_diag(&child, "cannot read", &e)),
             Err(e) if e.raw_os_error() == Some(40) => {
                 diags.push(io_diag(&child, "cannot read", &e))
             }
@@ -287,12 +276,14 @@ fn walk(
     ancestors.pop();
 }
 
-/// Whether a path names a desired file (`*.yaml` or `*.yml`).
-pub fn is_yaml_name(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    )
+/// Whether a path names a desired file: `*.yaml`, `*.yml` or `*.json`, in any case (`a.YAML`
+/// and `b.Yml` are desired files too: skipping them would clear their groups' marks).
+pub fn is_desired_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["yaml", "yml", "json"]
+            .iter()
+            .any(|x| e.eq_ignore_ascii_case(x))
+    })
 }
 
 /// Merges parsed files into one desired state. A group declared in two files is an error that
@@ -325,8 +316,22 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 /// Returns every problem found, not just the first: structural YAML errors stop the parse of the
 /// file (or of one group, for large split files), but every value-level problem (bad mark,
 /// bad account, unknown key, duplicate, limit) is collected.
+///
+/// JSON files (generated rosters) are read by the same reader: JSON is YAML's flow style, so they
+/// get the same checks and `file:line:column` locations. At most
+/// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
+/// rest.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    parse_file_with(path, bytes, true)
+    match parse_file_with(path, bytes, true) {
+        Ok(mut file) => {
+            crate::diag::cap_per_file(path, &mut file.warnings);
+            Ok(file)
+        }
+        Err(mut errors) => {
+            crate::diag::cap_per_file(path, &mut errors);
+            Err(errors)
+        }
+    }
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
@@ -529,6 +534,14 @@ fn parse_text(
     if fast && let Some((file, declared)) = fast::parse(path, chunk.as_ref(), line_offset) {
         return (Ok(file), declared);
     }
+    // One JSON (or YAML flow) mapping, as scripts write rosters: whole files only.
+    if fast
+        && line_offset == 0
+        && chunk.as_ref().trim_start().starts_with('{')
+        && let Some((file, declared)) = fast::parse_flow(path, chunk.as_ref())
+    {
+        return (Ok(file), declared);
+    }
     let mut declared = Vec::new();
     let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
     (result, declared)
@@ -544,22 +557,28 @@ fn parse_chunk(
     let cx = Cx {
         path,
         full,
+        chunk,
         line_offset,
+        last_line: std::cell::Cell::new((1, 0)),
     };
-    if chunk
-        .trim()
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        return Ok(DesiredFile::default()); // an empty file is valid: it declares no groups
+    if declares_nothing(chunk) {
+        // A truncated write (the most common half-written file) or a placeholder: never "no
+        // groups", which would clear every mark the file used to declare.
+        return Err(vec![Diagnostic::file_error(
+            path,
+            "the file declares nothing (it is empty, blank or only comments); to declare no groups, write `groups: {}`",
+        )]);
     }
-    let root: Spanned<MapOr<RawFile>> =
-        match serde_saphyr::from_str_with_options(chunk, crate::yaml::options()) {
-            Ok(raw) => raw,
-            Err(e) => return Err(vec![cx.yaml_error(&e)]),
-        };
+    let root = match read_document(&cx, chunk) {
+        Ok(root) => root,
+        Err(d) => return Err(vec![d]),
+    };
     let raw = match root.value {
         MapOr::Map(raw) => raw,
+        MapOr::Null => RawFile {
+            groups: None,
+            unknown: Vec::new(),
+        },
         MapOr::Other(kind) => {
             return Err(vec![cx.at(
                 &root,
@@ -575,9 +594,22 @@ fn parse_chunk(
     let mut file = DesiredFile::default();
     let mut seen: HashMap<String, u64> = HashMap::new();
     let groups = match raw.groups {
-        None => Vec::new(),
+        None => {
+            errors.push(Diagnostic::file_error(
+                path,
+                "the file has no `groups` key, so it declares nothing; to declare no groups, write `groups: {}`",
+            ));
+            Vec::new()
+        }
         Some(groups) => match groups.value {
             MapOr::Map(entries) => entries.0,
+            MapOr::Null => {
+                errors.push(cx.at_loc(
+                    &groups.referenced,
+                    "`groups` is empty (null), which may be a half-written file; to declare no groups, write `groups: {}`",
+                ));
+                Vec::new()
+            }
             MapOr::Other(kind) => {
                 errors.push(cx.at_loc(
                     &groups.referenced,
@@ -588,47 +620,39 @@ fn parse_chunk(
         },
     };
     for (key, group) in groups {
-        let Item::Scalar(key_scalar) = &key.value else {
-            errors.push(cx.at(
-                &key,
-                format!("a group ID must be a string, found {}", key.value.kind()),
-            ));
-            continue;
+        let name = match cx.name(&key, "group ID") {
+            Ok(name) => name,
+            Err(message) => {
+                errors.push(cx.at(&key, message));
+                continue;
+            }
         };
-        let name = key_scalar.text();
         let line = cx.line(&key);
-        if let Some(first) = seen.get(&name) {
+        if let Some(first) = seen.get(name.as_ref()) {
             errors.push(cx.at(
                 &key,
                 format!("duplicate key: group {name:?} is declared again (first at line {first})"),
             ));
             continue;
         }
-        seen.insert(name.clone(), line);
-        declared.push((name.clone(), line, key.referenced.column()));
-        let id = match (key_scalar, GroupId::new(&name)) {
-            (Scalar::Str(_), Ok(id)) => id,
-            (Scalar::Str(_), Err(e)) => {
+        seen.insert(name.to_string(), line);
+        declared.push((name.to_string(), line, key.referenced.column()));
+        let id = match GroupId::new(&name) {
+            Ok(id) => id,
+            Err(e) => {
                 errors.push(cx.at(&key, e));
                 continue;
             }
-            (other, _) => {
-                errors.push(cx.at(
-                    &key,
-                    format!("a group ID must be a string, found {}", other.kind()),
-                ));
-                continue;
-            }
         };
-        let origin = Origin {
-            path: path.to_path_buf(),
-            line,
-            column: key.referenced.column(),
-            source_line: line_around(chunk, &key),
-        };
+        let origin = cx.origin(&key);
         let group = match group.value {
             MapOr::Map(g) => Spanned {
                 value: g,
+                referenced: group.referenced,
+                defined: group.defined,
+            },
+            MapOr::Null => Spanned {
+                value: RawGroup::default(),
                 referenced: group.referenced,
                 defined: group.defined,
             },
@@ -657,11 +681,90 @@ fn parse_chunk(
     }
 }
 
+/// Whether `text` holds no YAML content at all: only blank lines, comments, document markers
+/// and directives.
+fn declares_nothing(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t.starts_with('%') || is_document_marker(l)
+    })
+}
+
+/// `---` or `...` at column 0, alone or followed by a space or a comment.
+fn is_document_marker(line: &str) -> bool {
+    let line = line.trim_end();
+    ["---", "..."].iter().any(|m| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+    })
+}
+
+/// Reads the one document of `chunk`. A trailing empty document (`---` or `...` followed only
+/// by comments) is accepted; a second document with content is "one document per file".
+fn read_document(cx: &Cx<'_>, chunk: &str) -> Result<Spanned<MapOr<RawFile>>, Diagnostic> {
+    let e = match serde_saphyr::from_str_with_options(chunk, crate::yaml::desired_options()) {
+        Ok(raw) => return Ok(raw),
+        Err(e) => e,
+    };
+    if !crate::yaml::message(&e).starts_with("multiple YAML documents") {
+        return Err(cx.yaml_error(&e));
+    }
+    // Where the second document starts: the first document marker after some content.
+    let mut offset = 0;
+    let mut content = false;
+    let mut second = None;
+    for (i, line) in chunk.split_inclusive('\n').enumerate() {
+        let t = line.trim();
+        if is_document_marker(line) {
+            if content && second.is_none() {
+                second = Some((offset, i as u64 + 1));
+            }
+        } else if !(t.is_empty() || t.starts_with('#') || t.starts_with('%')) {
+            if let Some((_, marker_line)) = second {
+                return Err(Diagnostic::at(
+                    cx.path,
+                    cx.full,
+                    marker_line + cx.line_offset,
+                    1,
+                    format!(
+                        "one document per file: found a second document at line {}; put each group in one document (or one file)",
+                        marker_line + cx.line_offset
+                    ),
+                ));
+            }
+            content = true;
+        }
+        offset += line.len();
+    }
+    match second {
+        Some((at, _)) => {
+            serde_saphyr::from_str_with_options(&chunk[..at], crate::yaml::desired_options())
+                .map_err(|e| cx.yaml_error(&e))
+        }
+        None => Err(cx.yaml_error(&e)),
+    }
+}
+
 /// Context for turning serde-saphyr locations into diagnostics.
 struct Cx<'a> {
     path: &'a Path,
+    /// The whole file.
     full: &'a str,
+    /// The text being parsed (the whole file, or a chunk of it: spans count from its start).
+    chunk: &'a str,
     line_offset: u64,
+    /// The byte range of the last line looked up: a one-line file has every node on one line,
+    /// which must be found once, not once per node.
+    last_line: std::cell::Cell<(usize, usize)>,
+}
+
+/// How a scalar was written.
+enum Written<'a> {
+    /// Plain (unquoted): the characters as written, before YAML resolves them to numbers,
+    /// booleans or null.
+    Plain(&'a str),
+    /// Quoted (or a block scalar): the parsed value is what was meant.
+    Quoted,
 }
 
 impl Cx<'_> {
@@ -674,28 +777,232 @@ impl Cx<'_> {
     }
 
     fn at_loc(&self, at: &serde_saphyr::Location, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::at(
-            self.path,
-            self.full,
-            at.line() + self.line_offset,
-            at.column(),
-            message,
-        )
+        let line = at.line() + self.line_offset;
+        match at
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o <= self.chunk.len())
+        {
+            Some(offset) => {
+                let (text, in_line) = self.line_at(offset);
+                let (source_line, source_offset) =
+                    crate::diag::window_at(text, in_line, at.column());
+                Diagnostic {
+                    line,
+                    column: at.column(),
+                    source_line: Some(source_line),
+                    source_offset,
+                    ..Diagnostic::file_error(self.path, message)
+                }
+            }
+            None => Diagnostic::at(self.path, self.full, line, at.column(), message),
+        }
+    }
+
+    /// The line of the chunk holding byte `offset`, and the offset within it.
+    fn line_at(&self, offset: usize) -> (&str, usize) {
+        let (start, end) = self.last_line.get();
+        if !(start <= offset && offset <= end) {
+            let line = crate::diag::line_at(self.chunk, offset);
+            let start = line.as_ptr() as usize - self.chunk.as_ptr() as usize;
+            self.last_line.set((start, start + line.len()));
+        }
+        let (start, end) = self.last_line.get();
+        (&self.chunk[start..end], offset - start)
+    }
+
+    /// Where a group key is, for a conflict found later.
+    fn origin<T>(&self, key: &Spanned<T>) -> Origin {
+        let offset = key
+            .referenced
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok())
+            .unwrap_or(0)
+            .min(self.chunk.len());
+        let column = key.referenced.column();
+        let (text, in_line) = self.line_at(offset);
+        let (source_line, source_offset) = crate::diag::window_at(text, in_line, column);
+        Origin {
+            path: self.path.to_path_buf(),
+            line: self.line(key),
+            column,
+            source_line,
+            source_offset,
+        }
     }
 
     fn yaml_error(&self, e: &serde_saphyr::Error) -> Diagnostic {
-        let message = crate::yaml::message(e);
+        let message = crate::yaml::user_message(e);
         match e.location() {
-            Some(loc) if loc.line() > 0 => Diagnostic::at(
-                self.path,
-                self.full,
-                loc.line() + self.line_offset,
-                loc.column(),
-                message,
-            ),
+            Some(loc) if loc.line() > 0 => self.at_loc(&loc, message),
             _ => Diagnostic::file_error(self.path, message),
         }
     }
+
+    /// How the node at `s` was written (for an alias: the anchored node).
+    fn written<T>(&self, s: &Spanned<T>) -> Written<'_> {
+        let span = s.defined.span();
+        let (Some(start), Some(len)) = (span.byte_offset(), span.byte_len()) else {
+            return Written::Quoted;
+        };
+        let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+            return Written::Quoted;
+        };
+        match self.chunk.get(start..start.saturating_add(len)) {
+            Some(text) if !text.starts_with(['"', '\'', '|', '>']) => Written::Plain(text),
+            _ => Written::Quoted,
+        }
+    }
+
+    /// The text of an account or group ID as written, or why there is none. YAML's resolution
+    /// of plain scalars never applies: `007`, `0x1F`, `y`, `no`, `1e3` are those characters.
+    fn name<'s>(&'s self, s: &'s Spanned<Item>, what: &str) -> Result<Cow<'s, str>, String> {
+        let scalar = match &s.value {
+            Item::Scalar(scalar) => scalar,
+            Item::Collection(kind) => {
+                return Err(format!("{} must be a string, found {kind}", article(what)));
+            }
+        };
+        match (self.written(s), scalar) {
+            (Written::Plain(text), _) => {
+                if text.is_empty() {
+                    Err(format!(
+                        "{} is missing here (the value is empty)",
+                        article(what)
+                    ))
+                } else if matches!(text, "~" | "null" | "Null" | "NULL") {
+                    Err(format!(
+                        "`{text}` means \"no value\" in YAML, not {}; quote it (\"{text}\") if that is really its name",
+                        article(what)
+                    ))
+                } else if text == "<<" {
+                    Err("a merge key (`<<`) can only share `members` and `marks` between groups, directly inside a group".into())
+                } else if let Scalar::Str(v) = scalar
+                    && v == text
+                {
+                    Ok(Cow::Borrowed(v.as_str()))
+                } else {
+                    Ok(Cow::Borrowed(text))
+                }
+            }
+            (Written::Quoted, Scalar::Str(v)) => Ok(Cow::Borrowed(v.as_str())),
+            (Written::Quoted, other) => Err(format!(
+                "{} must be a string, found {}",
+                article(what),
+                other.kind()
+            )),
+        }
+    }
+
+    /// The explicit tag (`!!str`, `!!int`...) written before the node at `s`, if any (an anchor
+    /// between them is skipped). The node's span starts after its properties.
+    fn tag_before<T>(&self, s: &Spanned<T>) -> Option<&str> {
+        let start = usize::try_from(s.defined.span().byte_offset()?).ok()?;
+        let mut before = self.chunk.get(..start)?;
+        for _ in 0..2 {
+            let trimmed = before.trim_end_matches([' ', '\t']);
+            if trimmed.len() == before.len() {
+                return None; // no separating space: nothing written before the node
+            }
+            let from = trimmed
+                .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
+                .map_or(0, |i| i + 1);
+            let token = &trimmed[from..];
+            if token.starts_with('!') {
+                return Some(token);
+            }
+            if !token.starts_with('&') {
+                return None;
+            }
+            before = &trimmed[..from];
+        }
+        None
+    }
+
+    /// A mark: a plain decimal integer (or, as a mapping key, a quoted one: JSON needs it).
+    fn mark(&self, s: &Spanned<Item>, as_key: bool) -> Result<Mark, String> {
+        let scalar = match &s.value {
+            Item::Scalar(scalar) => scalar,
+            Item::Collection(kind) => {
+                return Err(format!("a mark must be an integer, found {kind}"));
+            }
+        };
+        if let Some(tag) = self.tag_before(s) {
+            return Err(format!(
+                "a mark is a plain decimal integer: remove the tag `{tag}`"
+            ));
+        }
+        let text: &str = match (self.written(s), scalar) {
+            (Written::Plain(text), _) => text,
+            (Written::Quoted, Scalar::Str(v)) if is_decimal(v) => {
+                if as_key {
+                    v
+                } else {
+                    return Err(format!(
+                        "a mark must be an integer, found a string; write {v} without quotes"
+                    ));
+                }
+            }
+            (Written::Quoted, other) => {
+                return Err(format!("a mark must be an integer, found {}", other.kind()));
+            }
+        };
+        if is_decimal(text) {
+            return match text
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n <= u64::from(u32::MAX))
+            {
+                Some(n) => Mark::new(n),
+                None => Err(format!(
+                    "mark {text} is too large: the service's marks are 32-bit (at most {})",
+                    u32::MAX
+                )),
+            };
+        }
+        let meant: Option<i128> = match scalar {
+            Scalar::Int(n) => Some(*n),
+            Scalar::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e20 => {
+                Some(*f as i128)
+            }
+            Scalar::Str(v) => v.replace('_', "").parse().ok(),
+            _ => None,
+        };
+        match (meant, scalar) {
+            (Some(n), _) if n < 0 => Err(format!(
+                "mark {text} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
+            )),
+            (Some(n), _) => Err(format!(
+                "mark `{text}` is not a plain decimal integer; write {n}"
+            )),
+            (None, Scalar::Float(_)) => Err(format!("mark {text} is not an integer")),
+            (None, other) => Err(format!("a mark must be an integer, found {}", other.kind())),
+        }
+    }
+}
+
+/// The warning for an account the service may reject.
+fn unusual_account(a: &Account) -> String {
+    format!(
+        "account {:?} has characters outside [a-zA-Z0-9_-]; the service may reject it",
+        a.as_str()
+    )
+}
+
+/// "an account", "a group ID".
+fn article(what: &str) -> String {
+    if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {what}")
+    } else {
+        format!("a {what}")
+    }
+}
+
+/// Digits only, no sign, no leading zero, no `_`: the one spelling of a mark.
+fn is_decimal(s: &str) -> bool {
+    s == "0" || (!s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Validates one group's raw sections into desired marks, pushing every problem.
@@ -706,90 +1013,67 @@ fn check_group(
     errors: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> DesiredGroup {
-    let group_pos = (cx.line(&group), group.referenced.column());
+    let group_pos = group.referenced;
     let mut out = DesiredGroup::default();
-    for (key, message) in &group.value.unknown {
-        errors.push(cx.at(key, message.clone()));
-    }
+    // The group's own sections and those merged in with `<<`, each of which may come from one
+    // place only: a merge that repeats or shadows a section is a duplicate key.
+    let mut members_from: Option<SectionSource> = None;
+    let mut marks_from: Option<SectionSource> = None;
+    collect_sections(
+        cx,
+        group.value,
+        None,
+        &mut members_from,
+        &mut marks_from,
+        errors,
+    );
+    let members_section = members_from.map(|s| s.section);
+    let marks_section = marks_from.map(|s| s.section);
+
     // Where each mark is first used, and how many members carry it, for the service's limits.
-    let mut mark_first_use: BTreeMap<Mark, (u64, u64)> = BTreeMap::new();
+    let mut mark_first_use: BTreeMap<Mark, serde_saphyr::Location> = BTreeMap::new();
     let mut warned_accounts: HashSet<Account> = HashSet::new();
-    // Takes the account's text out of `key` (it is not needed afterwards), so a valid account
-    // reuses the parser's buffer instead of copying it.
-    let mut check_account = |key: &mut Spanned<Item>,
-                             errors: &mut Vec<Diagnostic>|
-     -> Option<Account> {
-        let text = match &mut key.value {
-            Item::Scalar(Scalar::Str(s)) => std::mem::take(s),
-            Item::Scalar(n @ Scalar::Int(_)) => n.text(),
-            other => {
-                let kind = other.kind();
-                errors.push(cx.at(key, format!("an account must be a string, found {kind}")));
-                return None;
+    let mut check_account =
+        |key: &Spanned<Item>, errors: &mut Vec<Diagnostic>| -> Option<Account> {
+            let text = match cx.name(key, "account") {
+                Ok(t) => t,
+                Err(message) => {
+                    errors.push(cx.at(key, message));
+                    return None;
+                }
+            };
+            match Account::new(&text) {
+                Ok(a) => {
+                    if !a.is_conventional() && warned_accounts.insert(a.clone()) {
+                        warnings.push(cx.at(key, unusual_account(&a)).warning());
+                    }
+                    Some(a)
+                }
+                Err(e) => {
+                    errors.push(cx.at(key, e));
+                    None
+                }
             }
         };
-        match Account::from_string(text) {
-            Ok(a) => {
-                if !a.is_conventional() && warned_accounts.insert(a.clone()) {
-                    warnings.push(
-                        cx.at(key, format!(
-                            "account {:?} has characters outside [a-zA-Z0-9_-]; the service may reject it",
-                            a.as_str()
-                        ))
-                        .warning(),
-                    );
-                }
-                Some(a)
-            }
-            Err(e) => {
-                errors.push(cx.at(key, e));
-                None
-            }
-        }
-    };
-    let check_mark = |value: &Spanned<Item>, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
-        match &value.value {
-            Item::Scalar(Scalar::Int(n)) => {
-                match u64::try_from(*n).ok().map(Mark::new) {
-                    Some(Ok(m)) => Some(m),
-                    _ if *n > i128::from(u32::MAX) => {
-                        errors.push(cx.at(
-                        value,
-                        format!("mark {n} is too large: the service's marks are 32-bit (at most {})", u32::MAX),
-                    ));
-                        None
-                    }
-                    _ => {
-                        errors.push(cx.at(value, format!(
-                        "mark {n} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
-                    )));
-                        None
-                    }
+    let check_mark =
+        |value: &Spanned<Item>, as_key: bool, errors: &mut Vec<Diagnostic>| -> Option<Mark> {
+            match cx.mark(value, as_key) {
+                Ok(m) => Some(m),
+                Err(message) => {
+                    errors.push(cx.at(value, message));
+                    None
                 }
             }
-            Item::Scalar(Scalar::Float(f)) => {
-                errors.push(cx.at(value, format!("mark {f} is not an integer")));
-                None
-            }
-            other => {
-                errors.push(cx.at(
-                    value,
-                    format!("a mark must be an integer, found {}", other.kind()),
-                ));
-                None
-            }
-        }
-    };
+        };
     let mut note_use = |m: Mark, at: &Spanned<Item>| {
-        mark_first_use
-            .entry(m)
-            .or_insert((cx.line(at), at.referenced.column()));
+        mark_first_use.entry(m).or_insert(at.referenced);
     };
 
     let mut section = |s: Option<Spanned<MapOr<Section>>>, what: &str| match s {
         None => Vec::new(),
         Some(s) => match s.value {
             MapOr::Map(entries) => entries.0,
+            MapOr::Null => Vec::new(),
             MapOr::Other(kind) => {
                 errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
                 Vec::new()
@@ -797,11 +1081,11 @@ fn check_group(
         },
     };
     let members = section(
-        group.value.members,
+        members_section,
         "`members` must be a mapping of account to its marks (such as `host: [500, 1000]`)",
     );
     let marks = section(
-        group.value.marks,
+        marks_section,
         "`marks` must be a mapping of mark to its accounts (such as `1001: [student9]`)",
     );
     // Members listed in `members`, each account once (a repeated key is an error and skipped).
@@ -810,27 +1094,26 @@ fn check_group(
         let repeats = first_lines_of_repeats(
             members
                 .iter()
-                .map(|(key, _)| (key.value.text(), cx.line(key))),
+                .map(|(key, _)| (cx.name(key, "account").ok(), cx.line(key))),
         );
-        for ((mut key, marks), repeat) in members.into_iter().zip(repeats) {
+        for ((key, marks), repeat) in members.iter().zip(repeats) {
             if let Some(first) = repeat {
-                let name = key.value.text().unwrap_or_default();
-                errors.push(cx.at(&key, format!(
+                let name = cx.name(key, "account").unwrap_or_default();
+                errors.push(cx.at(key, format!(
                     "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
                 )));
                 continue;
             }
-            // Only needed for a message, and `check_account` takes the text out of the key.
-            let whose = match (&marks.value, key.value.text()) {
-                (Node::Seq(_), _) | (_, None) => String::new(),
-                (_, Some(n)) => format!(" of {n:?}"),
+            let whose = match (&marks.value, cx.name(key, "account")) {
+                (Node::Seq(_), _) | (_, Err(_)) => String::new(),
+                (_, Ok(n)) => format!(" of {n:?}"),
             };
-            let account = check_account(&mut key, errors);
+            let account = check_account(key, errors);
             let items = match &marks.value {
                 Node::Seq(items) => items,
                 other => {
                     errors.push(cx.at(
-                        &marks,
+                        marks,
                         format!(
                             "the marks{whose} must be a list such as [1000], found {}",
                             other.kind()
@@ -841,7 +1124,7 @@ fn check_group(
             };
             let mut set = MarkSet::new();
             for item in items {
-                if let Some(m) = check_mark(item, errors) {
+                if let Some(m) = check_mark(item, false, errors) {
                     if !set.insert(m) {
                         errors.push(
                             cx.at(item, format!("mark {m} is listed twice for this account")),
@@ -860,28 +1143,32 @@ fn check_group(
     listed.sort_unstable_by(|x, y| x.0.cmp(&y.0));
     out.members = listed.into_iter().collect();
     {
+        let keys: Vec<Option<Mark>> = marks
+            .iter()
+            .map(|(key, _)| cx.mark(key, true).ok())
+            .collect();
         let repeats = first_lines_of_repeats(
             marks
                 .iter()
-                .map(|(key, _)| (key.value.text(), cx.line(key))),
+                .zip(&keys)
+                .map(|((key, _), m)| (m.map(|m| Cow::Owned(m.to_string())), cx.line(key))),
         );
-        for ((key, accounts), repeat) in marks.into_iter().zip(repeats) {
+        for ((key, accounts), repeat) in marks.iter().zip(repeats) {
+            let mark = check_mark(key, true, errors);
             if let Some(first) = repeat {
-                let name = key.value.text().unwrap_or_default();
-                errors.push(cx.at(&key, format!(
+                let name = mark.map(|m| m.to_string()).unwrap_or_default();
+                errors.push(cx.at(key, format!(
                     "duplicate key: mark {name} is listed again in `marks` (first at line {first})"
                 )));
                 continue;
             }
-            let name = key.value.text();
-            let mark = check_mark(&key, errors);
             if let Some(m) = mark {
-                note_use(m, &key);
+                note_use(m, key);
             }
-            let items = match accounts.value {
+            let items = match &accounts.value {
                 Node::Seq(items) => items,
                 other => {
-                    let whose = name.map(|n| format!(" of mark {n}")).unwrap_or_default();
+                    let whose = mark.map(|n| format!(" of mark {n}")).unwrap_or_default();
                     errors.push(cx.at_loc(
                         &accounts.referenced,
                         format!(
@@ -892,17 +1179,18 @@ fn check_group(
                     continue;
                 }
             };
-            let repeats = first_lines_of_repeats(items.iter().map(|item| (item.value.text(), 0)));
-            for (mut item, repeat) in items.into_iter().zip(repeats) {
+            let repeats =
+                first_lines_of_repeats(items.iter().map(|item| (cx.name(item, "account").ok(), 0)));
+            for (item, repeat) in items.iter().zip(repeats) {
                 if repeat.is_some() {
-                    let text = item.value.text().unwrap_or_default();
+                    let text = cx.name(item, "account").unwrap_or_default();
                     errors.push(cx.at(
-                        &item,
+                        item,
                         format!("account {text:?} is listed twice under this mark"),
                     ));
                     continue;
                 }
-                if let (Some(a), Some(m)) = (check_account(&mut item, errors), mark) {
+                if let (Some(a), Some(m)) = (check_account(item, errors), mark) {
                     out.members.entry(a).or_default().insert(m);
                 }
             }
@@ -911,15 +1199,13 @@ fn check_group(
 
     // The service's limits, checked before any call.
     if mark_first_use.len() > MAX_MARKS_PER_GROUP {
-        let mut by_position: Vec<(&Mark, &(u64, u64))> = mark_first_use.iter().collect();
-        by_position.sort_by_key(|(_, pos)| **pos);
-        let (&eleventh, &(line, column)) = by_position[MAX_MARKS_PER_GROUP];
+        let mut by_position: Vec<(&Mark, &serde_saphyr::Location)> =
+            mark_first_use.iter().collect();
+        by_position.sort_by_key(|(_, at)| (at.line(), at.column()));
+        let (&eleventh, at) = by_position[MAX_MARKS_PER_GROUP];
         let all: Vec<String> = mark_first_use.keys().map(Mark::to_string).collect();
-        errors.push(Diagnostic::at(
-            cx.path,
-            cx.full,
-            line,
-            column,
+        errors.push(cx.at_loc(
+            at,
             format!(
                 "group {:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
                 id.as_str(),
@@ -940,12 +1226,9 @@ fn check_group(
     }
     for (m, count) in per_mark {
         if count > MAX_MEMBERS_PER_MARK {
-            let (line, column) = mark_first_use.get(&m).copied().unwrap_or(group_pos);
-            errors.push(Diagnostic::at(
-                cx.path,
-                cx.full,
-                line,
-                column,
+            let at = mark_first_use.get(&m).copied().unwrap_or(group_pos);
+            errors.push(cx.at_loc(
+                &at,
                 format!(
                     "mark {m} is given to {count} members of group {:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark",
                     id.as_str()
@@ -990,11 +1273,141 @@ struct RawFile {
 /// `groups`: group ID -> its sections, as written.
 type Groups = Entries<Spanned<Item>, Spanned<MapOr<RawGroup>>>;
 
-/// One group: `members` and `marks`.
+/// One group: `members` and `marks` (each with its key), and its merge keys (`<<`).
+#[derive(Default)]
 struct RawGroup {
-    members: Option<Spanned<MapOr<Section>>>,
-    marks: Option<Spanned<MapOr<Section>>>,
+    members: Option<(Spanned<String>, Spanned<MapOr<Section>>)>,
+    marks: Option<(Spanned<String>, Spanned<MapOr<Section>>)>,
+    merges: Vec<(Spanned<String>, Spanned<MergeValue>)>,
     unknown: Vec<(Spanned<String>, String)>,
+}
+
+/// Where a group's `members` or `marks` came from: the group itself or a merge key.
+struct SectionSource {
+    section: Spanned<MapOr<Section>>,
+    /// The line of the section's key (for a merged section: in the merged mapping).
+    line: u64,
+    /// The line of the merge key (`<<`) it came through, if any.
+    via: Option<u64>,
+}
+
+impl SectionSource {
+    fn describe(&self) -> String {
+        match self.via {
+            None => format!("line {}", self.line),
+            Some(m) => format!("line {} (merged through `<<` at line {m})", self.line),
+        }
+    }
+}
+
+/// Gathers a group's sections, its own first, then those of its merge keys (recursively).
+fn collect_sections(
+    cx: &Cx<'_>,
+    group: RawGroup,
+    via: Option<u64>,
+    members_from: &mut Option<SectionSource>,
+    marks_from: &mut Option<SectionSource>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    for (key, message) in &group.unknown {
+        errors.push(cx.at(key, message.clone()));
+    }
+    for (name, slot, entry) in [
+        ("members", &mut *members_from, group.members),
+        ("marks", &mut *marks_from, group.marks),
+    ] {
+        let Some((key, section)) = entry else {
+            continue;
+        };
+        let here = SectionSource {
+            section,
+            line: key.defined.line() + cx.line_offset,
+            via,
+        };
+        match slot {
+            None => *slot = Some(here),
+            Some(first) => errors.push(cx.at(
+                &key,
+                format!(
+                    "duplicate key `{name}`: the group gets `{name}` from {} and from {}; a merge key (`<<`) may not repeat or shadow a section",
+                    first.describe(),
+                    here.describe()
+                ),
+            )),
+        }
+    }
+    for (key, value) in group.merges {
+        let line = cx.line(&key);
+        let what = "a merge key (`<<`) takes a mapping or a list of mappings (usually aliases such as `*template`)";
+        match value.value {
+            MergeValue::Maps(maps) => {
+                for m in maps {
+                    match m.value {
+                        MapOr::Map(g) => {
+                            collect_sections(cx, g, Some(line), members_from, marks_from, errors)
+                        }
+                        MapOr::Null => {}
+                        MapOr::Other(kind) => {
+                            errors.push(cx.at(&m, format!("{what}, found {kind}")))
+                        }
+                    }
+                }
+            }
+            MergeValue::Other(kind) => errors.push(cx.at(&value, format!("{what}, found {kind}"))),
+        }
+    }
+}
+
+/// The value of a merge key: one mapping or a list of them.
+enum MergeValue {
+    Maps(Vec<Spanned<MapOr<RawGroup>>>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for MergeValue {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V_;
+        impl<'de> Visitor<'de> for V_ {
+            type Value = MergeValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping or a list of mappings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MergeValue, A::Error> {
+                let g = RawGroup::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let at = serde_saphyr::Location::UNKNOWN;
+                Ok(MergeValue::Maps(vec![Spanned::new(MapOr::Map(g), at, at)]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MergeValue, A::Error> {
+                let mut v = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    v.push(item);
+                }
+                Ok(MergeValue::Maps(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<MergeValue, E> {
+                Ok(MergeValue::Other("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<MergeValue, E> {
+                Ok(MergeValue::Other("an integer"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<MergeValue, E> {
+                Ok(MergeValue::Other("an integer"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<MergeValue, E> {
+                Ok(MergeValue::Other("a fractional number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<MergeValue, E> {
+                Ok(MergeValue::Other("a string"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<MergeValue, E> {
+                Ok(MergeValue::Maps(Vec::new()))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<MergeValue, E> {
+                self.visit_unit()
+            }
+        }
+        d.deserialize_any(V_)
+    }
 }
 
 /// A key or list item where a single value (account, mark, group ID) belongs, or the kind of
@@ -1005,23 +1418,6 @@ enum Item {
     Scalar(Scalar),
     /// A list or mapping: "a list" or "a mapping".
     Collection(&'static str),
-}
-
-impl Item {
-    /// The value as text (borrowed when it is a string), `None` for a collection.
-    fn text(&self) -> Option<std::borrow::Cow<'_, str>> {
-        match self {
-            Item::Scalar(s) => Some(s.text_ref()),
-            Item::Collection(_) => None,
-        }
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            Item::Scalar(s) => s.kind(),
-            Item::Collection(kind) => kind,
-        }
-    }
 }
 
 impl<'de> Deserialize<'de> for Item {
@@ -1176,28 +1572,21 @@ impl<'de> Deserialize<'de> for RawGroup {
                 f.write_str("a mapping with `members` and/or `marks`")
             }
             fn visit_unit<E: de::Error>(self) -> Result<RawGroup, E> {
-                Ok(RawGroup {
-                    members: None,
-                    marks: None,
-                    unknown: Vec::new(),
-                })
+                Ok(RawGroup::default())
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawGroup, A::Error> {
-                let mut members = None;
-                let mut marks = None;
-                let unknown = visit_known_keys(map, &["members", "marks"], |key, map| {
-                    if key == "members" {
-                        members = Some(map.next_value()?);
-                    } else {
-                        marks = Some(map.next_value()?);
+                let mut group = RawGroup::default();
+                let mut merges = Vec::new();
+                group.unknown = visit_known_keys(map, &["members", "marks", "<<"], |key, map| {
+                    match key.value.as_str() {
+                        "members" => group.members = Some((key.clone(), map.next_value()?)),
+                        "marks" => group.marks = Some((key.clone(), map.next_value()?)),
+                        _ => merges.push((key.clone(), map.next_value()?)),
                     }
                     Ok(())
                 })?;
-                Ok(RawGroup {
-                    members,
-                    marks,
-                    unknown,
-                })
+                group.merges = merges;
+                Ok(group)
             }
         }
         d.deserialize_map(GroupVisitor)

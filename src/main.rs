@@ -36,7 +36,11 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Load the config and every desired file; print every problem, not just the first.
-    Validate,
+    Validate {
+        /// Treat warnings (such as accounts with unusual characters) as errors: exit 1.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Print what `apply` would do.
     Plan {
         /// Print the plan as one JSON object.
@@ -95,7 +99,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format, cli.verbose, cli.quiet);
     let config = cmd::config_path(cli.config);
     let result = match cli.command {
-        Command::Validate => cmd::validate(&config),
+        Command::Validate { strict } => cmd::validate(&config, strict),
         Command::Plan {
             json,
             detailed_exitcode,

@@ -22,26 +22,75 @@ pub const MARK_500_LIFETIME_SECS: i64 = 72 * 3600;
 /// Seconds since the Unix epoch. The pure core receives time as this value; it never reads a clock.
 pub type UnixTime = i64;
 
-/// An audio-video group ID such as `@TGS#a6I4ZUUGO`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Custom group IDs are at most this many bytes long (the vendor's rule; service-assigned
+/// `@TGS#` IDs are shorter).
+pub const MAX_GROUP_ID_BYTES: usize = 48;
+
+/// An audio-video group ID such as `@TGS#a6I4ZUUGO`: printable ASCII (0x20-0x7e), at most 48
+/// bytes, no leading or trailing space (the vendor's rule for custom IDs, which service-assigned
+/// `@TGS#` IDs also follow). Deserializes through these checks, so a state file cannot smuggle in
+/// an ID a desired file could not.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct GroupId(Box<str>);
 
+/// Serialized as the plain string, without a copy (state files hold a million of them).
+impl Serialize for GroupId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl GroupId {
-    /// Validates a group ID: non-empty, no control characters.
+    /// Validates a group ID against the vendor's rule.
     pub fn new(s: &str) -> Result<Self, String> {
+        Self::check(s)?;
+        Ok(GroupId(s.into()))
+    }
+
+    fn check(s: &str) -> Result<(), String> {
         if s.is_empty() {
             return Err("group ID must not be empty".into());
         }
-        if s.chars().any(char::is_control) {
-            return Err(format!("group ID {s:?} contains a control character"));
+        if let Some((at, c)) = s.char_indices().find(|(_, c)| !(' '..='~').contains(c)) {
+            let hint = if is_forbidden_in_names(c) {
+                " (an invisible or separator character, probably pasted by accident)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "group ID {} contains {} at byte {at}{hint}; a group ID is printable ASCII (0x20-0x7e)",
+                quote(s),
+                describe_char(c)
+            ));
         }
-        Ok(GroupId(s.into()))
+        if s.starts_with(' ') || s.ends_with(' ') {
+            return Err(format!(
+                "group ID {} has a leading or trailing space; the service would not find it",
+                quote(s)
+            ));
+        }
+        if s.len() > MAX_GROUP_ID_BYTES {
+            return Err(format!(
+                "group ID {} is {} bytes long; the service allows at most {MAX_GROUP_ID_BYTES}",
+                quote(s),
+                s.len()
+            ));
+        }
+        Ok(())
     }
 
     /// The ID as the service spells it.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl TryFrom<String> for GroupId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        GroupId::check(&s)?;
+        Ok(GroupId(s.into_boxed_str()))
     }
 }
 
@@ -51,10 +100,18 @@ impl fmt::Display for GroupId {
     }
 }
 
-/// A member account (UserID): non-empty, at most 32 bytes, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+/// A member account (UserID): non-empty, at most 32 bytes, no whitespace, control, invisible or
+/// separator characters. Deserializes through these checks (state files included).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Account(Box<str>);
+
+/// Serialized as the plain string, without a copy (state files hold a million of them).
+impl Serialize for Account {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 impl Account {
     /// Validates an account name against the service's rules, reusing the string's buffer.
@@ -79,8 +136,17 @@ impl Account {
                 s.len()
             ));
         }
-        if s.chars().any(char::is_control) {
-            return Err(format!("account {s:?} contains a control character"));
+        if let Some((at, c)) = s.char_indices().find(|&(_, c)| is_forbidden_in_names(c)) {
+            let hint = if is_separator(c) || c.is_whitespace() {
+                "; two accounts run together? separate accounts with a comma: [alice, bob]"
+            } else {
+                "; it is invisible, probably pasted by accident: retype the account"
+            };
+            return Err(format!(
+                "account {} contains {} at byte {at}{hint}",
+                quote(s),
+                describe_char(c)
+            ));
         }
         Ok(())
     }
@@ -99,9 +165,108 @@ impl Account {
     }
 }
 
+impl TryFrom<String> for Account {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Account::from_string(s)
+    }
+}
+
 impl fmt::Display for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A name quoted for a message, cut to a readable length (a name can be a whole pasted line).
+fn quote(s: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    if s.chars().count() <= MAX_CHARS {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX_CHARS).collect();
+        format!("{head:?}... ({} bytes)", s.len())
+    }
+}
+
+/// Whether `c` never belongs in an account or a group ID: whitespace, control characters,
+/// invisible format characters (zero-width, byte order mark, soft hyphen, bidi controls) and
+/// list separators other than the ASCII comma (full-width and ideographic commas...).
+pub fn is_forbidden_in_names(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || is_invisible(c) || is_separator(c)
+}
+
+/// Unicode format characters (category Cf) and other characters that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}'
+        | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// Characters that separate list items in some script or input method.
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{060C}'
+            | '\u{3001}'
+            | '\u{FE10}'
+            | '\u{FE11}'
+            | '\u{FE50}'
+            | '\u{FE51}'
+            | '\u{FF0C}'
+            | '\u{FF1B}'
+            | '\u{FF64}'
+            | '\u{037E}'
+            | '\u{061B}'
+            | '\u{FE54}'
+    )
+}
+
+/// `U+FF0C FULLWIDTH COMMA`: a character named so that the user can find it.
+pub fn describe_char(c: char) -> String {
+    let name = match c {
+        ' ' => "SPACE",
+        '\t' => "CHARACTER TABULATION (a tab)",
+        '\n' => "LINE FEED (a line break)",
+        '\r' => "CARRIAGE RETURN",
+        '\u{00A0}' => "NO-BREAK SPACE",
+        '\u{00AD}' => "SOFT HYPHEN",
+        '\u{1680}' => "OGHAM SPACE MARK",
+        '\u{2000}'..='\u{200A}' => "SPACE (a typographic space)",
+        '\u{200B}' => "ZERO WIDTH SPACE",
+        '\u{200C}' => "ZERO WIDTH NON-JOINER",
+        '\u{200D}' => "ZERO WIDTH JOINER",
+        '\u{200E}' => "LEFT-TO-RIGHT MARK",
+        '\u{200F}' => "RIGHT-TO-LEFT MARK",
+        '\u{2028}' => "LINE SEPARATOR",
+        '\u{2029}' => "PARAGRAPH SEPARATOR",
+        '\u{202A}'..='\u{202E}' => "a bidirectional formatting character",
+        '\u{202F}' => "NARROW NO-BREAK SPACE",
+        '\u{205F}' => "MEDIUM MATHEMATICAL SPACE",
+        '\u{2060}' => "WORD JOINER",
+        '\u{2066}'..='\u{2069}' => "a bidirectional isolate character",
+        '\u{3000}' => "IDEOGRAPHIC SPACE",
+        '\u{3001}' => "IDEOGRAPHIC COMMA",
+        '\u{FEFF}' => "ZERO WIDTH NO-BREAK SPACE (a byte order mark)",
+        '\u{FF0C}' => "FULLWIDTH COMMA",
+        '\u{FF1B}' => "FULLWIDTH SEMICOLON",
+        '\u{FF64}' => "HALFWIDTH IDEOGRAPHIC COMMA",
+        '\u{FE50}' => "SMALL COMMA",
+        '\u{FE51}' => "SMALL IDEOGRAPHIC COMMA",
+        '\u{060C}' => "ARABIC COMMA",
+        c if c.is_control() => "a control character",
+        c if c.is_whitespace() => "a space character",
+        c if is_invisible(c) => "an invisible formatting character",
+        c if is_separator(c) => "a separator character",
+        _ => "",
+    };
+    if name.is_empty() {
+        format!("U+{:04X} {c:?}", u32::from(c))
+    } else {
+        format!("U+{:04X} {name}", u32::from(c))
     }
 }
 
@@ -282,6 +447,19 @@ mod tests {
         assert!(Account::new(&"é".repeat(16)).is_ok());
         assert!(Account::new(&"語".repeat(11)).is_err());
         assert!(Account::new("a\nb").is_err());
+        // Written as is, whatever YAML would resolve them to.
+        for ok in [
+            "007",
+            "+8613800138000",
+            "0x1F",
+            "1_000",
+            "y",
+            "no",
+            "~",
+            ".inf",
+        ] {
+            assert!(Account::new(ok).is_ok(), "{ok}");
+        }
         assert!(Account::new("teacher_10-x").unwrap().is_conventional());
         assert!(!Account::new("név").unwrap().is_conventional());
     }
@@ -301,5 +479,68 @@ mod tests {
         assert_eq!(s.to_string(), "500,600,1001");
         assert!(s.remove(Mark::ALWAYS_ONLINE));
         assert!(!s.contains(Mark::ALWAYS_ONLINE));
+    }
+
+    #[test]
+    fn separators_whitespace_and_invisible_characters_in_accounts_are_errors() {
+        for (bad, named) in [
+            ("alice bob", "U+0020 SPACE"),
+            ("alice\u{FF0C}bob", "U+FF0C FULLWIDTH COMMA"),
+            ("alice\u{3001}bob", "U+3001 IDEOGRAPHIC COMMA"),
+            ("alice\u{3000}bob", "U+3000 IDEOGRAPHIC SPACE"),
+            ("alice\u{00A0}", "U+00A0 NO-BREAK SPACE"),
+            ("al\u{200B}ice", "U+200B ZERO WIDTH SPACE"),
+            ("\u{FEFF}alice", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+            ("al\u{00AD}ice", "U+00AD SOFT HYPHEN"),
+            ("alice\u{202E}", "U+202E"),
+            ("alice\u{2028}bob", "U+2028 LINE SEPARATOR"),
+            ("alice\u{2029}bob", "U+2029 PARAGRAPH SEPARATOR"),
+            ("alice\tbob", "U+0009"),
+        ] {
+            let e = Account::new(bad).expect_err(bad);
+            assert!(e.contains(named), "{bad:?}: {e}");
+        }
+        let e = Account::new("alice\u{FF0C}bob").unwrap_err();
+        assert!(e.contains("separate accounts with a comma"), "{e}");
+        // Other printable characters stay allowed (a warning elsewhere).
+        assert!(Account::new("a.b@c").is_ok());
+    }
+
+    #[test]
+    fn group_ids_follow_the_vendor_rule_for_custom_ids() {
+        assert!(GroupId::new("@TGS#a6I4ZUUGO").is_ok());
+        assert!(GroupId::new("room 1, floor 2").is_ok());
+        assert!(GroupId::new(&"g".repeat(48)).is_ok());
+        let e = GroupId::new(&"g".repeat(49)).unwrap_err();
+        assert!(e.contains("at most 48"), "{e}");
+        for (bad, named) in [
+            ("群组", "U+7FA4"),
+            ("g\u{FF0C}h", "U+FF0C FULLWIDTH COMMA"),
+            ("g\u{200B}", "U+200B ZERO WIDTH SPACE"),
+            ("g\th", "U+0009"),
+            ("caf\u{e9}", "U+00E9"),
+        ] {
+            let e = GroupId::new(bad).expect_err(bad);
+            assert!(
+                e.contains(named) && e.contains("printable ASCII"),
+                "{bad:?}: {e}"
+            );
+        }
+        for bad in [" g", "g ", " "] {
+            let e = GroupId::new(bad).expect_err(bad);
+            assert!(e.contains("leading or trailing space"), "{bad:?}: {e}");
+        }
+        assert!(GroupId::new("").is_err());
+    }
+
+    #[test]
+    fn ids_deserialize_through_their_checks() {
+        let ok: GroupId = serde_json::from_str("\"@TGS#a\"").unwrap();
+        assert_eq!(ok.as_str(), "@TGS#a");
+        assert!(serde_json::from_str::<GroupId>("\" g\"").is_err());
+        assert!(serde_json::from_str::<Account>("\"alice bob\"").is_err());
+        assert!(serde_json::from_str::<Account>("\"\"").is_err());
+        let a: Account = serde_json::from_str("\"007\"").unwrap();
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"007\"");
     }
 }

@@ -35,6 +35,103 @@ pub fn options() -> serde_saphyr::options::Options {
     options
 }
 
+/// Options for desired files: [`options`], plus what makes keys and names the text as written
+/// and the messages the user's. Merge keys (`<<`) are read as ordinary keys so that the desired
+/// reader merges them itself and reports a section given twice (serde-saphyr's merge would let one
+/// silently win). The alias-to-anchor ratio check is off: reusing one anchor for a hundred groups
+/// is a normal roster; alias bombs stay bounded by the replay limits (events replayed in total and
+/// nesting of aliases), which cap the work whatever the ratio.
+pub fn desired_options() -> serde_saphyr::options::Options {
+    let mut options = options();
+    options.merge_keys = serde_saphyr::options::MergeKeyPolicy::AsOrdinary;
+    options.reject_unsupported_tags = true;
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::AsString;
+    options.alias_limits.max_total_replayed_events = MAX_REPLAYED_EVENTS;
+    if let Some(budget) = options.budget.as_mut() {
+        budget.enforce_alias_anchor_ratio = false;
+        budget.max_aliases = 10_000_000;
+    }
+    options
+}
+
+/// At most this many parser events are replayed from aliases in one file: far more than a roster
+/// reusing its anchors needs, far less than an alias bomb (a billion laughs) asks for.
+pub const MAX_REPLAYED_EVENTS: usize = 5_000_000;
+
+/// A serde-saphyr error in the user's terms: the parser's own wording (`budget breached: Depth
+/// {..}`, hints at its API) never reaches users.
+pub fn user_message(e: &serde_saphyr::Error) -> String {
+    let raw = message(e);
+    let lower = raw.to_ascii_lowercase();
+    if let Some(rest) = raw.strip_prefix("budget breached: ") {
+        let what = rest.split([' ', '{', '(']).next().unwrap_or_default();
+        return match what {
+            "Depth" => "nesting deeper than 64 levels: a desired file needs 5 (groups, group, section, list)".into(),
+            "Aliases" | "AliasAnchorRatio" | "RecordedAnchorEvents" | "RecordedAnchorBytes" => {
+                "too many aliases (`*name`) or anchored data to read safely".into()
+            }
+            "Anchors" => "too many anchors (`&name`) to read safely".into(),
+            "Documents" => "one document per file: found more than one".into(),
+            "MergeKeys" => "too many merge keys (`<<`) to read safely".into(),
+            _ => "the file is too large or too complex to read safely".into(),
+        };
+    }
+    if lower.starts_with("multiple yaml documents") {
+        return "one document per file: found a second document".into();
+    }
+    if lower.starts_with("alias replay") || lower.starts_with("alias expansion") {
+        return format!(
+            "aliases (`*name`) expand to too much data (at most {MAX_REPLAYED_EVENTS} values may be repeated through aliases); is this an alias bomb?"
+        );
+    }
+    if let Some(tag) = raw.strip_prefix("unsupported tag ") {
+        return format!(
+            "unknown tag {tag}: desired files use no YAML tags (except `!!str`); remove it"
+        );
+    }
+    if lower.contains("tagged scalar") {
+        return "a YAML tag (`!!int`, `!!binary`...) is not allowed here; write the value without it".into();
+    }
+    if lower.starts_with("non-finite float") {
+        return "`.inf` and `.nan` are not values marksync reads here".into();
+    }
+    if lower.contains("unknown anchor") || lower.contains("unknown value") {
+        return "this alias (`*name`) refers to no anchor (`&name`) defined before it".into();
+    }
+    if lower.contains("recursive reference") {
+        return "this alias (`*name`) refers to the node that contains it".into();
+    }
+    if lower.contains("null into string") {
+        return "a key is missing here (`~`, `null` or nothing mean \"no value\" in YAML): write the key's name".into();
+    }
+    if lower.starts_with("expected string scalar") {
+        return "a key here must be a name, found a list or a mapping".into();
+    }
+    if lower.contains("did not find expected key") {
+        return "this line does not continue the mapping above it: check its indentation (the keys of one mapping line up) and that it reads `key: value`".into();
+    }
+    if lower.contains("mapping values are not allowed") {
+        return "a `: ` here would start a mapping where none can start: check the indentation, or quote a value that contains `: `".into();
+    }
+    if lower.contains("unknown escape character") {
+        return "unknown escape sequence in a double-quoted string: write `\\\\` for a backslash, or use single quotes".into();
+    }
+    if let Some(rest) = raw.strip_prefix("unexpected character: `") {
+        let c = rest.trim_end_matches('\'');
+        return format!(
+            "`{c}` cannot start a value: quote the value (`@`, `` ` `` and `%` must be quoted)"
+        );
+    }
+    if lower.contains("cannot start any token") {
+        return "this character cannot start a value: quote the value (`@`, `` ` `` and `%` must be quoted)".into();
+    }
+    // The parser's "while parsing X, found Y" context: keep what was found.
+    match raw.strip_prefix("while ").and_then(|r| r.split_once(", ")) {
+        Some((_, found)) => found.to_string(),
+        None => raw,
+    }
+}
+
 /// A scalar of any type; validation decides what is acceptable where.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar {
@@ -118,8 +215,10 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries
 /// reader report "`members` must be a mapping ..., found a list" at the value's position and go
 /// on to find the next problem, instead of stopping at the parser's "expected mapping start".
 pub enum MapOr<T> {
-    /// A mapping (or an empty value, read as an empty mapping).
+    /// A mapping.
     Map(T),
+    /// An empty value (`key:`, `~`, `null`): an empty mapping where that is allowed.
+    Null,
     /// Something else: "a list", "a string"... (see [`Scalar::kind`]).
     Other(&'static str),
 }
@@ -136,7 +235,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOr<T> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map)).map(MapOr::Map)
             }
             fn visit_unit<E: de::Error>(self) -> Result<MapOr<T>, E> {
-                T::deserialize(de::value::UnitDeserializer::new()).map(MapOr::Map)
+                Ok(MapOr::Null)
             }
             fn visit_none<E: de::Error>(self) -> Result<MapOr<T>, E> {
                 self.visit_unit()
@@ -221,7 +320,7 @@ impl<'de> Visitor<'de> for ScalarVisitor {
 pub fn visit_known_keys<'de, A: MapAccess<'de>>(
     mut map: A,
     known: &[&str],
-    mut on_key: impl FnMut(&str, &mut A) -> Result<(), A::Error>,
+    mut on_key: impl FnMut(&Spanned<String>, &mut A) -> Result<(), A::Error>,
 ) -> Result<Vec<(Spanned<String>, String)>, A::Error> {
     let mut problems = Vec::new();
     let mut seen: Vec<(String, u64)> = Vec::new();
@@ -232,13 +331,14 @@ pub fn visit_known_keys<'de, A: MapAccess<'de>>(
             map.next_value::<IgnoredAny>()?;
         } else if known.contains(&key.value.as_str()) {
             seen.push((key.value.clone(), key.referenced.line()));
-            on_key(&key.value, &mut map)?;
+            on_key(&key, &mut map)?;
         } else {
             let message = format!(
                 "unknown key `{}`; expected {}",
                 key.value,
                 known
                     .iter()
+                    .filter(|k| **k != "<<")
                     .map(|k| format!("`{k}`"))
                     .collect::<Vec<_>>()
                     .join(" or ")

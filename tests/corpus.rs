@@ -48,7 +48,7 @@ cases! {
         eleven_marks,
         empty,
         good_members_and_marks,
-        group_id_integer,
+        group_id_number_as_written,
         group_is_list,
         group_null_ok,
         groups_is_list,
@@ -69,6 +69,42 @@ cases! {
         top_level_list,
         unknown_key,
         unknown_top_level_key,
+        // Keys and names are the text as written (issue 7, "Keys lose their text").
+        keys_as_written,
+        account_null,
+        mark_spellings,
+        mark_tagged,
+        unknown_tag,
+        tagged_str_ok,
+        // "Separators inside an account"; group IDs follow the vendor's rule.
+        account_separators,
+        group_id_rules,
+        // "No groups" by accident.
+        groups_null,
+        groups_tilde,
+        document_marker_only,
+        groups_empty_ok,
+        // Merge keys and anchors.
+        merge_two_members,
+        merge_shadows_members,
+        anchor_reused_150_times,
+        alias_bomb,
+        // Library wording; one document per file.
+        deep_nesting,
+        bad_indentation,
+        unknown_escape,
+        plain_at_sign,
+        section_key_null,
+        top_level_key_list,
+        two_documents,
+        trailing_empty_document_ok,
+        // JSON desired files; output proportional to the input.
+        json_ok,
+        json_errors,
+        json_one_line_error,
+        many_errors,
+        many_warnings,
+        crlf_ok,
     ],
     config: [
         bad_duration,
@@ -125,6 +161,8 @@ cases! {
     ],
     fs: [
         comment_only_file,
+        blank_file,
+        extensions_any_case,
         dangling_symlink,
         directory_with_ignored_files,
         empty_file,
@@ -153,7 +191,7 @@ fn check(case: &str) {
     let (kind, name) = case.split_once('/').expect("case is kind/name");
     let dir = corpus().join(kind);
     let actual = match kind {
-        "desired" => desired_report(&dir.join(format!("{name}.yaml")), &dir),
+        "desired" => desired_report(&desired_input(&dir, name), &dir),
         "config" => config_report(&dir.join(format!("{name}.yaml")), &dir),
         "fs" => {
             let tmp = tempfile::tempdir().expect("temporary directory");
@@ -190,6 +228,16 @@ fn check(case: &str) {
             "{case}: output differs from {name}.expected (- expected, + actual):\n{}",
             diff.unified_diff().context_radius(3)
         );
+    }
+}
+
+/// A desired case's input: `<name>.yaml`, or `<name>.json` for the JSON cases.
+fn desired_input(dir: &Path, name: &str) -> PathBuf {
+    let yaml = dir.join(format!("{name}.yaml"));
+    if yaml.exists() {
+        yaml
+    } else {
+        dir.join(format!("{name}.json"))
     }
 }
 
@@ -303,6 +351,18 @@ fn build(name: &str, root: &Path) -> Option<PathBuf> {
             b"groups:\n  \"@TGS#a\":\n    members:\n      caf\xe9: [1000]\n",
         ),
         "empty_file" => write("x.yaml", b""),
+        "blank_file" => write("x.yaml", b"\n   \n\n"),
+        "extensions_any_case" => {
+            // Skipping any of these would clear its groups' marks.
+            write("a.YAML", &group("@TGS#a", "alice"));
+            write("b.Yml", &group("@TGS#b", "bob"));
+            write(
+                "c.json",
+                br#"{"groups": {"@TGS#c": {"members": {"carol": [1000]}}}}"#,
+            );
+            write("d.JSON", br#"{"groups": {}}"#);
+            write("e.yaml.bak", b"not: [valid");
+        }
         "comment_only_file" => write("x.yaml", b"# nothing here yet\n\n   # still nothing\n"),
         "member_1000_ok" | "member_1001" => {
             let n = if name == "member_1001" { 1001 } else { 1000 };
@@ -378,7 +438,12 @@ fn every_corpus_file_is_a_case() {
     assert_eq!(on_disk, listed, "corpus files and cases! list differ");
     for case in CASES {
         let (kind, name) = case.split_once('/').unwrap();
-        if kind != "fs" {
+        if kind == "desired" {
+            assert!(
+                desired_input(&corpus().join(kind), name).exists(),
+                "{case}: no input file"
+            );
+        } else if kind != "fs" {
             assert!(
                 corpus().join(kind).join(format!("{name}.yaml")).exists(),
                 "{case}: no input file"

@@ -15,11 +15,14 @@
 //! ```
 //!
 //! It either returns exactly the [`DesiredFile`] the full reader would produce, or `None`, and the
-//! caller runs the full reader, which is always correct and reports every problem. So it never
-//! produces a diagnostic: any value that would make the full reader report an error *or a warning*
-//! (bad mark, unconventional account, duplicate, limit exceeded...), and anything it is not sure
+//! caller runs the full reader, which is always correct and reports every problem. The only
+//! diagnostic it produces is the full reader's warning about an account with characters outside
+//! `[a-zA-Z0-9_-]`, with the same text at the same place; any value that would make the full
+//! reader report an error (bad mark, duplicate, limit exceeded...), and anything it is not sure
 //! YAML reads the way it does (tabs, CR, anchors, tags, flow mappings, quoting it does not know,
-//! scalars YAML would resolve as booleans, null or numbers...), makes it give up.
+//! plain `null`...), makes it give up. Keys and names are the characters as written in both
+//! readers (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's
+//! resolution. [`parse_flow`] does the same for files written as one JSON or YAML flow mapping.
 //!
 //! Tests in `super::tests` compare it with the full reader on generated files.
 
@@ -27,8 +30,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::{Declared, DesiredFile, DesiredGroup, Origin};
+use crate::diag::Diagnostic;
 use crate::model::{
     Account, GroupId, MAX_ACCOUNT_BYTES, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet,
+    is_forbidden_in_names,
 };
 
 /// Keys longer than this are left to the full reader (YAML limits implicit keys to 1024
@@ -51,26 +56,62 @@ pub(super) fn parse(
         reader.line(line, i as u64 + 1)?;
     }
     reader.finish_group()?;
-    if reader.state == State::Header {
-        return None; // no `groups:` line: let the full reader judge the file
+    if reader.state == State::Header || (reader.state == State::Groups && reader.groups.is_empty())
+    {
+        // No `groups:` line, or a null `groups`: the full reader reports the file.
+        return None;
     }
+    finish(path, reader.groups, line_offset)
+}
+
+/// The file from the groups read: their IDs validated, their origins with a window of the key's
+/// line.
+fn finish(
+    path: &Path,
+    groups: Vec<ReadGroup<'_>>,
+    line_offset: u64,
+) -> Option<(DesiredFile, Vec<Declared>)> {
     let mut file = DesiredFile::default();
-    let mut declared = Vec::with_capacity(reader.groups.len());
-    for (name, line, source_line, group) in reader.groups {
-        let column = reader.group_indent.unwrap_or(0) as u64 + 1;
+    let mut declared = Vec::with_capacity(groups.len());
+    for (name, line, column, source_line, in_line, group, warnings) in groups {
         let line = line + line_offset;
         let id = GroupId::new(&name).ok()?;
         declared.push((name, line, column));
+        let (source_line, source_offset) = crate::diag::window_at(source_line, in_line, column);
         let origin = Origin {
             path: path.to_path_buf(),
             line,
             column,
-            source_line: source_line.to_string(),
+            source_line,
+            source_offset,
         };
         file.groups.push((id, origin, group));
+        for (message, spot) in warnings {
+            let (source_line, source_offset) =
+                crate::diag::window_at(spot.text, spot.in_line, spot.column);
+            file.warnings.push(Diagnostic {
+                line: spot.line + line_offset,
+                column: spot.column,
+                source_line: Some(source_line),
+                source_offset,
+                ..Diagnostic::file_error(path, message).warning()
+            });
+        }
     }
     Some((file, declared))
 }
+
+/// A group read: its ID as written, the line and column of its key, the key's line and the key's
+/// byte offset in it, its marks, and its warnings.
+type ReadGroup<'t> = (
+    String,
+    u64,
+    u64,
+    &'t str,
+    usize,
+    DesiredGroup,
+    Vec<(String, Spot<'t>)>,
+);
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum State {
@@ -94,6 +135,10 @@ enum Section {
 struct OpenGroup<'t> {
     name: String,
     line: u64,
+    /// 1-based column (in characters) of the key.
+    column: u64,
+    /// Byte offset of the key in its line.
+    in_line: usize,
     /// The key's whole line, as written (for `Origin::source_line`).
     text: &'t str,
     seen_members: bool,
@@ -101,8 +146,38 @@ struct OpenGroup<'t> {
     section: Option<Section>,
     /// `members`: account -> its marks.
     members: Vec<(&'t str, MarkSet)>,
+    /// Accounts with characters outside `[a-zA-Z0-9_-]` in `members` and in `marks`, in
+    /// document order, with where they were written: the full reader warns about each (once per
+    /// group, `members` first), and so must this reader.
+    unusual_members: Vec<(&'t str, Spot<'t>)>,
+    unusual_marks: Vec<(&'t str, Spot<'t>)>,
     /// `marks`: mark -> its accounts.
     marks: Vec<(Mark, Vec<&'t str>)>,
+}
+
+/// Where a token was written: for a warning about it.
+#[derive(Clone, Copy)]
+struct Spot<'t> {
+    line: u64,
+    /// 1-based, in characters.
+    column: u64,
+    /// The whole line.
+    text: &'t str,
+    /// Byte offset of the token in `text`.
+    in_line: usize,
+}
+
+impl<'t> Spot<'t> {
+    /// The spot of `token`, a slice of the line `text` (line `line` of the document).
+    fn of(token: &'t str, text: &'t str, line: u64) -> Self {
+        let in_line = token.as_ptr() as usize - text.as_ptr() as usize;
+        Spot {
+            line,
+            column: text[..in_line].chars().count() as u64 + 1,
+            text,
+            in_line,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -113,7 +188,7 @@ struct Reader<'t> {
     entry_indent: Option<usize>,
     open: Option<OpenGroup<'t>>,
     names: HashSet<String>,
-    groups: Vec<(String, u64, &'t str, DesiredGroup)>,
+    groups: Vec<ReadGroup<'t>>,
 }
 
 impl<'t> Reader<'t> {
@@ -163,7 +238,7 @@ impl<'t> Reader<'t> {
                 if indent != entry_indent {
                     return None;
                 }
-                self.entry(body)
+                self.entry(body, raw, number)
             }
         }
     }
@@ -195,9 +270,12 @@ impl<'t> Reader<'t> {
         if name.is_empty() || !self.names.insert(name.to_string()) {
             return None; // an empty ID or a repeated group: the full reader reports it
         }
+        let indent = self.group_indent.unwrap_or(0);
         self.open = Some(OpenGroup {
             name: name.to_string(),
             line: number,
+            column: indent as u64 + 1,
+            in_line: indent,
             text: raw,
             ..OpenGroup::default()
         });
@@ -220,7 +298,7 @@ impl<'t> Reader<'t> {
     }
 
     /// `KEY: [V, V, ...]` in the current section.
-    fn entry(&mut self, body: &'t str) -> Option<()> {
+    fn entry(&mut self, body: &'t str, raw: &'t str, number: u64) -> Option<()> {
         let group = self.open.as_mut()?;
         let (key, rest) = body.split_once(':')?;
         let list = rest.strip_prefix(' ')?.trim_start_matches(' ');
@@ -229,8 +307,10 @@ impl<'t> Reader<'t> {
         let items = (!items.is_empty()).then(|| items.split(',').map(|i| i.trim_matches(' ')));
         match group.section? {
             Section::Members => {
-                if !is_account(key) {
-                    return None;
+                if plain_account(key)? {
+                    group
+                        .unusual_members
+                        .push((key, Spot::of(key, raw, number)));
                 }
                 let mut set = MarkSet::new();
                 for item in items.into_iter().flatten() {
@@ -244,8 +324,10 @@ impl<'t> Reader<'t> {
                 let mark = parse_mark(key)?;
                 let mut accounts = Vec::new();
                 for item in items.into_iter().flatten() {
-                    if !is_account(item) {
-                        return None;
+                    if plain_account(item)? {
+                        group
+                            .unusual_marks
+                            .push((item, Spot::of(item, raw, number)));
                     }
                     accounts.push(item);
                 }
@@ -264,9 +346,13 @@ impl<'t> Reader<'t> {
         let OpenGroup {
             name,
             line,
+            column,
+            in_line,
             text,
             mut members,
             mut marks,
+            unusual_members,
+            unusual_marks,
             ..
         } = group;
         // Distinct marks, however they are used (an empty `marks` entry counts too).
@@ -320,7 +406,17 @@ impl<'t> Reader<'t> {
         if per_mark.iter().any(|&n| n > MAX_MEMBERS_PER_MARK) {
             return None;
         }
-        self.groups.push((name, line, text, out));
+        // The full reader's warnings: each unusual account once, `members` first.
+        let mut warned: HashSet<&str> = HashSet::new();
+        let mut warnings = Vec::new();
+        for (account, spot) in unusual_members.iter().chain(&unusual_marks) {
+            if warned.insert(account) {
+                let account = Account::new(account).ok()?;
+                warnings.push((super::unusual_account(&account), *spot));
+            }
+        }
+        self.groups
+            .push((name, line, column, text, in_line, out, warnings));
         Some(())
     }
 }
@@ -335,28 +431,49 @@ fn printable(c: char) -> bool {
         )
 }
 
-/// A plain scalar that YAML surely reads as this very string: `[A-Za-z0-9_-]`, starting with a
-/// letter or `_` (so never a number), and not a word YAML 1.1 or 1.2 gives a meaning to.
+/// A plain scalar the full reader takes as written: `[A-Za-z0-9_-]`, starting with a letter, a
+/// digit or `_` (never `-`, an indicator). Both readers take keys and names as the characters
+/// written, so `007`, `0x1F`, `1e3`, `y` and `no` are accepted here too; only `null` (in any
+/// case), which the full reader refuses as "no value", is left to it.
 fn is_plain_word(s: &str) -> bool {
     let bytes = s.as_bytes();
     let Some(&first) = bytes.first() else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == b'_')
+    (first.is_ascii_alphanumeric() || first == b'_')
         && bytes
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !SPECIAL_WORDS.iter().any(|w| s.eq_ignore_ascii_case(w))
+        && !s.eq_ignore_ascii_case("null")
 }
-
-/// Words that YAML (1.1 or 1.2, in any case) may read as something other than a string.
-const SPECIAL_WORDS: &[&str] = &[
-    "y", "yes", "n", "no", "true", "false", "on", "off", "null", "nan", "inf", "infinity",
-];
 
 /// An account the full reader would accept without any message.
 fn is_account(s: &str) -> bool {
     s.len() <= MAX_ACCOUNT_BYTES && is_plain_word(s)
+}
+
+/// A plain account the full reader takes as written: `Some(false)` when it has nothing to say,
+/// `Some(true)` when it only warns (characters outside `[a-zA-Z0-9_-]` that are safe in a plain
+/// scalar: `.`, `@`, `+`, non-ASCII letters), `None` when this reader is unsure or the full reader
+/// would report an error.
+fn plain_account(s: &str) -> Option<bool> {
+    if is_account(s) {
+        return Some(false);
+    }
+    if s.eq_ignore_ascii_case("null") {
+        return None; // "no value": the full reader reports it
+    }
+    let mut chars = s.chars();
+    let first = chars.next()?;
+    let safe = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.' | '@' | '+')
+            || (!c.is_ascii() && printable(c) && !is_forbidden_in_names(c))
+    };
+    let first_ok = first.is_ascii_alphanumeric()
+        || matches!(first, '_' | '+')
+        || (!first.is_ascii() && safe(first));
+    (first_ok && chars.all(safe) && Account::new(s).is_ok()).then_some(true)
 }
 
 /// A mark written in plain decimal (no sign, no leading zero, no `_`) that is a valid mark.
@@ -369,4 +486,353 @@ fn parse_mark(s: &str) -> Option<Mark> {
         return None;
     }
     Mark::new(s.parse::<u64>().ok()?).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flow layout: one JSON (or YAML flow) mapping, as scripts write rosters.
+
+/// Reads `doc` if it is one flow mapping in the plain shape, `{"groups": {ID: {"members":
+/// {ACCOUNT: [MARK, ...]}, "marks": {MARK: [ACCOUNT, ...]}}}}`, in any spacing and line layout,
+/// with keys and accounts double-quoted or plain words, marks plain decimal, and nothing the full
+/// reader would report. `None` on anything else (escapes, single quotes, comments, tabs, CR,
+/// anchors, tags, trailing commas, null...), as [`parse`] does. Whole files only (never split).
+pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Declared>)> {
+    let mut s = Scanner {
+        text: doc,
+        b: doc.as_bytes(),
+        pos: 0,
+        line: 1,
+        line_start: 0,
+        line_end: None,
+        col: 0,
+    };
+    let mut reader = Reader::default();
+    s.ws()?;
+    s.eat(b'{')?;
+    s.ws()?;
+    let top = s.key()?;
+    if top.text != "groups" {
+        return None;
+    }
+    s.ws()?;
+    s.eat(b'{')?;
+    s.ws()?;
+    if s.peek() == Some(b'}') {
+        s.bump(1);
+    } else {
+        loop {
+            let in_line = s.pos - s.line_start;
+            let key = s.key()?;
+            let line_text = s.current_line();
+            if !(key.quoted || is_plain_word(key.text)) || key.text.is_empty() {
+                return None;
+            }
+            if key.text.len() > MAX_KEY_BYTES || !reader.names.insert(key.text.to_string()) {
+                return None;
+            }
+            reader.open = Some(OpenGroup {
+                name: key.text.to_string(),
+                line: key.line,
+                column: key.column,
+                in_line,
+                text: line_text,
+                ..OpenGroup::default()
+            });
+            s.ws()?;
+            s.group(reader.open.as_mut()?)?;
+            reader.finish_group()?;
+            if !s.next_item(b'}')? {
+                break;
+            }
+        }
+    }
+    s.ws()?;
+    s.eat(b'}')?;
+    s.ws()?;
+    if s.pos != s.b.len() {
+        return None;
+    }
+    finish(path, reader.groups, 0)
+}
+
+/// A key as written.
+struct Key<'t> {
+    text: &'t str,
+    quoted: bool,
+    line: u64,
+    /// 1-based, in characters.
+    column: u64,
+}
+
+/// A cursor over a flow document that knows its line and column.
+struct Scanner<'t> {
+    text: &'t str,
+    b: &'t [u8],
+    pos: usize,
+    line: u64,
+    line_start: usize,
+    /// Where the current line ends, once asked for (see [`Scanner::current_line`]).
+    line_end: Option<usize>,
+    /// Characters between the line's start and `pos`.
+    col: u64,
+}
+
+impl<'t> Scanner<'t> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    /// Moves `n` bytes on (none of them a line break), counting characters.
+    fn bump(&mut self, n: usize) {
+        let end = (self.pos + n).min(self.b.len());
+        self.col += self.b[self.pos..end]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count() as u64;
+        self.pos = end;
+    }
+
+    /// Skips spaces and line breaks; `None` on what the fast path leaves alone (tabs, CR,
+    /// comments, anything YAML gives a meaning to between tokens).
+    fn ws(&mut self) -> Option<()> {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' => {
+                    self.pos += 1;
+                    self.col += 1;
+                }
+                b'\n' => {
+                    self.pos += 1;
+                    self.line += 1;
+                    self.line_start = self.pos;
+                    self.line_end = None;
+                    self.col = 0;
+                }
+                b'\t' | b'\r' | b'#' => return None,
+                _ => break,
+            }
+        }
+        Some(())
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.bump(1))
+    }
+
+    /// After an item: `,` then another item (`true`), or the closing `close` (`false`).
+    fn next_item(&mut self, close: u8) -> Option<bool> {
+        self.ws()?;
+        match self.peek()? {
+            b',' => {
+                self.bump(1);
+                self.ws()?;
+                // A trailing comma: YAML allows it, JSON does not; leave it to the full reader.
+                (self.peek()? != close).then_some(true)
+            }
+            b if b == close => {
+                self.bump(1);
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// A double-quoted string without escapes or control characters, or a plain word.
+    fn token(&mut self) -> Option<Key<'t>> {
+        let line = self.line;
+        let column = self.col + 1;
+        if self.peek()? == b'"' {
+            let start = self.pos + 1;
+            let len = self.b[start..].iter().position(|&b| b == b'"')?;
+            let inner = &self.text[start..start + len];
+            if inner.bytes().any(|b| b == b'\\' || b < 0x20 || b == 0x7f)
+                || !inner.chars().all(printable)
+            {
+                return None;
+            }
+            self.bump(len + 2);
+            return Some(Key {
+                text: inner,
+                quoted: true,
+                line,
+                column,
+            });
+        }
+        let start = self.pos;
+        let len = self.b[start..]
+            .iter()
+            .position(|&b| {
+                !(b.is_ascii_alphanumeric()
+                    || matches!(b, b'_' | b'-' | b'.' | b'@' | b'+')
+                    || b >= 0x80)
+            })
+            .unwrap_or(self.b.len() - start);
+        let word = self.text.get(start..start + len)?;
+        if word.is_empty() {
+            return None;
+        }
+        self.bump(len);
+        Some(Key {
+            text: word,
+            quoted: false,
+            line,
+            column,
+        })
+    }
+
+    /// `KEY:`. The colon must follow the key at once, and after a plain key a space or line
+    /// break must follow it (else YAML reads `a:b` as one scalar).
+    fn key(&mut self) -> Option<Key<'t>> {
+        let key = self.token()?;
+        self.eat(b':')?;
+        if !key.quoted && !matches!(self.peek()?, b' ' | b'\n') {
+            return None;
+        }
+        Some(key)
+    }
+
+    /// Where `key`, which started `in_line` bytes into the current line, was written.
+    fn spot(&mut self, key: &Key<'t>, in_line: usize) -> Spot<'t> {
+        Spot {
+            line: key.line,
+            column: key.column,
+            text: self.current_line(),
+            in_line,
+        }
+    }
+
+    /// The current line, found once per line (a one-line file has a million keys on it).
+    fn current_line(&mut self) -> &'t str {
+        let end = match self.line_end {
+            Some(end) if end >= self.pos => end,
+            _ => {
+                let end = self.b[self.pos..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(self.b.len(), |i| self.pos + i);
+                self.line_end = Some(end);
+                end
+            }
+        };
+        &self.text[self.line_start..end]
+    }
+
+    /// A group's mapping: `{}` or `members` and `marks`, each at most once.
+    fn group(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            self.ws()?;
+            let seen = match key.text {
+                "members" => &mut group.seen_members,
+                "marks" => &mut group.seen_marks,
+                _ => return None,
+            };
+            if std::mem::replace(seen, true) {
+                return None;
+            }
+            if key.text == "members" {
+                self.members(group)?;
+            } else {
+                self.marks(group)?;
+            }
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `{ACCOUNT: [MARK, ...], ...}`.
+    fn members(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let in_line = self.pos - self.line_start;
+            let key = self.key()?;
+            if flow_account(&key)? {
+                let spot = self.spot(&key, in_line);
+                group.unusual_members.push((key.text, spot));
+            }
+            self.ws()?;
+            let mut set = MarkSet::new();
+            self.list(|s| {
+                let t = s.token()?;
+                if t.quoted || !set.insert(parse_mark(t.text)?) {
+                    return None;
+                }
+                Some(())
+            })?;
+            group.members.push((key.text, set));
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `{MARK: [ACCOUNT, ...], ...}`; a mark key may be quoted (JSON needs it).
+    fn marks(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
+        self.eat(b'{')?;
+        self.ws()?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.key()?;
+            let mark = parse_mark(key.text)?;
+            self.ws()?;
+            let mut accounts = Vec::new();
+            let mut unusual = Vec::new();
+            self.list(|s| {
+                let in_line = s.pos - s.line_start;
+                let t = s.token()?;
+                if flow_account(&t)? {
+                    unusual.push((t.text, s.spot(&t, in_line)));
+                }
+                accounts.push(t.text);
+                Some(())
+            })?;
+            group.unusual_marks.append(&mut unusual);
+            group.marks.push((mark, accounts));
+            if !self.next_item(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// `[ITEM, ...]`, each item read by `item`.
+    fn list(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.ws()?;
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if !self.next_item(b']')? {
+                return Some(());
+            }
+        }
+    }
+}
+
+/// An account the full reader takes: `Some(false)` without a message, `Some(true)` with only a
+/// warning (characters outside `[a-zA-Z0-9_-]`), `None` when unsure or when it would report an
+/// error. A quoted one is read as is; a plain one as [`plain_account`] says.
+fn flow_account(t: &Key<'_>) -> Option<bool> {
+    if !t.quoted {
+        return plain_account(t.text);
+    }
+    let conventional = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !t.text.is_empty() && t.text.len() <= MAX_ACCOUNT_BYTES && t.text.bytes().all(conventional) {
+        return Some(false);
+    }
+    let account = Account::new(t.text).ok()?;
+    Some(!account.is_conventional())
 }

@@ -1,0 +1,58 @@
+//! `marksync validate --strict` turns warnings into errors (issue 7): the real binary, bounded.
+
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Runs `marksync validate [extra]` on a desired file with one warning; returns (status, stderr).
+fn validate(extra: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("marks")).unwrap();
+    std::fs::write(
+        dir.path().join("marksync.yaml"),
+        "sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\nstate: state.json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("marks/a.yaml"),
+        "groups:\n  \"@TGS#a\":\n    members:\n      n\u{e9}v: [1000]\n",
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_marksync"))
+        .arg("validate")
+        .args(extra)
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("validate finished within 60 s")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_strict_turns_warnings_into_errors() {
+    let (status, stderr) = validate(&[]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stderr.contains("warning: account \"név\""), "{stderr}");
+
+    let (status, stderr) = validate(&["--strict"]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("error: account \"név\" has characters outside [a-zA-Z0-9_-]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(an error with --strict)"), "{stderr}");
+    assert!(!stderr.contains("warning:"), "{stderr}");
+}

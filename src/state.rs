@@ -424,11 +424,6 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
             expected: state.sdkappid,
         });
     }
-    check_ids(file.intents.iter()).map_err(|detail| StateError::Corrupt {
-        path: sidecar.clone(),
-        detail,
-        bak: backup_path(path),
-    })?;
     if file.serial.is_some_and(|s| s < state.serial) {
         // Folded into the state by the save that made this generation.
         return Ok(());
@@ -438,22 +433,6 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
     for (group, accounts) in file.intents {
         for (account, marks) in accounts {
             state.intend(&group, &account, marks.iter());
-        }
-    }
-    Ok(())
-}
-
-/// Checks every group ID and account of a state map the way desired files are checked, so a
-/// hand-edited or damaged state cannot feed the planner an ID the service would refuse (or a
-/// control character into the output). Returns the first problem.
-fn check_ids<'a, V: 'a>(
-    groups: impl Iterator<Item = (&'a GroupId, &'a BTreeMap<Account, V>)>,
-) -> Result<(), String> {
-    for (group, accounts) in groups {
-        GroupId::new(group.as_str()).map_err(|e| format!("invalid group ID: {e}"))?;
-        for account in accounts.keys() {
-            Account::new(account.as_str())
-                .map_err(|e| format!("invalid account in group {group:?}: {e}"))?;
         }
     }
     Ok(())
@@ -550,16 +529,9 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         found: u32::try_from(found).unwrap_or(u32::MAX),
     };
     match serde_json::from_slice::<State>(bytes) {
-        Ok(state) if state.format_version == FORMAT_VERSION => {
-            check_ids(state.groups.iter())
-                .and_then(|()| check_ids(state.intents.iter()))
-                .map_err(|detail| StateError::Corrupt {
-                    path: path.into(),
-                    detail,
-                    bak: backup_path(path),
-                })?;
-            Ok(state)
-        }
+        // Group IDs and accounts deserialize through their checks (`model`), so a hand-edited
+        // or damaged state cannot feed the planner an ID the service would refuse.
+        Ok(state) if state.format_version == FORMAT_VERSION => Ok(state),
         Ok(state) => Err(version(u64::from(state.format_version))),
         Err(full) => {
             let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
@@ -903,6 +875,8 @@ mod tests {
                 r#"{{"format_version":1,"sdkappid":7,"serial":1,"intents":{{"G":{{"{long}":[1000]}}}}}}"#
             ),
             r#"{"format_version":1,"sdkappid":7,"serial":1,"groups":{"G":{"":{"1000":1}}}}"#
+                .to_string(),
+            r#"{"format_version":1,"sdkappid":7,"serial":1,"groups":{"G":{"alice bob":{"1000":1}}}}"#
                 .to_string(),
         ];
         for text in &cases {

@@ -320,7 +320,8 @@ impl Classified {
 }
 
 /// The groups a refresh reads, each with the marks to query: every group desired, recorded or
-/// intended, with every mark it desires, records or intends. Pure.
+/// intended, with every mark it desires, records or intends. A group with no such mark (declared
+/// with no members) is left out: there is nothing to classify in it. Pure.
 pub fn to_read(desired: &DesiredState, state: &State) -> BTreeMap<GroupId, MarkSet> {
     let mut out: BTreeMap<GroupId, MarkSet> = BTreeMap::new();
     for (g, group) in &desired.groups {
@@ -341,6 +342,7 @@ pub fn to_read(desired: &DesiredState, state: &State) -> BTreeMap<GroupId, MarkS
             marks.extend(set.iter());
         }
     }
+    out.retain(|_, marks| !marks.is_empty());
     out
 }
 
@@ -953,6 +955,9 @@ mod tests {
         .inputs();
         let r = to_read(&d, &s);
         assert_eq!(r[&g("G")].to_string(), "600,1000,1001");
+        let mut d = d;
+        d.groups.insert(g("empty"), Default::default());
+        assert!(!to_read(&d, &s).contains_key(&g("empty")));
     }
 
     #[test]

@@ -393,3 +393,71 @@ fn backup_endpoints_follow_the_region_unless_an_endpoint_is_explicit() {
         assert_eq!(url, format!("https://{}", r.backup_domain()));
     }
 }
+
+#[tokio::test]
+async fn other_tools_change_marks_over_the_control_api_and_500_keeps_a_member_listed() {
+    let (emu, client, clock) = setup(emulator_config(), &["a", "b"]).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let req = http
+            .post(format!("{}/emulator/{path}", emu.base_url()))
+            .json(&body)
+            .send();
+        async move {
+            let resp = within(req).await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(
+        "marks/set",
+        serde_json::json!({"group_id": G, "accounts": ["a", "b", "nobody"], "marks": [1000, 500]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"a": [1000, 500], "b": [1000, 500]})
+    );
+    let (status, _) = post(
+        "marks/clear",
+        serde_json::json!({"group_id": G, "accounts": ["b"], "marks": [1000]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The service's rules apply: eleven marks are refused with its code.
+    let marks: Vec<u32> = (2000..2010).collect();
+    let (status, body) = post(
+        "marks/set",
+        serde_json::json!({"group_id": G, "accounts": ["a"], "marks": marks}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("10004:"),
+        "{body}"
+    );
+    assert_eq!(emu.call_count(), 0, "not counted as service calls");
+    let marks = emu.marks_of(G);
+    assert_eq!(
+        (marks["a"].clone(), marks["b"].clone()),
+        (vec![500, 1000], vec![500])
+    );
+
+    // Offline with a live 500: still listed (online listing and the 500 listing) until it runs
+    // out; without one, gone from the listing.
+    emu.set_offline(G, &["a"]).await.unwrap();
+    emu.clear_marks_as_other(G, &["b"], &[500]).unwrap();
+    emu.set_offline(G, &["b"]).await.unwrap();
+    advance(&emu, &clock, 40);
+    let live = within(client.read_live(G, &[500, 1000])).await.unwrap();
+    assert_eq!(live.online.accounts, ["a"]);
+    assert_eq!(live.marks[&500].accounts, ["a"]);
+    assert!(
+        live.marks[&1000].accounts.is_empty(),
+        "1000 dropped offline"
+    );
+    advance(&emu, &clock, 72 * 3600);
+    let live = within(client.read_live(G, &[500])).await.unwrap();
+    assert!(live.online.accounts.is_empty() && live.marks[&500].accounts.is_empty());
+}

@@ -1135,7 +1135,8 @@ pub enum ListError {
     #[error(
         "reading the online members of group {group} was refused (service error {code}: {info}): \
          reading live marks needs the top (Ultimate) edition and the console switch \
-         \"list of online audio-video group members\" turned on in the Chat console"
+         \"list of online audio-video group members\" turned on in the Chat console \
+         (10007 also answers for a group that is not an audio-video group)"
     )]
     NoPermission {
         /// The group being read.

@@ -461,3 +461,49 @@ async fn other_tools_change_marks_over_the_control_api_and_500_keeps_a_member_li
     let live = within(client.read_live(G, &[500])).await.unwrap();
     assert!(live.online.accounts.is_empty() && live.marks[&500].accounts.is_empty());
 }
+
+/// A `get_members` server whose `NextTimestamp` never reaches 0: `next(request's Timestamp)`.
+async fn endless(next: fn(u64) -> u64) -> String {
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| async move {
+        let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let ts = req["Timestamp"].as_u64().unwrap_or(0);
+        axum::Json(
+            serde_json::json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "MemberList": [{"Member_Account": format!("m{ts}")}], "NextTimestamp": next(ts)}),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_listing_that_never_ends_is_an_error_not_a_short_list() {
+    let clock = Arc::new(ManualClock::new(1_764_000_000));
+    let mut cfg = client_config(&endless(|_| 7).await);
+    cfg.max_calls_per_second = 100_000;
+    let c = Client::new(cfg, clock.clone()).unwrap();
+    let err = within(c.list_members(G, None)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ListError::Paging {
+                pages: 2,
+                cursor: 7,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.is_fatal(), "only this group is unread");
+
+    let mut cfg = client_config(&endless(|ts| ts + 1).await);
+    cfg.max_calls_per_second = 100_000;
+    let c = Client::new(cfg, clock).unwrap();
+    let err = within(c.list_members(G, Some(1000))).await.unwrap_err();
+    assert!(
+        matches!(err, ListError::Paging { pages, .. } if pages == marksync::tim::client::MAX_LISTING_PAGES),
+        "{err:?}"
+    );
+}

@@ -507,3 +507,30 @@ async fn a_listing_that_never_ends_is_an_error_not_a_short_list() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn with_both_endpoints_refusing_calls_alternate_and_fail_as_transport_errors() {
+    let clock = Arc::new(ManualClock::new(1_764_000_000));
+    let (_main_held, main) = refusing_address();
+    let (_backup_held, backup) = refusing_address();
+    let mut cfg = client_config(&main);
+    cfg.backup_url = Some(backup.clone());
+    cfg.max_attempts = 4;
+    let c = Client::new(cfg, clock).unwrap();
+    let err = within(c.list_members(G, None)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ListError::Call {
+                source: CallError::Transport { attempts: 4, .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Attempts go main, backup, main, backup; each refusal switches: two switches to the
+    // backup, and the last refusal (the backup's) points the next call at the main endpoint.
+    let stats = c.endpoint_stats();
+    assert_eq!((stats.failovers, stats.on_backup), (2, false));
+    assert_eq!(stats.active, main);
+}

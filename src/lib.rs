@@ -16,6 +16,7 @@
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
 //! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
+//! - [`refresh`]: reads the live marks, classifies drift (pure), and the refreshed state.
 //! - [`metrics`]: the daemon's Prometheus metrics.
 //! - [`http`]: the daemon's HTTP listener: callbacks, `/healthz`, `/readyz`, `/metrics`.
 //! - [`cmd`]: the commands behind the CLI; [`error`]: how they fail and their exit codes.
@@ -33,6 +34,7 @@ pub mod input;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod refresh;
 pub mod render;
 pub mod snapshot;
 pub mod state;

@@ -57,6 +57,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/emulator/groups/dissolve", post(dissolve_group))
         .route("/emulator/members", post(set_members))
         .route("/emulator/marks", get(marks_by_query).post(marks_by_body))
+        .route("/emulator/marks/set", post(set_marks_as_other))
+        .route("/emulator/marks/clear", post(clear_marks_as_other))
         .route(
             "/emulator/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
@@ -621,6 +623,31 @@ async fn marks_by_query(
 async fn marks_by_body(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
     let req: GroupRef = parse_body(&body)?;
     marks_json(&shared, &req.group_id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtherToolReq {
+    group_id: String,
+    accounts: Vec<String>,
+    marks: Vec<u32>,
+}
+
+fn modify_as_other(shared: &Shared, body: &[u8], set: bool) -> ControlResult {
+    let req: OtherToolReq = parse_body(body)?;
+    let accounts: Vec<&str> = req.accounts.iter().map(String::as_str).collect();
+    let applied = shared
+        .modify_as_other(&req.group_id, &accounts, &req.marks, set)
+        .map_err(|e| ControlFail(StatusCode::CONFLICT, e.0))?;
+    Ok(axum::Json(to_value(&applied)))
+}
+
+async fn set_marks_as_other(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    modify_as_other(&shared, &body, true)
+}
+
+async fn clear_marks_as_other(State(shared): State<Arc<Shared>>, body: Bytes) -> ControlResult {
+    modify_as_other(&shared, &body, false)
 }
 
 async fn list_faults(State(shared): State<Arc<Shared>>) -> ControlResult {

@@ -55,8 +55,13 @@
 //!   first, capped at [`EmulatorConfig::online_list_cap`] (1000), then filtered: by `Mark` when
 //!   given (a `Mark` of 0 means no filter), otherwise members with mark 600 are hidden. Pages of
 //!   [`EmulatorConfig::members_page_size`]; `NextTimestamp` is an opaque cursor (a join
-//!   sequence number), 0 on the last page. There is no 40 s cache: the list is always current.
-//!   `NickName` and `Avatar` are not sent.
+//!   sequence number), 0 on the last page. `NickName` and `Avatar` are not sent. The window is
+//!   applied after the `Mark` filter (the vendor does not say which comes first).
+//! - **`get_members` staleness:** answers come from a per-group snapshot of the online members
+//!   and their marks, taken at the first listing and retaken once it is
+//!   [`EmulatorConfig::members_cache_secs`] (40) seconds of *virtual* time old (or the clock was
+//!   set back): a member who goes offline, or a mark set, shows only after the clock moves on.
+//!   Advance the virtual clock by 40 s to see the current state; set it to 0 to turn this off.
 //! - **Presence:** members join online; a member that comes back online keeps its join time.
 //!   Account names are not validated: an account the control API never added is simply not a
 //!   member.
@@ -79,6 +84,11 @@
 //!   to [`EmulatorConfig::callback_url`])
 //! - `GET /emulator/marks?group_id=%40TGS%23...` or `POST /emulator/marks` `{"group_id"}` ->
 //!   `{account: [marks]}` for members carrying any mark
+//! - `POST /emulator/marks/set` and `POST /emulator/marks/clear` `{"group_id", "accounts": [..],
+//!   "marks": [..]}`: set or delete marks "as another tool would" (the service's rules: online
+//!   members only except 500, the limits; but no statistics, rate limit or faults) ->
+//!   `{account: [marks]}` of the members it applied to, or 409 `{"error": "CODE: info"}`. Joining,
+//!   leaving, going offline and coming back are `POST /emulator/members` above.
 //! - `POST /emulator/faults` [`Fault`]: `{"kind": "error_code", "code"}` | `{"kind":
 //!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}`, plus
 //!   `"rate"?` (0..1, default 1), `"count"?` (max hits), `"path"?` (`"modify_user_info"` or
@@ -144,6 +154,9 @@ pub struct EmulatorConfig {
     pub online_list_cap: usize,
     /// How many members one `get_members` page holds; the vendor does not document it.
     pub members_page_size: usize,
+    /// `get_members` answers from a snapshot of the online members refreshed at most this often
+    /// (virtual seconds; the service's cache is "about 40 s"). 0 answers from the current state.
+    pub members_cache_secs: i64,
     /// Where to send `Group.CallbackOnMemberStateChange` when the control API changes presence;
     /// `None` sends nothing.
     pub callback_url: Option<String>,
@@ -165,6 +178,7 @@ impl EmulatorConfig {
             enforce_rate_limit: true,
             online_list_cap: 1000,
             members_page_size: 100,
+            members_cache_secs: 40,
             callback_url: None,
             callback_token: None,
         }
@@ -177,6 +191,7 @@ impl EmulatorConfig {
             all_offline_error_code: self.all_offline_error_code,
             online_list_cap: self.online_list_cap,
             page_size: self.members_page_size,
+            listing_cache_secs: self.members_cache_secs,
         }
     }
 }
@@ -194,6 +209,7 @@ impl fmt::Debug for EmulatorConfig {
             .field("enforce_rate_limit", &self.enforce_rate_limit)
             .field("online_list_cap", &self.online_list_cap)
             .field("members_page_size", &self.members_page_size)
+            .field("members_cache_secs", &self.members_cache_secs)
             .field("callback_url", &self.callback_url)
             .field(
                 "callback_token",
@@ -315,6 +331,31 @@ impl Shared {
             request_time: request_time.unwrap_or_else(real_now),
         };
         callbacks::send(&self.client, out).await
+    }
+
+    /// A `modify_user_info` by some other tool: the service's rules, none of the traffic rules.
+    fn modify_as_other(
+        &self,
+        group: &str,
+        accounts: &[&str],
+        marks: &[u32],
+        set: bool,
+    ) -> Result<BTreeMap<String, Vec<u32>>, ControlError> {
+        let req = world::Modify {
+            group_id: group.to_owned(),
+            set,
+            entries: accounts
+                .iter()
+                .map(|a| ((*a).to_owned(), marks.to_vec()))
+                .collect(),
+        };
+        let now = self.now();
+        let rules = self.cfg.rules();
+        self.lock()
+            .world
+            .modify(&req, &rules, now)
+            .map(|list| list.into_iter().map(|m| (m.account, m.marks)).collect())
+            .map_err(|(code, info)| ControlError(format!("{code}: {info}")))
     }
 
     async fn set_members(
@@ -545,6 +586,30 @@ impl Emulator {
         self.set_members(group, accounts, MemberState::Left)
             .await
             .map(drop)
+    }
+
+    /// Sets `marks` on `accounts` "as another tool would": through the service's rules (online
+    /// members only, except 500; the 10-mark and 1000-member limits), but not counted in the
+    /// statistics, not rate limited and not subject to injected faults. Returns the members that
+    /// took marks, or the service's refusal as `"code: info"`.
+    pub fn set_marks_as_other(
+        &self,
+        group: &str,
+        accounts: &[&str],
+        marks: &[u32],
+    ) -> Result<BTreeMap<String, Vec<u32>>, ControlError> {
+        self.shared.modify_as_other(group, accounts, marks, true)
+    }
+
+    /// Deletes `marks` from `accounts` "as another tool would" (see
+    /// [`Emulator::set_marks_as_other`]).
+    pub fn clear_marks_as_other(
+        &self,
+        group: &str,
+        accounts: &[&str],
+        marks: &[u32],
+    ) -> Result<BTreeMap<String, Vec<u32>>, ControlError> {
+        self.shared.modify_as_other(group, accounts, marks, false)
     }
 
     /// Live marks of the members of `group` that carry any, at virtual now (unknown group:

@@ -101,6 +101,19 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// The next `join_seq`; starts at 1 so that cursor 0 means "from the start".
     next_join_seq: u64,
+    /// What `get_members` answers from: the online members as they were when it was taken
+    /// (virtual time), kept for [`Rules::listing_cache_secs`].
+    listing: Option<(UnixTime, Vec<ListedMember>)>,
+}
+
+/// An online member as a `get_members` snapshot holds it.
+#[derive(Clone, Debug)]
+struct ListedMember {
+    account: String,
+    joined_at: UnixTime,
+    join_seq: u64,
+    /// Every live mark, 500 included.
+    marks: Vec<u32>,
 }
 
 impl Group {
@@ -110,6 +123,7 @@ impl Group {
             dissolved: false,
             members: BTreeMap::new(),
             next_join_seq: 1,
+            listing: None,
         }
     }
 
@@ -203,6 +217,9 @@ pub(crate) struct Rules {
     pub online_list_cap: usize,
     /// `get_members` page size.
     pub page_size: usize,
+    /// `get_members` answers from a snapshot of the online members taken at most this many
+    /// seconds of virtual time ago (0: always current).
+    pub listing_cache_secs: i64,
 }
 
 /// Every group the emulator knows.
@@ -402,33 +419,53 @@ impl World {
         now: UnixTime,
     ) -> Result<(Vec<OnlineMember>, u64), Refusal> {
         let group = self.service_group(&req.group_id, rules, now)?;
-        let mut online: Vec<(&String, &Member)> = group
-            .members
+        let stale = match &group.listing {
+            Some((taken, _)) => now < *taken || now - *taken >= rules.listing_cache_secs,
+            None => true,
+        };
+        if stale {
+            let snapshot = group
+                .members
+                .iter()
+                .filter(|(_, m)| m.is_online())
+                .map(|(a, m)| ListedMember {
+                    account: a.clone(),
+                    joined_at: m.joined_at,
+                    join_seq: m.join_seq,
+                    marks: m.all_marks(),
+                })
+                .collect();
+            group.listing = Some((now, snapshot));
+        }
+        let snapshot = group
+            .listing
+            .as_ref()
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        let mut online: Vec<&ListedMember> = snapshot
             .iter()
-            .filter(|(_, m)| m.is_online())
-            .filter(|(_, m)| match req.mark {
-                Some(mark) => m.has(mark),
-                None => !m.has(MARK_HIDDEN),
+            .filter(|m| match req.mark {
+                Some(mark) => m.marks.contains(&mark),
+                None => !m.marks.contains(&MARK_HIDDEN),
             })
             .collect();
-        online.sort_by_key(|(_, m)| std::cmp::Reverse(m.join_seq));
+        online.sort_by_key(|m| std::cmp::Reverse(m.join_seq));
         online.truncate(rules.online_list_cap);
         let rest = online
             .into_iter()
-            .filter(|(_, m)| req.cursor == 0 || m.join_seq < req.cursor);
+            .filter(|m| req.cursor == 0 || m.join_seq < req.cursor);
         let size = rules.page_size.max(1);
-        let mut page: Vec<(&String, &Member)> = rest.take(size.saturating_add(1)).collect();
+        let mut page: Vec<&ListedMember> = rest.take(size.saturating_add(1)).collect();
         let more = page.len() > size;
         page.truncate(size);
         let next = if more {
-            page.last().map_or(0, |(_, m)| m.join_seq)
+            page.last().map_or(0, |m| m.join_seq)
         } else {
             0
         };
         let members = page
             .into_iter()
-            .map(|(a, m)| OnlineMember {
-                account: a.clone(),
+            .map(|m| OnlineMember {
+                account: m.account.clone(),
                 join_time: m.joined_at,
             })
             .collect();
@@ -597,6 +634,7 @@ mod tests {
             all_offline_error_code: 10004,
             online_list_cap: 1000,
             page_size: 2,
+            listing_cache_secs: 0,
         }
     }
 
@@ -765,5 +803,41 @@ mod tests {
         assert_eq!((p2.as_str(), n2), ("a", 0));
         assert_eq!(list(&mut w, 0, Some(600)), ("d".into(), 0));
         assert_eq!(list(&mut w, 0, Some(1000)), ("b,a".into(), 0));
+    }
+
+    #[test]
+    fn the_online_list_is_a_snapshot_retaken_after_the_cache_period() {
+        let mut w = world(&["a", "b"], &[]);
+        set(&mut w, &[("a", &[1000])], T0).unwrap();
+        let r = Rules {
+            listing_cache_secs: 40,
+            page_size: 10,
+            ..rules()
+        };
+        let list = |w: &mut World, mark, now| {
+            let req = ListMembers {
+                group_id: G.into(),
+                cursor: 0,
+                mark,
+            };
+            let (page, _) = w.list(&req, &r, now).unwrap();
+            page.into_iter()
+                .map(|m| m.account)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(list(&mut w, None, T0), "b,a");
+        w.set_members(G, &["a".into()], MemberState::Offline, T0 + 1)
+            .unwrap();
+        set(&mut w, &[("b", &[1000])], T0 + 1).unwrap();
+        // Up to 40 s later the list still shows the snapshot, marks included.
+        assert_eq!(list(&mut w, None, T0 + 39), "b,a");
+        assert_eq!(list(&mut w, Some(1000), T0 + 39), "a");
+        assert_eq!(list(&mut w, None, T0 + 40), "b");
+        assert_eq!(list(&mut w, Some(1000), T0 + 40), "b");
+        // A clock set back retakes it too.
+        w.set_members(G, &["b".into()], MemberState::Left, T0 + 41)
+            .unwrap();
+        assert_eq!(list(&mut w, None, T0 + 20), "");
     }
 }

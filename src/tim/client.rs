@@ -268,6 +268,11 @@ pub struct ClientConfig {
     /// How long to pause after 70050 (signature failures and rate limit together); the vendor
     /// says a minute.
     pub sig_rate_limit_wait: Duration,
+    /// Where calls go while `base_url` does not resolve or refuses connections (see
+    /// [`backup_endpoint_url`]); `None`: no failover.
+    pub backup_url: Option<String>,
+    /// How long calls stay on the backup before the main endpoint is tried again.
+    pub failback_after: Duration,
 }
 
 impl ClientConfig {
@@ -292,6 +297,8 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(20),
             slowdown_for: Duration::from_secs(30),
             sig_rate_limit_wait: Duration::from_secs(60),
+            backup_url: None,
+            failback_after: Duration::from_secs(300),
         }
     }
 }
@@ -481,6 +488,8 @@ struct Inner {
     sig: Mutex<Option<CachedSig>>,
     /// Counters behind [`Client::stats`].
     counters: Counters,
+    /// The main and backup endpoint and which one is in use.
+    endpoints: Endpoints,
 }
 
 /// The slowdown state (see [`Client`]).
@@ -570,6 +579,11 @@ impl Client {
             .map_err(|e| ClientBuildError::Http(e.without_url().to_string()))?;
         let now = Instant::now();
         let config = ClientConfig { base_url, ..config };
+        let backup = config
+            .backup_url
+            .as_deref()
+            .map(validate_base_url)
+            .transpose()?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -584,6 +598,7 @@ impl Client {
                 }),
                 sig: Mutex::new(None),
                 counters: Counters::default(),
+                endpoints: Endpoints::new(backup),
             }),
         })
     }
@@ -771,7 +786,8 @@ impl Inner {
     async fn send(&self, path: &str, body: &[u8]) -> Exchange {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let sig = self.usersig(false);
-        let url = format!("{}/{}", self.config.base_url, path);
+        let base = self.endpoints.current(&self.config);
+        let url = format!("{base}/{path}");
         let random = rand::random::<u32>().to_string();
         let sdkappid = self.config.sdkappid.to_string();
         let query = [
@@ -791,7 +807,7 @@ impl Inner {
             .await;
         let resp = match sent {
             Ok(r) => r,
-            Err(e) => return Exchange::Transient(self.render(e)),
+            Err(e) => return Exchange::Transient(self.send_failed(&base, e)),
         };
         let status = resp.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -874,6 +890,17 @@ impl Inner {
         p.until = now + self.config.slowdown_for;
     }
 
+    /// Renders a failed send, switching endpoints first when it could not connect (see
+    /// [`Endpoints`]).
+    fn send_failed(&self, base: &str, e: reqwest::Error) -> String {
+        let connect = e.is_connect();
+        let text = self.render(e);
+        if connect {
+            self.endpoints.connect_failed(&self.config, base, &text);
+        }
+        text
+    }
+
     /// The cached UserSig, regenerated when `force` is set or when it is due: less than a quarter
     /// of its validity (or an hour, whichever is more) remains, or the clock went backwards.
     fn usersig(&self, force: bool) -> String {
@@ -952,6 +979,287 @@ fn redact_usersig_param(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The backup base URL for a region (reference section 1), or the validated `backup_endpoint`:
+/// with no `endpoint` override the region's backup domain (or `backup_endpoint` when set); with
+/// an explicit `endpoint`, only `backup_endpoint`, and none without it.
+pub fn backup_endpoint_url(
+    region: Region,
+    endpoint_override: Option<&str>,
+    backup_override: Option<&str>,
+) -> Result<Option<String>, EndpointError> {
+    match (endpoint_override, backup_override) {
+        (_, Some(b)) => validate_base_url(b).map(Some),
+        (None, None) => Ok(Some(format!("https://{}", region.backup_domain()))),
+        (Some(_), None) => Ok(None),
+    }
+}
+
+/// The main and backup endpoints and which one calls use.
+///
+/// A request whose connection cannot be made (the name does not resolve, the connection is
+/// refused or times out) switches calls to the other endpoint, with a warning; the request itself
+/// is retried by the usual backoff, now to the other endpoint. Calls go back to the main endpoint
+/// `failback_after` after switching to the backup. Only connection failures switch: an answer of
+/// any kind (an error code, HTTP 5xx) means the endpoint is reachable.
+struct Endpoints {
+    /// The validated backup base URL, if any.
+    backup: Option<String>,
+    /// Since when calls use the backup; `None`: the main endpoint.
+    on_backup_since: Mutex<Option<Instant>>,
+    /// How many times calls switched to the backup.
+    failovers: AtomicU64,
+}
+
+/// A snapshot of the failover state, for metrics (`marksync_endpoint_failovers_total`) and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// How many times calls switched from the main endpoint to the backup.
+    pub failovers: u64,
+    /// Whether calls currently go to the backup.
+    pub on_backup: bool,
+    /// The base URL calls currently go to.
+    pub active: String,
+}
+
+impl Endpoints {
+    fn new(backup: Option<String>) -> Self {
+        Endpoints {
+            backup,
+            on_backup_since: Mutex::new(None),
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    /// The base URL for the next request; back to the main one once `failback_after` passed.
+    fn current(&self, config: &ClientConfig) -> String {
+        let Some(backup) = &self.backup else {
+            return config.base_url.clone();
+        };
+        let mut since = lock(&self.on_backup_since);
+        match *since {
+            Some(t) if t.elapsed() >= config.failback_after => {
+                tracing::info!(
+                    endpoint = %config.base_url,
+                    "trying the main endpoint again after {:?} on the backup",
+                    config.failback_after
+                );
+                *since = None;
+                config.base_url.clone()
+            }
+            Some(_) => backup.clone(),
+            None => config.base_url.clone(),
+        }
+    }
+
+    /// A request to `base` could not connect: switch to the other endpoint, unless another
+    /// request already did.
+    fn connect_failed(&self, config: &ClientConfig, base: &str, reason: &str) {
+        let Some(backup) = &self.backup else {
+            return;
+        };
+        let mut since = lock(&self.on_backup_since);
+        match *since {
+            None if base == config.base_url => {
+                *since = Some(Instant::now());
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    endpoint = %config.base_url,
+                    backup = %backup,
+                    error = %reason,
+                    "cannot connect to the main endpoint; calls go to the backup endpoint"
+                );
+            }
+            Some(_) if base == backup.as_str() => {
+                *since = None;
+                tracing::warn!(
+                    endpoint = %config.base_url,
+                    backup = %backup,
+                    error = %reason,
+                    "cannot connect to the backup endpoint either; calls go to the main endpoint"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn stats(&self, config: &ClientConfig) -> EndpointStats {
+        let on_backup = lock(&self.on_backup_since).is_some() && self.backup.is_some();
+        EndpointStats {
+            failovers: self.failovers.load(Ordering::Relaxed),
+            on_backup,
+            active: match (&self.backup, on_backup) {
+                (Some(b), true) => b.clone(),
+                _ => config.base_url.clone(),
+            },
+        }
+    }
+}
+
+/// The most pages one listing may take. The service lists at most 1000 members, so a listing
+/// that keeps going is a service (or emulator) fault, not a long list.
+pub const MAX_LISTING_PAGES: u32 = 2000;
+
+/// Every page of one `get_members` listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveListing {
+    /// The listed accounts, in the service's order.
+    pub accounts: Vec<String>,
+    /// How many calls it took.
+    pub pages: u32,
+    /// The client clock when the first page was requested (unix seconds).
+    pub read_at: UnixTime,
+}
+
+/// A group's live facts: the online listing and one listing per mark asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveGroup {
+    /// No `Mark` filter.
+    pub online: LiveListing,
+    /// Per mark, its holders.
+    pub marks: std::collections::BTreeMap<u32, LiveListing>,
+}
+
+impl LiveGroup {
+    /// Calls the reads took.
+    pub fn calls(&self) -> u64 {
+        u64::from(self.online.pages) + self.marks.values().map(|l| u64::from(l.pages)).sum::<u64>()
+    }
+}
+
+/// Why a group's live marks could not be read. A failed read is never "nobody there".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    /// `get_members` refused for lack of permission: the edition or the console switch.
+    #[error(
+        "reading the online members of group {group} was refused (service error {code}: {info}): \
+         reading live marks needs the top (Ultimate) edition and the console switch \
+         \"list of online audio-video group members\" turned on in the Chat console \
+         (10007 also answers for a group that is not an audio-video group)"
+    )]
+    NoPermission {
+        /// The group being read.
+        group: String,
+        /// 10059 (edition) or 10007 (permission).
+        code: i64,
+        /// The service's `ErrorInfo`.
+        info: String,
+    },
+    /// The call failed (after retries, or fatally).
+    #[error("reading the online members of group {group}: {source}")]
+    Call {
+        /// The group being read.
+        group: String,
+        /// Why.
+        source: CallError,
+    },
+    /// `NextTimestamp` repeated, or the listing ran past [`MAX_LISTING_PAGES`].
+    #[error(
+        "reading the online members of group {group}: the listing did not end after {pages} \
+         page(s) (NextTimestamp {cursor}); the answer is not trusted"
+    )]
+    Paging {
+        /// The group being read.
+        group: String,
+        /// Pages read.
+        pages: u32,
+        /// The offending cursor.
+        cursor: u64,
+    },
+}
+
+impl ListError {
+    /// A short stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ListError::NoPermission { .. } => "no_permission",
+            ListError::Call { source, .. } => source.metric_label(),
+            ListError::Paging { .. } => "paging",
+        }
+    }
+
+    /// Whether every other read would fail the same way, so the whole refresh should stop.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ListError::NoPermission { .. } => true,
+            ListError::Call { source, .. } => source.is_fatal(),
+            ListError::Paging { .. } => false,
+        }
+    }
+}
+
+impl Client {
+    /// Reads every page of `get_members` for `group` (only holders of `mark` when given),
+    /// following `NextTimestamp` until 0, each page through the shared rate limiter with the
+    /// usual retries. 10059 and 10007 become [`ListError::NoPermission`].
+    pub async fn list_members(
+        &self,
+        group: &str,
+        mark: Option<u32>,
+    ) -> Result<LiveListing, ListError> {
+        let mut listing = LiveListing {
+            read_at: self.inner.clock.now(),
+            ..LiveListing::default()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor = 0;
+        loop {
+            let req = GetMembersRequest {
+                group_id: group.to_owned(),
+                timestamp: cursor,
+                mark,
+            };
+            let page = self.get_members(&req).await.map_err(|e| match e {
+                CallError::Fatal { code, info } if matches!(code, 10007 | 10059) => {
+                    ListError::NoPermission {
+                        group: group.to_owned(),
+                        code,
+                        info,
+                    }
+                }
+                source => ListError::Call {
+                    group: group.to_owned(),
+                    source,
+                },
+            })?;
+            listing.pages += 1;
+            listing
+                .accounts
+                .extend(page.member_list.into_iter().map(|m| m.account));
+            cursor = page.next_timestamp;
+            if cursor == 0 {
+                return Ok(listing);
+            }
+            if !seen.insert(cursor) || listing.pages >= MAX_LISTING_PAGES {
+                return Err(ListError::Paging {
+                    group: group.to_owned(),
+                    pages: listing.pages,
+                    cursor,
+                });
+            }
+        }
+    }
+
+    /// Reads a group's live facts: the online listing once, then one listing per mark, in
+    /// order. The first failure ends the read: a partly read group is not returned.
+    pub async fn read_live(&self, group: &str, marks: &[u32]) -> Result<LiveGroup, ListError> {
+        let online = self.list_members(group, None).await?;
+        let mut out = LiveGroup {
+            online,
+            marks: std::collections::BTreeMap::new(),
+        };
+        for &m in marks {
+            let listing = self.list_members(group, Some(m)).await?;
+            out.marks.insert(m, listing);
+        }
+        Ok(out)
+    }
+
+    /// Which endpoint calls use and how often they failed over.
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.inner.endpoints.stats(&self.inner.config)
+    }
 }
 
 impl fmt::Debug for Client {

@@ -1,0 +1,1001 @@
+//! Knowing what the service holds (SPEC section 10): read the live marks, compare them with the
+//! state and the desired files, and say what drifted and how the state must change.
+//!
+//! Three layers, from pure to I/O:
+//! - [`to_read`]: which groups and marks a refresh reads (pure).
+//! - [`classify`]: `(desired, state, live facts, now) -> Classified` (pure, sorted): one
+//!   [`Drift`] per (group, account, mark) that is not simply in sync, and the [`StateChanges`]
+//!   that make the state agree with what was seen, so that [`crate::plan::plan`] on the
+//!   refreshed state sends what the drift needs: lost marks set again, offline members' marks
+//!   pending, gone marks forgotten without a call, unmanaged marks never touched.
+//! - [`read`] and [`refresh`]: the reads through the shared [`Client`] (groups in parallel,
+//!   bounded), then [`classify`] and the state changes.
+//!
+//! # The rules, per (group, account, mark)
+//! Words: *recorded* = confirmed in `state.groups`; *intended* = in `state.intents` (unknown:
+//! an apply was setting or clearing it when it stopped); *live* = listed by the `Mark` query of
+//! that mark; *present* = listed by the online query or by any `Mark` query of the group (mark
+//! 600 hides a member from the plain listing, not from its own).
+//!
+//! Absence is evidence only when the listings that would show the member are not full: a
+//! listing of [`LISTING_WINDOW`] (1000) accounts or more may have left the member out. The online
+//! listing has to be below the window too, even to judge a `Mark` listing: the service does not
+//! say whether its window of the 1000 most recently joined members is applied before or after
+//! the `Mark` filter. And the service answers from a cache refreshed about every
+//! [`STALENESS_SECS`] (40 s), so a mark recorded less than that before the listing was read is
+//! not judged on its absence either. Both are reported as [`DriftKind::NotChecked`] and change
+//! nothing.
+//!
+//! For a mark that is recorded and not intended:
+//! - not present (and the absence is evidence): [`DriftKind::Offline`]; forgotten. If still
+//!   desired, the next plan sets it again and the apply finds the member offline: pending.
+//! - present, not live: desired [`DriftKind::Lost`], else [`DriftKind::Gone`]; forgotten
+//!   (a lost mark is then set again; a gone one needs no call).
+//! - live: in sync (if not desired, the plan clears it as before); nothing reported.
+//!
+//! For a mark that is live, not recorded and not intended: desired [`DriftKind::Adopted`]
+//! (recorded without a call: at the listing's read time, or, for mark 500 whose age is unknown,
+//! 72 h before `now` so the next plan renews it at once); not desired [`DriftKind::Unmanaged`]
+//! (reported, never touched).
+//!
+//! Intended marks are unknown, and a refresh resolves them only one way:
+//! - live and desired: confirmed ([`DriftKind::Adopted`]), the intent dropped. A mark 500 keeps
+//!   its recorded confirmation time if it has one (the intent was a renewal that may not have
+//!   landed: the older time renews sooner), or gets "72 h ago" if it has none.
+//! - anything else: left as it is and reported [`DriftKind::NotChecked`] when absent. An intent
+//!   carries no time, so the 40 s rule cannot be applied to it: a set that landed after the
+//!   service's cached listing was taken would look absent, and forgetting it would leave a mark
+//!   marksync placed on the service with nobody managing it. The plan already re-sends it (set
+//!   if desired, clear if not), which is the bounded idempotent cost SPEC section 4 accepts.
+//!
+//! Architecture invariant: [`classify`] and [`to_read`] are pure: no clock, no I/O; `now` and
+//! the read times are parameters. A listing that failed to read is never "absent": its group is
+//! not classified at all (and is reported as unread by [`refresh`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::desired::DesiredState;
+use crate::model::{Account, GroupId, MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
+use crate::state::State;
+use crate::tim::client::{Client, ListError, LiveListing};
+
+/// The service lists at most this many online members (the top edition's window; lower editions
+/// list 30, and a listing of 30 is then just as full). A listing this long, or longer, is not
+/// evidence that anyone is absent.
+pub const LISTING_WINDOW: usize = 1000;
+
+/// The service answers `get_members` from a cache refreshed about this often; a mark recorded
+/// less than this before a listing was read is not judged on its absence.
+pub const STALENESS_SECS: i64 = 40;
+
+/// How many groups [`refresh`] reads at once by default. The shared rate limiter sets the pace;
+/// this only bounds the work in flight.
+pub const DEFAULT_PARALLEL_GROUPS: usize = 16;
+
+/// One listing as seen: the accounts, whether it hit the window, when it was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The listed accounts.
+    pub accounts: BTreeSet<Account>,
+    /// Whether the listing reached [`LISTING_WINDOW`] entries: absence from it proves nothing.
+    pub full: bool,
+    /// When its first page was requested (unix seconds): the 40 s staleness counts back from here.
+    pub read_at: UnixTime,
+}
+
+impl Listing {
+    /// A listing of `accounts` read at `read_at`; `full` when there are [`LISTING_WINDOW`] or more.
+    pub fn new(accounts: impl IntoIterator<Item = Account>, read_at: UnixTime) -> Self {
+        let accounts: BTreeSet<Account> = accounts.into_iter().collect();
+        Listing {
+            full: accounts.len() >= LISTING_WINDOW,
+            accounts,
+            read_at,
+        }
+    }
+}
+
+/// What the service said about one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupFacts {
+    /// The online listing (no `Mark` filter).
+    pub online: Listing,
+    /// Per mark read, its holders (the `Mark` filter).
+    pub marks: BTreeMap<Mark, Listing>,
+}
+
+impl GroupFacts {
+    /// Whether the member shows in any listing of the group.
+    fn present(&self, account: &Account) -> bool {
+        self.online.accounts.contains(account)
+            || self.marks.values().any(|l| l.accounts.contains(account))
+    }
+}
+
+/// What the service said about every group that was read. A group missing here was not read
+/// (or its read failed): it is not classified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveFacts {
+    /// Group -> facts.
+    pub groups: BTreeMap<GroupId, GroupFacts>,
+}
+
+/// The kinds of SPEC section 10.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Recorded, desired, member present, mark missing: forgotten, so it is set again.
+    Lost,
+    /// Recorded, member not online: the service dropped it; forgotten, pending if desired.
+    Offline,
+    /// Recorded, not desired, already absent: forgotten without a call.
+    Gone,
+    /// Live, never set by marksync, not desired: reported, never touched.
+    Unmanaged,
+    /// Live and desired, not (or not surely) recorded: recorded without a call.
+    Adopted,
+    /// Absent, but the absence is not evidence (full listing, recent confirmation, intent).
+    NotChecked,
+}
+
+impl DriftKind {
+    /// Every kind, in report order.
+    pub const ALL: [DriftKind; 6] = [
+        DriftKind::Lost,
+        DriftKind::Offline,
+        DriftKind::Gone,
+        DriftKind::Unmanaged,
+        DriftKind::Adopted,
+        DriftKind::NotChecked,
+    ];
+
+    /// The name in `plan --json` and the metric label of `marksync_drift_marks{kind}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Lost => "lost",
+            DriftKind::Offline => "offline",
+            DriftKind::Gone => "gone",
+            DriftKind::Unmanaged => "unmanaged",
+            DriftKind::Adopted => "adopted",
+            DriftKind::NotChecked => "not_checked",
+        }
+    }
+}
+
+/// Why an absence was not judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotChecked {
+    /// A listing that would show it had [`LISTING_WINDOW`] entries.
+    FullListing,
+    /// Recorded less than [`STALENESS_SECS`] before the listing was read.
+    Recent,
+    /// An apply was setting or clearing it when it stopped (an intent): unknown, re-sent by the plan.
+    InFlight,
+}
+
+/// One drifted (group, account, mark): the `plan --json` `"drift"` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Drift {
+    /// The group.
+    pub group: GroupId,
+    /// The member.
+    pub account: Account,
+    /// The mark.
+    pub mark: Mark,
+    /// What happened to it.
+    pub kind: DriftKind,
+    /// For `not_checked`: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<NotChecked>,
+    /// Whether the desired files want it (so whether the drift needs a call).
+    #[serde(skip)]
+    pub desired: bool,
+}
+
+impl Drift {
+    /// Whether repairing this drift takes a call (a mark to set again); `gone`, `offline` of an
+    /// undesired mark, `adopted`, `unmanaged` and `not_checked` take none.
+    pub fn needs_call(&self) -> bool {
+        match self.kind {
+            DriftKind::Lost => true,
+            DriftKind::Offline => self.desired,
+            _ => false,
+        }
+    }
+}
+
+/// Counts per kind: `summary.drift` of `plan --json`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DriftCounts {
+    /// See [`DriftKind::Lost`].
+    pub lost: usize,
+    /// See [`DriftKind::Offline`].
+    pub offline: usize,
+    /// See [`DriftKind::Gone`].
+    pub gone: usize,
+    /// See [`DriftKind::Unmanaged`].
+    pub unmanaged: usize,
+    /// See [`DriftKind::Adopted`].
+    pub adopted: usize,
+    /// See [`DriftKind::NotChecked`].
+    pub not_checked: usize,
+}
+
+impl DriftCounts {
+    /// Counts the drift list.
+    pub fn of(drift: &[Drift]) -> Self {
+        let mut c = DriftCounts::default();
+        for d in drift {
+            *c.get_mut(d.kind) += 1;
+        }
+        c
+    }
+
+    /// The count of one kind.
+    pub fn get(&self, kind: DriftKind) -> usize {
+        match kind {
+            DriftKind::Lost => self.lost,
+            DriftKind::Offline => self.offline,
+            DriftKind::Gone => self.gone,
+            DriftKind::Unmanaged => self.unmanaged,
+            DriftKind::Adopted => self.adopted,
+            DriftKind::NotChecked => self.not_checked,
+        }
+    }
+
+    fn get_mut(&mut self, kind: DriftKind) -> &mut usize {
+        match kind {
+            DriftKind::Lost => &mut self.lost,
+            DriftKind::Offline => &mut self.offline,
+            DriftKind::Gone => &mut self.gone,
+            DriftKind::Unmanaged => &mut self.unmanaged,
+            DriftKind::Adopted => &mut self.adopted,
+            DriftKind::NotChecked => &mut self.not_checked,
+        }
+    }
+}
+
+/// How the state must change to agree with what was seen. Sorted by (group, account, mark).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    /// Recorded marks the service no longer holds (lost, offline, gone): forget them.
+    pub forget: Vec<(GroupId, Account, Mark)>,
+    /// Live and desired marks to record as confirmed at the given time (adopted), dropping any
+    /// intent on them.
+    pub adopt: Vec<(GroupId, Account, Mark, UnixTime)>,
+}
+
+impl StateChanges {
+    /// Whether nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.forget.is_empty() && self.adopt.is_empty()
+    }
+
+    /// Applies both lists to `state` (what `plan --refresh`, `apply --refresh` and the daemon
+    /// do; `import` may apply `adopt` only through [`StateChanges::apply_adopt`]).
+    pub fn apply(&self, state: &mut State) {
+        self.apply_forget(state);
+        self.apply_adopt(state);
+    }
+
+    /// Forgets the lost, offline and gone marks.
+    pub fn apply_forget(&self, state: &mut State) {
+        for (g, a, m) in &self.forget {
+            state.forget(g, a, [*m]);
+        }
+    }
+
+    /// Records the adopted marks (and drops their intents).
+    pub fn apply_adopt(&self, state: &mut State) {
+        for (g, a, m, at) in &self.adopt {
+            state.confirm(g, a, [*m], *at);
+        }
+    }
+}
+
+/// The result of [`classify`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Classified {
+    /// Every (group, account, mark) that is not simply in sync, sorted by group, account, mark.
+    pub drift: Vec<Drift>,
+    /// What to do to the state.
+    pub changes: StateChanges,
+}
+
+impl Classified {
+    /// Counts per kind.
+    pub fn counts(&self) -> DriftCounts {
+        DriftCounts::of(&self.drift)
+    }
+
+    /// Whether some drift takes a call to repair (for `--detailed-exitcode`).
+    pub fn needs_calls(&self) -> bool {
+        self.drift.iter().any(Drift::needs_call)
+    }
+}
+
+/// The groups a refresh reads, each with the marks to query: every group desired, recorded or
+/// intended, with every mark it desires, records or intends. A group with no such mark (declared
+/// with no members) is left out: there is nothing to classify in it. Pure.
+pub fn to_read(desired: &DesiredState, state: &State) -> BTreeMap<GroupId, MarkSet> {
+    let mut out: BTreeMap<GroupId, MarkSet> = BTreeMap::new();
+    for (g, group) in &desired.groups {
+        let marks = out.entry(g.clone()).or_default();
+        for set in group.members.values() {
+            marks.extend(set.iter());
+        }
+    }
+    for (g, accounts) in &state.groups {
+        let marks = out.entry(g.clone()).or_default();
+        for c in accounts.values() {
+            marks.extend(c.iter().map(|(m, _)| m));
+        }
+    }
+    for (g, accounts) in &state.intents {
+        let marks = out.entry(g.clone()).or_default();
+        for set in accounts.values() {
+            marks.extend(set.iter());
+        }
+    }
+    out.retain(|_, marks| !marks.is_empty());
+    out
+}
+
+/// Classifies every (group, account, mark) of the groups in `live` (module docs). Pure and
+/// deterministic: the output is sorted by group, account and mark.
+pub fn classify(
+    desired: &DesiredState,
+    state: &State,
+    live: &LiveFacts,
+    now: UnixTime,
+) -> Classified {
+    let mut out = Classified::default();
+    for (group, facts) in &live.groups {
+        classify_group(group, facts, desired, state, now, &mut out);
+    }
+    out
+}
+
+/// Everything known about one (account, mark) of a group.
+#[derive(Default)]
+struct Triple {
+    recorded: Option<UnixTime>,
+    intended: bool,
+    desired: bool,
+}
+
+fn classify_group(
+    group: &GroupId,
+    facts: &GroupFacts,
+    desired: &DesiredState,
+    state: &State,
+    now: UnixTime,
+    out: &mut Classified,
+) {
+    // Every (account, mark) the desired files, the state or the listings name, sorted.
+    let mut triples: BTreeMap<(&Account, Mark), Triple> = BTreeMap::new();
+    if let Some(d) = desired.groups.get(group) {
+        for (a, marks) in &d.members {
+            for m in marks.iter() {
+                triples.entry((a, m)).or_default().desired = true;
+            }
+        }
+    }
+    if let Some(accounts) = state.groups.get(group) {
+        for (a, c) in accounts {
+            for (m, at) in c.iter() {
+                triples.entry((a, m)).or_default().recorded = Some(at);
+            }
+        }
+    }
+    if let Some(accounts) = state.intents.get(group) {
+        for (a, marks) in accounts {
+            for m in marks.iter() {
+                triples.entry((a, m)).or_default().intended = true;
+            }
+        }
+    }
+    for (m, listing) in &facts.marks {
+        for a in &listing.accounts {
+            triples.entry((a, *m)).or_default();
+        }
+    }
+
+    for ((account, mark), t) in triples {
+        let Some(listing) = facts.marks.get(&mark) else {
+            // Not queried (only a caller that read fewer marks than `to_read` gets here):
+            // nothing is known about it.
+            continue;
+        };
+        let live = listing.accounts.contains(account);
+        let mut report = |kind: DriftKind, reason: Option<NotChecked>| {
+            out.drift.push(Drift {
+                group: group.clone(),
+                account: account.clone(),
+                mark,
+                kind,
+                reason,
+                desired: t.desired,
+            });
+        };
+        if live {
+            // Mark 500 of unknown age is due for renewal at once; a recorded time is older than
+            // the truth (a renewal may have landed since), so keeping it renews no later.
+            let adopt_at = match (mark.expires(), t.recorded) {
+                (true, Some(at)) => at,
+                (true, None) => now.saturating_sub(MARK_500_LIFETIME_SECS),
+                (false, _) => listing.read_at,
+            };
+            match (t.recorded.is_some(), t.intended, t.desired) {
+                // In sync (or a planned clear): nothing to say.
+                (true, false, _) => {}
+                (_, true, true) | (false, false, true) => {
+                    report(DriftKind::Adopted, None);
+                    out.changes
+                        .adopt
+                        .push((group.clone(), account.clone(), mark, adopt_at));
+                }
+                // Intended and not desired: the plan clears it again.
+                (_, true, false) => {}
+                (false, false, false) => report(DriftKind::Unmanaged, None),
+            }
+            continue;
+        }
+        // Not live.
+        if t.intended {
+            report(DriftKind::NotChecked, Some(NotChecked::InFlight));
+            continue;
+        }
+        let Some(at) = t.recorded else {
+            // Desired and not recorded: the plan sets it anyway; not drift.
+            continue;
+        };
+        let present = facts.present(account);
+        let absent_from_group = !present && !facts.online.full;
+        let absent_mark = !listing.full && !facts.online.full;
+        let kind = if absent_from_group {
+            DriftKind::Offline
+        } else if absent_mark {
+            if t.desired {
+                DriftKind::Lost
+            } else {
+                DriftKind::Gone
+            }
+        } else {
+            report(DriftKind::NotChecked, Some(NotChecked::FullListing));
+            continue;
+        };
+        // The listing may predate the confirmation: the service's cache is up to 40 s old.
+        let read_at = facts.online.read_at.min(listing.read_at);
+        if at > read_at - STALENESS_SECS {
+            report(DriftKind::NotChecked, Some(NotChecked::Recent));
+            continue;
+        }
+        report(kind, None);
+        out.changes
+            .forget
+            .push((group.clone(), account.clone(), mark));
+    }
+}
+
+/// Why a refresh failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// A read failed in a way every other read would repeat (no permission for `get_members`,
+    /// credentials, a wrong endpoint): nothing was classified and the state is unchanged.
+    #[error(transparent)]
+    Read(#[from] ListError),
+}
+
+impl RefreshError {
+    /// A short stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RefreshError::Read(e) => e.metric_label(),
+        }
+    }
+
+    /// Whether it is the missing `get_members` permission (edition or console switch): the daemon
+    /// logs it once and falls back to `reassert_every`.
+    pub fn is_no_permission(&self) -> bool {
+        matches!(self, RefreshError::Read(ListError::NoPermission { .. }))
+    }
+}
+
+/// What [`read`] saw.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// The groups read in full.
+    pub facts: LiveFacts,
+    /// Groups whose read failed (after retries) with an error that does not stop the others: not
+    /// classified, their state untouched.
+    pub unread: BTreeMap<GroupId, ListError>,
+    /// `get_members` calls made (pages), for the cost report.
+    pub calls: u64,
+}
+
+/// Converts a client listing into model terms. Accounts the model refuses (none a desired file
+/// or the state can hold) are left out; the window is judged on what the service sent.
+fn listing(raw: LiveListing) -> Listing {
+    let full = raw.accounts.len() >= LISTING_WINDOW;
+    let accounts = raw
+        .accounts
+        .into_iter()
+        .filter_map(|a| Account::from_string(a).ok())
+        .collect();
+    Listing {
+        accounts,
+        full,
+        read_at: raw.read_at,
+    }
+}
+
+/// Reads the live facts of `groups` (from [`to_read`]), at most `parallel` groups at once, all
+/// through `client`'s shared rate limiter. A fatal error (see [`ListError::is_fatal`]) stops the
+/// whole read; any other failure leaves its group out of the facts and in `unread`.
+pub async fn read(
+    client: &Client,
+    groups: &BTreeMap<GroupId, MarkSet>,
+    parallel: usize,
+) -> Result<ReadOutcome, RefreshError> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (group, marks) in groups {
+        let client = client.clone();
+        let permits = permits.clone();
+        let group = group.clone();
+        let marks: Vec<u32> = marks.iter().map(Mark::get).collect();
+        tasks.spawn(async move {
+            // The semaphore is never closed.
+            let _permit = permits.acquire_owned().await.ok();
+            let result = client.read_live(group.as_str(), &marks).await;
+            (group, result)
+        });
+    }
+    let mut out = ReadOutcome::default();
+    while let Some(joined) = tasks.join_next().await {
+        let (group, result) = match joined {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => continue,
+        };
+        match result {
+            Ok(live) => {
+                out.calls += live.calls();
+                let marks = live
+                    .marks
+                    .into_iter()
+                    .filter_map(|(m, l)| Some((Mark::new(u64::from(m)).ok()?, listing(l))))
+                    .collect();
+                let facts = GroupFacts {
+                    online: listing(live.online),
+                    marks,
+                };
+                out.facts.groups.insert(group, facts);
+            }
+            Err(e) if e.is_fatal() => {
+                tasks.abort_all();
+                return Err(RefreshError::Read(e));
+            }
+            Err(e) => {
+                tracing::warn!(group = %group, error = %e, "group not refreshed");
+                out.unread.insert(group, e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What [`refresh`] did.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// The drift and the state changes that were applied.
+    pub classified: Classified,
+    /// Groups that could not be read: not classified, state untouched (say so to the user).
+    pub unread: BTreeMap<GroupId, ListError>,
+    /// `get_members` calls made.
+    pub calls: u64,
+}
+
+/// The whole refresh: reads what [`to_read`] names through `client` (groups in parallel, up to
+/// [`DEFAULT_PARALLEL_GROUPS`]), [`classify`]s it, and applies the changes to `state` (in memory;
+/// saving is the caller's). Then `plan::plan(desired, state, now, policy)` sends what the drift
+/// needs. `now` is the caller's clock reading, after the reads.
+pub async fn refresh(
+    client: &Client,
+    desired: &DesiredState,
+    state: &mut State,
+    now: UnixTime,
+) -> Result<Refreshed, RefreshError> {
+    let groups = to_read(desired, state);
+    let read = read(client, &groups, DEFAULT_PARALLEL_GROUPS).await?;
+    let classified = classify(desired, state, &read.facts, now);
+    classified.changes.apply(state);
+    Ok(Refreshed {
+        classified,
+        unread: read.unread,
+        calls: read.calls,
+    })
+}
+
+/// The `get_members` calls one refresh makes for a group: the online listing plus one listing per
+/// mark, each at least one page of `page_size` members. `online` is capped at the window.
+pub fn read_calls(online: usize, holders_per_mark: &[usize], page_size: usize) -> u64 {
+    let pages = |n: usize| n.min(LISTING_WINDOW).div_ceil(page_size.max(1)).max(1) as u64;
+    pages(online) + holders_per_mark.iter().map(|&n| pages(n)).sum::<u64>()
+}
+
+/// How long `calls` take at `per_second`.
+pub fn read_time(calls: u64, per_second: u32) -> Duration {
+    Duration::from_secs_f64(calls as f64 / f64::from(per_second.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Policy, plan};
+
+    const NOW: UnixTime = 1_764_000_000;
+    /// When the listings were read: a minute before `NOW`.
+    const READ: UnixTime = NOW - 60;
+    const OLD: UnixTime = READ - 3600;
+
+    fn g(s: &str) -> GroupId {
+        GroupId::new(s).unwrap()
+    }
+    fn a(s: &str) -> Account {
+        Account::new(s).unwrap()
+    }
+    fn m(n: u64) -> Mark {
+        Mark::new(n).unwrap()
+    }
+
+    /// One case: the desired marks, the recorded ones (with times), the intents, and the live
+    /// facts of group G, all for the member `u` (others as named).
+    #[derive(Default)]
+    struct Case {
+        desired: Vec<(&'static str, u64)>,
+        recorded: Vec<(&'static str, u64, UnixTime)>,
+        intents: Vec<(&'static str, u64)>,
+        online: Vec<&'static str>,
+        /// mark -> holders.
+        live: Vec<(u64, Vec<&'static str>)>,
+        online_full: bool,
+        full_marks: Vec<u64>,
+    }
+
+    impl Case {
+        fn inputs(&self) -> (DesiredState, State, LiveFacts) {
+            let mut d = DesiredState::default();
+            let mut s = State::new(1);
+            for (acc, mark) in &self.desired {
+                d.groups
+                    .entry(g("G"))
+                    .or_default()
+                    .members
+                    .entry(a(acc))
+                    .or_default()
+                    .insert(m(*mark));
+            }
+            for (acc, mark, at) in &self.recorded {
+                s.confirm(&g("G"), &a(acc), [m(*mark)], *at);
+            }
+            for (acc, mark) in &self.intents {
+                s.intend(&g("G"), &a(acc), [m(*mark)]);
+            }
+            let mut facts = GroupFacts {
+                online: Listing::new(self.online.iter().map(|x| a(x)), READ),
+                marks: BTreeMap::new(),
+            };
+            facts.online.full |= self.online_full;
+            // Every mark a refresh reads has a listing, empty unless `live` says otherwise.
+            for mark in to_read(&d, &s)
+                .get(&g("G"))
+                .into_iter()
+                .flat_map(MarkSet::iter)
+            {
+                facts.marks.insert(mark, Listing::new([], READ));
+            }
+            for (mark, holders) in &self.live {
+                let mut l = Listing::new(holders.iter().map(|x| a(x)), READ);
+                l.full |= self.full_marks.contains(mark);
+                facts.marks.insert(m(*mark), l);
+            }
+            for mark in &self.full_marks {
+                facts.marks.entry(m(*mark)).or_default().full = true;
+            }
+            let mut live = LiveFacts::default();
+            live.groups.insert(g("G"), facts);
+            (d, s, live)
+        }
+
+        /// The drift as `account mark kind[/reason]` lines, and the plan on the refreshed state.
+        fn run(&self) -> (Vec<String>, Vec<String>) {
+            let (d, mut s, live) = self.inputs();
+            let c = classify(&d, &s, &live, NOW);
+            let drift = c
+                .drift
+                .iter()
+                .map(|x| {
+                    let reason = x
+                        .reason
+                        .map(|r| format!("/{}", serde_json::to_value(r).unwrap().as_str().unwrap()))
+                        .unwrap_or_default();
+                    format!("{} {} {}{reason}", x.account, x.mark, x.kind.as_str())
+                })
+                .collect();
+            c.changes.apply(&mut s);
+            let p = plan(&d, &s, NOW, &Policy::default());
+            let calls = p
+                .calls
+                .iter()
+                .flat_map(|call| {
+                    call.members
+                        .iter()
+                        .map(move |(acc, ms)| format!("{} {acc} {ms}", call.command.as_str()))
+                })
+                .collect();
+            (drift, calls)
+        }
+    }
+
+    fn check(case: Case, drift: &[&str], calls: &[&str]) {
+        let (got_drift, got_calls) = case.run();
+        assert_eq!(got_drift, drift, "drift");
+        assert_eq!(got_calls, calls, "calls on the refreshed state");
+    }
+
+    #[test]
+    fn lost_is_set_again() {
+        check(
+            Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, OLD)],
+                online: vec!["u"],
+                ..Case::default()
+            },
+            &["u 1000 lost"],
+            &["set u 1000"],
+        );
+    }
+
+    #[test]
+    fn offline_is_forgotten_so_pending_if_desired_and_dropped_if_not() {
+        check(
+            Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+                online: vec!["v"],
+                ..Case::default()
+            },
+            &["u 1000 offline", "u 1001 offline"],
+            // 1000 is pending (the apply finds u offline); 1001 was dropped by the service: no clear.
+            &["set u 1000"],
+        );
+    }
+
+    #[test]
+    fn gone_is_forgotten_without_a_call() {
+        check(
+            Case {
+                recorded: vec![("u", 1001, OLD)],
+                online: vec!["u"],
+                ..Case::default()
+            },
+            &["u 1001 gone"],
+            &[],
+        );
+    }
+
+    #[test]
+    fn unmanaged_is_reported_and_never_touched() {
+        check(
+            Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, OLD)],
+                online: vec!["u", "x"],
+                live: vec![(1000, vec!["u", "x"])],
+                ..Case::default()
+            },
+            &["x 1000 unmanaged"],
+            &[],
+        );
+    }
+
+    #[test]
+    fn adopted_is_recorded_without_a_call_and_500_renewed_at_once() {
+        check(
+            Case {
+                desired: vec![("u", 1000), ("u", 500)],
+                online: vec!["u"],
+                live: vec![(1000, vec!["u"]), (500, vec!["u"])],
+                ..Case::default()
+            },
+            &["u 500 adopted", "u 1000 adopted"],
+            &["set u 500"],
+        );
+        let (d, s, live) = Case {
+            desired: vec![("u", 1000)],
+            live: vec![(1000, vec!["u"])],
+            ..Case::default()
+        }
+        .inputs();
+        let c = classify(&d, &s, &live, NOW);
+        assert_eq!(c.changes.adopt, [(g("G"), a("u"), m(1000), READ)]);
+    }
+
+    #[test]
+    fn in_sync_says_nothing() {
+        check(
+            Case {
+                desired: vec![("u", 1000), ("u", 600)],
+                recorded: vec![("u", 1000, OLD), ("u", 600, OLD)],
+                // Hidden by 600 from the plain listing, listed by its marks.
+                online: vec![],
+                live: vec![(1000, vec!["u"]), (600, vec!["u"])],
+                ..Case::default()
+            },
+            &[],
+            &[],
+        );
+    }
+
+    #[test]
+    fn a_full_listing_is_not_evidence_of_absence() {
+        // The online listing full: neither offline nor lost can be judged.
+        check(
+            Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+                online_full: true,
+                ..Case::default()
+            },
+            &[
+                "u 1000 not_checked/full_listing",
+                "u 1001 not_checked/full_listing",
+            ],
+            // Unchanged: the undesired 1001 is cleared as it would be without a refresh.
+            &["clear u 1001"],
+        );
+        // The mark's listing full: present, but the mark cannot be judged.
+        check(
+            Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, OLD)],
+                online: vec!["u"],
+                full_marks: vec![1000],
+                ..Case::default()
+            },
+            &["u 1000 not_checked/full_listing"],
+            &[],
+        );
+        // 999 is not full, 1000 is.
+        let l = Listing::new((0..999).map(|i| a(&format!("m{i}"))), READ);
+        assert!(!l.full);
+        assert!(Listing::new((0..1000).map(|i| a(&format!("m{i}"))), READ).full);
+    }
+
+    #[test]
+    fn a_mark_recorded_within_40s_of_the_listing_is_not_judged() {
+        for (at, kind) in [
+            (READ - STALENESS_SECS, "lost"),
+            (READ - STALENESS_SECS + 1, "not_checked/recent"),
+            (READ + 10, "not_checked/recent"),
+        ] {
+            let case = Case {
+                desired: vec![("u", 1000)],
+                recorded: vec![("u", 1000, at)],
+                online: vec!["u"],
+                ..Case::default()
+            };
+            assert_eq!(case.run().0, [format!("u 1000 {kind}")], "recorded at {at}");
+        }
+    }
+
+    #[test]
+    fn intents_are_confirmed_when_live_and_desired_and_otherwise_left_to_the_plan() {
+        check(
+            Case {
+                desired: vec![("u", 1000), ("u", 500)],
+                recorded: vec![("u", 500, OLD)],
+                intents: vec![("u", 1000), ("u", 500), ("u", 1001), ("v", 1002)],
+                online: vec!["u", "v"],
+                live: vec![(1000, vec!["u"]), (500, vec!["u"]), (1001, vec!["u"])],
+                ..Case::default()
+            },
+            // 1001 is live and not desired: the plan clears it again; v's 1002 is absent but in
+            // flight: kept, so the plan clears it again too.
+            &[
+                "u 500 adopted",
+                "u 1000 adopted",
+                "v 1002 not_checked/in_flight",
+            ],
+            &["clear u 1001", "clear v 1002"],
+        );
+        // The recorded 500 keeps its (older) time when an intent on it is confirmed.
+        let (d, s, live) = Case {
+            desired: vec![("u", 500)],
+            recorded: vec![("u", 500, OLD)],
+            intents: vec![("u", 500)],
+            live: vec![(500, vec!["u"])],
+            ..Case::default()
+        }
+        .inputs();
+        assert_eq!(
+            classify(&d, &s, &live, NOW).changes.adopt,
+            [(g("G"), a("u"), m(500), OLD)]
+        );
+    }
+
+    #[test]
+    fn unread_groups_and_marks_are_not_classified() {
+        let (d, s, _) = Case {
+            desired: vec![("u", 1000)],
+            recorded: vec![("u", 1000, OLD)],
+            ..Case::default()
+        }
+        .inputs();
+        let c = classify(&d, &s, &LiveFacts::default(), NOW);
+        assert_eq!(c, Classified::default());
+    }
+
+    #[test]
+    fn to_read_names_every_managed_desired_or_intended_mark() {
+        let (d, s, _) = Case {
+            desired: vec![("u", 1000)],
+            recorded: vec![("v", 1001, OLD)],
+            intents: vec![("w", 600)],
+            ..Case::default()
+        }
+        .inputs();
+        let r = to_read(&d, &s);
+        assert_eq!(r[&g("G")].to_string(), "600,1000,1001");
+        let mut d = d;
+        d.groups.insert(g("empty"), Default::default());
+        assert!(!to_read(&d, &s).contains_key(&g("empty")));
+    }
+
+    #[test]
+    fn drift_json_and_counts() {
+        let d = Drift {
+            group: g("@TGS#a"),
+            account: a("u"),
+            mark: m(1000),
+            kind: DriftKind::NotChecked,
+            reason: Some(NotChecked::FullListing),
+            desired: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"group":"@TGS#a","account":"u","mark":1000,"kind":"not_checked","reason":"full_listing"}"#
+        );
+        let lost = Drift {
+            kind: DriftKind::Lost,
+            reason: None,
+            ..d.clone()
+        };
+        assert!(lost.needs_call() && !d.needs_call());
+        let counts = DriftCounts::of(&[d, lost.clone(), lost]);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"lost":2,"offline":0,"gone":0,"unmanaged":0,"adopted":0,"not_checked":1}"#
+        );
+        for k in DriftKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap().as_str(), Some(k.as_str()));
+        }
+    }
+
+    #[test]
+    fn read_calls_count_pages() {
+        assert_eq!(read_calls(0, &[], 100), 1);
+        assert_eq!(read_calls(250, &[0, 100, 101], 100), 3 + 1 + 1 + 2);
+        // The window caps the online listing.
+        assert_eq!(read_calls(5000, &[], 100), 10);
+        assert_eq!(read_time(400, 200), Duration::from_secs(2));
+    }
+}

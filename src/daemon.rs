@@ -94,8 +94,7 @@ pub struct RunOptions {
     pub allow_mass_clear: bool,
 }
 
-/// How long in-flight calls may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+use crate::cmd::SHUTDOWN_GRACE;
 
 /// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
 /// enough to batch a wave of callbacks into one write at a million marks, short enough that a

@@ -163,6 +163,9 @@ pub struct StandaloneEmulator {
     pub proc: Proc,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Calls counted on arrival that were never answered: their client went away and the
+    /// emulator dropped them with the connection (see [`StandaloneEmulator::settle`]).
+    dropped: std::cell::Cell<u64>,
     _dir: tempfile::TempDir,
 }
 
@@ -202,6 +205,7 @@ impl StandaloneEmulator {
         let emu = StandaloneEmulator {
             proc,
             addr,
+            dropped: std::cell::Cell::new(0),
             _dir: dir,
         };
         poll("the emulator to answer", Duration::from_secs(10), || {
@@ -251,17 +255,23 @@ impl StandaloneEmulator {
         let stats = self.control("GET", "/emulator/stats?log=true", None);
         let total = stats["calls_total"].as_u64().unwrap();
         let answered = stats["log"].as_array().map_or(0, Vec::len) as u64;
-        total.saturating_sub(answered)
+        total.saturating_sub(answered + self.dropped.get())
     }
 
-    /// Waits until no call is in flight, or at most `limit`: a call whose client went away is
-    /// either answered (applied) within the injected latency or dropped with its connection
-    /// (never applied), so after `limit` nothing more can land.
+    /// Waits until no call is in flight, or at most `limit` (longer than the injected latency):
+    /// a call whose client went away is either answered (and applied) once its latency is
+    /// slept, or dropped with its connection before that (never applied). So after `limit`
+    /// nothing more can land; calls still unanswered then are counted as dropped. Returns how
+    /// many were.
     pub fn settle(&self, limit: Duration) -> u64 {
         let start = Instant::now();
         loop {
             let n = self.in_flight();
-            if n == 0 || start.elapsed() > limit {
+            if n == 0 {
+                return 0;
+            }
+            if start.elapsed() > limit {
+                self.dropped.set(self.dropped.get() + n);
                 return n;
             }
             std::thread::sleep(POLL);

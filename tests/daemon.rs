@@ -1242,3 +1242,114 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     env.settle();
     assert_eq!(env.calls(), 1, "renewed once");
 }
+
+/// An emulator sending callbacks to the daemon's listener (no token), and a daemon running
+/// over `want` with the emulator matching it.
+fn with_callbacks(want: &Marks) -> (Env, Daemon) {
+    let env = Env::with(|c, port| {
+        c.auto_create_groups = true;
+        c.members_online_by_default = true;
+        c.callback_url = Some(format!("http://127.0.0.1:{port}/callback"));
+    });
+    env.desire("cb.yaml", want);
+    let d = env.start();
+    env.wait_live(want);
+    (env, d)
+}
+
+/// Sends a member-state callback for `accounts` of `group`, with `event_time` (ms) if given.
+fn presence(env: &Env, group: &str, accounts: &[&str], online: bool, event_time: Option<i64>) {
+    let members: Vec<Value> = accounts
+        .iter()
+        .map(|a| serde_json::json!({"Member_Account": a}))
+        .collect();
+    let mut body = serde_json::json!({
+        "GroupId": group, "Type": "AVChatRoom",
+        "EventType": if online { "Online" } else { "Offline" },
+        "EventCause": if online { "HeartbeatRecover" } else { "HeartbeatInterrupt" },
+        "MemberList": members,
+    });
+    if let Some(t) = event_time {
+        body["EventTime"] = Value::from(t);
+    }
+    let url = format!("http://127.0.0.1:{}/callback", env.port);
+    let reply = env
+        .block_on(env.emu().send_callback(
+            &url,
+            None,
+            marksync::emulator::MEMBER_STATE_CHANGE,
+            body,
+        ))
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn an_online_callback_and_an_edit_removing_a_mark_in_one_round_clear_it() {
+    // The stray: a callback forgot bob's confirmed marks while, in the same round, the
+    // desired files stopped wanting one of them: neither confirmed nor intended, it was never
+    // cleared, and `plan` said "No changes".
+    let want = marks(&[
+        ("@TGS#CB", "bob", &[1001, 1002]),
+        ("@TGS#CB", "carol", &[1000]),
+    ]);
+    let (env, d) = with_callbacks(&want);
+    env.emu()
+        .inject_fault(Fault::always(FaultKind::Latency { ms: 2000 }))
+        .unwrap();
+    let calls = env.calls();
+    // A reconcile in flight, so that what follows is absorbed in one round after it.
+    let mut next = want.clone();
+    next.get_mut("@TGS#CB")
+        .unwrap()
+        .insert("dave".into(), vec![1003]);
+    env.desire("cb.yaml", &next);
+    poll("the reconcile's call", WAIT, || {
+        (env.calls() > calls).then_some(())
+    });
+    presence(&env, "@TGS#CB", &["bob"], true, None);
+    next.get_mut("@TGS#CB")
+        .unwrap()
+        .insert("bob".into(), vec![1002]);
+    env.desire("cb.yaml", &next);
+    env.emu().clear_faults();
+    env.wait_live(&next);
+    d.wait_reconciles("files", 2.0);
+    let state = env.state();
+    assert!(state["groups"]["@TGS#CB"]["bob"].get("1001").is_none());
+    assert!(
+        state["intents"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_callback_older_than_the_confirmation_changes_nothing() {
+    let want = marks(&[("@TGS#CB", "bob", &[1001, 1002])]);
+    let (env, d) = with_callbacks(&want);
+    let calls = env.calls();
+    let old_ms = (unix_now() - 120) * 1000;
+    presence(&env, "@TGS#CB", &["bob"], false, Some(old_ms));
+    presence(&env, "@TGS#CB", &["bob"], true, Some(old_ms));
+    d.wait_reconciles("callback", 1.0);
+    assert_eq!(d.metric("marksync_managed_marks"), 2.0, "still confirmed");
+    assert_eq!(env.calls(), calls, "nothing re-sent");
+
+    // A recent Offline (no EventTime: stamped on receipt) makes them unknown, not absent; the
+    // next Online sets them again.
+    presence(&env, "@TGS#CB", &["bob"], false, None);
+    poll("the marks to become unknown", WAIT, || {
+        (d.metric("marksync_managed_marks") == 0.0).then_some(())
+    });
+    poll("the state to record them as intents", WAIT, || {
+        let s = env.state();
+        (s["intents"]["@TGS#CB"]["bob"] == serde_json::json!([1001, 1002])).then_some(())
+    });
+    presence(&env, "@TGS#CB", &["bob"], true, None);
+    poll("bob's marks to be confirmed again", WAIT, || {
+        (d.metric("marksync_managed_marks") == 2.0).then_some(())
+    });
+    assert_eq!(env.live(), want);
+}

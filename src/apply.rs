@@ -1,17 +1,28 @@
 //! Runs a [`Plan`] through the client and folds confirmed results into the state (SPEC sections
 //! 4 and 7). `marksync apply` and the daemon's reconcile both come through [`execute`].
 //!
-//! - Before any call, the marks about to be set are recorded as intents and the state is saved:
-//!   after a crash, a mark that was set but never confirmed is known, and cleared if no longer
-//!   desired.
+//! - Before any call, the marks about to be set AND cleared are recorded as intents (the
+//!   `<state>.intents` sidecar, written atomically); when that record cannot be written, nothing
+//!   is sent. A mark with an intent is unknown: after a crash, a signal or a failed save, the
+//!   next plan sets it again if it is desired and clears it again if not, whatever the state's
+//!   confirmation says. A confirmed answer resolves the intent; a refusal or a call not sent
+//!   restores the intents that were there before.
 //! - Groups run in parallel, the calls of one group in order (clears free capacity for sets);
 //!   the client's shared rate limiter sets the pace.
 //! - One task owns the state: results arrive over a channel, are folded in, and the state is
-//!   saved at most once a second and at the end, never once per call.
+//!   saved at most once a second and at the end, never once per call. A save that fails stops
+//!   the run like a fatal code (no new call; calls in flight finish and are folded), and the
+//!   error is returned after one last save attempt.
+//! - "No new call" (a fatal code, a failed save, the caller's stop flag) is checked when a call's
+//!   rate-limiter slot is granted and before each retry, not only before it queues.
 //! - A mark counts as set only when the response lists it for that member. A member missing from
 //!   the response was offline: pending, not an error. So is a set call refused with one of the
 //!   `offline_error_codes` (the service's undocumented "every account is offline" failure).
 //!   A reasserted mark found offline loses its confirmation (the service dropped it).
+//! - A clear refused with one of the `offline_error_codes` has nothing left to clear: an offline
+//!   member (or one that left) has lost its marks, so they are forgotten and count as cleared.
+//!   Mark 500 survives going offline, so it stays unknown (its intent is kept, counted pending)
+//!   and the next apply clears it again.
 //!
 //! Architecture invariant: only confirmed results enter the confirmed part of the state.
 
@@ -140,20 +151,49 @@ pub async fn execute(
     settings: &Settings,
     mut on_call: impl FnMut(CallReport<'_>),
 ) -> Result<Applied, StateError> {
-    // 1. Intents first: a crash after this point leaves no unaccounted mark.
-    let mut any_set = false;
-    for call in plan.calls.iter().filter(|c| c.command == Command::Set) {
-        for (account, marks) in &call.members {
-            state.intend(&call.group, account, marks.iter());
-            any_set = true;
-        }
+    let mut applied = Applied {
+        totals: Totals::default(),
+        fatal: None,
+    };
+    if plan.calls.is_empty() {
+        return Ok(applied);
     }
-    if any_set {
-        state::save_intents(state_path, state)?;
+    // 1. Intents first, for sets and clears alike: a crash after this point leaves no
+    // unaccounted mark. `fresh[i]` holds the intents call i added (not there before), which
+    // are the ones to drop again when it turns out nothing was applied.
+    let fresh: Vec<Vec<(Account, MarkSet)>> = plan
+        .calls
+        .iter()
+        .map(|call| {
+            let mut added = Vec::new();
+            for (account, marks) in &call.members {
+                let before = state.intended(&call.group, account);
+                let new: MarkSet = marks
+                    .iter()
+                    .filter(|&m| !before.is_some_and(|b| b.contains(m)))
+                    .collect();
+                if !new.is_empty() {
+                    state.intend(&call.group, account, new.iter());
+                    added.push((account.clone(), new));
+                }
+            }
+            added
+        })
+        .collect();
+    if let Err(e) = state::save_intents(state_path, state) {
+        // Nothing is sent: the state keeps what it had.
+        for (call, added) in plan.calls.iter().zip(&fresh) {
+            for (account, marks) in added {
+                state.drop_intents(&call.group, account, marks.iter());
+            }
+        }
+        return Err(e);
     }
 
-    // 2. One task per group, calls of a group in order.
+    // 2. One task per group, calls of a group in order. `halt` is this run's own stop: a fatal
+    // code or a failed save sets it; the caller's `stop` (a signal) is looked at beside it.
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Outcome, Duration)>();
+    let halt = Arc::new(AtomicBool::new(false));
     let stop = settings.stop.clone();
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut by_group: BTreeMap<&GroupId, Vec<usize>> = BTreeMap::new();
@@ -163,28 +203,30 @@ pub async fn execute(
     let offline_codes: Arc<[i64]> = settings.offline_error_codes.clone().into();
     let mut tasks = tokio::task::JoinSet::new();
     for (_, indices) in by_group {
-        let (plan, client, tx, stop, slots, offline_codes) = (
+        let (plan, client, tx, stop, halt, slots, offline_codes) = (
             plan.clone(),
             client.clone(),
             tx.clone(),
             stop.clone(),
+            halt.clone(),
             slots.clone(),
             offline_codes.clone(),
         );
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
+            let stopped = || halt.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
             let mut gone = false;
             for i in indices {
-                if gone || stop.load(Ordering::SeqCst) {
+                if gone || stopped() {
                     let _ = tx.send((i, Outcome::Skipped { group_gone: gone }, Duration::ZERO));
                     continue;
                 }
                 let started = Instant::now();
-                let outcome = send(&client, &plan.calls[i], &offline_codes).await;
+                let outcome = send(&client, &plan.calls[i], &offline_codes, &stopped).await;
                 let elapsed = started.elapsed();
                 match &outcome {
                     Outcome::GroupGone(_) => gone = true,
-                    Outcome::Failed(e) if e.is_fatal() => stop.store(true, Ordering::SeqCst),
+                    Outcome::Failed(e) if e.is_fatal() => halt.store(true, Ordering::SeqCst),
                     _ => {}
                 }
                 let _ = tx.send((i, outcome, elapsed));
@@ -193,32 +235,33 @@ pub async fn execute(
     }
     drop(tx);
 
-    // 3. Fold results as they come; save in bulk.
-    let mut applied = Applied {
-        totals: Totals::default(),
-        fatal: None,
-    };
+    // 3. Fold results as they come; save in bulk. After a failed save, no new call starts; the
+    // ones in flight are still folded, and the state is saved once more at the end.
     let mut last_save = Instant::now();
-    let mut dirty = false;
+    let mut save_failed: Option<StateError> = None;
     while let Some((i, outcome, elapsed)) = rx.recv().await {
         let call = &plan.calls[i];
-        fold(state, call, &outcome, clock.now(), &mut applied);
+        fold(state, call, &fresh[i], &outcome, clock.now(), &mut applied);
         on_call(CallReport {
             call,
             outcome: &outcome,
             elapsed,
         });
-        dirty = true;
-        if last_save.elapsed() >= SAVE_EVERY {
-            state::save(state_path, state)?;
+        if save_failed.is_none() && last_save.elapsed() >= SAVE_EVERY {
+            if let Err(e) = state::save(state_path, state) {
+                tracing::error!("cannot save state: {e}; no new call is sent");
+                halt.store(true, Ordering::SeqCst);
+                save_failed = Some(e);
+            }
             last_save = Instant::now();
-            dirty = false;
         }
     }
     while tasks.join_next().await.is_some() {}
-    if dirty || any_set {
-        state::save(state_path, state)?;
+    let saved = state::save(state_path, state);
+    if let Some(e) = save_failed {
+        return Err(e);
     }
+    saved?;
     if applied.fatal.is_some() {
         applied.totals.failed += applied.totals.skipped;
     }
@@ -228,7 +271,12 @@ pub async fn execute(
 /// Sends one call and classifies the answer. A set call refused with one of `offline_codes` is
 /// the service's "every account is offline": all its members are pending, as when the service
 /// leaves offline members out of a successful answer.
-async fn send(client: &Client, call: &Call, offline_codes: &[i64]) -> Outcome {
+async fn send(
+    client: &Client,
+    call: &Call,
+    offline_codes: &[i64],
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Outcome {
     let request = ModifyUserInfoRequest {
         group_id: call.group.as_str().to_string(),
         command_type: match call.command {
@@ -244,7 +292,7 @@ async fn send(client: &Client, call: &Call, offline_codes: &[i64]) -> Outcome {
             })
             .collect(),
     };
-    match client.modify_user_info(&request).await {
+    match client.modify_user_info_unless(&request, stop).await {
         Ok(response) => match call.command {
             Command::Clear => Outcome::Done {
                 confirmed: call.members.clone(),
@@ -272,24 +320,56 @@ async fn send(client: &Client, call: &Call, offline_codes: &[i64]) -> Outcome {
                 Outcome::Done { confirmed, pending }
             }
         },
-        Err(CallError::Rejected { code, .. })
-            if call.command == Command::Set && offline_codes.contains(&code) =>
-        {
-            Outcome::Done {
-                confirmed: Vec::new(),
-                pending: call.members.clone(),
+        Err(CallError::Rejected { code, .. }) if offline_codes.contains(&code) => {
+            match call.command {
+                Command::Set => Outcome::Done {
+                    confirmed: Vec::new(),
+                    pending: call.members.clone(),
+                },
+                // Every member is offline or gone: the service has dropped their marks already,
+                // except mark 500, which outlives a disconnection and stays pending (unknown).
+                Command::Clear => {
+                    let mut confirmed = Vec::new();
+                    let mut pending = Vec::new();
+                    for (account, marks) in &call.members {
+                        let (keep, gone): (Vec<Mark>, Vec<Mark>) =
+                            marks.iter().partition(|m| m.expires());
+                        if !gone.is_empty() {
+                            confirmed.push((account.clone(), gone.into_iter().collect()));
+                        }
+                        if !keep.is_empty() {
+                            pending.push((account.clone(), keep.into_iter().collect()));
+                        }
+                    }
+                    Outcome::Done { confirmed, pending }
+                }
             }
         }
+        Err(CallError::Stopped) => Outcome::Skipped { group_gone: false },
         Err(e @ CallError::GroupGone { .. }) => Outcome::GroupGone(e),
         Err(e) => Outcome::Failed(e),
     }
 }
 
-/// Folds one outcome into the state and the totals.
-fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, applied: &mut Applied) {
+/// Folds one outcome into the state and the totals. `fresh` holds the intents this call added
+/// (see [`execute`]): dropped again when nothing was applied, so that intents from before (an
+/// earlier crash) stay.
+fn fold(
+    state: &mut State,
+    call: &Call,
+    fresh: &[(Account, MarkSet)],
+    outcome: &Outcome,
+    now: i64,
+    applied: &mut Applied,
+) {
     let t = &mut applied.totals;
     let marks_in =
         |members: &[(Account, MarkSet)]| members.iter().map(|(_, m)| m.len()).sum::<usize>();
+    let undo_fresh = |state: &mut State| {
+        for (account, marks) in fresh {
+            state.drop_intents(&call.group, account, marks.iter());
+        }
+    };
     match outcome {
         Outcome::Done { confirmed, pending } => {
             t.calls += 1;
@@ -299,6 +379,10 @@ fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, applied: &m
                         state.forget(&call.group, account, marks.iter());
                         state.drop_intents(&call.group, account, marks.iter());
                         t.cleared += marks.len();
+                    }
+                    // Mark 500 of a member found offline: unknown, its intent stays.
+                    for (_, marks) in pending {
+                        t.pending += marks.len();
                     }
                 }
                 Command::Set => {
@@ -332,12 +416,14 @@ fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, applied: &m
         Outcome::Failed(e) => {
             t.calls += 1;
             t.failed += marks_in(&call.members);
-            // A refusal means nothing was applied; a transport failure may have applied the call,
-            // so its intents stay and the next plan settles them.
-            if matches!(e, CallError::Rejected { .. } | CallError::Fatal { .. }) {
-                for (account, marks) in &call.members {
-                    state.drop_intents(&call.group, account, marks.iter());
-                }
+            // A refusal means nothing was applied: the intents are what they were before. A
+            // transport failure may have applied the call, so its intents stay and the next plan
+            // settles them.
+            if matches!(
+                e,
+                CallError::Rejected { .. } | CallError::Fatal { .. } | CallError::Http { .. }
+            ) {
+                undo_fresh(state);
             }
             if e.is_fatal() && applied.fatal.is_none() {
                 applied.fatal = Some(e.clone());
@@ -349,9 +435,7 @@ fn fold(state: &mut State, call: &Call, outcome: &Outcome, now: i64, applied: &m
             if !group_gone {
                 t.skipped += marks_in(&call.members);
             }
-            for (account, marks) in &call.members {
-                state.drop_intents(&call.group, account, marks.iter());
-            }
+            undo_fresh(state);
         }
     }
 }

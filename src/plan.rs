@@ -4,9 +4,11 @@
 //! parameter. Output is sorted, so the same inputs always give the same plan.
 //!
 //! Per group and member, with `held` = confirmed marks plus intents (marks an interrupted apply
-//! may have set):
-//! - set = desired marks not confirmed, plus mark 500 when its confirmation is older than
-//!   72 h minus the renew margin (a renewal), plus every desired mark when reasserting;
+//! may have set or cleared):
+//! - a mark with an intent is unknown, whatever its confirmation says;
+//! - set = desired marks not confirmed (or unknown), plus mark 500 when its confirmation is
+//!   older than 72 h minus the renew margin or in the future (a clock stepped back): a renewal;
+//!   plus every desired mark when reasserting;
 //! - clear = held marks that are not desired. Marks marksync never set are never touched.
 //!
 //! Calls: per group, clears first (they free the 10-mark and 1000-member capacity), then sets, at
@@ -199,7 +201,7 @@ pub fn plan(desired: &DesiredState, state: &State, now: UnixTime, policy: &Polic
     let planned: Vec<Option<GroupPlan>> = groups
         .into_par_iter()
         .map(|(group, want, confirmed, intents)| {
-            plan_group(group, want, confirmed, intents, renew_before, policy)
+            plan_group(group, want, confirmed, intents, now, renew_before, policy)
         })
         .collect();
 
@@ -238,6 +240,7 @@ fn plan_group<'a>(
     want: Option<&DesiredGroup>,
     confirmed: Option<&BTreeMap<Account, Confirmed>>,
     intents: Option<&BTreeMap<Account, MarkSet>>,
+    now: UnixTime,
     renew_before: UnixTime,
     policy: &Policy,
 ) -> Option<GroupPlan<'a>> {
@@ -265,9 +268,14 @@ fn plan_group<'a>(
 
         let mut set = MarkSet::new();
         for m in desired_marks.iter() {
-            let (list, kind) = match held.get(m) {
+            // A mark with an intent is unknown (a set or a clear of it was in flight when an
+            // apply stopped), whatever its confirmation says: set it again.
+            let known = held.get(m).filter(|_| !intended.contains(m));
+            let (list, kind) = match known {
                 None => (&mut set_changes, ChangeKind::Set),
-                Some(at) if m.expires() && at <= renew_before => {
+                // Due: old enough, or confirmed "in the future" (the clock was stepped back), which
+                // would otherwise never come due while the real mark runs out.
+                Some(at) if m.expires() && (at <= renew_before || at > now) => {
                     (&mut renew_changes, ChangeKind::Renew(at))
                 }
                 Some(_) if policy.reassert => (&mut reassert_changes, ChangeKind::Reassert),
@@ -493,7 +501,16 @@ mod tests {
             renew_margin_secs: 12 * H,
             reassert: false,
         };
-        for (age, due) in [(60 * H - 1, false), (60 * H, true), (71 * H, true)] {
+        // A negative age is a confirmation "in the future": the clock was stepped back, and the
+        // real mark may run out before that time comes, so it is due at once.
+        for (age, due) in [
+            (60 * H - 1, false),
+            (60 * H, true),
+            (71 * H, true),
+            (0, false),
+            (-1, true),
+            (-100 * H, true),
+        ] {
             let mut s = State::new(1);
             s.confirm(&g("G"), &a("host"), [m(500)], NOW - age);
             assert_eq!(
@@ -515,6 +532,28 @@ mod tests {
         assert_eq!(p.summary.clear, 2);
         assert_eq!(p.summary.set, 0);
         assert!(p.calls.iter().all(|c| c.command == Command::Clear));
+    }
+
+    #[test]
+    fn a_confirmed_mark_with_an_intent_is_unknown_set_if_desired_cleared_if_not() {
+        // An apply stopped while clearing (or setting) these marks: the service may or may not
+        // hold them, whatever the confirmation says.
+        let d = desired(&[("G", "u", &[1000, 500])]);
+        let mut s = State::new(1);
+        s.confirm(&g("G"), &a("u"), [m(1000), m(1001), m(500)], NOW);
+        s.intend(&g("G"), &a("u"), [m(1000), m(1001), m(500)]);
+        let p = plan(&d, &s, NOW, &Policy::default());
+        assert_eq!((p.summary.set, p.summary.clear, p.summary.renew), (2, 1, 0));
+        assert_eq!(
+            p.calls
+                .iter()
+                .map(|c| (c.command, c.members[0].1.iter().map(Mark::get).collect()))
+                .collect::<Vec<(Command, Vec<u32>)>>(),
+            [
+                (Command::Clear, vec![1001]),
+                (Command::Set, vec![500, 1000])
+            ]
+        );
     }
 
     #[test]

@@ -180,9 +180,12 @@ impl DesiredCache {
     }
 
     /// Applies the differences between the parsed files and the good state, after checking that no
-    /// group would be declared twice.
+    /// group would be declared twice. The conflicts are checked against the good state as it is
+    /// (none yet on a first refresh) before anything is changed, so a conflict leaves the good
+    /// state exactly as it was: absent when there never was one, never empty or partial.
     fn merge(&mut self) -> Refresh {
-        let good = self.good.get_or_insert_with(Good::default);
+        let none = Good::default();
+        let good = self.good.as_ref().unwrap_or(&none);
         let current: BTreeMap<&PathBuf, [u8; 32]> =
             self.files.iter().map(|(p, e)| (p, e.hash)).collect();
         let mut gone: Vec<PathBuf> = Vec::new();
@@ -219,6 +222,7 @@ impl DesiredCache {
             crate::diag::sort(&mut errors);
             return Refresh::Broken(Diagnostics(errors));
         }
+        let good = self.good.get_or_insert_with(Good::default);
         let mut changed = gone.clone();
         for path in &gone {
             for id in good.groups_of.remove(path).unwrap_or_default() {
@@ -351,5 +355,25 @@ mod tests {
         }
         let x = &cache.desired().unwrap().groups[&GroupId::new("@TGS#x").unwrap()];
         assert!(x.members.keys().any(|a| a.as_str() == "w"));
+    }
+
+    #[test]
+    fn a_group_declared_twice_from_the_start_leaves_no_desired_state_at_all() {
+        // The first refresh finds the conflict: there is no last good state, and `desired()`
+        // must say so rather than offer an empty one (which would plan clearing everything).
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+        std::fs::write(&a, group("@TGS#x", "u")).unwrap();
+        std::fs::write(&b, group("@TGS#x", "w")).unwrap();
+        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        assert!(matches!(cache.refresh(), Refresh::Broken(_)));
+        assert!(cache.desired().is_none(), "{:?}", cache.desired());
+        assert!(matches!(cache.refresh(), Refresh::Broken(_)));
+        assert!(cache.desired().is_none());
+
+        std::fs::write(&b, "groups: {}\n").unwrap();
+        assert_eq!(changed(cache.refresh()), ["a.yaml", "b.yaml"]);
+        let d = cache.desired().unwrap();
+        assert_eq!(d.groups.len(), 1);
     }
 }

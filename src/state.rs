@@ -6,9 +6,9 @@
 //!  "intents": {"@TGS#a": {"teacher10": [1000]}}}
 //! ```
 //! `groups` holds, per group, account and mark, the unix time the service last confirmed that
-//! mark. `intents` holds marks an apply is about to set and has not yet seen confirmed: after a
-//! crash they may be on the service without being confirmed here, so the planner clears those
-//! that are no longer desired.
+//! mark. `intents` holds marks an apply is about to set or clear and has not yet seen answered:
+//! after a crash such a mark may or may not be on the service, whatever `groups` says, so the
+//! planner treats it as unknown (set again if desired, cleared again if not).
 //!
 //! Architecture invariants: only confirmed results enter `groups`; a save is atomic (temporary
 //! file, fsync, rename, fsync of the directory) and keeps the previous generation as `.bak`; a
@@ -193,7 +193,8 @@ pub struct State {
     /// Group -> account -> confirmed marks. Only confirmed results enter here.
     #[serde(default)]
     pub groups: BTreeMap<GroupId, BTreeMap<Account, Confirmed>>,
-    /// Group -> account -> marks being set and not yet confirmed (the crash-safety record).
+    /// Group -> account -> marks being set or cleared whose outcome is not yet known (the
+    /// crash-safety record). A mark here is unknown, whether or not it is also confirmed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
 }
@@ -274,7 +275,13 @@ impl State {
         self.intents.remove(group);
     }
 
-    /// Records that marks are about to be set for a member.
+    /// The marks of a member with an intent (unknown), if any.
+    pub fn intended(&self, group: &GroupId, account: &Account) -> Option<&MarkSet> {
+        self.intents.get(group)?.get(account)
+    }
+
+    /// Records that marks are about to be set or cleared for a member: until the answer is
+    /// folded in, they are unknown.
     pub fn intend(
         &mut self,
         group: &GroupId,
@@ -328,7 +335,7 @@ pub fn lock_path(path: &Path) -> PathBuf {
 
 /// Reads the state. A missing file (and no `.bak`) is a first run: an empty state for `sdkappid`.
 pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::input::read_regular(path, crate::input::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let bak = backup_path(path);
@@ -376,6 +383,12 @@ pub fn intents_path(path: &Path) -> PathBuf {
 struct IntentsFile {
     format_version: u32,
     sdkappid: u64,
+    /// The serial of the state generation the intents were recorded against. The next [`save`]
+    /// folds them into a later generation, so a sidecar older than the state it sits next to (a
+    /// crash between that save's rename and its removal of the sidecar) is already folded.
+    /// Missing in sidecars of earlier builds: merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial: Option<u64>,
     intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
 }
 
@@ -383,7 +396,7 @@ struct IntentsFile {
 /// state: ignoring it could leave marks set and unaccounted for.
 fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
     let sidecar = intents_path(path);
-    let bytes = match std::fs::read(&sidecar) {
+    let bytes = match crate::input::read_regular(&sidecar, crate::input::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
@@ -411,21 +424,36 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
             expected: state.sdkappid,
         });
     }
+    check_ids(file.intents.iter()).map_err(|detail| StateError::Corrupt {
+        path: sidecar.clone(),
+        detail,
+        bak: backup_path(path),
+    })?;
+    if file.serial.is_some_and(|s| s < state.serial) {
+        // Folded into the state by the save that made this generation.
+        return Ok(());
+    }
+    // Every intent is merged, also those on confirmed marks: a clear (or a renewal) was in flight,
+    // so the mark is unknown.
     for (group, accounts) in file.intents {
         for (account, marks) in accounts {
-            // An intent for a mark that is confirmed since adds nothing.
-            let open: Vec<Mark> = marks
-                .iter()
-                .filter(|&m| {
-                    state
-                        .confirmed(&group, &account)
-                        .and_then(|c| c.get(m))
-                        .is_none()
-                })
-                .collect();
-            if !open.is_empty() {
-                state.intend(&group, &account, open);
-            }
+            state.intend(&group, &account, marks.iter());
+        }
+    }
+    Ok(())
+}
+
+/// Checks every group ID and account of a state map the way desired files are checked, so a
+/// hand-edited or damaged state cannot feed the planner an ID the service would refuse (or a
+/// control character into the output). Returns the first problem.
+fn check_ids<'a, V: 'a>(
+    groups: impl Iterator<Item = (&'a GroupId, &'a BTreeMap<Account, V>)>,
+) -> Result<(), String> {
+    for (group, accounts) in groups {
+        GroupId::new(group.as_str()).map_err(|e| format!("invalid group ID: {e}"))?;
+        for account in accounts.keys() {
+            Account::new(account.as_str())
+                .map_err(|e| format!("invalid account in group {group:?}: {e}"))?;
         }
     }
     Ok(())
@@ -438,6 +466,7 @@ pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
     let file = IntentsFile {
         format_version: FORMAT_VERSION,
         sdkappid: state.sdkappid,
+        serial: Some(state.serial),
         intents: state.intents.clone(),
     };
     write_atomically(
@@ -505,7 +534,16 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         found: u32::try_from(found).unwrap_or(u32::MAX),
     };
     match serde_json::from_slice::<State>(bytes) {
-        Ok(state) if state.format_version == FORMAT_VERSION => Ok(state),
+        Ok(state) if state.format_version == FORMAT_VERSION => {
+            check_ids(state.groups.iter())
+                .and_then(|()| check_ids(state.intents.iter()))
+                .map_err(|detail| StateError::Corrupt {
+                    path: path.into(),
+                    detail,
+                    bak: backup_path(path),
+                })?;
+            Ok(state)
+        }
         Ok(state) => Err(version(u64::from(state.format_version))),
         Err(full) => {
             let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
@@ -524,12 +562,13 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
 
 /// Writes the state atomically: temporary file in the same directory, fsync, keep the current
 /// file as `.bak` (by hard link, so the state path always exists), rename over, fsync the
-/// directory. Increments `serial`.
+/// directory. Increments `serial`, only when the write succeeds.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
     let werr = |source: io::Error| StateError::Write {
         path: path.into(),
         source,
     };
+    let previous = state.serial;
     state.serial += 1;
     let keep_backup = || -> io::Result<()> {
         if path.exists() {
@@ -543,11 +582,15 @@ pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
         }
         Ok(())
     };
-    write_atomically(
+    let written = write_atomically(
         path,
         |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
         keep_backup,
-    )?;
+    );
+    if let Err(e) = written {
+        state.serial = previous;
+        return Err(e);
+    }
     // The state now holds every open intent: the sidecar is redundant.
     match std::fs::remove_file(intents_path(path)) {
         Ok(()) => Ok(()),
@@ -781,7 +824,6 @@ mod tests {
             "a crash before the first save loses no intent"
         );
 
-        // Intents for marks confirmed since are dropped on load; the rest stay.
         let mut later = State::new(7);
         later.confirm(&g("G"), &a("u"), [m(1000)], 5);
         save(&path, &mut later).unwrap();
@@ -789,9 +831,18 @@ mod tests {
             !intents_path(&path).exists(),
             "a save folds and removes the sidecar"
         );
-        save_intents(&path, &s).unwrap();
+        // A sidecar written against the current generation is merged whole: an intent on a
+        // confirmed mark (a clear in flight) makes that mark unknown.
+        let mut clearing = later.clone();
+        clearing.intend(&g("G"), &a("u"), [m(1000)]);
+        save_intents(&path, &clearing).unwrap();
         let merged = load(&path, 7).unwrap();
-        assert_eq!(merged.intents[&g("G")][&a("u")].as_slice(), &[m(1001)]);
+        assert_eq!(merged.intents[&g("G")][&a("u")].as_slice(), &[m(1000)]);
+        assert!(merged.confirmed(&g("G"), &a("u")).is_some());
+        // One written against an older generation was folded by the save that made this one
+        // (a crash between that save's rename and its removal of the sidecar): ignored.
+        save_intents(&path, &s).unwrap();
+        assert!(load(&path, 7).unwrap().intents.is_empty());
 
         std::fs::write(intents_path(&path), "{").unwrap();
         assert_eq!(load(&path, 7).unwrap_err().metric_label(), "corrupt");
@@ -801,5 +852,95 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load(&path, 7).unwrap_err().metric_label(), "other_app");
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_serial_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let mut s = sample();
+        save(&path, &mut s).unwrap();
+        assert_eq!(s.serial, 1);
+        // Root ignores permissions: make the rename fail instead (a non-empty directory where
+        // the state file goes).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir_all(path.join("x")).unwrap();
+        assert_eq!(save(&path, &mut s).unwrap_err().metric_label(), "write");
+        assert_eq!(s.serial, 1, "serial moves only with a successful write");
+    }
+
+    #[test]
+    fn ids_in_the_state_and_sidecar_are_validated_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let long = "a".repeat(40);
+        let cases = [
+            format!(
+                r#"{{"format_version":1,"sdkappid":7,"serial":1,"groups":{{"G":{{"{long}":{{"1000":1}}}}}}}}"#
+            ),
+            r#"{"format_version":1,"sdkappid":7,"serial":1,"groups":{"@TGS#\u0001":{"u":{"1000":1}}}}"#
+                .to_string(),
+            format!(
+                r#"{{"format_version":1,"sdkappid":7,"serial":1,"intents":{{"G":{{"{long}":[1000]}}}}}}"#
+            ),
+            r#"{"format_version":1,"sdkappid":7,"serial":1,"groups":{"G":{"":{"1000":1}}}}"#
+                .to_string(),
+        ];
+        for text in &cases {
+            std::fs::write(&path, text).unwrap();
+            let err = load(&path, 7).expect_err(text);
+            assert_eq!(err.metric_label(), "corrupt", "{text}: {err}");
+            assert!(err.to_string().contains("s.json"), "names the file: {err}");
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(
+            intents_path(&path),
+            format!(r#"{{"format_version":1,"sdkappid":7,"intents":{{"G":{{"{long}":[1000]}}}}}}"#),
+        )
+        .unwrap();
+        let err = load(&path, 7).unwrap_err();
+        assert_eq!(err.metric_label(), "corrupt", "{err}");
+        assert!(err.to_string().contains("s.json.intents"), "{err}");
+    }
+
+    /// Runs `load` on another thread so that a reader that blocks fails the test instead of
+    /// hanging it.
+    fn load_within(path: &Path) -> Result<State, StateError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(load(&path, 7));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("load returned instead of blocking")
+    }
+
+    #[test]
+    fn a_fifo_or_device_as_state_or_sidecar_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let err = load_within(&path).unwrap_err();
+        assert_eq!(err.metric_label(), "read", "{err}");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+
+        let made = |p: &Path| {
+            std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if made(&path) {
+            let err = load_within(&path).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            std::fs::remove_file(&path).unwrap();
+        }
+        save(&path, &mut State::new(7)).unwrap();
+        if made(&intents_path(&path)) {
+            let err = load_within(&path).unwrap_err();
+            assert!(err.to_string().contains("s.json.intents"), "{err}");
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
     }
 }

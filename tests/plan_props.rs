@@ -75,6 +75,9 @@ struct Input {
     confirmed: Vec<(usize, usize, Option<usize>, Age)>,
     /// (group, account, mark mask); a zero mask is an empty entry.
     intents: Vec<(usize, usize, u8)>,
+    /// Indices into `confirmed` (modulo its length) whose mark also gets an intent: a clear or
+    /// a set that was in flight when an apply stopped, so the mark is unknown.
+    intents_on_confirmed: Vec<usize>,
     bulk: Option<Bulk>,
     /// Seed of the shuffled rebuild.
     seed: u64,
@@ -145,22 +148,26 @@ fn input() -> impl Strategy<Value = Input> {
             0..20,
         ),
         proptest::collection::vec((ga, 0u8..16), 0..5),
+        proptest::collection::vec(any::<usize>(), 0..4),
         proptest::option::weighted(0.15, bulk()),
         any::<u64>(),
     )
         .prop_map(
-            |(now, policy, declared, desired, confirmed, intents, bulk, seed)| Input {
-                now,
-                policy,
-                declared,
-                desired: desired.into_iter().map(|((g, a), k)| (g, a, k)).collect(),
-                confirmed: confirmed
-                    .into_iter()
-                    .map(|((g, a), mk, age)| (g, a, mk, age))
-                    .collect(),
-                intents: intents.into_iter().map(|((g, a), k)| (g, a, k)).collect(),
-                bulk,
-                seed,
+            |(now, policy, declared, desired, confirmed, intents, on_confirmed, bulk, seed)| {
+                Input {
+                    now,
+                    policy,
+                    declared,
+                    desired: desired.into_iter().map(|((g, a), k)| (g, a, k)).collect(),
+                    confirmed: confirmed
+                        .into_iter()
+                        .map(|((g, a), mk, age)| (g, a, mk, age))
+                        .collect(),
+                    intents: intents.into_iter().map(|((g, a), k)| (g, a, k)).collect(),
+                    intents_on_confirmed: on_confirmed,
+                    bulk,
+                    seed,
+                }
             },
         )
 }
@@ -195,6 +202,17 @@ impl Input {
                     a(ACCOUNTS[ai]),
                     marks,
                     self.time(age),
+                ));
+            }
+        }
+        for &i in &self.intents_on_confirmed {
+            if let Some(&(gi, ai, Some(mi), _)) =
+                self.confirmed.get(i % self.confirmed.len().max(1))
+            {
+                ops.push(Op::Intend(
+                    g(GROUPS[gi]),
+                    a(ACCOUNTS[ai]),
+                    [m(MARKS[mi])].into_iter().collect(),
                 ));
             }
         }
@@ -353,9 +371,16 @@ fn expected(d: &DesiredState, s: &State, now: UnixTime, policy: &Policy) -> Expe
     let mut renewals = BTreeSet::new();
     let mut not_due = BTreeSet::new();
     for t in &want {
-        match held.get(t) {
+        // A mark with an intent is unknown (SPEC 4): whatever its confirmation says, a desired
+        // one is set again.
+        let known = held.get(t).filter(|_| !intended.contains(t));
+        match known {
             None => add(t, Command::Set),
-            Some(&at) if t.2.get() == 500 && now - at >= LIFE - policy.renew_margin_secs => {
+            // Due: old enough, or confirmed "in the future" (a clock stepped back).
+            Some(&at)
+                if t.2.get() == 500
+                    && (at > now || now - at >= LIFE - policy.renew_margin_secs) =>
+            {
                 renewals.insert((t.0.clone(), t.1.clone(), at));
                 add(t, Command::Set);
             }

@@ -39,9 +39,12 @@
 //!   virtual time after it was last set; setting it again restarts them) a disconnected member
 //!   loses all its marks, as if it went offline at that moment. No callback is sent for that.
 //! - **Leaving the group** drops every mark, 500 included.
-//! - **Delete** succeeds for offline members and lists them in `MemberList` (deleting from a
-//!   member that has nothing left is harmless); accounts that are not members are left out, and
-//!   a delete call never fails because every account is absent (its `MemberList` is then empty).
+//! - **Delete** in which no account is an online member (every one offline or not a member)
+//!   fails as a whole with [`EmulatorConfig::all_offline_error_code`], as a set call does: the
+//!   reference says so of `modify_user_info` in general, without the code. Otherwise it succeeds,
+//!   lists the offline members too (they have nothing left to delete) and leaves out accounts
+//!   that are not members. A member holding a live 500 counts as online, so its 500 can be
+//!   deleted while it is disconnected.
 //! - **Limits:** the 10 distinct marks per group count every mark carried by at least one member,
 //!   500 and 600 included; a set call that would exceed 10 distinct marks, or put more than 1000
 //!   members on one mark, fails as a whole with 10004 and an `ErrorInfo` naming the limit and

@@ -390,7 +390,7 @@ impl World {
         if req.set {
             set_marks(group, req, rules, now)
         } else {
-            Ok(delete_marks(group, req, rules, now))
+            delete_marks(group, req, rules, now)
         }
     }
 
@@ -537,7 +537,26 @@ fn set_marks(
     Ok(response)
 }
 
-fn delete_marks(group: &mut Group, req: &Modify, rules: &Rules, now: UnixTime) -> Vec<MemberMarks> {
+fn delete_marks(
+    group: &mut Group,
+    req: &Modify,
+    rules: &Rules,
+    now: UnixTime,
+) -> Result<Vec<MemberMarks>, Refusal> {
+    // Like a set call, a delete in which every account is offline or not a member fails as a
+    // whole (reference section 3); nothing is left on such members but, at most, nothing.
+    let any_online = req.entries.iter().any(|(account, _)| {
+        group
+            .members
+            .get(account)
+            .map_or(rules.members_online_by_default, Member::is_online)
+    });
+    if !any_online {
+        return Err((
+            rules.all_offline_error_code,
+            "all accounts are offline or not members of the group; no mark was deleted".to_owned(),
+        ));
+    }
     let mut response = Vec::new();
     for (account, marks) in &req.entries {
         // Under the demo rule an unknown account is an online member with no marks, so
@@ -561,7 +580,7 @@ fn delete_marks(group: &mut Group, req: &Modify, rules: &Rules, now: UnixTime) -
             marks: marks.clone(),
         });
     }
-    response
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -701,10 +720,11 @@ mod tests {
             Ok("a:[1000] b:[500]".into())
         );
         assert_eq!(marks(&mut w, T0), r#"{"a": [1001]}"#);
-        assert_eq!(
-            call(&mut w, false, &[("zz", &[1000])], T0),
-            Ok(String::new())
-        );
+        // Nobody online in the call: refused as a whole, like a set.
+        assert_eq!(call(&mut w, false, &[("zz", &[1000])], T0), Err(10004));
+        w.set_members(G, &["a".into()], MemberState::Offline, T0)
+            .unwrap();
+        assert_eq!(call(&mut w, false, &[("a", &[1001])], T0), Err(10004));
     }
 
     #[test]

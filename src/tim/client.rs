@@ -3,6 +3,9 @@
 //!
 //! # How a call runs
 //! 1. Wait for the shared rate limiter (FIFO among callers; see [`Client`] for the window bound).
+//!    A caller's stop flag ([`Client::modify_user_info_unless`]) is looked at once the slot is
+//!    granted (and while waiting for it): a stopped run sends nothing more, however many of its
+//!    calls were queued at the limiter.
 //! 2. POST the JSON body to `{base}/{path}?sdkappid=..&identifier=..&usersig=..&random=..&contenttype=json`
 //!    with a UserSig from the cache, renewed when less than a quarter of its validity (at least
 //!    an hour) remains.
@@ -377,6 +380,10 @@ pub enum CallError {
     /// The request body could not be serialised (a bug).
     #[error("cannot encode the request: {0}")]
     InvalidRequest(String),
+    /// Not sent: the caller's stop flag was set while the call waited for the rate limiter.
+    /// Nothing reached the service.
+    #[error("not sent: the run was stopped")]
+    Stopped,
 }
 
 impl CallError {
@@ -392,6 +399,7 @@ impl CallError {
             CallError::Http { .. } => "http_status",
             CallError::InvalidResponse(_) => "invalid_response",
             CallError::InvalidRequest(_) => "invalid_request",
+            CallError::Stopped => "stopped",
         }
     }
 
@@ -585,7 +593,20 @@ impl Client {
         &self,
         req: &ModifyUserInfoRequest,
     ) -> Result<ModifyUserInfoResponse, CallError> {
-        self.call(wire::MODIFY_USER_INFO, req).await
+        self.call(wire::MODIFY_USER_INFO, req, &|| false).await
+    }
+
+    /// [`Client::modify_user_info`], unless `stop` says so before the request leaves: it is
+    /// asked while waiting for the rate limiter, once the slot is granted, and before every
+    /// retry. Stopped before the first request: [`CallError::Stopped`] (nothing was sent).
+    /// Stopped before a retry: the last failure, as if no retry were left (the earlier attempt
+    /// may have been applied).
+    pub async fn modify_user_info_unless(
+        &self,
+        req: &ModifyUserInfoRequest,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<ModifyUserInfoResponse, CallError> {
+        self.call(wire::MODIFY_USER_INFO, req, stop).await
     }
 
     /// Reads one page of online members (`get_members`).
@@ -593,7 +614,7 @@ impl Client {
         &self,
         req: &GetMembersRequest,
     ) -> Result<GetMembersResponse, CallError> {
-        self.call(wire::GET_MEMBERS, req).await
+        self.call(wire::GET_MEMBERS, req, &|| false).await
     }
 
     /// A currently valid UserSig for the configured admin (the cached one unless it is due for
@@ -619,6 +640,7 @@ impl Client {
         &self,
         path: &'static str,
         req: &Req,
+        stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Resp, CallError> {
         let inner = &*self.inner;
         let body = serde_json::to_vec(req).map_err(|e| CallError::InvalidRequest(e.to_string()))?;
@@ -632,12 +654,17 @@ impl Client {
             .build();
         let mut attempts: u32 = 0;
         let mut regenerated = false;
+        // The failure of an earlier attempt that may have been applied (retryable ones): what a
+        // stop before the next attempt returns.
+        let mut last_failure: Option<CallError> = None;
         loop {
+            let Some(exchange) = inner.exchange(path, &body, stop).await else {
+                return Err(last_failure.unwrap_or(CallError::Stopped));
+            };
             if attempts > 0 {
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             attempts += 1;
-            let exchange = inner.exchange(path, &body).await;
             // On a retryable failure: the error to return if no retry is left, and any minimum wait.
             let (give_up, min_wait) = match exchange {
                 Exchange::Success(bytes) => {
@@ -713,10 +740,12 @@ impl Client {
                 }
             };
             match backoff.next() {
+                Some(_) if stop() => return Err(give_up),
                 Some(delay) => {
                     let delay = delay.max(min_wait);
                     tracing::debug!(path, attempts, ?delay, error = %give_up, "retrying");
                     tokio::time::sleep(delay).await;
+                    last_failure = Some(give_up);
                 }
                 None => return Err(give_up),
             }
@@ -725,9 +754,21 @@ impl Client {
 }
 
 impl Inner {
-    /// One paced HTTP exchange, classified.
-    async fn exchange(&self, path: &str, body: &[u8]) -> Exchange {
-        self.acquire_slot().await;
+    /// One paced HTTP exchange, classified; `None` when `stop` was set before it was sent.
+    async fn exchange(
+        &self,
+        path: &str,
+        body: &[u8],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Exchange> {
+        if !self.acquire_slot(stop).await {
+            return None;
+        }
+        Some(self.send(path, body).await)
+    }
+
+    /// Sends one request (its limiter slot already taken) and classifies the answer.
+    async fn send(&self, path: &str, body: &[u8]) -> Exchange {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let sig = self.usersig(false);
         let url = format!("{}/{}", self.config.base_url, path);
@@ -773,10 +814,16 @@ impl Inner {
         }
     }
 
-    /// Waits for this request's limiter slots (several while slowed down), first come first served.
-    async fn acquire_slot(&self) {
+    /// Waits for this request's limiter slots (several while slowed down), first come first
+    /// served. Returns false, without waiting further, once `stop` says so: asked when this
+    /// caller's turn comes, between slots, and when the slot is granted, so a stopped run's
+    /// queued calls leave the queue at once instead of each waiting out its slot.
+    async fn acquire_slot(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
         let mut starts = self.gate.lock().await;
         for _ in 0..self.slowdown_factor() {
+            if stop() {
+                return false;
+            }
             self.limiter.until_ready().await;
         }
         let cap = self.config.max_calls_per_second as usize;
@@ -786,7 +833,11 @@ impl Inner {
             tokio::time::sleep_until((oldest + WINDOW).into()).await;
             starts.pop_front();
         }
+        if stop() {
+            return false;
+        }
         starts.push_back(Instant::now());
+        true
     }
 
     /// The current slowdown factor, falling back to 1 once the slowdown period is over.

@@ -336,12 +336,12 @@ pub fn write_atomic(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// What differs between `live` and `want`: `(stray, missing)` as (group, account, mark) triples.
-pub fn diff(
-    live: &Marks,
-    want: &Marks,
-) -> (Vec<(String, String, u32)>, Vec<(String, String, u32)>) {
-    let triples = |m: &Marks| -> std::collections::BTreeSet<(String, String, u32)> {
+/// One mark of one member: (group, account, mark).
+pub type Triple = (String, String, u32);
+
+/// What differs between `live` and `want`: `(stray, missing)`.
+pub fn diff(live: &Marks, want: &Marks) -> (Vec<Triple>, Vec<Triple>) {
+    let triples = |m: &Marks| -> std::collections::BTreeSet<Triple> {
         m.iter()
             .flat_map(|(g, accounts)| {
                 accounts.iter().flat_map(move |(a, marks)| {

@@ -203,16 +203,23 @@ impl World {
         Proc::spawn(&mut self.command(args), log)
     }
 
-    /// Waits for a random moment: a random time below `max_ms`, or (half the time) until the
-    /// emulator has received a random number of calls up to `max_calls` more, plus a moment
-    /// within the latency, never longer than `2 * max_ms` overall. Returns early when `proc`
-    /// exits.
-    fn random_moment(&mut self, proc: &mut Proc, max_ms: u64, base_calls: u64, max_calls: u64) {
+    /// Waits for a random moment: a random time below `max_ms`, or (two times in three) until
+    /// the emulator has received a random number of calls up to `max_calls` more, plus a moment
+    /// within `latency` (so the last of them is still in flight), never longer than `2 * max_ms`
+    /// overall. Returns early when `proc` exits.
+    fn random_moment(
+        &mut self,
+        proc: &mut Proc,
+        max_ms: u64,
+        latency: u64,
+        base_calls: u64,
+        max_calls: u64,
+    ) {
         let start = Instant::now();
         let limit = start + Duration::from_millis(2 * max_ms);
-        let deadline = if self.rng.random_bool(0.5) {
+        let deadline = if self.rng.random_bool(0.67) {
             let want = base_calls + self.rng.random_range(1..=max_calls.max(1));
-            let extra = Duration::from_millis(self.rng.random_range(0..=max_ms / 4));
+            let extra = Duration::from_millis(self.rng.random_range(0..latency));
             while self.emu.calls() < want && Instant::now() < limit {
                 if proc.exited().is_some() {
                     return;
@@ -250,16 +257,19 @@ impl World {
         // Roughly how long the program needs: start-up, the rate limiter's spacing, latency.
         let span = 150 + latency * 2 + 1000 * expected_calls / u64::from(rate);
         match program {
-            Program::Apply => self.random_moment(&mut proc, span, base, expected_calls),
+            Program::Apply => self.random_moment(&mut proc, span, latency, base, expected_calls),
             Program::Run => {
                 // The files change under the running daemon, then the kill comes.
-                self.random_moment(&mut proc, span, base, expected_calls);
+                self.random_moment(&mut proc, span, latency, base, expected_calls);
                 if let Some(status) = proc.exited() {
                     panic!("the daemon exited ({status}):\n{}", proc.stderr());
                 }
                 self.mutate();
                 let base = self.emu.calls();
-                self.random_moment(&mut proc, span, base, expected_calls);
+                // Roughly what the daemon sends for the change (the state on disk may lag a
+                // little behind the daemon's).
+                let calls = self.planned_calls().max(1);
+                self.random_moment(&mut proc, span, latency, base, calls);
             }
         }
         if let Some(status) = proc.exited() {

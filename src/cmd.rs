@@ -312,8 +312,6 @@ pub async fn apply_with(
 /// `apply`, stopped by the first `Some` on `interrupts` the way the daemon stops on SIGTERM: no
 /// new call starts (the `stop` flag of [`crate::apply::Settings`]), calls in flight finish
 /// within [`SHUTDOWN_GRACE`], the state is saved, and the exit code is the signal's (130, 143).
-/// Before, a Ctrl-C killed `apply` outright: clears that had reached the service stayed
-/// "confirmed" in the state.
 pub async fn apply_until(
     config: &Config,
     opts: &ApplyOptions,

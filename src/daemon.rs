@@ -862,12 +862,8 @@ pub const CONFIRMATION_LAG_SECS: i64 = 21;
 /// [`CONFIRMATION_LAG_SECS`]) becomes unknown: its confirmation is forgotten and an intent is
 /// recorded, so the planner sets it again if it is desired and clears it again if not. A mark
 /// confirmed after the event is left alone (the event is older news). Returns how many marks
-/// became unknown.
-///
-/// Before, the marks were simply forgotten, on Online events too: a mark the daemon had set
-/// after the member came online, then removed from the desired files in the same round, was
-/// neither confirmed nor intended, so nothing cleared it and `plan` said "No changes" while
-/// the service held it.
+/// became unknown. (Forgetting them instead would lose a mark the desired files stop wanting in
+/// the same round: neither confirmed nor intended, nothing would ever clear it.)
 pub fn presence_changed(state: &mut State, event: &CallbackEvent) -> usize {
     let mut n = 0;
     for account in &event.accounts {

@@ -127,7 +127,8 @@ pub struct Settings {
     /// Codes that, on a set call, mean "every account is offline": the members stay pending.
     pub offline_error_codes: Vec<i64>,
     /// Set from outside (the daemon's SIGTERM) to stop sending new calls; calls in flight
-    /// finish and are recorded, the rest are reported as skipped.
+    /// finish and are recorded, the rest are reported as skipped. Only read here: a fatal code
+    /// or a failed save stops this run through its own flag, never the caller's.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -159,27 +160,8 @@ pub async fn execute(
         return Ok(applied);
     }
     // 1. Intents first, for sets and clears alike: a crash after this point leaves no
-    // unaccounted mark. `fresh[i]` holds the intents call i added (not there before), which
-    // are the ones to drop again when it turns out nothing was applied.
-    let fresh: Vec<Vec<(Account, MarkSet)>> = plan
-        .calls
-        .iter()
-        .map(|call| {
-            let mut added = Vec::new();
-            for (account, marks) in &call.members {
-                let before = state.intended(&call.group, account);
-                let new: MarkSet = marks
-                    .iter()
-                    .filter(|&m| !before.is_some_and(|b| b.contains(m)))
-                    .collect();
-                if !new.is_empty() {
-                    state.intend(&call.group, account, new.iter());
-                    added.push((account.clone(), new));
-                }
-            }
-            added
-        })
-        .collect();
+    // unaccounted mark.
+    let fresh = record_intents(&plan, state);
     if let Err(e) = state::save_intents(state_path, state) {
         // Nothing is sent: the state keeps what it had.
         for (call, added) in plan.calls.iter().zip(&fresh) {
@@ -268,6 +250,48 @@ pub async fn execute(
     Ok(applied)
 }
 
+/// Records every mark of every call as an intent (unknown until its answer is folded in).
+/// Returns, per call, the intents it added (the marks that were not unknown already), in the
+/// call's member order: the ones to drop again when it turns out nothing was applied.
+fn record_intents(plan: &Plan, state: &mut State) -> Vec<Vec<(Account, MarkSet)>> {
+    plan.calls
+        .iter()
+        .map(|call| {
+            let mut added = Vec::new();
+            for (account, marks) in &call.members {
+                let before = state.intended(&call.group, account);
+                let new: MarkSet = marks
+                    .iter()
+                    .filter(|&m| !before.is_some_and(|b| b.contains(m)))
+                    .collect();
+                if !new.is_empty() {
+                    state.intend(&call.group, account, new.iter());
+                    added.push((account.clone(), new));
+                }
+            }
+            added
+        })
+        .collect()
+}
+
+/// The outcome of a clear refused because every account in it is offline (or gone): the
+/// service has dropped their marks already, except mark 500, which outlives a disconnection and
+/// stays pending (unknown).
+fn clear_found_offline(call: &Call) -> Outcome {
+    let mut confirmed = Vec::new();
+    let mut pending = Vec::new();
+    for (account, marks) in &call.members {
+        let (keep, gone): (Vec<Mark>, Vec<Mark>) = marks.iter().partition(|m| m.expires());
+        if !gone.is_empty() {
+            confirmed.push((account.clone(), gone.into_iter().collect()));
+        }
+        if !keep.is_empty() {
+            pending.push((account.clone(), keep.into_iter().collect()));
+        }
+    }
+    Outcome::Done { confirmed, pending }
+}
+
 /// Sends one call and classifies the answer. A set call refused with one of `offline_codes` is
 /// the service's "every account is offline": all its members are pending, as when the service
 /// leaves offline members out of a successful answer.
@@ -326,23 +350,7 @@ async fn send(
                     confirmed: Vec::new(),
                     pending: call.members.clone(),
                 },
-                // Every member is offline or gone: the service has dropped their marks already,
-                // except mark 500, which outlives a disconnection and stays pending (unknown).
-                Command::Clear => {
-                    let mut confirmed = Vec::new();
-                    let mut pending = Vec::new();
-                    for (account, marks) in &call.members {
-                        let (keep, gone): (Vec<Mark>, Vec<Mark>) =
-                            marks.iter().partition(|m| m.expires());
-                        if !gone.is_empty() {
-                            confirmed.push((account.clone(), gone.into_iter().collect()));
-                        }
-                        if !keep.is_empty() {
-                            pending.push((account.clone(), keep.into_iter().collect()));
-                        }
-                    }
-                    Outcome::Done { confirmed, pending }
-                }
+                Command::Clear => clear_found_offline(call),
             }
         }
         Err(CallError::Stopped) => Outcome::Skipped { group_gone: false },
@@ -416,13 +424,10 @@ fn fold(
         Outcome::Failed(e) => {
             t.calls += 1;
             t.failed += marks_in(&call.members);
-            // A refusal means nothing was applied: the intents are what they were before. A
-            // transport failure may have applied the call, so its intents stay and the next plan
-            // settles them.
-            if matches!(
-                e,
-                CallError::Rejected { .. } | CallError::Fatal { .. } | CallError::Http { .. }
-            ) {
+            // A refusal by the service means nothing was applied: the intents are what they were
+            // before. Anything else (transport, HTTP status, unreadable answer, retries used up)
+            // may have applied the call, so its intents stay and the next plan settles them.
+            if matches!(e, CallError::Rejected { .. } | CallError::Fatal { .. }) {
                 undo_fresh(state);
             }
             if e.is_fatal() && applied.fatal.is_none() {
@@ -440,24 +445,240 @@ fn fold(
     }
 }
 
-/// Records marks a set call did not apply because their member was offline.
+/// Records marks a set call did not apply because their member was offline (or not a member).
 ///
-/// A mark that was never confirmed simply stays pending: its intent is dropped. A mark the state
-/// holds as confirmed (a reassert) is different: an offline member has lost it (the service
-/// drops an offline member's marks), so keeping it confirmed would hide it from every later
-/// plain apply. It loses its confirmation and keeps its intent ("may be there"): the next plan
-/// sets it again if it is still desired and clears it if not. A mark 500 renewal that did not go
-/// through keeps its old confirmation (the planner renews it when due), as mark 500 survives a
-/// disconnection.
+/// A mark that was not confirmed simply stays pending: its intent is dropped (an offline member
+/// holds no mark but 500, and one outside the group holds none), and the next plan sets it again
+/// as it is still not confirmed. A mark the state holds as confirmed (a reassert, a renewal, or a
+/// mark made unknown by an earlier crash) may be gone: an offline member loses every mark but
+/// 500, and a member that left loses 500 too, so keeping the confirmation would hide it from
+/// every later plan. It stays unknown instead (the intent is kept; a non-500 mark also loses its
+/// confirmation): the next plan sets it again if it is still desired and clears it if not.
 fn not_applied(state: &mut State, group: &GroupId, account: &Account, marks: &MarkSet) {
     for m in marks.iter() {
         let confirmed = state
             .confirmed(group, account)
             .is_some_and(|c| c.get(m).is_some());
-        if confirmed && !m.expires() {
-            state.forget(group, account, [m]);
-        } else {
+        if !confirmed {
             state.drop_intents(group, account, [m]);
+        } else if !m.expires() {
+            state.forget(group, account, [m]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state never claims to know what the service holds when it cannot: after folding any
+    //! mix of answers, every mark the state calls confirmed (and not unknown) is certainly on the
+    //! service, and every mark it does not hold is certainly not, as far as marksync's own calls
+    //! go. Unknown (an intent) is always allowed; answers that settle a mark must settle it.
+    use super::*;
+    use crate::desired::DesiredState;
+    use crate::plan::{Policy, plan};
+    use proptest::prelude::*;
+
+    const ACCOUNTS: [&str; 3] = ["u0", "u1", "u2"];
+    const MARKS: [u64; 3] = [500, 1000, 1001];
+    const NOW: i64 = 1_764_000_000;
+
+    /// What the service may hold for one (account, mark), or what the state claims about it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Truth {
+        Present,
+        Absent,
+        Either,
+    }
+
+    impl Truth {
+        fn or(self, other: Truth) -> Truth {
+            if self == other { self } else { Truth::Either }
+        }
+    }
+
+    /// How the service answers one call.
+    #[derive(Clone, Copy, Debug)]
+    enum Answer {
+        /// Applied and confirmed for every member.
+        Applied,
+        /// "Offline": members whose bit is set are left out of a set's answer; a clear is
+        /// refused as a whole with the offline code.
+        Offline(u8),
+        /// Refused by the service: nothing applied.
+        Refused,
+        /// The answer was lost: applied or not.
+        Lost,
+        /// Not sent (a stop).
+        NotSent,
+        /// The group is gone.
+        GroupGone,
+    }
+
+    fn answer() -> impl Strategy<Value = Answer> {
+        prop_oneof![
+            3 => Just(Answer::Applied),
+            2 => any::<u8>().prop_map(Answer::Offline),
+            1 => Just(Answer::Refused),
+            2 => Just(Answer::Lost),
+            1 => Just(Answer::NotSent),
+            1 => Just(Answer::GroupGone),
+        ]
+    }
+
+    fn g() -> GroupId {
+        GroupId::new("G").unwrap()
+    }
+
+    fn belief(state: &State, a: &Account, m: Mark) -> Truth {
+        if state.intended(&g(), a).is_some_and(|i| i.contains(m)) {
+            Truth::Either
+        } else if state.confirmed(&g(), a).is_some_and(|c| c.get(m).is_some()) {
+            Truth::Present
+        } else {
+            Truth::Absent
+        }
+    }
+
+    fn triples() -> impl Iterator<Item = (Account, Mark)> {
+        ACCOUNTS.iter().flat_map(|a| {
+            MARKS
+                .iter()
+                .map(move |&m| (Account::new(a).unwrap(), Mark::new(m).unwrap()))
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn folding_any_answers_never_claims_more_than_the_service_can_hold(
+            // Per (account, mark): desired, confirmed, confirmed long ago, intended.
+            cells in proptest::collection::vec(any::<(bool, bool, bool, bool)>(), 9),
+            reassert in any::<bool>(),
+            answers in proptest::collection::vec(answer(), 4),
+        ) {
+            let mut desired = DesiredState::default();
+            let mut state = State::new(1);
+            for ((a, m), &(want, held, old, unknown)) in triples().zip(&cells) {
+                if want {
+                    desired.groups.entry(g()).or_default().members.entry(a.clone())
+                        .or_default().insert(m);
+                }
+                if held {
+                    let at = if old { NOW - 71 * 3600 } else { NOW - 60 };
+                    state.confirm(&g(), &a, [m], at);
+                }
+                if unknown {
+                    state.intend(&g(), &a, [m]);
+                }
+            }
+            let policy = Policy { reassert, ..Policy::default() };
+            let p = plan(&desired, &state, NOW, &policy);
+            let mut truth: BTreeMap<(Account, Mark), Truth> =
+                triples().map(|(a, m)| { let t = belief(&state, &a, m); ((a, m), t) }).collect();
+            let before = truth.clone();
+
+            let fresh = record_intents(&p, &mut state);
+            let mut applied = Applied { totals: Totals::default(), fatal: None };
+            let mut gone = false;
+            // Marks the answer settles (their belief must be exact) and marks it leaves alone.
+            let mut settled: Vec<(Account, Mark)> = Vec::new();
+            let mut untouched: Vec<(Account, Mark)> = Vec::new();
+            for (i, call) in p.calls.iter().enumerate() {
+                let answer = if gone { None } else { Some(answers[i % answers.len()]) };
+                let sets = call.command == Command::Set;
+                let value = if sets { Truth::Present } else { Truth::Absent };
+                let each = |f: &mut dyn FnMut(&Account, Mark)| {
+                    for (a, marks) in &call.members {
+                        for m in marks.iter() {
+                            f(a, m);
+                        }
+                    }
+                };
+                let outcome = match answer {
+                    None => {
+                        each(&mut |a, m| untouched.push((a.clone(), m)));
+                        Outcome::Skipped { group_gone: true }
+                    }
+                    Some(Answer::Applied) => {
+                        each(&mut |a, m| {
+                            truth.insert((a.clone(), m), value);
+                            settled.push((a.clone(), m));
+                        });
+                        Outcome::Done { confirmed: call.members.clone(), pending: Vec::new() }
+                    }
+                    Some(Answer::Offline(mask)) if sets => {
+                        let (mut confirmed, mut pending) = (Vec::new(), Vec::new());
+                        for (k, (a, marks)) in call.members.iter().enumerate() {
+                            let away = mask & (1 << (k % 8)) != 0;
+                            for m in marks.iter() {
+                                // Away: an offline member holds no mark but 500 (and would
+                                // have taken a 500), so a 500 left out means not a member.
+                                let t = if away { Truth::Absent } else { Truth::Present };
+                                truth.insert((a.clone(), m), t);
+                                if !away {
+                                    settled.push((a.clone(), m));
+                                }
+                            }
+                            if away {
+                                pending.push((a.clone(), marks.clone()));
+                            } else {
+                                confirmed.push((a.clone(), marks.clone()));
+                            }
+                        }
+                        Outcome::Done { confirmed, pending }
+                    }
+                    Some(Answer::Offline(_)) => {
+                        each(&mut |a, m| {
+                            if !m.expires() {
+                                truth.insert((a.clone(), m), Truth::Absent);
+                                settled.push((a.clone(), m));
+                            }
+                        });
+                        clear_found_offline(call)
+                    }
+                    Some(Answer::Refused) => {
+                        each(&mut |a, m| untouched.push((a.clone(), m)));
+                        Outcome::Failed(CallError::Rejected { code: 10019, info: String::new() })
+                    }
+                    Some(Answer::Lost) => {
+                        each(&mut |a, m| {
+                            let t = truth[&(a.clone(), m)].or(value);
+                            truth.insert((a.clone(), m), t);
+                        });
+                        Outcome::Failed(CallError::Transport { attempts: 1, detail: String::new() })
+                    }
+                    Some(Answer::NotSent) => {
+                        each(&mut |a, m| untouched.push((a.clone(), m)));
+                        Outcome::Skipped { group_gone: false }
+                    }
+                    Some(Answer::GroupGone) => {
+                        gone = true;
+                        for t in truth.values_mut() {
+                            *t = Truth::Absent;
+                        }
+                        Outcome::GroupGone(CallError::GroupGone { code: 10010, info: String::new() })
+                    }
+                };
+                fold(&mut state, call, &fresh[i], &outcome, NOW, &mut applied);
+            }
+
+            for ((a, m), t) in &truth {
+                let b = belief(&state, a, *m);
+                prop_assert!(
+                    b == Truth::Either || b == *t,
+                    "{a}/{m}: the state claims {b:?}, the service may be {t:?}; plan {:?}",
+                    p.calls
+                );
+            }
+            if !gone {
+                for (a, m) in &settled {
+                    prop_assert_eq!(belief(&state, a, *m), truth[&(a.clone(), *m)], "{}/{} settled", a, m);
+                }
+                for (a, m) in &untouched {
+                    prop_assert_eq!(belief(&state, a, *m), before[&(a.clone(), *m)], "{}/{} untouched", a, m);
+                }
+            }
         }
     }
 }

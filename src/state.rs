@@ -474,6 +474,15 @@ pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
         |w| serde_json::to_writer(w, &file).map_err(io::Error::other),
         || Ok(()),
     )
+    .map_err(|(_, e)| e)
+}
+
+/// Whether a failed [`write_atomically`] had already renamed the new file into place (only the
+/// directory's fsync failed): then the new content is what the path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renamed {
+    No,
+    Yes,
 }
 
 /// Writes `path` through a temporary file in the same directory: fsync, `before_rename`, rename,
@@ -482,10 +491,15 @@ fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
     before_rename: impl FnOnce() -> io::Result<()>,
-) -> Result<(), StateError> {
-    let werr = |source: io::Error| StateError::Write {
-        path: path.into(),
-        source,
+) -> Result<(), (Renamed, StateError)> {
+    let werr = |source: io::Error| {
+        (
+            Renamed::No,
+            StateError::Write {
+                path: path.into(),
+                source,
+            },
+        )
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -506,7 +520,9 @@ fn write_atomically(
     tmp.as_file().sync_all().map_err(werr)?;
     before_rename().map_err(werr)?;
     tmp.persist(path).map_err(|e| werr(e.error))?;
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| (Renamed::Yes, werr(e).1))?;
     Ok(())
 }
 
@@ -587,8 +603,11 @@ pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
         |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
         keep_backup,
     );
-    if let Err(e) = written {
-        state.serial = previous;
+    if let Err((renamed, e)) = written {
+        // Once the new file is in place its serial is the one on disk, durable or not.
+        if renamed == Renamed::No {
+            state.serial = previous;
+        }
         return Err(e);
     }
     // The state now holds every open intent: the sidecar is redundant.

@@ -968,14 +968,24 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
     env.desire(&want);
     // 12 calls at 4 a second take 3 s; the first bulk save comes after 1 s and fails: a
     // non-empty directory where the state file goes (the intents sidecar beside it still works).
+    // Each call takes 400 ms, so some are in flight when the save fails: they must finish and be
+    // reported, not be cut off.
+    env.emu
+        .inject_fault(Fault::always(FaultKind::Latency { ms: 400 }))
+        .unwrap();
     let client = env.paced_client(4);
     let state = env.state_path().to_path_buf();
+    let mut reported = 0;
     let result = env
         .execute_with(
             &client,
             &env.settings(),
             || std::fs::create_dir_all(state.join("obstacle")).unwrap(),
-            |_| {},
+            |o| {
+                if !matches!(o, Outcome::Skipped { .. }) {
+                    reported += 1;
+                }
+            },
         )
         .await;
     let err = result.expect_err("the save failure is reported");
@@ -985,6 +995,8 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
         (1..12).contains(&sent),
         "sending stopped after the save failed: {sent} of 12 calls sent"
     );
+    assert_eq!(reported, sent, "every call sent finished and was folded");
+    env.emu.clear_faults();
     // Every mark is still accounted for: what was sent is confirmed or intended.
     std::fs::remove_dir_all(env.state_path()).unwrap();
     let plan = env.plan(false);
@@ -1041,6 +1053,60 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
         exit::OK,
         "and that is not a failure"
     );
+}
+
+#[tokio::test]
+async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "host", &[500])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    // A clear of that 500 was in flight when an earlier run died (its intent is on record), and
+    // the host has left the group since, which drops every mark.
+    let mut st = env.state();
+    let g = marksync::model::GroupId::new("@TGS#a").unwrap();
+    let host = marksync::model::Account::new("host").unwrap();
+    st.intend(&g, &host, [marksync::model::Mark::ALWAYS_ONLINE]);
+    state::save(env.state_path(), &mut st).unwrap();
+    env.emu.leave("@TGS#a", &["host"]).await.unwrap();
+
+    // Desired, unknown: set again; the service answers "all offline". The 500 is still unknown,
+    // not "confirmed" as it was before the clear.
+    assert_eq!(env.apply_default().await, exit::OK);
+    assert!(
+        env.state().intents.contains_key(&g),
+        "the unknown 500 lost its intent"
+    );
+
+    // The host comes back: the 500 is set again, not left missing for up to 60 hours.
+    env.online("@TGS#a", &["host"]).await;
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
+}
+
+#[tokio::test]
+async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_confirmed() {
+    let env = Env::start().await;
+    let want = marks(&[("@TGS#a", "host", &[500])]);
+    env.online_all(&want).await;
+    env.desire(&want);
+    assert_eq!(env.apply_default().await, exit::OK);
+
+    // The host leaves (its 500 goes with it); a reassert finds it away.
+    env.emu.leave("@TGS#a", &["host"]).await.unwrap();
+    let reassert = ApplyOptions {
+        reassert: true,
+        ..ApplyOptions::default()
+    };
+    assert_eq!(env.apply(reassert).await, exit::OK);
+    assert!(env.live().is_empty());
+
+    // Back again: a plain apply sets the 500, rather than trusting the old confirmation.
+    env.online("@TGS#a", &["host"]).await;
+    assert_eq!(env.apply_default().await, exit::OK);
+    env.assert_converged(&want);
 }
 
 /// A real full disk, where the platform lets this test mount a small tmpfs in a private mount

@@ -405,6 +405,24 @@ async fn offline_members_are_omitted_and_all_offline_fails_with_the_configured_c
         "{v}"
     );
     assert_eq!(h.emu.marks_of(G), marks(&[("on", &[1000])]));
+
+    // A delete is held to the same rule: nobody online in it, the whole call fails.
+    let v = h
+        .modify(2, &[("off", &[1000]), ("stranger", &[1000])])
+        .await;
+    assert_eq!(
+        (code(&v), v["ActionStatus"].as_str()),
+        (10019, Some("FAIL")),
+        "{v}"
+    );
+    // With one online member in it, it succeeds and lists the offline one too.
+    let v = h.modify(2, &[("on", &[1000]), ("off", &[1000])]).await;
+    assert_eq!(
+        (code(&v), listed(&v)),
+        (0, "on:[1000] off:[1000]".into()),
+        "{v}"
+    );
+    assert!(h.emu.marks_of(G).is_empty());
 }
 
 #[tokio::test]

@@ -1146,6 +1146,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stop_sends_nothing_more_not_even_a_retry() {
+        let (base, server) = serve(vec![fail(10002); 3], None).await;
+        let c = client(config(&base));
+        // Set before the call: nothing leaves, and the caller learns that nothing did.
+        let err = bounded(c.modify_user_info_unless(&modify(), &|| true))
+            .await
+            .unwrap_err();
+        assert_eq!(err, CallError::Stopped);
+        assert!(server.hits().is_empty());
+        // Set after the first attempt failed: no retry; the failure is returned, since that
+        // attempt may have been applied.
+        let hits = || server.hits().len();
+        let err = bounded(c.modify_user_info_unless(&modify(), &|| hits() >= 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::Unavailable { code: 10002, .. }),
+            "{err:?}"
+        );
+        assert_eq!(server.hits().len(), 1);
+    }
+
+    #[tokio::test]
     async fn gives_up_after_max_attempts() {
         let replies = vec![fail(10002); 10];
         let (base, server) = serve(replies, None).await;

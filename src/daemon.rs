@@ -851,9 +851,9 @@ impl Daemon {
     }
 }
 
-/// How long after the service applied a call the daemon may record its confirmation: one
-/// request's timeout plus its connect timeout (the answer of the attempt that succeeded), and a
-/// second for whole-second clocks. An event this close before a confirmation may have happened
+/// How long after the service applied a call the daemon may record its confirmation: at most
+/// the client's timeout of the attempt that succeeded (15 s, connecting included), with room for
+/// folding the answer in and for whole-second clocks. An event this close before a confirmation may have happened
 /// after the service applied the mark, so it is not "older than the confirmation".
 pub const CONFIRMATION_LAG_SECS: i64 = 21;
 

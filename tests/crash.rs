@@ -294,15 +294,26 @@ impl World {
         self.tally.dropped += self.emu.settle(Duration::from_millis(latency + 1000));
     }
 
-    /// How many calls `apply` would send now (`plan --json`).
-    fn planned_calls(&self) -> u64 {
-        let out = self.command(&["plan", "--json"]).output().unwrap();
+    /// Runs `marksync ARGS` to the end (bounded); its exit status and stdout.
+    fn run_to_end(&mut self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        self.n += 1;
+        let log = self.path(&format!("logs/{:03}-{}.log", self.n, args[0]));
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let mut proc = Proc::spawn(&mut self.command(args), log);
+        let status = proc.wait_exit(PROCESS_LIMIT);
         assert!(
-            out.status.success(),
-            "plan: {}",
-            String::from_utf8_lossy(&out.stderr)
+            status.code().is_some(),
+            "marksync {args:?}: {status}\n{}",
+            proc.stderr()
         );
-        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (status, proc.stdout())
+    }
+
+    /// How many calls `apply` would send now (`plan --json`).
+    fn planned_calls(&mut self) -> u64 {
+        let (status, out) = self.run_to_end(&["plan", "--json"]);
+        assert!(status.success(), "plan --json: {status}");
+        let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
         plan["summary"]["calls"].as_u64().unwrap()
     }
 
@@ -383,10 +394,7 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
 
     let live = w.emu.marks();
     let (stray, missing) = common::diff(&live, &w.desired);
-    let plan = w
-        .command(&["plan", "--detailed-exitcode"])
-        .output()
-        .unwrap();
+    let (plan_status, plan_out) = w.run_to_end(&["plan", "--detailed-exitcode"]);
     let desired_marks: usize = w
         .desired
         .values()
@@ -418,10 +426,9 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
         missing.iter().take(10).collect::<Vec<_>>()
     );
     assert_eq!(
-        plan.status.code(),
+        plan_status.code(),
         Some(0),
-        "seed {seed}: plan after the clean apply:\n{}",
-        String::from_utf8_lossy(&plan.stdout)
+        "seed {seed}: plan after the clean apply:\n{plan_out}"
     );
     let st = marksync::state::load(&w.state_path(), APP).unwrap();
     assert!(

@@ -5,8 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -384,36 +385,18 @@ pub async fn apply_until(
                 }
             },
         );
-        tokio::pin!(work);
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let mut listening = true;
-        loop {
-            tokio::select! {
-                r = &mut work => break Some(r),
-                changed = interrupts.changed(), if listening && interrupted.is_none() => {
-                    if changed.is_err() {
-                        // The sender is gone: no signal can come any more.
-                        listening = false;
-                        continue;
-                    }
-                    let Some(signal) = *interrupts.borrow() else {
-                        continue;
-                    };
-                    interrupted = Some(signal);
-                    stop.store(true, Ordering::SeqCst);
-                    deadline = Some(tokio::time::Instant::now() + SHUTDOWN_GRACE);
-                    progress.suspend(|| {
-                        let _ = writeln!(
-                            anstream::stderr(),
-                            "{}: sending no new calls; waiting up to {}s for the calls in flight, then saving the state (again to stop at once)",
-                            signal.name(),
-                            SHUTDOWN_GRACE.as_secs()
-                        );
-                    });
-                }
-                () = sleep_until_opt(deadline) => break None,
-            }
-        }
+        until_interrupted(work, &mut interrupts, &stop, SHUTDOWN_GRACE, |signal| {
+            interrupted = Some(signal);
+            progress.suspend(|| {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "{}: sending no new calls; waiting up to {}s for the calls in flight, then saving the state (again to stop at once)",
+                    signal.name(),
+                    SHUTDOWN_GRACE.as_secs()
+                );
+            });
+        })
+        .await
     };
     progress.finish_and_clear();
     let applied = match result {
@@ -482,6 +465,40 @@ pub async fn apply_until(
     } else {
         exit::OK
     })
+}
+
+/// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
+/// work sends nothing new), `on_signal` is told, and the work gets `grace` more to finish.
+/// Returns its output, or `None` when the grace ran out (the work is dropped).
+pub async fn until_interrupted<T>(
+    work: impl Future<Output = T>,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+    stop: &AtomicBool,
+    grace: Duration,
+    mut on_signal: impl FnMut(Interrupt),
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            changed = interrupts.changed(), if listening && deadline.is_none() => {
+                if changed.is_err() {
+                    // The sender is gone: no signal can come any more.
+                    listening = false;
+                    continue;
+                }
+                let Some(signal) = *interrupts.borrow() else {
+                    continue;
+                };
+                stop.store(true, Ordering::SeqCst);
+                deadline = Some(tokio::time::Instant::now() + grace);
+                on_signal(signal);
+            }
+            () = sleep_until_opt(deadline) => return None,
+        }
+    }
 }
 
 /// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
@@ -580,4 +597,71 @@ pub fn run(config_path: &Path, opts: crate::daemon::RunOptions) -> Result<u8, Er
         });
         crate::daemon::run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real time at millisecond scale: tokio's paused clock needs its `test-util` feature, which
+    // this crate does not build with. The assertions are about order, not exact durations.
+
+    /// Work that takes `ms` and says so.
+    async fn work(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "done"
+    }
+
+    const GRACE: Duration = Duration::from_millis(300);
+
+    /// A signal source that sends `signal` after `ms`, then stays open.
+    fn signal_after(ms: u64, signal: Interrupt) -> watch::Receiver<Option<Interrupt>> {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = tx.send(Some(signal));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn work_without_a_signal_runs_to_its_end() {
+        let (_tx, mut rx) = watch::channel(None);
+        let stop = AtomicBool::new(false);
+        let r = until_interrupted(work(50), &mut rx, &stop, GRACE, |_| panic!("no signal")).await;
+        assert_eq!(r, Some("done"));
+        assert!(!stop.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_signal_sets_stop_and_the_work_in_flight_finishes_within_the_grace() {
+        let mut rx = signal_after(20, Interrupt::Term);
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let r = until_interrupted(work(150), &mut rx, &stop, GRACE, |s| seen.push(s)).await;
+        assert_eq!(r, Some("done"), "finished within the grace");
+        assert!(stop.load(Ordering::SeqCst), "no new calls after the signal");
+        assert_eq!(seen, [Interrupt::Term]);
+    }
+
+    #[tokio::test]
+    async fn work_still_running_when_the_grace_runs_out_is_cut() {
+        let mut rx = signal_after(20, Interrupt::Int);
+        let stop = AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let r = until_interrupted(work(60_000), &mut rx, &stop, GRACE, |_| {}).await;
+        assert_eq!(r, None);
+        let took = started.elapsed();
+        assert!(took >= GRACE && took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn no_signal_source_means_waiting_for_the_work() {
+        let (tx, mut rx) = watch::channel(None);
+        drop(tx);
+        let stop = AtomicBool::new(false);
+        let r = until_interrupted(work(50), &mut rx, &stop, GRACE, |_| panic!("no signal")).await;
+        assert_eq!(r, Some("done"));
+    }
 }

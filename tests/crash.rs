@@ -13,7 +13,8 @@
 //! ```
 //!
 //! `MARKSYNC_CRASH_ROUNDS` is the number of kills of each program; `MARKSYNC_CRASH_SEED` replays
-//! a run (the seed is printed first, and in the failure message).
+//! a run (the seed is printed first, and in the failure message); `MARKSYNC_CRASH_BIN` runs
+//! another build of `marksync apply`/`run` (an older one, to compare) against the same rounds.
 
 mod common;
 
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{APP, BIN, Marks, Proc, StandaloneEmulator};
+use common::{APP, Marks, Proc, StandaloneEmulator};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -181,7 +182,8 @@ impl World {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let bin = std::env::var_os("MARKSYNC_CRASH_BIN").unwrap_or_else(|| common::BIN.into());
+        let mut c = Command::new(bin);
         c.arg("-c")
             .arg(self.path("marksync.yaml"))
             .args(args)

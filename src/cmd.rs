@@ -5,7 +5,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::apply::Totals;
 use crate::clock::{Clock, SystemClock};
@@ -233,10 +238,14 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     Ok(Connection { client, embedded })
 }
 
-/// `marksync apply`: plan, print the plan, execute it, record results.
+/// `marksync apply`: plan, print the plan, execute it, record results. SIGINT and SIGTERM stop
+/// it like the daemon (see [`apply_until`]); a second one exits at once.
 pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    runtime()?.block_on(apply_with(&config, opts, Arc::new(SystemClock)))
+    runtime()?.block_on(async {
+        let interrupts = apply_signals()?;
+        apply_until(&config, opts, Arc::new(SystemClock), interrupts).await
+    })
 }
 
 /// A small multi-threaded runtime: the work is network-bound and the machine may be small.
@@ -248,11 +257,86 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
 }
 
-/// `apply` with an explicit clock (tests drive time through it).
+/// The signal that interrupted an `apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interrupt {
+    /// SIGINT (Ctrl-C): exit 130.
+    Int,
+    /// SIGTERM: exit 143.
+    Term,
+}
+
+impl Interrupt {
+    /// The exit code: 128 + the signal number, as a shell reports a process killed by it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Interrupt::Int => exit::INTERRUPTED,
+            Interrupt::Term => exit::TERMINATED,
+        }
+    }
+
+    /// The signal's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+        }
+    }
+}
+
+/// Installs `apply`'s SIGINT/SIGTERM handlers: the first signal is published on the returned
+/// channel (the apply stops sending and saves); a second one exits the process at once with the
+/// signal's code. That is safe: every mark in flight is recorded in the intents sidecar before
+/// its call is sent, so the next run settles it.
+pub fn apply_signals() -> Result<watch::Receiver<Option<Interrupt>>, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let signal_err =
+        |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
+    let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let got = tokio::select! {
+                Some(()) = int.recv() => Interrupt::Int,
+                Some(()) = term.recv() => Interrupt::Term,
+                else => return,
+            };
+            if first {
+                first = false;
+                let _ = tx.send(Some(got));
+            } else {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "{}: stopping at once; calls in flight are recorded as intents, the next apply settles them",
+                    got.name()
+                );
+                std::process::exit(i32::from(got.exit_code()));
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// `apply` with an explicit clock (tests drive time through it), never interrupted.
 pub async fn apply_with(
     config: &Config,
     opts: &ApplyOptions,
     clock: Arc<dyn Clock>,
+) -> Result<u8, Error> {
+    let (_never, interrupts) = watch::channel(None);
+    apply_until(config, opts, clock, interrupts).await
+}
+
+/// `apply`, stopped by the first `Some` on `interrupts` the way the daemon stops on SIGTERM: no
+/// new call starts (the `stop` flag of [`crate::apply::Settings`]), calls in flight finish
+/// within [`SHUTDOWN_GRACE`], the state is saved, and the exit code is the signal's (130, 143).
+pub async fn apply_until(
+    config: &Config,
+    opts: &ApplyOptions,
+    clock: Arc<dyn Clock>,
+    mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
     let _lock = if opts.dry_run {
         None
@@ -278,39 +362,106 @@ pub async fn apply_with(
         }
         return Ok(exit::OK);
     }
+    if let Some(signal) = *interrupts.borrow() {
+        let _ = writeln!(
+            anstream::stderr(),
+            "Apply interrupted by {} before any call: nothing was sent.",
+            signal.name()
+        );
+        return Ok(signal.exit_code());
+    }
     let connection = connect(config, clock.clone()).await?;
     let progress = progress_bar(plan.calls.len());
     let settings = crate::apply::Settings {
         offline_error_codes: config.offline_error_codes.clone(),
         ..crate::apply::Settings::default()
     };
+    let stop = settings.stop.clone();
     let plan = Arc::new(plan);
     if !opts.json {
         writeln!(out).map_err(write_err)?;
     }
-    let applied = crate::apply::execute(
-        plan,
-        &mut st,
-        &config.state,
-        &connection.client,
-        clock.as_ref(),
-        &settings,
-        |report| {
-            progress.inc(1);
-            let line = if opts.json {
-                render::json_call(&report)
-            } else {
-                render::human_call(&report)
-            };
-            if progress.is_hidden() {
-                let _ = writeln!(anstream::stdout(), "{line}");
-            } else {
-                progress.println(anstream::adapter::strip_str(&line).to_string());
-            }
-        },
-    )
-    .await?;
+    let mut interrupted: Option<Interrupt> = None;
+    let result = {
+        let work = crate::apply::execute(
+            plan,
+            &mut st,
+            &config.state,
+            &connection.client,
+            clock.as_ref(),
+            &settings,
+            |report| {
+                progress.inc(1);
+                let line = if opts.json {
+                    render::json_call(&report)
+                } else {
+                    render::human_call(&report)
+                };
+                if progress.is_hidden() {
+                    let _ = writeln!(anstream::stdout(), "{line}");
+                } else {
+                    progress.println(anstream::adapter::strip_str(&line).to_string());
+                }
+            },
+        );
+        until_interrupted(work, &mut interrupts, &stop, SHUTDOWN_GRACE, |signal| {
+            interrupted = Some(signal);
+            progress.suspend(|| {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "{}: sending no new calls; waiting up to {}s for the calls in flight, then saving the state (again to stop at once)",
+                    signal.name(),
+                    SHUTDOWN_GRACE.as_secs()
+                );
+            });
+        })
+        .await
+    };
     progress.finish_and_clear();
+    let applied = match result {
+        Some(r) => r?,
+        None => {
+            // The cut calls' marks are still intents in `st`: saving keeps them unknown, so the
+            // next run sets or clears them again.
+            state::save(&config.state, &mut st)?;
+            let signal = interrupted.unwrap_or(Interrupt::Int);
+            let _ = writeln!(
+                anstream::stderr(),
+                "Apply interrupted by {}: calls in flight did not finish within {}s. The state ({}) records what the service confirmed; the marks of the unfinished calls are recorded as unknown and the next apply sends them again.",
+                signal.name(),
+                SHUTDOWN_GRACE.as_secs(),
+                config.state.display()
+            );
+            return Ok(signal.exit_code());
+        }
+    };
+    if let Some(signal) = interrupted {
+        let t = &applied.totals;
+        if opts.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"summary": t, "interrupted": signal.name(), "not_sent": t.skipped})
+            )
+            .map_err(write_err)?;
+        }
+        let _ = writeln!(
+            anstream::stderr(),
+            "Apply interrupted by {}: {} set, {} cleared, {} renewed, {} pending (offline), {} failed in {} API {}; {} {} not sent. The state ({}) is saved with every confirmed result; run apply again to finish.",
+            signal.name(),
+            t.set,
+            t.cleared,
+            t.renewed,
+            t.pending,
+            t.failed,
+            t.calls,
+            render::plural(t.calls, "call", "calls"),
+            t.skipped,
+            render::plural(t.skipped, "mark", "marks"),
+            config.state.display()
+        );
+        return Ok(signal.exit_code());
+    }
     if opts.json {
         writeln!(out, "{}", serde_json::json!({"summary": applied.totals})).map_err(write_err)?;
     } else {
@@ -333,6 +484,50 @@ pub async fn apply_with(
     } else {
         exit::OK
     })
+}
+
+/// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
+/// work sends nothing new), `on_signal` is told, and the work gets `grace` more to finish.
+/// Returns its output, or `None` when the grace ran out (the work is dropped).
+pub async fn until_interrupted<T>(
+    work: impl Future<Output = T>,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+    stop: &AtomicBool,
+    grace: Duration,
+    mut on_signal: impl FnMut(Interrupt),
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            changed = interrupts.changed(), if listening && deadline.is_none() => {
+                if changed.is_err() {
+                    // The sender is gone: no signal can come any more.
+                    listening = false;
+                    continue;
+                }
+                let Some(signal) = *interrupts.borrow() else {
+                    continue;
+                };
+                stop.store(true, Ordering::SeqCst);
+                deadline = Some(tokio::time::Instant::now() + grace);
+                on_signal(signal);
+            }
+            () = sleep_until_opt(deadline) => return None,
+        }
+    }
+}
+
+/// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A progress bar on stderr for applies long enough to need one, on a terminal only.
@@ -421,4 +616,71 @@ pub fn run(config_path: &Path, opts: crate::daemon::RunOptions) -> Result<u8, Er
         });
         crate::daemon::run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real time at millisecond scale: tokio's paused clock needs its `test-util` feature, which
+    // this crate does not build with. The assertions are about order, not exact durations.
+
+    /// Work that takes `ms` and says so.
+    async fn work(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "done"
+    }
+
+    const GRACE: Duration = Duration::from_millis(300);
+
+    /// A signal source that sends `signal` after `ms`, then stays open.
+    fn signal_after(ms: u64, signal: Interrupt) -> watch::Receiver<Option<Interrupt>> {
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = tx.send(Some(signal));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn work_without_a_signal_runs_to_its_end() {
+        let (_tx, mut rx) = watch::channel(None);
+        let stop = AtomicBool::new(false);
+        let r = until_interrupted(work(50), &mut rx, &stop, GRACE, |_| panic!("no signal")).await;
+        assert_eq!(r, Some("done"));
+        assert!(!stop.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_signal_sets_stop_and_the_work_in_flight_finishes_within_the_grace() {
+        let mut rx = signal_after(20, Interrupt::Term);
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let r = until_interrupted(work(150), &mut rx, &stop, GRACE, |s| seen.push(s)).await;
+        assert_eq!(r, Some("done"), "finished within the grace");
+        assert!(stop.load(Ordering::SeqCst), "no new calls after the signal");
+        assert_eq!(seen, [Interrupt::Term]);
+    }
+
+    #[tokio::test]
+    async fn work_still_running_when_the_grace_runs_out_is_cut() {
+        let mut rx = signal_after(20, Interrupt::Int);
+        let stop = AtomicBool::new(false);
+        let started = std::time::Instant::now();
+        let r = until_interrupted(work(60_000), &mut rx, &stop, GRACE, |_| {}).await;
+        assert_eq!(r, None);
+        let took = started.elapsed();
+        assert!(took >= GRACE && took < Duration::from_secs(10), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn no_signal_source_means_waiting_for_the_work() {
+        let (tx, mut rx) = watch::channel(None);
+        drop(tx);
+        let stop = AtomicBool::new(false);
+        let r = until_interrupted(work(50), &mut rx, &stop, GRACE, |_| panic!("no signal")).await;
+        assert_eq!(r, Some("done"));
+    }
 }

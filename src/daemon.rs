@@ -94,8 +94,7 @@ pub struct RunOptions {
     pub allow_mass_clear: bool,
 }
 
-/// How long in-flight calls may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+use crate::cmd::SHUTDOWN_GRACE;
 
 /// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
 /// enough to batch a wave of callbacks into one write at a million marks, short enough that a
@@ -357,32 +356,27 @@ impl Daemon {
         self.refresh_counts();
     }
 
-    /// A member came online or went offline. The service drops every mark but 500 of a member
-    /// who goes offline, so those marks leave the state; a member who comes online gets its
-    /// desired marks again at once. Returns whether a reconcile is needed.
+    /// A member came online or went offline (SPEC section 4 and 8). The service drops every mark
+    /// but 500 of a member who goes offline, and a member who comes online may have been
+    /// offline (a missed Offline callback): either way its confirmed marks (500 excepted) may
+    /// be gone, so [`presence_changed`] makes them unknown, never absent. A member who comes
+    /// online gets its desired marks again at once: returns whether a reconcile is needed.
     fn apply_callback(&mut self, event: CallbackEvent) -> bool {
-        let mut forgotten = false;
-        for account in &event.accounts {
-            let dropped: Vec<Mark> = self
-                .state
-                .confirmed(&event.group, account)
-                .map(|c| c.iter().map(|(m, _)| m).filter(|m| !m.expires()).collect())
-                .unwrap_or_default();
-            if !dropped.is_empty() {
-                self.state.forget(&event.group, account, dropped);
-                forgotten = true;
-            }
-        }
-        if forgotten {
+        let unknown = presence_changed(&mut self.state, &event);
+        if unknown > 0 {
+            tracing::debug!(group = %event.group, members = event.accounts.len(), marks = unknown, event = ?event.event, "callback: confirmed marks are unknown until settled");
             self.mark_dirty();
         }
         match event.event {
             MemberEvent::Offline => false,
-            MemberEvent::Online => self
-                .desired
-                .desired()
-                .and_then(|d| d.groups.get(&event.group))
-                .is_some_and(|g| event.accounts.iter().any(|a| g.members.contains_key(a))),
+            MemberEvent::Online => {
+                unknown > 0
+                    || self
+                        .desired
+                        .desired()
+                        .and_then(|d| d.groups.get(&event.group))
+                        .is_some_and(|g| event.accounts.iter().any(|a| g.members.contains_key(a)))
+            }
         }
     }
 
@@ -842,6 +836,40 @@ impl Daemon {
     }
 }
 
+/// How long after the service applied a call the daemon may record its confirmation: at most
+/// the client's timeout of the attempt that succeeded (15 s, connecting included), with room for
+/// folding the answer in and for whole-second clocks. An event this close before a confirmation may have happened
+/// after the service applied the mark, so it is not "older than the confirmation".
+pub const CONFIRMATION_LAG_SECS: i64 = 21;
+
+/// Folds a presence callback into the state: every confirmed mark of the event's members,
+/// mark 500 excepted, that was confirmed before the event (allowing
+/// [`CONFIRMATION_LAG_SECS`]) becomes unknown: its confirmation is forgotten and an intent is
+/// recorded, so the planner sets it again if it is desired and clears it again if not. A mark
+/// confirmed after the event is left alone (the event is older news). Returns how many marks
+/// became unknown. (Forgetting them instead would lose a mark the desired files stop wanting in
+/// the same round: neither confirmed nor intended, nothing would ever clear it.)
+pub fn presence_changed(state: &mut State, event: &CallbackEvent) -> usize {
+    let mut n = 0;
+    for account in &event.accounts {
+        let stale: Vec<Mark> = state
+            .confirmed(&event.group, account)
+            .map(|c| {
+                c.iter()
+                    .filter(|&(m, at)| !m.expires() && event.at + CONFIRMATION_LAG_SECS >= at)
+                    .map(|(m, _)| m)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            n += stale.len();
+            state.intend(&event.group, account, stale.iter().copied());
+            state.forget(&event.group, account, stale);
+        }
+    }
+    n
+}
+
 /// The renewal-only plan: every confirmed mark 500 that is due, nothing else. Used while the
 /// desired files are broken or a plan is refused by the guard.
 fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
@@ -1007,5 +1035,134 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(false, state) {
         tracing::debug!("sd_notify: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Account, GroupId};
+
+    const T: UnixTime = 1_764_000_000;
+
+    fn g() -> GroupId {
+        GroupId::new("@TGS#a").unwrap()
+    }
+
+    fn a(name: &str) -> Account {
+        Account::new(name).unwrap()
+    }
+
+    fn m(n: u32) -> Mark {
+        Mark::new(u64::from(n)).unwrap()
+    }
+
+    fn event(event: MemberEvent, accounts: &[&str], at: UnixTime) -> CallbackEvent {
+        CallbackEvent {
+            group: g(),
+            accounts: accounts.iter().map(|x| a(x)).collect(),
+            event,
+            at,
+        }
+    }
+
+    /// bob holds 500, 1000 and 1001, confirmed at `T`.
+    fn state() -> State {
+        let mut st = State::new(1);
+        st.confirm(&g(), &a("bob"), [m(500), m(1000), m(1001)], T);
+        st
+    }
+
+    fn desired(marks: &[u32]) -> DesiredState {
+        let mut d = DesiredState::default();
+        d.groups
+            .entry(g())
+            .or_default()
+            .members
+            .insert(a("bob"), marks.iter().map(|&x| m(x)).collect());
+        d
+    }
+
+    /// (command, marks of bob) of every call of a plan.
+    fn calls(p: &Plan) -> Vec<(&'static str, Vec<u32>)> {
+        p.calls
+            .iter()
+            .map(|c| {
+                let marks = c.members[0].1.iter().map(Mark::get).collect();
+                (c.command.as_str(), marks)
+            })
+            .collect()
+    }
+
+    fn plan_after(st: &State, want: &[u32]) -> Vec<(&'static str, Vec<u32>)> {
+        calls(&plan::plan(&desired(want), st, T + 100, &Policy::default()))
+    }
+
+    #[test]
+    fn offline_makes_confirmed_marks_unknown_not_absent_and_keeps_500() {
+        for kind in [MemberEvent::Offline, MemberEvent::Online] {
+            let mut st = state();
+            assert_eq!(presence_changed(&mut st, &event(kind, &["bob"], T + 60)), 2);
+            let held = st.confirmed(&g(), &a("bob")).unwrap();
+            assert_eq!(held.marks(), MarkSet::from_iter([m(500)]), "{kind:?}");
+            assert_eq!(
+                st.intents[&g()][&a("bob")],
+                MarkSet::from_iter([m(1000), m(1001)]),
+                "{kind:?}: recorded as unknown"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mark_removed_from_the_desired_files_in_the_same_round_is_cleared() {
+        // The stray: an Online callback, and the desired files dropping 1001, absorbed
+        // together. Forgetting 1001 planned nothing for it; unknown, it is cleared.
+        let mut st = state();
+        presence_changed(&mut st, &event(MemberEvent::Online, &["bob"], T + 60));
+        assert_eq!(
+            plan_after(&st, &[500, 1000]),
+            vec![("clear", vec![1001]), ("set", vec![1000])]
+        );
+        // Still desired: set again at once.
+        assert_eq!(
+            plan_after(&st, &[500, 1000, 1001]),
+            vec![("set", vec![1000, 1001])]
+        );
+    }
+
+    #[test]
+    fn an_event_older_than_the_confirmation_is_ignored() {
+        for kind in [MemberEvent::Offline, MemberEvent::Online] {
+            let mut st = state();
+            let old = T - CONFIRMATION_LAG_SECS - 1;
+            assert_eq!(presence_changed(&mut st, &event(kind, &["bob"], old)), 0);
+            assert_eq!(st, state(), "{kind:?}");
+            assert!(plan_after(&st, &[500, 1000, 1001]).is_empty());
+        }
+    }
+
+    #[test]
+    fn an_event_just_before_the_confirmation_may_postdate_the_service_applying_it() {
+        // The service applied the call up to a request's duration before its answer was
+        // recorded: an Offline in that window dropped the mark.
+        let mut st = state();
+        let event = event(MemberEvent::Offline, &["bob"], T - CONFIRMATION_LAG_SECS);
+        assert_eq!(presence_changed(&mut st, &event), 2);
+    }
+
+    #[test]
+    fn other_members_and_groups_are_untouched() {
+        let mut st = state();
+        st.confirm(&g(), &a("carol"), [m(1000)], T);
+        let other = GroupId::new("@TGS#b").unwrap();
+        st.confirm(&other, &a("bob"), [m(1000)], T);
+        presence_changed(
+            &mut st,
+            &event(MemberEvent::Offline, &["bob", "dave"], T + 60),
+        );
+        assert!(st.confirmed(&g(), &a("carol")).is_some());
+        assert!(st.confirmed(&other, &a("bob")).is_some());
+        assert_eq!(st.intents.len(), 1);
+        assert_eq!(st.intents[&g()].len(), 1);
     }
 }

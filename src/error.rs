@@ -18,6 +18,10 @@ pub mod exit {
     pub const PARTIAL: u8 = 4;
     /// The state is locked by another marksync process.
     pub const LOCKED: u8 = 5;
+    /// `apply` stopped by SIGINT (128 + 2, the shell's convention); what was confirmed is saved.
+    pub const INTERRUPTED: u8 = 130;
+    /// `apply` stopped by SIGTERM (128 + 15); what was confirmed is saved.
+    pub const TERMINATED: u8 = 143;
 }
 
 /// Why a command failed.

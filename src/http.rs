@@ -49,7 +49,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::model::{Account, GroupId};
+use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
 
 /// Callback bodies larger than this are refused with 413. A presence callback lists at most a
@@ -112,6 +112,41 @@ pub struct CallbackEvent {
     pub accounts: Vec<Account>,
     /// Online or offline.
     pub event: MemberEvent,
+    /// When it happened (unix seconds), by [`event_at`]: the callback's `EventTime`, else the
+    /// moment the listener received it. Stamped here, not when the daemon gets to the event
+    /// (which may be after a long reconcile), so the daemon can tell an event older than a
+    /// mark's confirmation from a newer one.
+    pub at: UnixTime,
+}
+
+/// How far a callback's `EventTime` may be from the listener's clock and still be believed. The
+/// service sends callbacks as events happen and never retries them, so a time further off is a
+/// wrong clock or a wrong unit, and the time of receipt is used instead.
+pub const EVENT_TIME_TOLERANCE_SECS: i64 = 300;
+
+/// `EventTime` values at or above this are milliseconds (the vendor's unit); below, seconds
+/// (10^11 ms is in 1973, 10^11 s in the year 5138).
+const EVENT_TIME_MILLIS_FROM: i64 = 100_000_000_000;
+
+/// When a callback's event happened, in unix seconds: its `EventTime` (milliseconds, as the
+/// vendor documents it, or seconds) when present and within [`EVENT_TIME_TOLERANCE_SECS`] of
+/// `received`, never later than `received`; otherwise `received`, the time the listener got the
+/// callback. Erring late is the safe side: a later event time makes more confirmed marks
+/// "unknown" (re-sent), never fewer.
+pub fn event_at(event_time: Option<&callback::EventTime>, received: UnixTime) -> UnixTime {
+    let Some(raw) = event_time.and_then(callback::EventTime::as_i64) else {
+        return received;
+    };
+    let secs = if raw >= EVENT_TIME_MILLIS_FROM {
+        raw / 1000
+    } else {
+        raw
+    };
+    if secs.abs_diff(received) <= EVENT_TIME_TOLERANCE_SECS.unsigned_abs() {
+        secs.min(received)
+    } else {
+        received
+    }
 }
 
 /// What the listener needs from the daemon.
@@ -590,6 +625,8 @@ async fn handle_callback(
     q: &CallbackQuery,
     request: Request,
 ) -> Result<&'static str, Refusal> {
+    // When the callback arrived: the event's time when it carries none (see `event_at`).
+    let received = s.clock.now();
     let app = q.sdkappid.as_deref().unwrap_or("");
     if app.trim().parse::<u64>() != Ok(s.sdkappid) {
         return Err(Refusal::new(
@@ -690,6 +727,7 @@ async fn handle_callback(
         group,
         accounts,
         event: change.presence.into(),
+        at: event_at(change.event_time.as_ref(), received),
     };
     tracing::debug!(
         command,
@@ -868,6 +906,16 @@ mod tests {
             within(self.events.recv()).await.expect("channel closed")
         }
 
+        /// The next event of a server on the system clock: its time must be when it was
+        /// received (these callbacks carry no usable `EventTime`); returned with `at` = `NOW`.
+        async fn event_now(&mut self) -> CallbackEvent {
+            let mut e = self.event().await;
+            let now = SystemClock.now();
+            assert!((now - 5..=now).contains(&e.at), "stamped on receipt: {e:?}");
+            e.at = NOW;
+            e
+        }
+
         fn assert_no_event(&mut self) {
             assert!(self.events.try_recv().is_err(), "unexpected event");
         }
@@ -909,12 +957,62 @@ mod tests {
         })
     }
 
+    /// An event received at the test servers' manual clock's `NOW`, without an `EventTime`.
     fn event(group: &str, accounts: &[&str], event: MemberEvent) -> CallbackEvent {
+        event_at_time(group, accounts, event, NOW)
+    }
+
+    fn event_at_time(
+        group: &str,
+        accounts: &[&str],
+        event: MemberEvent,
+        at: UnixTime,
+    ) -> CallbackEvent {
         CallbackEvent {
             group: GroupId::new(group).unwrap(),
             accounts: accounts.iter().map(|a| Account::new(a).unwrap()).collect(),
             event,
+            at,
         }
+    }
+
+    #[test]
+    fn event_time_is_read_in_milliseconds_or_seconds_and_believed_only_near_receipt() {
+        use callback::EventTime::{Number, Text};
+        let check = |t: Option<callback::EventTime>, expect: UnixTime| {
+            assert_eq!(event_at(t.as_ref(), NOW), expect, "{t:?}");
+        };
+        // The vendor's unit (ms), as a number or a string; seconds too.
+        check(Some(Number((NOW - 30) * 1000 + 999)), NOW - 30);
+        check(Some(Text(format!("{}", (NOW - 30) * 1000))), NOW - 30);
+        check(Some(Number(NOW - 30)), NOW - 30);
+        // Missing or unreadable: when it was received.
+        check(None, NOW);
+        check(Some(Text("soon".into())), NOW);
+        // Implausible (a wrong clock or unit): when it was received.
+        check(Some(Number(1)), NOW);
+        check(
+            Some(Number((NOW - EVENT_TIME_TOLERANCE_SECS - 1) * 1000)),
+            NOW,
+        );
+        check(Some(Number(NOW + EVENT_TIME_TOLERANCE_SECS + 1)), NOW);
+        // A little in the future (clock skew): never later than the receipt.
+        check(Some(Number((NOW + 20) * 1000)), NOW);
+    }
+
+    #[tokio::test]
+    async fn a_callback_is_stamped_with_its_event_time_or_when_it_was_received() {
+        let clock = Arc::new(ManualClock::new(NOW));
+        let mut s = Server::start(Some(TOKEN), clock.clone(), 16).await;
+        let mut body = online_body(&["alice"]);
+        body["EventTime"] = json!((NOW - 40) * 1000);
+        assert_eq!(s.post_signed(MEMBER_STATE_CHANGE, &body).await.0, 200);
+        assert_eq!(s.event().await.at, NOW - 40);
+        // Without EventTime: the time the listener received it, not when the daemon reads it.
+        let body = online_body(&["alice"]);
+        assert_eq!(s.post_signed(MEMBER_STATE_CHANGE, &body).await.0, 200);
+        clock.advance(50);
+        assert_eq!(s.event().await.at, NOW);
     }
 
     #[test]
@@ -1032,7 +1130,7 @@ mod tests {
         let reply = s.post(&q, online_body(&["alice"]).to_string()).await;
         assert_eq!(reply, (200, ok_reply()));
         assert_eq!(
-            s.event().await,
+            s.event_now().await,
             event("@TGS#aAAA", &["alice"], MemberEvent::Online)
         );
     }
@@ -1367,7 +1465,7 @@ mod tests {
             ok_reply()
         );
         assert_eq!(
-            s.event().await,
+            s.event_now().await,
             event("@TGS#e2e", &["u1"], MemberEvent::Online)
         );
 
@@ -1385,12 +1483,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            s.event().await,
+            s.event_now().await,
             event("@TGS#live", &["u2", "u3"], MemberEvent::Online)
         );
         within(emu.set_offline("@TGS#live", &["u3"])).await.unwrap();
         assert_eq!(
-            s.event().await,
+            s.event_now().await,
             event("@TGS#live", &["u3"], MemberEvent::Offline)
         );
         within(emu.shutdown()).await.unwrap();

@@ -95,7 +95,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     init_tracing(cli.log_format, cli.verbose, cli.quiet);
     let config = cmd::config_path(cli.config);
     let result = match cli.command {
@@ -147,6 +150,18 @@ fn main() -> ExitCode {
             let _ = writeln!(anstream::stderr(), "{e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Prints clap's message and exits 0 for `--help`/`--version`, else 1: a usage error is an error
+/// (exit 1, SPEC section 1). clap's own 2 is `plan --detailed-exitcode`'s "changes found", so a
+/// mistyped flag in CI would read as a plan with changes.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(marksync::error::exit::ERROR)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -83,9 +83,13 @@ impl Test {
     /// Runs the binary in the test directory, stdout and stderr piped (so not a terminal), with
     /// the variables that change colour or config discovery removed unless the test sets them.
     fn run(&self) -> Output {
+        self.run_at(self.dir.path())
+    }
+
+    fn run_at(&self, dir: &Path) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_marksync"));
         cmd.args(&self.args)
-            .current_dir(self.dir.path())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -124,6 +128,18 @@ impl Test {
             stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
             stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
         }
+    }
+}
+
+impl Test {
+    /// Runs the binary with `args` in an existing directory (bounded like [`Test::run`]).
+    fn run_in(dir: &Path, args: &[&str]) -> Output {
+        let t = Test {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+        };
+        t.run_at(dir)
     }
 }
 
@@ -680,4 +696,211 @@ fn devices_and_fifos_as_config_or_secret_key_are_refused_not_read() {
             .status(1)
             .stderr_contains("marksync.yaml: error: cannot read config file: not a regular file");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage errors (exit 1, never clap's 2, which is `plan --detailed-exitcode`'s "changes")
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    for args in [
+        &["plan", "--detailed-exitcod"][..],
+        &["plan", "--no-such-flag"],
+        &["apply", "extra-argument"],
+        &["no-such-command"],
+        &["--log-format", "xml", "plan"],
+        &[],
+    ] {
+        let out = Test::new().config(CONFIG).args(args).run();
+        assert_eq!(out.status, 1, "marksync {args:?}: {out:#?}");
+        assert!(out.stdout.is_empty(), "marksync {args:?}: {out:#?}");
+        assert!(
+            out.stderr.contains("Usage") || out.stderr.contains("--help"),
+            "marksync {args:?} points to the usage: {out:#?}"
+        );
+    }
+}
+
+#[test]
+fn help_and_version_exit_0_on_stdout() {
+    for args in [
+        &["--help"][..],
+        &["plan", "--help"],
+        &["help"],
+        &["--version"],
+    ] {
+        let out = Test::new().args(args).run();
+        out.status(0);
+        assert!(!out.stdout.is_empty(), "marksync {args:?}: {out:#?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals on `apply` (real process, real signals, a standalone emulator with injected latency)
+
+mod common;
+
+use common::{Marks, Proc, StandaloneEmulator};
+
+/// `n` groups of one member with two marks: one call per group.
+fn groups(n: usize) -> Marks {
+    (0..n)
+        .map(|i| {
+            let mut m = std::collections::BTreeMap::new();
+            m.insert("u".to_string(), vec![1000, 1001]);
+            (format!("@TGS#s{i:03}"), m)
+        })
+        .collect()
+}
+
+/// A directory with a config pointing at `emu` (calls spaced by `rate` per second).
+fn signal_env(emu: &StandaloneEmulator, rate: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.key"), common::KEY).unwrap();
+    std::fs::write(
+        dir.path().join("marksync.yaml"),
+        format!(
+            "sdkappid: {SDKAPPID}\nidentifier: administrator\nsecret_key_file: secret.key\n\
+             endpoint: {}\ndesired: marks/\nstate: state.json\nmax_calls_per_second: {rate}\n",
+            emu.endpoint()
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn desire(dir: &Path, want: &Marks) {
+    common::write_atomic(&dir.join("marks/all.yaml"), &common::yaml(want));
+}
+
+fn spawn_apply(dir: &Path, name: &str, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_marksync"))
+            .current_dir(dir)
+            .args(["apply"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env_remove("MARKSYNC_CONFIG")
+            .env_remove("MARKSYNC_LOG"),
+        dir.join(format!("{name}.log")),
+    )
+}
+
+/// The state's confirmed marks, read through the library (so the file must parse).
+fn confirmed(dir: &Path) -> (Marks, usize) {
+    let st = marksync::state::load(&dir.join("state.json"), SDKAPPID).expect("the state parses");
+    let mut out = Marks::new();
+    for (g, accounts) in &st.groups {
+        for (a, c) in accounts {
+            let marks: Vec<u32> = c.iter().map(|(m, _)| m.get()).collect();
+            out.entry(g.to_string())
+                .or_default()
+                .insert(a.to_string(), marks);
+        }
+    }
+    let intents = st.intents.values().map(|a| a.len()).sum();
+    (out, intents)
+}
+
+/// Runs `apply` with a slow emulator, sends `signal` once a few calls are in, and checks the
+/// daemon-like stop: exit `code`, no new calls, the state equal to what the service holds.
+fn interrupted_apply_saves_what_the_service_holds(signal: &str, code: i32, clear: bool) {
+    let emu = StandaloneEmulator::start();
+    let dir = signal_env(&emu, 10);
+    let all = groups(30);
+    desire(dir.path(), &all);
+    if clear {
+        // Everything set first (fast), then a slow apply clearing it all.
+        let first = Test::run_in(dir.path(), &["apply"]);
+        assert_eq!(first.status, 0, "{first:#?}");
+        desire(dir.path(), &Marks::new());
+    }
+    emu.inject(serde_json::json!({"kind": "latency", "ms": 1500}));
+    let before = emu.calls();
+    let extra: &[&str] = if clear { &["--allow-mass-clear"] } else { &[] };
+    let mut apply = spawn_apply(dir.path(), "apply", extra);
+    common::poll("three calls to arrive", Duration::from_secs(20), || {
+        (emu.calls() >= before + 3).then_some(())
+    });
+    apply.signal(signal);
+    let status = apply.wait_exit(Duration::from_secs(20));
+    let sent = emu.calls() - before;
+    assert_eq!(status.code(), Some(code), "{}", apply.stderr());
+    assert!(
+        sent < 30,
+        "no new calls after the signal: {sent} of 30 sent"
+    );
+    let stderr = apply.stderr();
+    assert!(
+        stderr.contains(&format!("Apply interrupted by SIG{signal}"))
+            && stderr.contains("state.json"),
+        "says it was interrupted and what was saved: {stderr}"
+    );
+    assert_eq!(emu.settle(Duration::from_secs(5)), 0, "calls in flight");
+    let (state, intents) = confirmed(dir.path());
+    assert_eq!(
+        state,
+        emu.marks(),
+        "the state records exactly what the service holds"
+    );
+    assert_eq!(intents, 0, "the calls in flight finished and were recorded");
+
+    emu.clear_faults();
+    let again = Test::run_in(dir.path(), &["apply", "--allow-mass-clear"]);
+    assert_eq!(again.status, 0, "{again:#?}");
+    let want = if clear { Marks::new() } else { all };
+    assert_eq!(emu.marks(), want);
+}
+
+#[test]
+fn sigint_on_apply_finishes_calls_in_flight_saves_and_exits_130() {
+    interrupted_apply_saves_what_the_service_holds("INT", 130, false);
+}
+
+#[test]
+fn sigterm_on_apply_mid_clear_saves_the_clears_and_exits_143() {
+    interrupted_apply_saves_what_the_service_holds("TERM", 143, true);
+}
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_the_next_apply_settles_the_calls_in_flight() {
+    let emu = StandaloneEmulator::start();
+    let dir = signal_env(&emu, 10);
+    let all = groups(10);
+    desire(dir.path(), &all);
+    emu.inject(serde_json::json!({"kind": "latency", "ms": 4000}));
+    let mut apply = spawn_apply(dir.path(), "apply", &[]);
+    common::poll("a call to arrive", Duration::from_secs(20), || {
+        (emu.calls() >= 1).then_some(())
+    });
+    apply.signal("INT");
+    common::poll(
+        "the first signal to be acknowledged",
+        Duration::from_secs(10),
+        || {
+            apply
+                .stderr()
+                .contains("sending no new calls")
+                .then_some(())
+        },
+    );
+    let t = std::time::Instant::now();
+    apply.signal("INT");
+    let status = apply.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", apply.stderr());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "the second Ctrl-C does not wait for the calls in flight ({:?})",
+        t.elapsed()
+    );
+    let (_, intents) = confirmed(dir.path());
+    assert!(intents > 0, "the calls in flight are recorded as intents");
+
+    emu.settle(Duration::from_secs(10));
+    emu.clear_faults();
+    let again = Test::run_in(dir.path(), &["apply"]);
+    assert_eq!(again.status, 0, "{again:#?}");
+    assert_eq!(emu.marks(), all);
+    let (state, intents) = confirmed(dir.path());
+    assert_eq!((state, intents), (all, 0));
 }

@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+
+mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
@@ -197,12 +199,44 @@ impl Drop for Proc {
 /// A running `marksync run` with its HTTP listener.
 struct Daemon {
     proc: Proc,
-    addr: SocketAddr,
+    /// The listener's address: given (a port picked for the emulator's `callback_url`), or
+    /// read from the daemon's log line once it listens on the port the OS chose.
+    addr: std::cell::OnceCell<SocketAddr>,
 }
 
 impl Daemon {
+    /// Where the listener is, waiting (bounded) for its log line; `None` if the daemon exited
+    /// or never said.
+    fn addr(&self) -> Option<SocketAddr> {
+        if let Some(a) = self.addr.get() {
+            return Some(*a);
+        }
+        let start = Instant::now();
+        while start.elapsed() < WAIT {
+            let log = self.proc.stderr();
+            let found = log
+                .lines()
+                .filter(|l| l.contains("http listener"))
+                .find_map(|l| {
+                    l.split("listen=")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                });
+            if let Some(a) = found {
+                return Some(*self.addr.get_or_init(|| a));
+            }
+            std::thread::sleep(POLL);
+        }
+        None
+    }
+
     fn get(&self, path: &str) -> (u16, String) {
-        http(self.addr, "GET", path).unwrap_or((0, String::new()))
+        self.addr()
+            .and_then(|a| http(a, "GET", path).ok())
+            .unwrap_or((0, String::new()))
     }
 
     fn metrics(&self) -> String {
@@ -283,12 +317,8 @@ enum Emu {
         emu: Option<Emulator>,
         rt: tokio::runtime::Runtime,
     },
-    /// `marksync emulator --listen`.
-    Standalone {
-        _proc: Proc,
-        addr: SocketAddr,
-        _dir: tempfile::TempDir,
-    },
+    /// `marksync emulator --listen 127.0.0.1:0`.
+    Standalone { emu: common::StandaloneEmulator },
 }
 
 /// A temp directory with a config, a secret key, desired files and a state; an emulator; the
@@ -298,25 +328,35 @@ struct Env {
     emu: Emu,
     /// Top-level config keys (value as YAML text), written by [`Env::write_config`].
     config: BTreeMap<&'static str, String>,
-    /// The daemon's `http.listen` port.
+    /// The daemon's `http.listen` port: 0 (the OS chooses; the daemon logs it) unless the
+    /// emulator must know it in advance for `callback_url`.
     port: u16,
 }
 
 impl Env {
     /// An in-process emulator that creates groups and members on first use (as `--demo` does).
     fn new() -> Env {
-        Env::with(|c, _| {
-            c.auto_create_groups = true;
-            c.members_online_by_default = true;
-        })
+        Env::in_process(
+            |c| {
+                c.auto_create_groups = true;
+                c.members_online_by_default = true;
+            },
+            0,
+        )
     }
 
     /// An in-process emulator configured by `f`, which also gets the daemon's future port (for
-    /// `callback_url`).
+    /// `callback_url`). The emulator must know that port before the daemon binds it, so it is
+    /// picked here (bound, released, reused), unlike every other listener of these tests.
     fn with(f: impl FnOnce(&mut EmulatorConfig, u16)) -> Env {
         let port = free_port();
+        Env::in_process(|c| f(c, port), port)
+    }
+
+    /// An in-process emulator configured by `f`; the daemon listens on `port`.
+    fn in_process(f: impl FnOnce(&mut EmulatorConfig), port: u16) -> Env {
         let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
-        f(&mut cfg, port);
+        f(&mut cfg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -327,41 +367,11 @@ impl Env {
         Env::setup(Emu::InProcess { emu: Some(emu), rt }, &endpoint, port)
     }
 
-    /// A standalone `marksync emulator --demo` process.
+    /// A standalone `marksync emulator --demo` process, on a port the OS chose.
     fn standalone() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("emu.key"), KEY).unwrap();
-        std::fs::write(
-            dir.path().join("emu.yaml"),
-            format!(
-                "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: emu.key\ndesired: .\nstate: emu.json\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut proc = Proc::spawn(
-            Command::new(BIN)
-                .arg("-c")
-                .arg(dir.path().join("emu.yaml"))
-                .args(["emulator", "--demo", "--listen", &addr.to_string()]),
-            dir.path().join("emulator.log"),
-        );
-        poll("the standalone emulator to listen", WAIT, || {
-            if let Some(s) = proc.exited() {
-                panic!("emulator exited ({s}): {}", proc.stderr());
-            }
-            http(addr, "GET", "/emulator/stats").ok().map(|_| ())
-        });
-        Env::setup(
-            Emu::Standalone {
-                _proc: proc,
-                addr,
-                _dir: dir,
-            },
-            &format!("http://{addr}"),
-            free_port(),
-        )
+        let emu = common::StandaloneEmulator::start();
+        let endpoint = emu.endpoint();
+        Env::setup(Emu::Standalone { emu }, &endpoint, 0)
     }
 
     fn setup(emu: Emu, endpoint: &str, port: u16) -> Env {
@@ -477,10 +487,11 @@ impl Env {
                 .env("RUST_LOG", "info"),
             self.path(&format!("daemon{n}.log")),
         );
-        Daemon {
-            proc,
-            addr: format!("127.0.0.1:{}", self.port).parse().unwrap(),
+        let addr = std::cell::OnceCell::new();
+        if self.port != 0 {
+            let _ = addr.set(SocketAddr::from(([127, 0, 0, 1], self.port)));
         }
+        Daemon { proc, addr }
     }
 
     /// Starts `marksync run` and waits until `/readyz` answers 200.
@@ -511,7 +522,7 @@ impl Env {
     fn emu_addr(&self) -> SocketAddr {
         match &self.emu {
             Emu::InProcess { emu, .. } => emu.as_ref().unwrap().addr(),
-            Emu::Standalone { addr, .. } => *addr,
+            Emu::Standalone { emu } => emu.addr,
         }
     }
 
@@ -1241,4 +1252,121 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     d.wait_reconciles("renewal", 1.0);
     env.settle();
     assert_eq!(env.calls(), 1, "renewed once");
+}
+
+/// A daemon running over `want` with the emulator matching it; its listener takes callbacks
+/// without a token (sent by [`presence`]).
+fn with_callbacks(want: &Marks) -> (Env, Daemon) {
+    let env = Env::new();
+    env.desire("cb.yaml", want);
+    let d = env.start();
+    env.wait_live(want);
+    (env, d)
+}
+
+/// Sends a member-state callback for `accounts` of `group`, with `event_time` (ms) if given.
+fn presence(
+    env: &Env,
+    d: &Daemon,
+    group: &str,
+    accounts: &[&str],
+    online: bool,
+    event_time: Option<i64>,
+) {
+    let members: Vec<Value> = accounts
+        .iter()
+        .map(|a| serde_json::json!({"Member_Account": a}))
+        .collect();
+    let mut body = serde_json::json!({
+        "GroupId": group, "Type": "AVChatRoom",
+        "EventType": if online { "Online" } else { "Offline" },
+        "EventCause": if online { "HeartbeatRecover" } else { "HeartbeatInterrupt" },
+        "MemberList": members,
+    });
+    if let Some(t) = event_time {
+        body["EventTime"] = Value::from(t);
+    }
+    let url = format!(
+        "http://{}/callback",
+        d.addr().expect("the daemon's listener")
+    );
+    let reply = env
+        .block_on(env.emu().send_callback(
+            &url,
+            None,
+            marksync::emulator::MEMBER_STATE_CHANGE,
+            body,
+        ))
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[test]
+fn an_online_callback_and_an_edit_removing_a_mark_in_one_round_clear_it() {
+    // The stray: a callback forgot bob's confirmed marks while, in the same round, the
+    // desired files stopped wanting one of them: neither confirmed nor intended, it was never
+    // cleared, and `plan` said "No changes".
+    let want = marks(&[
+        ("@TGS#CB", "bob", &[1001, 1002]),
+        ("@TGS#CB", "carol", &[1000]),
+    ]);
+    let (env, d) = with_callbacks(&want);
+    env.emu()
+        .inject_fault(Fault::always(FaultKind::Latency { ms: 2000 }))
+        .unwrap();
+    let calls = env.calls();
+    // A reconcile in flight, so that what follows is absorbed in one round after it.
+    let mut next = want.clone();
+    next.get_mut("@TGS#CB")
+        .unwrap()
+        .insert("dave".into(), vec![1003]);
+    env.desire("cb.yaml", &next);
+    poll("the reconcile's call", WAIT, || {
+        (env.calls() > calls).then_some(())
+    });
+    presence(&env, &d, "@TGS#CB", &["bob"], true, None);
+    next.get_mut("@TGS#CB")
+        .unwrap()
+        .insert("bob".into(), vec![1002]);
+    env.desire("cb.yaml", &next);
+    env.emu().clear_faults();
+    env.wait_live(&next);
+    d.wait_reconciles("files", 2.0);
+    let state = env.state();
+    assert!(state["groups"]["@TGS#CB"]["bob"].get("1001").is_none());
+    assert!(
+        state["intents"]
+            .as_object()
+            .is_none_or(serde_json::Map::is_empty),
+        "{state}"
+    );
+}
+
+#[test]
+fn a_callback_older_than_the_confirmation_changes_nothing() {
+    let want = marks(&[("@TGS#CB", "bob", &[1001, 1002])]);
+    let (env, d) = with_callbacks(&want);
+    let calls = env.calls();
+    let old_ms = (unix_now() - 120) * 1000;
+    presence(&env, &d, "@TGS#CB", &["bob"], false, Some(old_ms));
+    presence(&env, &d, "@TGS#CB", &["bob"], true, Some(old_ms));
+    d.wait_reconciles("callback", 1.0);
+    assert_eq!(d.metric("marksync_managed_marks"), 2.0, "still confirmed");
+    assert_eq!(env.calls(), calls, "nothing re-sent");
+
+    // A recent Offline (no EventTime: stamped on receipt) makes them unknown, not absent; the
+    // next Online sets them again.
+    presence(&env, &d, "@TGS#CB", &["bob"], false, None);
+    poll("the marks to become unknown", WAIT, || {
+        (d.metric("marksync_managed_marks") == 0.0).then_some(())
+    });
+    poll("the state to record them as intents", WAIT, || {
+        let s = env.state();
+        (s["intents"]["@TGS#CB"]["bob"] == serde_json::json!([1001, 1002])).then_some(())
+    });
+    presence(&env, &d, "@TGS#CB", &["bob"], true, None);
+    poll("bob's marks to be confirmed again", WAIT, || {
+        (d.metric("marksync_managed_marks") == 2.0).then_some(())
+    });
+    assert_eq!(env.live(), want);
 }

@@ -24,6 +24,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, Mark, MarkSet};
 use crate::yaml::{Entries, MapOr, Scalar, ScalarVisitor, visit_known_keys};
 
+pub mod cache;
 mod fast;
 #[cfg(test)]
 mod tests;

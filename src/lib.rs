@@ -36,7 +36,6 @@ pub mod model;
 pub mod plan;
 pub mod refresh;
 pub mod render;
-pub mod snapshot;
 pub mod state;
 pub mod tim;
 pub mod yaml;

@@ -29,7 +29,7 @@ use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
 use crate::metrics::Metrics;
 use crate::model::{MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
 use crate::plan::{self, Plan, Policy};
-use crate::snapshot::{DesiredCache, Refresh};
+use crate::desired::cache::{DesiredCache, Refresh};
 use crate::state::{self, State};
 
 /// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.

@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod desired;
 pub mod diag;
 pub mod emulator;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod input;

@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         Command::Run {
             dry_run,
             allow_mass_clear,
-        } => cmd::run(
+        } => marksync::daemon::main(
             &config,
             marksync::daemon::RunOptions {
                 dry_run,

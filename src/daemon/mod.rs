@@ -11,26 +11,34 @@
 //! Architecture invariant: while the desired files do not parse, the daemon keeps the last good
 //! desired state, keeps renewing mark 500, and changes nothing else.
 
+mod schedule;
+mod signals;
+mod systemd;
+mod watch;
+
+pub use schedule::{CONFIRMATION_LAG_SECS, Debounce, presence_changed};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::apply::{self, Outcome};
-use crate::clock::Clock;
-use crate::cmd::{self, Connection};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Endpoint};
-use crate::desired::{DesiredGroup, DesiredState};
+use crate::desired::cache::{DesiredCache, Refresh};
+use crate::engine::{self, Connection, SHUTDOWN_GRACE};
 use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
 use crate::metrics::Metrics;
-use crate::model::{MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
+use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
-use crate::desired::cache::{DesiredCache, Refresh};
 use crate::state::{self, State};
+use systemd::{notify, watchdog_period};
+use watch::{describe_watch_error, watch_files};
 
 /// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.
 #[derive(Debug)]
@@ -94,8 +102,6 @@ pub struct RunOptions {
     pub allow_mass_clear: bool,
 }
 
-use crate::cmd::SHUTDOWN_GRACE;
-
 /// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
 /// enough to batch a wave of callbacks into one write at a million marks, short enough that a
 /// crash loses little.
@@ -113,7 +119,7 @@ struct Daemon {
     desired_problems: Option<String>,
     connection: Connection,
     metrics: Arc<Metrics>,
-    readiness: watch::Sender<Readiness>,
+    readiness: tokio::sync::watch::Sender<Readiness>,
     /// Set by the reassert timer, consumed by the next reconcile.
     reassert_due: bool,
     /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
@@ -141,6 +147,15 @@ struct Daemon {
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// `marksync run`: the daemon on the system clock, until SIGTERM or SIGINT; SIGHUP reloads.
+pub fn main(config_path: &Path, opts: RunOptions) -> Result<u8, Error> {
+    engine::runtime()?.block_on(async {
+        let (sender, inputs) = mpsc::channel::<Input>(1024);
+        signals::install(sender.clone())?;
+        run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
+    })
+}
+
 /// Runs the daemon until `Input::Shutdown` arrives on `inputs` (which the caller feeds from
 /// signals; the file watcher and the HTTP listener feed it too through `sender`).
 pub async fn run(
@@ -150,16 +165,16 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let config = cmd::load_config(config_path)?;
+    let config = engine::load_config(config_path)?;
     let _lock = if opts.dry_run {
         None
     } else {
         Some(state::lock(&config.state)?)
     };
     let st = state::load(&config.state, config.sdkappid)?;
-    let connection = cmd::connect(&config, clock.clone()).await?;
+    let connection = engine::connect(&config, clock.clone()).await?;
     let metrics = Arc::new(Metrics::new());
-    let (readiness, readiness_rx) = watch::channel(Readiness {
+    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
         desired_ok: false,
         last_reconcile_ok: false,
         detail: "starting".into(),
@@ -268,7 +283,7 @@ pub async fn run(
             }
         }
         if std::mem::take(&mut daemon.reconnect) {
-            match cmd::connect(&daemon.config, daemon.clock.clone()).await {
+            match engine::connect(&daemon.config, daemon.clock.clone()).await {
                 Ok(connection) => daemon.connection = connection,
                 Err(e) => tracing::error!(
                     "reload: cannot build the API client from the new config; keeping the old one: {e}"
@@ -362,7 +377,7 @@ impl Daemon {
     /// be gone, so [`presence_changed`] makes them unknown, never absent. A member who comes
     /// online gets its desired marks again at once: returns whether a reconcile is needed.
     fn apply_callback(&mut self, event: CallbackEvent) -> bool {
-        let unknown = presence_changed(&mut self.state, &event);
+        let unknown = schedule::presence_changed(&mut self.state, &event);
         if unknown > 0 {
             tracing::debug!(group = %event.group, members = event.accounts.len(), marks = unknown, event = ?event.event, "callback: confirmed marks are unknown until settled");
             self.mark_dirty();
@@ -432,7 +447,7 @@ impl Daemon {
 
     /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
     fn reload(&mut self) {
-        match cmd::load_config(&self.config_path) {
+        match engine::load_config(&self.config_path) {
             Ok(config) => {
                 if config.state != self.config.state || config.sdkappid != self.config.sdkappid {
                     tracing::warn!(
@@ -486,53 +501,21 @@ impl Daemon {
     }
 
     /// How long until the earliest desired mark 500 renewal is due (`None` when there is none).
-    ///
-    /// A renewal that came due after the last reconcile started has not been attempted: it is
-    /// due now, however the loop was woken meanwhile. One that was attempted and did not go
-    /// through (member gone, call failed) is retried `retry_pending_every` after that attempt,
-    /// not in a tight loop. (Before, "due in the past" always meant "attempted", so a loop that
-    /// woke for anything else in the last second before the due time skipped the renewal until
-    /// the retry period.)
     fn next_renewal_in(&self) -> Option<Duration> {
-        let due = self.next_renewal_at()?;
-        let now = self.clock.now();
-        let at = match self.last_reconcile_at {
-            Some(last) if due <= last => {
-                last + self.config.retry_pending_every.as_secs().max(1) as i64
-            }
-            _ => due,
-        };
-        Some(Duration::from_secs((at - now).max(0) as u64))
-    }
-
-    /// When the earliest renewal of a desired (or, with broken files, any) mark 500 is due.
-    fn next_renewal_at(&self) -> Option<UnixTime> {
-        let margin = self.config.renew_margin.as_secs() as i64;
         // While the files are broken every confirmed 500 is renewed (see `renewals_only`), so
         // every one of them counts here too.
         let desired = self
             .desired
             .desired()
             .filter(|_| self.desired_problems.is_none());
-        let mut earliest: Option<UnixTime> = None;
-        for (group, accounts) in &self.state.groups {
-            let wanted = desired.and_then(|d| d.groups.get(group));
-            for (account, confirmed) in accounts {
-                let Some(at) = confirmed.get(Mark::ALWAYS_ONLINE) else {
-                    continue;
-                };
-                let is_desired = wanted.is_some_and(|g| {
-                    g.members
-                        .get(account)
-                        .is_some_and(|m| m.contains(Mark::ALWAYS_ONLINE))
-                });
-                if is_desired || desired.is_none() {
-                    let due = at + MARK_500_LIFETIME_SECS - margin;
-                    earliest = Some(earliest.map_or(due, |e: UnixTime| e.min(due)));
-                }
-            }
-        }
-        earliest
+        let margin = self.config.renew_margin.as_secs() as i64;
+        let due = schedule::next_renewal_at(&self.state, desired, margin)?;
+        Some(schedule::renewal_wait(
+            due,
+            self.last_reconcile_at,
+            self.config.retry_pending_every,
+            self.clock.now(),
+        ))
     }
 
     /// Recomputes the state's gauges (one walk of the desired marks for the pending count, kept
@@ -542,25 +525,12 @@ impl Daemon {
         self.metrics.set_managed(self.state.managed_count());
         self.metrics.set_pending(self.pending);
         self.metrics
-            .set_mark500_earliest_expiry(self.earliest_500_expiry());
+            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(&self.state));
     }
 
     /// Desired marks the state does not hold yet (offline members, failures).
     fn pending_count(&self) -> usize {
-        let Some(desired) = self.desired.desired() else {
-            return 0;
-        };
-        let mut n = 0;
-        for (group, g) in &desired.groups {
-            for (account, marks) in &g.members {
-                let held = self.state.confirmed(group, account);
-                n += marks
-                    .iter()
-                    .filter(|&m| held.and_then(|c| c.get(m)).is_none())
-                    .count();
-            }
-        }
-        n
+        schedule::pending_count(&self.state, self.desired.desired())
     }
 
     /// The plan of this round: the full plan when the desired files are good, else renewals of
@@ -583,11 +553,11 @@ impl Daemon {
                             "{refusal}; renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear"
                         );
                         self.guard_refused = true;
-                        renewals_only(&self.state, now, &policy)
+                        schedule::renewals_only(&self.state, now, &policy)
                     }
                 }
             }
-            _ => renewals_only(&self.state, now, &policy),
+            _ => schedule::renewals_only(&self.state, now, &policy),
         }
     }
 
@@ -763,16 +733,6 @@ impl Daemon {
         });
     }
 
-    fn earliest_500_expiry(&self) -> Option<UnixTime> {
-        self.state
-            .groups
-            .values()
-            .flat_map(|a| a.values())
-            .filter_map(|c| c.get(Mark::ALWAYS_ONLINE))
-            .min()
-            .map(|t| t + MARK_500_LIFETIME_SECS)
-    }
-
     /// The `STATUS=` line systemd shows.
     fn report_status(&self) {
         let desired = if self.desired_problems.is_some() {
@@ -791,7 +751,7 @@ impl Daemon {
 
     async fn start_http(
         &self,
-        readiness: watch::Receiver<Readiness>,
+        readiness: tokio::sync::watch::Receiver<Readiness>,
         sender: mpsc::Sender<Input>,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
         let Some(http) = self.config.http.clone() else {
@@ -836,186 +796,10 @@ impl Daemon {
     }
 }
 
-/// How long after the service applied a call the daemon may record its confirmation: at most
-/// the client's timeout of the attempt that succeeded (15 s, connecting included), with room for
-/// folding the answer in and for whole-second clocks. An event this close before a confirmation may have happened
-/// after the service applied the mark, so it is not "older than the confirmation".
-pub const CONFIRMATION_LAG_SECS: i64 = 21;
-
-/// Folds a presence callback into the state: every confirmed mark of the event's members,
-/// mark 500 excepted, that was confirmed before the event (allowing
-/// [`CONFIRMATION_LAG_SECS`]) becomes unknown: its confirmation is forgotten and an intent is
-/// recorded, so the planner sets it again if it is desired and clears it again if not. A mark
-/// confirmed after the event is left alone (the event is older news). Returns how many marks
-/// became unknown. (Forgetting them instead would lose a mark the desired files stop wanting in
-/// the same round: neither confirmed nor intended, nothing would ever clear it.)
-pub fn presence_changed(state: &mut State, event: &CallbackEvent) -> usize {
-    let mut n = 0;
-    for account in &event.accounts {
-        let stale: Vec<Mark> = state
-            .confirmed(&event.group, account)
-            .map(|c| {
-                c.iter()
-                    .filter(|&(m, at)| !m.expires() && event.at + CONFIRMATION_LAG_SECS >= at)
-                    .map(|(m, _)| m)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !stale.is_empty() {
-            n += stale.len();
-            state.intend(&event.group, account, stale.iter().copied());
-            state.forget(&event.group, account, stale);
-        }
-    }
-    n
-}
-
-/// The renewal-only plan: every confirmed mark 500 that is due, nothing else. Used while the
-/// desired files are broken or a plan is refused by the guard.
-fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
-    let mut desired = DesiredState::default();
-    let mut held = State::new(state.sdkappid);
-    for (group, accounts) in &state.groups {
-        for (account, confirmed) in accounts {
-            if let Some(at) = confirmed.get(Mark::ALWAYS_ONLINE) {
-                let g: &mut DesiredGroup = desired.groups.entry(group.clone()).or_default();
-                g.members
-                    .insert(account.clone(), MarkSet::from_iter([Mark::ALWAYS_ONLINE]));
-                held.confirm(group, account, [Mark::ALWAYS_ONLINE], at);
-            }
-        }
-    }
-    let policy = Policy {
-        reassert: false,
-        ..*policy
-    };
-    plan::plan(&desired, &held, now, &policy)
-}
-
-/// The file watcher: raw OS events wake [`debounce_files`], which sends `FilesChanged` once
-/// they have been quiet for the debounce period. Dropping it stops both.
-struct FileWatch {
-    debounce: Duration,
-    _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FileWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Watches the desired directory (or a single file's directory). Any event but a read counts as
-/// "maybe changed": content hashes decide.
-///
-/// Reads are ignored because the daemon's own refresh opens every directory it walks: with
-/// `IN_OPEN` counted, each refresh caused the next one, once per debounce period, forever (and
-/// the loop's wake-ups kept pushing back the renewal timer).
-fn watch_files(
-    root: &Path,
-    debounce: Duration,
-    sender: mpsc::Sender<Input>,
-) -> notify::Result<FileWatch> {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    use notify::{RecursiveMode, Watcher};
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let waker = wake.clone();
-    let mut watcher =
-        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) => {
-                let read = matches!(event.kind, EventKind::Access(kind)
-                    if kind != AccessKind::Close(AccessMode::Write));
-                if !read {
-                    waker.notify_one();
-                }
-            }
-            Err(e) => {
-                tracing::warn!("file watcher: {}", describe_watch_error(&e));
-                waker.notify_one();
-            }
-        })?;
-    let (target, mode) = if root.is_dir() {
-        (root.to_path_buf(), RecursiveMode::Recursive)
-    } else {
-        (
-            root.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-            RecursiveMode::NonRecursive,
-        )
-    };
-    watcher.watch(&target, mode)?;
-    let task = tokio::spawn(debounce_files(wake, debounce, sender));
-    Ok(FileWatch {
-        debounce,
-        _watcher: watcher,
-        task,
-    })
-}
-
-/// The debounce (SPEC: "quiet time after a file event; max wait 4x this"): after the first
-/// event, waits until no event came for `debounce`, or at most `4 * debounce`, then sends one
-/// `FilesChanged`.
-///
-/// `notify-debouncer-full` was used before, but it releases each event `debounce` after that
-/// event, not after the last one: a burst longer than the debounce (a `git checkout` of many
-/// files, a script writing a file 100 times) was delivered in pieces, each piece a reconcile of
-/// a half-written tree.
-async fn debounce_files(
-    wake: Arc<tokio::sync::Notify>,
-    debounce: Duration,
-    sender: mpsc::Sender<Input>,
-) {
-    loop {
-        wake.notified().await;
-        let cap = Instant::now() + debounce * 4;
-        loop {
-            let quiet = (Instant::now() + debounce).min(cap);
-            tokio::select! {
-                () = wake.notified() => {
-                    if Instant::now() >= cap {
-                        break;
-                    }
-                }
-                () = tokio::time::sleep_until(quiet) => break,
-            }
-        }
-        if sender.send(Input::FilesChanged).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// OS watch errors, phrased so an operator knows what to do.
-fn describe_watch_error(e: &notify::Error) -> String {
-    match &e.kind {
-        notify::ErrorKind::MaxFilesWatch => {
-            "too many watches: raise fs.inotify.max_user_watches (sysctl) or watch fewer files"
-                .into()
-        }
-        notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24) => {
-            "too many open files: raise the open-file limit (LimitNOFILE=)".into()
-        }
-        _ => e.to_string(),
-    }
-}
-
 fn interval(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(Instant::now() + period, period);
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);
     i
-}
-
-/// Half the systemd watchdog period, or an hour when there is no watchdog.
-fn watchdog_period() -> Duration {
-    let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Duration::from_micros(usec / 2)
-    } else {
-        Duration::from_secs(3600)
-    }
 }
 
 async fn sleep_or_forever(d: Option<Duration>) {
@@ -1029,140 +813,5 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(false, state) {
-        tracing::debug!("sd_notify: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Account, GroupId};
-
-    const T: UnixTime = 1_764_000_000;
-
-    fn g() -> GroupId {
-        GroupId::new("@TGS#a").unwrap()
-    }
-
-    fn a(name: &str) -> Account {
-        Account::new(name).unwrap()
-    }
-
-    fn m(n: u32) -> Mark {
-        Mark::new(u64::from(n)).unwrap()
-    }
-
-    fn event(event: MemberEvent, accounts: &[&str], at: UnixTime) -> CallbackEvent {
-        CallbackEvent {
-            group: g(),
-            accounts: accounts.iter().map(|x| a(x)).collect(),
-            event,
-            at,
-        }
-    }
-
-    /// bob holds 500, 1000 and 1001, confirmed at `T`.
-    fn state() -> State {
-        let mut st = State::new(1);
-        st.confirm(&g(), &a("bob"), [m(500), m(1000), m(1001)], T);
-        st
-    }
-
-    fn desired(marks: &[u32]) -> DesiredState {
-        let mut d = DesiredState::default();
-        d.groups
-            .entry(g())
-            .or_default()
-            .members
-            .insert(a("bob"), marks.iter().map(|&x| m(x)).collect());
-        d
-    }
-
-    /// (command, marks of bob) of every call of a plan.
-    fn calls(p: &Plan) -> Vec<(&'static str, Vec<u32>)> {
-        p.calls
-            .iter()
-            .map(|c| {
-                let marks = c.members[0].1.iter().map(Mark::get).collect();
-                (c.command.as_str(), marks)
-            })
-            .collect()
-    }
-
-    fn plan_after(st: &State, want: &[u32]) -> Vec<(&'static str, Vec<u32>)> {
-        calls(&plan::plan(&desired(want), st, T + 100, &Policy::default()))
-    }
-
-    #[test]
-    fn offline_makes_confirmed_marks_unknown_not_absent_and_keeps_500() {
-        for kind in [MemberEvent::Offline, MemberEvent::Online] {
-            let mut st = state();
-            assert_eq!(presence_changed(&mut st, &event(kind, &["bob"], T + 60)), 2);
-            let held = st.confirmed(&g(), &a("bob")).unwrap();
-            assert_eq!(held.marks(), MarkSet::from_iter([m(500)]), "{kind:?}");
-            assert_eq!(
-                st.intents[&g()][&a("bob")],
-                MarkSet::from_iter([m(1000), m(1001)]),
-                "{kind:?}: recorded as unknown"
-            );
-        }
-    }
-
-    #[test]
-    fn a_mark_removed_from_the_desired_files_in_the_same_round_is_cleared() {
-        // The stray: an Online callback, and the desired files dropping 1001, absorbed
-        // together. Forgetting 1001 planned nothing for it; unknown, it is cleared.
-        let mut st = state();
-        presence_changed(&mut st, &event(MemberEvent::Online, &["bob"], T + 60));
-        assert_eq!(
-            plan_after(&st, &[500, 1000]),
-            vec![("clear", vec![1001]), ("set", vec![1000])]
-        );
-        // Still desired: set again at once.
-        assert_eq!(
-            plan_after(&st, &[500, 1000, 1001]),
-            vec![("set", vec![1000, 1001])]
-        );
-    }
-
-    #[test]
-    fn an_event_older_than_the_confirmation_is_ignored() {
-        for kind in [MemberEvent::Offline, MemberEvent::Online] {
-            let mut st = state();
-            let old = T - CONFIRMATION_LAG_SECS - 1;
-            assert_eq!(presence_changed(&mut st, &event(kind, &["bob"], old)), 0);
-            assert_eq!(st, state(), "{kind:?}");
-            assert!(plan_after(&st, &[500, 1000, 1001]).is_empty());
-        }
-    }
-
-    #[test]
-    fn an_event_just_before_the_confirmation_may_postdate_the_service_applying_it() {
-        // The service applied the call up to a request's duration before its answer was
-        // recorded: an Offline in that window dropped the mark.
-        let mut st = state();
-        let event = event(MemberEvent::Offline, &["bob"], T - CONFIRMATION_LAG_SECS);
-        assert_eq!(presence_changed(&mut st, &event), 2);
-    }
-
-    #[test]
-    fn other_members_and_groups_are_untouched() {
-        let mut st = state();
-        st.confirm(&g(), &a("carol"), [m(1000)], T);
-        let other = GroupId::new("@TGS#b").unwrap();
-        st.confirm(&other, &a("bob"), [m(1000)], T);
-        presence_changed(
-            &mut st,
-            &event(MemberEvent::Offline, &["bob", "dave"], T + 60),
-        );
-        assert!(st.confirmed(&g(), &a("carol")).is_some());
-        assert!(st.confirmed(&other, &a("bob")).is_some());
-        assert_eq!(st.intents.len(), 1);
-        assert_eq!(st.intents[&g()].len(), 1);
     }
 }

@@ -509,12 +509,13 @@ impl Daemon {
             .desired()
             .filter(|_| self.desired_problems.is_none());
         let margin = self.config.renew_margin.as_secs() as i64;
-        let due = schedule::next_renewal_at(&self.state, desired, margin)?;
+        let now = self.clock.now();
+        let due = schedule::next_renewal_at(&self.state, desired, margin, now)?;
         Some(schedule::renewal_wait(
             due,
             self.last_reconcile_at,
             self.config.retry_pending_every,
-            self.clock.now(),
+            now,
         ))
     }
 
@@ -525,7 +526,10 @@ impl Daemon {
         self.metrics.set_managed(self.state.managed_count());
         self.metrics.set_pending(self.pending);
         self.metrics
-            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(&self.state));
+            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(
+                &self.state,
+                self.clock.now(),
+            ));
     }
 
     /// Desired marks the state does not hold yet (offline members, failures).

@@ -15,10 +15,14 @@ use crate::state::State;
 
 /// When the earliest renewal of a desired mark 500 is due; with `desired` `None` (the desired
 /// files are broken, so every confirmed 500 is renewed, see [`renewals_only`]) of any held one.
+///
+/// A confirmation later than `now` (the clock was stepped back) is due now, as the planner
+/// treats it: the real mark may run out long before `at + 72 h` comes round on this clock.
 pub fn next_renewal_at(
     state: &State,
     desired: Option<&DesiredState>,
     renew_margin_secs: i64,
+    now: UnixTime,
 ) -> Option<UnixTime> {
     let mut earliest: Option<UnixTime> = None;
     for (group, accounts) in &state.groups {
@@ -33,7 +37,11 @@ pub fn next_renewal_at(
                     .is_some_and(|m| m.contains(Mark::ALWAYS_ONLINE))
             });
             if is_desired || desired.is_none() {
-                let due = at + MARK_500_LIFETIME_SECS - renew_margin_secs;
+                let due = if at > now {
+                    now
+                } else {
+                    at + MARK_500_LIFETIME_SECS - renew_margin_secs
+                };
                 earliest = Some(earliest.map_or(due, |e: UnixTime| e.min(due)));
             }
         }
@@ -59,15 +67,23 @@ pub fn renewal_wait(
     Duration::from_secs((at - now).max(0) as u64)
 }
 
-/// When the earliest held mark 500 expires (the `marksync_mark500_earliest_expiry` gauge).
-pub fn earliest_500_expiry(state: &State) -> Option<UnixTime> {
+/// When the earliest held mark 500 expires (the `marksync_mark500_earliest_expiry` gauge). A
+/// confirmation later than `now` (the clock was stepped back) says nothing about when the mark
+/// runs out: it counts as expiring now, the way the planner counts it as due now.
+pub fn earliest_500_expiry(state: &State, now: UnixTime) -> Option<UnixTime> {
     state
         .groups
         .values()
         .flat_map(|a| a.values())
         .filter_map(|c| c.get(Mark::ALWAYS_ONLINE))
+        .map(|at| {
+            if at > now {
+                now
+            } else {
+                at + MARK_500_LIFETIME_SECS
+            }
+        })
         .min()
-        .map(|t| t + MARK_500_LIFETIME_SECS)
 }
 
 /// Desired marks the state does not hold yet (offline members, failures); 0 before the desired
@@ -356,5 +372,39 @@ mod tests {
         assert!(!d.fire(t + Duration::from_millis(99)));
         assert!(d.fire(t + Duration::from_millis(100)));
         assert_eq!(d.deadline(), None, "closed once fired");
+    }
+
+    #[test]
+    fn a_mark_500_confirmed_in_the_future_is_due_now_as_the_planner_says() {
+        // The clock was stepped back an hour after bob's 500 was confirmed at `T`.
+        let now = T - 3_600;
+        let st = state();
+        let want = desired(&[500]);
+        let margin = 600;
+        assert_eq!(next_renewal_at(&st, Some(&want), margin, now), Some(now));
+        assert_eq!(next_renewal_at(&st, None, margin, now), Some(now));
+        let wait = renewal_wait(now, None, Duration::from_secs(60), now);
+        assert_eq!(wait, Duration::ZERO, "wake at once");
+        assert_eq!(earliest_500_expiry(&st, now), Some(now), "no far expiry");
+        let plan = plan::plan(
+            &want,
+            &st,
+            now,
+            &Policy {
+                renew_margin_secs: margin,
+                reassert: false,
+            },
+        );
+        assert_eq!(plan.summary.renew, 1, "the planner agrees: due now");
+        // A confirmation in the past keeps its real due time and expiry.
+        let later = T + 10;
+        assert_eq!(
+            next_renewal_at(&st, Some(&want), margin, later),
+            Some(T + MARK_500_LIFETIME_SECS - margin)
+        );
+        assert_eq!(
+            earliest_500_expiry(&st, later),
+            Some(T + MARK_500_LIFETIME_SECS)
+        );
     }
 }

@@ -39,24 +39,7 @@ pub(super) fn watch_files(
     debounce: Duration,
     sender: mpsc::Sender<Input>,
 ) -> notify::Result<FileWatch> {
-    use notify::event::{AccessKind, AccessMode, EventKind};
     use notify::{RecursiveMode, Watcher};
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let waker = wake.clone();
-    let mut watcher =
-        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
-            Ok(event) => {
-                let read = matches!(event.kind, EventKind::Access(kind)
-                    if kind != AccessKind::Close(AccessMode::Write));
-                if !read {
-                    waker.notify_one();
-                }
-            }
-            Err(e) => {
-                tracing::warn!("file watcher: {}", describe_watch_error(&e));
-                waker.notify_one();
-            }
-        })?;
     let (target, mode) = if root.is_dir() {
         (root.to_path_buf(), RecursiveMode::Recursive)
     } else {
@@ -68,6 +51,21 @@ pub(super) fn watch_files(
             RecursiveMode::NonRecursive,
         )
     };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let waker = wake.clone();
+    let watched = target.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
+            Ok(event) => {
+                if counts(&event, &watched) {
+                    waker.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!("file watcher: {}", describe_watch_error(&e));
+                waker.notify_one();
+            }
+        })?;
     watcher.watch(&target, mode)?;
     let task = tokio::spawn(debounce_files(wake, debounce, sender));
     Ok(FileWatch {
@@ -75,6 +73,26 @@ pub(super) fn watch_files(
         _watcher: watcher,
         task,
     })
+}
+
+/// Whether an event from the watch on `target` may mean the desired files changed: anything but
+/// a read, unless every path it names lies under a dot-name below `target` (`.git/FETCH_HEAD`,
+/// which git-sync rewrites constantly; discovery skips dot-names, so nothing there is read).
+/// Names starting with `..` are not dot-names here: a Kubernetes ConfigMap swaps its content
+/// through `..data` and `..<timestamp>` directories, which discovery reaches through symlinks.
+fn counts(event: &notify::Event, target: &Path) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    let read = matches!(event.kind, EventKind::Access(kind)
+        if kind != AccessKind::Close(AccessMode::Write));
+    let hidden = |path: &Path| {
+        path.strip_prefix(target).is_ok_and(|below| {
+            below.components().any(|c| {
+                let name = c.as_os_str().as_encoded_bytes();
+                name.starts_with(b".") && !name.starts_with(b"..")
+            })
+        })
+    };
+    !read && (event.paths.is_empty() || !event.paths.iter().all(|p| hidden(p)))
 }
 
 /// Sends one `FilesChanged` per burst of wake-ups, as [`Debounce`] decides.
@@ -119,6 +137,72 @@ pub(super) fn describe_watch_error(e: &notify::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        paths
+            .iter()
+            .fold(notify::Event::new(kind), |e, p| e.add_path(p.into()))
+    }
+
+    #[test]
+    fn writes_count_and_reads_and_dot_folders_do_not() {
+        let root = Path::new("/etc/marksync/desired");
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let cases: &[(EventKind, &[&str], bool)] = &[
+            (write, &["/etc/marksync/desired/a.yaml"], true),
+            (write, &["/etc/marksync/desired/team/b.yml"], true),
+            (
+                EventKind::Create(CreateKind::File),
+                &["/etc/marksync/desired/c.yaml"],
+                true,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                &["/etc/marksync/desired/a.yaml"],
+                true,
+            ),
+            (
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                &["/etc/marksync/desired/a.yaml"],
+                false,
+            ),
+            // git-sync and the like rewrite these all the time; discovery skips dot-names.
+            (write, &["/etc/marksync/desired/.git/FETCH_HEAD"], false),
+            (write, &["/etc/marksync/desired/team/.hidden/x.yaml"], false),
+            (write, &["/etc/marksync/desired/.a.yaml.swp"], false),
+            // A rename out of a dot folder into the tree does count.
+            (
+                write,
+                &[
+                    "/etc/marksync/desired/.git/x",
+                    "/etc/marksync/desired/a.yaml",
+                ],
+                true,
+            ),
+            // Kubernetes ConfigMap swaps `..data`: those must count.
+            (write, &["/etc/marksync/desired/..data"], true),
+            (
+                write,
+                &["/etc/marksync/desired/..2026_11_28_09_00_00.123/a.yaml"],
+                true,
+            ),
+            // Dots above the desired root do not matter; events with no path count.
+            (write, &[], true),
+        ];
+        for (kind, paths, want) in cases {
+            assert_eq!(
+                counts(&event(*kind, paths), root),
+                *want,
+                "{kind:?} {paths:?}"
+            );
+        }
+        let dotted = Path::new("/home/ops/.config/desired");
+        assert!(counts(
+            &event(write, &["/home/ops/.config/desired/a.yaml"]),
+            dotted
+        ));
+    }
 
     const D: Duration = Duration::from_millis(500);
 

@@ -16,6 +16,9 @@ mod signals;
 mod systemd;
 mod watch;
 
+#[cfg(test)]
+mod tests;
+
 pub use schedule::{CONFIRMATION_LAG_SECS, Debounce, presence_changed};
 
 use std::path::{Path, PathBuf};
@@ -145,7 +148,18 @@ struct Daemon {
     guard_refused: bool,
     /// Shared with apply: set on SIGTERM to stop sending new calls.
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
+    reread_backoff: schedule::Backoff,
+    /// When to read the desired files again because the last read failed on I/O: such a
+    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
+    reread_at: Option<Instant>,
 }
+
+/// The first wait before reading desired files again after an I/O problem; doubles up to
+/// [`REREAD_MAX`].
+const REREAD_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between reads of desired files that could not be read.
+const REREAD_MAX: Duration = Duration::from_secs(30);
 
 /// `marksync run`: the daemon on the system clock, until SIGTERM or SIGINT; SIGHUP reloads.
 pub fn main(config_path: &Path, opts: RunOptions) -> Result<u8, Error> {
@@ -201,6 +215,8 @@ pub async fn run(
         last_reconcile_at: None,
         last_failure: None,
         stop: Arc::default(),
+        reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
+        reread_at: None,
     };
 
     let mut watcher = watch_files(
@@ -244,6 +260,10 @@ pub async fn run(
                 () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
                     daemon.flush_state();
                     continue;
+                }
+                () = sleep_until_opt(daemon.reread_at) => {
+                    daemon.reread_at = None;
+                    Input::FilesChanged
                 }
                 _ = retry.tick() => Input::RetryPending,
                 _ = reassert.tick() => Input::Reassert,
@@ -397,7 +417,16 @@ impl Daemon {
 
     /// Re-reads the desired files; returns whether the desired state changed.
     fn refresh_desired(&mut self) -> bool {
-        match self.desired.refresh() {
+        let refresh = self.desired.refresh();
+        if self.desired.last_unreadable {
+            let wait = self.reread_backoff.next_wait();
+            tracing::warn!("desired files could not be read; reading them again in {wait:?}");
+            self.reread_at = Some(Instant::now() + wait);
+        } else {
+            self.reread_backoff.reset();
+            self.reread_at = None;
+        }
+        match refresh {
             // Back to parsing with the last good content: reconcile all the same, since what
             // came up meanwhile (members back online, reasserts) was held back as renewals only.
             Refresh::Unchanged => self.set_desired_ok(),

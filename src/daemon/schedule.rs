@@ -161,6 +161,40 @@ pub fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
     plan::plan(&desired, &held, now, &policy)
 }
 
+/// A doubling backoff: `first`, then twice the previous wait, at most `max`, until `reset`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    /// The first wait after a success.
+    first: Duration,
+    /// The longest wait.
+    max: Duration,
+    /// The last wait handed out since the last reset.
+    last: Option<Duration>,
+}
+
+impl Backoff {
+    /// A backoff from `first` doubling up to `max`.
+    pub const fn new(first: Duration, max: Duration) -> Self {
+        Backoff {
+            first,
+            max,
+            last: None,
+        }
+    }
+
+    /// The next wait: `first` after a reset, else twice the last one, at most `max`.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.last.map_or(self.first, |l| (l * 2).min(self.max));
+        self.last = Some(wait);
+        wait
+    }
+
+    /// Back to `first`: the thing being retried succeeded.
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}
+
 /// The file-event debounce (SPEC: "quiet time after a file event; max wait 4x this"): after the
 /// first event of a burst, fire once no event came for `quiet`, or at most `4 * quiet` after the
 /// burst began, whichever is first. A burst longer than the debounce (a `git checkout` of many
@@ -406,5 +440,18 @@ mod tests {
             earliest_500_expiry(&st, later),
             Some(T + MARK_500_LIFETIME_SECS)
         );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let s = Duration::from_secs;
+        let mut b = Backoff::new(s(1), s(30));
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        assert_eq!(b.next_wait(), s(1));
+        let mut fatal = Backoff::new(s(60), s(600));
+        let waits: Vec<u64> = (0..6).map(|_| fatal.next_wait().as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
     }
 }

@@ -60,6 +60,8 @@ pub enum Input {
     Reload,
     /// SIGTERM or SIGINT: finish in-flight calls, save, exit.
     Shutdown,
+    /// The pause in API calls after a fatal code is over: run what was held back.
+    BackoffOver,
 }
 
 /// Why a reconcile ran (the `trigger` label of the reconciles metric).
@@ -153,7 +155,20 @@ struct Daemon {
     /// When to read the desired files again because the last read failed on I/O: such a
     /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
     reread_at: Option<Instant>,
+    /// Waits without API calls after a fatal code (a bad signature, say), doubling while the
+    /// code comes back, so a broken key cannot run into the service's 70050 block.
+    fatal_backoff: schedule::Backoff,
+    /// Until when no API call is made, after a fatal code.
+    calls_paused_until: Option<Instant>,
+    /// The reconcile held back by the pause, run when it is over.
+    held: Option<Trigger>,
 }
+
+/// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
+/// fatal codes come back, and starts over after a round without one.
+const FATAL_PAUSE_FIRST: Duration = Duration::from_secs(60);
+/// The longest pause in API calls after fatal codes.
+const FATAL_PAUSE_MAX: Duration = Duration::from_secs(600);
 
 /// The first wait before reading desired files again after an I/O problem; doubles up to
 /// [`REREAD_MAX`].
@@ -217,6 +232,9 @@ pub async fn run(
         stop: Arc::default(),
         reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
         reread_at: None,
+        fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
+        calls_paused_until: None,
+        held: None,
     };
 
     let mut watcher = watch_files(
@@ -253,13 +271,22 @@ pub async fn run(
         // many arrived, they cause exactly one more reconcile.
         let mut batch = std::mem::take(&mut deferred);
         if batch.is_empty() {
-            let renewal = daemon.next_renewal_in();
+            // While calls are paused, a renewal that comes due waits for the pause to end.
+            let renewal = if daemon.calls_paused_until.is_some() {
+                None
+            } else {
+                daemon.next_renewal_in()
+            };
             batch.push(tokio::select! {
                 Some(input) = inputs.recv() => input,
                 () = sleep_or_forever(renewal) => Input::RenewalDue,
                 () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
                     daemon.flush_state();
                     continue;
+                }
+                () = sleep_until_opt(daemon.calls_paused_until) => {
+                    daemon.calls_paused_until = None;
+                    Input::BackoffOver
                 }
                 () = sleep_until_opt(daemon.reread_at) => {
                     daemon.reread_at = None;
@@ -310,7 +337,11 @@ pub async fn run(
                 ),
             }
         }
-        if let Some(trigger) = trigger {
+        if let Some(trigger) = trigger
+            && daemon.calls_paused_until.is_some()
+        {
+            daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
+        } else if let Some(trigger) = trigger {
             daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
             daemon.report_status();
             if daemon.stop.load(Ordering::SeqCst) {
@@ -363,6 +394,12 @@ impl Daemon {
                 Input::Callback(event) => {
                     if self.apply_callback(event) {
                         note(Trigger::Callback, &mut trigger);
+                    }
+                }
+                Input::BackoffOver => {
+                    if let Some(held) = self.held.take() {
+                        tracing::info!("the pause after a fatal API error is over");
+                        note(held, &mut trigger);
                     }
                 }
             }
@@ -710,9 +747,6 @@ impl Daemon {
                     "{}",
                     crate::render::apply_line(&t)
                 );
-                if let Some(fatal) = &applied.fatal {
-                    tracing::error!("fatal API error: {fatal}");
-                }
                 let outcome = if applied.fatal.is_some() {
                     "failed"
                 } else if t.failed > 0 {
@@ -721,6 +755,20 @@ impl Daemon {
                     "ok"
                 };
                 self.finish_round(trigger, outcome, outcome == "ok");
+                match &applied.fatal {
+                    Some(fatal) => {
+                        let pause = self.fatal_backoff.next_wait();
+                        self.calls_paused_until = Some(Instant::now() + pause);
+                        let text = format!(
+                            "fatal API error: {fatal}; no API calls for {}s",
+                            pause.as_secs()
+                        );
+                        tracing::error!("{text}");
+                        self.last_failure = Some(text);
+                        self.publish_readiness();
+                    }
+                    None => self.fatal_backoff.reset(),
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The daemon in this process, against the emulator in this process: what needs the whole loop
 //! (files, the client, the state) but no signals or systemd (those stay in `tests/daemon.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,8 +127,29 @@ async fn a_desired_file_that_could_not_be_read_is_read_again_without_a_file_even
     stop(tx, task).await;
 }
 
-/// Silences "unused" for helpers only some tests use.
-#[allow(dead_code)]
-fn _uses(_: &Path, _: EmulatorConfig, _: Option<Emulator>) {
-    let _ = OTHER_KEY;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_fatal_code_no_call_is_sent_during_the_backoff() {
+    // The emulator holds another key: every call is answered 70009 (bad signature), fatal.
+    let emu = Emulator::start(EmulatorConfig::new(APP, OTHER_KEY, ADMIN))
+        .await
+        .unwrap();
+    let setup = Setup::new(&emu.base_url());
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#f", "alice")).unwrap();
+    let (tx, task) = setup.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || emu.call_count() >= 1).await,
+        "the startup reconcile called"
+    );
+    let after_startup = emu.call_count();
+    // Triggers during the backoff: before, each one sent another badly signed call.
+    tx.send(Input::Reassert).await.unwrap();
+    tx.send(Input::RetryPending).await.unwrap();
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#f", "bob")).unwrap();
+    let sent_more = wait_until(Duration::from_secs(2), || emu.call_count() > after_startup).await;
+    assert!(
+        !sent_more,
+        "no call within the backoff: {} calls",
+        emu.call_count()
+    );
+    stop(tx, task).await;
 }

@@ -263,9 +263,7 @@ pub async fn run(
     let mut reassert = interval(daemon.config.reassert_every);
     let mut watchdog = interval(watchdog_period());
     let mut deferred: Vec<Input> = Vec::new();
-    // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it
-    // (before, the stop flag was only looked at after the next input, so the daemon went on
-    // running until a second signal).
+    // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
         // many arrived, they cause exactly one more reconcile.
@@ -307,9 +305,7 @@ pub async fn run(
         if daemon.stop.load(Ordering::SeqCst) {
             break;
         }
-        // A reload's new periods, debounce and connection take effect now. (Before, the timers
-        // and the watcher kept the periods they were started with until a restart, and the
-        // client its endpoint and credentials, while the reload said "config re-read".)
+        // A reload's new periods, debounce and connection take effect now.
         if retry.period() != daemon.config.retry_pending_every {
             retry = interval(daemon.config.retry_pending_every);
         }
@@ -411,10 +407,9 @@ impl Daemon {
         self.dirty_since.get_or_insert_with(Instant::now);
     }
 
-    /// Saves state changes made outside a reconcile and updates the gauges they move. Before,
-    /// marks forgotten on an offline callback stayed in memory until the next non-empty
-    /// reconcile, which could be hours away: `/metrics` kept counting them and a crash
-    /// restarted from a state that still claimed them.
+    /// Saves state changes made outside a reconcile (callbacks) and updates the gauges they
+    /// move, so neither `/metrics` nor a restart after a crash waits for the next non-empty
+    /// reconcile, which could be hours away.
     fn flush_state(&mut self) {
         if self.opts.dry_run {
             self.dirty_since = None;
@@ -806,7 +801,7 @@ impl Daemon {
             (None, None) => "desired files not loaded yet".into(),
         };
         // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
-        // of a reconcile that has not happened (it said 200 while the first one was running).
+        // of a reconcile that has not happened.
         let _ = self.readiness.send(Readiness {
             desired_ok,
             last_reconcile_ok: self.reconciled && self.last_failure.is_none(),

@@ -141,7 +141,7 @@ async fn after_a_fatal_code_no_call_is_sent_during_the_backoff() {
         "the startup reconcile called"
     );
     let after_startup = emu.call_count();
-    // Triggers during the backoff: before, each one sent another badly signed call.
+    // Triggers during the pause: none may send another badly signed call.
     tx.send(Input::Reassert).await.unwrap();
     tx.send(Input::RetryPending).await.unwrap();
     std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#f", "bob")).unwrap();

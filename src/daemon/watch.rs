@@ -31,9 +31,8 @@ impl Drop for FileWatch {
 /// Watches the desired directory (or a single file's directory). Any event but a read counts as
 /// "maybe changed": content hashes decide.
 ///
-/// Reads are ignored because the daemon's own refresh opens every directory it walks: with
-/// `IN_OPEN` counted, each refresh caused the next one, once per debounce period, forever (and
-/// the loop's wake-ups kept pushing back the renewal timer).
+/// Reads are ignored because the daemon's own refresh opens every directory it walks: counted,
+/// each refresh would cause the next one, once per debounce period, forever.
 pub(super) fn watch_files(
     root: &Path,
     debounce: Duration,

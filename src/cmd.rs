@@ -90,7 +90,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     };
     written
         .and_then(|()| out.flush())
-        .map_err(|e| Error::Other(format!("cannot write the plan: {e}")))?;
+        .map_err(|e| Error::io("cannot write the plan", e))?;
     if let Err(refusal) = plan.check_guard(&config.guard) {
         let _ = writeln!(
             anstream::stderr(),
@@ -172,8 +172,7 @@ impl Interrupt {
 /// its call is sent, so the next run settles it.
 pub fn apply_signals() -> Result<watch::Receiver<Option<Interrupt>>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let signal_err =
-        |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
+    let signal_err = |e| Error::io("cannot install signal handlers", e);
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
     let (tx, rx) = watch::channel(None);
@@ -228,7 +227,7 @@ pub async fn apply_until(
     let now = clock.now();
     let (_, mut st, plan) = compute_plan(config, opts.reassert, now)?;
     let mut out = anstream::stdout();
-    let write_err = |e: std::io::Error| Error::Other(format!("cannot write output: {e}"));
+    let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
         writeln!(out, "{}", render::json_plan(&plan)).map_err(write_err)?;
     } else {
@@ -353,13 +352,7 @@ pub async fn apply_until(
         let _ = embedded.shutdown().await;
     }
     if let Some(fatal) = applied.fatal {
-        let hint = fatal
-            .code()
-            .map(crate::tim::codes::describe)
-            .unwrap_or_default();
-        return Err(Error::Other(format!(
-            "stopped by a fatal API error: {fatal}. {hint}"
-        )));
+        return Err(Error::Api(fatal));
     }
     Ok(if applied.partially_failed() {
         exit::PARTIAL
@@ -460,9 +453,7 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
     emu.auto_create_groups = demo;
     emu.members_online_by_default = demo;
     tracing::info!(%listen, sdkappid = emu.sdkappid, admin = %emu.admin_identifier, "emulator listening");
-    runtime()?
-        .block_on(crate::emulator::run_standalone(emu, listen))
-        .map_err(|e| Error::Other(e.to_string()))?;
+    runtime()?.block_on(crate::emulator::run_standalone(emu, listen))?;
     Ok(exit::OK)
 }
 

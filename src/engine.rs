@@ -70,7 +70,7 @@ pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
         std::env::var(crate::tim::usersig::SECRET_KEY_ENV).ok(),
         credentials.as_deref(),
     )
-    .map_err(|e| Error::Other(format!("secret key: {e}")))
+    .map_err(Error::Secret)
 }
 
 /// A client connected as the config says. With `endpoint: embedded` the emulator runs in this
@@ -97,29 +97,27 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             emu.max_calls_per_second = 200;
             let emulator = Emulator::start(emu)
                 .await
-                .map_err(|e| Error::Other(format!("cannot start the embedded emulator: {e}")))?;
+                .map_err(Error::EmbeddedEmulator)?;
             (emulator.base_url(), Some(emulator))
         }
         Endpoint::Region(name) => {
             let region: Region = name
                 .parse()
-                .map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
+                .map_err(|_| Error::UnknownRegion(name.clone()))?;
             (
-                endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?,
+                endpoint_url(region, None).map_err(Error::RegionEndpoint)?,
                 None,
             )
         }
         Endpoint::Url(url) => (
-            endpoint_url(Region::default(), Some(url))
-                .map_err(|e| Error::Other(format!("endpoint: {e}")))?,
+            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
             None,
         ),
     };
     let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
     cc.usersig_ttl = config.usersig_ttl;
     cc.max_calls_per_second = config.max_calls_per_second;
-    let client = Client::new(cc, clock)
-        .map_err(|e| Error::Other(format!("cannot build the API client: {e}")))?;
+    let client = Client::new(cc, clock).map_err(Error::Client)?;
     Ok(Connection { client, embedded })
 }
 
@@ -129,7 +127,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| Error::io("cannot start the async runtime", e))
 }
 
 /// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).

@@ -242,13 +242,34 @@ pub async fn run(
         daemon.config.debounce,
         sender.clone(),
     )
-    .map_err(|e| {
-        Error::Other(format!(
-            "cannot watch {}: {e}",
-            daemon.desired.root().display()
-        ))
+    .map_err(|source| Error::Watch {
+        root: daemon.desired.root().to_path_buf(),
+        source,
     })?;
-    let _http = daemon.start_http(readiness_rx, sender.clone()).await?;
+    let _http = match daemon.config.http.clone() {
+        None => None,
+        Some(http) => {
+            let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
+            let state = HttpState {
+                metrics: daemon.metrics.clone(),
+                readiness: readiness_rx,
+                events: events_tx,
+                sdkappid: daemon.config.sdkappid,
+                token: None,
+                clock: daemon.clock.clone(),
+            };
+            let listener = crate::http::start(&http, state).await?;
+            let callbacks = sender.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events_rx.recv().await {
+                    if callbacks.send(Input::Callback(event)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(listener)
+        }
+    };
 
     daemon.refresh_desired();
     daemon
@@ -329,6 +350,7 @@ pub async fn run(
             match engine::connect(&daemon.config, daemon.clock.clone()).await {
                 Ok(connection) => daemon.connection = connection,
                 Err(e) => tracing::error!(
+                    kind = e.metric_label(),
                     "reload: cannot build the API client from the new config; keeping the old one: {e}"
                 ),
             }
@@ -414,7 +436,7 @@ impl Daemon {
         if self.opts.dry_run {
             self.dirty_since = None;
         } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
-            tracing::error!("cannot save state: {e}");
+            tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
             // Retry at the next period rather than in a tight loop.
             self.dirty_since = Some(Instant::now());
         } else {
@@ -555,7 +577,10 @@ impl Daemon {
                 tracing::info!("reload: config re-read");
             }
             Err(e) => {
-                tracing::error!("reload: the new config is invalid; keeping the old one:\n{e}")
+                tracing::error!(
+                    kind = e.metric_label(),
+                    "reload: the new config is invalid; keeping the old one:\n{e}"
+                )
             }
         }
         self.refresh_desired();
@@ -687,7 +712,7 @@ impl Daemon {
                     };
                     metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
                     if let Outcome::Failed(e) = report.outcome {
-                        tracing::warn!(group = %report.call.group, command = report.call.command.as_str(), "call failed: {e}");
+                        tracing::warn!(group = %report.call.group, command = report.call.command.as_str(), kind = e.metric_label(), "call failed: {e}");
                     }
                 },
             );
@@ -730,7 +755,7 @@ impl Daemon {
                 self.finish_round(trigger, "failed", false);
             }
             Some(Err(e)) => {
-                tracing::error!("cannot save state: {e}");
+                tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
                 self.mark_dirty();
                 self.finish_round(trigger, "failed", false);
             }
@@ -758,7 +783,7 @@ impl Daemon {
                             "fatal API error: {fatal}; no API calls for {}s",
                             pause.as_secs()
                         );
-                        tracing::error!("{text}");
+                        tracing::error!(kind = fatal.metric_label(), "{text}");
                         self.last_failure = Some(text);
                         self.publish_readiness();
                     }
@@ -823,52 +848,6 @@ impl Daemon {
             if self.last_ok { "ok" } else { "failed" }
         );
         notify(&[sd_notify::NotifyState::Status(&status)]);
-    }
-
-    async fn start_http(
-        &self,
-        readiness: tokio::sync::watch::Receiver<Readiness>,
-        sender: mpsc::Sender<Input>,
-    ) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
-        let Some(http) = self.config.http.clone() else {
-            return Ok(None);
-        };
-        // The token file from the config, else the systemd credential `callback-token`.
-        let token_file = http.callback_token_file.clone().or_else(|| {
-            std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(|d| PathBuf::from(d).join("callback-token"))
-                .filter(|p| p.exists())
-        });
-        let token = match &token_file {
-            Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::Other)?),
-            None => None,
-        };
-        let listener = tokio::net::TcpListener::bind(http.listen)
-            .await
-            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", http.listen)))?;
-        tracing::info!(listen = %listener.local_addr().map_or(http.listen, |a| a), "http listener: /callback, /healthz, /readyz, /metrics");
-        let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-        let state = HttpState {
-            metrics: self.metrics.clone(),
-            readiness,
-            events: events_tx,
-            sdkappid: self.config.sdkappid,
-            token,
-            clock: self.clock.clone(),
-        };
-        tokio::spawn(async move {
-            while let Some(event) = events_rx.recv().await {
-                if sender.send(Input::Callback(event)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let handle = tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state, std::future::pending()).await {
-                tracing::error!("http listener stopped: {e}");
-            }
-        });
-        Ok(Some(handle))
     }
 }
 

@@ -9,8 +9,7 @@ use crate::error::Error;
 
 /// Installs the handlers; each signal is sent on `sender` until the loop is gone.
 pub fn install(sender: mpsc::Sender<Input>) -> Result<(), Error> {
-    let signal_err =
-        |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
+    let signal_err = |e| Error::io("cannot install signal handlers", e);
     let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
     let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;

@@ -48,6 +48,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
@@ -757,6 +758,41 @@ async fn handle_callback(
         }
     }
     Ok("accepted")
+}
+
+/// A started listener.
+#[derive(Debug)]
+pub struct Listener {
+    /// The address it is bound to (the port the OS chose for `listen: 127.0.0.1:0`).
+    pub addr: std::net::SocketAddr,
+    /// The accept loop; it runs until the process ends.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `http.listen` and serves [`router`] over `state` in a task of its own. The callback
+/// token comes from `http.callback_token_file`, else the systemd credential `callback-token`
+/// (`state.token` is replaced). Reports the bound address.
+pub async fn start(http: &crate::config::Http, mut state: HttpState) -> Result<Listener, Error> {
+    let token_file = http.callback_token_file.clone().or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| std::path::PathBuf::from(d).join("callback-token"))
+            .filter(|p| p.exists())
+    });
+    state.token = match &token_file {
+        Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::CallbackToken)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", http.listen), e))?;
+    let addr = listener.local_addr().unwrap_or(http.listen);
+    tracing::info!(listen = %addr, "http listener: /callback, /healthz, /readyz, /metrics");
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(listener, state, std::future::pending()).await {
+            tracing::error!("http listener stopped: {e}");
+        }
+    });
+    Ok(Listener { addr, task })
 }
 
 #[cfg(test)]

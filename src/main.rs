@@ -1,6 +1,8 @@
 //! The `marksync` binary: parse arguments, set up logging, call into the library, map errors to
 //! exit codes. Nothing else lives here.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

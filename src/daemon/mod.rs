@@ -180,16 +180,27 @@ pub fn main(config_path: &Path, opts: RunOptions) -> Result<u8, Error> {
     engine::runtime()?.block_on(async {
         let (sender, inputs) = mpsc::channel::<Input>(1024);
         signals::install(sender.clone())?;
-        run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
+        let metrics = Arc::new(Metrics::new());
+        run(
+            config_path,
+            opts,
+            Arc::new(SystemClock),
+            metrics,
+            sender,
+            inputs,
+        )
+        .await
     })
 }
 
 /// Runs the daemon until `Input::Shutdown` arrives on `inputs` (which the caller feeds from
-/// signals; the file watcher and the HTTP listener feed it too through `sender`).
+/// signals; the file watcher and the HTTP listener feed it too through `sender`). Time comes from
+/// `clock` and tokio's timers, and what it does shows in `metrics`, so tests drive and watch it.
 pub async fn run(
     config_path: &Path,
     opts: RunOptions,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
@@ -201,7 +212,6 @@ pub async fn run(
     };
     let st = state::load(&config.state, config.sdkappid)?;
     let connection = engine::connect(&config, clock.clone()).await?;
-    let metrics = Arc::new(Metrics::new());
     let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
         desired_ok: false,
         last_reconcile_ok: false,

@@ -8,8 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{Input, RunOptions, run};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::emulator::{Emulator, EmulatorConfig};
+use crate::metrics::Metrics;
+use crate::model::{Account, GroupId, Mark, UnixTime};
+use crate::state::{self, State};
 
 const APP: u64 = 1_400_000_000;
 const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
@@ -23,6 +26,11 @@ struct Setup {
 
 impl Setup {
     fn new(endpoint: &str) -> Setup {
+        Setup::with(endpoint, "")
+    }
+
+    /// A setup whose config also holds `extra` (YAML lines, overriding the defaults above).
+    fn with(endpoint: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("secret.key"), format!("{KEY}\n")).unwrap();
         std::fs::create_dir_all(dir.path().join("marks")).unwrap();
@@ -31,6 +39,15 @@ impl Setup {
              desired: marks/\nstate: state/marksync.json\ndebounce: 100ms\n\
              retry_pending_every: 1h\nreassert_every: 1h\n"
         );
+        let config = config
+            .lines()
+            .filter(|l| {
+                let key = l.split(':').next().unwrap_or_default();
+                !extra.lines().any(|e| e.starts_with(&format!("{key}:")))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + extra;
         std::fs::write(dir.path().join("marksync.yaml"), config).unwrap();
         Setup { dir }
     }
@@ -39,27 +56,26 @@ impl Setup {
         self.dir.path().join(rel)
     }
 
-    /// Starts the daemon; returns its input channel and its task.
-    fn start(
+    /// Starts the daemon on the system clock; returns its input channel and its task.
+    fn start(&self) -> (mpsc::Sender<Input>, Daemon) {
+        let (tx, task, _) = self.start_with(RunOptions::default(), Arc::new(SystemClock));
+        (tx, task)
+    }
+
+    /// Starts the daemon with `opts` on `clock`; returns its input channel, its task and its
+    /// metrics.
+    fn start_with(
         &self,
-    ) -> (
-        mpsc::Sender<Input>,
-        tokio::task::JoinHandle<Result<u8, crate::error::Error>>,
-    ) {
+        opts: RunOptions,
+        clock: Arc<dyn Clock>,
+    ) -> (mpsc::Sender<Input>, Daemon, Arc<Metrics>) {
         let (tx, rx) = mpsc::channel(64);
         let config = self.path("marksync.yaml");
         let sender = tx.clone();
-        let task = tokio::spawn(async move {
-            run(
-                &config,
-                RunOptions::default(),
-                Arc::new(SystemClock),
-                sender,
-                rx,
-            )
-            .await
-        });
-        (tx, task)
+        let metrics = Arc::new(Metrics::new());
+        let m = metrics.clone();
+        let task = tokio::spawn(async move { run(&config, opts, clock, m, sender, rx).await });
+        (tx, task, metrics)
     }
 
     fn state_text(&self) -> String {
@@ -83,10 +99,10 @@ async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-async fn stop(
-    tx: mpsc::Sender<Input>,
-    task: tokio::task::JoinHandle<Result<u8, crate::error::Error>>,
-) {
+/// The daemon's task.
+type Daemon = tokio::task::JoinHandle<Result<u8, crate::error::Error>>;
+
+async fn stop(tx: mpsc::Sender<Input>, task: Daemon) {
     tx.send(Input::Shutdown).await.unwrap();
     let code = tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -150,6 +166,132 @@ async fn after_a_fatal_code_no_call_is_sent_during_the_backoff() {
         !sent_more,
         "no call within the backoff: {} calls",
         emu.call_count()
+    );
+    stop(tx, task).await;
+}
+
+const T: UnixTime = 1_764_000_000;
+
+/// Wall-clock seconds that move with tokio's clock (paused in these tests) from `base`, so the
+/// daemon's `Clock` and its timers agree.
+struct TokioClock {
+    base: UnixTime,
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> UnixTime {
+        self.base + (tokio::time::Instant::now() - self.start).as_secs() as i64
+    }
+}
+
+/// A state where bob holds mark 500 in `@TGS#r`, confirmed at `at`; the desired files want it.
+fn with_mark_500(setup: &Setup, at: UnixTime) {
+    let mut st = State::new(APP);
+    let (g, bob) = (
+        GroupId::new("@TGS#r").unwrap(),
+        Account::new("bob").unwrap(),
+    );
+    st.confirm(&g, &bob, [Mark::ALWAYS_ONLINE], at);
+    std::fs::create_dir_all(setup.path("state")).unwrap();
+    state::save(&setup.path("state/marksync.json"), &mut st).unwrap();
+    std::fs::write(
+        setup.path("marks/r.yaml"),
+        "groups:\n  \"@TGS#r\":\n    members:\n      bob: [500]\n",
+    )
+    .unwrap();
+}
+
+/// The value of one series in the metrics text (0 when absent).
+fn series(metrics: &Metrics, name: &str) -> i64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn reconciles(metrics: &Metrics, trigger: &str) -> i64 {
+    series(
+        metrics,
+        &format!("marksync_reconciles_total{{trigger=\"{trigger}\",outcome=\"no_changes\"}}"),
+    )
+}
+
+/// Sleeps on tokio's (paused) clock until `secs` after `start`.
+async fn at(start: tokio::time::Instant, secs: u64) {
+    tokio::time::sleep_until(start + Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn renewals_wake_the_daemon_exactly_when_due_then_retry_after_the_period() {
+    let setup = Setup::with("embedded", "renew_margin: 1h\n");
+    with_mark_500(&setup, T);
+    let start = tokio::time::Instant::now();
+    let clock = Arc::new(TokioClock { base: T, start });
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let (tx, task, metrics) = setup.start_with(opts, clock);
+    // Due 72 h - 1 h after the confirmation. Dry-run: it stays due, so it is tried again a
+    // `retry_pending_every` (1 h) after each attempt, never in a tight loop.
+    let due = 71 * 3600;
+    at(start, due - 1).await;
+    assert_eq!(reconciles(&metrics, "startup"), 1);
+    assert_eq!(reconciles(&metrics, "renewal"), 0, "not before it is due");
+    at(start, due + 1).await;
+    assert_eq!(reconciles(&metrics, "renewal"), 1, "woken when due");
+    at(start, due + 3599).await;
+    assert_eq!(reconciles(&metrics, "renewal"), 1);
+    at(start, due + 3601).await;
+    assert_eq!(
+        reconciles(&metrics, "renewal"),
+        2,
+        "retried after the period"
+    );
+    stop(tx, task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reassert_runs_every_period_exactly() {
+    let setup = Setup::with("embedded", "reassert_every: 2h\n");
+    with_mark_500(&setup, T);
+    let start = tokio::time::Instant::now();
+    let clock = Arc::new(TokioClock { base: T, start });
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let (tx, task, metrics) = setup.start_with(opts, clock);
+    for (secs, want) in [(7_199, 0), (7_201, 1), (14_399, 1), (14_401, 2)] {
+        at(start, secs).await;
+        assert_eq!(reconciles(&metrics, "reassert"), want, "at {secs}s");
+    }
+    stop(tx, task).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mark_500_confirmed_in_the_future_shows_as_expiring_now() {
+    // The clock was stepped back an hour after the confirmation.
+    let setup = Setup::new("embedded");
+    with_mark_500(&setup, T + 3_600);
+    let start = tokio::time::Instant::now();
+    let clock = Arc::new(TokioClock { base: T, start });
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let (tx, task, metrics) = setup.start_with(opts, clock);
+    at(start, 1).await;
+    assert_eq!(reconciles(&metrics, "startup"), 1);
+    let expiry = series(
+        &metrics,
+        "marksync_mark500_earliest_expiry_timestamp_seconds",
+    );
+    assert!(
+        (T..=T + 1).contains(&expiry),
+        "expiry {expiry}, not T + 73 h"
     );
     stop(tx, task).await;
 }

@@ -295,3 +295,62 @@ async fn a_mark_500_confirmed_in_the_future_shows_as_expiring_now() {
     );
     stop(tx, task).await;
 }
+
+/// Reconciles with `trigger`, whatever their outcome.
+fn reconciles_any(metrics: &Metrics, trigger: &str) -> i64 {
+    let prefix = format!("marksync_reconciles_total{{trigger=\"{trigger}\",");
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+// Real time: the paused clock jumps while a loopback request waits on the client's blocking
+// work, so a test with calls in flight runs on the real clock, with bounded waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_during_a_reconcile_cause_exactly_one_more() {
+    // Every call takes 1.5 s, so a reconcile is still running when the triggers come.
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let latency = crate::emulator::Fault::always(crate::emulator::FaultKind::Latency { ms: 1_500 });
+    emu.inject_fault(latency).unwrap();
+    let setup = Setup::new(&emu.base_url());
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#c", "bob")).unwrap();
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
+    let limit = Duration::from_secs(20);
+    assert!(wait_until(limit, || reconciles_any(&metrics, "startup") == 1).await);
+    let calls = emu.call_count();
+    tx.send(Input::Reassert).await.unwrap();
+    assert!(
+        wait_until(limit, || emu.call_count() > calls).await,
+        "the reassert call is in flight"
+    );
+    for _ in 0..3 {
+        tx.send(Input::Reassert).await.unwrap();
+    }
+    tx.send(Input::RetryPending).await.unwrap();
+    assert_eq!(
+        reconciles_any(&metrics, "reassert"),
+        0,
+        "sent during the reconcile"
+    );
+    assert!(
+        wait_until(limit, || reconciles_any(&metrics, "reassert") == 2).await,
+        "one more reconcile"
+    );
+    let more = wait_until(Duration::from_secs(2), || {
+        reconciles_any(&metrics, "reassert") > 2
+    })
+    .await;
+    assert!(!more, "exactly one more, not four");
+    assert_eq!(
+        reconciles_any(&metrics, "retry_pending"),
+        0,
+        "nothing was pending"
+    );
+    stop(tx, task).await;
+}

@@ -23,7 +23,8 @@ use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
 use crate::render;
 use crate::state;
-use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
+use crate::tim::client::{Client, ClientConfig};
+use crate::tim::endpoint::{Region, endpoint_url};
 use crate::tim::usersig::SecretKey;
 
 /// The wall clock, read only at the edges (the planner takes `now` as a parameter).
@@ -215,15 +216,10 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
                 .map_err(|e| Error::Other(format!("cannot start the embedded emulator: {e}")))?;
             (emulator.base_url(), Some(emulator))
         }
-        Endpoint::Region(name) => {
-            let region: Region = name
-                .parse()
-                .map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
-            (
-                endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?,
-                None,
-            )
-        }
+        Endpoint::Region(region) => (
+            endpoint_url(*region, None).map_err(|e| Error::Other(e.to_string()))?,
+            None,
+        ),
         Endpoint::Url(url) => (
             endpoint_url(Region::default(), Some(url))
                 .map_err(|e| Error::Other(format!("endpoint: {e}")))?,

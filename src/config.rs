@@ -11,30 +11,19 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::tim::endpoint::{Region, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// One of the service's regions; the domain is looked up by the client.
-    Region(String),
+    /// One of the service's regions.
+    Region(Region),
     /// An explicit base URL (https, or http to a loopback address).
     Url(String),
     /// The in-process emulator: demos and CI without a Tencent account.
     Embedded,
 }
-
-/// The regions the service runs in (reference section 1).
-pub const REGIONS: &[&str] = &[
-    "china",
-    "singapore",
-    "seoul",
-    "tokyo",
-    "frankfurt",
-    "mumbai",
-    "silicon-valley",
-    "jakarta",
-];
 
 /// The mass-clear guard (SPEC section 5).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -329,17 +318,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         take("secret_key_file").and_then(|v| c.path(&v, "secret_key_file", &base));
     let region = take("region").and_then(|v| {
         let s = c.string(&v, "region")?;
-        if REGIONS.contains(&s.as_str()) {
-            Some(s)
-        } else {
-            c.err(
-                &v.referenced,
-                format!(
-                    "unknown region {s:?}; expected one of {}",
-                    REGIONS.join(", ")
-                ),
-            );
-            None
+        match s.parse::<Region>() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                c.err(&v.referenced, e);
+                None
+            }
         }
     });
     let endpoint = match take("endpoint") {
@@ -348,10 +332,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 Some(Endpoint::Embedded)
             } else if s.starts_with("https://") || s.starts_with("http://") {
                 // The UserSig rides in the query string: plain http only to this machine.
-                match crate::tim::client::endpoint_url(
-                    crate::tim::client::Region::default(),
-                    Some(&s),
-                ) {
+                match endpoint_url(Region::default(), Some(&s)) {
                     Ok(url) => Some(Endpoint::Url(url)),
                     Err(e) => {
                         c.err(&v.referenced, format!("`endpoint`: {e}"));
@@ -366,9 +347,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 None
             }
         }),
-        None => Some(Endpoint::Region(
-            region.clone().unwrap_or_else(|| "china".into()),
-        )),
+        None => Some(Endpoint::Region(region.unwrap_or_default())),
     };
     let desired = match take("desired") {
         Some(v) => c.path(&v, "desired", &base),
@@ -397,7 +376,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         None => Some(200),
     };
     // Before any endpoint error, the bounds of the real service apply.
-    let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region("china".into()));
+    let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region(Region::China));
     let mut duration = |k: &str, default: Duration| match take(k) {
         Some(v) => c.duration(&v, k, duration_bounds_for(k, &bounds_endpoint)),
         None => Some(default),
@@ -866,7 +845,7 @@ mod tests {
         assert_eq!(c.sdkappid, 1_400_000_000);
         assert_eq!(c.desired, Path::new("conf/marks/"));
         assert_eq!(c.state, Path::new("conf/state/marksync.json"));
-        assert_eq!(c.endpoint, Endpoint::Region("china".into()));
+        assert_eq!(c.endpoint, Endpoint::Region(Region::China));
         assert_eq!(c.max_calls_per_second, 200);
         assert_eq!(c.renew_margin, Duration::from_secs(12 * 3600));
         assert_eq!(c.debounce, Duration::from_millis(300));
@@ -882,7 +861,7 @@ mod tests {
              usersig_ttl: 2d\nguard: { max_clear_fraction: 0.5, min_clears: 3 }\nhttp: { listen: 127.0.0.1:9000, callback_token_file: t }\n",
         )
         .unwrap();
-        assert_eq!(c.endpoint, Endpoint::Region("singapore".into()));
+        assert_eq!(c.endpoint, Endpoint::Region(Region::Singapore));
         assert_eq!(c.secret_key_file.as_deref(), Some(Path::new("/etc/k")));
         assert_eq!(
             c.guard,

@@ -1,5 +1,6 @@
 //! Tencent Cloud Chat (TIM): everything that knows the service's wire format.
 //!
+//! - [`endpoint`]: the regions, their domains, and the rule every base URL passes.
 //! - [`wire`]: the JSON bodies and paths.
 //! - [`usersig`]: the secret key and the UserSig derived from it.
 //! - [`codes`]: what each error code means and what to do about it.
@@ -8,5 +9,6 @@
 pub mod callback;
 pub mod client;
 pub mod codes;
+pub mod endpoint;
 pub mod usersig;
 pub mod wire;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::plan::Guard;
 use crate::tim::endpoint::{Region, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
@@ -23,24 +24,6 @@ pub enum Endpoint {
     Url(String),
     /// The in-process emulator: demos and CI without a Tencent account.
     Embedded,
-}
-
-/// The mass-clear guard (SPEC section 5).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Guard {
-    /// Refuse a plan clearing more than this fraction of the managed marks...
-    pub max_clear_fraction: f64,
-    /// ...when it also clears more than this many marks.
-    pub min_clears: u64,
-}
-
-impl Default for Guard {
-    fn default() -> Self {
-        Guard {
-            max_clear_fraction: 0.25,
-            min_clears: 10,
-        }
-    }
 }
 
 /// The daemon's optional HTTP listener.

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::Config;
-use super::parse;
+use super::parse_bytes;
 use crate::diag::{Diagnostic, Diagnostics};
 
 /// Reads and checks the config file.
@@ -16,13 +16,7 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         };
         Diagnostics(vec![Diagnostic::file_error(path, what)])
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        Diagnostics(vec![Diagnostic::file_error(
-            path,
-            "the config file is not valid UTF-8",
-        )])
-    })?;
-    parse(path, &text)
+    parse_bytes(path, &bytes)
 }
 
 /// Reads the callback token file: a regular file of at most [`crate::input::MAX_TOKEN_BYTES`],

@@ -3,6 +3,9 @@
 //! The file is read into a position-carrying YAML tree and checked key by key, so every problem
 //! (unknown key, wrong type, bad duration, missing required key) is reported at once with its
 //! `path:line:column`. Relative paths resolve against the config file's directory.
+//!
+//! Architecture invariant: this module and its checks do no I/O; reading the file is
+//! [`fs`]'s job (`load` = read + [`parse_bytes`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use crate::plan::Guard;
 use crate::tim::endpoint::{Region, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
-mod fs;
+pub mod fs;
 pub use fs::{load, read_callback_token};
 
 /// Where the service is reached.
@@ -183,6 +186,17 @@ const KEYS: &[&str] = &[
     "http",
     "offline_error_codes",
 ];
+
+/// Checks the bytes of a config file: UTF-8, then [`parse`].
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Config, Diagnostics> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        Diagnostics(vec![Diagnostic::file_error(
+            path,
+            "the config file is not valid UTF-8",
+        )])
+    })?;
+    parse(path, text)
+}
 
 /// Checks config text. `path` locates the diagnostics and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {

@@ -16,7 +16,6 @@
 //! Architecture invariant: the UserSig and the secret key never appear in an error, a `Debug`
 //! rendering or a log line. Transport errors are rendered without their URL and then scrubbed.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -32,19 +30,11 @@ use crate::clock::Clock;
 use crate::model::UnixTime;
 use crate::tim::codes::{self, ErrorClass};
 use crate::tim::endpoint::{EndpointError, validate_base_url};
+use crate::tim::pace::Pacer;
+pub use crate::tim::pace::WINDOW;
 use crate::tim::usersig::{self, SecretKey};
 use crate::tim::wire::{self, GetMembersRequest, GetMembersResponse};
 use crate::tim::wire::{ModifyUserInfoRequest, ModifyUserInfoResponse};
-
-/// The largest factor by which rate-limit answers slow the limiter down (1/8 of the rate).
-const MAX_SLOWDOWN: u32 = 8;
-/// No window this long holds more than `max_calls_per_second` request starts: one second plus a
-/// margin for network jitter between here and the server.
-pub const WINDOW: Duration = Duration::from_millis(1015);
-
-/// Repeated rate-limit answers escalate the slowdown at most this often, so a burst of answers to
-/// calls that were already in flight counts as one signal, not many.
-const ESCALATE_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything the client needs to know; [`ClientConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
@@ -287,30 +277,14 @@ struct Inner {
     config: ClientConfig,
     /// Reads "now" for UserSig issue times and renewal.
     clock: Arc<dyn Clock>,
-    /// The shared pace of request starts.
-    limiter: DefaultDirectRateLimiter,
-    /// Makes waiting for the limiter first come, first served (and avoids thundering herds), and
-    /// holds the start times of the last `max_calls_per_second` requests (the window guarantee).
-    gate: tokio::sync::Mutex<VecDeque<Instant>>,
-    /// The rate-limit slowdown.
-    pace: Mutex<Pace>,
+    /// The shared pace of request starts and the rate-limit slowdown.
+    pacer: Pacer,
     /// The cached UserSig.
     sig: Mutex<Option<CachedSig>>,
     /// Counters behind [`Client::stats`].
     counters: Counters,
     /// The main and backup endpoint and which one is in use.
     endpoints: Endpoints,
-}
-
-/// The slowdown state (see [`Client`]).
-#[derive(Debug)]
-struct Pace {
-    /// Limiter slots per request.
-    factor: u32,
-    /// When the factor falls back to 1.
-    until: Instant,
-    /// When the factor last changed, to count a burst of answers once.
-    changed: Instant,
 }
 
 /// A UserSig and when it was issued.
@@ -371,13 +345,9 @@ impl Client {
                 "usersig_ttl must be at least 60 s",
             ));
         }
-        // Even spacing at the limit; the start window below is the guarantee (see the type's docs).
-        let period = Duration::from_secs_f64(1.0 / f64::from(rate.get()));
-        let quota = Quota::with_period(period)
-            .ok_or(ClientBuildError::Setting(
-                "max_calls_per_second is too large",
-            ))?
-            .allow_burst(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        let pacer = Pacer::new(rate, config.slowdown_for).ok_or(ClientBuildError::Setting(
+            "max_calls_per_second is too large",
+        ))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(config.request_timeout)
@@ -387,7 +357,6 @@ impl Client {
             .user_agent(concat!("marksync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientBuildError::Http(e.without_url().to_string()))?;
-        let now = Instant::now();
         let config = ClientConfig { base_url, ..config };
         let backup = config
             .backup_url
@@ -399,13 +368,7 @@ impl Client {
                 http,
                 config,
                 clock,
-                limiter: RateLimiter::direct(quota),
-                gate: tokio::sync::Mutex::new(VecDeque::new()),
-                pace: Mutex::new(Pace {
-                    factor: 1,
-                    until: now,
-                    changed: now,
-                }),
+                pacer,
                 sig: Mutex::new(None),
                 counters: Counters::default(),
                 endpoints: Endpoints::new(backup),
@@ -456,7 +419,7 @@ impl Client {
             retries: c.retries.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             usersigs_generated: c.usersigs_generated.load(Ordering::Relaxed),
-            slowdown_factor: self.inner.slowdown_factor(),
+            slowdown_factor: self.inner.pacer.factor(),
         }
     }
 
@@ -586,7 +549,7 @@ impl Inner {
         body: &[u8],
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Option<Exchange> {
-        if !self.acquire_slot(stop).await {
+        if !self.pacer.acquire(stop).await {
             return None;
         }
         Some(self.send(path, body).await)
@@ -640,64 +603,10 @@ impl Inner {
         }
     }
 
-    /// Waits for this request's limiter slots (several while slowed down), first come first
-    /// served. Returns false, without waiting further, once `stop` says so: asked when this
-    /// caller's turn comes, between slots, and when the slot is granted, so a stopped run's
-    /// queued calls leave the queue at once instead of each waiting out its slot.
-    async fn acquire_slot(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
-        let mut starts = self.gate.lock().await;
-        for _ in 0..self.slowdown_factor() {
-            if stop() {
-                return false;
-            }
-            self.limiter.until_ready().await;
-        }
-        let cap = self.config.max_calls_per_second as usize;
-        if starts.len() >= cap
-            && let Some(&oldest) = starts.front()
-        {
-            tokio::time::sleep_until((oldest + WINDOW).into()).await;
-            starts.pop_front();
-        }
-        if stop() {
-            return false;
-        }
-        starts.push_back(Instant::now());
-        true
-    }
-
-    /// The current slowdown factor, falling back to 1 once the slowdown period is over.
-    fn slowdown_factor(&self) -> u32 {
-        let mut p = lock(&self.pace);
-        if p.factor > 1 && Instant::now() >= p.until {
-            tracing::info!("no rate-limit answers for a while; back to full speed");
-            p.factor = 1;
-        }
-        p.factor
-    }
-
     /// Reacts to a rate-limit answer (see [`Client`]).
     fn slow_down(&self) {
         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut p = lock(&self.pace);
-        let active = now < p.until && p.factor > 1;
-        let new_factor = if !active {
-            2
-        } else if now.duration_since(p.changed) >= ESCALATE_EVERY {
-            (p.factor * 2).min(MAX_SLOWDOWN)
-        } else {
-            p.factor
-        };
-        if new_factor != p.factor {
-            tracing::warn!(
-                factor = new_factor,
-                "rate limited by the service; slowing down"
-            );
-            p.factor = new_factor;
-            p.changed = now;
-        }
-        p.until = now + self.config.slowdown_for;
+        self.pacer.slow_down();
     }
 
     /// Renders a failed send, switching endpoints first when it could not connect (see

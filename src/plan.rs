@@ -451,15 +451,7 @@ mod tests {
     use super::*;
     use Guard;
 
-    fn g(s: &str) -> GroupId {
-        GroupId::new(s).unwrap()
-    }
-    fn a(s: &str) -> Account {
-        Account::new(s).unwrap()
-    }
-    fn m(n: u64) -> Mark {
-        Mark::new(n).unwrap()
-    }
+    use crate::model::test_ids::{a, g, m};
     fn desired(entries: &[(&str, &str, &[u64])]) -> DesiredState {
         let mut d = DesiredState::default();
         for (group, account, marks) in entries {

@@ -6,15 +6,7 @@ const NOW: UnixTime = 1_764_000_000;
 const READ: UnixTime = NOW - 60;
 const OLD: UnixTime = READ - 3600;
 
-fn g(s: &str) -> GroupId {
-    GroupId::new(s).unwrap()
-}
-fn a(s: &str) -> Account {
-    Account::new(s).unwrap()
-}
-fn m(n: u64) -> Mark {
-    Mark::new(n).unwrap()
-}
+use crate::model::test_ids::{a, g, m};
 
 /// One case: the desired marks, the recorded ones (with times), the intents, and the live
 /// facts of group G, all for the member `u` (others as named).

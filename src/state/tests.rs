@@ -1,14 +1,6 @@
 use super::*;
 
-fn g(s: &str) -> GroupId {
-    GroupId::new(s).unwrap()
-}
-fn a(s: &str) -> Account {
-    Account::new(s).unwrap()
-}
-fn m(n: u64) -> Mark {
-    Mark::new(n).unwrap()
-}
+use crate::model::test_ids::{a, g, m};
 
 fn sample() -> State {
     let mut s = State::new(1400000000);

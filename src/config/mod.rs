@@ -249,21 +249,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             return Err(Diagnostics(c.errors));
         }
     };
-    let mut seen: Vec<(String, u64)> = Vec::new();
-    let mut get = std::collections::HashMap::new();
-    for (key, value) in entries {
-        if let Some((_, line)) = seen.iter().find(|(k, _)| *k == key.value) {
-            c.err(
-                &key.referenced,
-                format!("duplicate key `{}` (first at line {line})", key.value),
-            );
-        } else if !KEYS.contains(&key.value.as_str()) {
-            c.err(&key.referenced, unknown_key(&key.value, KEYS));
-        } else {
-            seen.push((key.value.clone(), key.referenced.line()));
-            get.insert(key.value.clone(), value);
-        }
-    }
+    let mut get: std::collections::HashMap<String, Spanned<Value>> = c
+        .known_entries(entries, KEYS, |k, line| {
+            format!("duplicate key `{k}` (first at line {line})")
+        })
+        .into_iter()
+        .map(|(k, v)| (k.value, v))
+        .collect();
     let root_loc = root.referenced;
     let mut take = |k: &str| get.remove(k);
 
@@ -626,6 +618,28 @@ impl Checker<'_> {
         None
     }
 
+    /// The entries whose key is one of `known`, each once: an unknown key is reported with a
+    /// suggestion, a repeated one with `duplicate(key, line of the first)`.
+    fn known_entries(
+        &mut self,
+        entries: Vec<(Spanned<String>, Spanned<Value>)>,
+        known: &[&str],
+        duplicate: impl Fn(&str, u64) -> String,
+    ) -> Vec<(Spanned<String>, Spanned<Value>)> {
+        let mut out: Vec<(Spanned<String>, Spanned<Value>)> = Vec::new();
+        for (k, val) in entries {
+            if let Some((first, _)) = out.iter().find(|(o, _)| o.value == k.value) {
+                let message = duplicate(&k.value, first.referenced.line());
+                self.err(&k.referenced, message);
+            } else if !known.contains(&k.value.as_str()) {
+                self.err(&k.referenced, unknown_key(&k.value, known));
+            } else {
+                out.push((k, val));
+            }
+        }
+        out
+    }
+
     fn map(
         &mut self,
         v: Spanned<Value>,
@@ -633,22 +647,9 @@ impl Checker<'_> {
         known: &[&str],
     ) -> Option<Vec<(Spanned<String>, Spanned<Value>)>> {
         match v.value {
-            Value::Map(entries) => {
-                let mut out: Vec<(Spanned<String>, Spanned<Value>)> = Vec::new();
-                for (k, val) in entries {
-                    if out.iter().any(|(o, _)| o.value == k.value) {
-                        self.err(
-                            &k.referenced,
-                            format!("duplicate key `{}` in `{key}`", k.value),
-                        );
-                    } else if !known.contains(&k.value.as_str()) {
-                        self.err(&k.referenced, unknown_key(&k.value, known));
-                    } else {
-                        out.push((k, val));
-                    }
-                }
-                Some(out)
-            }
+            Value::Map(entries) => Some(self.known_entries(entries, known, |k, _| {
+                format!("duplicate key `{k}` in `{key}`")
+            })),
             other => {
                 self.err(
                     &v.referenced,

@@ -256,19 +256,12 @@ impl State {
         account: &Account,
         marks: impl IntoIterator<Item = Mark>,
     ) {
-        if let Some(accounts) = self.groups.get_mut(group) {
-            if let Some(c) = accounts.get_mut(account) {
-                for m in marks {
-                    c.remove(m);
-                }
-                if c.is_empty() {
-                    accounts.remove(account);
-                }
+        edit_member(&mut self.groups, group, account, |c| {
+            for m in marks {
+                c.remove(m);
             }
-            if accounts.is_empty() {
-                self.groups.remove(group);
-            }
-        }
+            c.is_empty()
+        });
     }
 
     /// Forgets everything recorded for a group (it no longer exists on the service).
@@ -305,19 +298,12 @@ impl State {
         account: &Account,
         marks: impl IntoIterator<Item = Mark>,
     ) {
-        if let Some(accounts) = self.intents.get_mut(group) {
-            if let Some(set) = accounts.get_mut(account) {
-                for m in marks {
-                    set.remove(m);
-                }
-                if set.is_empty() {
-                    accounts.remove(account);
-                }
+        edit_member(&mut self.intents, group, account, |set| {
+            for m in marks {
+                set.remove(m);
             }
-            if accounts.is_empty() {
-                self.intents.remove(group);
-            }
-        }
+            set.is_empty()
+        });
     }
 }
 
@@ -391,6 +377,26 @@ impl<'de> Deserialize<'de> for Confirmed {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// Changes a member's entry of `map`, if it has one (`change` says whether it is now empty), then
+/// removes what is left empty: the member, then the group.
+fn edit_member<V>(
+    map: &mut BTreeMap<GroupId, BTreeMap<Account, V>>,
+    group: &GroupId,
+    account: &Account,
+    change: impl FnOnce(&mut V) -> bool,
+) {
+    if let Some(accounts) = map.get_mut(group) {
+        if let Some(v) = accounts.get_mut(account)
+            && change(v)
+        {
+            accounts.remove(account);
+        }
+        if accounts.is_empty() {
+            map.remove(group);
+        }
     }
 }
 

@@ -17,7 +17,8 @@ use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
 use crate::state;
-use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
+use crate::tim::client::{Client, ClientConfig};
+use crate::tim::endpoint::{Region, endpoint_url};
 use crate::tim::usersig::SecretKey;
 
 /// Loads the config, reporting every problem.
@@ -100,15 +101,10 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
                 .map_err(Error::EmbeddedEmulator)?;
             (emulator.base_url(), Some(emulator))
         }
-        Endpoint::Region(name) => {
-            let region: Region = name
-                .parse()
-                .map_err(|_| Error::UnknownRegion(name.clone()))?;
-            (
-                endpoint_url(region, None).map_err(Error::RegionEndpoint)?,
-                None,
-            )
-        }
+        Endpoint::Region(region) => (
+            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
+            None,
+        ),
         Endpoint::Url(url) => (
             endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
             None,

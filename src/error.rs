@@ -6,7 +6,8 @@ use crate::diag::Diagnostics;
 use crate::emulator::EmulatorError;
 use crate::plan::MassClear;
 use crate::state::StateError;
-use crate::tim::client::{CallError, ClientBuildError, EndpointError};
+use crate::tim::client::{CallError, ClientBuildError};
+use crate::tim::endpoint::EndpointError;
 use crate::tim::usersig::SecretError;
 
 /// Exit codes, as documented in the README.
@@ -47,9 +48,6 @@ pub enum Error {
     /// The secret key cannot be read, or is not a key (the key itself is never quoted).
     #[error("secret key: {0}")]
     Secret(#[from] SecretError),
-    /// `endpoint` names a region that does not exist.
-    #[error("unknown region {0:?}")]
-    UnknownRegion(String),
     /// A region's endpoint cannot be used.
     #[error("{0}")]
     RegionEndpoint(EndpointError),
@@ -117,9 +115,7 @@ impl Error {
             Error::State(e) => e.metric_label(),
             Error::MassClear(_) => "mass_clear",
             Error::Secret(_) => "secret",
-            Error::UnknownRegion(_) | Error::RegionEndpoint(_) | Error::EndpointUrl(_) => {
-                "endpoint"
-            }
+            Error::RegionEndpoint(_) | Error::EndpointUrl(_) => "endpoint",
             Error::Client(_) => "client",
             Error::EmbeddedEmulator(_) | Error::Emulator(_) => "emulator",
             Error::Api(_) => "api",
@@ -162,9 +158,12 @@ mod tests {
                 "cannot write output: broken pipe",
             ),
             (
-                Error::UnknownRegion("mars".into()),
+                Error::EndpointUrl(EndpointError::Invalid {
+                    endpoint: "ftp:x".into(),
+                    reason: "no".into(),
+                }),
                 "endpoint",
-                "unknown region \"mars\"",
+                "endpoint: endpoint \"ftp:x\" is not a valid URL",
             ),
             (
                 Error::CallbackToken("cannot read the callback token file x".into()),

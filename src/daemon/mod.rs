@@ -357,7 +357,16 @@ pub async fn run(
         }
         if std::mem::take(&mut daemon.reconnect) {
             match engine::connect(&daemon.config, daemon.clock.clone()).await {
-                Ok(connection) => daemon.connection = connection,
+                Ok(connection) => {
+                    daemon.connection = connection;
+                    // A new key or endpoint may be the fix for the fatal code: try it now.
+                    if daemon.calls_paused_until.take().is_some() {
+                        tracing::info!(
+                            "reload: new API client; the pause after a fatal API error ends"
+                        );
+                        daemon.held = None;
+                    }
+                }
                 Err(e) => tracing::error!(
                     kind = e.metric_label(),
                     "reload: cannot build the API client from the new config; keeping the old one: {e}"

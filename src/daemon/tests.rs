@@ -146,9 +146,10 @@ async fn a_desired_file_that_could_not_be_read_is_read_again_without_a_file_even
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_fatal_code_no_call_is_sent_during_the_backoff() {
     // The emulator holds another key: every call is answered 70009 (bad signature), fatal.
-    let emu = Emulator::start(EmulatorConfig::new(APP, OTHER_KEY, ADMIN))
-        .await
-        .unwrap();
+    let mut cfg = EmulatorConfig::new(APP, OTHER_KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
     let setup = Setup::new(&emu.base_url());
     std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#f", "alice")).unwrap();
     let (tx, task) = setup.start();
@@ -166,6 +167,17 @@ async fn after_a_fatal_code_no_call_is_sent_during_the_backoff() {
         !sent_more,
         "no call within the backoff: {} calls",
         emu.call_count()
+    );
+    // The operator fixes the key and reloads: the pause ends and the marks go out.
+    std::fs::write(setup.path("secret.key"), format!("{OTHER_KEY}\n")).unwrap();
+    tx.send(Input::Reload).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .state_text()
+            .contains("@TGS#f"))
+        .await,
+        "applied after the reload: {}",
+        setup.state_text()
     );
     stop(tx, task).await;
 }

@@ -35,7 +35,7 @@ use crate::config::{Config, Endpoint};
 use crate::desired::cache::{DesiredCache, Refresh};
 use crate::engine::{self, Connection};
 use crate::error::{Error, exit};
-use crate::http::{CallbackEvent, HttpState, MemberEvent, Readiness};
+use crate::http::{CallbackEvent, HttpState, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
 use crate::state::{self, State};
@@ -474,17 +474,7 @@ impl Daemon {
             tracing::debug!(group = %event.group, members = event.accounts.len(), marks = unknown, event = ?event.event, "callback: confirmed marks are unknown until settled");
             self.mark_dirty();
         }
-        match event.event {
-            MemberEvent::Offline => false,
-            MemberEvent::Online => {
-                unknown > 0
-                    || self
-                        .desired
-                        .desired()
-                        .and_then(|d| d.groups.get(&event.group))
-                        .is_some_and(|g| event.accounts.iter().any(|a| g.members.contains_key(a)))
-            }
-        }
+        schedule::callback_needs_reconcile(&event, unknown, self.desired.desired())
     }
 
     /// Re-reads the desired files; returns whether the desired state changed.

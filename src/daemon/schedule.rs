@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::desired::{DesiredGroup, DesiredState};
-use crate::http::CallbackEvent;
+use crate::http::{CallbackEvent, MemberEvent};
 use crate::model::{MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
 use crate::plan::{self, Plan, Policy};
 use crate::state::State;
@@ -139,6 +139,26 @@ pub fn presence_changed(state: &mut State, event: &CallbackEvent) -> usize {
     n
 }
 
+/// Whether a presence callback that made `unknown` marks unknown needs a reconcile now: an
+/// Online event does when it made marks unknown or names a member of a desired group (its
+/// desired marks are sent again at once); an Offline event never does (the member cannot take
+/// marks until it is back).
+pub fn callback_needs_reconcile(
+    event: &CallbackEvent,
+    unknown: usize,
+    desired: Option<&DesiredState>,
+) -> bool {
+    match event.event {
+        MemberEvent::Offline => false,
+        MemberEvent::Online => {
+            unknown > 0
+                || desired
+                    .and_then(|d| d.groups.get(&event.group))
+                    .is_some_and(|g| event.accounts.iter().any(|a| g.members.contains_key(a)))
+        }
+    }
+}
+
 /// The renewal-only plan: every confirmed mark 500 that is due, nothing else. Used while the
 /// desired files are broken or a plan is refused by the guard.
 pub fn renewals_only(state: &State, now: UnixTime, policy: &Policy) -> Plan {
@@ -240,7 +260,6 @@ impl Debounce {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::MemberEvent;
     use crate::model::{Account, GroupId};
 
     const T: UnixTime = 1_764_000_000;
@@ -453,5 +472,25 @@ mod tests {
         let mut fatal = Backoff::new(s(60), s(600));
         let waits: Vec<u64> = (0..6).map(|_| fatal.next_wait().as_secs()).collect();
         assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
+    }
+
+    #[test]
+    fn only_an_online_event_for_a_desired_member_or_one_with_unknown_marks_reconciles() {
+        let want = desired(&[1000]);
+        let cases = [
+            (MemberEvent::Online, &["bob"][..], 0, Some(&want), true),
+            (MemberEvent::Online, &["dave"][..], 0, Some(&want), false),
+            (MemberEvent::Online, &["dave"][..], 2, Some(&want), true),
+            (MemberEvent::Online, &["bob"][..], 0, None, false),
+            (MemberEvent::Offline, &["bob"][..], 2, Some(&want), false),
+        ];
+        for (kind, accounts, unknown, d, expect) in cases {
+            let e = event(kind, accounts, T);
+            assert_eq!(
+                callback_needs_reconcile(&e, unknown, d),
+                expect,
+                "{kind:?} {accounts:?} {unknown}"
+            );
+        }
     }
 }

@@ -36,6 +36,8 @@ pub mod model;
 pub mod plan;
 pub mod refresh;
 pub mod render;
+pub mod saved_plan;
+
 pub mod snapshot;
 pub mod state;
 pub mod tim;

@@ -37,6 +37,7 @@ pub mod plan;
 pub mod refresh;
 pub mod render;
 pub mod saved_plan;
+pub mod schema;
 
 pub mod snapshot;
 pub mod state;

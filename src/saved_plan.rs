@@ -549,8 +549,7 @@ impl SavedPlan {
             }
             Some(_) => {}
         }
-        let saved: SavedPlan =
-            serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        let saved: SavedPlan = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         if saved.content_id() != saved.plan_id {
             return Err(SavedPlanError::Tampered { path: path.into() });
         }
@@ -587,7 +586,9 @@ impl SavedPlan {
             .suffix(".tmp")
             .tempfile_in(&dir)
             .map_err(werr)?;
-        tmp.as_file_mut().write_all(&self.to_bytes()).map_err(werr)?;
+        tmp.as_file_mut()
+            .write_all(&self.to_bytes())
+            .map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         tmp.persist(path).map_err(|e| werr(e.error))?;
         std::fs::File::open(&dir)

@@ -23,8 +23,12 @@ fn m(n: u64) -> Mark {
 fn sample_plan() -> Plan {
     let mut desired = DesiredState::default();
     let group = desired.groups.entry(g("@TGS#a")).or_default();
-    group.members.insert(a("teacher10"), [m(1000)].into_iter().collect());
-    group.members.insert(a("host"), [m(500)].into_iter().collect());
+    group
+        .members
+        .insert(a("teacher10"), [m(1000)].into_iter().collect());
+    group
+        .members
+        .insert(a("host"), [m(500)].into_iter().collect());
     let mut state = State::new(APP);
     state.confirm(&g("@TGS#a"), &a("student9"), [m(1001)], NOW - 3600);
     state.confirm(&g("@TGS#a"), &a("host"), [m(500)], NOW - 61 * 3600);
@@ -85,7 +89,10 @@ fn a_changed_state_serial_is_refused_as_applied_or_changed() {
         }
     );
     let text = err.to_string();
-    assert!(text.contains("already applied, or the state changed"), "{text}");
+    assert!(
+        text.contains("already applied, or the state changed"),
+        "{text}"
+    );
     assert!(text.contains("marksync plan --out FILE"), "{text}");
 }
 
@@ -131,7 +138,10 @@ fn a_plan_older_than_the_max_age_is_refused_and_one_at_the_limit_is_not() {
             max_age_secs: DAY
         }
     );
-    assert!(err.to_string().contains("saved_plan_max_age (24h)"), "{err}");
+    assert!(
+        err.to_string().contains("saved_plan_max_age (24h)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -200,9 +210,11 @@ fn the_file_holds_the_documented_fields_and_no_secret() {
 fn another_format_version_is_refused_as_such() {
     let mut value: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
     value["format_version"] = 2.into();
-    let err =
-        SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
-    assert!(matches!(err, SavedPlanError::Version { found: 2, .. }), "{err}");
+    let err = SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
+    assert!(
+        matches!(err, SavedPlanError::Version { found: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("format version 2"));
 }
 
@@ -212,8 +224,7 @@ fn a_file_without_a_version_or_with_unknown_fields_is_corrupt() {
     assert!(err.to_string().contains("no format_version"), "{err}");
     let mut value: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
     value["secret_key"] = "x".into();
-    let err =
-        SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
+    let err = SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
     assert!(matches!(err, SavedPlanError::Corrupt { .. }), "{err}");
     let err = SavedPlan::from_bytes(Path::new("p.json"), b"not json").unwrap_err();
     assert!(matches!(err, SavedPlanError::Corrupt { .. }), "{err}");
@@ -232,8 +243,7 @@ fn a_hand_edited_plan_is_refused() {
     let mut value: serde_json::Value = serde_json::from_slice(&sample().to_bytes()).unwrap();
     // Push the creation time forward to dodge the age check: the ID no longer matches.
     value["created_at"] = (NOW + DAY).into();
-    let err =
-        SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
+    let err = SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
     assert!(matches!(err, SavedPlanError::Tampered { .. }), "{err}");
 }
 
@@ -267,7 +277,10 @@ fn the_digest_changes_when_a_file_is_edited_added_removed_or_renamed() {
     assert_eq!(d, digest_files([base[1], base[0]]));
     assert_ne!(d, digest_files([("a.yaml", b"x!".as_slice()), base[1]]));
     assert_ne!(d, digest_files([base[0]]));
-    assert_ne!(d, digest_files([base[0], base[1], ("d.yaml", b"".as_slice())]));
+    assert_ne!(
+        d,
+        digest_files([base[0], base[1], ("d.yaml", b"".as_slice())])
+    );
     assert_ne!(d, digest_files([("z.yaml", b"x".as_slice()), base[1]]));
     // Moving bytes between the path and the content is a different input.
     assert_ne!(

@@ -286,10 +286,10 @@ fn plan_prints_set_clear_and_renew() {
         .status(0)
         .stderr("")
         .stdout(
-            "group @TGS#a6I4ZUUGO
-  + teacher10   1000
-  - student9    1001
-  ~ host        500   renew (confirmed 61h ago)
+            "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  - student9   1001       ->
+  ~ host       500, 1000  -> 500, 1000   renew 500 (confirmed 61h ago)
+  + teacher10             -> 1000
 
 Plan: 1 to set, 1 to clear, 1 to renew in 1 group, 2 API calls.
 ",
@@ -317,7 +317,8 @@ fn plan_without_changes_says_so() {
         .arg("plan")
         .run()
         .status(0)
-        .stdout("No changes. Marks match the desired state.\n")
+        .stdout("No changes. Marks match the recorded state.\n\
+             (The state records what marksync last applied; `--refresh` compares with the service.)\n")
         .stderr("");
 }
 
@@ -331,7 +332,8 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
         .args(&["plan", "--detailed-exitcode"])
         .run()
         .status(0)
-        .stdout("No changes. Marks match the desired state.\n");
+        .stdout("No changes. Marks match the recorded state.\n\
+             (The state records what marksync last applied; `--refresh` compares with the service.)\n");
     spec_example()
         .args(&["plan", "--json", "--detailed-exitcode"])
         .run()
@@ -374,10 +376,9 @@ fn missing_state_is_a_first_run_that_plans_everything() {
         .status(0)
         .stderr("")
         .stdout(
-            "group @TGS#a6I4ZUUGO
-  + host        500
-  + host        1000
-  + teacher10   1000
+            "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  + host         -> 500, 1000
+  + teacher10    -> 1000
 
 Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
 ",
@@ -455,10 +456,9 @@ fn config_comes_from_marksync_config_and_paths_are_relative_to_it() {
         .env("MARKSYNC_CONFIG", "conf/app.yaml")
         .arg("plan");
     test.run().status(0).stderr("").stdout(
-        "group @TGS#a6I4ZUUGO
-  + host        500
-  + host        1000
-  + teacher10   1000
+        "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  + host         -> 500, 1000
+  + teacher10    -> 1000
 
 Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
 ",

@@ -1,10 +1,14 @@
-//! Helpers shared by the black-box tests that run the real binary against a standalone
-//! emulator (`marksync emulator --listen 127.0.0.1:0`): a child process killed on drop, the
-//! emulator's control API over a tiny blocking HTTP client, bounded polling, desired files.
+//! The one home of the helpers the tests and benches share: constants of the test
+//! application, marks tables and desired files, bounded polling, a child process killed on
+//! drop, a tiny blocking HTTP client, a standalone emulator (`marksync emulator --listen
+//! 127.0.0.1:0`) and the daemon under test ([`daemon`]). Every server a test talks to binds
+//! port 0 itself and reports the address it got; nothing picks a port and hopes it stays free.
 //!
 //! Include with `mod common;` (tests) or `#[path = "../tests/common/mod.rs"] mod common;`
 //! (benches). Each test crate uses only some of these, hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+pub mod daemon;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -28,6 +32,60 @@ pub const POLL: Duration = Duration::from_millis(20);
 
 /// group -> account -> marks (ascending). Accounts without marks are absent.
 pub type Marks = BTreeMap<String, BTreeMap<String, Vec<u32>>>;
+
+/// Marks from `(group, account, marks)` rows (marks sorted; a later row for the same member
+/// replaces an earlier one).
+pub fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
+    let mut out = Marks::new();
+    for (g, a, m) in rows {
+        let mut m = m.to_vec();
+        m.sort_unstable();
+        out.entry((*g).into()).or_default().insert((*a).into(), m);
+    }
+    out
+}
+
+/// The groups of every part together (a later part's member replaces an earlier one's).
+pub fn union(parts: &[&Marks]) -> Marks {
+    let mut out = Marks::new();
+    for p in parts {
+        for (g, m) in *p {
+            out.entry(g.clone()).or_default().extend(m.clone());
+        }
+    }
+    out
+}
+
+/// The wall clock in Unix seconds (for state files written by hand and timestamp metrics).
+pub fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// An in-process emulator's config as `--demo` sets it up: groups are created on first use and
+/// members are online.
+pub fn demo_emulator_config() -> marksync::emulator::EmulatorConfig {
+    let mut cfg = marksync::emulator::EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    cfg
+}
+
+/// A two-worker tokio runtime for an in-process emulator driven from blocking test code.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
 /// Polls `f` every [`POLL`] until it returns `Some`, or panics after `limit` naming `what`.
 pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -155,6 +213,20 @@ pub fn http(
     Ok((status, body))
 }
 
+/// The first address in `log` that follows `marker` on a line containing `line`: how the test
+/// learns the port a server it started bound (the emulator logs `use endpoint http://ADDR`,
+/// the daemon `listen=ADDR ... http listener`).
+pub fn logged_addr(log: &str, marker: &str, line: &str) -> Option<SocketAddr> {
+    log.lines().filter(|l| l.contains(line)).find_map(|l| {
+        l.split(marker)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
 /// A standalone `marksync emulator --demo` on a port the OS chose (groups are created on first
 /// use and members are online), read from its log line: never a port picked, released and
 /// hoped to be still free.
@@ -197,9 +269,7 @@ impl StandaloneEmulator {
                 if let Some(s) = proc.exited() {
                     panic!("emulator exited ({s}): {}", proc.stderr());
                 }
-                let log = proc.stderr();
-                let rest = log.split("use endpoint http://").nth(1)?;
-                rest.split_whitespace().next()?.parse().ok()
+                logged_addr(&proc.stderr(), "use endpoint http://", "")
             },
         );
         let emu = StandaloneEmulator {
@@ -244,9 +314,7 @@ impl StandaloneEmulator {
 
     /// Service calls received so far (counted on arrival).
     pub fn calls(&self) -> u64 {
-        self.control("GET", "/emulator/stats", None)["calls_total"]
-            .as_u64()
-            .unwrap()
+        calls_total(self.addr)
     }
 
     /// Calls that arrived and have not been answered yet: the emulator logs a call when it
@@ -280,28 +348,44 @@ impl StandaloneEmulator {
 
     /// The live marks, from the control API.
     pub fn marks(&self) -> Marks {
-        let groups = self.control("GET", "/emulator/groups", None);
-        let mut out = Marks::new();
-        for (g, view) in groups.as_object().unwrap() {
-            if view["dissolved"].as_bool() == Some(true) {
+        live_marks(self.addr)
+    }
+}
+
+/// The live marks of the emulator at `addr`, from its control API (dissolved groups and
+/// members without marks left out).
+pub fn live_marks(addr: SocketAddr) -> Marks {
+    let (status, body) = http(addr, "GET", "/emulator/groups", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    let mut out = Marks::new();
+    for (g, view) in groups.as_object().unwrap() {
+        if view["dissolved"].as_bool() == Some(true) {
+            continue;
+        }
+        for (a, m) in view["members"].as_object().unwrap() {
+            let mut marks: Vec<u32> = m["marks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            if marks.is_empty() {
                 continue;
             }
-            for (a, m) in view["members"].as_object().unwrap() {
-                let mut marks: Vec<u32> = m["marks"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect();
-                if marks.is_empty() {
-                    continue;
-                }
-                marks.sort_unstable();
-                out.entry(g.clone()).or_default().insert(a.clone(), marks);
-            }
+            marks.sort_unstable();
+            out.entry(g.clone()).or_default().insert(a.clone(), marks);
         }
-        out
     }
+    out
+}
+
+/// Service calls the emulator at `addr` received (counted on arrival).
+pub fn calls_total(addr: SocketAddr) -> u64 {
+    let (status, body) = http(addr, "GET", "/emulator/stats", None).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    stats["calls_total"].as_u64().unwrap()
 }
 
 /// A desired file declaring `groups` (`groups: {}` when empty).

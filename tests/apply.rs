@@ -25,13 +25,8 @@ use marksync::tim::client::{Client, ClientConfig};
 use marksync::tim::usersig::SecretKey;
 use serde_json::Value;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
-const BIN: &str = env!("CARGO_BIN_EXE_marksync");
-
-/// group -> account -> marks (ascending). Accounts without marks are absent.
-type Marks = BTreeMap<String, BTreeMap<String, Vec<u32>>>;
+mod common;
+use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks};
 
 /// Fails the test instead of hanging it.
 async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -39,17 +34,6 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
         Ok(v) => v,
         Err(_) => panic!("timed out: {what}"),
     }
-}
-
-/// Desired marks from `(group, account, marks)` rows.
-fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
-    let mut out = Marks::new();
-    for (g, a, m) in rows {
-        let mut m = m.to_vec();
-        m.sort_unstable();
-        out.entry((*g).into()).or_default().insert((*a).into(), m);
-    }
-    out
 }
 
 /// The exit code an apply ended with, error or not.
@@ -313,18 +297,7 @@ fn write_config(dir: &Path, endpoint: &str) -> Config {
 }
 
 fn write_desired(dir: &Path, want: &Marks) {
-    let mut y = String::from("groups:\n");
-    for (g, members) in want {
-        y.push_str(&format!("  \"{g}\":\n    members:\n"));
-        for (a, m) in members {
-            let list: Vec<String> = m.iter().map(u32::to_string).collect();
-            y.push_str(&format!("      \"{a}\": [{}]\n", list.join(", ")));
-        }
-    }
-    if want.is_empty() {
-        y = "groups: {}\n".into();
-    }
-    std::fs::write(dir.join("groups.yaml"), y).unwrap();
+    std::fs::write(dir.join("groups.yaml"), common::yaml(want)).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -619,8 +592,17 @@ async fn converges_under(kind: FaultKind, after: bool) {
         }
     }
     env.emu.clear_faults();
-    // A call the client gave up on may still land late; let it, then look.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A call the client gave up on may still land late: wait until each is answered (the
+    // emulator logs a call when it answers it), or until longer than any injected latency,
+    // after which one never answered was dropped with its connection. Then look.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let stats = env.emu.stats(true);
+        if stats.log.map_or(0, |l| l.len()) as u64 >= stats.calls_total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     env.assert_converged(&b);
     assert!(
         client.stats().retries > 0,
@@ -628,35 +610,25 @@ async fn converges_under(kind: FaultKind, after: bool) {
     );
 }
 
-#[tokio::test]
-async fn converges_under_system_errors_10002() {
-    converges_under(FaultKind::ErrorCode { code: 10002 }, false).await;
+/// One test per fault: `name: kind, whether the fault strikes after the call was applied;`.
+macro_rules! converges_under {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:expr, $after:expr;)*) => {$(
+        $(#[doc = $doc])*
+        #[tokio::test]
+        async fn $name() {
+            converges_under($kind, $after).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn converges_under_rate_limit_answers_60018() {
-    converges_under(FaultKind::ErrorCode { code: 60018 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_http_502() {
-    converges_under(FaultKind::HttpStatus { status: 502 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_http_502_after_the_call_was_applied() {
-    converges_under(FaultKind::HttpStatus { status: 502 }, true).await;
-}
-
-#[tokio::test]
-async fn converges_under_timeouts() {
-    // 1 s of latency against a 300 ms request timeout.
-    converges_under(FaultKind::Latency { ms: 1000 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_dropped_connections_after_the_call_was_applied() {
-    converges_under(FaultKind::DropConnection, true).await;
+converges_under! {
+    converges_under_system_errors_10002: FaultKind::ErrorCode { code: 10002 }, false;
+    converges_under_rate_limit_answers_60018: FaultKind::ErrorCode { code: 60018 }, false;
+    converges_under_http_502: FaultKind::HttpStatus { status: 502 }, false;
+    converges_under_http_502_after_the_call_was_applied: FaultKind::HttpStatus { status: 502 }, true;
+    /// 1 s of latency against a 300 ms request timeout.
+    converges_under_timeouts: FaultKind::Latency { ms: 1000 }, false;
+    converges_under_dropped_connections_after_the_call_was_applied: FaultKind::DropConnection, true;
 }
 
 #[tokio::test]
@@ -1285,52 +1257,12 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let config = write_config(dir.path(), &base);
+    // The standalone emulator binds port 0 and reports its address.
+    let emu = tokio::task::block_in_place(StandaloneEmulator::start);
+    let config = write_config(dir.path(), &emu.endpoint());
     let cfg_path = config.path.clone();
-    // kill_on_drop: a failing test leaves no process behind.
-    let _emulator = marksync(
-        &cfg_path,
-        &[
-            "emulator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--demo",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let get = |path: &str| {
-        let (http, url) = (http.clone(), format!("{base}{path}"));
-        async move {
-            match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                _ => None,
-            }
-        }
-    };
-    wait_until("the emulator", async || {
-        get("/emulator/stats").await.is_some()
-    })
-    .await;
-    let fault = serde_json::json!({"kind": "latency", "ms": 200});
-    let r = http
-        .post(format!("{base}/emulator/faults"))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let blocking = |f: &dyn Fn(&StandaloneEmulator)| tokio::task::block_in_place(|| f(&emu));
+    blocking(&|e| e.inject(serde_json::json!({"kind": "latency", "ms": 200})));
 
     write_desired(&config.desired, &many_groups(600, false));
     let mut apply = marksync(&cfg_path, &["-q", "apply"])
@@ -1339,9 +1271,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         .spawn()
         .unwrap();
     wait_until("150 calls", async || {
-        get("/emulator/stats")
-            .await
-            .is_some_and(|s| s["calls_total"].as_u64().unwrap_or(0) >= 150)
+        tokio::task::block_in_place(|| emu.calls()) >= 150
     })
     .await;
     apply.start_kill().unwrap(); // SIGKILL
@@ -1353,14 +1283,12 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         !st.intents.is_empty(),
         "killed before the end, so some intents are unresolved"
     );
-    // Calls in flight at the kill may still land; let them before looking.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = http
-        .delete(format!("{base}/emulator/faults"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    // Calls in flight at the kill may still land (their 200 ms latency is slept either way);
+    // wait until each is answered or dropped before looking.
+    blocking(&|e| {
+        e.settle(Duration::from_secs(2));
+        e.clear_faults();
+    });
 
     // Half the groups are no longer desired: what the killed run set there must go.
     let want = many_groups(600, true);
@@ -1373,16 +1301,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let groups = get("/emulator/groups").await.expect("groups");
-    let mut live = Marks::new();
-    for (g, view) in groups.as_object().unwrap() {
-        for (a, m) in view["members"].as_object().unwrap() {
-            let marks: Vec<u32> = serde_json::from_value(m["marks"].clone()).unwrap();
-            if !marks.is_empty() {
-                live.entry(g.clone()).or_default().insert(a.clone(), marks);
-            }
-        }
-    }
+    let live = tokio::task::block_in_place(|| emu.marks());
     assert_eq!(live, want, "exactly the desired marks, no stray ones");
     let st = state::load(&config.state, APP).unwrap();
     assert!(st.intents.is_empty());

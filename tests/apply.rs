@@ -136,17 +136,7 @@ impl Env {
 
     /// The state's confirmed marks.
     fn confirmed(&self) -> Marks {
-        self.state()
-            .groups
-            .iter()
-            .map(|(g, accounts)| {
-                let accounts = accounts
-                    .iter()
-                    .map(|(a, c)| (a.as_str().into(), c.iter().map(|(m, _)| m.get()).collect()))
-                    .collect();
-                (g.as_str().into(), accounts)
-            })
-            .collect()
+        common::confirmed_marks(&self.state())
     }
 
     /// The emulator's live marks in every group (groups without marks left out).
@@ -1232,14 +1222,7 @@ async fn run(mut c: tokio::process::Command) -> std::process::Output {
 
 /// `n` groups with one member each (one call per group), every odd one dropped by `even_only`.
 fn many_groups(n: usize, even_only: bool) -> Marks {
-    (0..n)
-        .filter(|i| !even_only || i % 2 == 0)
-        .map(|i| {
-            let mut m = BTreeMap::new();
-            m.insert("u".to_string(), vec![1000, 1001]);
-            (format!("@TGS#k{i:04}"), m)
-        })
-        .collect()
+    common::groups_of_one("@TGS#k", (0..n).filter(|i| !even_only || i % 2 == 0))
 }
 
 /// Polls `check` every 20 ms until it holds (bounded).

@@ -33,6 +33,37 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// group -> account -> marks (ascending). Accounts without marks are absent.
 pub type Marks = BTreeMap<String, BTreeMap<String, Vec<u32>>>;
 
+/// A group ID that must be valid.
+pub fn g(s: &str) -> marksync::model::GroupId {
+    marksync::model::GroupId::new(s).unwrap()
+}
+
+/// An account that must be valid.
+pub fn a(s: &str) -> marksync::model::Account {
+    marksync::model::Account::new(s).unwrap()
+}
+
+/// A mark that must be valid.
+pub fn m(n: u64) -> marksync::model::Mark {
+    marksync::model::Mark::new(n).unwrap()
+}
+
+/// Adds `marks` of `account` in `group` to a desired state.
+pub fn desire(
+    d: &mut marksync::desired::DesiredState,
+    group: marksync::model::GroupId,
+    account: marksync::model::Account,
+    marks: impl IntoIterator<Item = marksync::model::Mark>,
+) {
+    d.groups
+        .entry(group)
+        .or_default()
+        .members
+        .entry(account)
+        .or_default()
+        .extend(marks);
+}
+
 /// Marks from `(group, account, marks)` rows (marks sorted; a later row for the same member
 /// replaces an earlier one).
 pub fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
@@ -43,6 +74,32 @@ pub fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
         out.entry((*g).into()).or_default().insert((*a).into(), m);
     }
     out
+}
+
+/// One group per id in `ids` (`{prefix}{id:04}`), each with one member `u` holding 1000 and
+/// 1001: one call per group.
+pub fn groups_of_one(prefix: &str, ids: impl IntoIterator<Item = usize>) -> Marks {
+    ids.into_iter()
+        .map(|i| {
+            let mut m = BTreeMap::new();
+            m.insert("u".to_string(), vec![1000, 1001]);
+            (format!("{prefix}{i:04}"), m)
+        })
+        .collect()
+}
+
+/// The marks a state records as confirmed.
+pub fn confirmed_marks(st: &marksync::state::State) -> Marks {
+    st.groups
+        .iter()
+        .map(|(g, accounts)| {
+            let accounts = accounts
+                .iter()
+                .map(|(a, c)| (a.as_str().into(), c.iter().map(|(m, _)| m.get()).collect()))
+                .collect();
+            (g.as_str().into(), accounts)
+        })
+        .collect()
 }
 
 /// The groups of every part together (a later part's member replaces an earlier one's).

@@ -90,6 +90,18 @@ impl Env {
         &self.config.state
     }
 
+    /// Brings every member of `want` online and makes `want` the desired files.
+    async fn online_and_desire(&self, want: &Marks) {
+        self.online_all(want).await;
+        self.desire(want);
+    }
+
+    /// [`Env::online_and_desire`], then an apply that must succeed: the start of most tests.
+    async fn applied(&self, want: &Marks) {
+        self.online_and_desire(want).await;
+        assert_eq!(self.apply_default().await, exit::OK);
+    }
+
     /// Replaces the desired files with `want`.
     fn desire(&self, want: &Marks) {
         write_desired(&self.config.desired, want);
@@ -301,9 +313,7 @@ async fn first_apply_converges_and_records_what_the_service_confirmed() {
         ("@TGS#a", "teacher", &[1000, 1001]),
         ("@TGS#b", "viewer", &[600]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
     assert_eq!(env.emu.call_count(), 2, "one set call per group");
 }
@@ -312,9 +322,7 @@ async fn first_apply_converges_and_records_what_the_service_confirmed() {
 async fn second_apply_sends_no_calls() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let calls = env.emu.call_count();
     let serial = env.state().serial;
     assert!(env.plan(false).is_empty());
@@ -420,9 +428,7 @@ async fn marks_dropped_by_going_offline_come_back_with_reassert() {
         ("@TGS#a", "u2", &[1000]),
         ("@TGS#a", "host", &[500]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
 
     // u1 drops and comes back: the service cleared its marks, marksync cannot know.
@@ -657,8 +663,7 @@ async fn fatal_70009_stops_with_exit_1_and_changes_nothing() {
 async fn a_call_refused_after_retries_exits_4_and_keeps_what_succeeded() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#b", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     // One call is refused with a code that is neither retryable, fatal nor "offline": that
     // call fails, the other group's call succeeds and is recorded.
     env.emu
@@ -742,9 +747,7 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
 async fn a_locked_state_exits_5_and_is_left_intact() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let bytes = std::fs::read(env.state_path()).unwrap();
 
     env.desire(&marks(&[("@TGS#a", "u1", &[1001])]));
@@ -853,9 +856,7 @@ async fn intents_left_by_a_crash_are_cleared_and_foreign_marks_are_not() {
 async fn a_clear_whose_answer_was_lost_is_unknown_and_the_mark_is_set_again_when_desired() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u2", &[1000])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // The clear reaches the service, its answer is lost (as when apply is killed while it is in
     // flight): the mark is gone from the service, and the state must not still call it confirmed.
@@ -891,9 +892,7 @@ async fn a_clear_whose_answer_was_lost_is_unknown_and_the_mark_is_set_again_when
 async fn a_clears_only_plan_with_an_unwritable_state_directory_sends_nothing() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#b", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let state_before = std::fs::read(env.state_path()).unwrap();
 
     env.desire(&marks(&[("@TGS#b", "u2", &[1001])]));
@@ -926,8 +925,7 @@ async fn a_clears_only_plan_with_an_unwritable_state_directory_sends_nothing() {
 async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_accounted_for() {
     let env = Env::start().await;
     let want = many_groups(12, false);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     // 12 calls at 4 a second take 3 s; the first bulk save comes after 1 s and fails: a
     // non-empty directory where the state file goes (the intents sidecar beside it still works).
     // Each call takes 400 ms, so some are in flight when the save fails: they must finish and be
@@ -975,9 +973,7 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
         ("@TGS#a", "left", &[500, 1000]),
         ("@TGS#a", "stays", &[1000]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
 
     // "off" goes offline (the service drops its marks); "left" leaves the group (drops all, 500
@@ -1021,9 +1017,7 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
 async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "host", &[500])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // A clear of that 500 was in flight when an earlier run died (its intent is on record), and
     // the host has left the group since, which drops every mark.
@@ -1052,9 +1046,7 @@ async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() 
 async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_confirmed() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "host", &[500])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // The host leaves (its 500 goes with it); a reassert finds it away.
     env.emu.leave("@TGS#a", &["host"]).await.unwrap();
@@ -1088,9 +1080,7 @@ async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed()
     }
     let env = Env::start().await;
     let want = many_groups(400, false);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let mut fewer = want.clone();
     let dropped: Vec<String> = fewer.keys().take(10).cloned().collect();
     for g in &dropped {
@@ -1156,8 +1146,7 @@ async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed()
 async fn calls_after_a_stop(signal: bool) -> (u64, Duration) {
     let env = Env::start().await;
     let want = many_groups(10, false);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     if !signal {
         env.emu
             .inject_fault(Fault::always(FaultKind::ErrorCode { code: 70009 }))

@@ -301,6 +301,24 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Stages everything in `repo` and commits it as `message`.
+fn commit_all(repo: &Path, message: &str) {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
+
+/// A git repository `rel` (branch `main`) whose `marks/` holds [`example`] in one commit;
+/// returns its path and the example.
+fn repo_with_example(env: &Env, rel: &str, message: &str) -> (PathBuf, Marks, Marks) {
+    let repo = env.path(rel);
+    let (a, b) = example();
+    env.write(&format!("{rel}/marks/a.yaml"), &yaml(&a));
+    env.write(&format!("{rel}/marks/b.yaml"), &yaml(&b));
+    git(&repo, &["init", "-q", "-b", "main"]);
+    commit_all(&repo, message);
+    (repo, a, b)
+}
+
 fn example() -> (Marks, Marks) {
     let a = marks(&[
         ("@TGS#1A", "teacher", &[1000]),
@@ -400,7 +418,13 @@ fn sigterm_during_a_slow_reconcile_stops_sending_and_exits_0_with_state_saved() 
 
 /// Starts a daemon over `a.yaml` and `b.yaml` and waits until the emulator matches.
 fn running() -> (Env, Daemon, Marks, Marks) {
-    let env = Env::new();
+    running_with(|_| {})
+}
+
+/// [`running`], with the config first adjusted by `f`.
+fn running_with(f: impl FnOnce(&mut Env)) -> (Env, Daemon, Marks, Marks) {
+    let mut env = Env::new();
+    f(&mut env);
     let (a, b) = example();
     env.desire("a.yaml", &a);
     env.desire("b.yaml", &b);
@@ -446,21 +470,14 @@ fn vim_style_save_is_applied() {
 fn git_checkout_of_another_branch_is_applied() {
     let mut env = Env::new();
     env.set("desired", "repo/marks/");
-    let repo = env.path("repo");
-    let (a, b) = example();
-    env.write("repo/marks/a.yaml", &yaml(&a));
-    env.write("repo/marks/b.yaml", &yaml(&b));
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "main"]);
+    let (repo, a, b) = repo_with_example(&env, "repo", "main");
     git(&repo, &["checkout", "-qb", "other"]);
     let a2 = marks(&[("@TGS#1A", "teacher", &[1000, 1001])]);
     let c = marks(&[("@TGS#3C", "zed", &[1009])]);
     env.write("repo/marks/a.yaml", &yaml(&a2));
     std::fs::remove_file(env.path("repo/marks/b.yaml")).unwrap();
     env.write("repo/marks/sub/dir/c.yaml", &yaml(&c));
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "other"]);
+    commit_all(&repo, "other");
     git(&repo, &["checkout", "-q", "main"]);
 
     let _d = env.start();
@@ -475,13 +492,7 @@ fn git_checkout_of_another_branch_is_applied() {
 fn git_pull_is_applied() {
     let mut env = Env::new();
     env.set("desired", "clone/marks/");
-    let upstream = env.path("upstream");
-    let (a, b) = example();
-    env.write("upstream/marks/a.yaml", &yaml(&a));
-    env.write("upstream/marks/b.yaml", &yaml(&b));
-    git(&upstream, &["init", "-q", "-b", "main"]);
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "one"]);
+    let (upstream, a, b) = repo_with_example(&env, "upstream", "one");
     git(
         env.root(),
         &["clone", "-q", upstream.to_str().unwrap(), "clone"],
@@ -493,8 +504,7 @@ fn git_pull_is_applied() {
     let c = marks(&[("@TGS#3C", "zed", &[1009])]);
     env.write("upstream/marks/b.yaml", &yaml(&b2));
     env.write("upstream/marks/c.yaml", &yaml(&c));
-    git(&upstream, &["add", "-A"]);
-    git(&upstream, &["commit", "-qm", "two"]);
+    commit_all(&upstream, "two");
     git(&env.path("clone"), &["pull", "-q", "--ff-only"]);
     env.wait_live(&union(&[&a, &b2, &c]));
 }
@@ -565,13 +575,9 @@ fn a_burst_of_writes_causes_one_reconcile() {
     // debounce after it) sees it as one change. The debounce is long next to the 5 ms between
     // writes, and the burst is timed: a run in which the machine stalled a writer for a whole
     // debounce (so the burst really was two) is repeated, never judged.
-    let mut env = Env::new();
-    env.set("debounce", "500ms");
-    let (a, b) = example();
-    env.desire("a.yaml", &a);
-    env.desire("b.yaml", &b);
-    let d = env.start();
-    env.wait_live(&union(&[&a, &b]));
+    let (env, d, a, _) = running_with(|env| {
+        env.set("debounce", "500ms");
+    });
     let changed = || d.proc.stderr().matches("desired files changed").count();
     for attempt in 1..=3 {
         let (before, seen, calls) = (d.reconciles("files"), changed(), env.calls());
@@ -607,13 +613,9 @@ fn a_burst_of_writes_causes_one_reconcile() {
 
 #[test]
 fn state_under_the_watched_tree_causes_no_reconciles() {
-    let mut env = Env::new();
-    env.set("state", "marks/.state/marksync.json");
-    let (a, b) = example();
-    env.desire("a.yaml", &a);
-    env.desire("b.yaml", &b);
-    let d = env.start();
-    env.wait_live(&union(&[&a, &b]));
+    let (env, d, _, _) = running_with(|env| {
+        env.set("state", "marks/.state/marksync.json");
+    });
     assert!(env.path("marks/.state/marksync.json").exists());
     let all = d.metric("marksync_reconciles_total");
     let calls = env.calls();

@@ -144,6 +144,30 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The value after `--name` on the command line (`--calls 500`), parsed; `None` when absent or
+/// unparsable. For benches, which take their knobs this way.
+pub fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+/// The text after `field:` in `/proc/<which>/status` (`which` is a pid or `self`), trimmed.
+pub fn proc_status(which: &str, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{which}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let value = l.strip_prefix(field)?.strip_prefix(':')?;
+        Some(value.trim().to_string())
+    })
+}
+
+/// The first number of a `/proc/<which>/status` field (`VmRSS`, `VmHWM`: KiB), 0 if absent.
+pub fn proc_status_kib(which: &str, field: &str) -> u64 {
+    proc_status(which, field)
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Polls `f` every [`POLL`] until it returns `Some`, or panics after `limit` naming `what`.
 pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

@@ -687,9 +687,7 @@ async fn receiver() -> (
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/callback", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/callback", common::serve_on_loopback(app).await);
     (url, rx)
 }
 

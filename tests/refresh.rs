@@ -455,10 +455,7 @@ async fn endless(next: fn(u64) -> u64) -> String {
             "MemberList": [{"Member_Account": format!("m{ts}")}], "NextTimestamp": next(ts)}),
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    format!("http://{}", common::serve_on_loopback(app).await)
 }
 
 #[tokio::test]

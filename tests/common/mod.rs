@@ -144,6 +144,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Serves `app` in this runtime on a loopback port the OS chose; returns the address.
+pub async fn serve_on_loopback(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// The value after `--name` on the command line (`--calls 500`), parsed; `None` when absent or
 /// unparsable. For benches, which take their knobs this way.
 pub fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {

@@ -11,9 +11,9 @@ use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
+mod common;
+use common::{ADMIN, APP, KEY};
+
 const G: &str = "@TGS#a6I4ZUUGO";
 const MODIFY: &str = "v4/group_open_avchatroom_http_svc/modify_user_info";
 const LIST: &str = "v4/group_open_avchatroom_http_svc/get_members";
@@ -715,9 +715,7 @@ async fn receiver() -> (
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/callback", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/callback", common::serve_on_loopback(app).await);
     (url, rx)
 }
 

@@ -477,6 +477,7 @@ mod tests {
     //! go. Unknown (an intent) is always allowed; answers that settle a mark must settle it.
     use super::*;
     use crate::desired::DesiredState;
+    use crate::model::test_ids::g;
     use crate::plan::{Policy, plan};
     use proptest::prelude::*;
 
@@ -527,14 +528,13 @@ mod tests {
         ]
     }
 
-    fn g() -> GroupId {
-        GroupId::new("G").unwrap()
-    }
-
     fn belief(state: &State, a: &Account, m: Mark) -> Truth {
-        if state.intended(&g(), a).is_some_and(|i| i.contains(m)) {
+        if state.intended(&g("G"), a).is_some_and(|i| i.contains(m)) {
             Truth::Either
-        } else if state.confirmed(&g(), a).is_some_and(|c| c.get(m).is_some()) {
+        } else if state
+            .confirmed(&g("G"), a)
+            .is_some_and(|c| c.get(m).is_some())
+        {
             Truth::Present
         } else {
             Truth::Absent
@@ -563,15 +563,15 @@ mod tests {
             let mut state = State::new(1);
             for ((a, m), &(want, held, old, unknown)) in triples().zip(&cells) {
                 if want {
-                    desired.groups.entry(g()).or_default().members.entry(a.clone())
+                    desired.groups.entry(g("G")).or_default().members.entry(a.clone())
                         .or_default().insert(m);
                 }
                 if held {
                     let at = if old { NOW - 71 * 3600 } else { NOW - 60 };
-                    state.confirm(&g(), &a, [m], at);
+                    state.confirm(&g("G"), &a, [m], at);
                 }
                 if unknown {
-                    state.intend(&g(), &a, [m]);
+                    state.intend(&g("G"), &a, [m]);
                 }
             }
             let policy = Policy { reassert, ..Policy::default() };

@@ -1,11 +1,9 @@
 //! The commands behind the CLI. Each takes its options, does its work and returns the exit code
 //! for success or an [`Error`] that knows its own. `main` only parses arguments and calls here.
 
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,53 +12,19 @@ use tokio::sync::watch;
 
 use crate::apply::Totals;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config, Endpoint};
-use crate::desired::{self, DesiredState};
-use crate::diag::Diagnostic;
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::config::{self, Config};
+use crate::desired;
+use crate::emulator::EmulatorConfig;
+pub use crate::engine::compute_plan;
+use crate::engine::{SHUTDOWN_GRACE, connect, load_config, load_desired, runtime, secret_key};
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
-use crate::plan::{self, Plan, Policy};
 use crate::render;
 use crate::state;
-use crate::tim::client::{Client, ClientConfig, Region, endpoint_url};
-use crate::tim::usersig::SecretKey;
 
-/// The wall clock, read only at the edges (the planner takes `now` as a parameter).
+/// The wall clock's "now", for callers with no [`Clock`] of their own.
 pub fn wall_clock_now() -> UnixTime {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// Loads the config, reporting every problem.
-pub fn load_config(path: &Path) -> Result<Config, Error> {
-    config::load(path).map_err(Error::Config)
-}
-
-/// Loads the desired state and prints its warnings to stderr.
-pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
-    let desired = desired::load(&config.desired).map_err(Error::Desired)?;
-    print_warnings(&desired.warnings);
-    Ok(desired)
-}
-
-fn print_warnings(warnings: &[Diagnostic]) {
-    if warnings.is_empty() {
-        return;
-    }
-    let mut err = anstream::stderr().lock();
-    for w in warnings {
-        let _ = writeln!(err, "{w}");
-    }
-}
-
-/// The planning policy a config asks for.
-pub fn policy(config: &Config, reassert: bool) -> Policy {
-    Policy {
-        renew_margin_secs: config.renew_margin.as_secs() as i64,
-        reassert,
-    }
+    SystemClock.now()
 }
 
 /// `marksync validate`: load the config and every desired file; print every problem.
@@ -113,22 +77,10 @@ pub struct PlanOptions {
     pub reassert: bool,
 }
 
-/// Loads everything `plan` and `apply` need and computes the plan (no lock, no network).
-pub fn compute_plan(
-    config: &Config,
-    reassert: bool,
-    now: UnixTime,
-) -> Result<(DesiredState, state::State, Plan), Error> {
-    let desired = load_desired(config)?;
-    let state = state::load(&config.state, config.sdkappid)?;
-    let plan = plan::plan(&desired, &state, now, &policy(config, reassert));
-    Ok((desired, state, plan))
-}
-
 /// `marksync plan`: print what `apply` would do.
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    let now = wall_clock_now();
+    let now = SystemClock.now();
     let (desired, state, plan) = compute_plan(&config, opts.reassert, now)?;
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
@@ -145,7 +97,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     };
     written
         .and_then(|()| out.flush())
-        .map_err(|e| Error::Other(format!("cannot write the plan: {e}")))?;
+        .map_err(|e| Error::io("cannot write the plan", e))?;
     if let Err(refusal) = plan.check_guard(&config.guard) {
         let _ = writeln!(
             anstream::stderr(),
@@ -184,67 +136,6 @@ pub struct ApplyOptions {
     pub reassert: bool,
 }
 
-/// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.
-pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    SecretKey::from_sources(
-        config.secret_key_file.as_deref(),
-        std::env::var(crate::tim::usersig::SECRET_KEY_ENV).ok(),
-        credentials.as_deref(),
-    )
-    .map_err(|e| Error::Other(format!("secret key: {e}")))
-}
-
-/// A client connected as the config says. With `endpoint: embedded` the emulator runs in this
-/// process for as long as the returned [`Connection`] lives.
-pub struct Connection {
-    /// The API client.
-    pub client: Client,
-    /// The in-process emulator, when `endpoint: embedded`.
-    pub embedded: Option<Emulator>,
-}
-
-/// Builds the client (and starts the embedded emulator when asked to).
-pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connection, Error> {
-    let secret = secret_key(config)?;
-    let (base_url, embedded) = match &config.endpoint {
-        Endpoint::Embedded => {
-            let mut emu = EmulatorConfig::new(
-                config.sdkappid,
-                secret.expose().to_string(),
-                config.identifier.clone(),
-            );
-            emu.auto_create_groups = true;
-            emu.members_online_by_default = true;
-            emu.max_calls_per_second = 200;
-            let emulator = Emulator::start(emu)
-                .await
-                .map_err(|e| Error::Other(format!("cannot start the embedded emulator: {e}")))?;
-            (emulator.base_url(), Some(emulator))
-        }
-        Endpoint::Region(name) => {
-            let region: Region = name
-                .parse()
-                .map_err(|_| Error::Other(format!("unknown region {name:?}")))?;
-            (
-                endpoint_url(region, None).map_err(|e| Error::Other(e.to_string()))?,
-                None,
-            )
-        }
-        Endpoint::Url(url) => (
-            endpoint_url(Region::default(), Some(url))
-                .map_err(|e| Error::Other(format!("endpoint: {e}")))?,
-            None,
-        ),
-    };
-    let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
-    cc.usersig_ttl = config.usersig_ttl;
-    cc.max_calls_per_second = config.max_calls_per_second;
-    let client = Client::new(cc, clock)
-        .map_err(|e| Error::Other(format!("cannot build the API client: {e}")))?;
-    Ok(Connection { client, embedded })
-}
-
 /// `marksync apply`: plan, print the plan, execute it, record results. SIGINT and SIGTERM stop
 /// it like the daemon (see [`apply_until`]); a second one exits at once.
 pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
@@ -253,15 +144,6 @@ pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
         let interrupts = apply_signals()?;
         apply_until(&config, opts, Arc::new(SystemClock), interrupts).await
     })
-}
-
-/// A small multi-threaded runtime: the work is network-bound and the machine may be small.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))
 }
 
 /// The signal that interrupted an `apply`.
@@ -297,8 +179,7 @@ impl Interrupt {
 /// its call is sent, so the next run settles it.
 pub fn apply_signals() -> Result<watch::Receiver<Option<Interrupt>>, Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let signal_err =
-        |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
+    let signal_err = |e| Error::io("cannot install signal handlers", e);
     let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
     let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
     let (tx, rx) = watch::channel(None);
@@ -353,7 +234,7 @@ pub async fn apply_until(
     let now = clock.now();
     let (desired, mut st, plan) = compute_plan(config, opts.reassert, now)?;
     let mut out = anstream::stdout();
-    let write_err = |e: std::io::Error| Error::Other(format!("cannot write output: {e}"));
+    let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
         writeln!(out, "{}", render::json_plan(&plan)).map_err(write_err)?;
     } else {
@@ -480,13 +361,7 @@ pub async fn apply_until(
         let _ = embedded.shutdown().await;
     }
     if let Some(fatal) = applied.fatal {
-        let hint = fatal
-            .code()
-            .map(crate::tim::codes::describe)
-            .unwrap_or_default();
-        return Err(Error::Other(format!(
-            "stopped by a fatal API error: {fatal}. {hint}"
-        )));
+        return Err(Error::Api(fatal));
     }
     Ok(if applied.partially_failed() {
         exit::PARTIAL
@@ -529,9 +404,6 @@ pub async fn until_interrupted<T>(
     }
 }
 
-/// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -567,7 +439,7 @@ pub fn usersig(config_path: &Path) -> Result<u8, Error> {
             &secret,
             &config.identifier,
             ttl,
-            wall_clock_now()
+            SystemClock.now()
         )
     );
     Ok(exit::OK)
@@ -590,49 +462,18 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
     emu.auto_create_groups = demo;
     emu.members_online_by_default = demo;
     tracing::info!(%listen, sdkappid = emu.sdkappid, admin = %emu.admin_identifier, "emulator listening");
-    runtime()?
-        .block_on(crate::emulator::run_standalone(emu, listen))
-        .map_err(|e| Error::Other(e.to_string()))?;
+    runtime()?.block_on(crate::emulator::run_standalone(emu, listen))?;
     Ok(exit::OK)
 }
 
 /// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
 const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 
-/// `marksync run`: the daemon, until SIGTERM or SIGINT. SIGHUP reloads.
-pub fn run(config_path: &Path, opts: crate::daemon::RunOptions) -> Result<u8, Error> {
-    runtime()?.block_on(async {
-        use crate::daemon::Input;
-        use tokio::signal::unix::{SignalKind, signal};
-        let (sender, inputs) = tokio::sync::mpsc::channel::<Input>(1024);
-        let signal_err =
-            |e: std::io::Error| Error::Other(format!("cannot install signal handlers: {e}"));
-        let mut hup = signal(SignalKind::hangup()).map_err(signal_err)?;
-        let mut term = signal(SignalKind::terminate()).map_err(signal_err)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(signal_err)?;
-        let signals = sender.clone();
-        tokio::spawn(async move {
-            loop {
-                let input = tokio::select! {
-                    _ = hup.recv() => Input::Reload,
-                    _ = term.recv() => Input::Shutdown,
-                    _ = int.recv() => Input::Shutdown,
-                };
-                if signals.send(input).await.is_err() {
-                    break;
-                }
-            }
-        });
-        crate::daemon::run(config_path, opts, Arc::new(SystemClock), sender, inputs).await
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // Real time at millisecond scale: tokio's paused clock needs its `test-util` feature, which
-    // this crate does not build with. The assertions are about order, not exact durations.
+    // tokio's paused clock: the durations are exact and nothing waits for real.
 
     /// Work that takes `ms` and says so.
     async fn work(ms: u64) -> &'static str {
@@ -653,7 +494,7 @@ mod tests {
         rx
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn work_without_a_signal_runs_to_its_end() {
         let (_tx, mut rx) = watch::channel(None);
         let stop = AtomicBool::new(false);
@@ -662,7 +503,7 @@ mod tests {
         assert!(!stop.load(Ordering::SeqCst));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_signal_sets_stop_and_the_work_in_flight_finishes_within_the_grace() {
         let mut rx = signal_after(20, Interrupt::Term);
         let stop = AtomicBool::new(false);
@@ -673,18 +514,22 @@ mod tests {
         assert_eq!(seen, [Interrupt::Term]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn work_still_running_when_the_grace_runs_out_is_cut() {
         let mut rx = signal_after(20, Interrupt::Int);
         let stop = AtomicBool::new(false);
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let r = until_interrupted(work(60_000), &mut rx, &stop, GRACE, |_| {}).await;
         assert_eq!(r, None);
         let took = started.elapsed();
-        assert!(took >= GRACE && took < Duration::from_secs(10), "{took:?}");
+        assert_eq!(
+            took,
+            Duration::from_millis(20) + GRACE,
+            "cut exactly at the grace"
+        );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn no_signal_source_means_waiting_for_the_work() {
         let (tx, mut rx) = watch::channel(None);
         drop(tx);

@@ -3,12 +3,16 @@
 //! `modify_user_info` calls that close it.
 //!
 //! # Layout
+//! Lower modules never know higher ones: `cmd` and `daemon` sit on `engine`, which sits on
+//! everything else; `plan`, `desired` (parsing), `state` (model), `model` and `config` do no I/O
+//! beyond reading their own input files.
 //! - [`model`]: group IDs, accounts, marks and the service's limits (validating newtypes).
 //! - [`diag`]: diagnostics with `path:line:column` and the offending line.
 //! - [`yaml`]: what every YAML reader shares (options, permissive scalars, ordered mappings).
 //! - [`input`]: reading input files safely (regular files only, bounded size).
 //! - [`config`]: the config file, checked key by key.
-//! - [`desired`]: desired files -> desired state (pure parsing, parallel loading).
+//! - [`desired`]: desired files -> desired state (pure parsing, parallel loading);
+//!   [`desired::cache`]: the daemon's incremental view of them.
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
 //! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
 //! - [`render`]: the human plan and the `--json` contract.
@@ -21,7 +25,13 @@
 //! - [`refresh`]: reads the live marks, classifies drift (pure), and the refreshed state.
 //! - [`metrics`]: the daemon's Prometheus metrics.
 //! - [`http`]: the daemon's HTTP listener: callbacks, `/healthz`, `/readyz`, `/metrics`.
-//! - [`cmd`]: the commands behind the CLI; [`error`]: how they fail and their exit codes.
+//! - [`error`]: typed errors, their exit codes and metric labels.
+//! - [`engine`]: what commands and the daemon share: load, plan, secret, connect, runtime.
+//! - [`cmd`]: one function per CLI command (output only).
+//! - [`daemon`]: `marksync run`: the loop, one reconcile, pure scheduling, watcher, signals,
+//!   systemd.
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod clock;
 pub mod cmd;
@@ -30,6 +40,7 @@ pub mod daemon;
 pub mod desired;
 pub mod diag;
 pub mod emulator;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod input;
@@ -40,8 +51,6 @@ pub mod refresh;
 pub mod render;
 pub mod saved_plan;
 pub mod schema;
-
-pub mod snapshot;
 pub mod state;
 pub mod tim;
 pub mod yaml;

@@ -1,6 +1,8 @@
 //! The `marksync` binary: parse arguments, set up logging, call into the library, map errors to
 //! exit codes. Nothing else lives here.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -135,7 +137,7 @@ fn main() -> ExitCode {
         Command::Run {
             dry_run,
             allow_mass_clear,
-        } => cmd::run(
+        } => marksync::daemon::main(
             &config,
             marksync::daemon::RunOptions {
                 dry_run,

@@ -424,6 +424,25 @@ impl fmt::Display for MarkSet {
     }
 }
 
+/// Short constructors of valid IDs for unit tests (panic on an invalid one).
+#[cfg(test)]
+pub(crate) mod test_ids {
+    use super::{Account, GroupId, Mark};
+
+    /// A group ID.
+    pub(crate) fn g(s: &str) -> GroupId {
+        GroupId::new(s).unwrap()
+    }
+    /// An account.
+    pub(crate) fn a(s: &str) -> Account {
+        Account::new(s).unwrap()
+    }
+    /// A mark.
+    pub(crate) fn m(n: u64) -> Mark {
+        Mark::new(n).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,24 @@ use crate::model::{
 };
 use crate::state::{Confirmed, State};
 
+/// The mass-clear guard (SPEC section 5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guard {
+    /// Refuse a plan clearing more than this fraction of the managed marks...
+    pub max_clear_fraction: f64,
+    /// ...when it also clears more than this many marks.
+    pub min_clears: u64,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Guard {
+            max_clear_fraction: 0.25,
+            min_clears: 10,
+        }
+    }
+}
+
 /// Knobs of planning that come from the config and the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -150,7 +168,7 @@ impl Plan {
     /// integers and the configured decimal round alike when they are equal. With nothing managed
     /// the quotient is infinite (any clear is more than 0%), or NaN for 0 / 0, which refuses
     /// nothing.
-    pub fn check_guard(&self, guard: &crate::config::Guard) -> Result<(), MassClear> {
+    pub fn check_guard(&self, guard: &Guard) -> Result<(), MassClear> {
         let clears = self.summary.clear;
         let too_many = clears as u64 > guard.min_clears;
         let too_large = clears as f64 / self.managed as f64 > guard.max_clear_fraction;
@@ -180,7 +198,7 @@ pub struct MassClear {
     /// Marks marksync manages.
     pub managed: usize,
     /// The guard's settings.
-    pub guard: crate::config::Guard,
+    pub guard: Guard,
 }
 
 /// Computes the plan. Pure and deterministic.
@@ -431,17 +449,9 @@ fn push_calls(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Guard;
+    use Guard;
 
-    fn g(s: &str) -> GroupId {
-        GroupId::new(s).unwrap()
-    }
-    fn a(s: &str) -> Account {
-        Account::new(s).unwrap()
-    }
-    fn m(n: u64) -> Mark {
-        Mark::new(n).unwrap()
-    }
+    use crate::model::test_ids::{a, g, m};
     fn desired(entries: &[(&str, &str, &[u64])]) -> DesiredState {
         let mut d = DesiredState::default();
         for (group, account, marks) in entries {

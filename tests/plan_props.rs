@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use marksync::config::Guard;
 use marksync::desired::{DesiredGroup, DesiredState};
 use marksync::model::{Account, GroupId, MAX_MEMBERS_PER_CALL, Mark, MarkSet, UnixTime};
+use marksync::plan::Guard;
 use marksync::plan::{ChangeKind, Command, Plan, Policy, plan};
 use marksync::state::State;
 use proptest::prelude::*;

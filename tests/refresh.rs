@@ -337,7 +337,7 @@ async fn calls_fail_over_to_the_backup_endpoint_and_come_back() {
 
 #[test]
 fn backup_endpoints_follow_the_region_unless_an_endpoint_is_explicit() {
-    use marksync::tim::client::{Region, backup_endpoint_url};
+    use marksync::tim::endpoint::{Region, backup_endpoint_url};
     let check = |r, e, b, want: Result<Option<&str>, ()>| {
         let got = backup_endpoint_url(r, e, b).map_err(|_| ());
         assert_eq!(

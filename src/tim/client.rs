@@ -16,231 +16,31 @@
 //! Architecture invariant: the UserSig and the secret key never appear in an error, a `Debug`
 //! rendering or a log line. Transport errors are rendered without their URL and then scrubbed.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::model::UnixTime;
 use crate::tim::codes::{self, ErrorClass};
+use crate::tim::endpoint::{EndpointError, validate_base_url};
+use crate::tim::pace::Pacer;
+pub use crate::tim::pace::WINDOW;
 use crate::tim::usersig::{self, SecretKey};
 use crate::tim::wire::{self, GetMembersRequest, GetMembersResponse};
 use crate::tim::wire::{ModifyUserInfoRequest, ModifyUserInfoResponse};
-
-/// The largest factor by which rate-limit answers slow the limiter down (1/8 of the rate).
-const MAX_SLOWDOWN: u32 = 8;
-/// No window this long holds more than `max_calls_per_second` request starts: one second plus a
-/// margin for network jitter between here and the server.
-pub const WINDOW: Duration = Duration::from_millis(1015);
-
-/// Repeated rate-limit answers escalate the slowdown at most this often, so a burst of answers to
-/// calls that were already in flight counts as one signal, not many.
-const ESCALATE_EVERY: Duration = Duration::from_secs(1);
-
-/// Where the service lives: the eight regions of reference section 1.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Region {
-    /// `console.tim.qq.com` (the default, as in the vendor's docs).
-    #[default]
-    China,
-    /// `adminapisgp.im.qcloud.com`.
-    Singapore,
-    /// `adminapikr.im.qcloud.com`.
-    Seoul,
-    /// `adminapijpn.im.qcloud.com`.
-    Tokyo,
-    /// `adminapiger.im.qcloud.com`.
-    Frankfurt,
-    /// `adminapiind.im.qcloud.com`.
-    Mumbai,
-    /// `adminapiusa.im.qcloud.com`.
-    SiliconValley,
-    /// `adminapiidn.im.qcloud.com`.
-    Jakarta,
-}
-
-impl Region {
-    /// Every region, for help texts and tests.
-    pub const ALL: [Region; 8] = [
-        Region::China,
-        Region::Singapore,
-        Region::Seoul,
-        Region::Tokyo,
-        Region::Frankfurt,
-        Region::Mumbai,
-        Region::SiliconValley,
-        Region::Jakarta,
-    ];
-
-    /// The name used in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Region::China => "china",
-            Region::Singapore => "singapore",
-            Region::Seoul => "seoul",
-            Region::Tokyo => "tokyo",
-            Region::Frankfurt => "frankfurt",
-            Region::Mumbai => "mumbai",
-            Region::SiliconValley => "silicon-valley",
-            Region::Jakarta => "jakarta",
-        }
-    }
-
-    /// The REST API's domain in this region.
-    pub fn domain(self) -> &'static str {
-        match self {
-            Region::China => "console.tim.qq.com",
-            Region::Singapore => "adminapisgp.im.qcloud.com",
-            Region::Seoul => "adminapikr.im.qcloud.com",
-            Region::Tokyo => "adminapijpn.im.qcloud.com",
-            Region::Frankfurt => "adminapiger.im.qcloud.com",
-            Region::Mumbai => "adminapiind.im.qcloud.com",
-            Region::SiliconValley => "adminapiusa.im.qcloud.com",
-            Region::Jakarta => "adminapiidn.im.qcloud.com",
-        }
-    }
-
-    /// The vendor's backup domain for when DNS of the main one fails (set it as `endpoint`).
-    pub fn backup_domain(self) -> &'static str {
-        match self {
-            Region::China => "adminapi.my-imcloud.com",
-            Region::Singapore => "adminapisgp.my-imcloud.com",
-            Region::Seoul => "adminapikr.my-imcloud.com",
-            Region::Tokyo => "adminapijpn.my-imcloud.com",
-            Region::Frankfurt => "adminapiger.my-imcloud.com",
-            Region::Mumbai => "adminapiind.my-imcloud.com",
-            Region::SiliconValley => "adminapiusa.my-imcloud.com",
-            Region::Jakarta => "adminapiidn.my-imcloud.com",
-        }
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Region {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Region::ALL
-            .into_iter()
-            .find(|r| r.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Region::ALL.iter().map(|r| r.name()).collect();
-                format!("unknown region {s:?}; expected one of {}", names.join(", "))
-            })
-    }
-}
-
-/// Why an endpoint cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EndpointError {
-    /// Not a URL at all.
-    #[error("endpoint {endpoint:?} is not a valid URL: {reason}")]
-    Invalid {
-        /// What was given.
-        endpoint: String,
-        /// The parser's complaint.
-        reason: String,
-    },
-    /// Plain http to a host that is not loopback would send the UserSig in clear text.
-    #[error(
-        "endpoint host {host:?}: plain http is only allowed to a loopback address \
-         (127.0.0.0/8, ::1, localhost); use https"
-    )]
-    InsecureHttp {
-        /// The offending host.
-        host: String,
-    },
-    /// A scheme other than https or http.
-    #[error("endpoint scheme {scheme:?} is not supported; use https")]
-    Scheme {
-        /// The offending scheme.
-        scheme: String,
-    },
-    /// Credentials, a query or a fragment: the client builds its own query, and credentials in a
-    /// URL end up in logs. (The URL itself is not echoed, since it may hold a password.)
-    #[error("endpoint host {host:?}: the URL must not carry credentials, a query or a fragment")]
-    Extras {
-        /// The host, for orientation.
-        host: String,
-    },
-}
-
-/// The base URL for a region, or the validated `endpoint` override, without a trailing slash.
-///
-/// https is required, except http to a loopback address (the emulator, a local test server),
-/// because the UserSig rides in the query string.
-pub fn endpoint_url(
-    region: Region,
-    endpoint_override: Option<&str>,
-) -> Result<String, EndpointError> {
-    match endpoint_override {
-        None => Ok(format!("https://{}", region.domain())),
-        Some(e) => validate_base_url(e),
-    }
-}
-
-/// Checks a base URL against the https-or-loopback rule and normalises it.
-fn validate_base_url(endpoint: &str) -> Result<String, EndpointError> {
-    let url = reqwest::Url::parse(endpoint.trim()).map_err(|e| EndpointError::Invalid {
-        endpoint: endpoint.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let host = url.host_str().unwrap_or_default().to_owned();
-    if host.is_empty() {
-        return Err(EndpointError::Invalid {
-            endpoint: endpoint.to_owned(),
-            reason: "no host".into(),
-        });
-    }
-    if !url.username().is_empty()
-        || url.password().is_some()
-        || url.query().is_some()
-        || url.fragment().is_some()
-    {
-        return Err(EndpointError::Extras { host });
-    }
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&host) => {}
-        "http" => return Err(EndpointError::InsecureHttp { host }),
-        other => {
-            return Err(EndpointError::Scheme {
-                scheme: other.to_owned(),
-            });
-        }
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-/// 127.0.0.0/8, ::1 (as the URL spells it, in brackets), or `localhost`.
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => bare.eq_ignore_ascii_case("localhost"),
-    }
-}
 
 /// Everything the client needs to know; [`ClientConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// Scheme, host and optional path prefix, e.g. `https://adminapisgp.im.qcloud.com` or the
-    /// emulator's `http://127.0.0.1:PORT`; see [`endpoint_url`].
+    /// emulator's `http://127.0.0.1:PORT`; see [`endpoint_url`](crate::tim::endpoint::endpoint_url).
     pub base_url: String,
     /// The App's SDKAppID: every call names it, and the UserSig is bound to it.
     pub sdkappid: u64,
@@ -269,7 +69,7 @@ pub struct ClientConfig {
     /// says a minute.
     pub sig_rate_limit_wait: Duration,
     /// Where calls go while `base_url` does not resolve or refuses connections (see
-    /// [`backup_endpoint_url`]); `None`: no failover.
+    /// [`backup_endpoint_url`](crate::tim::endpoint::backup_endpoint_url)); `None`: no failover.
     pub backup_url: Option<String>,
     /// How long calls stay on the backup before the main endpoint is tried again.
     pub failback_after: Duration,
@@ -477,30 +277,14 @@ struct Inner {
     config: ClientConfig,
     /// Reads "now" for UserSig issue times and renewal.
     clock: Arc<dyn Clock>,
-    /// The shared pace of request starts.
-    limiter: DefaultDirectRateLimiter,
-    /// Makes waiting for the limiter first come, first served (and avoids thundering herds), and
-    /// holds the start times of the last `max_calls_per_second` requests (the window guarantee).
-    gate: tokio::sync::Mutex<VecDeque<Instant>>,
-    /// The rate-limit slowdown.
-    pace: Mutex<Pace>,
+    /// The shared pace of request starts and the rate-limit slowdown.
+    pacer: Pacer,
     /// The cached UserSig.
     sig: Mutex<Option<CachedSig>>,
     /// Counters behind [`Client::stats`].
     counters: Counters,
     /// The main and backup endpoint and which one is in use.
     endpoints: Endpoints,
-}
-
-/// The slowdown state (see [`Client`]).
-#[derive(Debug)]
-struct Pace {
-    /// Limiter slots per request.
-    factor: u32,
-    /// When the factor falls back to 1.
-    until: Instant,
-    /// When the factor last changed, to count a burst of answers once.
-    changed: Instant,
 }
 
 /// A UserSig and when it was issued.
@@ -547,7 +331,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Client {
-    /// Builds a client. The base URL must pass the https-or-loopback rule of [`endpoint_url`].
+    /// Builds a client. The base URL must pass the https-or-loopback rule of [`endpoint_url`](crate::tim::endpoint::endpoint_url).
     pub fn new(config: ClientConfig, clock: Arc<dyn Clock>) -> Result<Client, ClientBuildError> {
         let base_url = validate_base_url(&config.base_url)?;
         let rate = NonZeroU32::new(config.max_calls_per_second).ok_or(
@@ -561,13 +345,9 @@ impl Client {
                 "usersig_ttl must be at least 60 s",
             ));
         }
-        // Even spacing at the limit; the start window below is the guarantee (see the type's docs).
-        let period = Duration::from_secs_f64(1.0 / f64::from(rate.get()));
-        let quota = Quota::with_period(period)
-            .ok_or(ClientBuildError::Setting(
-                "max_calls_per_second is too large",
-            ))?
-            .allow_burst(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        let pacer = Pacer::new(rate, config.slowdown_for).ok_or(ClientBuildError::Setting(
+            "max_calls_per_second is too large",
+        ))?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(config.request_timeout)
@@ -577,7 +357,6 @@ impl Client {
             .user_agent(concat!("marksync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientBuildError::Http(e.without_url().to_string()))?;
-        let now = Instant::now();
         let config = ClientConfig { base_url, ..config };
         let backup = config
             .backup_url
@@ -589,13 +368,7 @@ impl Client {
                 http,
                 config,
                 clock,
-                limiter: RateLimiter::direct(quota),
-                gate: tokio::sync::Mutex::new(VecDeque::new()),
-                pace: Mutex::new(Pace {
-                    factor: 1,
-                    until: now,
-                    changed: now,
-                }),
+                pacer,
                 sig: Mutex::new(None),
                 counters: Counters::default(),
                 endpoints: Endpoints::new(backup),
@@ -646,7 +419,7 @@ impl Client {
             retries: c.retries.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
             usersigs_generated: c.usersigs_generated.load(Ordering::Relaxed),
-            slowdown_factor: self.inner.slowdown_factor(),
+            slowdown_factor: self.inner.pacer.factor(),
         }
     }
 
@@ -776,7 +549,7 @@ impl Inner {
         body: &[u8],
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Option<Exchange> {
-        if !self.acquire_slot(stop).await {
+        if !self.pacer.acquire(stop).await {
             return None;
         }
         Some(self.send(path, body).await)
@@ -830,64 +603,10 @@ impl Inner {
         }
     }
 
-    /// Waits for this request's limiter slots (several while slowed down), first come first
-    /// served. Returns false, without waiting further, once `stop` says so: asked when this
-    /// caller's turn comes, between slots, and when the slot is granted, so a stopped run's
-    /// queued calls leave the queue at once instead of each waiting out its slot.
-    async fn acquire_slot(&self, stop: &(dyn Fn() -> bool + Sync)) -> bool {
-        let mut starts = self.gate.lock().await;
-        for _ in 0..self.slowdown_factor() {
-            if stop() {
-                return false;
-            }
-            self.limiter.until_ready().await;
-        }
-        let cap = self.config.max_calls_per_second as usize;
-        if starts.len() >= cap
-            && let Some(&oldest) = starts.front()
-        {
-            tokio::time::sleep_until((oldest + WINDOW).into()).await;
-            starts.pop_front();
-        }
-        if stop() {
-            return false;
-        }
-        starts.push_back(Instant::now());
-        true
-    }
-
-    /// The current slowdown factor, falling back to 1 once the slowdown period is over.
-    fn slowdown_factor(&self) -> u32 {
-        let mut p = lock(&self.pace);
-        if p.factor > 1 && Instant::now() >= p.until {
-            tracing::info!("no rate-limit answers for a while; back to full speed");
-            p.factor = 1;
-        }
-        p.factor
-    }
-
     /// Reacts to a rate-limit answer (see [`Client`]).
     fn slow_down(&self) {
         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut p = lock(&self.pace);
-        let active = now < p.until && p.factor > 1;
-        let new_factor = if !active {
-            2
-        } else if now.duration_since(p.changed) >= ESCALATE_EVERY {
-            (p.factor * 2).min(MAX_SLOWDOWN)
-        } else {
-            p.factor
-        };
-        if new_factor != p.factor {
-            tracing::warn!(
-                factor = new_factor,
-                "rate limited by the service; slowing down"
-            );
-            p.factor = new_factor;
-            p.changed = now;
-        }
-        p.until = now + self.config.slowdown_for;
+        self.pacer.slow_down();
     }
 
     /// Renders a failed send, switching endpoints first when it could not connect (see
@@ -979,21 +698,6 @@ fn redact_usersig_param(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The backup base URL for a region (reference section 1), or the validated `backup_endpoint`:
-/// with no `endpoint` override the region's backup domain (or `backup_endpoint` when set); with
-/// an explicit `endpoint`, only `backup_endpoint`, and none without it.
-pub fn backup_endpoint_url(
-    region: Region,
-    endpoint_override: Option<&str>,
-    backup_override: Option<&str>,
-) -> Result<Option<String>, EndpointError> {
-    match (endpoint_override, backup_override) {
-        (_, Some(b)) => validate_base_url(b).map(Some),
-        (None, None) => Ok(Some(format!("https://{}", region.backup_domain()))),
-        (Some(_), None) => Ok(None),
-    }
 }
 
 /// The main and backup endpoints and which one calls use.
@@ -1275,576 +979,4 @@ impl fmt::Debug for Client {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::{HashMap, VecDeque};
-    use std::future::Future;
-
-    use axum::Router;
-    use axum::body::Bytes;
-    use axum::extract::{Query, State};
-    use axum::http::{StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::tim::wire::{CommandType, MemberMarks};
-
-    const APP: u64 = 1_400_000_000;
-    const T0: UnixTime = 1_700_000_000;
-    const KEY: &str = "distinctive-secret-key-0123456789";
-
-    /// What the test server answers to one request.
-    #[derive(Clone)]
-    enum Reply {
-        Json(Value),
-        Http(u16),
-        Sleep(Duration),
-        Text(&'static str),
-    }
-
-    fn ok() -> Value {
-        json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "CommandType": 1,
-            "MemberList": [{"Member_Account": "alice", "Marks": [1000]}]})
-    }
-
-    fn fail(code: i64) -> Reply {
-        Reply::Json(
-            json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": format!("err {code}")}),
-        )
-    }
-
-    /// One request as the server saw it.
-    #[derive(Clone, Debug)]
-    struct Hit {
-        at: Instant,
-        path: String,
-        query: HashMap<String, String>,
-        body: Value,
-    }
-
-    /// A scripted server: answers from `replies` in order, then success.
-    struct Server {
-        replies: Mutex<VecDeque<Reply>>,
-        hits: Mutex<Vec<Hit>>,
-        /// Advanced by 10 s on every request, to make time pass between attempts.
-        clock: Option<Arc<ManualClock>>,
-    }
-
-    impl Server {
-        fn hits(&self) -> Vec<Hit> {
-            lock(&self.hits).clone()
-        }
-    }
-
-    async fn handle(
-        State(s): State<Arc<Server>>,
-        uri: Uri,
-        Query(query): Query<HashMap<String, String>>,
-        body: Bytes,
-    ) -> Response {
-        let at = Instant::now();
-        lock(&s.hits).push(Hit {
-            at,
-            path: uri.path().to_owned(),
-            query,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        });
-        if let Some(c) = &s.clock {
-            c.advance(10);
-        }
-        let reply = lock(&s.replies).pop_front().unwrap_or(Reply::Json(ok()));
-        match reply {
-            Reply::Json(v) => axum::Json(v).into_response(),
-            Reply::Http(code) => StatusCode::from_u16(code).unwrap().into_response(),
-            Reply::Text(t) => t.into_response(),
-            Reply::Sleep(d) => {
-                tokio::time::sleep(d).await;
-                axum::Json(ok()).into_response()
-            }
-        }
-    }
-
-    async fn serve(replies: Vec<Reply>, clock: Option<Arc<ManualClock>>) -> (String, Arc<Server>) {
-        let server = Arc::new(Server {
-            replies: Mutex::new(replies.into()),
-            hits: Mutex::new(Vec::new()),
-            clock,
-        });
-        let app = Router::new().fallback(handle).with_state(server.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (format!("http://{addr}"), server)
-    }
-
-    fn config(base: &str) -> ClientConfig {
-        let mut c = ClientConfig::new(base, APP, "administrator", SecretKey::new(KEY).unwrap());
-        c.max_calls_per_second = 1000;
-        c.request_timeout = Duration::from_secs(5);
-        c.backoff_min = Duration::from_millis(5);
-        c.backoff_max = Duration::from_millis(20);
-        c.slowdown_for = Duration::from_millis(500);
-        c.sig_rate_limit_wait = Duration::from_millis(50);
-        c
-    }
-
-    fn client(c: ClientConfig) -> Client {
-        Client::new(c, Arc::new(ManualClock::new(T0))).unwrap()
-    }
-
-    fn modify() -> ModifyUserInfoRequest {
-        ModifyUserInfoRequest {
-            group_id: "@TGS#a1".into(),
-            command_type: CommandType::Set,
-            member_list: vec![MemberMarks {
-                account: "alice".into(),
-                marks: vec![1000],
-            }],
-        }
-    }
-
-    /// Every wait in these tests is bounded.
-    async fn bounded<F: Future>(f: F) -> F::Output {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("test timed out")
-    }
-
-    #[tokio::test]
-    async fn request_shape_and_retry_on_10002() {
-        let (base, server) = serve(vec![fail(10002), fail(10002)], None).await;
-        let c = client(config(&base));
-        let resp = bounded(c.modify_user_info(&modify())).await.unwrap();
-        assert_eq!(resp.member_list[0].account, "alice");
-        let hits = server.hits();
-        assert_eq!(hits.len(), 3);
-        let stats = c.stats();
-        assert_eq!((stats.requests, stats.retries), (3, 2));
-
-        let h = &hits[0];
-        assert_eq!(h.path, format!("/{}", wire::MODIFY_USER_INFO));
-        assert_eq!(h.query["sdkappid"], APP.to_string());
-        assert_eq!(h.query["identifier"], "administrator");
-        assert_eq!(h.query["contenttype"], "json");
-        h.query["random"].parse::<u32>().unwrap();
-        let key = SecretKey::new(KEY).unwrap();
-        usersig::verify(&h.query["usersig"], APP, &key, "administrator", T0).unwrap();
-        assert_eq!(h.body, serde_json::to_value(modify()).unwrap());
-        let randoms: std::collections::HashSet<_> =
-            hits.iter().map(|h| &h.query["random"]).collect();
-        assert_eq!(randoms.len(), 3, "a fresh random per request");
-    }
-
-    #[tokio::test]
-    async fn retries_5xx_and_429() {
-        let (base, server) = serve(
-            vec![Reply::Http(502), Reply::Http(503), Reply::Http(429)],
-            None,
-        )
-        .await;
-        let c = client(config(&base));
-        bounded(c.modify_user_info(&modify())).await.unwrap();
-        assert_eq!(server.hits().len(), 4);
-        assert_eq!(
-            c.stats().rate_limited,
-            1,
-            "429 counts as a rate-limit answer"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stop_sends_nothing_more_not_even_a_retry() {
-        let (base, server) = serve(vec![fail(10002); 3], None).await;
-        let c = client(config(&base));
-        // Set before the call: nothing leaves, and the caller learns that nothing did.
-        let err = bounded(c.modify_user_info_unless(&modify(), &|| true))
-            .await
-            .unwrap_err();
-        assert_eq!(err, CallError::Stopped);
-        assert!(server.hits().is_empty());
-        // Set after the first attempt failed: no retry; the failure is returned, since that
-        // attempt may have been applied.
-        let hits = || server.hits().len();
-        let err = bounded(c.modify_user_info_unless(&modify(), &|| hits() >= 1))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, CallError::Unavailable { code: 10002, .. }),
-            "{err:?}"
-        );
-        assert_eq!(server.hits().len(), 1);
-    }
-
-    #[tokio::test]
-    async fn gives_up_after_max_attempts() {
-        let replies = vec![fail(10002); 10];
-        let (base, server) = serve(replies, None).await;
-        let mut cfg = config(&base);
-        cfg.max_attempts = 3;
-        let c = client(cfg);
-        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                CallError::Unavailable {
-                    attempts: 3,
-                    code: 10002,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert_eq!(err.metric_label(), "unavailable");
-        assert_eq!(server.hits().len(), 3);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn rate_limit_answers_slow_down_then_recover() {
-        let (base, server) = serve(vec![fail(60018), fail(60018)], None).await;
-        let mut cfg = config(&base);
-        cfg.max_calls_per_second = 50;
-        cfg.slowdown_for = Duration::from_millis(1500);
-        let c = client(cfg);
-        bounded(c.modify_user_info(&modify())).await.unwrap();
-        let stats = c.stats();
-        assert_eq!(stats.rate_limited, 2);
-        assert_eq!(stats.slowdown_factor, 2);
-
-        // While slowed down, 8 concurrent calls take two 21 ms slots each.
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..8 {
-            let c = c.clone();
-            set.spawn(async move { c.modify_user_info(&modify()).await });
-        }
-        bounded(async {
-            while let Some(r) = set.join_next().await {
-                r.unwrap().unwrap();
-            }
-        })
-        .await;
-        let hits = server.hits();
-        let burst = &hits[3..];
-        assert_eq!(burst.len(), 8);
-        let span = burst.last().unwrap().at - burst[0].at;
-        assert!(
-            span >= Duration::from_millis(250),
-            "8 slowed calls took only {span:?}"
-        );
-
-        bounded(tokio::time::sleep(Duration::from_millis(1600))).await;
-        assert_eq!(
-            c.stats().slowdown_factor,
-            1,
-            "recovers when the rate-limit answers stop"
-        );
-    }
-
-    #[tokio::test]
-    async fn fatal_and_final_codes_are_not_retried() {
-        let cases = [
-            (70009, "fatal"),
-            (60006, "fatal"),
-            (10001, "fatal"),
-            (10007, "fatal"),
-            (10059, "fatal"),
-            (10010, "group_gone"),
-            (10015, "group_gone"),
-            (10004, "rejected"),
-            (10019, "rejected"),
-        ];
-        for (code, label) in cases {
-            let (base, server) = serve(vec![fail(code)], None).await;
-            let c = client(config(&base));
-            let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
-            assert_eq!(err.metric_label(), label, "code {code}: {err}");
-            assert_eq!(err.code(), Some(code));
-            assert_eq!(err.is_fatal(), label == "fatal");
-            assert_eq!(server.hits().len(), 1, "code {code} must not be retried");
-        }
-    }
-
-    #[tokio::test]
-    async fn expired_usersig_is_regenerated_once() {
-        let clock = Arc::new(ManualClock::new(T0));
-        let (base, server) = serve(vec![fail(70001)], Some(clock.clone())).await;
-        let c = Client::new(config(&base), clock.clone()).unwrap();
-        bounded(c.modify_user_info(&modify())).await.unwrap();
-        let hits = server.hits();
-        assert_eq!(hits.len(), 2);
-        let (a, b) = (&hits[0].query["usersig"], &hits[1].query["usersig"]);
-        assert_ne!(a, b, "the retry carries a fresh UserSig");
-        let key = SecretKey::new(KEY).unwrap();
-        let d = usersig::verify(b, APP, &key, "administrator", clock.now()).unwrap();
-        assert_eq!(d.time, T0 + 10);
-        assert_eq!(c.stats().usersigs_generated, 2);
-
-        // Refused again with a fresh sig: the clock or key is wrong, so it is fatal.
-        let (base, server) = serve(vec![fail(70003), fail(70003)], Some(clock.clone())).await;
-        let c = Client::new(config(&base), clock).unwrap();
-        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
-        assert!(
-            matches!(err, CallError::Fatal { code: 70003, .. }),
-            "{err:?}"
-        );
-        assert_eq!(server.hits().len(), 2);
-    }
-
-    #[tokio::test]
-    async fn sig_and_rate_limit_waits_then_retries() {
-        let (base, server) = serve(vec![fail(70050)], None).await;
-        let c = client(config(&base));
-        let start = Instant::now();
-        bounded(c.modify_user_info(&modify())).await.unwrap();
-        assert!(start.elapsed() >= Duration::from_millis(50));
-        assert_eq!(server.hits().len(), 2);
-        assert_eq!(c.stats().slowdown_factor, 2);
-    }
-
-    #[tokio::test]
-    async fn unknown_response_fields_are_tolerated() {
-        let modify_reply = json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
-            "ErrorDisplay": "", "RequestId": "abc", "CommandType": 1, "Future": {"x": [1]},
-            "MemberList": [{"Member_Account": "bob", "Marks": [1001, 500], "Extra": true}]});
-        let members_reply = json!({"ActionStatus": "OK", "ErrorCode": 0, "RequestId": "r",
-            "MemberList": [{"Member_Account": "bob", "JoinTime": 1, "NickName": "B", "Avatar": ""}],
-            "NextTimestamp": 42});
-        let (base, _server) = serve(
-            vec![Reply::Json(modify_reply), Reply::Json(members_reply)],
-            None,
-        )
-        .await;
-        let c = client(config(&base));
-        let r = bounded(c.modify_user_info(&modify())).await.unwrap();
-        assert_eq!(r.member_list[0].marks, vec![1001, 500]);
-        let req = GetMembersRequest {
-            group_id: "@TGS#a1".into(),
-            timestamp: 0,
-            mark: Some(1001),
-        };
-        let r = bounded(c.get_members(&req)).await.unwrap();
-        assert_eq!(
-            (r.member_list[0].account.as_str(), r.next_timestamp),
-            ("bob", 42)
-        );
-    }
-
-    #[tokio::test]
-    async fn odd_http_answers() {
-        let (base, server) = serve(vec![Reply::Http(404)], None).await;
-        let err = bounded(client(config(&base)).modify_user_info(&modify()))
-            .await
-            .unwrap_err();
-        assert_eq!(err, CallError::Http { status: 404 });
-        assert!(err.is_fatal());
-        assert_eq!(server.hits().len(), 1);
-
-        for body in ["<html>proxy</html>", r#"{"message":"not the service"}"#] {
-            let (base, server) = serve(vec![Reply::Text(body)], None).await;
-            let err = bounded(client(config(&base)).modify_user_info(&modify()))
-                .await
-                .unwrap_err();
-            assert_eq!(err.metric_label(), "invalid_response", "{body}: {err}");
-            assert_eq!(server.hits().len(), 1);
-        }
-    }
-
-    /// Asserts that nothing secret shows in an error's Display or Debug.
-    fn assert_clean(err: &CallError, sig: &str) {
-        for text in [err.to_string(), format!("{err:?}")] {
-            assert!(!text.contains("usersig="), "{text}");
-            assert!(!text.contains(sig), "{text}");
-            assert!(!text.contains(KEY), "{text}");
-        }
-    }
-
-    #[tokio::test]
-    async fn transport_errors_carry_no_secret() {
-        // Connection refused: a port that was just free.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
-        let mut cfg = config(&format!("http://127.0.0.1:{port}"));
-        cfg.max_attempts = 2;
-        let c = client(cfg);
-        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
-        assert!(
-            matches!(err, CallError::Transport { attempts: 2, .. }),
-            "{err:?}"
-        );
-        assert_clean(&err, &c.usersig_now());
-
-        // Timeout.
-        let (base, _server) = serve(vec![Reply::Sleep(Duration::from_secs(5))], None).await;
-        let mut cfg = config(&base);
-        cfg.max_attempts = 1;
-        cfg.request_timeout = Duration::from_millis(200);
-        let c = client(cfg);
-        let err = bounded(c.modify_user_info(&modify())).await.unwrap_err();
-        assert!(err.to_string().contains("timed out"), "{err}");
-        assert_clean(&err, &c.usersig_now());
-
-        // An ErrorInfo that echoes the sig is scrubbed too.
-        let c2 = client(config("http://127.0.0.1:1"));
-        let sig = c2.usersig_now();
-        let echoed = format!("bad usersig={sig}&x=1 {sig} {KEY}");
-        assert_eq!(c2.inner.scrub(&echoed), "bad usersig=***&x=1 *** ***");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn never_more_than_the_limit_in_any_second() {
-        const LIMIT: usize = 20;
-        let (base, server) = serve(vec![], None).await;
-        let mut cfg = config(&base);
-        cfg.max_calls_per_second = LIMIT as u32;
-        let c = client(cfg);
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..60 {
-            let c = c.clone();
-            set.spawn(async move { c.modify_user_info(&modify()).await });
-        }
-        bounded(async {
-            while let Some(r) = set.join_next().await {
-                r.unwrap().unwrap();
-            }
-        })
-        .await;
-        let mut at: Vec<Instant> = server.hits().iter().map(|h| h.at).collect();
-        at.sort();
-        assert_eq!(at.len(), 60);
-        for (i, start) in at.iter().enumerate() {
-            let in_window = at[i..]
-                .iter()
-                .take_while(|t| t.duration_since(*start) <= Duration::from_secs(1))
-                .count();
-            assert!(
-                in_window <= LIMIT,
-                "{in_window} requests within 1 s from request {i}"
-            );
-        }
-        // Not pathologically slow either: 60 at 20/s is about 3 s.
-        let total = *at.last().unwrap() - at[0];
-        assert!(total < Duration::from_secs(5), "took {total:?}");
-    }
-
-    #[test]
-    fn usersig_is_renewed_before_it_expires() {
-        let clock = Arc::new(ManualClock::new(T0));
-        let c = Client::new(config("http://127.0.0.1:1"), clock.clone()).unwrap();
-        let first = c.usersig_now();
-        // ttl 7 d: renewal once less than 42 h (a quarter) remains, i.e. after 126 h.
-        clock.set(T0 + 126 * 3600);
-        assert_eq!(c.usersig_now(), first);
-        clock.set(T0 + 126 * 3600 + 1);
-        let second = c.usersig_now();
-        assert_ne!(second, first);
-        clock.set(T0);
-        assert_ne!(
-            c.usersig_now(),
-            second,
-            "a clock that stepped back gets a fresh sig"
-        );
-
-        // ttl 2 h: the one-hour floor of the margin applies.
-        let mut cfg = config("http://127.0.0.1:1");
-        cfg.usersig_ttl = Duration::from_secs(2 * 3600);
-        let clock = Arc::new(ManualClock::new(T0));
-        let c = Client::new(cfg, clock.clone()).unwrap();
-        let first = c.usersig_now();
-        clock.set(T0 + 3600);
-        assert_eq!(c.usersig_now(), first);
-        clock.set(T0 + 3601);
-        assert_ne!(c.usersig_now(), first);
-        assert_eq!(c.stats().usersigs_generated, 2);
-    }
-
-    #[test]
-    fn endpoints() {
-        let check = |e: Option<&str>, want: Result<&str, &str>| {
-            let got = endpoint_url(Region::Singapore, e);
-            match (got, want) {
-                (Ok(u), Ok(w)) => assert_eq!(u, w, "{e:?}"),
-                (Err(err), Err(w)) => assert!(err.to_string().contains(w), "{e:?}: {err}"),
-                (got, want) => panic!("{e:?}: got {got:?}, want {want:?}"),
-            }
-        };
-        check(None, Ok("https://adminapisgp.im.qcloud.com"));
-        check(
-            Some("https://adminapisgp.my-imcloud.com/"),
-            Ok("https://adminapisgp.my-imcloud.com"),
-        );
-        check(
-            Some("https://proxy.example/tim/"),
-            Ok("https://proxy.example/tim"),
-        );
-        check(Some("http://127.0.0.1:8080"), Ok("http://127.0.0.1:8080"));
-        check(Some("http://127.8.9.10:1"), Ok("http://127.8.9.10:1"));
-        check(Some("http://[::1]:9000"), Ok("http://[::1]:9000"));
-        check(Some("http://localhost:9000"), Ok("http://localhost:9000"));
-        check(Some("http://LOCALHOST:9000"), Ok("http://localhost:9000"));
-        check(Some("http://example.com"), Err("plain http"));
-        check(Some("http://10.0.0.1"), Err("plain http"));
-        check(Some("http://[::2]"), Err("plain http"));
-        check(Some("http://127.0.0.1.nip.io"), Err("plain http"));
-        check(Some("ftp://127.0.0.1"), Err("scheme"));
-        check(Some("https://user:pw@example.com"), Err("credentials"));
-        check(Some("https://example.com/?usersig=x"), Err("query"));
-        check(Some("not a url"), Err("not a valid URL"));
-        let e = endpoint_url(Region::China, Some("https://user:hunter2@example.com")).unwrap_err();
-        assert!(!e.to_string().contains("hunter2"));
-
-        let err =
-            Client::new(config("http://example.com"), Arc::new(ManualClock::new(T0))).unwrap_err();
-        assert!(matches!(
-            err,
-            ClientBuildError::Endpoint(EndpointError::InsecureHttp { .. })
-        ));
-        let mut cfg = config("https://example.com");
-        cfg.max_calls_per_second = 0;
-        assert!(Client::new(cfg, Arc::new(ManualClock::new(T0))).is_err());
-    }
-
-    #[test]
-    fn regions() {
-        for r in Region::ALL {
-            assert_eq!(r.name().parse::<Region>(), Ok(r));
-            let json = serde_json::to_string(&r).unwrap();
-            assert_eq!(json, format!("\"{}\"", r.name()));
-            assert!(r.domain().ends_with(".im.qcloud.com") || r == Region::China);
-            assert!(r.backup_domain().ends_with(".my-imcloud.com"));
-        }
-        assert_eq!(Region::default().domain(), "console.tim.qq.com");
-        assert!(
-            "mars"
-                .parse::<Region>()
-                .unwrap_err()
-                .contains("silicon-valley")
-        );
-    }
-
-    #[test]
-    fn usersig_parameter_redaction() {
-        let cases = [
-            ("GET /x?usersig=abc&random=1", "GET /x?usersig=***&random=1"),
-            ("UserSig=abc def", "UserSig=*** def"),
-            (
-                "(url: http://h/?a=1&usersig=zz)",
-                "(url: http://h/?a=1&usersig=***)",
-            ),
-            ("nothing here", "nothing here"),
-            ("usersig=", "usersig=***"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(redact_usersig_param(input), want);
-        }
-    }
-
-    #[test]
-    fn debug_output_has_no_secret() {
-        let c = client(config("http://127.0.0.1:1"));
-        let sig = c.usersig_now();
-        let text = format!("{c:?} {:?}", config("http://127.0.0.1:1"));
-        assert!(!text.contains(KEY) && !text.contains(&sig), "{text}");
-        assert!(text.contains("SecretKey(***)"));
-    }
-}
+mod tests;

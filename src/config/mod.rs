@@ -3,6 +3,9 @@
 //! The file is read into a position-carrying YAML tree and checked key by key, so every problem
 //! (unknown key, wrong type, bad duration, missing required key) is reported at once with its
 //! `path:line:column`. Relative paths resolve against the config file's directory.
+//!
+//! Architecture invariant: this module and its checks do no I/O; reading the file is
+//! [`fs`]'s job (`load` = read + [`parse_bytes`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,47 +14,22 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::plan::Guard;
+use crate::tim::endpoint::{Region, endpoint_url};
 use crate::yaml::{Scalar, Value};
+
+pub mod fs;
+pub use fs::{load, read_callback_token};
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// One of the service's regions; the domain is looked up by the client.
-    Region(String),
+    /// One of the service's regions.
+    Region(Region),
     /// An explicit base URL (https, or http to a loopback address).
     Url(String),
     /// The in-process emulator: demos and CI without a Tencent account.
     Embedded,
-}
-
-/// The regions the service runs in (reference section 1).
-pub const REGIONS: &[&str] = &[
-    "china",
-    "singapore",
-    "seoul",
-    "tokyo",
-    "frankfurt",
-    "mumbai",
-    "silicon-valley",
-    "jakarta",
-];
-
-/// The mass-clear guard (SPEC section 5).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Guard {
-    /// Refuse a plan clearing more than this fraction of the managed marks...
-    pub max_clear_fraction: f64,
-    /// ...when it also clears more than this many marks.
-    pub min_clears: u64,
-}
-
-impl Default for Guard {
-    fn default() -> Self {
-        Guard {
-            max_clear_fraction: 0.25,
-            min_clears: 10,
-        }
-    }
 }
 
 /// The daemon's optional HTTP listener.
@@ -209,23 +187,15 @@ const KEYS: &[&str] = &[
     "offline_error_codes",
 ];
 
-/// Reads and checks the config file.
-pub fn load(path: &Path) -> Result<Config, Diagnostics> {
-    let bytes = crate::input::read_regular(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
-        let what = if e.kind() == std::io::ErrorKind::NotFound {
-            "config file not found (pass -c FILE or set MARKSYNC_CONFIG)".to_string()
-        } else {
-            format!("cannot read config file: {e}")
-        };
-        Diagnostics(vec![Diagnostic::file_error(path, what)])
-    })?;
-    let text = String::from_utf8(bytes).map_err(|_| {
+/// Checks the bytes of a config file: UTF-8, then [`parse`].
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Config, Diagnostics> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
         Diagnostics(vec![Diagnostic::file_error(
             path,
             "the config file is not valid UTF-8",
         )])
     })?;
-    parse(path, &text)
+    parse(path, text)
 }
 
 /// Checks config text. `path` locates the diagnostics and anchors relative paths.
@@ -279,21 +249,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             return Err(Diagnostics(c.errors));
         }
     };
-    let mut seen: Vec<(String, u64)> = Vec::new();
-    let mut get = std::collections::HashMap::new();
-    for (key, value) in entries {
-        if let Some((_, line)) = seen.iter().find(|(k, _)| *k == key.value) {
-            c.err(
-                &key.referenced,
-                format!("duplicate key `{}` (first at line {line})", key.value),
-            );
-        } else if !KEYS.contains(&key.value.as_str()) {
-            c.err(&key.referenced, unknown_key(&key.value, KEYS));
-        } else {
-            seen.push((key.value.clone(), key.referenced.line()));
-            get.insert(key.value.clone(), value);
-        }
-    }
+    let mut get: std::collections::HashMap<String, Spanned<Value>> = c
+        .known_entries(entries, KEYS, |k, line| {
+            format!("duplicate key `{k}` (first at line {line})")
+        })
+        .into_iter()
+        .map(|(k, v)| (k.value, v))
+        .collect();
     let root_loc = root.referenced;
     let mut take = |k: &str| get.remove(k);
 
@@ -329,17 +291,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         take("secret_key_file").and_then(|v| c.path(&v, "secret_key_file", &base));
     let region = take("region").and_then(|v| {
         let s = c.string(&v, "region")?;
-        if REGIONS.contains(&s.as_str()) {
-            Some(s)
-        } else {
-            c.err(
-                &v.referenced,
-                format!(
-                    "unknown region {s:?}; expected one of {}",
-                    REGIONS.join(", ")
-                ),
-            );
-            None
+        match s.parse::<Region>() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                c.err(&v.referenced, e);
+                None
+            }
         }
     });
     let endpoint = match take("endpoint") {
@@ -348,10 +305,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 Some(Endpoint::Embedded)
             } else if s.starts_with("https://") || s.starts_with("http://") {
                 // The UserSig rides in the query string: plain http only to this machine.
-                match crate::tim::client::endpoint_url(
-                    crate::tim::client::Region::default(),
-                    Some(&s),
-                ) {
+                match endpoint_url(Region::default(), Some(&s)) {
                     Ok(url) => Some(Endpoint::Url(url)),
                     Err(e) => {
                         c.err(&v.referenced, format!("`endpoint`: {e}"));
@@ -366,9 +320,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 None
             }
         }),
-        None => Some(Endpoint::Region(
-            region.clone().unwrap_or_else(|| "china".into()),
-        )),
+        None => Some(Endpoint::Region(region.unwrap_or_default())),
     };
     let desired = match take("desired") {
         Some(v) => c.path(&v, "desired", &base),
@@ -397,7 +349,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         None => Some(200),
     };
     // Before any endpoint error, the bounds of the real service apply.
-    let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region("china".into()));
+    let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region(Region::China));
     let mut duration = |k: &str, default: Duration| match take(k) {
         Some(v) => c.duration(&v, k, duration_bounds_for(k, &bounds_endpoint)),
         None => Some(default),
@@ -666,6 +618,28 @@ impl Checker<'_> {
         None
     }
 
+    /// The entries whose key is one of `known`, each once: an unknown key is reported with a
+    /// suggestion, a repeated one with `duplicate(key, line of the first)`.
+    fn known_entries(
+        &mut self,
+        entries: Vec<(Spanned<String>, Spanned<Value>)>,
+        known: &[&str],
+        duplicate: impl Fn(&str, u64) -> String,
+    ) -> Vec<(Spanned<String>, Spanned<Value>)> {
+        let mut out: Vec<(Spanned<String>, Spanned<Value>)> = Vec::new();
+        for (k, val) in entries {
+            if let Some((first, _)) = out.iter().find(|(o, _)| o.value == k.value) {
+                let message = duplicate(&k.value, first.referenced.line());
+                self.err(&k.referenced, message);
+            } else if !known.contains(&k.value.as_str()) {
+                self.err(&k.referenced, unknown_key(&k.value, known));
+            } else {
+                out.push((k, val));
+            }
+        }
+        out
+    }
+
     fn map(
         &mut self,
         v: Spanned<Value>,
@@ -673,22 +647,9 @@ impl Checker<'_> {
         known: &[&str],
     ) -> Option<Vec<(Spanned<String>, Spanned<Value>)>> {
         match v.value {
-            Value::Map(entries) => {
-                let mut out: Vec<(Spanned<String>, Spanned<Value>)> = Vec::new();
-                for (k, val) in entries {
-                    if out.iter().any(|(o, _)| o.value == k.value) {
-                        self.err(
-                            &k.referenced,
-                            format!("duplicate key `{}` in `{key}`", k.value),
-                        );
-                    } else if !known.contains(&k.value.as_str()) {
-                        self.err(&k.referenced, unknown_key(&k.value, known));
-                    } else {
-                        out.push((k, val));
-                    }
-                }
-                Some(out)
-            }
+            Value::Map(entries) => Some(self.known_entries(entries, known, |k, _| {
+                format!("duplicate key `{k}` in `{key}`")
+            })),
             other => {
                 self.err(
                     &v.referenced,
@@ -821,29 +782,6 @@ fn unit_typo(text: &str, lo: Duration, hi: Duration) -> Option<String> {
     best.map(|(_, fix)| fix)
 }
 
-/// Reads the callback token file: a regular file of at most [`crate::input::MAX_TOKEN_BYTES`],
-/// one line, no byte-order mark or quotes (surrounding whitespace trimmed), printable ASCII. The
-/// error names the file and the rule, never the token.
-pub fn read_callback_token(path: &Path) -> Result<String, String> {
-    let bytes = crate::input::read_regular(path, crate::input::MAX_TOKEN_BYTES).map_err(|e| {
-        format!(
-            "cannot read the callback token file {}: {e}",
-            path.display()
-        )
-    })?;
-    let token = crate::input::secret_line(&bytes)
-        .map_err(|p| format!("the callback token file {} {p}", path.display()))?;
-    if let Some(i) = token.chars().position(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "the callback token file {} contains a space or a non-printable or non-ASCII \
-             character (character {}); the token is printable ASCII without spaces",
-            path.display(),
-            i + 1
-        ));
-    }
-    Ok(token.to_owned())
-}
-
 /// The config path: `-c FILE`, else `$MARKSYNC_CONFIG`, else `./marksync.yaml`. The caller
 /// passes the environment in, so this stays testable.
 pub fn resolve_path(flag: Option<PathBuf>, env: Option<String>) -> PathBuf {
@@ -852,270 +790,4 @@ pub fn resolve_path(flag: Option<PathBuf>, env: Option<String>) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(text: &str) -> Result<Config, String> {
-        parse(Path::new("conf/marksync.yaml"), text).map_err(|d| d.to_string())
-    }
-
-    #[test]
-    fn minimal_config_gets_defaults_and_relative_paths() {
-        let c =
-            check("sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n").unwrap();
-        assert_eq!(c.sdkappid, 1_400_000_000);
-        assert_eq!(c.desired, Path::new("conf/marks/"));
-        assert_eq!(c.state, Path::new("conf/state/marksync.json"));
-        assert_eq!(c.endpoint, Endpoint::Region("china".into()));
-        assert_eq!(c.max_calls_per_second, 200);
-        assert_eq!(c.renew_margin, Duration::from_secs(12 * 3600));
-        assert_eq!(c.debounce, Duration::from_millis(300));
-        assert_eq!(c.guard, Guard::default());
-        assert_eq!(c.http, None);
-    }
-
-    #[test]
-    fn full_config_reads_every_key() {
-        let c = check(
-            "sdkappid: 1\nidentifier: admin\nsecret_key_file: /etc/k\nregion: singapore\ndesired: /m\nstate: /s.json\n\
-             max_calls_per_second: 50\nrenew_margin: 6h\nretry_pending_every: 30s\nreassert_every: 1h\ndebounce: 100ms\n\
-             usersig_ttl: 2d\nguard: { max_clear_fraction: 0.5, min_clears: 3 }\nhttp: { listen: 127.0.0.1:9000, callback_token_file: t }\n",
-        )
-        .unwrap();
-        assert_eq!(c.endpoint, Endpoint::Region("singapore".into()));
-        assert_eq!(c.secret_key_file.as_deref(), Some(Path::new("/etc/k")));
-        assert_eq!(
-            c.guard,
-            Guard {
-                max_clear_fraction: 0.5,
-                min_clears: 3
-            }
-        );
-        let http = c.http.unwrap();
-        assert_eq!(http.listen.port(), 9000);
-        assert_eq!(
-            http.callback_token_file.as_deref(),
-            Some(Path::new("conf/t"))
-        );
-        assert_eq!(c.usersig_ttl, Duration::from_secs(2 * 86400));
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let e = check("identifier: 5\nregoin: china\ndebounce: soon\nguard: { min_clears: -1 }\n")
-            .unwrap_err();
-        for want in [
-            "conf/marksync.yaml:1:1: error: missing required key `sdkappid`",
-            "conf/marksync.yaml:1:13: error: `identifier` must be an account name, but YAML reads 5 as a number; quote it: identifier: \"5\"",
-            "conf/marksync.yaml:2:1: error: unknown key `regoin`; did you mean `region`?",
-            "conf/marksync.yaml:3:11: error: `debounce`: \"soon\" is not a duration",
-            "`guard.min_clears` must be a whole number of marks, 0 or more, found -1",
-            "missing required key `desired`",
-        ] {
-            assert!(e.contains(want), "missing {want:?} in:\n{e}");
-        }
-    }
-
-    #[test]
-    fn endpoint_forms() {
-        let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
-        assert_eq!(
-            check(&format!("{base}endpoint: embedded\n"))
-                .unwrap()
-                .endpoint,
-            Endpoint::Embedded
-        );
-        assert_eq!(
-            check(&format!("{base}endpoint: https://x.example/\n"))
-                .unwrap()
-                .endpoint,
-            Endpoint::Url("https://x.example".into())
-        );
-        assert!(check(&format!("{base}endpoint: ftp://x\n")).is_err());
-        assert!(
-            check(&format!("{base}region: mars\n"))
-                .unwrap_err()
-                .contains("unknown region \"mars\"")
-        );
-    }
-
-    /// Issue 7, "durations are unbounded": the largest accepted value of every duration goes
-    /// through what the daemon and the client do with it (deadlines from `Instant::now()`, 4x the
-    /// debounce, tokio intervals, UserSig expiry in Unix seconds) without overflowing or
-    /// panicking; the smallest is not zero (a zero interval panics in tokio).
-    #[test]
-    fn durations_in_range_cannot_overflow_the_daemons_timers() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        // What the issue's `reassert_every: 500000000000y` did before it was refused at load.
-        let issue = humantime::parse_duration("500000000000y").unwrap();
-        assert!(std::time::Instant::now().checked_add(issue).is_none());
-        for &(key, lo, hi) in DURATION_BOUNDS {
-            assert!(!lo.is_zero(), "{key}");
-            for d in [lo, hi] {
-                let _ = std::time::Instant::now() + d * 4;
-                let _ = std::time::SystemTime::now() + d * 4;
-                // The UserSig's expiry and the daemon's renewal arithmetic, in Unix seconds.
-                let year_2100: crate::model::UnixTime = 4_102_444_800;
-                let secs = i64::try_from(d.as_secs()).unwrap();
-                assert!(year_2100.checked_add(secs * 4).is_some(), "{key}");
-                let _ =
-                    crate::tim::usersig::generate(1, &key_for_tests(), "a", d.as_secs(), year_2100);
-                runtime.block_on(async {
-                    let _ = tokio::time::Instant::now() + d * 4;
-                    let mut timer = tokio::time::interval(d);
-                    timer.tick().await; // the first tick is immediate
-                    drop(tokio::time::sleep(d));
-                });
-            }
-            // What the config accepts at the edges is exactly the table.
-            let text = |d: Duration| {
-                format!(
-                    "sdkappid: 1\nidentifier: a\ndesired: m\n{key}: {}\n",
-                    short(d)
-                )
-            };
-            if key != "refresh_every" {
-                assert!(check(&text(lo)).is_ok(), "{key} at {}", short(lo));
-                assert!(check(&text(hi)).is_ok(), "{key} at {}", short(hi));
-                let over = check(&text(hi + Duration::from_secs(1))).unwrap_err();
-                assert!(over.contains(&format!("`{key}` must be between")), "{over}");
-            }
-        }
-    }
-
-    #[test]
-    fn short_periods_only_against_the_local_emulator() {
-        let text = |endpoint: &str, period: &str| {
-            format!(
-                "sdkappid: 1\nidentifier: a\ndesired: m\n{endpoint}reassert_every: {period}\nretry_pending_every: {period}\n"
-            )
-        };
-        for endpoint in ["endpoint: embedded\n", "endpoint: http://127.0.0.1:9000\n"] {
-            let c = check(&text(endpoint, "1s")).unwrap();
-            assert_eq!(c.reassert_every, Duration::from_secs(1));
-            let e = check(&text(endpoint, "999ms")).unwrap_err();
-            assert!(
-                e.contains("`reassert_every` must be between 1s and 7d"),
-                "{e}"
-            );
-            let e = check(&format!("{}usersig_ttl: 1m\n", text(endpoint, "1s"))).unwrap_err();
-            assert!(
-                e.contains("`usersig_ttl` must be between 1h and 180d"),
-                "{e}"
-            );
-        }
-        for endpoint in ["", "region: tokyo\n", "endpoint: https://x.example\n"] {
-            let e = check(&text(endpoint, "1s")).unwrap_err();
-            assert!(
-                e.contains("`reassert_every` must be between 1m and 7d"),
-                "{e}"
-            );
-            assert!(
-                e.contains("`retry_pending_every` must be between 5s and 1d"),
-                "{e}"
-            );
-        }
-        assert!(!EMULATOR_MIN_PERIOD.is_zero());
-    }
-
-    #[test]
-    fn defaults_are_within_their_bounds() {
-        let c = check("sdkappid: 1\nidentifier: a\ndesired: m\n").unwrap();
-        for (key, d) in [
-            ("debounce", c.debounce),
-            ("retry_pending_every", c.retry_pending_every),
-            ("reassert_every", c.reassert_every),
-            ("usersig_ttl", c.usersig_ttl),
-            ("renew_margin", c.renew_margin),
-        ] {
-            let (lo, hi) = duration_bounds(key).unwrap();
-            assert!((lo..=hi).contains(&d), "default {key} {d:?}");
-            assert!(KEYS.contains(&key));
-        }
-    }
-
-    #[test]
-    fn unit_typos_get_a_hint_other_units_do_not() {
-        let minutes = (Duration::from_secs(60), Duration::from_secs(7 * DAY));
-        let hint = |s: &str, (lo, hi): (Duration, Duration)| unit_typo(s, lo, hi);
-        assert_eq!(hint("30ms", minutes).as_deref(), Some("30m"));
-        assert_eq!(hint("1M", minutes).as_deref(), Some("1m"));
-        assert_eq!(hint("72h", lo_hi("renew_margin")), None);
-        let debounce = lo_hi("debounce");
-        assert_eq!(hint("300s", debounce).as_deref(), Some("300ms"));
-        assert_eq!(hint("500000000000y", minutes), None);
-        assert_eq!(hint("4294967296ms", minutes), None);
-        assert_eq!(hint("1h 30ms", minutes), None);
-    }
-
-    fn key_for_tests() -> crate::tim::usersig::SecretKey {
-        crate::tim::usersig::SecretKey::new("abcd").unwrap()
-    }
-
-    fn lo_hi(key: &str) -> (Duration, Duration) {
-        duration_bounds(key).unwrap()
-    }
-
-    #[test]
-    fn callback_token_is_one_printable_line_from_a_small_regular_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("callback.token");
-        let read = |content: &[u8]| {
-            std::fs::write(&path, content).unwrap();
-            read_callback_token(&path)
-        };
-        assert_eq!(read(b"s3cr3t-t0ken\n").unwrap(), "s3cr3t-t0ken");
-        for (content, reason) in [
-            (&b"\xEF\xBB\xBFs3cr3t"[..], "byte-order mark"),
-            (b"s3cr3t\nother\n", "second line"),
-            (b"\"s3cr3t\"", "quotes"),
-            (b"s3cr3t token", "a space or a non-printable"),
-            (b" \n", "is empty"),
-        ] {
-            let e = read(content).unwrap_err();
-            assert!(e.contains(reason), "{content:?}: {e}");
-            assert!(e.contains("callback.token"), "{e}");
-            assert!(!e.contains("s3cr3t"), "the token leaked: {e}");
-        }
-        let e = read_callback_token(Path::new("/dev/zero")).unwrap_err();
-        assert!(e.contains("not a regular file"), "{e}");
-        let e = read(&vec![b'a'; 5000]).unwrap_err();
-        assert!(e.contains("larger than the limit"), "{e}");
-    }
-
-    #[test]
-    fn config_file_must_be_a_small_regular_file() {
-        let e = load(Path::new("/dev/zero")).unwrap_err().to_string();
-        assert!(
-            e.contains("/dev/zero") && e.contains("not a regular file"),
-            "{e}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("marksync.yaml");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        if made.is_ok_and(|s| s.success()) {
-            let e = load(&fifo).unwrap_err().to_string();
-            assert!(e.contains("not a regular file"), "{e}");
-        }
-        let big = dir.path().join("big.yaml");
-        std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
-        let e = load(&big).unwrap_err().to_string();
-        assert!(e.contains("larger than the limit of 1 MiB"), "{e}");
-    }
-
-    #[test]
-    fn config_path_precedence() {
-        assert_eq!(
-            resolve_path(Some("a.yaml".into()), Some("b.yaml".into())),
-            Path::new("a.yaml")
-        );
-        assert_eq!(
-            resolve_path(None, Some("b.yaml".into())),
-            Path::new("b.yaml")
-        );
-        assert_eq!(resolve_path(None, None), Path::new("marksync.yaml"));
-    }
-}
+mod tests;

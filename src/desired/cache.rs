@@ -87,6 +87,10 @@ pub struct DesiredCache {
     good: Option<Good>,
     /// Files re-parsed by the last refresh (for tests and metrics: "only the changed file").
     pub last_parsed: usize,
+    /// Whether the last refresh could not read something (the directory, a file's metadata or
+    /// content: `EMFILE`, a rename in progress), as opposed to content that does not parse. Such
+    /// a problem may go away with no file event to say so, so the daemon retries on its own.
+    pub last_unreadable: bool,
 }
 
 impl DesiredCache {
@@ -99,6 +103,7 @@ impl DesiredCache {
             files: BTreeMap::new(),
             good: None,
             last_parsed: 0,
+            last_unreadable: false,
         }
     }
 
@@ -167,6 +172,7 @@ impl DesiredCache {
             }
         }
         self.files = next;
+        self.last_unreadable = problems.iter().any(Diagnostic::is_error);
         for entry in self.files.values() {
             if let Err(d) = &entry.parsed {
                 problems.extend(d.iter().cloned());
@@ -306,6 +312,27 @@ mod tests {
                 .any(|a| a.as_str() == "v")
         );
         assert_eq!(d.groups.len(), 5);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_told_apart_from_one_that_does_not_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("a.yaml");
+        // A symlink whose target is not there yet: a rename in progress.
+        std::os::unix::fs::symlink(&target, dir.path().join("a.yaml")).unwrap();
+        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        assert!(matches!(cache.refresh(), Refresh::Broken(_)));
+        assert!(cache.last_unreadable);
+        std::fs::write(&target, "groups:\n  \"@TGS#a\":\n    memebrs: {}\n").unwrap();
+        assert!(matches!(cache.refresh(), Refresh::Broken(_)));
+        assert!(
+            !cache.last_unreadable,
+            "a parse error is not an I/O problem"
+        );
+        std::fs::write(&target, group("@TGS#a", "u")).unwrap();
+        assert_eq!(changed(cache.refresh()), ["a.yaml"]);
+        assert!(!cache.last_unreadable);
     }
 
     #[test]

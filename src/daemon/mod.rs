@@ -1,0 +1,688 @@
+//! The daemon (`marksync run`, SPEC section 8): one loop over a closed enum of [`Input`]s driving
+//! a level-triggered reconcile.
+//!
+//! The reconcile never asks why it runs: it recomputes the plan from the desired files and the
+//! state and applies it through [`crate::apply::execute`], the same code path as `marksync apply`.
+//! One reconcile runs at a time; triggers that arrive during one are coalesced into exactly one
+//! more run afterwards. The loop sleeps until the earliest mark 500 renewal is due (no polling),
+//! retries pending (offline) marks every `retry_pending_every`, and re-sends every desired mark
+//! every `reassert_every`.
+//!
+//! Architecture invariant: while the desired files do not parse, the daemon keeps the last good
+//! desired state, keeps renewing mark 500, and changes nothing else.
+
+mod round;
+mod schedule;
+mod signals;
+mod systemd;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+pub use schedule::{CONFIRMATION_LAG_SECS, Debounce, presence_changed};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Endpoint};
+use crate::desired::cache::{DesiredCache, Refresh};
+use crate::engine::{self, Connection};
+use crate::error::{Error, exit};
+use crate::http::{CallbackEvent, HttpState, Readiness};
+use crate::metrics::Metrics;
+use crate::model::UnixTime;
+use crate::state::{self, State};
+use systemd::{notify, watchdog_period};
+use watch::{describe_watch_error, watch_files};
+
+/// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.
+#[derive(Debug)]
+pub enum Input {
+    /// Something changed under the desired directory (debounced).
+    FilesChanged,
+    /// The earliest mark 500 renewal is due.
+    RenewalDue,
+    /// Time to retry marks of members who were offline.
+    RetryPending,
+    /// Time to re-send every desired mark.
+    Reassert,
+    /// A member came online or went offline (from the service's callbacks).
+    Callback(CallbackEvent),
+    /// SIGHUP: re-read the config and the desired files.
+    Reload,
+    /// SIGTERM or SIGINT: finish in-flight calls, save, exit.
+    Shutdown,
+    /// The pause in API calls after a fatal code is over: run what was held back.
+    BackoffOver,
+}
+
+/// Why a reconcile ran (the `trigger` label of the reconciles metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trigger {
+    /// The first reconcile after start.
+    Startup,
+    /// Desired files changed.
+    Files,
+    /// A mark 500 renewal came due.
+    Renewal,
+    /// The retry-pending timer.
+    RetryPending,
+    /// The reassert timer.
+    Reassert,
+    /// A member came online.
+    Callback,
+    /// SIGHUP.
+    Reload,
+}
+
+impl Trigger {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Files => "files",
+            Trigger::Renewal => "renewal",
+            Trigger::RetryPending => "retry_pending",
+            Trigger::Reassert => "reassert",
+            Trigger::Callback => "callback",
+            Trigger::Reload => "reload",
+        }
+    }
+}
+
+/// Options of `marksync run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Plan and log, never call the API or write state.
+    pub dry_run: bool,
+    /// Let plans through the mass-clear guard.
+    pub allow_mass_clear: bool,
+}
+
+/// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
+/// enough to batch a wave of callbacks into one write at a million marks, short enough that a
+/// crash loses little.
+const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
+
+/// The daemon's mutable world, owned by the main loop.
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    opts: RunOptions,
+    clock: Arc<dyn Clock>,
+    state: State,
+    desired: DesiredCache,
+    /// The last desired-file problems, logged once per change.
+    desired_problems: Option<String>,
+    connection: Connection,
+    metrics: Arc<Metrics>,
+    readiness: tokio::sync::watch::Sender<Readiness>,
+    /// Set by the reassert timer, consumed by the next reconcile.
+    reassert_due: bool,
+    /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
+    /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
+    /// at shutdown, whichever comes first.
+    dirty_since: Option<Instant>,
+    /// Whether a reconcile has finished: `/readyz` is 503 until then.
+    reconciled: bool,
+    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
+    reconnect: bool,
+    /// Whether the last reconcile ended without failures.
+    last_ok: bool,
+    /// Why the last reconcile did not succeed, if it did not.
+    last_failure: Option<String>,
+    /// Desired marks not confirmed, as of the last [`Daemon::refresh_counts`].
+    pending: usize,
+    /// Whether READY=1 was sent (the first reconcile is over).
+    ready: bool,
+    /// When the last reconcile started (clock time): a mark 500 renewal due before then was
+    /// attempted, so it is retried after `retry_pending_every`, not at once.
+    last_reconcile_at: Option<UnixTime>,
+    /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
+    guard_refused: bool,
+    /// Shared with apply: set on SIGTERM to stop sending new calls.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
+    reread_backoff: schedule::Backoff,
+    /// When to read the desired files again because the last read failed on I/O: such a
+    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
+    reread_at: Option<Instant>,
+    /// Waits without API calls after a fatal code (a bad signature, say), doubling while the
+    /// code comes back, so a broken key cannot run into the service's 70050 block.
+    fatal_backoff: schedule::Backoff,
+    /// Until when no API call is made, after a fatal code.
+    calls_paused_until: Option<Instant>,
+    /// The reconcile held back by the pause, run when it is over.
+    held: Option<Trigger>,
+}
+
+/// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
+/// fatal codes come back, and starts over after a round without one.
+const FATAL_PAUSE_FIRST: Duration = Duration::from_secs(60);
+/// The longest pause in API calls after fatal codes.
+const FATAL_PAUSE_MAX: Duration = Duration::from_secs(600);
+
+/// The first wait before reading desired files again after an I/O problem; doubles up to
+/// [`REREAD_MAX`].
+const REREAD_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between reads of desired files that could not be read.
+const REREAD_MAX: Duration = Duration::from_secs(30);
+
+/// `marksync run`: the daemon on the system clock, until SIGTERM or SIGINT; SIGHUP reloads.
+pub fn main(config_path: &Path, opts: RunOptions) -> Result<u8, Error> {
+    engine::runtime()?.block_on(async {
+        let (sender, inputs) = mpsc::channel::<Input>(1024);
+        signals::install(sender.clone())?;
+        let metrics = Arc::new(Metrics::new());
+        run(
+            config_path,
+            opts,
+            Arc::new(SystemClock),
+            metrics,
+            sender,
+            inputs,
+        )
+        .await
+    })
+}
+
+/// Runs the daemon until `Input::Shutdown` arrives on `inputs` (which the caller feeds from
+/// signals; the file watcher and the HTTP listener feed it too through `sender`). Time comes from
+/// `clock` and tokio's timers, and what it does shows in `metrics`, so tests drive and watch it.
+pub async fn run(
+    config_path: &Path,
+    opts: RunOptions,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    sender: mpsc::Sender<Input>,
+    mut inputs: mpsc::Receiver<Input>,
+) -> Result<u8, Error> {
+    let config = engine::load_config(config_path)?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(state::lock(&config.state)?)
+    };
+    let st = state::load(&config.state, config.sdkappid)?;
+    let connection = engine::connect(&config, clock.clone()).await?;
+    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
+        desired_ok: false,
+        last_reconcile_ok: false,
+        detail: "starting".into(),
+    });
+    let mut daemon = Daemon {
+        config_path: config_path.to_path_buf(),
+        desired: DesiredCache::new(config.desired.clone()),
+        config,
+        opts,
+        clock,
+        state: st,
+        desired_problems: None,
+        connection,
+        metrics,
+        readiness,
+        reassert_due: false,
+        dirty_since: None,
+        reconciled: false,
+        reconnect: false,
+        last_ok: true,
+        guard_refused: false,
+        ready: false,
+        pending: 0,
+        last_reconcile_at: None,
+        last_failure: None,
+        stop: Arc::default(),
+        reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
+        reread_at: None,
+        fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
+        calls_paused_until: None,
+        held: None,
+    };
+
+    let mut watcher = watch_files(
+        daemon.desired.root(),
+        daemon.config.debounce,
+        sender.clone(),
+    )
+    .map_err(|source| Error::Watch {
+        root: daemon.desired.root().to_path_buf(),
+        source,
+    })?;
+    let _http = match daemon.config.http.clone() {
+        None => None,
+        Some(http) => {
+            let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
+            let state = HttpState {
+                metrics: daemon.metrics.clone(),
+                readiness: readiness_rx,
+                events: events_tx,
+                sdkappid: daemon.config.sdkappid,
+                token: None,
+                clock: daemon.clock.clone(),
+            };
+            let listener = crate::http::start(&http, state).await?;
+            let callbacks = sender.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events_rx.recv().await {
+                    if callbacks.send(Input::Callback(event)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(listener)
+        }
+    };
+
+    daemon.refresh_desired();
+    daemon
+        .reconcile(Trigger::Startup, &mut inputs, &mut Vec::new())
+        .await;
+    notify(&[sd_notify::NotifyState::Ready]);
+    daemon.ready = true;
+    daemon.report_status();
+    tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
+
+    let mut retry = interval(daemon.config.retry_pending_every);
+    let mut reassert = interval(daemon.config.reassert_every);
+    let mut watchdog = interval(watchdog_period());
+    let mut deferred: Vec<Input> = Vec::new();
+    // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
+    while !daemon.stop.load(Ordering::SeqCst) {
+        // Inputs deferred during the last reconcile form the next round, all together: however
+        // many arrived, they cause exactly one more reconcile.
+        let mut batch = std::mem::take(&mut deferred);
+        if batch.is_empty() {
+            // While calls are paused, a renewal that comes due waits for the pause to end.
+            let renewal = if daemon.calls_paused_until.is_some() {
+                None
+            } else {
+                daemon.next_renewal_in()
+            };
+            batch.push(tokio::select! {
+                Some(input) = inputs.recv() => input,
+                () = sleep_or_forever(renewal) => Input::RenewalDue,
+                () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
+                    daemon.flush_state();
+                    continue;
+                }
+                () = sleep_until_opt(daemon.calls_paused_until) => {
+                    daemon.calls_paused_until = None;
+                    Input::BackoffOver
+                }
+                () = sleep_until_opt(daemon.reread_at) => {
+                    daemon.reread_at = None;
+                    Input::FilesChanged
+                }
+                _ = retry.tick() => Input::RetryPending,
+                _ = reassert.tick() => Input::Reassert,
+                _ = watchdog.tick() => {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    continue;
+                }
+            });
+        }
+        while let Ok(more) = inputs.try_recv() {
+            batch.push(more);
+        }
+        let trigger = daemon.absorb(batch);
+        if daemon.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        // A reload's new periods, debounce and connection take effect now.
+        if retry.period() != daemon.config.retry_pending_every {
+            retry = interval(daemon.config.retry_pending_every);
+        }
+        if reassert.period() != daemon.config.reassert_every {
+            reassert = interval(daemon.config.reassert_every);
+        }
+        if watcher.debounce != daemon.config.debounce {
+            match watch_files(
+                daemon.desired.root(),
+                daemon.config.debounce,
+                sender.clone(),
+            ) {
+                Ok(w) => watcher = w,
+                Err(e) => tracing::error!(
+                    "reload: cannot restart the file watcher; keeping the old one: {}",
+                    describe_watch_error(&e)
+                ),
+            }
+        }
+        if std::mem::take(&mut daemon.reconnect) {
+            match engine::connect(&daemon.config, daemon.clock.clone()).await {
+                Ok(connection) => {
+                    daemon.connection = connection;
+                    // A new key or endpoint may be the fix for the fatal code: try it now.
+                    if daemon.calls_paused_until.take().is_some() {
+                        tracing::info!(
+                            "reload: new API client; the pause after a fatal API error ends"
+                        );
+                        daemon.held = None;
+                    }
+                }
+                Err(e) => tracing::error!(
+                    kind = e.metric_label(),
+                    "reload: cannot build the API client from the new config; keeping the old one: {e}"
+                ),
+            }
+        }
+        if let Some(trigger) = trigger
+            && daemon.calls_paused_until.is_some()
+        {
+            daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
+        } else if let Some(trigger) = trigger {
+            daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
+            daemon.report_status();
+            if daemon.stop.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    }
+
+    notify(&[sd_notify::NotifyState::Stopping]);
+    if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
+        state::save(&daemon.config.state, &mut daemon.state)?;
+    }
+    tracing::info!("marksync stopped");
+    Ok(exit::OK)
+}
+
+impl Daemon {
+    /// Folds a batch of inputs into the daemon's flags; returns the trigger of the reconcile to
+    /// run, if any (the most significant one, for the metric label).
+    fn absorb(&mut self, batch: Vec<Input>) -> Option<Trigger> {
+        let mut trigger: Option<Trigger> = None;
+        let note = |t: Trigger, trigger: &mut Option<Trigger>| {
+            *trigger = Some(trigger.map_or(t, |old| old.min(t)));
+        };
+        for input in batch {
+            match input {
+                Input::Shutdown => {
+                    tracing::info!("shutting down: finishing calls in flight");
+                    self.stop.store(true, Ordering::SeqCst);
+                }
+                Input::Reload => {
+                    self.reload();
+                    note(Trigger::Reload, &mut trigger);
+                }
+                Input::FilesChanged => {
+                    if self.refresh_desired() {
+                        note(Trigger::Files, &mut trigger);
+                    }
+                }
+                Input::RenewalDue => note(Trigger::Renewal, &mut trigger),
+                Input::RetryPending => {
+                    if self.pending_count() > 0 {
+                        note(Trigger::RetryPending, &mut trigger);
+                    }
+                }
+                Input::Reassert => {
+                    self.reassert_due = true;
+                    note(Trigger::Reassert, &mut trigger);
+                }
+                Input::Callback(event) => {
+                    if self.apply_callback(event) {
+                        note(Trigger::Callback, &mut trigger);
+                    }
+                }
+                Input::BackoffOver => {
+                    if let Some(held) = self.held.take() {
+                        tracing::info!("the pause after a fatal API error is over");
+                        note(held, &mut trigger);
+                    }
+                }
+            }
+        }
+        trigger
+    }
+
+    fn mark_dirty(&mut self) {
+        self.dirty_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Saves state changes made outside a reconcile (callbacks) and updates the gauges they
+    /// move, so neither `/metrics` nor a restart after a crash waits for the next non-empty
+    /// reconcile, which could be hours away.
+    fn flush_state(&mut self) {
+        if self.opts.dry_run {
+            self.dirty_since = None;
+        } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
+            tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
+            // Retry at the next period rather than in a tight loop.
+            self.dirty_since = Some(Instant::now());
+        } else {
+            self.dirty_since = None;
+        }
+        self.refresh_counts();
+    }
+
+    /// A member came online or went offline (SPEC section 4 and 8). The service drops every mark
+    /// but 500 of a member who goes offline, and a member who comes online may have been
+    /// offline (a missed Offline callback): either way its confirmed marks (500 excepted) may
+    /// be gone, so [`presence_changed`] makes them unknown, never absent. A member who comes
+    /// online gets its desired marks again at once: returns whether a reconcile is needed.
+    fn apply_callback(&mut self, event: CallbackEvent) -> bool {
+        let unknown = schedule::presence_changed(&mut self.state, &event);
+        if unknown > 0 {
+            tracing::debug!(group = %event.group, members = event.accounts.len(), marks = unknown, event = ?event.event, "callback: confirmed marks are unknown until settled");
+            self.mark_dirty();
+        }
+        schedule::callback_needs_reconcile(&event, unknown, self.desired.desired())
+    }
+
+    /// Re-reads the desired files; returns whether the desired state changed.
+    fn refresh_desired(&mut self) -> bool {
+        let refresh = self.desired.refresh();
+        if self.desired.last_unreadable {
+            let wait = self.reread_backoff.next_wait();
+            tracing::warn!("desired files could not be read; reading them again in {wait:?}");
+            self.reread_at = Some(Instant::now() + wait);
+        } else {
+            self.reread_backoff.reset();
+            self.reread_at = None;
+        }
+        match refresh {
+            // Back to parsing with the last good content: reconcile all the same, since what
+            // came up meanwhile (members back online, reasserts) was held back as renewals only.
+            Refresh::Unchanged => self.set_desired_ok(),
+            Refresh::Changed(files) => {
+                tracing::info!(
+                    files = files.len(),
+                    reparsed = self.desired.last_parsed,
+                    "desired files changed"
+                );
+                for w in self
+                    .desired
+                    .desired()
+                    .map(|d| d.warnings.as_slice())
+                    .unwrap_or_default()
+                {
+                    tracing::warn!("{w}");
+                }
+                self.set_desired_ok();
+                true
+            }
+            Refresh::Broken(problems) => {
+                let text = problems.to_string();
+                if self.desired_problems.as_deref() != Some(text.as_str()) {
+                    tracing::error!(
+                        errors = problems.error_count(),
+                        "desired files do not parse; keeping the last good desired state and renewing mark 500 only:\n{text}"
+                    );
+                }
+                self.metrics.set_desired_errors(problems.error_count());
+                self.desired_problems = Some(text);
+                self.publish_readiness();
+                false
+            }
+        }
+    }
+
+    /// Records that the desired files parse; returns whether they did not before.
+    fn set_desired_ok(&mut self) -> bool {
+        let was_broken = self.desired_problems.take().is_some();
+        if was_broken {
+            tracing::info!("desired files parse again");
+        }
+        self.metrics.set_desired_errors(0);
+        self.publish_readiness();
+        was_broken
+    }
+
+    /// SIGHUP: a new config replaces the old one only if it loads; the desired files are re-read.
+    fn reload(&mut self) {
+        match engine::load_config(&self.config_path) {
+            Ok(config) => {
+                if config.state != self.config.state || config.sdkappid != self.config.sdkappid {
+                    tracing::warn!(
+                        "reload: `state` and `sdkappid` changes need a restart; keeping the old ones"
+                    );
+                }
+                if config.desired != self.config.desired {
+                    tracing::warn!(
+                        "reload: a new `desired` path needs a restart; keeping the old one"
+                    );
+                }
+                if config.http != self.config.http {
+                    tracing::warn!(
+                        "reload: `http` changes need a restart; keeping the old listener"
+                    );
+                }
+                let embedded = |c: &Config| matches!(c.endpoint, Endpoint::Embedded);
+                if embedded(&config) != embedded(&self.config) {
+                    tracing::warn!(
+                        "reload: switching to or from `endpoint: embedded` needs a restart; keeping the old endpoint"
+                    );
+                }
+                let keep = (
+                    self.config.state.clone(),
+                    self.config.sdkappid,
+                    self.config.desired.clone(),
+                    self.config.http.clone(),
+                );
+                let old_endpoint = self.config.endpoint.clone();
+                self.config = config;
+                (
+                    self.config.state,
+                    self.config.sdkappid,
+                    self.config.desired,
+                    self.config.http,
+                ) = keep;
+                if embedded(&self.config) || matches!(old_endpoint, Endpoint::Embedded) {
+                    self.config.endpoint = old_endpoint;
+                } else {
+                    // Endpoint, identifier, secret key (possibly rotated in place), rate and
+                    // UserSig validity: the main loop rebuilds the client before the next round.
+                    self.reconnect = true;
+                }
+                tracing::info!("reload: config re-read");
+            }
+            Err(e) => {
+                tracing::error!(
+                    kind = e.metric_label(),
+                    "reload: the new config is invalid; keeping the old one:\n{e}"
+                )
+            }
+        }
+        self.refresh_desired();
+    }
+
+    /// How long until the earliest desired mark 500 renewal is due (`None` when there is none).
+    fn next_renewal_in(&self) -> Option<Duration> {
+        // While the files are broken every confirmed 500 is renewed (see `renewals_only`), so
+        // every one of them counts here too.
+        let desired = self
+            .desired
+            .desired()
+            .filter(|_| self.desired_problems.is_none());
+        let margin = self.config.renew_margin.as_secs() as i64;
+        let now = self.clock.now();
+        let due = schedule::next_renewal_at(&self.state, desired, margin, now)?;
+        Some(schedule::renewal_wait(
+            due,
+            self.last_reconcile_at,
+            self.config.retry_pending_every,
+            now,
+        ))
+    }
+
+    /// Recomputes the state's gauges (one walk of the desired marks for the pending count, kept
+    /// for the `STATUS=` line).
+    fn refresh_counts(&mut self) {
+        self.pending = self.pending_count();
+        self.metrics.set_managed(self.state.managed_count());
+        self.metrics.set_pending(self.pending);
+        self.metrics
+            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(
+                &self.state,
+                self.clock.now(),
+            ));
+    }
+
+    /// Desired marks the state does not hold yet (offline members, failures).
+    fn pending_count(&self) -> usize {
+        schedule::pending_count(&self.state, self.desired.desired())
+    }
+
+    /// What `/readyz` says: ready when the desired files parse and the last reconcile succeeded.
+    fn publish_readiness(&self) {
+        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
+        let detail = match (&self.desired_problems, &self.last_failure) {
+            (Some(p), _) => format!("desired files do not parse:\n{p}"),
+            (None, Some(f)) => f.clone(),
+            (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
+            (None, None) if desired_ok => "ok".into(),
+            (None, None) => "desired files not loaded yet".into(),
+        };
+        // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
+        // of a reconcile that has not happened.
+        let _ = self.readiness.send(Readiness {
+            desired_ok,
+            last_reconcile_ok: self.reconciled && self.last_failure.is_none(),
+            detail,
+        });
+    }
+
+    /// The `STATUS=` line systemd shows.
+    fn report_status(&self) {
+        let desired = if self.desired_problems.is_some() {
+            "desired files broken (last good kept)"
+        } else {
+            "desired ok"
+        };
+        let status = format!(
+            "{desired}; {} managed marks, {} pending; last reconcile {}",
+            self.state.managed_count(),
+            self.pending,
+            if self.last_ok { "ok" } else { "failed" }
+        );
+        notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+}
+
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    i
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,211 @@
+//! One reconcile: plan from the desired cache and the in-memory state (renewals of mark 500 only
+//! while the files are broken or the guard refuses), then [`apply::execute`], the same code as
+//! `marksync apply`, with systemd kept informed and SIGTERM honoured while it runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::systemd::{notify, watchdog_period};
+use super::{Daemon, Input, Trigger, interval, schedule, sleep_until_opt};
+use crate::apply::{self, Outcome};
+use crate::engine::SHUTDOWN_GRACE;
+use crate::model::UnixTime;
+use crate::plan::{self, Plan, Policy};
+
+impl Daemon {
+    /// The plan of this round: the full plan when the desired files are good, else renewals of
+    /// mark 500 only (nothing else changes while the files are broken).
+    pub(super) fn plan(&mut self, now: UnixTime) -> Plan {
+        let policy = Policy {
+            renew_margin_secs: self.config.renew_margin.as_secs() as i64,
+            reassert: std::mem::take(&mut self.reassert_due),
+        };
+        match (self.desired.desired(), self.desired_problems.is_some()) {
+            (Some(desired), false) => {
+                let full = plan::plan(desired, &self.state, now, &policy);
+                if self.opts.allow_mass_clear {
+                    return full;
+                }
+                match full.check_guard(&self.config.guard) {
+                    Ok(()) => full,
+                    Err(refusal) => {
+                        tracing::error!(
+                            "{refusal}; renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear"
+                        );
+                        self.guard_refused = true;
+                        schedule::renewals_only(&self.state, now, &policy)
+                    }
+                }
+            }
+            _ => schedule::renewals_only(&self.state, now, &policy),
+        }
+    }
+
+    /// One reconcile. Inputs that arrive meanwhile go to `deferred` (Shutdown acts at once:
+    /// no new calls are sent, calls in flight finish within [`SHUTDOWN_GRACE`]).
+    pub(super) async fn reconcile(
+        &mut self,
+        trigger: Trigger,
+        inputs: &mut mpsc::Receiver<Input>,
+        deferred: &mut Vec<Input>,
+    ) {
+        let now = self.clock.now();
+        self.last_reconcile_at = Some(now);
+        let plan = self.plan(now);
+        self.metrics.set_managed(self.state.managed_count());
+        if plan.is_empty() {
+            self.finish_round(trigger, "no_changes", true);
+            return;
+        }
+        tracing::info!(
+            trigger = trigger.label(),
+            set = plan.summary.set,
+            clear = plan.summary.clear,
+            renew = plan.summary.renew,
+            calls = plan.summary.calls,
+            "{}",
+            crate::render::summary_line(&plan.summary)
+        );
+        if self.opts.dry_run {
+            self.finish_round(trigger, "no_changes", true);
+            return;
+        }
+        let settings = apply::Settings {
+            offline_error_codes: self.config.offline_error_codes.clone(),
+            stop: self.stop.clone(),
+        };
+        let metrics = self.metrics.clone();
+        let client = self.connection.client.clone();
+        let state_path = self.config.state.clone();
+        let clock = self.clock.clone();
+        let stop = self.stop.clone();
+        let plan = Arc::new(plan);
+        let result = {
+            let work = apply::execute(
+                plan,
+                &mut self.state,
+                &state_path,
+                &client,
+                clock.as_ref(),
+                &settings,
+                |report| {
+                    let outcome = match report.outcome {
+                        Outcome::Done { pending, confirmed }
+                            if pending.is_empty() || !confirmed.is_empty() =>
+                        {
+                            if pending.is_empty() { "ok" } else { "partial" }
+                        }
+                        Outcome::Done { .. } => "offline",
+                        Outcome::GroupGone(_) => "group_gone",
+                        Outcome::Failed(_) => "failed",
+                        Outcome::Skipped { .. } => "skipped",
+                    };
+                    metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
+                    if let Outcome::Failed(e) = report.outcome {
+                        tracing::warn!(group = %report.call.group, command = report.call.command.as_str(), kind = e.metric_label(), "call failed: {e}");
+                    }
+                },
+            );
+            tokio::pin!(work);
+            let mut deadline: Option<Instant> = None;
+            // Keep systemd informed during long reconciles: watchdog pings once running, start-timeout
+            // extensions during the first reconcile (it runs before READY=1).
+            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+            let ready = self.ready;
+            loop {
+                tokio::select! {
+                    r = &mut work => break Some(r),
+                    _ = keepalive.tick() => {
+                        if ready {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                        }
+                    }
+                    Some(input) = inputs.recv(), if deadline.is_none() => {
+                        if matches!(input, Input::Shutdown) {
+                            tracing::info!("shutdown requested during a reconcile: no new calls; waiting for calls in flight");
+                            stop.store(true, Ordering::SeqCst);
+                            deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+                        } else {
+                            deferred.push(input);
+                        }
+                    }
+                    () = sleep_until_opt(deadline) => break None,
+                }
+            }
+        };
+        match result {
+            None => {
+                tracing::error!(
+                    "calls in flight did not finish within {SHUTDOWN_GRACE:?}; the next start settles them from the saved intents"
+                );
+                // What was confirmed before the cut is in memory only: save it on the way out.
+                self.mark_dirty();
+                self.finish_round(trigger, "failed", false);
+            }
+            Some(Err(e)) => {
+                tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
+                self.mark_dirty();
+                self.finish_round(trigger, "failed", false);
+            }
+            Some(Ok(applied)) => {
+                self.dirty_since = None;
+                let t = applied.totals;
+                tracing::info!(
+                    trigger = trigger.label(),
+                    "{}",
+                    crate::render::apply_line(&t)
+                );
+                let outcome = if applied.fatal.is_some() {
+                    "failed"
+                } else if t.failed > 0 {
+                    "partial"
+                } else {
+                    "ok"
+                };
+                self.finish_round(trigger, outcome, outcome == "ok");
+                match &applied.fatal {
+                    Some(fatal) => {
+                        let pause = self.fatal_backoff.next_wait();
+                        self.calls_paused_until = Some(Instant::now() + pause);
+                        let text = format!(
+                            "fatal API error: {fatal}; no API calls for {}s",
+                            pause.as_secs()
+                        );
+                        tracing::error!(kind = fatal.metric_label(), "{text}");
+                        self.last_failure = Some(text);
+                        self.publish_readiness();
+                    }
+                    None => self.fatal_backoff.reset(),
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish_round(&mut self, trigger: Trigger, outcome: &str, ok: bool) {
+        let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
+            ("refused", false)
+        } else {
+            (outcome, ok)
+        };
+        self.last_ok = ok;
+        self.reconciled = true;
+        self.metrics.record_reconcile(trigger.label(), outcome);
+        if ok {
+            self.metrics.set_last_success(self.clock.now());
+        }
+        self.refresh_counts();
+        self.last_failure = (!ok).then(|| {
+            format!(
+                "last reconcile ({}) did not succeed: {outcome}",
+                trigger.label()
+            )
+        });
+        self.publish_readiness();
+    }
+}

@@ -1,0 +1,130 @@
+//! The steps every command and the daemon share: load the config and the desired files, the
+//! planning policy, compute the plan, read the secret key, connect to the service (or start the
+//! embedded emulator), and the async runtime. `cmd` (one-shot commands) and `daemon` (`marksync
+//! run`) both sit on top of this layer; it knows neither of them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{self, Config, Endpoint};
+use crate::desired::{self, DesiredState};
+use crate::diag::Diagnostic;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::error::Error;
+use crate::model::UnixTime;
+use crate::plan::{self, Plan, Policy};
+use crate::state;
+use crate::tim::client::{Client, ClientConfig};
+use crate::tim::endpoint::{Region, endpoint_url};
+use crate::tim::usersig::SecretKey;
+
+/// Loads the config, reporting every problem.
+pub fn load_config(path: &Path) -> Result<Config, Error> {
+    config::load(path).map_err(Error::Config)
+}
+
+/// Loads the desired state and prints its warnings to stderr.
+pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
+    let desired = desired::load(&config.desired).map_err(Error::Desired)?;
+    print_warnings(&desired.warnings);
+    Ok(desired)
+}
+
+fn print_warnings(warnings: &[Diagnostic]) {
+    if warnings.is_empty() {
+        return;
+    }
+    let mut err = anstream::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(err, "{w}");
+    }
+}
+
+/// The planning policy a config asks for.
+pub fn policy(config: &Config, reassert: bool) -> Policy {
+    Policy {
+        renew_margin_secs: config.renew_margin.as_secs() as i64,
+        reassert,
+    }
+}
+
+/// Loads everything `plan` and `apply` need and computes the plan (no lock, no network).
+pub fn compute_plan(
+    config: &Config,
+    reassert: bool,
+    now: UnixTime,
+) -> Result<(DesiredState, state::State, Plan), Error> {
+    let desired = load_desired(config)?;
+    let state = state::load(&config.state, config.sdkappid)?;
+    let plan = plan::plan(&desired, &state, now, &policy(config, reassert));
+    Ok((desired, state, plan))
+}
+
+/// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.
+pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    SecretKey::from_sources(
+        config.secret_key_file.as_deref(),
+        std::env::var(crate::tim::usersig::SECRET_KEY_ENV).ok(),
+        credentials.as_deref(),
+    )
+    .map_err(Error::Secret)
+}
+
+/// A client connected as the config says. With `endpoint: embedded` the emulator runs in this
+/// process for as long as the returned [`Connection`] lives.
+pub struct Connection {
+    /// The API client.
+    pub client: Client,
+    /// The in-process emulator, when `endpoint: embedded`.
+    pub embedded: Option<Emulator>,
+}
+
+/// Builds the client (and starts the embedded emulator when asked to).
+pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connection, Error> {
+    let secret = secret_key(config)?;
+    let (base_url, embedded) = match &config.endpoint {
+        Endpoint::Embedded => {
+            let mut emu = EmulatorConfig::new(
+                config.sdkappid,
+                secret.expose().to_string(),
+                config.identifier.clone(),
+            );
+            emu.auto_create_groups = true;
+            emu.members_online_by_default = true;
+            emu.max_calls_per_second = 200;
+            let emulator = Emulator::start(emu)
+                .await
+                .map_err(Error::EmbeddedEmulator)?;
+            (emulator.base_url(), Some(emulator))
+        }
+        Endpoint::Region(region) => (
+            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
+            None,
+        ),
+        Endpoint::Url(url) => (
+            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
+            None,
+        ),
+    };
+    let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
+    cc.usersig_ttl = config.usersig_ttl;
+    cc.max_calls_per_second = config.max_calls_per_second;
+    let client = Client::new(cc, clock).map_err(Error::Client)?;
+    Ok(Connection { client, embedded })
+}
+
+/// A small multi-threaded runtime: the work is network-bound and the machine may be small.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))
+}
+
+/// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);

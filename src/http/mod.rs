@@ -1,0 +1,799 @@
+//! The daemon's HTTP listener (`http.listen`, SPEC section 8): the service's callbacks, health,
+//! readiness and metrics.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /healthz` | 200 `ok` while the process serves |
+//! | `GET /readyz` | 200 `ready` when the desired files parse and the last reconcile was healthy, else 503 with [`Readiness::detail`] |
+//! | `GET /metrics` | [`Metrics::encode`] (OpenMetrics text) as [`METRICS_CONTENT_TYPE`] |
+//! | `POST /callback` | the service's callbacks (reference section 5) |
+//!
+//! `POST /callback` checks, in this order, answering with a `FAIL` body
+//! (`{"ActionStatus":"FAIL","ErrorInfo":...,"ErrorCode":1}`) and the status in brackets:
+//! 1. the query parses (400, `malformed`);
+//! 2. `SdkAppid` is ours (403, `rejected_app`);
+//! 3. when a token is configured: `Sign` and `RequestTime` are both present and `Sign` is right
+//!    (401, `rejected_sign`; an unsigned request is refused), and `RequestTime` is within ±60 s
+//!    of the clock (401, `rejected_time`);
+//! 4. the body arrives within [`BODY_READ_TIMEOUT`] (408, `malformed`) and is at most
+//!    [`MAX_CALLBACK_BODY_BYTES`] (413, `too_large`);
+//! 5. the body is the command's JSON (400, `malformed`). Malformed bodies get HTTP 400 rather
+//!    than 200 + FAIL so that they show in the service's and proxies' error statistics.
+//!
+//! The body is read only after the checks of the query, so an unauthenticated sender cannot make
+//! the daemon buffer anything. Everything else is answered
+//! `{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}` at once: unknown commands and event
+//! types are ignored, and a presence change becomes a [`CallbackEvent`] handed to the daemon with
+//! `try_send`, never awaited, so the reply never waits for a reconcile. When the queue is full
+//! the event is dropped with a warning and counted (the daemon's periodic retry of pending marks
+//! and reassert catch up), and the reply is still OK: callbacks are not retried by the service.
+//!
+//! This module knows nothing of the daemon: the daemon builds an [`HttpState`], runs [`serve`],
+//! publishes [`Readiness`] on a watch channel and consumes [`CallbackEvent`]s.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::model::{Account, GroupId, UnixTime};
+use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
+
+/// Callback bodies larger than this are refused with 413. A presence callback lists at most a
+/// few hundred members of 32 bytes each, far below this.
+pub const MAX_CALLBACK_BODY_BYTES: usize = 64 * 1024;
+
+/// A callback body that has not fully arrived after this long is refused with 408, so that the
+/// reply still comes within the service's 2 s.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The `Content-Type` of `GET /metrics`: the body is OpenMetrics text (it ends in `# EOF`, and
+/// counters are typed `counter` without their `_total` suffix), which Prometheus parses only
+/// when told so; served as plain Prometheus text it would misread those lines.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether the daemon is ready to serve, as `GET /readyz` reports it. The daemon publishes it on
+/// a `watch` channel; the default (nothing loaded yet) is not ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// The desired files as last read parse.
+    pub desired_ok: bool,
+    /// The last reconcile ended healthy.
+    pub last_reconcile_ok: bool,
+    /// One line for humans saying why not ready (or the last outcome); the body of a 503.
+    pub detail: String,
+}
+
+impl Readiness {
+    /// Ready means both flags are set.
+    pub fn is_ready(&self) -> bool {
+        self.desired_ok && self.last_reconcile_ok
+    }
+}
+
+/// Whether the members of a [`CallbackEvent`] came online or went offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberEvent {
+    /// Online or joined: re-send the member's desired marks at once.
+    Online,
+    /// Offline or left: the service dropped their marks except 500.
+    Offline,
+}
+
+impl From<Presence> for MemberEvent {
+    fn from(p: Presence) -> Self {
+        match p {
+            Presence::Online => MemberEvent::Online,
+            Presence::Offline => MemberEvent::Offline,
+        }
+    }
+}
+
+/// A verified presence callback, for the daemon. Accounts the service sent that are not valid
+/// accounts are left out (logged at debug); a callback with none left yields no event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackEvent {
+    /// The group.
+    pub group: GroupId,
+    /// The members concerned, in the order sent (never empty).
+    pub accounts: Vec<Account>,
+    /// Online or offline.
+    pub event: MemberEvent,
+    /// When it happened (unix seconds), by [`event_at`]: the callback's `EventTime`, else the
+    /// moment the listener received it. Stamped here, not when the daemon gets to the event
+    /// (which may be after a long reconcile), so the daemon can tell an event older than a
+    /// mark's confirmation from a newer one.
+    pub at: UnixTime,
+}
+
+/// How far a callback's `EventTime` may be from the listener's clock and still be believed. The
+/// service sends callbacks as events happen and never retries them, so a time further off is a
+/// wrong clock or a wrong unit, and the time of receipt is used instead.
+pub const EVENT_TIME_TOLERANCE_SECS: i64 = 300;
+
+/// `EventTime` values at or above this are milliseconds (the vendor's unit); below, seconds
+/// (10^11 ms is in 1973, 10^11 s in the year 5138).
+const EVENT_TIME_MILLIS_FROM: i64 = 100_000_000_000;
+
+/// When a callback's event happened, in unix seconds: its `EventTime` (milliseconds, as the
+/// vendor documents it, or seconds) when present and within [`EVENT_TIME_TOLERANCE_SECS`] of
+/// `received`, never later than `received`; otherwise `received`, the time the listener got the
+/// callback. Erring late is the safe side: a later event time makes more confirmed marks
+/// "unknown" (re-sent), never fewer.
+pub fn event_at(event_time: Option<&callback::EventTime>, received: UnixTime) -> UnixTime {
+    let Some(raw) = event_time.and_then(callback::EventTime::as_i64) else {
+        return received;
+    };
+    let secs = if raw >= EVENT_TIME_MILLIS_FROM {
+        raw / 1000
+    } else {
+        raw
+    };
+    if secs.abs_diff(received) <= EVENT_TIME_TOLERANCE_SECS.unsigned_abs() {
+        secs.min(received)
+    } else {
+        received
+    }
+}
+
+/// What the listener needs from the daemon.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Encoded on `GET /metrics`; callbacks are counted in it.
+    pub metrics: Arc<Metrics>,
+    /// The daemon's current readiness, read on `GET /readyz`.
+    pub readiness: watch::Receiver<Readiness>,
+    /// Where verified presence changes go (`try_send`; never awaited).
+    pub events: mpsc::Sender<CallbackEvent>,
+    /// Our SDKAppID; callbacks for another are refused.
+    pub sdkappid: u64,
+    /// The callback token. When set, unsigned or wrongly signed callbacks are refused. Never
+    /// logged (`Debug` prints `***`).
+    pub token: Option<String>,
+    /// "Now" for the `RequestTime` check.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpState")
+            .field("readiness", &*self.readiness.borrow())
+            .field("sdkappid", &self.sdkappid)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The listener's routes over `state`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/callback",
+            post(callback).layer(DefaultBodyLimit::max(MAX_CALLBACK_BODY_BYTES)),
+        )
+        .with_state(Arc::new(state))
+}
+
+/// How many connections the listener serves at once, and how long it lets them live.
+///
+/// The listener shares the process's descriptors with the state, the desired files and the
+/// calls to the API, so it never holds more than [`Limits::max_connections`]: a connection
+/// accepted beyond that evicts the oldest connection that has no request in a handler (an idle
+/// keep-alive connection, or one still sending its header), or is closed at once when every
+/// open connection is busy. A flood of idle connections therefore cannot keep `/healthz` from
+/// answering, nor starve the daemon of descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// A connection must deliver a complete request header within this, from its start or
+    /// from the end of the previous response (an idle keep-alive connection too); else closed.
+    pub header_read_timeout: Duration,
+    /// After this, a connection is asked to close after its request in flight.
+    pub max_connection_age: Duration,
+    /// A connection asked to close (age, shutdown) is dropped this much later if still open.
+    pub close_grace: Duration,
+}
+
+/// [`Limits::max_connections`] at most, whatever the descriptor limit.
+pub const MAX_CONNECTIONS: usize = 256;
+/// [`Limits::header_read_timeout`] of the daemon.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// [`Limits::max_connection_age`] of the daemon.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// [`Limits::close_grace`] of the daemon.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long the accept loop pauses after an error such as `EMFILE` before accepting again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+impl Limits {
+    /// The daemon's limits for a process whose soft `RLIMIT_NOFILE` is `nofile` (`None`:
+    /// unknown or unlimited): at most a quarter of the descriptors go to connections, so that
+    /// three quarters stay in reserve for the state, the desired files and the API client.
+    pub fn for_nofile(nofile: Option<u64>) -> Limits {
+        let max_connections = match nofile {
+            Some(n) => usize::try_from(n / 4)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_CONNECTIONS),
+            None => MAX_CONNECTIONS,
+        };
+        Limits {
+            max_connections,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connection_age: MAX_CONNECTION_AGE,
+            close_grace: CLOSE_GRACE,
+        }
+    }
+
+    /// [`Limits::for_nofile`] with this process's soft descriptor limit.
+    pub fn for_this_process() -> Limits {
+        Limits::for_nofile(nofile_soft_limit())
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, read from `/proc/self/limits` (no libc call);
+/// `None` when unlimited or unreadable.
+pub fn nofile_soft_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_nofile_soft(&text)
+}
+
+/// The soft value of the `Max open files` line of a `/proc/PID/limits` text.
+fn parse_nofile_soft(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Serves [`router`] on `listener` with [`Limits::for_this_process`] until `shutdown`
+/// completes, then lets in-flight requests finish (for [`CLOSE_GRACE`] at most).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = Limits::for_this_process();
+    tracing::debug!(?limits, "HTTP listener limits");
+    serve_with(listener, router(state), limits, shutdown).await
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes, then asks every
+/// connection to close after its request in flight and waits [`Limits::close_grace`] at most.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let open = Arc::new(Connections::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_error_logged: Option<std::time::Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // EMFILE/ENFILE and the like: the connection stays in the backlog; pause so as
+                // not to spin, and log once in a while rather than for every attempt.
+                if last_error_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "HTTP listener cannot accept a connection");
+                    last_error_logged = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let Some(slot) = open.admit().await else {
+            tracing::debug!(
+                max = limits.max_connections,
+                "HTTP connection closed at once: every connection is busy"
+            );
+            continue;
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            app.clone(),
+            slot,
+            limits,
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(stop_rx);
+    // Connections see the send (or the sender gone) and close after their request in flight.
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(limits.close_grace, stop_tx.closed()).await;
+    Ok(())
+}
+
+/// Errors of `accept` that concern only the connection being accepted.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection: HTTP/1 with the header read timeout, closed when evicted, asked to close
+/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that. The slot
+/// is given back only once the socket is closed, so that open sockets never exceed the cap.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    slot: Slot,
+    limits: Limits,
+    stop: watch::Receiver<()>,
+) {
+    drive_connection(stream, app, &slot.state, limits, stop).await;
+    drop(slot);
+}
+
+/// [`serve_connection`] until the connection ends; the socket is closed on return.
+async fn drive_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    conn_state: &Arc<ConnState>,
+    limits: Limits,
+    mut stop: watch::Receiver<()>,
+) {
+    let busy_state = conn_state.clone();
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        use hyper::service::Service as _;
+        let busy = Busy::enter(&busy_state);
+        let response = service.call(req);
+        async move {
+            let r = response.await;
+            drop(busy);
+            r
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut conn =
+        std::pin::pin!(builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+    let mut age = std::pin::pin!(tokio::time::sleep(limits.max_connection_age));
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                break;
+            }
+            () = conn_state.evict.notified() => {
+                tracing::debug!("idle HTTP connection closed to make room for a new one");
+                break;
+            }
+            () = &mut age, if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(limits.close_grace)));
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(limits.close_grace)));
+            }
+            () = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => break,
+        }
+    }
+}
+
+/// The open connections, oldest first, for eviction.
+struct Connections {
+    /// One permit per connection that may be open; a [`Slot`] holds one until its socket is
+    /// closed.
+    permits: Arc<tokio::sync::Semaphore>,
+    /// By admission order.
+    open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
+    /// The next connection's id.
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// What the accept loop knows of one open connection.
+#[derive(Default)]
+struct ConnState {
+    /// Requests of this connection in a handler now.
+    busy: std::sync::atomic::AtomicUsize,
+    /// Notified when the connection must close at once to make room.
+    evict: tokio::sync::Notify,
+}
+
+/// A connection's place in [`Connections`]; given back on drop.
+struct Slot {
+    /// Its key in `Connections::open`.
+    id: u64,
+    /// Shared with the set.
+    state: Arc<ConnState>,
+    /// The set.
+    set: Arc<Connections>,
+    /// Given back on drop, after the socket is closed.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// How long admission waits for an evicted connection to close its socket.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+impl Connections {
+    /// An empty set of at most `max` (at least 1) connections.
+    fn new(max: usize) -> Self {
+        Connections {
+            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A place for a connection just accepted: when every place is taken, the oldest
+    /// connection with no request in a handler is evicted and its place taken once its socket
+    /// is closed; `None` when every open connection is busy (or the evicted one did not close
+    /// within [`EVICTION_WAIT`]): the new connection is then closed.
+    async fn admit(self: &Arc<Self>) -> Option<Slot> {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !self.evict_oldest_idle() {
+                    return None;
+                }
+                tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
+                    .await
+                    .ok()?
+                    .ok()?
+            }
+        };
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let state = Arc::new(ConnState::default());
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        Some(Slot {
+            id,
+            state,
+            set: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    /// Tells the oldest connection with no request in a handler to close; false when every
+    /// open connection is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = open
+            .iter()
+            .find(|(_, c)| c.busy.load(std::sync::atomic::Ordering::Acquire) == 0)
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| open.remove(&id)) {
+            Some(c) => {
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.set.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&self.id);
+    }
+}
+
+/// Marks a connection busy while one of its requests is in a handler.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    /// Counts a request in.
+    fn enter(c: &Arc<ConnState>) -> Busy {
+        c.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Busy(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// `GET /healthz`: the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: 200 when ready, else 503 with the detail.
+async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+    let r = s.readiness.borrow().clone();
+    if r.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        let detail = if r.detail.is_empty() {
+            "not ready".to_owned()
+        } else {
+            r.detail
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
+    }
+}
+
+/// `GET /metrics`: OpenMetrics text.
+async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// A refused or failed callback: its status, metric outcome and `ErrorInfo`.
+struct Refusal {
+    /// The HTTP status of the reply.
+    status: StatusCode,
+    /// The `outcome` label of `marksync_callbacks_total`.
+    outcome: &'static str,
+    /// `ErrorInfo` of the reply and the log line (never the token or the expected Sign).
+    info: String,
+}
+
+impl Refusal {
+    /// A refusal.
+    fn new(status: StatusCode, outcome: &'static str, info: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            outcome,
+            info: info.into(),
+        }
+    }
+}
+
+/// `POST /callback`: see the module documentation for the checks and replies.
+async fn callback(
+    State(s): State<Arc<HttpState>>,
+    query: Result<Query<CallbackQuery>, QueryRejection>,
+    request: Request,
+) -> Response {
+    let command = match &query {
+        Ok(Query(q)) => q.command.clone().unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let result = match query {
+        Ok(Query(q)) => handle_callback(&s, &command, &q, request).await,
+        Err(e) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("unreadable query string: {e}"),
+        )),
+    };
+    match result {
+        Ok(outcome) => {
+            s.metrics.record_callback(&command, outcome);
+            (StatusCode::OK, Json(CallbackReplyBody::ok())).into_response()
+        }
+        Err(r) => {
+            s.metrics.record_callback(&command, r.outcome);
+            tracing::warn!(
+                command = %command,
+                status = r.status.as_u16(),
+                outcome = r.outcome,
+                "callback refused: {}",
+                r.info
+            );
+            (r.status, Json(CallbackReplyBody::fail(r.info))).into_response()
+        }
+    }
+}
+
+/// Checks and acts on one callback; returns the metric outcome of an OK reply.
+async fn handle_callback(
+    s: &HttpState,
+    command: &str,
+    q: &CallbackQuery,
+    request: Request,
+) -> Result<&'static str, Refusal> {
+    // When the callback arrived: the event's time when it carries none (see `event_at`).
+    let received = s.clock.now();
+    let app = q.sdkappid.as_deref().unwrap_or("");
+    if app.trim().parse::<u64>() != Ok(s.sdkappid) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "rejected_app",
+            format!("SdkAppid {app:?} is not this app's"),
+        ));
+    }
+    if let Some(token) = &s.token {
+        let (Some(sign), Some(time)) = (q.sign.as_deref(), q.request_time.as_deref()) else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "rejected_sign",
+                "unsigned callback: Sign and RequestTime are required",
+            ));
+        };
+        if !callback::verify_sign(token, time, sign) {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "rejected_sign",
+                "wrong Sign",
+            ));
+        }
+        if let Err(e) = callback::check_request_time(time, s.clock.now()) {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "rejected_time",
+                e.to_string(),
+            ));
+        }
+    }
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &()))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)))) => {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body larger than {MAX_CALLBACK_BODY_BYTES} bytes"),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("cannot read the body: {e}"),
+            ));
+        }
+        Err(_) => {
+            return Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "malformed",
+                format!(
+                    "body not received within {} ms",
+                    BODY_READ_TIMEOUT.as_millis()
+                ),
+            ));
+        }
+    };
+    let change = match callback::parse(command, &body) {
+        Ok(Parsed::Presence(change)) => change,
+        Ok(Parsed::Ignored) => {
+            tracing::debug!(command, "callback ignored");
+            return Ok("ignored");
+        }
+        Err(e) => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                e.to_string(),
+            ));
+        }
+    };
+    let group = match GroupId::new(&change.group_id) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::debug!(command, error = %e, "callback for an invalid group ignored");
+            return Ok("ignored");
+        }
+    };
+    let accounts: Vec<Account> = change
+        .accounts
+        .into_iter()
+        .filter_map(|a| match Account::from_string(a) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::debug!(command, group = %group, error = %e, "invalid account in a callback skipped");
+                None
+            }
+        })
+        .collect();
+    if accounts.is_empty() {
+        tracing::debug!(command, group = %group, "callback without valid accounts ignored");
+        return Ok("ignored");
+    }
+    let event = CallbackEvent {
+        group,
+        accounts,
+        event: change.presence.into(),
+        at: event_at(change.event_time.as_ref(), received),
+    };
+    tracing::debug!(
+        command,
+        group = %event.group,
+        members = event.accounts.len(),
+        event = ?event.event,
+        event_time = ?change.event_time.as_ref().and_then(callback::EventTime::as_i64),
+        "callback accepted"
+    );
+    match s.events.try_send(event) {
+        Ok(()) => {}
+        Err(TrySendError::Full(ev)) => {
+            s.metrics.record_callback_event_dropped();
+            tracing::warn!(
+                group = %ev.group,
+                members = ev.accounts.len(),
+                "callback event dropped: the daemon's queue is full"
+            );
+        }
+        Err(TrySendError::Closed(ev)) => {
+            s.metrics.record_callback_event_dropped();
+            tracing::warn!(
+                group = %ev.group,
+                members = ev.accounts.len(),
+                "callback event dropped: the daemon is not taking events"
+            );
+        }
+    }
+    Ok("accepted")
+}
+
+/// A started listener.
+#[derive(Debug)]
+pub struct Listener {
+    /// The address it is bound to (the port the OS chose for `listen: 127.0.0.1:0`).
+    pub addr: std::net::SocketAddr,
+    /// The accept loop; it runs until the process ends.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `http.listen` and serves [`router`] over `state` in a task of its own. The callback
+/// token comes from `http.callback_token_file`, else the systemd credential `callback-token`
+/// (`state.token` is replaced). Reports the bound address.
+pub async fn start(http: &crate::config::Http, mut state: HttpState) -> Result<Listener, Error> {
+    let token_file = http.callback_token_file.clone().or_else(|| {
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|d| std::path::PathBuf::from(d).join("callback-token"))
+            .filter(|p| p.exists())
+    });
+    state.token = match &token_file {
+        Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::CallbackToken)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", http.listen), e))?;
+    let addr = listener.local_addr().unwrap_or(http.listen);
+    tracing::info!(listen = %addr, "http listener: /callback, /healthz, /readyz, /metrics");
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(listener, state, std::future::pending()).await {
+            tracing::error!("http listener stopped: {e}");
+        }
+    });
+    Ok(Listener { addr, task })
+}
+
+#[cfg(test)]
+mod tests;

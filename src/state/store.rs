@@ -1,0 +1,294 @@
+//! The state's storage: load, atomic save with `.bak`, the intents sidecar, the lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use std::collections::BTreeMap;
+
+use super::{FORMAT_VERSION, State, StateError, parse};
+use crate::model::{Account, GroupId, MarkSet};
+
+/// The `.bak` path of a state path.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".bak");
+    PathBuf::from(s)
+}
+
+/// The sidecar lock path of a state path.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Reads the state. A missing file (and no `.bak`) is a first run: an empty state for `sdkappid`.
+pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
+    let bytes = match crate::input::read_regular(path, crate::input::MAX_STATE_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let bak = backup_path(path);
+            if bak.exists() {
+                return Err(StateError::MissingWithBackup {
+                    path: path.into(),
+                    bak,
+                });
+            }
+            let mut state = State::new(sdkappid);
+            merge_intents(path, &mut state)?;
+            return Ok(state);
+        }
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            });
+        }
+    };
+    let mut state = parse(path, &bytes)?;
+    if state.sdkappid != sdkappid {
+        return Err(StateError::OtherApp {
+            path: path.into(),
+            found: state.sdkappid,
+            expected: sdkappid,
+        });
+    }
+    merge_intents(path, &mut state)?;
+    Ok(state)
+}
+
+/// The intents sidecar of a state path (`<state>.intents`): marks an apply is about to set,
+/// written before the first call. Small, so recording intents does not rewrite a state of a
+/// million marks before every change; folded into the state (and removed) by the next [`save`].
+pub fn intents_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".intents");
+    PathBuf::from(s)
+}
+
+/// The sidecar's content.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntentsFile {
+    format_version: u32,
+    sdkappid: u64,
+    /// The serial of the state generation the intents were recorded against. The next [`save`]
+    /// folds them into a later generation, so a sidecar older than the state it sits next to (a
+    /// crash between that save's rename and its removal of the sidecar) is already folded.
+    /// Missing in sidecars of earlier builds: merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial: Option<u64>,
+    intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
+}
+
+/// Adds the sidecar's intents (if any) to `state`. A corrupt sidecar is an error like a corrupt
+/// state: ignoring it could leave marks set and unaccounted for.
+fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
+    let sidecar = intents_path(path);
+    let bytes = match crate::input::read_regular(&sidecar, crate::input::MAX_STATE_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: sidecar,
+                source,
+            });
+        }
+    };
+    let file: IntentsFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: sidecar.clone(),
+        detail: e.to_string(),
+        bak: backup_path(path),
+    })?;
+    if file.format_version != FORMAT_VERSION {
+        return Err(StateError::Version {
+            path: sidecar,
+            found: file.format_version,
+        });
+    }
+    if file.sdkappid != state.sdkappid {
+        return Err(StateError::OtherApp {
+            path: sidecar,
+            found: file.sdkappid,
+            expected: state.sdkappid,
+        });
+    }
+    if file.serial.is_some_and(|s| s < state.serial) {
+        // Folded into the state by the save that made this generation.
+        return Ok(());
+    }
+    // Every intent is merged, also those on confirmed marks: a clear (or a renewal) was in flight,
+    // so the mark is unknown.
+    for (group, accounts) in file.intents {
+        for (account, marks) in accounts {
+            state.intend(&group, &account, marks.iter());
+        }
+    }
+    Ok(())
+}
+
+/// Records the state's intents in the sidecar, atomically and durably (temporary file, fsync,
+/// rename, fsync of the directory), without rewriting the state itself.
+pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
+    let sidecar = intents_path(path);
+    let file = IntentsFile {
+        format_version: FORMAT_VERSION,
+        sdkappid: state.sdkappid,
+        serial: Some(state.serial),
+        intents: state.intents.clone(),
+    };
+    write_atomically(
+        &sidecar,
+        |w| serde_json::to_writer(w, &file).map_err(io::Error::other),
+        || Ok(()),
+    )
+    .map_err(|(_, e)| e)
+}
+
+/// Whether a failed [`write_atomically`] had already renamed the new file into place (only the
+/// directory's fsync failed): then the new content is what the path holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renamed {
+    No,
+    Yes,
+}
+
+/// Writes `path` through a temporary file in the same directory: fsync, `before_rename`, rename,
+/// fsync the directory.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
+    before_rename: impl FnOnce() -> io::Result<()>,
+) -> Result<(), (Renamed, StateError)> {
+    let werr = |source: io::Error| {
+        (
+            Renamed::No,
+            StateError::Write {
+                path: path.into(),
+                source,
+            },
+        )
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(werr)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".marksync-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(werr)?;
+    {
+        let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        write(&mut w).map_err(werr)?;
+        w.write_all(b"\n").map_err(werr)?;
+        w.flush().map_err(werr)?;
+    }
+    tmp.as_file().sync_all().map_err(werr)?;
+    before_rename().map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| (Renamed::Yes, werr(e).1))?;
+    Ok(())
+}
+
+/// Writes the state atomically: temporary file in the same directory, fsync, keep the current
+/// file as `.bak` (by hard link, so the state path always exists), rename over, fsync the
+/// directory. Increments `serial`, only when the write succeeds.
+pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
+    let werr = |source: io::Error| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let previous = state.serial;
+    state.serial += 1;
+    let keep_backup = || -> io::Result<()> {
+        if path.exists() {
+            let bak = backup_path(path);
+            let dir = bak.parent().map(Path::to_path_buf).unwrap_or_default();
+            let bak_tmp = dir.join(format!(".marksync-bak-{}.tmp", std::process::id()));
+            let _ = std::fs::remove_file(&bak_tmp);
+            std::fs::hard_link(path, &bak_tmp)
+                .or_else(|_| std::fs::copy(path, &bak_tmp).map(|_| ()))?;
+            std::fs::rename(&bak_tmp, &bak)?;
+        }
+        Ok(())
+    };
+    let written = write_atomically(
+        path,
+        |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
+        keep_backup,
+    );
+    if let Err((renamed, e)) = written {
+        // Once the new file is in place its serial is the one on disk, durable or not.
+        if renamed == Renamed::No {
+            state.serial = previous;
+        }
+        return Err(e);
+    }
+    // The state now holds every open intent: the sidecar is redundant.
+    match std::fs::remove_file(intents_path(path)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(werr(e)),
+    }
+}
+
+/// An exclusive hold on a state: the sidecar lock file, locked for the life of this value.
+/// Holds the holder's pid so a refused process can say who holds it.
+#[derive(Debug)]
+pub struct Lock {
+    /// Kept open: the OS lock lives as long as the descriptor.
+    _file: File,
+    /// The lock file's path.
+    pub path: PathBuf,
+}
+
+/// Takes the exclusive lock for `state_path`, or says which pid holds it.
+pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
+    let path = lock_path(state_path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| StateError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StateError::Locked {
+                path: state_path.into(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
+    }
+    let write_pid = |f: &mut File| -> io::Result<()> {
+        f.set_len(0)?;
+        f.rewind()?;
+        writeln!(f, "{}", std::process::id())?;
+        f.sync_all()
+    };
+    write_pid(&mut file).map_err(|source| StateError::Lock {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Lock { _file: file, path })
+}

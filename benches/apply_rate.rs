@@ -32,26 +32,16 @@ use marksync::state::State;
 use marksync::tim::client::{Client, ClientConfig};
 use marksync::tim::usersig::SecretKey;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{ADMIN, APP, KEY};
 /// The highest `max_calls_per_second` the client accepts: its limiter period (1.05 / rate s)
 /// must be at least 1 ns.
 const NO_LIMIT: u32 = 1_000_000_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let calls = args
-        .iter()
-        .position(|a| a == "--calls")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000usize);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let calls = common::flag("--calls").unwrap_or(2000usize);
+    let rt = common::runtime();
     rt.block_on(async {
         println!("{calls} calls (groups x 1 member) per run, 2 worker threads");
         run("limit 200", calls, 200, true).await;

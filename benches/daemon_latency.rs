@@ -10,63 +10,20 @@
 //! The daemon is the real binary; the emulator runs in this process.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use marksync::emulator::{Emulator, EmulatorConfig};
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::daemon::Daemon;
+use common::{APP, unix_now_ms};
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
-const BIN: &str = env!("CARGO_BIN_EXE_marksync");
+use marksync::emulator::Emulator;
+
 const DEBOUNCE_MS: u64 = 300;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn status(addr: SocketAddr, path: &str) -> u16 {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return 0;
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    raw.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::poll(what, limit, || f().then_some(()));
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -74,41 +31,36 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Writes the config and starts the daemon; waits until `/readyz` is 200.
-fn start_daemon(dir: &Path, endpoint: &str) -> (Killed, Duration) {
-    let port = free_port();
-    std::fs::write(dir.join("secret.key"), KEY).unwrap();
+/// Writes the config and starts the daemon (its listener on a port the OS chooses, read from
+/// its log); waits until `/readyz` is 200.
+fn start_daemon(dir: &Path, endpoint: &str) -> (Daemon, Duration) {
+    common::daemon::write_secret(dir);
+    let mut config = common::daemon::config(endpoint);
+    config.insert("debounce", format!("{DEBOUNCE_MS}ms"));
+    config.remove("retry_pending_every");
+    config.remove("reassert_every");
     std::fs::write(
         dir.join("marksync.yaml"),
-        format!(
-            "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: secret.key\nendpoint: {endpoint}\n\
-             desired: marks/\nstate: state/marksync.json\ndebounce: {DEBOUNCE_MS}ms\n\
-             http: {{ listen: 127.0.0.1:{port} }}\n"
-        ),
+        common::daemon::config_text(&config),
     )
     .unwrap();
     let t = Instant::now();
-    let child = Command::new(BIN)
-        .arg("-c")
-        .arg(dir.join("marksync.yaml"))
-        .args(["-q", "run"])
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let d = Daemon::spawn(&dir.join("marksync.yaml"), dir.join("daemon.log"), |_| {});
     wait_until("daemon ready", Duration::from_secs(300), || {
-        status(addr, "/readyz") == 200
+        if let Some(a) = d.addr() {
+            return common::http(a, "GET", "/readyz", None).is_ok_and(|r| r.0 == 200);
+        }
+        false
     });
-    (Killed(child), t.elapsed())
+    (d, t.elapsed())
 }
 
-/// Writes `file` and returns the milliseconds until the emulator logged a new call.
-fn reaction(emu: &Emulator, file: &Path, content: &str) -> f64 {
+/// Writes `file` and returns the milliseconds until the emulator logged a new call; then
+/// waits until the daemon has recorded the reconcile, so the next round starts from rest.
+fn reaction(emu: &Emulator, daemon: &Daemon, file: &Path, content: &str) -> f64 {
+    let reconciles = daemon.reconciles("files");
     let before = emu.stats(true).log.map_or(0, |l| l.len());
-    let t0 = now_ms();
+    let t0 = unix_now_ms();
     std::fs::write(file, content).unwrap();
     let mut first = None;
     wait_until("a call after the change", Duration::from_secs(30), || {
@@ -116,8 +68,9 @@ fn reaction(emu: &Emulator, file: &Path, content: &str) -> f64 {
         first = log.get(before).map(|c| c.at_ms);
         first.is_some()
     });
-    // Let the reconcile finish before the next round.
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("the reconcile to finish", Duration::from_secs(30), || {
+        daemon.reconciles("files") > reconciles
+    });
     (first.unwrap() - t0) as f64
 }
 
@@ -130,25 +83,14 @@ fn proc_cpu_ticks(pid: u32) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::proc_status_kib(&pid.to_string(), "VmRSS")
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let rt = common::runtime();
+    let emu = rt
+        .block_on(Emulator::start(common::demo_emulator_config()))
         .unwrap();
-    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
-    cfg.auto_create_groups = true;
-    cfg.members_online_by_default = true;
-    let emu = rt.block_on(Emulator::start(cfg)).unwrap();
     let endpoint = emu.base_url();
 
     // (a) and (b): the example.
@@ -169,7 +111,12 @@ fn main() {
             &format!("    members:\n      late{i}: [1003]\n"),
             1,
         );
-        samples.push(reaction(&emu, &marks.join("classroom.yaml"), &content));
+        samples.push(reaction(
+            &emu,
+            &daemon,
+            &marks.join("classroom.yaml"),
+            &content,
+        ));
     }
     let a = median(samples.clone());
     println!(
@@ -180,7 +127,7 @@ fn main() {
         DEBOUNCE_MS + 50
     );
 
-    let pid = daemon.0.id();
+    let pid = daemon.proc.pid();
     std::thread::sleep(Duration::from_secs(1));
     let ticks0 = proc_cpu_ticks(pid);
     let t = Instant::now();
@@ -201,7 +148,7 @@ fn main() {
     let marks = dir.path().join("marks");
     std::fs::create_dir_all(&marks).unwrap();
     std::fs::create_dir_all(dir.path().join("state")).unwrap();
-    let confirmed = now_ms() / 1000;
+    let confirmed = unix_now_ms() / 1000;
     let mut state = format!(r#"{{"format_version":1,"sdkappid":{APP},"serial":1,"groups":{{"#);
     for f in 0..1000 {
         let group = format!("@TGS#BENCH{f:04}");
@@ -232,6 +179,7 @@ fn main() {
     for i in 0..5 {
         samples.push(reaction(
             &emu,
+            &daemon,
             &file,
             &format!("{base}      newcomer{i}: [1000]\n"),
         ));
@@ -241,7 +189,7 @@ fn main() {
         "(c) 1,000 files, 1,000,000 pairs (startup to ready {:.1} s, RSS {} MiB): file saved -> \
          first call: median {c:.0} ms (min {:.0}, max {:.0}; target <= {} ms)",
         startup.as_secs_f64(),
-        rss_kib(daemon.0.id()) / 1024,
+        rss_kib(daemon.proc.pid()) / 1024,
         samples.iter().copied().fold(f64::MAX, f64::min),
         samples.iter().copied().fold(0.0, f64::max),
         DEBOUNCE_MS + 100

@@ -30,18 +30,14 @@ use marksync::state::State;
 use marksync::tim::client::{Client, ClientConfig};
 use marksync::tim::usersig::SecretKey;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{ADMIN, APP, KEY};
 const RATE: u32 = 200;
 const EVERY: Duration = Duration::from_secs(600);
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     rt.block_on(example());
     at_scale();
     classification();

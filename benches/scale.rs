@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const GROUPS: usize = 1000;
 const MEMBERS: usize = 1000;
 const NOW: i64 = 1_764_000_000;
@@ -30,17 +33,8 @@ fn main() {
         println!("{} {rss} {len}", elapsed.as_nanos());
         return;
     }
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize);
-    let only = args
-        .iter()
-        .position(|a| a == "--layout")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let runs = common::flag("--runs").unwrap_or(3usize);
+    let only: Option<String> = common::flag("--layout");
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
     let layouts: Vec<(&str, Layout)> = LAYOUTS
@@ -289,13 +283,5 @@ fn phases(config_path: &Path) {
 
 /// This process's peak RSS (VmHWM) in KB.
 fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    common::proc_status_kib("self", "VmHWM")
 }

@@ -87,9 +87,11 @@ pub struct CallReport<'a> {
 pub struct Totals {
     /// Marks newly confirmed (including reasserted ones).
     pub set: usize,
-    /// Marks cleared.
+    /// Marks cleared (`clear` in JSON, the plan's name).
+    #[serde(rename = "clear")]
     pub cleared: usize,
-    /// Marks 500 renewed.
+    /// Marks 500 renewed (`renew` in JSON, the plan's name).
+    #[serde(rename = "renew")]
     pub renewed: usize,
     /// Marks not applied because their member was offline.
     pub pending: usize,

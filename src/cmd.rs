@@ -135,7 +135,14 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let written = if opts.json {
         writeln!(out, "{}", render::json_plan(&plan))
     } else {
-        write!(out, "{}", render::human_plan(&plan, now))
+        write!(
+            out,
+            "{}",
+            render::human_plan(
+                &plan,
+                &render::PlanView::new(&desired, &state, &config.desired, now)
+            )
+        )
     };
     written
         .and_then(|()| out.flush())
@@ -340,14 +347,16 @@ pub async fn apply_until(
         Some(state::lock(&config.state)?)
     };
     let now = clock.now();
-    let (_, mut st, plan) = compute_plan(config, opts.reassert, now)?;
+    let (desired, mut st, plan) = compute_plan(config, opts.reassert, now)?;
     let mut out = anstream::stdout();
     let write_err = |e: std::io::Error| Error::Other(format!("cannot write output: {e}"));
     if opts.json {
         writeln!(out, "{}", render::json_plan(&plan)).map_err(write_err)?;
     } else {
-        write!(out, "{}", render::human_plan(&plan, now)).map_err(write_err)?;
+        let view = render::PlanView::new(&desired, &st, &config.desired, now);
+        write!(out, "{}", render::human_plan(&plan, &view)).map_err(write_err)?;
     }
+    drop(desired);
     if !opts.allow_mass_clear {
         plan.check_guard(&config.guard)?;
     }

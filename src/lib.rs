@@ -12,6 +12,8 @@
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
 //! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
 //! - [`render`]: the human plan and the `--json` contract.
+//! - [`saved_plan`]: the file of `plan --out` / `apply FILE` and why one is refused (pure checks).
+//! - [`schema`]: the desired files' JSON Schema, for editors (`marksync schema`).
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
@@ -36,6 +38,9 @@ pub mod model;
 pub mod plan;
 pub mod refresh;
 pub mod render;
+pub mod saved_plan;
+pub mod schema;
+
 pub mod snapshot;
 pub mod state;
 pub mod tim;

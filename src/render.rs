@@ -8,59 +8,217 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use crate::model::UnixTime;
-use crate::plan::{ChangeKind, Plan, Summary};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::desired::Origin;
+use crate::model::{Account, GroupId, MarkSet, UnixTime};
+use crate::plan::{Change, ChangeKind, Plan, Summary};
+use crate::refresh::{Classified, Drift, DriftCounts, DriftKind};
+use crate::state::State;
 
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
 const YELLOW: Style = AnsiColor::Yellow.on_default();
 const BOLD: Style = Style::new().bold();
 
-/// The human plan, ending with the summary line.
-pub fn human_plan(plan: &Plan, now: UnixTime) -> String {
-    if plan.is_empty() {
-        return "No changes. Marks match the desired state.\n".into();
+/// What the human plan shows besides the plan itself.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanView<'a> {
+    /// The state the plan was made against: each member's marks before the plan.
+    pub state: &'a State,
+    /// Where each desired group is declared (heads each group with `file:line`).
+    pub origins: &'a BTreeMap<GroupId, Origin>,
+    /// The desired path of the config: origins are shown relative to its parent directory
+    /// (`marks/classroom.yaml:4` for `desired: marks/`).
+    pub desired_root: &'a Path,
+    /// When the plan was made (renewals show the age of their confirmation).
+    pub now: UnixTime,
+    /// Whether the plan compared with the service (`--refresh`); without it, "No changes" hints
+    /// that it could.
+    pub refreshed: bool,
+}
+
+impl<'a> PlanView<'a> {
+    /// The view of a plan made from `desired` against `state` at `now`, without `--refresh`.
+    pub fn new(
+        desired: &'a crate::desired::DesiredState,
+        state: &'a State,
+        desired_root: &'a Path,
+        now: UnixTime,
+    ) -> Self {
+        PlanView {
+            state,
+            origins: &desired.origins,
+            desired_root,
+            now,
+            refreshed: false,
+        }
     }
+}
+
+/// The "no changes" text: what it means, and how to compare with the service.
+pub fn no_changes(refreshed: bool) -> String {
+    let mut out = String::from("No changes. Marks match the recorded state.\n");
+    if !refreshed {
+        out.push_str(
+            "(The state records what marksync last applied; `--refresh` compares with the service.)\n",
+        );
+    }
+    out
+}
+
+/// One member's line before alignment.
+struct MemberLine {
+    sign: char,
+    style: Style,
+    account: String,
+    before: String,
+    after: String,
+    note: String,
+}
+
+/// The human plan: per group (headed with the `file:line` declaring it), one line per member,
+/// `sign account  before -> after  note`; members with marks to clear first (their calls run
+/// first), then the others, each part in account order (the calls' order); the summary line last.
+pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
+    if plan.is_empty() {
+        return no_changes(view.refreshed);
+    }
+    let base = view.desired_root.parent().unwrap_or(Path::new(""));
     let mut out = String::new();
     for (group, changes) in &plan.changes {
-        let _ = writeln!(out, "{BOLD}group {group}{BOLD:#}");
-        let width = changes
+        match view.origins.get(group) {
+            Some(o) => {
+                let path = o.path.strip_prefix(base).unwrap_or(&o.path);
+                let _ = writeln!(
+                    out,
+                    "{BOLD}group {group}{BOLD:#}  ({}:{})",
+                    path.display(),
+                    o.line
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{BOLD}group {group}{BOLD:#}  (no longer declared: its marks are cleared)"
+                );
+            }
+        }
+        let lines = member_lines(group, changes, view);
+        let aw = lines
             .iter()
-            .map(|c| c.account.as_str().chars().count())
-            .max()
-            .unwrap_or(0)
-            + 3;
-        let mark_width = changes
-            .iter()
-            .map(|c| c.mark.to_string().len())
+            .map(|l| l.account.chars().count())
             .max()
             .unwrap_or(0);
-        for c in changes {
-            let (sign, style, note) = match c.kind {
-                ChangeKind::Set => ('+', GREEN, String::new()),
-                ChangeKind::Reassert => ('+', GREEN, "reassert".to_string()),
-                ChangeKind::Clear => ('-', RED, String::new()),
-                ChangeKind::Renew(at) => (
-                    '~',
-                    YELLOW,
-                    format!("renew (confirmed {} ago)", age(now - at)),
-                ),
-            };
-            let account = format!("{:<width$}", c.account.as_str());
-            let line = if note.is_empty() {
-                format!("{sign} {account}{}", c.mark)
+        let bw = lines
+            .iter()
+            .map(|l| l.before.chars().count())
+            .max()
+            .unwrap_or(0);
+        for l in &lines {
+            let text = format!(
+                "{} {:<aw$}  {:<bw$}  -> {}",
+                l.sign, l.account, l.before, l.after
+            );
+            let text = if l.note.is_empty() {
+                text.trim_end().to_string()
             } else {
-                format!(
-                    "{sign} {account}{:<mark_width$}  {note}",
-                    c.mark.to_string()
-                )
+                format!("{text}   {}", l.note)
             };
-            let _ = writeln!(out, "  {style}{line}{style:#}");
+            let style = l.style;
+            let _ = writeln!(out, "  {style}{text}{style:#}");
         }
         out.push('\n');
     }
     let _ = writeln!(out, "{}", summary_line(&plan.summary));
     out
+}
+
+/// The members of one group's changes, clears first, with their marks before and after.
+fn member_lines(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec<MemberLine> {
+    let mut by_account: BTreeMap<&Account, Vec<&Change>> = BTreeMap::new();
+    for c in changes {
+        by_account.entry(&c.account).or_default().push(c);
+    }
+    let mut lines: Vec<(bool, MemberLine)> = by_account
+        .into_iter()
+        .map(|(account, changes)| {
+            let confirmed = view
+                .state
+                .confirmed(group, account)
+                .map(|c| c.marks())
+                .unwrap_or_default();
+            let intended = view
+                .state
+                .intended(group, account)
+                .cloned()
+                .unwrap_or_default();
+            let mut before: MarkSet = confirmed.clone();
+            before.extend(intended.iter());
+            let mut after = before.clone();
+            let mut clears = false;
+            let mut notes = Vec::new();
+            for c in &changes {
+                match c.kind {
+                    ChangeKind::Clear => {
+                        clears = true;
+                        after.remove(c.mark);
+                    }
+                    ChangeKind::Set => {
+                        after.insert(c.mark);
+                    }
+                    ChangeKind::Reassert => {
+                        after.insert(c.mark);
+                        notes.push(format!("reassert {}", c.mark));
+                    }
+                    ChangeKind::Renew(at) => {
+                        after.insert(c.mark);
+                        notes.push(format!(
+                            "renew {} (confirmed {} ago)",
+                            c.mark,
+                            age(view.now - at)
+                        ));
+                    }
+                }
+            }
+            // A mark an interrupted apply may have set or cleared is unknown: `1001?`.
+            let before_text = before
+                .iter()
+                .map(|m| {
+                    if confirmed.contains(m) {
+                        m.to_string()
+                    } else {
+                        format!("{m}?")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (sign, style) = if before.is_empty() {
+                ('+', GREEN)
+            } else if after.is_empty() {
+                ('-', RED)
+            } else {
+                ('~', YELLOW)
+            };
+            let line = MemberLine {
+                sign,
+                style,
+                account: account.as_str().to_string(),
+                before: before_text,
+                after: after
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                note: notes.join(", "),
+            };
+            (clears, line)
+        })
+        .collect();
+    // Stable: account order within each part.
+    lines.sort_by_key(|(clears, _)| !*clears);
+    lines.into_iter().map(|(_, l)| l).collect()
 }
 
 /// `Plan: 1 to set, 1 to clear, 1 to renew in 1 group, 2 API calls.`
@@ -103,6 +261,9 @@ pub struct JsonPlan<'a> {
     pub summary: JsonSummary,
     /// The calls in execution order.
     pub calls: Vec<JsonCall<'a>>,
+    /// With `--refresh`: every drifted (group, account, mark) and its kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<&'a [Drift]>,
 }
 
 /// The `summary` object.
@@ -118,6 +279,9 @@ pub struct JsonSummary {
     pub groups: usize,
     /// API calls.
     pub calls: usize,
+    /// With `--refresh`: drifted marks counted by kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftCounts>,
 }
 
 /// One call.
@@ -152,7 +316,9 @@ impl<'a> JsonPlan<'a> {
                 renew: s.renew,
                 groups: s.groups,
                 calls: s.calls,
+                drift: None,
             },
+            drift: None,
             calls: plan
                 .calls
                 .iter()
@@ -171,11 +337,112 @@ impl<'a> JsonPlan<'a> {
                 .collect(),
         }
     }
+
+    /// Adds what `--refresh` found: the `"drift"` array and `summary.drift`.
+    pub fn with_drift(mut self, classified: &'a Classified) -> Self {
+        self.summary.drift = Some(classified.counts());
+        self.drift = Some(&classified.drift);
+        self
+    }
 }
 
 /// The plan as one line of JSON.
 pub fn json_plan(plan: &Plan) -> String {
     serde_json::to_string(&JsonPlan::new(plan)).expect("plan serializes")
+}
+
+/// The plan made with `--refresh` as one line of JSON: the plan object plus `"drift"` and
+/// `summary.drift`.
+pub fn json_plan_refreshed(plan: &Plan, classified: &Classified) -> String {
+    serde_json::to_string(&JsonPlan::new(plan).with_drift(classified)).expect("plan serializes")
+}
+
+/// Drift kinds in words, for the human drift section.
+fn drift_words(kind: DriftKind) -> &'static str {
+    match kind {
+        DriftKind::Lost => "lost",
+        DriftKind::Offline => "offline",
+        DriftKind::Gone => "gone",
+        DriftKind::Unmanaged => "unmanaged",
+        DriftKind::Adopted => "adopted",
+        DriftKind::NotChecked => "not checked",
+    }
+}
+
+/// `2 lost, 1 unmanaged`: the non-zero counts, in report order.
+fn drift_counts_text(counts: &DriftCounts) -> String {
+    DriftKind::ALL
+        .iter()
+        .filter(|k| counts.get(**k) > 0)
+        .map(|k| format!("{} {}", counts.get(*k), drift_words(*k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The drift section a `--refresh` plan shows before its calls: per group, counts by kind; with
+/// `verbose`, every drifted member and mark (`not checked` ones with the reason). Ends with a
+/// blank line, so the plan follows.
+pub fn drift(classified: &Classified, verbose: bool) -> String {
+    let total = classified.drift.len();
+    if total == 0 {
+        return "Refreshed: the service holds what the state records.\n\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{BOLD}Drift{BOLD:#}: {total} {} differ from the recorded state ({}).",
+        plural(total, "mark", "marks"),
+        drift_counts_text(&classified.counts())
+    );
+    let mut by_group: BTreeMap<&GroupId, Vec<&Drift>> = BTreeMap::new();
+    for d in &classified.drift {
+        by_group.entry(&d.group).or_default().push(d);
+    }
+    for (group, list) in by_group {
+        let owned: Vec<Drift> = list.iter().map(|d| (*d).clone()).collect();
+        let _ = writeln!(
+            out,
+            "  group {group}: {}",
+            drift_counts_text(&DriftCounts::of(&owned))
+        );
+        if verbose {
+            let kw = list
+                .iter()
+                .map(|d| drift_words(d.kind).len())
+                .max()
+                .unwrap_or(0);
+            let aw = list
+                .iter()
+                .map(|d| d.account.as_str().chars().count())
+                .max()
+                .unwrap_or(0);
+            let mut sorted = list;
+            sorted.sort_by(|a, b| (a.kind, &a.account, a.mark).cmp(&(b.kind, &b.account, b.mark)));
+            for d in sorted {
+                let reason = match d.reason {
+                    Some(crate::refresh::NotChecked::FullListing) => {
+                        "  (the listing was full: absence is not evidence)"
+                    }
+                    Some(crate::refresh::NotChecked::Recent) => {
+                        "  (confirmed too recently to judge)"
+                    }
+                    Some(crate::refresh::NotChecked::InFlight) => {
+                        "  (an interrupted apply: re-sent by the plan)"
+                    }
+                    None => "",
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:<kw$}  {:<aw$}  {}{reason}",
+                    drift_words(d.kind),
+                    d.account.as_str(),
+                    d.mark
+                );
+            }
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
@@ -280,6 +547,214 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::{DesiredGroup, DesiredState};
+    use crate::model::Mark;
+    use crate::plan::{self, Policy};
+    use crate::refresh::NotChecked;
+    use std::path::PathBuf;
+
+    const NOW: UnixTime = 1_764_000_000;
+    const H: i64 = 3600;
+
+    fn g(s: &str) -> GroupId {
+        GroupId::new(s).unwrap()
+    }
+    fn a(s: &str) -> Account {
+        Account::new(s).unwrap()
+    }
+    fn m(n: u64) -> Mark {
+        Mark::new(n).unwrap()
+    }
+    fn origin(file: &str, line: u64) -> Origin {
+        Origin {
+            path: PathBuf::from(format!("/srv/marks/{file}")),
+            line,
+            column: 3,
+            source_line: String::new(),
+            source_offset: 0,
+        }
+    }
+
+    /// Plans `desired` (group, account, marks) against `state` (group, account, mark, confirmed
+    /// hours ago) and renders it without styles.
+    fn render(
+        desired: &[(&str, &str, &[u64])],
+        state: &[(&str, &str, u64, i64)],
+        refreshed: bool,
+    ) -> String {
+        let mut d = DesiredState::default();
+        for (group, account, marks) in desired {
+            let grp: &mut DesiredGroup = d.groups.entry(g(group)).or_default();
+            grp.members
+                .entry(a(account))
+                .or_default()
+                .extend(marks.iter().map(|&n| m(n)));
+            d.origins.insert(g(group), origin("classroom.yaml", 4));
+        }
+        let mut st = State::new(1);
+        for (group, account, mark, hours) in state {
+            st.confirm(&g(group), &a(account), [m(*mark)], NOW - hours * H);
+        }
+        let plan = plan::plan(&d, &st, NOW, &Policy::default());
+        let mut view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
+        view.refreshed = refreshed;
+        anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string()
+    }
+
+    #[test]
+    fn members_read_before_to_after_with_clears_first_and_the_summary_last() {
+        let text = render(
+            &[
+                ("@TGS#a", "tom_li", &[1001, 1003]),
+                ("@TGS#a", "new_one", &[1000]),
+                ("@TGS#a", "host", &[500]),
+            ],
+            &[
+                ("@TGS#a", "tom_li", 1001, 1),
+                ("@TGS#a", "tom_li", 1002, 1),
+                ("@TGS#a", "gone", 1001, 1),
+                ("@TGS#a", "host", 500, 61),
+            ],
+            false,
+        );
+        assert_eq!(
+            text,
+            "group @TGS#a  (marks/classroom.yaml:4)\n\
+             \x20 - gone     1001        ->\n\
+             \x20 ~ tom_li   1001, 1002  -> 1001, 1003\n\
+             \x20 ~ host     500         -> 500   renew 500 (confirmed 61h ago)\n\
+             \x20 + new_one              -> 1000\n\
+             \n\
+             Plan: 2 to set, 2 to clear, 1 to renew in 1 group, 2 API calls.\n"
+        );
+    }
+
+    #[test]
+    fn a_group_no_longer_declared_says_so() {
+        let text = render(&[], &[("@TGS#old", "x", 1000, 1)], false);
+        assert!(
+            text.starts_with(
+                "group @TGS#old  (no longer declared: its marks are cleared)\n  - x  1000  ->\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_mark_in_flight_is_shown_as_unknown() {
+        let mut d = DesiredState::default();
+        d.groups.entry(g("@TGS#a")).or_default();
+        let mut st = State::new(1);
+        st.intend(&g("@TGS#a"), &a("x"), [m(1000)]);
+        let plan = plan::plan(&d, &st, NOW, &Policy::default());
+        let view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
+        let text = anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string();
+        assert!(text.contains("  - x  1000?  ->\n"), "{text}");
+    }
+
+    #[test]
+    fn no_changes_says_what_was_compared() {
+        assert_eq!(
+            render(
+                &[("@TGS#a", "x", &[1000])],
+                &[("@TGS#a", "x", 1000, 1)],
+                false
+            ),
+            "No changes. Marks match the recorded state.\n\
+             (The state records what marksync last applied; `--refresh` compares with the service.)\n"
+        );
+        assert_eq!(
+            render(&[], &[], true),
+            "No changes. Marks match the recorded state.\n"
+        );
+    }
+
+    fn drift(group: &str, account: &str, mark: u64, kind: DriftKind) -> Drift {
+        Drift {
+            group: g(group),
+            account: a(account),
+            mark: m(mark),
+            kind,
+            reason: (kind == DriftKind::NotChecked).then_some(NotChecked::FullListing),
+            desired: true,
+        }
+    }
+
+    fn classified() -> Classified {
+        Classified {
+            drift: vec![
+                drift("@TGS#a", "ann", 1001, DriftKind::Lost),
+                drift("@TGS#a", "bob", 1001, DriftKind::Unmanaged),
+                drift("@TGS#a", "cy", 1000, DriftKind::Lost),
+                drift("@TGS#b", "dee", 500, DriftKind::NotChecked),
+            ],
+            changes: Default::default(),
+        }
+    }
+
+    #[test]
+    fn drift_is_counted_per_group_and_listed_when_verbose() {
+        let c = classified();
+        let short = anstream::adapter::strip_str(&super::drift(&c, false)).to_string();
+        assert_eq!(
+            short,
+            "Drift: 4 marks differ from the recorded state (2 lost, 1 unmanaged, 1 not checked).\n\
+             \x20 group @TGS#a: 2 lost, 1 unmanaged\n\
+             \x20 group @TGS#b: 1 not checked\n\n"
+        );
+        let long = anstream::adapter::strip_str(&super::drift(&c, true)).to_string();
+        assert!(
+            long.contains(
+                "  group @TGS#a: 2 lost, 1 unmanaged\n\
+                 \x20   lost       ann  1001\n\
+                 \x20   lost       cy   1000\n\
+                 \x20   unmanaged  bob  1001\n"
+            ),
+            "{long}"
+        );
+        assert!(
+            long.contains("not checked  dee  500  (the listing was full"),
+            "{long}"
+        );
+        assert_eq!(
+            super::drift(&Classified::default(), true),
+            "Refreshed: the service holds what the state records.\n\n"
+        );
+    }
+
+    #[test]
+    fn the_json_plan_gains_drift_only_with_refresh() {
+        let plan = Plan::default();
+        let plain: serde_json::Value = serde_json::from_str(&json_plan(&plan)).unwrap();
+        assert!(plain.get("drift").is_none());
+        assert!(plain["summary"].get("drift").is_none());
+        let c = classified();
+        let v: serde_json::Value = serde_json::from_str(&json_plan_refreshed(&plan, &c)).unwrap();
+        assert_eq!(v["summary"]["drift"]["lost"], 2);
+        assert_eq!(v["summary"]["drift"]["not_checked"], 1);
+        assert_eq!(
+            v["drift"][0],
+            serde_json::json!({"group": "@TGS#a", "account": "ann", "mark": 1001, "kind": "lost"})
+        );
+        assert_eq!(v["drift"][3]["reason"], "full_listing");
+    }
+
+    #[test]
+    fn apply_json_summary_uses_the_plan_field_names() {
+        let t = crate::apply::Totals {
+            set: 1,
+            cleared: 2,
+            renewed: 3,
+            pending: 4,
+            failed: 5,
+            calls: 6,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(t).unwrap(),
+            serde_json::json!({"set": 1, "clear": 2, "renew": 3, "pending": 4, "failed": 5, "calls": 6})
+        );
+    }
 
     #[test]
     fn ages_read_in_the_unit_that_matters() {

@@ -25,13 +25,8 @@ use marksync::tim::client::{Client, ClientConfig};
 use marksync::tim::usersig::SecretKey;
 use serde_json::Value;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
-const BIN: &str = env!("CARGO_BIN_EXE_marksync");
-
-/// group -> account -> marks (ascending). Accounts without marks are absent.
-type Marks = BTreeMap<String, BTreeMap<String, Vec<u32>>>;
+mod common;
+use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks};
 
 /// Fails the test instead of hanging it.
 async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -39,17 +34,6 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
         Ok(v) => v,
         Err(_) => panic!("timed out: {what}"),
     }
-}
-
-/// Desired marks from `(group, account, marks)` rows.
-fn marks(rows: &[(&str, &str, &[u32])]) -> Marks {
-    let mut out = Marks::new();
-    for (g, a, m) in rows {
-        let mut m = m.to_vec();
-        m.sort_unstable();
-        out.entry((*g).into()).or_default().insert((*a).into(), m);
-    }
-    out
 }
 
 /// The exit code an apply ended with, error or not.
@@ -106,6 +90,18 @@ impl Env {
         &self.config.state
     }
 
+    /// Brings every member of `want` online and makes `want` the desired files.
+    async fn online_and_desire(&self, want: &Marks) {
+        self.online_all(want).await;
+        self.desire(want);
+    }
+
+    /// [`Env::online_and_desire`], then an apply that must succeed: the start of most tests.
+    async fn applied(&self, want: &Marks) {
+        self.online_and_desire(want).await;
+        assert_eq!(self.apply_default().await, exit::OK);
+    }
+
     /// Replaces the desired files with `want`.
     fn desire(&self, want: &Marks) {
         write_desired(&self.config.desired, want);
@@ -152,17 +148,7 @@ impl Env {
 
     /// The state's confirmed marks.
     fn confirmed(&self) -> Marks {
-        self.state()
-            .groups
-            .iter()
-            .map(|(g, accounts)| {
-                let accounts = accounts
-                    .iter()
-                    .map(|(a, c)| (a.as_str().into(), c.iter().map(|(m, _)| m.get()).collect()))
-                    .collect();
-                (g.as_str().into(), accounts)
-            })
-            .collect()
+        common::confirmed_marks(&self.state())
     }
 
     /// The emulator's live marks in every group (groups without marks left out).
@@ -313,18 +299,7 @@ fn write_config(dir: &Path, endpoint: &str) -> Config {
 }
 
 fn write_desired(dir: &Path, want: &Marks) {
-    let mut y = String::from("groups:\n");
-    for (g, members) in want {
-        y.push_str(&format!("  \"{g}\":\n    members:\n"));
-        for (a, m) in members {
-            let list: Vec<String> = m.iter().map(u32::to_string).collect();
-            y.push_str(&format!("      \"{a}\": [{}]\n", list.join(", ")));
-        }
-    }
-    if want.is_empty() {
-        y = "groups: {}\n".into();
-    }
-    std::fs::write(dir.join("groups.yaml"), y).unwrap();
+    std::fs::write(dir.join("groups.yaml"), common::yaml(want)).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,9 +313,7 @@ async fn first_apply_converges_and_records_what_the_service_confirmed() {
         ("@TGS#a", "teacher", &[1000, 1001]),
         ("@TGS#b", "viewer", &[600]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
     assert_eq!(env.emu.call_count(), 2, "one set call per group");
 }
@@ -349,9 +322,7 @@ async fn first_apply_converges_and_records_what_the_service_confirmed() {
 async fn second_apply_sends_no_calls() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let calls = env.emu.call_count();
     let serial = env.state().serial;
     assert!(env.plan(false).is_empty());
@@ -457,9 +428,7 @@ async fn marks_dropped_by_going_offline_come_back_with_reassert() {
         ("@TGS#a", "u2", &[1000]),
         ("@TGS#a", "host", &[500]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
 
     // u1 drops and comes back: the service cleared its marks, marksync cannot know.
@@ -619,8 +588,17 @@ async fn converges_under(kind: FaultKind, after: bool) {
         }
     }
     env.emu.clear_faults();
-    // A call the client gave up on may still land late; let it, then look.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A call the client gave up on may still land late: wait until each is answered (the
+    // emulator logs a call when it answers it), or until longer than any injected latency,
+    // after which one never answered was dropped with its connection. Then look.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let stats = env.emu.stats(true);
+        if stats.log.map_or(0, |l| l.len()) as u64 >= stats.calls_total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     env.assert_converged(&b);
     assert!(
         client.stats().retries > 0,
@@ -628,35 +606,25 @@ async fn converges_under(kind: FaultKind, after: bool) {
     );
 }
 
-#[tokio::test]
-async fn converges_under_system_errors_10002() {
-    converges_under(FaultKind::ErrorCode { code: 10002 }, false).await;
+/// One test per fault: `name: kind, whether the fault strikes after the call was applied;`.
+macro_rules! converges_under {
+    ($($(#[doc = $doc:literal])* $name:ident: $kind:expr, $after:expr;)*) => {$(
+        $(#[doc = $doc])*
+        #[tokio::test]
+        async fn $name() {
+            converges_under($kind, $after).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn converges_under_rate_limit_answers_60018() {
-    converges_under(FaultKind::ErrorCode { code: 60018 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_http_502() {
-    converges_under(FaultKind::HttpStatus { status: 502 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_http_502_after_the_call_was_applied() {
-    converges_under(FaultKind::HttpStatus { status: 502 }, true).await;
-}
-
-#[tokio::test]
-async fn converges_under_timeouts() {
-    // 1 s of latency against a 300 ms request timeout.
-    converges_under(FaultKind::Latency { ms: 1000 }, false).await;
-}
-
-#[tokio::test]
-async fn converges_under_dropped_connections_after_the_call_was_applied() {
-    converges_under(FaultKind::DropConnection, true).await;
+converges_under! {
+    converges_under_system_errors_10002: FaultKind::ErrorCode { code: 10002 }, false;
+    converges_under_rate_limit_answers_60018: FaultKind::ErrorCode { code: 60018 }, false;
+    converges_under_http_502: FaultKind::HttpStatus { status: 502 }, false;
+    converges_under_http_502_after_the_call_was_applied: FaultKind::HttpStatus { status: 502 }, true;
+    /// 1 s of latency against a 300 ms request timeout.
+    converges_under_timeouts: FaultKind::Latency { ms: 1000 }, false;
+    converges_under_dropped_connections_after_the_call_was_applied: FaultKind::DropConnection, true;
 }
 
 #[tokio::test]
@@ -695,8 +663,7 @@ async fn fatal_70009_stops_with_exit_1_and_changes_nothing() {
 async fn a_call_refused_after_retries_exits_4_and_keeps_what_succeeded() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#b", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     // One call is refused with a code that is neither retryable, fatal nor "offline": that
     // call fails, the other group's call succeeds and is recorded.
     env.emu
@@ -780,9 +747,7 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
 async fn a_locked_state_exits_5_and_is_left_intact() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let bytes = std::fs::read(env.state_path()).unwrap();
 
     env.desire(&marks(&[("@TGS#a", "u1", &[1001])]));
@@ -891,9 +856,7 @@ async fn intents_left_by_a_crash_are_cleared_and_foreign_marks_are_not() {
 async fn a_clear_whose_answer_was_lost_is_unknown_and_the_mark_is_set_again_when_desired() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#a", "u2", &[1000])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // The clear reaches the service, its answer is lost (as when apply is killed while it is in
     // flight): the mark is gone from the service, and the state must not still call it confirmed.
@@ -929,9 +892,7 @@ async fn a_clear_whose_answer_was_lost_is_unknown_and_the_mark_is_set_again_when
 async fn a_clears_only_plan_with_an_unwritable_state_directory_sends_nothing() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "u1", &[1000]), ("@TGS#b", "u2", &[1001])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let state_before = std::fs::read(env.state_path()).unwrap();
 
     env.desire(&marks(&[("@TGS#b", "u2", &[1001])]));
@@ -964,8 +925,7 @@ async fn a_clears_only_plan_with_an_unwritable_state_directory_sends_nothing() {
 async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_accounted_for() {
     let env = Env::start().await;
     let want = many_groups(12, false);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     // 12 calls at 4 a second take 3 s; the first bulk save comes after 1 s and fails: a
     // non-empty directory where the state file goes (the intents sidecar beside it still works).
     // Each call takes 400 ms, so some are in flight when the save fails: they must finish and be
@@ -1013,9 +973,7 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
         ("@TGS#a", "left", &[500, 1000]),
         ("@TGS#a", "stays", &[1000]),
     ]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     env.assert_converged(&want);
 
     // "off" goes offline (the service drops its marks); "left" leaves the group (drops all, 500
@@ -1059,9 +1017,7 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
 async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "host", &[500])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // A clear of that 500 was in flight when an earlier run died (its intent is on record), and
     // the host has left the group since, which drops every mark.
@@ -1090,9 +1046,7 @@ async fn an_unknown_mark_500_stays_unknown_when_its_set_finds_the_member_away() 
 async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_confirmed() {
     let env = Env::start().await;
     let want = marks(&[("@TGS#a", "host", &[500])]);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
 
     // The host leaves (its 500 goes with it); a reassert finds it away.
     env.emu.leave("@TGS#a", &["host"]).await.unwrap();
@@ -1126,9 +1080,7 @@ async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed()
     }
     let env = Env::start().await;
     let want = many_groups(400, false);
-    env.online_all(&want).await;
-    env.desire(&want);
-    assert_eq!(env.apply_default().await, exit::OK);
+    env.applied(&want).await;
     let mut fewer = want.clone();
     let dropped: Vec<String> = fewer.keys().take(10).cloned().collect();
     for g in &dropped {
@@ -1194,8 +1146,7 @@ async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed()
 async fn calls_after_a_stop(signal: bool) -> (u64, Duration) {
     let env = Env::start().await;
     let want = many_groups(10, false);
-    env.online_all(&want).await;
-    env.desire(&want);
+    env.online_and_desire(&want).await;
     if !signal {
         env.emu
             .inject_fault(Fault::always(FaultKind::ErrorCode { code: 70009 }))
@@ -1260,14 +1211,7 @@ async fn run(mut c: tokio::process::Command) -> std::process::Output {
 
 /// `n` groups with one member each (one call per group), every odd one dropped by `even_only`.
 fn many_groups(n: usize, even_only: bool) -> Marks {
-    (0..n)
-        .filter(|i| !even_only || i % 2 == 0)
-        .map(|i| {
-            let mut m = BTreeMap::new();
-            m.insert("u".to_string(), vec![1000, 1001]);
-            (format!("@TGS#k{i:04}"), m)
-        })
-        .collect()
+    common::groups_of_one("@TGS#k", (0..n).filter(|i| !even_only || i % 2 == 0))
 }
 
 /// Polls `check` every 20 ms until it holds (bounded).
@@ -1285,52 +1229,12 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let config = write_config(dir.path(), &base);
+    // The standalone emulator binds port 0 and reports its address.
+    let emu = tokio::task::block_in_place(StandaloneEmulator::start);
+    let config = write_config(dir.path(), &emu.endpoint());
     let cfg_path = config.path.clone();
-    // kill_on_drop: a failing test leaves no process behind.
-    let _emulator = marksync(
-        &cfg_path,
-        &[
-            "emulator",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--demo",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let get = |path: &str| {
-        let (http, url) = (http.clone(), format!("{base}{path}"));
-        async move {
-            match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                _ => None,
-            }
-        }
-    };
-    wait_until("the emulator", async || {
-        get("/emulator/stats").await.is_some()
-    })
-    .await;
-    let fault = serde_json::json!({"kind": "latency", "ms": 200});
-    let r = http
-        .post(format!("{base}/emulator/faults"))
-        .json(&fault)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let blocking = |f: &dyn Fn(&StandaloneEmulator)| tokio::task::block_in_place(|| f(&emu));
+    blocking(&|e| e.inject(serde_json::json!({"kind": "latency", "ms": 200})));
 
     write_desired(&config.desired, &many_groups(600, false));
     let mut apply = marksync(&cfg_path, &["-q", "apply"])
@@ -1339,9 +1243,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         .spawn()
         .unwrap();
     wait_until("150 calls", async || {
-        get("/emulator/stats")
-            .await
-            .is_some_and(|s| s["calls_total"].as_u64().unwrap_or(0) >= 150)
+        tokio::task::block_in_place(|| emu.calls()) >= 150
     })
     .await;
     apply.start_kill().unwrap(); // SIGKILL
@@ -1353,14 +1255,12 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         !st.intents.is_empty(),
         "killed before the end, so some intents are unresolved"
     );
-    // Calls in flight at the kill may still land; let them before looking.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = http
-        .delete(format!("{base}/emulator/faults"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    // Calls in flight at the kill may still land (their 200 ms latency is slept either way);
+    // wait until each is answered or dropped before looking.
+    blocking(&|e| {
+        e.settle(Duration::from_secs(2));
+        e.clear_faults();
+    });
 
     // Half the groups are no longer desired: what the killed run set there must go.
     let want = many_groups(600, true);
@@ -1373,16 +1273,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let groups = get("/emulator/groups").await.expect("groups");
-    let mut live = Marks::new();
-    for (g, view) in groups.as_object().unwrap() {
-        for (a, m) in view["members"].as_object().unwrap() {
-            let marks: Vec<u32> = serde_json::from_value(m["marks"].clone()).unwrap();
-            if !marks.is_empty() {
-                live.entry(g.clone()).or_default().insert(a.clone(), marks);
-            }
-        }
-    }
+    let live = tokio::task::block_in_place(|| emu.marks());
     assert_eq!(live, want, "exactly the desired marks, no stray ones");
     let st = state::load(&config.state, APP).unwrap();
     assert!(st.intents.is_empty());

@@ -7,12 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+mod common;
+use common::{ADMIN, APP, KEY, Marks, Proc, StandaloneEmulator, unix_now};
 
 /// The longest a single run may take; the binary needs milliseconds.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-const SDKAPPID: u64 = 1_400_000_000;
 const GROUP: &str = "@TGS#a6I4ZUUGO";
 
 /// A config for the test directory: desired files under `marks/`, state in `state.json`.
@@ -178,45 +180,35 @@ impl Output {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// The example config and desired file, with a state holding `groups` (JSON, `{GROUP}` is
+/// replaced).
+fn with_state(groups: &str) -> Test {
+    Test::new()
+        .config(CONFIG)
+        .file("marks/class.yaml", DESIRED)
+        .state(APP, &groups.replace("{GROUP}", GROUP))
 }
 
 /// The SPEC section 6 situation: teacher10 is new (set), student9 is no longer desired (clear),
 /// host's mark 500 was confirmed 61 h ago (renew: due 12 h before its 72 h run out).
 fn spec_example() -> Test {
-    let t = now();
+    let t = unix_now();
     let renew = t - 61 * 3600;
-    Test::new()
-        .config(CONFIG)
-        .file("marks/class.yaml", DESIRED)
-        .state(
-            SDKAPPID,
-            &format!(
-                r#"{{"{GROUP}":{{"host":{{"500":{renew},"1000":{t}}},"student9":{{"1001":{t}}}}}}}"#
-            ),
-        )
+    with_state(&format!(
+        r#"{{"{{GROUP}}":{{"host":{{"500":{renew},"1000":{t}}},"student9":{{"1001":{t}}}}}}}"#
+    ))
 }
 
 /// A state that matches [`DESIRED`] exactly, mark 500 freshly confirmed.
 fn in_sync() -> Test {
-    let t = now() - 3600;
-    Test::new()
-        .config(CONFIG)
-        .file("marks/class.yaml", DESIRED)
-        .state(
-            SDKAPPID,
-            &format!(
-                r#"{{"{GROUP}":{{"host":{{"500":{t},"1000":{t}}},"teacher10":{{"1000":{t}}}}}}}"#
-            ),
-        )
+    let t = unix_now() - 3600;
+    with_state(&format!(
+        r#"{{"{{GROUP}}":{{"host":{{"500":{t},"1000":{t}}},"teacher10":{{"1000":{t}}}}}}}"#
+    ))
 }
 
 #[test]
@@ -286,10 +278,10 @@ fn plan_prints_set_clear_and_renew() {
         .status(0)
         .stderr("")
         .stdout(
-            "group @TGS#a6I4ZUUGO
-  + teacher10   1000
-  - student9    1001
-  ~ host        500   renew (confirmed 61h ago)
+            "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  - student9   1001       ->
+  ~ host       500, 1000  -> 500, 1000   renew 500 (confirmed 61h ago)
+  + teacher10             -> 1000
 
 Plan: 1 to set, 1 to clear, 1 to renew in 1 group, 2 API calls.
 ",
@@ -317,7 +309,8 @@ fn plan_without_changes_says_so() {
         .arg("plan")
         .run()
         .status(0)
-        .stdout("No changes. Marks match the desired state.\n")
+        .stdout("No changes. Marks match the recorded state.\n\
+             (The state records what marksync last applied; `--refresh` compares with the service.)\n")
         .stderr("");
 }
 
@@ -331,7 +324,8 @@ fn detailed_exitcode_is_2_with_changes_and_0_without() {
         .args(&["plan", "--detailed-exitcode"])
         .run()
         .status(0)
-        .stdout("No changes. Marks match the desired state.\n");
+        .stdout("No changes. Marks match the recorded state.\n\
+             (The state records what marksync last applied; `--refresh` compares with the service.)\n");
     spec_example()
         .args(&["plan", "--json", "--detailed-exitcode"])
         .run()
@@ -374,10 +368,9 @@ fn missing_state_is_a_first_run_that_plans_everything() {
         .status(0)
         .stderr("")
         .stdout(
-            "group @TGS#a6I4ZUUGO
-  + host        500
-  + host        1000
-  + teacher10   1000
+            "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  + host         -> 500, 1000
+  + teacher10    -> 1000
 
 Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
 ",
@@ -418,17 +411,14 @@ fn state_of_another_application_is_refused() {
 
 #[test]
 fn broken_desired_file_plans_nothing_not_clears() {
-    let t = now();
+    let t = unix_now();
     Test::new()
         .config(CONFIG)
         .file(
             "marks/class.yaml",
             "groups:\n  \"@TGS#a6I4ZUUGO\":\n    members: [\n",
         )
-        .state(
-            SDKAPPID,
-            &format!(r#"{{"{GROUP}":{{"host":{{"1000":{t}}}}}}}"#),
-        )
+        .state(APP, &format!(r#"{{"{GROUP}":{{"host":{{"1000":{t}}}}}}}"#))
         .arg("plan")
         .run()
         .status(1)
@@ -455,10 +445,9 @@ fn config_comes_from_marksync_config_and_paths_are_relative_to_it() {
         .env("MARKSYNC_CONFIG", "conf/app.yaml")
         .arg("plan");
     test.run().status(0).stderr("").stdout(
-        "group @TGS#a6I4ZUUGO
-  + host        500
-  + host        1000
-  + teacher10   1000
+        "group @TGS#a6I4ZUUGO  (marks/class.yaml:2)
+  + host         -> 500, 1000
+  + teacher10    -> 1000
 
 Plan: 3 to set, 0 to clear, 0 to renew in 1 group, 1 API call.
 ",
@@ -492,7 +481,7 @@ fn missing_config_file_is_a_clear_error() {
 fn plan_warns_when_apply_would_refuse_a_mass_clear() {
     // 12 managed marks in a group that is gone from the desired files: all would be cleared,
     // more than min_clears (10) and more than 25% of what is managed.
-    let t = now();
+    let t = unix_now();
     let accounts: Vec<String> = (0..12)
         .map(|i| format!(r#""student{i:02}":{{"1001":{t}}}"#))
         .collect();
@@ -503,7 +492,7 @@ fn plan_warns_when_apply_would_refuse_a_mass_clear() {
             "groups:\n  \"@TGS#other\":\n    marks:\n      1000: [teacher]\n",
         )
         .state(
-            SDKAPPID,
+            APP,
             &format!(r#"{{"@TGS#gone":{{{}}}}}"#, accounts.join(",")),
         );
     let out = test.arg("plan").run();
@@ -522,7 +511,7 @@ fn plan_warns_when_apply_would_refuse_a_mass_clear() {
         .config(CONFIG)
         .file("marks/other.yaml", "groups: {}\n")
         .state(
-            SDKAPPID,
+            APP,
             &format!(r#"{{"@TGS#gone":{{{}}}}}"#, accounts[..10].join(",")),
         )
         .arg("plan")
@@ -563,16 +552,9 @@ fn usersig_prints_a_sig_the_service_would_accept_and_never_the_key() {
     .unwrap();
     assert!(!sig.contains(key.trim()));
     let secret = marksync::tim::usersig::SecretKey::new(key.trim()).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    marksync::tim::usersig::verify(sig.trim(), 1_400_000_000, &secret, "administrator", now)
+    marksync::tim::usersig::verify(sig.trim(), APP, &secret, ADMIN, unix_now())
         .expect("the printed UserSig verifies with the configured key and identity");
 }
-
-/// The key of reference section 2's test vectors.
-const HEX_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 
 /// A config whose secret key comes from `secret.key`.
 fn with_key_file(content: &[u8], mode: u32) -> Test {
@@ -614,19 +596,16 @@ fn validate_refuses_out_of_range_durations_with_the_range() {
 fn malformed_secret_key_is_refused_with_the_reason_and_never_printed() {
     let cases: [(Vec<u8>, &str); 4] = [
         (
-            [b"\xEF\xBB\xBF".as_slice(), HEX_KEY.as_bytes()].concat(),
+            [b"\xEF\xBB\xBF".as_slice(), KEY.as_bytes()].concat(),
             "starts with a UTF-8 byte-order mark",
         ),
+        (format!("\"{KEY}\"\n").into_bytes(), "is wrapped in quotes"),
         (
-            format!("\"{HEX_KEY}\"\n").into_bytes(),
-            "is wrapped in quotes",
-        ),
-        (
-            format!("KEY={HEX_KEY}\n").into_bytes(),
+            format!("KEY={KEY}\n").into_bytes(),
             "starts with a `NAME=` prefix",
         ),
         (
-            format!("{HEX_KEY}\n{HEX_KEY}\n").into_bytes(),
+            format!("{KEY}\n{KEY}\n").into_bytes(),
             "contains a second line",
         ),
     ];
@@ -636,7 +615,7 @@ fn malformed_secret_key_is_refused_with_the_reason_and_never_printed() {
             .stdout("")
             .stderr_contains("secret.key")
             .stderr_contains(reason);
-        assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+        assert!(!out.stderr.contains(&KEY[..8]), "{}", out.stderr);
         let env = String::from_utf8(content.clone()).unwrap();
         let out = Test::new()
             .config(CONFIG)
@@ -646,9 +625,9 @@ fn malformed_secret_key_is_refused_with_the_reason_and_never_printed() {
         out.status(1)
             .stderr_contains("MARKSYNC_SECRET_KEY")
             .stderr_contains(reason);
-        assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+        assert!(!out.stderr.contains(&KEY[..8]), "{}", out.stderr);
     }
-    with_key_file(format!("{HEX_KEY}\n").as_bytes(), 0o600)
+    with_key_file(format!("{KEY}\n").as_bytes(), 0o600)
         .arg("usersig")
         .run()
         .status(0)
@@ -658,13 +637,11 @@ fn malformed_secret_key_is_refused_with_the_reason_and_never_printed() {
 /// Issue 7: a key file readable by group or others works, with a warning on stderr.
 #[test]
 fn secret_key_file_readable_by_others_is_warned_about() {
-    let out = with_key_file(HEX_KEY.as_bytes(), 0o644)
-        .arg("usersig")
-        .run();
+    let out = with_key_file(KEY.as_bytes(), 0o644).arg("usersig").run();
     out.status(0)
         .stderr_contains("readable by group or others")
         .stderr_contains("secret.key");
-    assert!(!out.stderr.contains(&HEX_KEY[..8]), "{}", out.stderr);
+    assert!(!out.stderr.contains(&KEY[..8]), "{}", out.stderr);
 }
 
 /// Issue 7: `secret_key_file: /dev/zero` read until out of memory; a FIFO as the config or the
@@ -738,19 +715,9 @@ fn help_and_version_exit_0_on_stdout() {
 // ---------------------------------------------------------------------------------------------
 // Signals on `apply` (real process, real signals, a standalone emulator with injected latency)
 
-mod common;
-
-use common::{Marks, Proc, StandaloneEmulator};
-
 /// `n` groups of one member with two marks: one call per group.
 fn groups(n: usize) -> Marks {
-    (0..n)
-        .map(|i| {
-            let mut m = std::collections::BTreeMap::new();
-            m.insert("u".to_string(), vec![1000, 1001]);
-            (format!("@TGS#s{i:03}"), m)
-        })
-        .collect()
+    common::groups_of_one("@TGS#s", 0..n)
 }
 
 /// A directory with a config pointing at `emu` (calls spaced by `rate` per second).
@@ -760,7 +727,7 @@ fn signal_env(emu: &StandaloneEmulator, rate: u32) -> tempfile::TempDir {
     std::fs::write(
         dir.path().join("marksync.yaml"),
         format!(
-            "sdkappid: {SDKAPPID}\nidentifier: administrator\nsecret_key_file: secret.key\n\
+            "sdkappid: {APP}\nidentifier: administrator\nsecret_key_file: secret.key\n\
              endpoint: {}\ndesired: marks/\nstate: state.json\nmax_calls_per_second: {rate}\n",
             emu.endpoint()
         ),
@@ -788,16 +755,8 @@ fn spawn_apply(dir: &Path, name: &str, extra: &[&str]) -> Proc {
 
 /// The state's confirmed marks, read through the library (so the file must parse).
 fn confirmed(dir: &Path) -> (Marks, usize) {
-    let st = marksync::state::load(&dir.join("state.json"), SDKAPPID).expect("the state parses");
-    let mut out = Marks::new();
-    for (g, accounts) in &st.groups {
-        for (a, c) in accounts {
-            let marks: Vec<u32> = c.iter().map(|(m, _)| m.get()).collect();
-            out.entry(g.to_string())
-                .or_default()
-                .insert(a.to_string(), marks);
-        }
-    }
+    let st = marksync::state::load(&dir.join("state.json"), APP).expect("the state parses");
+    let out = common::confirmed_marks(&st);
     let intents = st.intents.values().map(|a| a.len()).sum();
     (out, intents)
 }

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+
 use marksync::config::load as load_config;
 use marksync::desired::load as load_desired;
 
@@ -411,14 +413,7 @@ fn build(name: &str, root: &Path) -> Option<PathBuf> {
 
 /// Whether this process runs as root, from `/proc/self/status` (no libc needed).
 fn running_as_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+    common::proc_status("self", "Uid").is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"))
 }
 
 #[test]

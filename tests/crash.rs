@@ -50,6 +50,9 @@ struct Tally {
     killed: BTreeMap<&'static str, usize>,
     /// Kills that found at least one call in flight at the emulator.
     mid_flight: BTreeMap<&'static str, usize>,
+    /// Of those, kills whose calls in flight were already applied by the emulator, their
+    /// answers held back (latency after the call): the service changed, the client never knew.
+    applied_unanswered: BTreeMap<&'static str, usize>,
     /// `apply` rounds that finished before their kill moment (nothing to kill).
     finished_first: usize,
     /// State files (state, `.bak`, intents sidecar) read back after kills.
@@ -244,9 +247,12 @@ impl World {
     fn round(&mut self, program: Program) {
         let latency: u64 = self.rng.random_range(20..=400);
         let rate: u32 = [10, 50, 200][self.rng.random_range(0..3)];
+        // Half the rounds delay the call before the emulator applies it (a kill loses the
+        // call), half delay only the answer (a kill leaves a change the client never saw).
+        let answer_only = self.rng.random_bool(0.5);
         self.emu.clear_faults();
         self.emu
-            .inject(serde_json::json!({"kind": "latency", "ms": latency}));
+            .inject(serde_json::json!({"kind": "latency", "ms": latency, "after": answer_only}));
         self.write_config(rate);
         self.mutate();
         let expected_calls = self.planned_calls().max(1);
@@ -288,6 +294,9 @@ impl World {
             *self.tally.killed.entry(name).or_default() += 1;
             if in_flight > 0 {
                 *self.tally.mid_flight.entry(name).or_default() += 1;
+                if answer_only {
+                    *self.tally.applied_unanswered.entry(name).or_default() += 1;
+                }
             }
         }
         self.check_state_files();
@@ -404,13 +413,16 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
         .map(Vec::len)
         .sum();
     eprintln!(
-        "crash suite: seed {seed}: {} kills of apply ({} with calls in flight), {} of run ({} with calls in flight), \
+        "crash suite: seed {seed}: {} kills of apply ({} with calls in flight, {} of them applied but unanswered), \
+         {} of run ({} with calls in flight, {} applied but unanswered), \
          {} applies finished before their kill, {} calls cut with their connection, {} state files parsed; after the clean apply: \
          {} desired marks, {} stray, {} missing; {:.0?}",
         count(&w.tally.killed, "apply"),
         count(&w.tally.mid_flight, "apply"),
+        count(&w.tally.applied_unanswered, "apply"),
         count(&w.tally.killed, "run"),
         count(&w.tally.mid_flight, "run"),
+        count(&w.tally.applied_unanswered, "run"),
         w.tally.finished_first,
         w.tally.dropped,
         w.tally.states_parsed,

@@ -11,9 +11,9 @@ use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
+mod common;
+use common::{ADMIN, APP, KEY};
+
 const G: &str = "@TGS#a6I4ZUUGO";
 const MODIFY: &str = "v4/group_open_avchatroom_http_svc/modify_user_info";
 const LIST: &str = "v4/group_open_avchatroom_http_svc/get_members";
@@ -580,6 +580,34 @@ async fn faults_inject_error_codes_http_statuses_latency_and_dropped_connections
     assert!(t.elapsed() >= Duration::from_millis(300));
     h.emu.clear_faults();
 
+    // Latency after: the call is applied at once and only the answer waits, so a client that
+    // gives up (or is killed) in the meantime leaves a change it never saw confirmed.
+    h.emu
+        .inject_fault(Fault {
+            after: true,
+            ..Fault::always(FaultKind::Latency { ms: 5_000 })
+        })
+        .unwrap();
+    let body = json!({"GroupId": G, "CommandType": 2, "MemberList": [{"Member_Account": "a", "Marks": [1001]}]});
+    let gave_up = h
+        .http
+        .post(format!("{}/{MODIFY}", h.emu.base_url()))
+        .query(&h.query(ADMIN, &h.admin_sig()))
+        .body(body.to_string())
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        gave_up.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "the answer is held back: {gave_up:?}"
+    );
+    assert_eq!(
+        h.emu.marks_of(G),
+        marks(&[("a", &[1000])]),
+        "applied before the answer"
+    );
+    h.emu.clear_faults();
+
     // Rate 0 never fires; the control API takes the same JSON shape.
     let (status, v) = h
         .control(
@@ -687,9 +715,7 @@ async fn receiver() -> (
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/callback", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/callback", common::serve_on_loopback(app).await);
     (url, rx)
 }
 

@@ -8,19 +8,18 @@
 //!
 //! Every wait is bounded; everything stays on loopback.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use marksync::emulator::{Emulator, EmulatorConfig};
+mod common;
+use common::daemon::Daemon;
+use common::{http, poll};
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
-const BIN: &str = env!("CARGO_BIN_EXE_marksync");
+use marksync::emulator::Emulator;
+
 const GROUP: &str = "@TGS#LISTENER";
 /// The daemon's descriptor limit, soft and hard.
 const NOFILE: u64 = 64;
@@ -28,43 +27,9 @@ const NOFILE: u64 = 64;
 const FLOOD: usize = 300;
 const WAIT: Duration = Duration::from_secs(15);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`.
-fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A one-shot HTTP/1.0 GET: `(status, body)`.
 fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    http(addr, "GET", path, None)
 }
 
 /// Opens `n` connections that never send anything.
@@ -74,38 +39,13 @@ fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-/// `marksync run` with `RLIMIT_NOFILE` at [`NOFILE`]; killed on drop.
-struct Daemon {
-    child: Child,
-    log: std::path::PathBuf,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    fn start(dir: &Path, endpoint: &str) -> Daemon {
-        let port = free_port();
-        std::fs::write(dir.join("secret.key"), format!("{KEY}\n")).unwrap();
-        std::fs::write(
-            dir.join("marksync.yaml"),
-            format!(
-                "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: secret.key\n\
-                 endpoint: {endpoint}\ndesired: marks/\nstate: state/marksync.json\n\
-                 debounce: 100ms\nretry_pending_every: 1h\nreassert_every: 1h\n\
-                 http: {{ listen: 127.0.0.1:{port} }}\n"
-            ),
-        )
-        .unwrap();
-        let log = dir.join("daemon.log");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("-c")
-            .arg(dir.join("marksync.yaml"))
-            .args(["--log-format", "text", "run"])
-            .env_remove("NOTIFY_SOCKET")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+/// Starts `marksync run` with `RLIMIT_NOFILE` at [`NOFILE`] (killed on drop) and waits until it
+/// is ready; returns it with its listener's address.
+fn start(dir: &Path, endpoint: &str) -> (Daemon, SocketAddr) {
+    common::daemon::write_secret(dir);
+    let config = common::daemon::config_text(&common::daemon::config(endpoint));
+    std::fs::write(dir.join("marksync.yaml"), config).unwrap();
+    let mut d = Daemon::spawn(&dir.join("marksync.yaml"), dir.join("daemon.log"), |cmd| {
         // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -119,43 +59,19 @@ impl Daemon {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap();
-        let mut d = Daemon {
-            child,
-            log,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        };
-        poll("GET /readyz to answer 200", WAIT, || {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("the daemon exited ({status}):\n{}", d.stderr());
-            }
-            (get(d.addr, "/readyz").map(|r| r.0).unwrap_or(0) == 200).then_some(())
-        });
-        d
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The soft descriptor limit the daemon runs with, from `/proc/PID/limits`.
-    fn nofile(&self) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/limits", self.child.id())).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("Max open files"))
-            .and_then(|l| l.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    }
+    });
+    d.wait_ready();
+    let addr = d.addr().expect("the daemon's listener");
+    (d, addr)
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- daemon stderr ---\n{}", self.stderr());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The soft descriptor limit the process `pid` runs with, from `/proc/PID/limits`.
+fn nofile(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap()
 }
 
 fn desired(members: &[(&str, u32)]) -> String {
@@ -168,32 +84,27 @@ fn desired(members: &[(&str, u32)]) -> String {
 
 #[test]
 fn an_idle_connection_flood_neither_hangs_healthz_nor_starves_the_daemon() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
+    let rt = common::runtime();
+    let emu: Emulator = rt
+        .block_on(Emulator::start(common::demo_emulator_config()))
         .unwrap();
-    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
-    cfg.auto_create_groups = true;
-    cfg.members_online_by_default = true;
-    let emu: Emulator = rt.block_on(Emulator::start(cfg)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("marks")).unwrap();
     let file = dir.path().join("marks/listener.yaml");
     std::fs::write(&file, desired(&[("u1", 1001)])).unwrap();
-    let d = Daemon::start(dir.path(), &emu.base_url());
-    assert_eq!(d.nofile(), NOFILE);
+    let (d, addr) = start(dir.path(), &emu.base_url());
+    assert_eq!(nofile(d.proc.pid()), NOFILE);
     assert_eq!(emu.marks_of(GROUP).get("u1"), Some(&vec![1001]));
 
     // Several times more idle connections than the daemon has descriptors.
     let opened = Instant::now();
-    let mut idle = flood(d.addr, FLOOD);
+    let mut idle = flood(addr, FLOOD);
     std::thread::sleep(Duration::from_millis(200));
 
     // /healthz answers, at once, every time.
     for _ in 0..5 {
         let t = Instant::now();
-        let (status, body) = get(d.addr, "/healthz").expect("GET /healthz");
+        let (status, body) = get(addr, "/healthz").expect("GET /healthz");
         assert_eq!((status, body.as_str()), (200, "ok"));
         assert!(
             t.elapsed() < Duration::from_secs(1),
@@ -203,13 +114,13 @@ fn an_idle_connection_flood_neither_hangs_healthz_nor_starves_the_daemon() {
     }
 
     // A desired-file edit made during a second flood is applied: descriptors stayed in reserve.
-    idle.extend(flood(d.addr, FLOOD));
+    idle.extend(flood(addr, FLOOD));
     std::fs::write(&file, desired(&[("u1", 1001), ("u2", 1002)])).unwrap();
     poll("the edit to reach the emulator", WAIT, || {
         (emu.marks_of(GROUP).get("u2") == Some(&vec![1002])).then_some(())
     });
-    assert_eq!(get(d.addr, "/readyz").unwrap().0, 200);
-    let log = d.stderr();
+    assert_eq!(get(addr, "/readyz").unwrap().0, 200);
+    let log = d.proc.stderr();
     assert!(!log.contains("Too many open files"), "{log}");
 
     // Every idle connection is closed by the daemon: evicted, or after the 5 s header read
@@ -241,7 +152,7 @@ fn an_idle_connection_flood_neither_hangs_healthz_nor_starves_the_daemon() {
         }
     }
     drop(idle);
-    let (status, _) = get(d.addr, "/healthz").unwrap();
+    let (status, _) = get(addr, "/healthz").unwrap();
     assert_eq!(status, 200);
     drop(d);
     let _ = rt.block_on(emu.shutdown());

@@ -15,6 +15,9 @@ use marksync::plan::{ChangeKind, Command, Plan, Policy, plan};
 use marksync::state::State;
 use proptest::prelude::*;
 
+mod common;
+use common::{a, g, m};
+
 const GROUPS: [&str; 4] = ["@TGS#a", "@TGS#b", "@TGS#c", "@TGS#d"];
 const ACCOUNTS: [&str; 5] = ["u0", "u1", "u2", "u3", "u4"];
 const MARKS: [u64; 4] = [500, 600, 1000, 1001];
@@ -23,15 +26,6 @@ const H: i64 = 3600;
 const LIFE: i64 = 72 * H;
 const BASE_NOW: UnixTime = 1_764_000_000;
 
-fn g(s: &str) -> GroupId {
-    GroupId::new(s).unwrap()
-}
-fn a(s: &str) -> Account {
-    Account::new(s).unwrap()
-}
-fn m(n: u64) -> Mark {
-    Mark::new(n).unwrap()
-}
 fn marks_of(mask: u8) -> impl Iterator<Item = Mark> {
     MARKS
         .iter()

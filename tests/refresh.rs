@@ -10,16 +10,15 @@ use std::time::Duration;
 use marksync::clock::{Clock, ManualClock};
 use marksync::desired::DesiredState;
 use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
-use marksync::model::{Account, GroupId, Mark};
 use marksync::plan::{Policy, plan};
 use marksync::refresh::{self, DriftKind, RefreshError};
 use marksync::state::State;
 use marksync::tim::client::{CallError, Client, ClientConfig, ListError};
 use marksync::tim::usersig::SecretKey;
 
-const APP: u64 = 1_400_000_000;
-const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
-const ADMIN: &str = "administrator";
+mod common;
+use common::{ADMIN, APP, KEY, a, g, m};
+
 const G: &str = "@TGS#refresh";
 
 /// Fails the test instead of hanging it.
@@ -27,16 +26,6 @@ async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(30), f)
         .await
         .expect("timed out")
-}
-
-fn g(s: &str) -> GroupId {
-    GroupId::new(s).unwrap()
-}
-fn a(s: &str) -> Account {
-    Account::new(s).unwrap()
-}
-fn m(n: u64) -> Mark {
-    Mark::new(n).unwrap()
 }
 
 /// Quick retries, so that fault tests end fast.
@@ -73,13 +62,7 @@ fn advance(emu: &Emulator, clock: &ManualClock, secs: i64) {
 fn desired(rows: &[(&str, &[u64])]) -> DesiredState {
     let mut d = DesiredState::default();
     for (acc, marks) in rows {
-        d.groups
-            .entry(g(G))
-            .or_default()
-            .members
-            .entry(a(acc))
-            .or_default()
-            .extend(marks.iter().map(|&n| m(n)));
+        common::desire(&mut d, g(G), a(acc), marks.iter().map(|&n| m(n)));
     }
     d
 }
@@ -472,10 +455,7 @@ async fn endless(next: fn(u64) -> u64) -> String {
             "MemberList": [{"Member_Account": format!("m{ts}")}], "NextTimestamp": next(ts)}),
         )
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    format!("http://{}", common::serve_on_loopback(app).await)
 }
 
 #[tokio::test]

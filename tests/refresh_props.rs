@@ -15,6 +15,8 @@ use marksync::refresh::{GroupFacts, Listing, LiveFacts, classify, to_read};
 use marksync::state::State;
 use proptest::prelude::*;
 
+mod common;
+
 const GROUPS: [&str; 2] = ["@TGS#a", "@TGS#b"];
 const ACCOUNTS: [&str; 5] = ["u0", "u1", "u2", "u3", "u4"];
 const MARKS: [u64; 4] = [500, 600, 1000, 1001];
@@ -97,13 +99,7 @@ impl Input {
     fn build(&self) -> (DesiredState, State, LiveFacts) {
         let mut d = DesiredState::default();
         for &(gi, ai, mi) in &self.desired {
-            d.groups
-                .entry(g(gi))
-                .or_default()
-                .members
-                .entry(a(ai))
-                .or_default()
-                .insert(m(mi));
+            common::desire(&mut d, g(gi), a(ai), [m(mi)]);
         }
         let mut s = State::new(1);
         for (&(gi, ai, mi), &age) in &self.recorded {

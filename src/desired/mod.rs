@@ -115,6 +115,8 @@ pub struct DesiredState {
     pub groups: BTreeMap<GroupId, DesiredGroup>,
     /// Problems that do not stop the desired state from being used.
     pub warnings: Vec<Diagnostic>,
+    /// Where each group is declared (the plan heads each group with its `file:line`).
+    pub origins: BTreeMap<GroupId, Origin>,
 }
 
 impl DesiredState {
@@ -144,7 +146,8 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
                 errors.push(declared_twice(&id, &origin, first));
                 continue;
             }
-            origins.insert(id.clone(), origin);
+            origins.insert(id.clone(), origin.clone());
+            state.origins.insert(id.clone(), origin);
             state.groups.insert(id, group);
         }
     }

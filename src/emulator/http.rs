@@ -256,6 +256,9 @@ async fn service_call(
         }
         None => Answer::Json(handle(shared, api, query, body)),
     };
+    if !plan.latency_after.is_zero() {
+        tokio::time::sleep(plan.latency_after).await;
+    }
     let (http_status, error_code, response) = match answer {
         Answer::Json(v) => {
             let code = v.get("ErrorCode").and_then(Value::as_i64);

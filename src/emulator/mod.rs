@@ -92,7 +92,8 @@
 //! - `POST /emulator/faults` [`Fault`]: `{"kind": "error_code", "code"}` | `{"kind":
 //!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}`, plus
 //!   `"rate"?` (0..1, default 1), `"count"?` (max hits), `"path"?` (`"modify_user_info"` or
-//!   `"get_members"`), `"after"?` (apply the call, then fail the answer) -> `{"id"}`;
+//!   `"get_members"`), `"after"?` (apply the call, then fail the answer; with latency, apply the
+//!   call at once and delay only the answer) -> `{"id"}`;
 //!   `GET /emulator/faults` -> `[FaultState]` (each with `"id"` and `"hits"`);
 //!   `DELETE /emulator/faults` or `POST /emulator/faults/clear`
 //! - `GET /emulator/clock` -> `{"now", "offset"}`; `POST /emulator/clock/advance` `{"seconds"}`;

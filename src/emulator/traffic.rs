@@ -54,8 +54,9 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Apply the call to the emulated state first, then fail the response: the "the change
-    /// happened but the answer was lost" case that tests idempotent retries. Ignored for
-    /// latency.
+    /// happened but the answer was lost" case that tests idempotent retries. For latency: apply
+    /// the call at once and delay only the answer, so a client killed while it waits leaves a
+    /// change on the service that it never saw confirmed.
     #[serde(default)]
     pub after: bool,
 }
@@ -101,8 +102,10 @@ pub struct FaultState {
 /// What the faults decided for one call.
 #[derive(Debug, Default)]
 pub(crate) struct FaultPlan {
-    /// Total injected delay.
+    /// Total injected delay before the call is handled.
     pub latency: Duration,
+    /// Total injected delay after the call is handled, before the answer is sent.
+    pub latency_after: Duration,
     /// The failure to inject, and whether after applying the call.
     pub failure: Option<(FaultKind, bool)>,
 }
@@ -156,7 +159,12 @@ impl Faults {
             rule.hits += 1;
             match &f.kind {
                 FaultKind::Latency { ms } => {
-                    plan.latency = plan.latency.saturating_add(Duration::from_millis(*ms));
+                    let delay = if f.after {
+                        &mut plan.latency_after
+                    } else {
+                        &mut plan.latency
+                    };
+                    *delay = delay.saturating_add(Duration::from_millis(*ms));
                 }
                 other => plan.failure = Some((other.clone(), f.after)),
             }

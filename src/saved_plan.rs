@@ -1,0 +1,647 @@
+//! Saved plans (`marksync plan --out FILE`, `marksync apply FILE`): the reviewed plan, written
+//! to a file, applied later exactly as it was reviewed, or refused when it no longer fits.
+//!
+//! # The file
+//! One JSON object, written atomically (temporary file in the same directory, fsync, rename):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `format_version` | this layout's version ([`FORMAT_VERSION`]); another version is refused |
+//! | `marksync_version` | the version that wrote it (informative) |
+//! | `created_at` | when the plan was made, Unix seconds |
+//! | `sdkappid` | the app the plan is for |
+//! | `state_serial` | the serial of the state the plan was made against |
+//! | `desired_digest` | [`desired_digest`] of the desired files the plan was made from |
+//! | `refresh` | whether the plan was made with `--refresh` |
+//! | `refreshed` | with `--refresh`: what the refresh found the state must forget and adopt |
+//! | `calls` | the calls, in execution order (same shape as `plan --json`) |
+//! | `changes` | every (account, mark) change by group, for rendering the plan again |
+//! | `summary` | the counts (same names as `plan --json`) |
+//! | `managed` | marks the state managed when planned (the mass-clear guard's denominator) |
+//! | `plan_id` | SHA-256 of everything above: names this plan (see "Already applied") |
+//!
+//! It holds no secret: no key, no UserSig, no token; only IDs and marks, which the desired files
+//! already hold in the clear.
+//!
+//! # Refusals
+//! [`SavedPlan::check`] refuses a plan made for another app, against another state generation,
+//! from other desired files, or longer ago than `saved_plan_max_age`. Applying a plan bumps the
+//! state's serial (every apply that sends a call saves the state), so a second apply of the same
+//! file is refused as a serial mismatch. The state does not record which saved plan was applied
+//! last, so that refusal says "already applied, or the state changed since"; when the caller
+//! knows the last applied plan ID (see [`Stale::AlreadyApplied`]) it says exactly which.
+//!
+//! Architecture invariant: everything here but [`SavedPlan::write`], [`SavedPlan::read`] and
+//! [`desired_digest`] is pure; the clock is a parameter.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
+use crate::plan::{Call, Change, ChangeKind, Command, Plan, Summary};
+use crate::refresh::StateChanges;
+
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The largest saved plan read: a plan touching a million marks is about 40 MB.
+pub const MAX_SAVED_PLAN_BYTES: u64 = 1 << 30;
+
+/// The default of the config key `saved_plan_max_age`.
+pub const DEFAULT_MAX_AGE_SECS: i64 = 24 * 3600;
+
+/// What to do about any refusal.
+const REDO: &str = "run `marksync plan --out FILE` again, review it, and apply the new file";
+
+/// A saved plan: the file's content. See the module documentation for each field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedPlan {
+    /// This layout's version: [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The marksync version that wrote the file, for the reader's information.
+    pub marksync_version: String,
+    /// When the plan was made (Unix seconds): the age check counts from here.
+    pub created_at: UnixTime,
+    /// The app the plan is for: another app's plan is refused.
+    pub sdkappid: u64,
+    /// The state generation the plan was made against: any save since (an apply, the daemon, a
+    /// callback) may have changed what the plan assumed.
+    pub state_serial: u64,
+    /// [`desired_digest`] of the desired files: an edit since the review is refused.
+    pub desired_digest: String,
+    /// Whether the plan was made with `--refresh` (it then compared with the service).
+    pub refresh: bool,
+    /// With `--refresh`: what the state must forget and adopt before the calls are sent, as the
+    /// refresh found when the plan was made. `None` without `--refresh`.
+    pub refreshed: Option<SavedStateChanges>,
+    /// The calls, in execution order.
+    pub calls: Vec<SavedCall>,
+    /// Every change by group, as the human plan shows them.
+    pub changes: BTreeMap<GroupId, Vec<SavedChange>>,
+    /// The counts, named as in `plan --json`.
+    pub summary: SavedSummary,
+    /// Marks the state managed when planned: the mass-clear guard's denominator at apply time.
+    pub managed: usize,
+    /// SHA-256 (hex) of every other field: names this plan, so that a state that records the
+    /// last applied plan ID can tell "already applied" from "the state changed".
+    pub plan_id: String,
+}
+
+/// One call: `{"group", "command", "members": [{"account", "marks"}]}`, as in `plan --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedCall {
+    /// The group.
+    pub group: GroupId,
+    /// `set` or `clear`.
+    pub command: SavedCommand,
+    /// The members, each with all its marks for this command.
+    pub members: Vec<SavedMember>,
+}
+
+/// `set` or `clear`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedCommand {
+    /// Set the listed marks.
+    Set,
+    /// Clear the listed marks.
+    Clear,
+}
+
+/// One member of a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedMember {
+    /// The account (checked like a desired file's when read).
+    pub account: Account,
+    /// The marks, ascending (checked when read).
+    pub marks: MarkSet,
+}
+
+/// One (account, mark) change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedChange {
+    /// `set`, `clear`, `renew` or `reassert`.
+    pub kind: SavedChangeKind,
+    /// The member.
+    pub account: Account,
+    /// The mark.
+    pub mark: Mark,
+    /// For `renew`: when the mark was last confirmed (the plan shows its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at: Option<UnixTime>,
+}
+
+/// Why a mark is in the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavedChangeKind {
+    /// Desired and not confirmed.
+    Set,
+    /// Held and not desired.
+    Clear,
+    /// Mark 500 due for renewal.
+    Renew,
+    /// Re-sent because the plan reasserts.
+    Reassert,
+}
+
+/// The counts, with `plan --json`'s names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedSummary {
+    /// Marks to set.
+    pub set: usize,
+    /// Marks to clear.
+    pub clear: usize,
+    /// Marks 500 to renew.
+    pub renew: usize,
+    /// Groups with changes.
+    pub groups: usize,
+    /// API calls.
+    pub calls: usize,
+}
+
+/// What a refresh found the state must forget and adopt ([`StateChanges`], serializable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedStateChanges {
+    /// Recorded marks the service no longer holds.
+    pub forget: Vec<(GroupId, Account, Mark)>,
+    /// Live and desired marks to record as confirmed at the given time.
+    pub adopt: Vec<(GroupId, Account, Mark, UnixTime)>,
+}
+
+impl From<&StateChanges> for SavedStateChanges {
+    fn from(c: &StateChanges) -> Self {
+        SavedStateChanges {
+            forget: c.forget.clone(),
+            adopt: c.adopt.clone(),
+        }
+    }
+}
+
+impl From<SavedStateChanges> for StateChanges {
+    fn from(c: SavedStateChanges) -> Self {
+        StateChanges {
+            forget: c.forget,
+            adopt: c.adopt,
+        }
+    }
+}
+
+/// Where a saved plan was made: what [`SavedPlan::new`] records besides the plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    /// When the plan was made.
+    pub created_at: UnixTime,
+    /// The app.
+    pub sdkappid: u64,
+    /// The state's serial when the plan was made (before any refresh changes, which are saved
+    /// with the plan and applied by `apply FILE`, not by `plan`).
+    pub state_serial: u64,
+    /// [`desired_digest`] of the desired files.
+    pub desired_digest: String,
+}
+
+/// Why a saved plan is refused. Every message says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// The plan is for another app (another config, or the config's `sdkappid` changed).
+    #[error("the saved plan is for sdkappid {planned}, but the config is for {current}; {REDO}")]
+    OtherApp {
+        /// The plan's app.
+        planned: u64,
+        /// The config's app.
+        current: u64,
+    },
+    /// The state's last applied plan is this one: applying it again is refused.
+    #[error(
+        "the saved plan was already applied (the state records it as the last plan applied); \
+         {REDO} if there is anything left to do"
+    )]
+    AlreadyApplied,
+    /// The state was saved since the plan was made: the plan may no longer be what it takes.
+    #[error(
+        "the saved plan was already applied, or the state changed since it was made \
+         (state serial {planned} when planned, {current} now); {REDO}"
+    )]
+    StateChanged {
+        /// The serial the plan was made against.
+        planned: u64,
+        /// The serial now.
+        current: u64,
+    },
+    /// The desired files changed since the plan was made.
+    #[error(
+        "the desired files changed since the plan was made (a file was edited, added or \
+         removed); {REDO}"
+    )]
+    DesiredChanged,
+    /// The plan is older than `saved_plan_max_age`.
+    #[error(
+        "the saved plan is {age} old, older than saved_plan_max_age ({max}); marks may have \
+         changed on the service since; {REDO}",
+        age = crate::render::age(*age_secs),
+        max = crate::render::age(*max_age_secs)
+    )]
+    TooOld {
+        /// The plan's age in seconds.
+        age_secs: i64,
+        /// The limit.
+        max_age_secs: i64,
+    },
+    /// The plan says it was made in the future (a clock stepped back, or an edited file).
+    #[error(
+        "the saved plan was made {} from now by this machine's clock; {REDO}",
+        crate::render::age(*ahead_secs)
+    )]
+    FromTheFuture {
+        /// How far ahead.
+        ahead_secs: i64,
+    },
+}
+
+impl Stale {
+    /// A short label for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Stale::OtherApp { .. } => "other_app",
+            Stale::AlreadyApplied => "already_applied",
+            Stale::StateChanged { .. } => "state_changed",
+            Stale::DesiredChanged => "desired_changed",
+            Stale::TooOld { .. } => "too_old",
+            Stale::FromTheFuture { .. } => "from_the_future",
+        }
+    }
+}
+
+/// Why a saved plan cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedPlanError {
+    /// The file cannot be read (missing, not a regular file, too large).
+    #[error("cannot read the saved plan {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file is not a saved plan of this layout.
+    #[error("{path} is not a saved plan marksync can read: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The file is a saved plan of another layout version.
+    #[error(
+        "{path} is a saved plan of format version {found}; this marksync reads version \
+         {FORMAT_VERSION}: make the plan again with this version"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// The file's content does not match its `plan_id` (edited by hand, or damaged).
+    #[error("{path} was modified after it was written (its plan_id does not match its content)")]
+    Tampered {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file cannot be written.
+    #[error("cannot write the saved plan {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The desired files cannot be read to compute their digest.
+    #[error("cannot read the desired files to compute their digest: {0}")]
+    Desired(String),
+}
+
+impl SavedPlan {
+    /// The saved form of `plan`, made as `provenance` says, with what `--refresh` found (if used).
+    pub fn new(plan: &Plan, provenance: Provenance, refreshed: Option<&StateChanges>) -> Self {
+        let calls = plan
+            .calls
+            .iter()
+            .map(|c| SavedCall {
+                group: c.group.clone(),
+                command: match c.command {
+                    Command::Set => SavedCommand::Set,
+                    Command::Clear => SavedCommand::Clear,
+                },
+                members: c
+                    .members
+                    .iter()
+                    .map(|(account, marks)| SavedMember {
+                        account: account.clone(),
+                        marks: marks.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let changes = plan
+            .changes
+            .iter()
+            .map(|(g, list)| {
+                let list = list
+                    .iter()
+                    .map(|c| {
+                        let (kind, confirmed_at) = match c.kind {
+                            ChangeKind::Set => (SavedChangeKind::Set, None),
+                            ChangeKind::Clear => (SavedChangeKind::Clear, None),
+                            ChangeKind::Renew(at) => (SavedChangeKind::Renew, Some(at)),
+                            ChangeKind::Reassert => (SavedChangeKind::Reassert, None),
+                        };
+                        SavedChange {
+                            kind,
+                            account: c.account.clone(),
+                            mark: c.mark,
+                            confirmed_at,
+                        }
+                    })
+                    .collect();
+                (g.clone(), list)
+            })
+            .collect();
+        let s = plan.summary;
+        let mut saved = SavedPlan {
+            format_version: FORMAT_VERSION,
+            marksync_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: provenance.created_at,
+            sdkappid: provenance.sdkappid,
+            state_serial: provenance.state_serial,
+            desired_digest: provenance.desired_digest,
+            refresh: refreshed.is_some(),
+            refreshed: refreshed.map(SavedStateChanges::from),
+            calls,
+            changes,
+            summary: SavedSummary {
+                set: s.set,
+                clear: s.clear,
+                renew: s.renew,
+                groups: s.groups,
+                calls: s.calls,
+            },
+            managed: plan.managed,
+            plan_id: String::new(),
+        };
+        saved.plan_id = saved.content_id();
+        saved
+    }
+
+    /// SHA-256 of the serialized plan with an empty `plan_id`.
+    fn content_id(&self) -> String {
+        let mut copy = self.clone();
+        copy.plan_id = String::new();
+        let bytes = serde_json::to_vec(&copy).expect("a saved plan serializes");
+        hex::encode(Sha256::digest(&bytes))
+    }
+
+    /// The plan to execute, exactly as saved.
+    pub fn to_plan(&self) -> Plan {
+        let calls = self
+            .calls
+            .iter()
+            .map(|c| Call {
+                group: c.group.clone(),
+                command: match c.command {
+                    SavedCommand::Set => Command::Set,
+                    SavedCommand::Clear => Command::Clear,
+                },
+                members: c
+                    .members
+                    .iter()
+                    .map(|m| (m.account.clone(), m.marks.clone()))
+                    .collect(),
+            })
+            .collect();
+        let changes = self
+            .changes
+            .iter()
+            .map(|(g, list)| {
+                let list = list
+                    .iter()
+                    .map(|c| Change {
+                        kind: match c.kind {
+                            SavedChangeKind::Set => ChangeKind::Set,
+                            SavedChangeKind::Clear => ChangeKind::Clear,
+                            SavedChangeKind::Renew => {
+                                ChangeKind::Renew(c.confirmed_at.unwrap_or(self.created_at))
+                            }
+                            SavedChangeKind::Reassert => ChangeKind::Reassert,
+                        },
+                        account: c.account.clone(),
+                        mark: c.mark,
+                    })
+                    .collect();
+                (g.clone(), list)
+            })
+            .collect();
+        let s = self.summary;
+        Plan {
+            calls,
+            changes,
+            summary: Summary {
+                set: s.set,
+                clear: s.clear,
+                renew: s.renew,
+                groups: s.groups,
+                calls: s.calls,
+            },
+            managed: self.managed,
+        }
+    }
+
+    /// What the refresh found, to apply to the state before the calls (`apply --refresh`'s
+    /// order), or `None` when the plan was made without `--refresh`.
+    pub fn refreshed_changes(&self) -> Option<StateChanges> {
+        self.refreshed.clone().map(StateChanges::from)
+    }
+
+    /// Whether the plan may still be applied: same app, same state generation, same desired
+    /// files, not older than `max_age_secs`. `last_applied`, when the state records it, is the
+    /// `plan_id` of the last saved plan applied (it turns a serial mismatch into
+    /// [`Stale::AlreadyApplied`] when it is this plan). Pure.
+    ///
+    /// The checks run in this order, so the message names the most fundamental mismatch: app,
+    /// already applied, state, desired files, age.
+    pub fn check(
+        &self,
+        sdkappid: u64,
+        state_serial: u64,
+        desired_digest: &str,
+        last_applied: Option<&str>,
+        now: UnixTime,
+        max_age_secs: i64,
+    ) -> Result<(), Stale> {
+        if self.sdkappid != sdkappid {
+            return Err(Stale::OtherApp {
+                planned: self.sdkappid,
+                current: sdkappid,
+            });
+        }
+        if last_applied == Some(self.plan_id.as_str()) {
+            return Err(Stale::AlreadyApplied);
+        }
+        if self.state_serial != state_serial {
+            return Err(Stale::StateChanged {
+                planned: self.state_serial,
+                current: state_serial,
+            });
+        }
+        if self.desired_digest != desired_digest {
+            return Err(Stale::DesiredChanged);
+        }
+        let age = now.saturating_sub(self.created_at);
+        if age < 0 {
+            return Err(Stale::FromTheFuture { ahead_secs: -age });
+        }
+        if age > max_age_secs {
+            return Err(Stale::TooOld {
+                age_secs: age,
+                max_age_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// The file's bytes: pretty JSON (it is meant to be read in review), newline-terminated.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a saved plan serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Parses a saved plan. Refuses another format version (named as such, not as corrupt), an
+    /// unknown field, an invalid ID or mark, and content that does not match its `plan_id`.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, SavedPlanError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format_version: Option<u64>,
+        }
+        let corrupt = |detail: String| SavedPlanError::Corrupt {
+            path: path.into(),
+            detail,
+        };
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        match probe.format_version {
+            None => return Err(corrupt("no format_version".into())),
+            Some(v) if v != u64::from(FORMAT_VERSION) => {
+                return Err(SavedPlanError::Version {
+                    path: path.into(),
+                    found: v,
+                });
+            }
+            Some(_) => {}
+        }
+        let saved: SavedPlan = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if saved.content_id() != saved.plan_id {
+            return Err(SavedPlanError::Tampered { path: path.into() });
+        }
+        Ok(saved)
+    }
+
+    /// Reads a saved plan: a regular file of bounded size, then [`SavedPlan::from_bytes`].
+    pub fn read(path: &Path) -> Result<Self, SavedPlanError> {
+        let bytes = crate::input::read_regular(path, MAX_SAVED_PLAN_BYTES).map_err(|source| {
+            SavedPlanError::Read {
+                path: path.into(),
+                source,
+            }
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Writes the plan atomically: a temporary file in the same directory, fsync, rename over
+    /// `path`, fsync of the directory. A crash leaves the old file or the new one, never half.
+    ///
+    /// `state::write_atomically` is the same recipe, but private to the state module (and tied
+    /// to its errors and `.bak`); a saved plan needs no backup generation.
+    pub fn write(&self, path: &Path) -> Result<(), SavedPlanError> {
+        let werr = |source: io::Error| SavedPlanError::Write {
+            path: path.into(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".marksync-plan-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(werr)?;
+        tmp.as_file_mut()
+            .write_all(&self.to_bytes())
+            .map_err(werr)?;
+        tmp.as_file().sync_all().map_err(werr)?;
+        tmp.persist(path).map_err(|e| werr(e.error))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(werr)
+    }
+}
+
+/// The digest of desired files given as (path relative to the desired root, content): SHA-256
+/// over the files sorted by relative path, each as the path's length and bytes, then the
+/// content's length and bytes (lengths as 8-byte little-endian, so no two file sets hash the
+/// same input). A file edited, added, removed or renamed changes it. `sha256:` + hex. Pure.
+pub fn digest_files<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut files: Vec<(&str, &[u8])> = files.into_iter().collect();
+    files.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hasher = Sha256::new();
+    for (path, bytes) in files {
+        hasher.update((path.len() as u64).to_le_bytes());
+        hasher.update(path.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// [`digest_files`] of the desired files under `root` (a directory, or one file), found as
+/// [`crate::desired::discover`] finds them and read as the loader reads them. Paths are relative
+/// to `root` (a single file: its name) with `/` separators, so the digest does not depend on
+/// where the checkout lives.
+pub fn desired_digest(root: &Path) -> Result<String, SavedPlanError> {
+    let (files, diags) = crate::desired::discover(root);
+    if let Some(d) = diags.first() {
+        return Err(SavedPlanError::Desired(d.to_string()));
+    }
+    let mut read = Vec::with_capacity(files.len());
+    for file in files {
+        let rel = if file == root {
+            file.file_name().map(PathBuf::from).unwrap_or_default()
+        } else {
+            file.strip_prefix(root).unwrap_or(&file).to_path_buf()
+        };
+        let rel: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let bytes = crate::input::read_regular(&file, crate::input::MAX_DESIRED_BYTES)
+            .map_err(|e| SavedPlanError::Desired(format!("{}: {e}", file.display())))?;
+        read.push((rel.join("/"), bytes));
+    }
+    Ok(digest_files(
+        read.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

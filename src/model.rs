@@ -22,6 +22,33 @@ pub const MARK_500_LIFETIME_SECS: i64 = 72 * 3600;
 /// Seconds since the Unix epoch. The pure core receives time as this value; it never reads a clock.
 pub type UnixTime = i64;
 
+/// What the validated string newtypes share: serialized as the plain string without a copy
+/// (state files hold a million of them), `TryFrom<String>` through the type's `check` (which
+/// `serde(try_from)` deserializes through), and `Display` as written.
+macro_rules! validated_string {
+    ($t:ident) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $t::check(&s)?;
+                Ok($t(s.into_boxed_str()))
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// Custom group IDs are at most this many bytes long (the vendor's rule; service-assigned
 /// `@TGS#` IDs are shorter).
 pub const MAX_GROUP_ID_BYTES: usize = 48;
@@ -34,12 +61,7 @@ pub const MAX_GROUP_ID_BYTES: usize = 48;
 #[serde(try_from = "String")]
 pub struct GroupId(Box<str>);
 
-/// Serialized as the plain string, without a copy (state files hold a million of them).
-impl Serialize for GroupId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
+validated_string!(GroupId);
 
 impl GroupId {
     /// Validates a group ID against the vendor's rule.
@@ -86,38 +108,18 @@ impl GroupId {
     }
 }
 
-impl TryFrom<String> for GroupId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        GroupId::check(&s)?;
-        Ok(GroupId(s.into_boxed_str()))
-    }
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A member account (UserID): non-empty, at most 32 bytes, no whitespace, control, invisible or
 /// separator characters. Deserializes through these checks (state files included).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Account(Box<str>);
 
-/// Serialized as the plain string, without a copy (state files hold a million of them).
-impl Serialize for Account {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
+validated_string!(Account);
 
 impl Account {
     /// Validates an account name against the service's rules, reusing the string's buffer.
     pub fn from_string(s: String) -> Result<Self, String> {
-        Self::check(&s)?;
-        Ok(Account(s.into_boxed_str()))
+        Self::try_from(s)
     }
 
     /// Validates an account name against the service's rules.
@@ -162,19 +164,6 @@ impl Account {
     /// The account as the service spells it.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl TryFrom<String> for Account {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Account::from_string(s)
-    }
-}
-
-impl fmt::Display for Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

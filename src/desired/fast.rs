@@ -719,14 +719,9 @@ impl<'t> Scanner<'t> {
 
     /// A group's mapping: `{}` or `members` and `marks`, each at most once.
     fn group(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
-        self.eat(b'{')?;
-        self.ws()?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            let key = self.key()?;
-            self.ws()?;
+        self.items(b'{', b'}', |s| {
+            let key = s.key()?;
+            s.ws()?;
             let seen = match key.text {
                 "members" => &mut group.seen_members,
                 "marks" => &mut group.seen_marks,
@@ -736,33 +731,26 @@ impl<'t> Scanner<'t> {
                 return None;
             }
             if key.text == "members" {
-                self.members(group)?;
+                s.members(group)?;
             } else {
-                self.marks(group)?;
+                s.marks(group)?;
             }
-            if !self.next_item(b'}')? {
-                return Some(());
-            }
-        }
+            Some(())
+        })
     }
 
     /// `{ACCOUNT: [MARK, ...], ...}`.
     fn members(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
-        self.eat(b'{')?;
-        self.ws()?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            let in_line = self.pos - self.line_start;
-            let key = self.key()?;
+        self.items(b'{', b'}', |s| {
+            let in_line = s.pos - s.line_start;
+            let key = s.key()?;
             if flow_account(&key)? {
-                let spot = self.spot(&key, in_line);
+                let spot = s.spot(&key, in_line);
                 group.unusual_members.push((key.text, spot));
             }
-            self.ws()?;
+            s.ws()?;
             let mut set = MarkSet::new();
-            self.list(|s| {
+            s.list(|s| {
                 let t = s.token()?;
                 if t.quoted || !set.insert(parse_mark(t.text)?) {
                     return None;
@@ -770,26 +758,19 @@ impl<'t> Scanner<'t> {
                 Some(())
             })?;
             group.members.push((key.text, set));
-            if !self.next_item(b'}')? {
-                return Some(());
-            }
-        }
+            Some(())
+        })
     }
 
     /// `{MARK: [ACCOUNT, ...], ...}`; a mark key may be quoted (JSON needs it).
     fn marks(&mut self, group: &mut OpenGroup<'t>) -> Option<()> {
-        self.eat(b'{')?;
-        self.ws()?;
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
-            let key = self.key()?;
+        self.items(b'{', b'}', |s| {
+            let key = s.key()?;
             let mark = parse_mark(key.text)?;
-            self.ws()?;
+            s.ws()?;
             let mut accounts = Vec::new();
             let mut unusual = Vec::new();
-            self.list(|s| {
+            s.list(|s| {
                 let in_line = s.pos - s.line_start;
                 let t = s.token()?;
                 if flow_account(&t)? {
@@ -800,22 +781,30 @@ impl<'t> Scanner<'t> {
             })?;
             group.unusual_marks.append(&mut unusual);
             group.marks.push((mark, accounts));
-            if !self.next_item(b'}')? {
-                return Some(());
-            }
-        }
+            Some(())
+        })
     }
 
     /// `[ITEM, ...]`, each item read by `item`.
-    fn list(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    fn list(&mut self, item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.items(b'[', b']', item)
+    }
+
+    /// `open ITEM, ... close` (a flow list or mapping), each item read by `item`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.ws()?;
-        if self.eat(b']').is_some() {
+        if self.eat(close).is_some() {
             return Some(());
         }
         loop {
             item(self)?;
-            if !self.next_item(b']')? {
+            if !self.next_item(close)? {
                 return Some(());
             }
         }

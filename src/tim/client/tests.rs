@@ -133,6 +133,21 @@ async fn bounded<F: Future>(f: F) -> F::Output {
         .expect("test timed out")
 }
 
+/// Sends `n` calls at once through clones of `c`; every one must succeed.
+async fn all_succeed_at_once(c: &Client, n: usize) {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let c = c.clone();
+        set.spawn(async move { c.modify_user_info(&modify()).await });
+    }
+    bounded(async {
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn request_shape_and_retry_on_10002() {
     let (base, server) = serve(vec![fail(10002), fail(10002)], None).await;
@@ -233,17 +248,7 @@ async fn rate_limit_answers_slow_down_then_recover() {
     assert_eq!(stats.slowdown_factor, 2);
 
     // While slowed down, 8 concurrent calls take two 21 ms slots each.
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let c = c.clone();
-        set.spawn(async move { c.modify_user_info(&modify()).await });
-    }
-    bounded(async {
-        while let Some(r) = set.join_next().await {
-            r.unwrap().unwrap();
-        }
-    })
-    .await;
+    all_succeed_at_once(&c, 8).await;
     let hits = server.hits();
     let burst = &hits[3..];
     assert_eq!(burst.len(), 8);
@@ -419,17 +424,7 @@ async fn never_more_than_the_limit_in_any_second() {
     let mut cfg = config(&base);
     cfg.max_calls_per_second = LIMIT as u32;
     let c = client(cfg);
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..60 {
-        let c = c.clone();
-        set.spawn(async move { c.modify_user_info(&modify()).await });
-    }
-    bounded(async {
-        while let Some(r) = set.join_next().await {
-            r.unwrap().unwrap();
-        }
-    })
-    .await;
+    all_succeed_at_once(&c, 60).await;
     let mut at: Vec<Instant> = server.hits().iter().map(|h| h.at).collect();
     at.sort();
     assert_eq!(at.len(), 60);

@@ -367,3 +367,34 @@ async fn triggers_during_a_reconcile_cause_exactly_one_more() {
     );
     stop(tx, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_during_the_startup_reconcile_cause_one_more() {
+    // The first call takes 1.5 s, so the startup reconcile is still running when the trigger
+    // comes; it must run afterwards, not be dropped with the startup round.
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let latency = crate::emulator::Fault::always(crate::emulator::FaultKind::Latency { ms: 1_500 });
+    emu.inject_fault(latency).unwrap();
+    let setup = Setup::new(&emu.base_url());
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#s", "bob")).unwrap();
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
+    let limit = Duration::from_secs(20);
+    assert!(
+        wait_until(limit, || emu.call_count() > 0).await,
+        "the startup call is in flight"
+    );
+    tx.send(Input::Reassert).await.unwrap();
+    assert_eq!(
+        reconciles_any(&metrics, "startup"),
+        0,
+        "sent during startup"
+    );
+    assert!(
+        wait_until(limit, || reconciles_any(&metrics, "reassert") == 1).await,
+        "the trigger that came during startup runs once it is over"
+    );
+    stop(tx, task).await;
+}

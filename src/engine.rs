@@ -18,7 +18,7 @@ use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
 use crate::state;
 use crate::tim::client::{Client, ClientConfig};
-use crate::tim::endpoint::{Region, endpoint_url};
+use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::tim::usersig::SecretKey;
 
 /// Loads the config, reporting every problem.
@@ -86,7 +86,7 @@ pub struct Connection {
 /// Builds the client (and starts the embedded emulator when asked to).
 pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connection, Error> {
     let secret = secret_key(config)?;
-    let (base_url, embedded) = match &config.endpoint {
+    let (base_url, backup_url, embedded) = match &config.endpoint {
         Endpoint::Embedded => {
             let mut emu = EmulatorConfig::new(
                 config.sdkappid,
@@ -99,20 +99,29 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             let emulator = Emulator::start(emu)
                 .await
                 .map_err(Error::EmbeddedEmulator)?;
-            (emulator.base_url(), Some(emulator))
+            (emulator.base_url(), None, Some(emulator))
         }
         Endpoint::Region(region) => (
             endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
+            backup_endpoint_url(*region, None, config.backup_endpoint.as_deref())
+                .map_err(Error::RegionEndpoint)?,
             None,
         ),
         Endpoint::Url(url) => (
             endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
+            backup_endpoint_url(
+                Region::default(),
+                Some(url),
+                config.backup_endpoint.as_deref(),
+            )
+            .map_err(Error::EndpointUrl)?,
             None,
         ),
     };
     let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
     cc.usersig_ttl = config.usersig_ttl;
     cc.max_calls_per_second = config.max_calls_per_second;
+    cc.backup_url = backup_url;
     let client = Client::new(cc, clock).map_err(Error::Client)?;
     Ok(Connection { client, embedded })
 }

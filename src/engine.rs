@@ -16,6 +16,7 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
+use crate::refresh;
 use crate::state;
 use crate::tim::client::{Client, ClientConfig};
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
@@ -124,6 +125,29 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     cc.backup_url = backup_url;
     let client = Client::new(cc, clock).map_err(Error::Client)?;
     Ok(Connection { client, embedded })
+}
+
+/// Reads the live marks of what the desired files and `state` name (SPEC section 10) and makes
+/// `state` (in memory) agree with what was seen: lost, offline and gone marks forgotten, live
+/// desired marks adopted. Plan from `state` afterwards. Groups that could not be read are left as
+/// they are (never treated as absent) and listed in [`refresh::Refreshed::unread`]; the caller
+/// reports them. Shared by `plan --refresh`, `apply --refresh`, `import` and the daemon.
+pub async fn refresh_state(
+    client: &Client,
+    desired: &DesiredState,
+    state: &mut state::State,
+    clock: &dyn Clock,
+) -> Result<refresh::Refreshed, Error> {
+    // `refresh` reads, then classifies at `now`: the reading time comes from the listings.
+    let groups = refresh::to_read(desired, state);
+    let read = refresh::read(client, &groups, refresh::DEFAULT_PARALLEL_GROUPS).await?;
+    let classified = refresh::classify(desired, state, &read.facts, clock.now());
+    classified.changes.apply(state);
+    Ok(refresh::Refreshed {
+        classified,
+        unread: read.unread,
+        calls: read.calls,
+    })
 }
 
 /// A small multi-threaded runtime: the work is network-bound and the machine may be small.

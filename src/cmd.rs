@@ -508,8 +508,12 @@ pub async fn import_with(
     )
     .map_err(write_err)?;
     if opts.dry_run {
-        writeln!(out, "Dry run: the state ({}) was not written.", config.state.display())
-            .map_err(write_err)?;
+        writeln!(
+            out,
+            "Dry run: the state ({}) was not written.",
+            config.state.display()
+        )
+        .map_err(write_err)?;
     } else if !changes.is_empty() {
         state::save(&config.state, &mut st)?;
         writeln!(out, "State saved to {}.", config.state.display()).map_err(write_err)?;

@@ -269,7 +269,10 @@ fn refresh_every_is_off_unless_set_and_bounded() {
     let c = check(&format!("{base}refresh_every: 10m\n")).unwrap();
     assert_eq!(c.refresh_every, Some(Duration::from_secs(600)));
     let e = check(&format!("{base}refresh_every: 9s\n")).unwrap_err();
-    assert!(e.contains("`refresh_every` must be between 10s and 7d"), "{e}");
+    assert!(
+        e.contains("`refresh_every` must be between 10s and 7d"),
+        "{e}"
+    );
     // Against the local emulator, short periods are allowed like the other timers.
     let c = check(&format!("{base}endpoint: embedded\nrefresh_every: 1s\n")).unwrap();
     assert_eq!(c.refresh_every, Some(Duration::from_secs(1)));
@@ -287,5 +290,8 @@ fn backup_endpoint_is_checked_like_endpoint() {
     let e = check(&format!("{base}backup_endpoint: http://b.example\n")).unwrap_err();
     assert!(e.contains("`backup_endpoint`"), "{e}");
     let e = check(&format!("{base}backup_endpoint: ftp://b.example\n")).unwrap_err();
-    assert!(e.contains("`backup_endpoint` must be an https:// URL"), "{e}");
+    assert!(
+        e.contains("`backup_endpoint` must be an https:// URL"),
+        "{e}"
+    );
 }

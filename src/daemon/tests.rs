@@ -367,3 +367,66 @@ async fn triggers_during_a_reconcile_cause_exactly_one_more() {
     );
     stop(tx, task).await;
 }
+
+/// The system clock shifted by an adjustable number of seconds.
+struct ShiftedClock(std::sync::atomic::AtomicI64);
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> UnixTime {
+        SystemClock.now() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_every_heals_a_member_who_went_offline_and_came_back_without_callbacks() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    // No `http`: no callback can tell the daemon anything. Refresh every second (allowed
+    // against the local emulator only).
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#heal", "alice")).unwrap();
+    // The startup reconcile confirms the mark "two minutes ago": old enough for a refresh to
+    // judge (a mark confirmed within the listing's 40 s staleness is not checked).
+    let clock = Arc::new(ShiftedClock(std::sync::atomic::AtomicI64::new(-120)));
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), clock.clone());
+    let has_mark = |emu: &Emulator| {
+        emu.marks_of("@TGS#heal")
+            .get("alice")
+            .is_some_and(|m| m.contains(&1000))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || has_mark(&emu)).await,
+        "the startup reconcile set the mark"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .state_text()
+            .contains("alice"))
+        .await,
+        "and recorded it"
+    );
+    clock.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    // Offline drops the mark; back online, nobody tells the daemon.
+    emu.set_offline("@TGS#heal", &["alice"]).await.unwrap();
+    emu.set_online("@TGS#heal", &["alice"]).await.unwrap();
+    assert!(!has_mark(&emu), "the service dropped it");
+    // The listing is a snapshot refreshed every 40 s of the emulator's clock.
+    emu.advance_clock(41);
+    assert!(
+        wait_until(Duration::from_secs(15), || has_mark(&emu)).await,
+        "a refresh found the mark lost and set it again"
+    );
+    assert!(series(&metrics, "marksync_last_refresh_timestamp_seconds") > 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || series(
+            &metrics,
+            "marksync_reconciles_total{trigger=\"refresh\",outcome=\"ok\"}"
+        ) >= 1)
+        .await,
+        "the repair was a refresh round: {}",
+        metrics.encode()
+    );
+    stop(tx, task).await;
+}

@@ -430,3 +430,53 @@ async fn refresh_every_heals_a_member_who_went_offline_and_came_back_without_cal
     );
     stop(tx, task).await;
 }
+
+fn get_members_calls(emu: &Emulator) -> u64 {
+    emu.stats(false)
+        .calls_by_path
+        .iter()
+        .filter(|(p, _)| p.ends_with("get_members"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_members_refusal_turns_refresh_off_until_sighup() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    emu.inject_fault(crate::emulator::Fault {
+        path: Some("get_members".into()),
+        ..crate::emulator::Fault::always(crate::emulator::FaultKind::ErrorCode { code: 10007 })
+    })
+    .unwrap();
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#perm", "alice")).unwrap();
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
+    assert!(
+        wait_until(Duration::from_secs(10), || get_members_calls(&emu) >= 1).await,
+        "a refresh ran"
+    );
+    let refused = get_members_calls(&emu);
+    // Three more periods: no read, and the rounds still run (the files still apply).
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(get_members_calls(&emu), refused, "refresh is off");
+    assert_eq!(
+        series(&metrics, "marksync_last_refresh_timestamp_seconds"),
+        0
+    );
+    assert!(setup.state_text().contains("alice"), "writes go on");
+    // SIGHUP turns it on again (the operator flipped the console switch).
+    emu.clear_faults();
+    tx.send(Input::Reload).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || series(
+            &metrics,
+            "marksync_last_refresh_timestamp_seconds"
+        ) > 0)
+        .await,
+        "refreshed after the reload"
+    );
+    stop(tx, task).await;
+}

@@ -245,3 +245,40 @@ async fn apply_refresh_saves_a_refreshed_state_even_with_no_call() {
     assert_eq!(env.writes(), writes, "adopting takes no call");
     assert_eq!(env.recorded(), pairs(&[("alice", 1000), ("bob", 1001)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_members_refusal_is_an_error_naming_the_switch_and_writes_nothing() {
+    let env = Env::start(&["alice"]).await;
+    env.desire("      alice: [1000]\n");
+    env.emu
+        .inject_fault(marksync::emulator::Fault {
+            path: Some("get_members".into()),
+            ..marksync::emulator::Fault::always(marksync::emulator::FaultKind::ErrorCode {
+                code: 10007,
+            })
+        })
+        .unwrap();
+    let err = within(cmd::import_with(
+        &env.config,
+        &ImportOptions::default(),
+        Arc::new(SystemClock),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), exit::ERROR);
+    let text = err.to_string();
+    assert!(
+        text.contains("list of online audio-video group members"),
+        "{text}"
+    );
+    assert!(!env.state_path().exists(), "nothing recorded");
+    let opts = ApplyOptions {
+        refresh: true,
+        ..ApplyOptions::default()
+    };
+    let err = within(cmd::apply_with(&env.config, &opts, Arc::new(SystemClock)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), exit::ERROR);
+    assert_eq!(env.writes(), 0, "no write after a failed refresh");
+}

@@ -282,3 +282,70 @@ async fn a_get_members_refusal_is_an_error_naming_the_switch_and_writes_nothing(
     assert_eq!(err.exit_code(), exit::ERROR);
     assert_eq!(env.writes(), 0, "no write after a failed refresh");
 }
+
+/// Runs the binary with `args` (bounded); returns (exit code, stdout, stderr).
+async fn marksync(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("-c").arg(config).args(args).env("NO_COLOR", "1");
+    let out = within(tokio::task::spawn_blocking(move || cmd.output()))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_refresh_shows_drift_in_text_and_json_and_the_plain_plan_hints_at_it() {
+    let env = Env::start(&["alice", "bob"]).await;
+    env.desire("      alice: [1000]\n");
+    assert_eq!(env.apply_a_minute_ago().await, exit::OK);
+    within(env.emu.set_offline(G, &["alice"])).await.unwrap();
+    within(env.emu.set_online(G, &["alice"])).await.unwrap();
+    // Another tool gives bob a mark this group manages (marks nobody here manages are not read).
+    env.emu.set_marks_as_other(G, &["bob"], &[1000]).unwrap();
+    env.age_listing();
+    let config = env.config.path.clone();
+
+    let (code, out, _) = marksync(&config, &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("No changes") && out.contains("--refresh"),
+        "{out}"
+    );
+
+    let (code, out, err) =
+        marksync(&config, &["-v", "plan", "--refresh", "--detailed-exitcode"]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    let drift_at = out.find("Drift: 2 marks differ").expect(&out);
+    let call_at = out.find("+ alice").expect(&out);
+    assert!(
+        drift_at < call_at,
+        "the drift comes before the calls:\n{out}"
+    );
+    assert!(out.contains("lost       alice  1000"), "{out}");
+    assert!(out.contains("unmanaged  bob    1000"), "{out}");
+
+    let (code, out, err) = marksync(&config, &["plan", "--refresh", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["summary"]["drift"]["lost"], 1);
+    assert_eq!(v["summary"]["drift"]["unmanaged"], 1);
+    assert_eq!(v["summary"]["set"], 1);
+    let kinds: Vec<&str> = v["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["lost", "unmanaged"]);
+    assert_eq!(
+        env.writes(),
+        1,
+        "plan --refresh writes nothing (only the first apply did)"
+    );
+}

@@ -102,22 +102,10 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
                 .map_err(Error::EmbeddedEmulator)?;
             (emulator.base_url(), None, Some(emulator))
         }
-        Endpoint::Region(region) => (
-            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
-            backup_endpoint_url(*region, None, config.backup_endpoint.as_deref())
-                .map_err(Error::RegionEndpoint)?,
-            None,
-        ),
-        Endpoint::Url(url) => (
-            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
-            backup_endpoint_url(
-                Region::default(),
-                Some(url),
-                config.backup_endpoint.as_deref(),
-            )
-            .map_err(Error::EndpointUrl)?,
-            None,
-        ),
+        _ => {
+            let (main, backup) = endpoint_urls(config)?;
+            (main, backup, None)
+        }
     };
     let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
     cc.usersig_ttl = config.usersig_ttl;
@@ -150,6 +138,29 @@ pub async fn refresh_state(
     })
 }
 
+/// The main and backup base URLs of a config that calls the service (not `embedded`, which has
+/// neither): a region's domain and its backup domain (or `backup_endpoint`); an explicit
+/// `endpoint` and `backup_endpoint` if set, else no backup.
+pub fn endpoint_urls(config: &Config) -> Result<(String, Option<String>), Error> {
+    match &config.endpoint {
+        Endpoint::Region(region) => Ok((
+            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
+            backup_endpoint_url(*region, None, config.backup_endpoint.as_deref())
+                .map_err(Error::RegionEndpoint)?,
+        )),
+        Endpoint::Url(url) => Ok((
+            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
+            backup_endpoint_url(
+                Region::default(),
+                Some(url),
+                config.backup_endpoint.as_deref(),
+            )
+            .map_err(Error::EndpointUrl)?,
+        )),
+        Endpoint::Embedded => Ok((String::new(), None)),
+    }
+}
+
 /// A small multi-threaded runtime: the work is network-bound and the machine may be small.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
@@ -161,3 +172,37 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(extra: &str) -> (String, Option<String>) {
+        let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{extra}");
+        let config = config::parse(Path::new("marksync.yaml"), &text).unwrap();
+        endpoint_urls(&config).unwrap()
+    }
+
+    #[test]
+    fn a_region_fails_over_to_its_backup_domain_an_explicit_endpoint_only_when_told() {
+        assert_eq!(
+            urls("region: singapore\n"),
+            (
+                "https://adminapisgp.im.qcloud.com".into(),
+                Some("https://adminapisgp.my-imcloud.com".into())
+            )
+        );
+        assert_eq!(
+            urls("region: singapore\nbackup_endpoint: https://b.example\n").1,
+            Some("https://b.example".into())
+        );
+        assert_eq!(
+            urls("endpoint: https://a.example\n"),
+            ("https://a.example".into(), None)
+        );
+        assert_eq!(
+            urls("endpoint: https://a.example\nbackup_endpoint: https://b.example\n").1,
+            Some("https://b.example".into())
+        );
+    }
+}

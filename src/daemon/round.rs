@@ -54,7 +54,10 @@ impl Daemon {
         deferred: &mut Vec<Input>,
     ) {
         if std::mem::take(&mut self.refresh_due) {
-            self.refresh().await;
+            self.refresh(inputs, deferred).await;
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
         }
         let now = self.clock.now();
         self.last_reconcile_at = Some(now);
@@ -195,7 +198,10 @@ impl Daemon {
     /// Only with good desired files (classifying against stale ones could adopt or forget the
     /// wrong marks). A permission refusal turns refresh off until SIGHUP; any other failure is
     /// a warning and the round plans from the state as it is.
-    async fn refresh(&mut self) {
+    ///
+    /// Inputs arriving meanwhile go to `deferred`; a shutdown abandons the reads at once (the
+    /// state is changed only after every read, so it stays as it was).
+    async fn refresh(&mut self, inputs: &mut mpsc::Receiver<Input>, deferred: &mut Vec<Input>) {
         let Some(desired) = self
             .desired
             .desired()
@@ -204,9 +210,38 @@ impl Daemon {
             return;
         };
         let client = self.connection.client.clone();
-        let result =
-            crate::engine::refresh_state(&client, desired, &mut self.state, self.clock.as_ref())
-                .await;
+        let stop = self.stop.clone();
+        let ready = self.ready;
+        let result = {
+            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+            let work = crate::engine::refresh_state(
+                &client,
+                desired,
+                &mut self.state,
+                self.clock.as_ref(),
+            );
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = keepalive.tick() => {
+                        if ready {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                        }
+                    }
+                    Some(input) = inputs.recv() => {
+                        if matches!(input, Input::Shutdown) {
+                            tracing::info!("shutdown requested during a refresh: reads abandoned, state unchanged");
+                            stop.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        deferred.push(input);
+                    }
+                }
+            }
+        };
         match result {
             Ok(r) => {
                 let counts = r.classified.counts();

@@ -480,3 +480,42 @@ async fn a_get_members_refusal_turns_refresh_off_until_sighup() {
     );
     stop(tx, task).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_slow_refresh_stops_the_daemon_at_once() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#slow", "alice")).unwrap();
+    let (tx, task) = setup.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .state_text()
+            .contains("alice"))
+        .await,
+        "started and applied"
+    );
+    // Every read now takes 20 s.
+    emu.inject_fault(crate::emulator::Fault {
+        path: Some("get_members".into()),
+        ..crate::emulator::Fault::always(crate::emulator::FaultKind::Latency { ms: 20_000 })
+    })
+    .unwrap();
+    // A refresh is under way within two periods.
+    let reads = get_members_calls(&emu);
+    assert!(
+        wait_until(Duration::from_secs(5), || get_members_calls(&emu) > reads).await,
+        "a refresh started"
+    );
+    let started = std::time::Instant::now();
+    tx.send(Input::Shutdown).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the daemon stops without waiting for the reads")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

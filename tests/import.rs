@@ -349,3 +349,34 @@ async fn plan_refresh_shows_drift_in_text_and_json_and_the_plain_plan_hints_at_i
         "plan --refresh writes nothing (only the first apply did)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_cannot_be_read_is_a_warning_and_keeps_its_recorded_marks() {
+    let env = Env::start(&["alice"]).await;
+    env.desire("      alice: [1000]\n");
+    assert_eq!(env.apply_a_minute_ago().await, exit::OK);
+    // Every read of the group fails (after retries) with a server error.
+    env.emu
+        .inject_fault(marksync::emulator::Fault {
+            path: Some("get_members".into()),
+            ..marksync::emulator::Fault::always(marksync::emulator::FaultKind::HttpStatus {
+                status: 500,
+            })
+        })
+        .unwrap();
+    env.age_listing();
+    let config = env.config.path.clone();
+    let (code, out, err) = marksync(&config, &["plan", "--refresh", "--detailed-exitcode"]).await;
+    assert_eq!(code, 0, "not read is not absent: nothing to do\n{out}{err}");
+    assert!(
+        err.contains(&format!("warning: group {G} could not be read")),
+        "{err}"
+    );
+    let (code, _, err) = marksync(&config, &["apply", "--refresh"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        env.recorded(),
+        pairs(&[("alice", 1000)]),
+        "kept as recorded"
+    );
+}

@@ -16,7 +16,9 @@ use crate::config::{self, Config};
 use crate::desired;
 use crate::emulator::EmulatorConfig;
 pub use crate::engine::compute_plan;
-use crate::engine::{SHUTDOWN_GRACE, connect, load_config, load_desired, runtime, secret_key};
+use crate::engine::{
+    SHUTDOWN_GRACE, connect, load_config, load_desired, policy, refresh_state, runtime, secret_key,
+};
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
 use crate::render;
@@ -75,25 +77,49 @@ pub struct PlanOptions {
     pub detailed_exitcode: bool,
     /// Plan re-sending every desired mark.
     pub reassert: bool,
+    /// Read the live marks first and plan from what the service holds (SPEC section 10).
+    pub refresh: bool,
+    /// List every drifted member and mark (`-v`), not only the counts.
+    pub verbose: bool,
 }
 
-/// `marksync plan`: print what `apply` would do.
+/// `marksync plan`: print what `apply` would do. With `refresh`, read the live marks first (a
+/// copy of the state is refreshed; nothing is written and no lock is taken).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    let now = SystemClock.now();
-    let (desired, state, plan) = compute_plan(&config, opts.reassert, now)?;
+    let mut now = SystemClock.now();
+    let (desired, mut state, mut plan) = compute_plan(&config, opts.reassert, now)?;
+    let refreshed = if opts.refresh {
+        let r = runtime()?.block_on(async {
+            let connection = connect(&config, Arc::new(SystemClock)).await?;
+            let r = refresh_state(&connection.client, &desired, &mut state, &SystemClock).await;
+            if let Some(embedded) = connection.embedded {
+                let _ = embedded.shutdown().await;
+            }
+            r
+        })?;
+        warn_unread(&r);
+        now = SystemClock.now();
+        plan = crate::plan::plan(&desired, &state, now, &policy(&config, opts.reassert));
+        Some(r)
+    } else {
+        None
+    };
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
-        writeln!(out, "{}", render::json_plan(&plan))
+        let json = match &refreshed {
+            Some(r) => render::json_plan_refreshed(&plan, &r.classified),
+            None => render::json_plan(&plan),
+        };
+        writeln!(out, "{json}")
     } else {
-        write!(
-            out,
-            "{}",
-            render::human_plan(
-                &plan,
-                &render::PlanView::new(&desired, &state, &config.desired, now)
-            )
-        )
+        let mut view = render::PlanView::new(&desired, &state, &config.desired, now);
+        view.refreshed = refreshed.is_some();
+        let drift = refreshed
+            .as_ref()
+            .map(|r| render::drift(&r.classified, opts.verbose))
+            .unwrap_or_default();
+        write!(out, "{drift}{}", render::human_plan(&plan, &view))
     };
     written
         .and_then(|()| out.flush())
@@ -104,7 +130,10 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             "warning: apply would refuse this plan: {refusal}"
         );
     }
-    let code = if opts.detailed_exitcode && !plan.is_empty() {
+    let drift_needs_calls = refreshed
+        .as_ref()
+        .is_some_and(|r| r.classified.needs_calls());
+    let code = if opts.detailed_exitcode && (!plan.is_empty() || drift_needs_calls) {
         exit::CHANGES
     } else {
         exit::OK
@@ -116,6 +145,18 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     // code the daemon reuses.
     std::mem::forget((desired, state, plan));
     Ok(code)
+}
+
+/// Tells the user which groups a refresh could not read: their recorded marks are kept as they
+/// are (a failed read is never "absent").
+fn warn_unread(r: &crate::refresh::Refreshed) {
+    let mut err = anstream::stderr().lock();
+    for (group, e) in &r.unread {
+        let _ = writeln!(
+            err,
+            "warning: group {group} could not be read ({e}); its recorded marks are kept as they are"
+        );
+    }
 }
 
 /// The config path from the flag, `$MARKSYNC_CONFIG` or the default.
@@ -134,6 +175,10 @@ pub struct ApplyOptions {
     pub allow_mass_clear: bool,
     /// Re-send every desired mark, confirmed or not.
     pub reassert: bool,
+    /// Read the live marks first (under the lock) and plan from what the service holds.
+    pub refresh: bool,
+    /// List every drifted member and mark (`-v`).
+    pub verbose: bool,
 }
 
 /// `marksync apply`: plan, print the plan, execute it, record results. SIGINT and SIGTERM stop
@@ -231,21 +276,52 @@ pub async fn apply_until(
     } else {
         Some(state::lock(&config.state)?)
     };
-    let now = clock.now();
-    let (desired, mut st, plan) = compute_plan(config, opts.reassert, now)?;
+    let mut now = clock.now();
+    let (desired, mut st, mut plan) = compute_plan(config, opts.reassert, now)?;
+    // With --refresh the connection is made first: the plan depends on what the service holds.
+    let mut connection = None;
+    let mut refreshed = None;
+    if opts.refresh {
+        let c = connect(config, clock.clone()).await?;
+        let r = refresh_state(&c.client, &desired, &mut st, clock.as_ref()).await?;
+        warn_unread(&r);
+        now = clock.now();
+        plan = crate::plan::plan(&desired, &st, now, &policy(config, opts.reassert));
+        connection = Some(c);
+        refreshed = Some(r);
+    }
+    let state_refreshed = refreshed
+        .as_ref()
+        .is_some_and(|r| !r.classified.changes.is_empty());
     let mut out = anstream::stdout();
     let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
-        writeln!(out, "{}", render::json_plan(&plan)).map_err(write_err)?;
+        let json = match &refreshed {
+            Some(r) => render::json_plan_refreshed(&plan, &r.classified),
+            None => render::json_plan(&plan),
+        };
+        writeln!(out, "{json}").map_err(write_err)?;
     } else {
-        let view = render::PlanView::new(&desired, &st, &config.desired, now);
+        if let Some(r) = &refreshed {
+            write!(out, "{}", render::drift(&r.classified, opts.verbose)).map_err(write_err)?;
+        }
+        let mut view = render::PlanView::new(&desired, &st, &config.desired, now);
+        view.refreshed = refreshed.is_some();
         write!(out, "{}", render::human_plan(&plan, &view)).map_err(write_err)?;
     }
     drop(desired);
     if !opts.allow_mass_clear {
         plan.check_guard(&config.guard)?;
     }
+    if state_refreshed && !opts.dry_run && plan.calls.is_empty() {
+        // Nothing to send, but the refresh changed what the state records (forgotten or
+        // adopted marks): keep it. `apply::execute` saves only when it sends calls.
+        state::save(&config.state, &mut st)?;
+    }
     if opts.dry_run || plan.is_empty() {
+        if let Some(c) = connection.take().and_then(|c| c.embedded) {
+            let _ = c.shutdown().await;
+        }
         if opts.json {
             writeln!(out, "{}", serde_json::json!({"summary": Totals::default()}))
                 .map_err(write_err)?;
@@ -260,7 +336,10 @@ pub async fn apply_until(
         );
         return Ok(signal.exit_code());
     }
-    let connection = connect(config, clock.clone()).await?;
+    let connection = match connection {
+        Some(c) => c,
+        None => connect(config, clock.clone()).await?,
+    };
     let progress = progress_bar(plan.calls.len());
     let settings = crate::apply::Settings {
         offline_error_codes: config.offline_error_codes.clone(),
@@ -362,6 +441,80 @@ pub async fn apply_until(
     } else {
         exit::OK
     })
+}
+
+/// Options of `marksync import`.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Show what would be recorded; never write the state.
+    pub dry_run: bool,
+    /// List every adopted, forgotten and unmanaged mark.
+    pub verbose: bool,
+}
+
+/// `marksync import`: builds or repairs the state from the service (SPEC section 10) without a
+/// single write call. Under the lock: loads the state (or starts empty for this SDKAppID), reads
+/// the live marks, records the live marks the desired files declare (`adopted`; a mark 500 of
+/// unknown age as 72 h old, so the next apply renews it) and forgets recorded marks the service
+/// no longer holds (`lost`, `offline`, `gone`: the next apply sets the desired ones again, which
+/// is what a repair needs). Marks nobody declared (`unmanaged`) are reported and left alone.
+pub fn import(config_path: &Path, opts: &ImportOptions) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    runtime()?.block_on(import_with(&config, opts, Arc::new(SystemClock)))
+}
+
+/// `import` with an explicit clock.
+pub async fn import_with(
+    config: &Config,
+    opts: &ImportOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<u8, Error> {
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(state::lock(&config.state)?)
+    };
+    let desired = load_desired(config)?;
+    let mut st = state::load(&config.state, config.sdkappid)?;
+    let connection = connect(config, clock.clone()).await?;
+    let r = refresh_state(&connection.client, &desired, &mut st, clock.as_ref()).await;
+    if let Some(embedded) = connection.embedded {
+        let _ = embedded.shutdown().await;
+    }
+    let r = r?;
+    warn_unread(&r);
+    let changes = &r.classified.changes;
+    let mut out = anstream::stdout().lock();
+    let write_err = |e| Error::io("cannot write output", e);
+    write!(out, "{}", render::drift(&r.classified, opts.verbose)).map_err(write_err)?;
+    let counts = r.classified.counts();
+    let adopted = changes.adopt.len();
+    let forgotten = changes.forget.len();
+    writeln!(
+        out,
+        "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone, {} not checked; {} read {}, no write call.",
+        if opts.dry_run { " (dry run)" } else { "" },
+        render::plural(adopted, "mark", "marks"),
+        counts.unmanaged,
+        counts.not_checked,
+        r.calls,
+        render::plural(r.calls as usize, "call", "calls"),
+    )
+    .map_err(write_err)?;
+    if opts.dry_run {
+        writeln!(
+            out,
+            "Dry run: the state ({}) was not written.",
+            config.state.display()
+        )
+        .map_err(write_err)?;
+    } else if !changes.is_empty() {
+        state::save(&config.state, &mut st)?;
+        writeln!(out, "State saved to {}.", config.state.display()).map_err(write_err)?;
+    } else {
+        writeln!(out, "The state already records what the service holds.").map_err(write_err)?;
+    }
+    Ok(exit::OK)
 }
 
 /// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the

@@ -16,9 +16,10 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
+use crate::refresh;
 use crate::state;
 use crate::tim::client::{Client, ClientConfig};
-use crate::tim::endpoint::{Region, endpoint_url};
+use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::tim::usersig::SecretKey;
 
 /// Loads the config, reporting every problem.
@@ -96,7 +97,7 @@ pub struct Connection {
 /// Builds the client (and starts the embedded emulator when asked to).
 pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connection, Error> {
     let secret = secret_key(config)?;
-    let (base_url, embedded) = match &config.endpoint {
+    let (base_url, backup_url, embedded) = match &config.endpoint {
         Endpoint::Embedded => {
             let mut emu = EmulatorConfig::new(
                 config.sdkappid,
@@ -109,22 +110,65 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             let emulator = Emulator::start(emu)
                 .await
                 .map_err(Error::EmbeddedEmulator)?;
-            (emulator.base_url(), Some(emulator))
+            (emulator.base_url(), None, Some(emulator))
         }
-        Endpoint::Region(region) => (
-            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
-            None,
-        ),
-        Endpoint::Url(url) => (
-            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
-            None,
-        ),
+        _ => {
+            let (main, backup) = endpoint_urls(config)?;
+            (main, backup, None)
+        }
     };
     let mut cc = ClientConfig::new(base_url, config.sdkappid, config.identifier.clone(), secret);
     cc.usersig_ttl = config.usersig_ttl;
     cc.max_calls_per_second = config.max_calls_per_second;
+    cc.backup_url = backup_url;
     let client = Client::new(cc, clock).map_err(Error::Client)?;
     Ok(Connection { client, embedded })
+}
+
+/// Reads the live marks of what the desired files and `state` name (SPEC section 10) and makes
+/// `state` (in memory) agree with what was seen: lost, offline and gone marks forgotten, live
+/// desired marks adopted. Plan from `state` afterwards. Groups that could not be read are left as
+/// they are (never treated as absent) and listed in [`refresh::Refreshed::unread`]; the caller
+/// reports them. Shared by `plan --refresh`, `apply --refresh`, `import` and the daemon.
+pub async fn refresh_state(
+    client: &Client,
+    desired: &DesiredState,
+    state: &mut state::State,
+    clock: &dyn Clock,
+) -> Result<refresh::Refreshed, Error> {
+    // `refresh` reads, then classifies at `now`: the reading time comes from the listings.
+    let groups = refresh::to_read(desired, state);
+    let read = refresh::read(client, &groups, refresh::DEFAULT_PARALLEL_GROUPS).await?;
+    let classified = refresh::classify(desired, state, &read.facts, clock.now());
+    classified.changes.apply(state);
+    Ok(refresh::Refreshed {
+        classified,
+        unread: read.unread,
+        calls: read.calls,
+    })
+}
+
+/// The main and backup base URLs of a config that calls the service (not `embedded`, which has
+/// neither): a region's domain and its backup domain (or `backup_endpoint`); an explicit
+/// `endpoint` and `backup_endpoint` if set, else no backup.
+pub fn endpoint_urls(config: &Config) -> Result<(String, Option<String>), Error> {
+    match &config.endpoint {
+        Endpoint::Region(region) => Ok((
+            endpoint_url(*region, None).map_err(Error::RegionEndpoint)?,
+            backup_endpoint_url(*region, None, config.backup_endpoint.as_deref())
+                .map_err(Error::RegionEndpoint)?,
+        )),
+        Endpoint::Url(url) => Ok((
+            endpoint_url(Region::default(), Some(url)).map_err(Error::EndpointUrl)?,
+            backup_endpoint_url(
+                Region::default(),
+                Some(url),
+                config.backup_endpoint.as_deref(),
+            )
+            .map_err(Error::EndpointUrl)?,
+        )),
+        Endpoint::Embedded => Ok((String::new(), None)),
+    }
 }
 
 /// A small multi-threaded runtime: the work is network-bound and the machine may be small.
@@ -138,3 +182,37 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 
 /// How long calls in flight may take to finish after SIGTERM or SIGINT (`apply` and `run`).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(extra: &str) -> (String, Option<String>) {
+        let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{extra}");
+        let config = config::parse(Path::new("marksync.yaml"), &text).unwrap();
+        endpoint_urls(&config).unwrap()
+    }
+
+    #[test]
+    fn a_region_fails_over_to_its_backup_domain_an_explicit_endpoint_only_when_told() {
+        assert_eq!(
+            urls("region: singapore\n"),
+            (
+                "https://adminapisgp.im.qcloud.com".into(),
+                Some("https://adminapisgp.my-imcloud.com".into())
+            )
+        );
+        assert_eq!(
+            urls("region: singapore\nbackup_endpoint: https://b.example\n").1,
+            Some("https://b.example".into())
+        );
+        assert_eq!(
+            urls("endpoint: https://a.example\n"),
+            ("https://a.example".into(), None)
+        );
+        assert_eq!(
+            urls("endpoint: https://a.example\nbackup_endpoint: https://b.example\n").1,
+            Some("https://b.example".into())
+        );
+    }
+}

@@ -66,6 +66,11 @@ pub enum Error {
     /// A fatal API code (a wrong key, SDKAppID, region, admin or edition) stopped the run.
     #[error("stopped by a fatal API error: {0}. {hint}", hint = fatal_hint(.0))]
     Api(CallError),
+    /// Reading the live marks (`--refresh`, `import`) failed as a whole: no permission for
+    /// `get_members` (the message names the console switch), credentials, a wrong endpoint.
+    /// Nothing was classified and the state is unchanged.
+    #[error("cannot read the live marks: {0}")]
+    Refresh(#[from] crate::refresh::RefreshError),
     /// The callback token file cannot be read or is not one token (already phrased, never
     /// quoting the token).
     #[error("{0}")]
@@ -119,6 +124,7 @@ impl Error {
             Error::Client(_) => "client",
             Error::EmbeddedEmulator(_) | Error::Emulator(_) => "emulator",
             Error::Api(_) => "api",
+            Error::Refresh(_) => "refresh",
             Error::CallbackToken(_) => "callback_token",
             Error::Watch { .. } => "watch",
             Error::Io { .. } => "io",

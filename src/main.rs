@@ -57,6 +57,9 @@ enum Command {
         /// Plan re-sending every desired mark, confirmed or not.
         #[arg(long)]
         reassert: bool,
+        /// Read the live marks first and plan from what the service holds (drift).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Plan, print the plan, execute it, record the results.
     Apply {
@@ -73,6 +76,16 @@ enum Command {
         /// who go offline; this puts them back).
         #[arg(long)]
         reassert: bool,
+        /// Read the live marks first and plan from what the service holds (drift).
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Read the live marks and record, without a single write call, those the desired files
+    /// declare (builds or repairs the state).
+    Import {
+        /// Show what would be recorded; never write the state.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The daemon: reconcile at start, then on file changes, timers, callbacks and SIGHUP.
     Run {
@@ -110,12 +123,15 @@ fn main() -> ExitCode {
             detailed_exitcode,
             dry_run: _,
             reassert,
+            refresh,
         } => cmd::plan(
             &config,
             &cmd::PlanOptions {
                 json,
                 detailed_exitcode,
                 reassert,
+                refresh,
+                verbose: cli.verbose > 0,
             },
         ),
         Command::Apply {
@@ -123,6 +139,7 @@ fn main() -> ExitCode {
             dry_run,
             allow_mass_clear,
             reassert,
+            refresh,
         } => cmd::apply(
             &config,
             &cmd::ApplyOptions {
@@ -130,6 +147,15 @@ fn main() -> ExitCode {
                 dry_run,
                 allow_mass_clear,
                 reassert,
+                refresh,
+                verbose: cli.verbose > 0,
+            },
+        ),
+        Command::Import { dry_run } => cmd::import(
+            &config,
+            &cmd::ImportOptions {
+                dry_run,
+                verbose: cli.verbose > 0,
             },
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),

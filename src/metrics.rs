@@ -19,6 +19,9 @@
 //! | `marksync_last_success_timestamp_seconds` | gauge (0: never) | |
 //! | `marksync_callbacks_total` | counter | `command`, `outcome` |
 //! | `marksync_callback_events_dropped_total` | counter | |
+//! | `marksync_drift_marks` | gauge, per kind, as of the last refresh | `kind` (lost, offline, gone, unmanaged, adopted, not_checked) |
+//! | `marksync_last_refresh_timestamp_seconds` | gauge (0: never) | |
+//! | `marksync_endpoint_failovers_total` | counter | |
 //! | `marksync_build_info` | gauge (always 1) | `version`, `commit` |
 //!
 //! The documented label combinations are created at zero up front, so `rate()` and `increase()`
@@ -68,6 +71,7 @@ pub const RECONCILE_TRIGGERS: &[&str] = &[
     "renewal",
     "retry_pending",
     "reassert",
+    "refresh",
     "callback",
     "reload",
 ];
@@ -122,6 +126,13 @@ struct BuildLabels {
     commit: String,
 }
 
+/// Labels of the drift gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    /// The drift kind (SPEC section 10).
+    kind: String,
+}
+
 /// Labels of the reconciles counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerOutcome {
@@ -164,6 +175,12 @@ pub struct Metrics {
     callbacks: Family<CommandOutcome, Counter>,
     /// `marksync_callback_events_dropped_total`.
     callback_events_dropped: Counter,
+    /// `marksync_drift_marks{kind}`.
+    drift: Family<KindLabel, Gauge>,
+    /// `marksync_last_refresh_timestamp_seconds`.
+    last_refresh: Gauge,
+    /// `marksync_endpoint_failovers_total`: mirrors the client's own count.
+    failovers: Counter,
 }
 
 impl Default for Metrics {
@@ -247,6 +264,25 @@ impl Metrics {
             "Accepted callbacks whose event could not be queued (queue full or daemon stopping)",
             callback_events_dropped.clone(),
         );
+        let drift = Family::<KindLabel, Gauge>::default();
+        registry.register(
+            "drift_marks",
+            "Marks that differed from the recorded state at the last refresh, by kind",
+            drift.clone(),
+        );
+        let last_refresh = Gauge::default();
+        registry.register_with_unit(
+            "last_refresh_timestamp",
+            "Unix time of the last successful refresh of the live marks; 0 when none yet",
+            Unit::Seconds,
+            last_refresh.clone(),
+        );
+        let failovers = Counter::default();
+        registry.register(
+            "endpoint_failovers",
+            "Times calls switched from the main endpoint to the backup endpoint",
+            failovers.clone(),
+        );
 
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
@@ -275,7 +311,15 @@ impl Metrics {
             last_success,
             callbacks,
             callback_events_dropped,
+            drift,
+            last_refresh,
+            failovers,
         };
+        for kind in crate::refresh::DriftKind::ALL {
+            drop(m.drift.get_or_create(&KindLabel {
+                kind: kind.as_str().to_owned(),
+            }));
+        }
         for command in CALL_COMMANDS {
             drop(m.call_latency.get_or_create(&CommandLabel {
                 command: (*command).to_owned(),
@@ -304,6 +348,30 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// Sets `marksync_drift_marks{kind}` from a refresh's counts.
+    pub fn set_drift(&self, counts: &crate::refresh::DriftCounts) {
+        for kind in crate::refresh::DriftKind::ALL {
+            self.drift
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str().to_owned(),
+                })
+                .set(counts.get(kind) as i64);
+        }
+    }
+
+    /// Sets `marksync_last_refresh_timestamp_seconds`.
+    pub fn set_last_refresh(&self, at: UnixTime) {
+        self.last_refresh.set(at);
+    }
+
+    /// Adds `n` failovers to `marksync_endpoint_failovers_total` (the daemon passes the growth
+    /// of `Client::endpoint_stats().failovers` since it last looked).
+    pub fn record_failovers(&self, n: u64) {
+        if n > 0 {
+            self.failovers.inc_by(n);
+        }
     }
 
     /// Counts one `modify_user_info` call and observes its latency. `command` is `set` or `clear`;
@@ -420,6 +488,10 @@ mod tests {
             r#"marksync_reconciles_total{trigger="reload",outcome="no_changes"}"#,
             "marksync_managed_marks",
             "marksync_pending_marks",
+            r#"marksync_drift_marks{kind="lost"}"#,
+            r#"marksync_drift_marks{kind="not_checked"}"#,
+            "marksync_last_refresh_timestamp_seconds",
+            "marksync_endpoint_failovers_total",
             "marksync_mark500_earliest_expiry_timestamp_seconds",
             "marksync_desired_errors",
             "marksync_desired_ok",

@@ -390,8 +390,8 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{BOLD}Drift{BOLD:#}: {total} {} differ from the recorded state ({}).",
-        plural(total, "mark", "marks"),
+        "{BOLD}Drift{BOLD:#}: {total} {} from the recorded state ({}).",
+        plural(total, "mark differs", "marks differ"),
         drift_counts_text(&classified.counts())
     );
     let mut by_group: BTreeMap<&GroupId, Vec<&Drift>> = BTreeMap::new();

@@ -148,6 +148,8 @@ cases! {
         reassert_every_30ms_typo,
         reassert_every_month_typo,
         reassert_every_overflows,
+        refresh_and_backup_ok,
+        refresh_every_too_short,
         renew_margin_72h,
         renew_margin_too_short,
         retry_pending_every_too_short,

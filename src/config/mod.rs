@@ -15,7 +15,7 @@ use serde_saphyr::{Location, Spanned};
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan::Guard;
-use crate::tim::endpoint::{Region, endpoint_url};
+use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
 pub mod fs;
@@ -66,6 +66,11 @@ pub struct Config {
     pub retry_pending_every: Duration,
     /// Re-send every desired mark this often (daemon).
     pub reassert_every: Duration,
+    /// Read the live marks and repair drift this often (daemon, SPEC section 10); off when `None`.
+    pub refresh_every: Option<Duration>,
+    /// An explicit backup base URL (checked like `endpoint`): where calls fail over when the
+    /// main endpoint does not resolve or refuses connections.
+    pub backup_endpoint: Option<String>,
     /// Quiet time after a file event before reconciling (daemon).
     pub debounce: Duration,
     /// Validity of generated UserSigs.
@@ -94,8 +99,7 @@ const DAY: u64 = 24 * HOUR;
 /// covers that with room to spare. At 71h a member's 500 is renewed every hour; closer to 72h it
 /// would be renewed every few seconds, which is a flood, not a margin.
 ///
-/// `refresh_every` belongs to the drift repair of SPEC section 10 and is not a key yet; its range
-/// is here so that the key, once added, is checked like the others.
+/// `refresh_every` (SPEC section 10) is optional: the daemon refreshes only when it is set.
 pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
     (
         "debounce",
@@ -180,6 +184,8 @@ const KEYS: &[&str] = &[
     "renew_margin",
     "retry_pending_every",
     "reassert_every",
+    "refresh_every",
+    "backup_endpoint",
     "debounce",
     "usersig_ttl",
     "guard",
@@ -322,6 +328,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         }),
         None => Some(Endpoint::Region(region.unwrap_or_default())),
     };
+    let backup_endpoint = match take("backup_endpoint") {
+        Some(v) => c.string(&v, "backup_endpoint").and_then(|s| {
+            if s.starts_with("https://") || s.starts_with("http://") {
+                match backup_endpoint_url(Region::default(), Some(&s), Some(&s)) {
+                    Ok(url) => Some(url),
+                    Err(e) => {
+                        c.err(&v.referenced, format!("`backup_endpoint`: {e}"));
+                        None
+                    }
+                }
+            } else {
+                c.err(
+                    &v.referenced,
+                    format!("`backup_endpoint` must be an https:// URL, found {s:?}"),
+                );
+                None
+            }
+        }),
+        None => Some(None),
+    };
     let desired = match take("desired") {
         Some(v) => c.path(&v, "desired", &base),
         None => {
@@ -359,6 +385,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let reassert_every = duration("reassert_every", Duration::from_secs(30 * 60));
     let debounce = duration("debounce", Duration::from_millis(300));
     let usersig_ttl = duration("usersig_ttl", Duration::from_secs(7 * 86400));
+    // Optional: off when unset.
+    let refresh_every = match take("refresh_every") {
+        Some(v) => c
+            .duration(
+                &v,
+                "refresh_every",
+                duration_bounds_for("refresh_every", &bounds_endpoint),
+            )
+            .map(Some),
+        None => Some(None),
+    };
     let guard = match take("guard") {
         Some(v) => c.guard(v),
         None => Some(Guard::default()),
@@ -420,6 +457,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         renew_margin: renew_margin.ok_or_else(missing)?,
         retry_pending_every: retry_pending_every.ok_or_else(missing)?,
         reassert_every: reassert_every.ok_or_else(missing)?,
+        refresh_every: refresh_every.ok_or_else(missing)?,
+        backup_endpoint: backup_endpoint.ok_or_else(missing)?,
         debounce: debounce.ok_or_else(missing)?,
         usersig_ttl: usersig_ttl.ok_or_else(missing)?,
         guard: guard.ok_or_else(missing)?,

@@ -120,7 +120,7 @@ fn durations_in_range_cannot_overflow_the_daemons_timers() {
                 short(d)
             )
         };
-        if key != "refresh_every" {
+        {
             assert!(check(&text(lo)).is_ok(), "{key} at {}", short(lo));
             assert!(check(&text(hi)).is_ok(), "{key} at {}", short(hi));
             let over = check(&text(hi + Duration::from_secs(1))).unwrap_err();
@@ -260,4 +260,38 @@ fn config_path_precedence() {
         Path::new("b.yaml")
     );
     assert_eq!(resolve_path(None, None), Path::new("marksync.yaml"));
+}
+
+#[test]
+fn refresh_every_is_off_unless_set_and_bounded() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    assert_eq!(check(base).unwrap().refresh_every, None);
+    let c = check(&format!("{base}refresh_every: 10m\n")).unwrap();
+    assert_eq!(c.refresh_every, Some(Duration::from_secs(600)));
+    let e = check(&format!("{base}refresh_every: 9s\n")).unwrap_err();
+    assert!(
+        e.contains("`refresh_every` must be between 10s and 7d"),
+        "{e}"
+    );
+    // Against the local emulator, short periods are allowed like the other timers.
+    let c = check(&format!("{base}endpoint: embedded\nrefresh_every: 1s\n")).unwrap();
+    assert_eq!(c.refresh_every, Some(Duration::from_secs(1)));
+}
+
+#[test]
+fn backup_endpoint_is_checked_like_endpoint() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    assert_eq!(check(base).unwrap().backup_endpoint, None);
+    let c = check(&format!(
+        "{base}endpoint: https://a.example\nbackup_endpoint: https://b.example/\n"
+    ))
+    .unwrap();
+    assert_eq!(c.backup_endpoint.as_deref(), Some("https://b.example"));
+    let e = check(&format!("{base}backup_endpoint: http://b.example\n")).unwrap_err();
+    assert!(e.contains("`backup_endpoint`"), "{e}");
+    let e = check(&format!("{base}backup_endpoint: ftp://b.example\n")).unwrap_err();
+    assert!(
+        e.contains("`backup_endpoint` must be an https:// URL"),
+        "{e}"
+    );
 }

@@ -6,7 +6,16 @@
 //! One reconcile runs at a time; triggers that arrive during one are coalesced into exactly one
 //! more run afterwards. The loop sleeps until the earliest mark 500 renewal is due (no polling),
 //! retries pending (offline) marks every `retry_pending_every`, and re-sends every desired mark
-//! every `reassert_every`.
+//! every `reassert_every`, and, with `refresh_every`, reads the live marks and repairs drift
+//! (SPEC section 10).
+//!
+//! Refresh is a flag like the others: the `refresh_every` timer sets it, and a round still running
+//! when the next one is due is not doubled (the flag is set once, consumed by the next round). A
+//! round with the flag reads the live marks *before* it plans: the reads share the client's rate
+//! limiter with the writes and yield to them by running first, never beside that round's calls.
+//! After a `get_members` permission refusal the daemon logs it once and stops refreshing until
+//! SIGHUP, relying on `reassert_every`; other refresh errors are warnings and the round goes on
+//! with the plan from the state.
 //!
 //! Architecture invariant: while the desired files do not parse, the daemon keeps the last good
 //! desired state, keeps renewing mark 500, and changes nothing else.
@@ -53,6 +62,8 @@ pub enum Input {
     RetryPending,
     /// Time to re-send every desired mark.
     Reassert,
+    /// Time to read the live marks and repair drift (`refresh_every`).
+    Refresh,
     /// A member came online or went offline (from the service's callbacks).
     Callback(CallbackEvent),
     /// SIGHUP: re-read the config and the desired files.
@@ -76,6 +87,8 @@ pub enum Trigger {
     RetryPending,
     /// The reassert timer.
     Reassert,
+    /// The refresh timer.
+    Refresh,
     /// A member came online.
     Callback,
     /// SIGHUP.
@@ -91,6 +104,7 @@ impl Trigger {
             Trigger::Renewal => "renewal",
             Trigger::RetryPending => "retry_pending",
             Trigger::Reassert => "reassert",
+            Trigger::Refresh => "refresh",
             Trigger::Callback => "callback",
             Trigger::Reload => "reload",
         }
@@ -126,6 +140,14 @@ struct Daemon {
     readiness: tokio::sync::watch::Sender<Readiness>,
     /// Set by the reassert timer, consumed by the next reconcile.
     reassert_due: bool,
+    /// Set by the refresh timer, consumed by the next reconcile (which refreshes first).
+    refresh_due: bool,
+    /// Set after a `get_members` permission refusal: no refresh until SIGHUP.
+    refresh_off: bool,
+    /// The drift counts of the last refresh, for `/readyz`.
+    last_drift: Option<crate::refresh::DriftCounts>,
+    /// The client's failover count when last looked at (for the failovers counter).
+    failovers_seen: u64,
     /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
     /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
     /// at shutdown, whichever comes first.
@@ -229,6 +251,10 @@ pub async fn run(
         metrics,
         readiness,
         reassert_due: false,
+        refresh_due: false,
+        refresh_off: false,
+        last_drift: None,
+        failovers_seen: 0,
         dirty_since: None,
         reconciled: false,
         reconnect: false,
@@ -293,6 +319,7 @@ pub async fn run(
 
     let mut retry = interval(daemon.config.retry_pending_every);
     let mut reassert = interval(daemon.config.reassert_every);
+    let mut refresh = daemon.config.refresh_every.map(interval);
     let mut watchdog = interval(watchdog_period());
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
@@ -323,6 +350,7 @@ pub async fn run(
                 }
                 _ = retry.tick() => Input::RetryPending,
                 _ = reassert.tick() => Input::Reassert,
+                () = tick_opt(&mut refresh) => Input::Refresh,
                 _ = watchdog.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     continue;
@@ -343,6 +371,9 @@ pub async fn run(
         if reassert.period() != daemon.config.reassert_every {
             reassert = interval(daemon.config.reassert_every);
         }
+        if refresh.as_ref().map(|i| i.period()) != daemon.config.refresh_every {
+            refresh = daemon.config.refresh_every.map(interval);
+        }
         if watcher.debounce != daemon.config.debounce {
             match watch_files(
                 daemon.desired.root(),
@@ -360,6 +391,7 @@ pub async fn run(
             match engine::connect(&daemon.config, daemon.clock.clone()).await {
                 Ok(connection) => {
                     daemon.connection = connection;
+                    daemon.failovers_seen = 0;
                     // A new key or endpoint may be the fix for the fatal code: try it now.
                     if daemon.calls_paused_until.take().is_some() {
                         tracing::info!(
@@ -427,6 +459,12 @@ impl Daemon {
                 Input::Reassert => {
                     self.reassert_due = true;
                     note(Trigger::Reassert, &mut trigger);
+                }
+                Input::Refresh => {
+                    if self.config.refresh_every.is_some() && !self.refresh_off {
+                        self.refresh_due = true;
+                        note(Trigger::Refresh, &mut trigger);
+                    }
                 }
                 Input::Callback(event) => {
                     if self.apply_callback(event) {
@@ -583,6 +621,9 @@ impl Daemon {
                     // UserSig validity: the main loop rebuilds the client before the next round.
                     self.reconnect = true;
                 }
+                if std::mem::take(&mut self.refresh_off) && self.config.refresh_every.is_some() {
+                    tracing::info!("reload: refresh is on again");
+                }
                 tracing::info!("reload: config re-read");
             }
             Err(e) => {
@@ -639,7 +680,19 @@ impl Daemon {
             (Some(p), _) => format!("desired files do not parse:\n{p}"),
             (None, Some(f)) => f.clone(),
             (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
-            (None, None) if desired_ok => "ok".into(),
+            (None, None) if desired_ok => match &self.last_drift {
+                // Drift is normal (members go offline): reported, never "not ready".
+                Some(c)
+                    if c.lost + c.offline + c.gone + c.unmanaged + c.adopted + c.not_checked
+                        > 0 =>
+                {
+                    format!(
+                        "ok; drift at the last refresh: {} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
+                        c.lost, c.offline, c.gone, c.unmanaged, c.adopted, c.not_checked
+                    )
+                }
+                _ => "ok".into(),
+            },
             (None, None) => "desired files not loaded yet".into(),
         };
         // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
@@ -672,6 +725,15 @@ fn interval(period: Duration) -> tokio::time::Interval {
     let mut i = tokio::time::interval_at(Instant::now() + period, period);
     i.set_missed_tick_behavior(MissedTickBehavior::Delay);
     i
+}
+
+async fn tick_opt(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_or_forever(d: Option<Duration>) {

@@ -53,6 +53,12 @@ impl Daemon {
         inputs: &mut mpsc::Receiver<Input>,
         deferred: &mut Vec<Input>,
     ) {
+        if std::mem::take(&mut self.refresh_due) {
+            self.refresh(inputs, deferred).await;
+            if self.stop.load(Ordering::SeqCst) {
+                return;
+            }
+        }
         let now = self.clock.now();
         self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
@@ -187,6 +193,98 @@ impl Daemon {
         }
     }
 
+    /// Reads the live marks and makes the in-memory state agree (SPEC section 10), before this
+    /// round plans: its reads go through the shared rate limiter ahead of the round's writes.
+    /// Only with good desired files (classifying against stale ones could adopt or forget the
+    /// wrong marks). A permission refusal turns refresh off until SIGHUP; any other failure is
+    /// a warning and the round plans from the state as it is.
+    ///
+    /// Inputs arriving meanwhile go to `deferred`; a shutdown abandons the reads at once (the
+    /// state is changed only after every read, so it stays as it was).
+    async fn refresh(&mut self, inputs: &mut mpsc::Receiver<Input>, deferred: &mut Vec<Input>) {
+        let Some(desired) = self
+            .desired
+            .desired()
+            .filter(|_| self.desired_problems.is_none())
+        else {
+            return;
+        };
+        let client = self.connection.client.clone();
+        let stop = self.stop.clone();
+        let ready = self.ready;
+        let result = {
+            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+            let work = crate::engine::refresh_state(
+                &client,
+                desired,
+                &mut self.state,
+                self.clock.as_ref(),
+            );
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = keepalive.tick() => {
+                        if ready {
+                            notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                        }
+                    }
+                    Some(input) = inputs.recv() => {
+                        if matches!(input, Input::Shutdown) {
+                            tracing::info!("shutdown requested during a refresh: reads abandoned, state unchanged");
+                            stop.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        deferred.push(input);
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(r) => {
+                let counts = r.classified.counts();
+                if !r.classified.changes.is_empty() {
+                    self.mark_dirty();
+                }
+                self.metrics.set_drift(&counts);
+                self.metrics.set_last_refresh(self.clock.now());
+                tracing::info!(
+                    lost = counts.lost,
+                    offline = counts.offline,
+                    gone = counts.gone,
+                    unmanaged = counts.unmanaged,
+                    adopted = counts.adopted,
+                    not_checked = counts.not_checked,
+                    unread = r.unread.len(),
+                    reads = r.calls,
+                    "refreshed the live marks"
+                );
+                self.last_drift = Some(counts);
+            }
+            Err(crate::error::Error::Refresh(e)) if e.is_no_permission() => {
+                tracing::error!("refresh turned off until SIGHUP, relying on reassert_every: {e}");
+                self.refresh_off = true;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    kind = e.metric_label(),
+                    "refresh failed; planning from the recorded state: {e}"
+                );
+            }
+        }
+        self.observe_failovers();
+    }
+
+    /// Mirrors the client's failover count into the metric.
+    pub(super) fn observe_failovers(&mut self) {
+        let total = self.connection.client.endpoint_stats().failovers;
+        self.metrics
+            .record_failovers(total.saturating_sub(self.failovers_seen));
+        self.failovers_seen = self.failovers_seen.max(total);
+    }
+
     pub(super) fn finish_round(&mut self, trigger: Trigger, outcome: &str, ok: bool) {
         let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
             ("refused", false)
@@ -195,6 +293,7 @@ impl Daemon {
         };
         self.last_ok = ok;
         self.reconciled = true;
+        self.observe_failovers();
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
             self.metrics.set_last_success(self.clock.now());

@@ -400,3 +400,155 @@ async fn triggers_during_the_startup_reconcile_cause_one_more() {
     );
     stop(tx, task).await;
 }
+
+/// The system clock shifted by an adjustable number of seconds.
+struct ShiftedClock(std::sync::atomic::AtomicI64);
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> UnixTime {
+        SystemClock.now() + self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_every_heals_a_member_who_went_offline_and_came_back_without_callbacks() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    // No `http`: no callback can tell the daemon anything. Refresh every second (allowed
+    // against the local emulator only).
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#heal", "alice")).unwrap();
+    // The startup reconcile confirms the mark "two minutes ago": old enough for a refresh to
+    // judge (a mark confirmed within the listing's 40 s staleness is not checked).
+    let clock = Arc::new(ShiftedClock(std::sync::atomic::AtomicI64::new(-120)));
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), clock.clone());
+    let has_mark = |emu: &Emulator| {
+        emu.marks_of("@TGS#heal")
+            .get("alice")
+            .is_some_and(|m| m.contains(&1000))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || has_mark(&emu)).await,
+        "the startup reconcile set the mark"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .state_text()
+            .contains("alice"))
+        .await,
+        "and recorded it"
+    );
+    clock.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    // Offline drops the mark; back online, nobody tells the daemon.
+    emu.set_offline("@TGS#heal", &["alice"]).await.unwrap();
+    emu.set_online("@TGS#heal", &["alice"]).await.unwrap();
+    assert!(!has_mark(&emu), "the service dropped it");
+    // The listing is a snapshot refreshed every 40 s of the emulator's clock.
+    emu.advance_clock(41);
+    assert!(
+        wait_until(Duration::from_secs(15), || has_mark(&emu)).await,
+        "a refresh found the mark lost and set it again"
+    );
+    assert!(series(&metrics, "marksync_last_refresh_timestamp_seconds") > 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || series(
+            &metrics,
+            "marksync_reconciles_total{trigger=\"refresh\",outcome=\"ok\"}"
+        ) >= 1)
+        .await,
+        "the repair was a refresh round: {}",
+        metrics.encode()
+    );
+    stop(tx, task).await;
+}
+
+fn get_members_calls(emu: &Emulator) -> u64 {
+    emu.stats(false)
+        .calls_by_path
+        .iter()
+        .filter(|(p, _)| p.ends_with("get_members"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_members_refusal_turns_refresh_off_until_sighup() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    emu.inject_fault(crate::emulator::Fault {
+        path: Some("get_members".into()),
+        ..crate::emulator::Fault::always(crate::emulator::FaultKind::ErrorCode { code: 10007 })
+    })
+    .unwrap();
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#perm", "alice")).unwrap();
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
+    assert!(
+        wait_until(Duration::from_secs(10), || get_members_calls(&emu) >= 1).await,
+        "a refresh ran"
+    );
+    let refused = get_members_calls(&emu);
+    // Three more periods: no read, and the rounds still run (the files still apply).
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(get_members_calls(&emu), refused, "refresh is off");
+    assert_eq!(
+        series(&metrics, "marksync_last_refresh_timestamp_seconds"),
+        0
+    );
+    assert!(setup.state_text().contains("alice"), "writes go on");
+    // SIGHUP turns it on again (the operator flipped the console switch).
+    emu.clear_faults();
+    tx.send(Input::Reload).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || series(
+            &metrics,
+            "marksync_last_refresh_timestamp_seconds"
+        ) > 0)
+        .await,
+        "refreshed after the reload"
+    );
+    stop(tx, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_slow_refresh_stops_the_daemon_at_once() {
+    let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
+    cfg.auto_create_groups = true;
+    cfg.members_online_by_default = true;
+    let emu = Emulator::start(cfg).await.unwrap();
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#slow", "alice")).unwrap();
+    let (tx, task) = setup.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .state_text()
+            .contains("alice"))
+        .await,
+        "started and applied"
+    );
+    // Every read now takes 20 s.
+    emu.inject_fault(crate::emulator::Fault {
+        path: Some("get_members".into()),
+        ..crate::emulator::Fault::always(crate::emulator::FaultKind::Latency { ms: 20_000 })
+    })
+    .unwrap();
+    // A refresh is under way within two periods.
+    let reads = get_members_calls(&emu);
+    assert!(
+        wait_until(Duration::from_secs(5), || get_members_calls(&emu) > reads).await,
+        "a refresh started"
+    );
+    let started = std::time::Instant::now();
+    tx.send(Input::Shutdown).await.unwrap();
+    let code = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the daemon stops without waiting for the reads")
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -75,13 +75,37 @@ pub struct PlanOptions {
     pub detailed_exitcode: bool,
     /// Plan re-sending every desired mark.
     pub reassert: bool,
+    /// Also write the plan to this file, for `apply FILE`.
+    pub out: Option<PathBuf>,
 }
 
-/// `marksync plan`: print what `apply` would do.
+/// `marksync plan`: print what `apply` would do (and, with `out`, save it for `apply FILE`).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     let now = SystemClock.now();
+    // The digest is taken before the files are loaded: a file edited while planning then makes
+    // the digest differ from what `apply FILE` finds, and the plan is refused rather than
+    // applied against files nobody reviewed.
+    let digest = match &opts.out {
+        Some(_) => Some(crate::saved_plan::desired_digest(&config.desired)?),
+        None => None,
+    };
     let (desired, state, plan) = compute_plan(&config, opts.reassert, now)?;
+    if let (Some(path), Some(desired_digest)) = (&opts.out, digest) {
+        let provenance = crate::saved_plan::Provenance {
+            created_at: now,
+            sdkappid: config.sdkappid,
+            state_serial: state.serial,
+            desired_digest,
+        };
+        crate::saved_plan::SavedPlan::new(&plan, provenance, None).write(path)?;
+        // On stderr, so that `plan --json --out FILE` still prints one JSON object on stdout.
+        let _ = writeln!(
+            anstream::stderr(),
+            "Saved the plan to {p}; apply exactly this plan with `marksync apply {p}`.",
+            p = path.display()
+        );
+    }
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
         writeln!(out, "{}", render::json_plan(&plan))
@@ -134,7 +158,42 @@ pub struct ApplyOptions {
     pub allow_mass_clear: bool,
     /// Re-send every desired mark, confirmed or not.
     pub reassert: bool,
+    /// Apply this saved plan (`plan --out`) exactly, instead of planning.
+    pub saved: Option<PathBuf>,
+    /// Do not ask for approval on a terminal.
+    pub auto_approve: bool,
 }
+
+/// Whether `apply` asks for `yes` before sending: only when a person is there to answer (stdin
+/// and stdout are terminals) and `--auto-approve` was not given. CI, systemd and scripts have no
+/// terminal and apply as before.
+pub fn needs_approval(
+    stdin_is_terminal: bool,
+    stdout_is_terminal: bool,
+    auto_approve: bool,
+) -> bool {
+    stdin_is_terminal && stdout_is_terminal && !auto_approve
+}
+
+/// The approval question.
+pub const APPROVAL_PROMPT: &str =
+    "Do you want to apply these changes? Only 'yes' will be accepted:";
+
+/// Asks [`APPROVAL_PROMPT`] on `out` and reads one line from `input`: approved only when the line
+/// is exactly `yes` (surrounding spaces aside). End of input is a refusal.
+pub fn read_approval(
+    input: &mut impl std::io::BufRead,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    write!(out, "\n{APPROVAL_PROMPT} ")?;
+    out.flush()?;
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    Ok(line.trim() == "yes")
+}
+
+/// The last line of `apply --dry-run`.
+pub const DRY_RUN_LINE: &str = "Dry run: nothing was sent and the state was not changed.";
 
 /// `marksync apply`: plan, print the plan, execute it, record results. SIGINT and SIGTERM stop
 /// it like the daemon (see [`apply_until`]); a second one exits at once.
@@ -232,7 +291,13 @@ pub async fn apply_until(
         Some(state::lock(&config.state)?)
     };
     let now = clock.now();
-    let (desired, mut st, plan) = compute_plan(config, opts.reassert, now)?;
+    let (desired, mut st, plan, state_changed) = match &opts.saved {
+        None => {
+            let (desired, st, plan) = compute_plan(config, opts.reassert, now)?;
+            (desired, st, plan, false)
+        }
+        Some(path) => load_saved_plan(config, path, now, opts.dry_run)?,
+    };
     let mut out = anstream::stdout();
     let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
@@ -246,11 +311,37 @@ pub async fn apply_until(
         plan.check_guard(&config.guard)?;
     }
     if opts.dry_run || plan.is_empty() {
+        if state_changed && !opts.dry_run {
+            // A saved `--refresh` plan with no calls still carries what the state must forget
+            // and adopt, and its ID.
+            state::save(&config.state, &mut st)?;
+        }
         if opts.json {
             writeln!(out, "{}", serde_json::json!({"summary": Totals::default()}))
                 .map_err(write_err)?;
         }
+        if opts.dry_run {
+            if opts.json {
+                let _ = writeln!(anstream::stderr(), "{DRY_RUN_LINE}");
+            } else {
+                writeln!(out, "\n{DRY_RUN_LINE}").map_err(write_err)?;
+            }
+        }
         return Ok(exit::OK);
+    }
+    {
+        use std::io::IsTerminal;
+        let terminal = (
+            std::io::stdin().is_terminal(),
+            std::io::stdout().is_terminal(),
+        );
+        if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
+            let approved = read_approval(&mut std::io::stdin().lock(), &mut out)
+                .map_err(|e| Error::io("cannot read the approval", e))?;
+            if !approved {
+                return Err(Error::Cancelled);
+            }
+        }
     }
     if let Some(signal) = *interrupts.borrow() {
         let _ = writeln!(
@@ -368,6 +459,53 @@ pub async fn apply_until(
     } else {
         exit::OK
     })
+}
+
+/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, and the
+/// checks that it still fits (app, already applied, state serial, desired files, age). A plan
+/// that does not fit is refused before anything is sent. Returns the desired state (for
+/// rendering), the state with the plan's refresh changes and ID folded in, the plan, and whether
+/// the state was changed (it must be saved even when there is no call).
+fn load_saved_plan(
+    config: &Config,
+    path: &Path,
+    now: UnixTime,
+    dry_run: bool,
+) -> Result<(desired::DesiredState, state::State, crate::plan::Plan, bool), Error> {
+    use crate::saved_plan::{SavedPlan, desired_digest};
+    let mut st = state::load(&config.state, config.sdkappid)?;
+    let saved = SavedPlan::read(path)?;
+    let digest = desired_digest(&config.desired)?;
+    saved
+        .check(
+            config.sdkappid,
+            st.serial,
+            &digest,
+            st.last_saved_plan.as_deref(),
+            now,
+            config.saved_plan_max_age.as_secs() as i64,
+        )
+        .map_err(|reason| Error::StalePlan {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    // The digest matched: these are the reviewed files, loaded for the `file:line` headings.
+    let desired = load_desired(config)?;
+    let plan = saved.to_plan();
+    let mut changed = false;
+    if !dry_run {
+        if let Some(changes) = saved.refreshed_changes()
+            && !changes.is_empty()
+        {
+            changes.apply(&mut st);
+            changed = true;
+        }
+        if !plan.is_empty() || changed {
+            // Saved with the apply's results: the same file applied again is "already applied".
+            st.last_saved_plan = Some(saved.plan_id.clone());
+        }
+    }
+    Ok((desired, st, plan, changed))
 }
 
 /// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
@@ -492,6 +630,31 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
         rx
+    }
+
+    #[test]
+    fn only_a_person_at_a_terminal_is_asked() {
+        assert!(needs_approval(true, true, false));
+        assert!(!needs_approval(true, true, true), "--auto-approve");
+        assert!(!needs_approval(false, true, false), "stdin piped (CI)");
+        assert!(!needs_approval(true, false, false), "stdout piped");
+        assert!(!needs_approval(false, false, false), "systemd");
+    }
+
+    #[test]
+    fn only_yes_approves() {
+        let ask = |input: &str| {
+            let mut out = Vec::new();
+            let ok = read_approval(&mut std::io::Cursor::new(input), &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains(APPROVAL_PROMPT), "{out}");
+            ok
+        };
+        assert!(ask("yes\n"));
+        assert!(ask("  yes  \n"));
+        for no in ["", "y\n", "Yes\n", "no\n", "yes please\n", "\n"] {
+            assert!(!ask(no), "{no:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -51,15 +51,23 @@ enum Command {
         /// Exit 2 when there are changes, 0 when there are none.
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Plan only; accepted for symmetry with apply and run (plan never changes anything).
-        #[arg(long)]
-        dry_run: bool,
         /// Plan re-sending every desired mark, confirmed or not.
         #[arg(long)]
         reassert: bool,
+        /// Also save the plan to FILE, for `marksync apply FILE` (no secret in it).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
-    /// Plan, print the plan, execute it, record the results.
+    /// Plan (or read a saved plan), print it, execute it, record the results.
     Apply {
+        /// A plan saved by `plan --out`: apply exactly it, without planning again. Refused
+        /// (nothing sent) when the app, the state, the desired files changed since, when it is
+        /// older than `saved_plan_max_age`, or when it was already applied.
+        #[arg(value_name = "FILE")]
+        plan_file: Option<PathBuf>,
+        /// Do not ask for `yes` on a terminal (without a terminal apply never asks).
+        #[arg(long)]
+        auto_approve: bool,
         /// Print the plan object, one JSON line per call and a summary line.
         #[arg(long)]
         json: bool,
@@ -71,7 +79,7 @@ enum Command {
         allow_mass_clear: bool,
         /// Re-send every desired mark, confirmed or not (the service drops the marks of members
         /// who go offline; this puts them back).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plan_file")]
         reassert: bool,
     },
     /// The daemon: reconcile at start, then on file changes, timers, callbacks and SIGHUP.
@@ -108,17 +116,20 @@ fn main() -> ExitCode {
         Command::Plan {
             json,
             detailed_exitcode,
-            dry_run: _,
             reassert,
+            out,
         } => cmd::plan(
             &config,
             &cmd::PlanOptions {
                 json,
                 detailed_exitcode,
                 reassert,
+                out,
             },
         ),
         Command::Apply {
+            plan_file,
+            auto_approve,
             json,
             dry_run,
             allow_mass_clear,
@@ -130,6 +141,8 @@ fn main() -> ExitCode {
                 dry_run,
                 allow_mass_clear,
                 reassert,
+                saved: plan_file,
+                auto_approve,
             },
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),

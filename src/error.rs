@@ -89,6 +89,9 @@ pub enum Error {
         /// Why.
         reason: crate::saved_plan::Stale,
     },
+    /// `state show`/`state rm` named what the state does not record.
+    #[error(transparent)]
+    NotInState(#[from] crate::state::inspect::NotInState),
     /// `apply` on a terminal was not approved with `yes`: nothing sent.
     #[error("Apply cancelled.")]
     Cancelled,
@@ -139,6 +142,7 @@ impl Error {
             Error::SavedPlan(_) => "saved_plan",
             Error::StalePlan { reason, .. } => reason.metric_label(),
             Error::Cancelled => "cancelled",
+            Error::NotInState(_) => "not_in_state",
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use marksync::cmd;
+use marksync::model::{Account, GroupId, Mark};
 
 /// Keeps Tencent Cloud Chat audio-video group member marks equal to what YAML files say.
 #[derive(Parser)]
@@ -102,6 +103,63 @@ enum Command {
     },
     /// Print a UserSig for the configured admin (for debugging with curl).
     Usersig,
+    /// Inspect the state file, or forget part of it (without clearing anything on the service).
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// The groups the state records, with their members and marks (confirmed, unknown).
+    List {
+        /// Only this group.
+        #[arg(value_parser = group_id)]
+        group: Option<GroupId>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A group's members and marks, with how long ago the service confirmed each (marks an
+    /// apply sent without seeing the answer are shown as unknown).
+    Show {
+        /// The group.
+        #[arg(value_parser = group_id)]
+        group: GroupId,
+        /// Only this member.
+        #[arg(value_parser = account)]
+        account: Option<Account>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a group, a member or one mark: marksync stops managing it; nothing is cleared on
+    /// the service. Takes the lock; the previous state is kept as `.bak`.
+    Rm {
+        /// The group.
+        #[arg(value_parser = group_id)]
+        group: GroupId,
+        /// Only this member.
+        #[arg(value_parser = account)]
+        account: Option<Account>,
+        /// Only this mark of the member.
+        #[arg(value_parser = mark, requires = "account")]
+        mark: Option<Mark>,
+    },
+}
+
+fn group_id(s: &str) -> Result<GroupId, String> {
+    GroupId::new(s)
+}
+
+fn account(s: &str) -> Result<Account, String> {
+    Account::new(s)
+}
+
+fn mark(s: &str) -> Result<Mark, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a mark number"))?;
+    Mark::new(n)
 }
 
 fn main() -> ExitCode {
@@ -147,6 +205,19 @@ fn main() -> ExitCode {
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
         Command::Usersig => cmd::usersig(&config),
+        Command::State(StateCommand::List { group, json }) => {
+            cmd::state_list(&config, group.as_ref(), json)
+        }
+        Command::State(StateCommand::Show {
+            group,
+            account,
+            json,
+        }) => cmd::state_show(&config, &group, account.as_ref(), json),
+        Command::State(StateCommand::Rm {
+            group,
+            account,
+            mark,
+        }) => cmd::state_rm(&config, &group, account.as_ref(), mark),
         Command::Run {
             dry_run,
             allow_mass_clear,

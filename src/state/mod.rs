@@ -26,6 +26,7 @@ use smallvec::SmallVec;
 
 use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
+pub mod inspect;
 pub mod store;
 pub use store::{Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents};
 

@@ -10,21 +10,47 @@ use clap::{Parser, Subcommand, ValueEnum};
 use marksync::cmd;
 use marksync::model::{Account, GroupId, Mark};
 
+/// Shown after `--help`: what a day with marksync looks like, and what each exit code means.
+const AFTER_HELP: &str = "\
+Examples:
+  marksync validate                      check the config and every desired file
+  marksync plan --out plan.json          review the changes and save them for apply
+  marksync apply plan.json               apply exactly the reviewed plan (refused if stale)
+  marksync apply                         plan and apply (asks for 'yes' on a terminal)
+  marksync state show '@TGS#a6I4ZUUGO'   what the state records for a group
+  marksync run                           the daemon
+
+Exit codes:
+  0    success, or no changes
+  1    error: config, desired files, state, credentials, fatal API error, usage,
+       a refused saved plan, an apply not approved
+  2    plan --detailed-exitcode found changes
+  3    refused by the mass-clear guard; nothing was sent
+  4    apply partially failed; what succeeded is recorded
+  5    the state is locked by another marksync process
+  130  apply interrupted by SIGINT (143: by SIGTERM); what was confirmed is saved";
+
 /// Keeps Tencent Cloud Chat audio-video group member marks equal to what YAML files say.
 #[derive(Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(about, propagate_version = true, after_help = AFTER_HELP)]
 struct Cli {
     /// Config file [default: ./marksync.yaml, or $MARKSYNC_CONFIG]
-    #[arg(short, long, global = true, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     config: Option<PathBuf>,
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     log_format: LogFormat,
     /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     verbose: u8,
     /// Less log output (warnings and errors only, or errors only when repeated).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose", help_heading = "Global options")]
     quiet: u8,
     #[command(subcommand)]
     command: Command,
@@ -106,6 +132,22 @@ enum Command {
     /// Inspect the state file, or forget part of it (without clearing anything on the service).
     #[command(subcommand)]
     State(StateCommand),
+    /// Print the version, commit and build date.
+    Version {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the desired-file format (for editors: yaml-language-server).
+    Schema,
+    /// Print a shell completion script, generated from this CLI.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from this CLI.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -162,8 +204,31 @@ fn mark(s: &str) -> Result<Mark, String> {
     Mark::new(n)
 }
 
+/// The CLI definition with the build's version line (`--version`), computed at run time.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        marksync::version::version_line(&marksync::version::build_info())
+    });
+    Cli::command().version(VERSION.as_str())
+}
+
+/// Writes `text` to stdout; a closed pipe (`marksync man | head`) is not an error worth a trace.
+fn print(text: &[u8]) -> Result<u8, marksync::error::Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .map_err(|e| marksync::error::Error::io("cannot write output", e))?;
+    Ok(marksync::error::exit::OK)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match cli_command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -205,6 +270,28 @@ fn main() -> ExitCode {
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
         Command::Usersig => cmd::usersig(&config),
+        Command::Version { json } => {
+            let info = marksync::version::build_info();
+            let text = if json {
+                serde_json::to_string(&info).expect("serializes")
+            } else {
+                format!("marksync {}", marksync::version::version_line(&info))
+            };
+            print(format!("{text}\n").as_bytes())
+        }
+        Command::Schema => print(marksync::schema::desired_schema_text().as_bytes()),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cli_command(), "marksync", &mut buf);
+            print(&buf)
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cli_command())
+                .render(&mut buf)
+                .map_err(|e| marksync::error::Error::io("cannot render the manual page", e))
+                .and_then(|()| print(&buf))
+        }
         Command::State(StateCommand::List { group, json }) => {
             cmd::state_list(&config, group.as_ref(), json)
         }

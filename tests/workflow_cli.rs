@@ -285,3 +285,95 @@ fn state_list_show_and_rm() {
         list.stdout
     );
 }
+
+#[test]
+fn version_names_version_commit_and_build_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = marksync(dir.path(), &["--version"]);
+    assert_eq!(flag.code, 0);
+    let line = flag.stdout.trim_end();
+    let rest = line
+        .strip_prefix(&format!("marksync {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(rest.contains(", built ") && rest.ends_with(')'), "{line}");
+
+    let cmd = marksync(dir.path(), &["version"]);
+    assert_eq!(
+        cmd.stdout, flag.stdout,
+        "the command says what the flag says"
+    );
+
+    let json = marksync(dir.path(), &["version", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        v["commit"].is_string() && v["build_date"].is_string(),
+        "{v}"
+    );
+}
+
+#[test]
+fn help_shows_examples_exit_codes_and_global_flags_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = marksync(dir.path(), &["--help"]);
+    assert_eq!(help.code, 0);
+    for want in [
+        "Examples:",
+        "marksync apply plan.json",
+        "Exit codes:",
+        "130",
+    ] {
+        assert!(help.stdout.contains(want), "{want}: {}", help.stdout);
+    }
+    let sub = marksync(dir.path(), &["apply", "--help"]);
+    assert_eq!(
+        sub.stdout.matches("--log-format").count(),
+        1,
+        "{}",
+        sub.stdout
+    );
+    assert_eq!(
+        sub.stdout.matches("Global options:").count(),
+        1,
+        "{}",
+        sub.stdout
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = marksync(dir.path(), &["schema"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/desired.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(out.stdout, committed);
+}
+
+#[test]
+fn completions_are_generated_for_each_shell_with_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = marksync(dir.path(), &["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for sub in ["validate", "plan", "apply", "state", "completions"] {
+            assert!(out.stdout.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let bad = marksync(dir.path(), &["completions", "cmd.exe"]);
+    assert_eq!(bad.code, 1, "a usage error");
+}
+
+#[test]
+fn man_is_roff_naming_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = marksync(dir.path(), &["man"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(".TH marksync 1"), "roff title");
+    assert!(out.stdout.contains(".SH SUBCOMMANDS"), "{}", out.stdout);
+    for sub in ["validate", "plan", "apply", "run", "state", "schema"] {
+        assert!(out.stdout.contains(sub), "{sub}");
+    }
+}

@@ -87,7 +87,15 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     // the digest differ from what `apply FILE` finds, and the plan is refused rather than
     // applied against files nobody reviewed.
     let digest = match &opts.out {
-        Some(_) => Some(crate::saved_plan::desired_digest(&config.desired)?),
+        Some(_) => match crate::saved_plan::desired_digest(&config.desired) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // The loader's report (every problem, with locations) says more than the
+                // digest's first one.
+                load_desired(&config)?;
+                return Err(e.into());
+            }
+        },
         None => None,
     };
     let (desired, state, plan) = compute_plan(&config, opts.reassert, now)?;

@@ -377,3 +377,60 @@ fn man_is_roff_naming_the_commands() {
         assert!(out.stdout.contains(sub), "{sub}");
     }
 }
+
+#[test]
+fn a_saved_plan_is_refused_once_the_state_moved_and_a_dry_run_of_it_sends_nothing() {
+    let dir = setup();
+    let dir = dir.path();
+    assert_eq!(marksync(dir, &["apply"]).code, 0);
+    std::fs::write(
+        dir.join("marks/physics.yaml"),
+        DESIRED.replace("student02", "student03"),
+    )
+    .unwrap();
+    let plan = marksync(dir, &["plan", "--out", "plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains("marksync apply plan.json"),
+        "{}",
+        plan.stderr
+    );
+
+    let dry = marksync(dir, &["apply", "plan.json", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("student03"),
+        "the saved plan: {}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("Dry run: nothing was sent"),
+        "{}",
+        dry.stdout
+    );
+
+    // Someone forgets a member in between: the state the plan was made against is gone.
+    assert_eq!(
+        marksync(dir, &["state", "rm", "@TGS#2PHYS101", "ms_chen"]).code,
+        0
+    );
+    let before = state_text(dir);
+    let stale = marksync(dir, &["apply", "plan.json"]);
+    assert_eq!(stale.code, 1, "{}{}", stale.stdout, stale.stderr);
+    assert!(
+        stale.stderr.contains("refusing to apply plan.json"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("the state changed since"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("marksync plan --out FILE"),
+        "{}",
+        stale.stderr
+    );
+    assert_eq!(state_text(dir), before, "nothing sent, nothing recorded");
+}

@@ -436,15 +436,9 @@ pub async fn apply_until(
         }
         let _ = writeln!(
             anstream::stderr(),
-            "Apply interrupted by {}: {} set, {} cleared, {} renewed, {} pending (offline), {} failed in {} API {}; {} {} not sent. The state ({}) is saved with every confirmed result; run apply again to finish.",
+            "Apply interrupted by {}: {}; {} {} not sent. The state ({}) is saved with every confirmed result; run apply again to finish.",
             signal.name(),
-            t.set,
-            t.cleared,
-            t.renewed,
-            t.pending,
-            t.failed,
-            t.calls,
-            render::plural(t.calls, "call", "calls"),
+            render::totals(t),
             t.skipped,
             render::plural(t.skipped, "mark", "marks"),
             config.state.display()

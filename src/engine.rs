@@ -66,12 +66,22 @@ pub fn compute_plan(
 /// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.
 pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    SecretKey::from_sources(
+    // A variable that is set but not UTF-8 is refused by the key's own checks (the replacement
+    // character is not a hex digit), never skipped as if it were unset.
+    let env = std::env::var_os(crate::tim::usersig::SECRET_KEY_ENV)
+        .map(|v| v.to_string_lossy().into_owned());
+    let key = SecretKey::from_sources(
         config.secret_key_file.as_deref(),
-        std::env::var(crate::tim::usersig::SECRET_KEY_ENV).ok(),
+        env,
         credentials.as_deref(),
     )
-    .map_err(Error::Secret)
+    .map_err(Error::Secret)?;
+    if let Some(path) = &config.secret_key_file
+        && config.endpoint != Endpoint::Embedded
+    {
+        crate::tim::usersig::warn_if_loose(path);
+    }
+    Ok(key)
 }
 
 /// A client connected as the config says. With `endpoint: embedded` the emulator runs in this

@@ -46,7 +46,7 @@ pub enum Error {
     #[error(transparent)]
     MassClear(#[from] MassClear),
     /// The secret key cannot be read, or is not a key (the key itself is never quoted).
-    #[error("secret key: {0}")]
+    #[error(transparent)]
     Secret(#[from] SecretError),
     /// A region's endpoint cannot be used.
     #[error("{0}")]

@@ -532,8 +532,14 @@ pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
 
 /// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`
 pub fn apply_line(t: &crate::apply::Totals) -> String {
+    format!("Apply complete: {}.", totals(t))
+}
+
+/// `N set, N cleared, N renewed, N pending (offline), N failed, N API calls`: what an apply
+/// did, for its last line and for the line of an interrupted one.
+pub fn totals(t: &crate::apply::Totals) -> String {
     format!(
-        "Apply complete: {} set, {} cleared, {} renewed, {} pending (offline), {} failed, {} API {}.",
+        "{} set, {} cleared, {} renewed, {} pending (offline), {} failed, {} API {}",
         t.set,
         t.cleared,
         t.renewed,
@@ -548,7 +554,7 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
 mod tests {
     use super::*;
     use crate::desired::{DesiredGroup, DesiredState};
-    use crate::model::Mark;
+    use crate::model::test_ids::{a, g, m};
     use crate::plan::{self, Policy};
     use crate::refresh::NotChecked;
     use std::path::PathBuf;
@@ -556,15 +562,6 @@ mod tests {
     const NOW: UnixTime = 1_764_000_000;
     const H: i64 = 3600;
 
-    fn g(s: &str) -> GroupId {
-        GroupId::new(s).unwrap()
-    }
-    fn a(s: &str) -> Account {
-        Account::new(s).unwrap()
-    }
-    fn m(n: u64) -> Mark {
-        Mark::new(n).unwrap()
-    }
     fn origin(file: &str, line: u64) -> Origin {
         Origin {
             path: PathBuf::from(format!("/srv/marks/{file}")),

@@ -644,6 +644,48 @@ fn secret_key_file_readable_by_others_is_warned_about() {
     assert!(!out.stderr.contains(&KEY[..8]), "{}", out.stderr);
 }
 
+/// The embedded emulator's demo key guards nothing: the quick start must not warn about its mode.
+#[test]
+fn the_embedded_emulators_demo_key_is_not_warned_about() {
+    let t = Test::new().config(&format!(
+        "{CONFIG}endpoint: embedded\nsecret_key_file: secret.key\n"
+    ));
+    let path = t.dir.path().join("secret.key");
+    std::fs::write(&path, KEY).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = t.arg("usersig").run();
+    out.status(0);
+    assert!(!out.stderr.contains("readable by group"), "{}", out.stderr);
+}
+
+/// A key variable that is set but not UTF-8 is refused, never skipped as if unset.
+#[test]
+fn a_secret_key_variable_that_is_not_utf8_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = Test::new().config(CONFIG);
+    let out = Command::new(env!("CARGO_BIN_EXE_marksync"))
+        .current_dir(t.dir.path())
+        .args(["usersig"])
+        .env(
+            "MARKSYNC_SECRET_KEY",
+            std::ffi::OsStr::from_bytes(b"5bd2850fff3e\xff"),
+        )
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the secret key from environment variable MARKSYNC_SECRET_KEY is not hex"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret key: the secret key"),
+        "said once: {stderr}"
+    );
+    assert!(!stderr.contains("5bd2850f"), "{stderr}");
+}
+
 /// Issue 7: `secret_key_file: /dev/zero` read until out of memory; a FIFO as the config or the
 /// key hung. Each is refused at once (the run is bounded by `RUN_TIMEOUT`).
 #[test]

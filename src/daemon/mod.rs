@@ -298,8 +298,10 @@ pub async fn run(
     };
 
     daemon.refresh_desired();
+    // Inputs that arrive during the startup reconcile form the first round after it.
+    let mut deferred: Vec<Input> = Vec::new();
     daemon
-        .reconcile(Trigger::Startup, &mut inputs, &mut Vec::new())
+        .reconcile(Trigger::Startup, &mut inputs, &mut deferred)
         .await;
     notify(&[sd_notify::NotifyState::Ready]);
     daemon.ready = true;
@@ -309,7 +311,6 @@ pub async fn run(
     let mut retry = interval(daemon.config.retry_pending_every);
     let mut reassert = interval(daemon.config.reassert_every);
     let mut watchdog = interval(watchdog_period());
-    let mut deferred: Vec<Input> = Vec::new();
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however

@@ -320,17 +320,24 @@ fn reconciles_any(metrics: &Metrics, trigger: &str) -> i64 {
         .sum()
 }
 
-// Real time: the paused clock jumps while a loopback request waits on the client's blocking
-// work, so a test with calls in flight runs on the real clock, with bounded waits.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn triggers_during_a_reconcile_cause_exactly_one_more() {
-    // Every call takes 1.5 s, so a reconcile is still running when the triggers come.
+/// An emulator (groups created on first use, members online) whose every call takes 1.5 s, so a
+/// reconcile is still running when a test's triggers come.
+async fn slow_emulator() -> Emulator {
     let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);
     cfg.auto_create_groups = true;
     cfg.members_online_by_default = true;
     let emu = Emulator::start(cfg).await.unwrap();
     let latency = crate::emulator::Fault::always(crate::emulator::FaultKind::Latency { ms: 1_500 });
     emu.inject_fault(latency).unwrap();
+    emu
+}
+
+// Real time: the paused clock jumps while a loopback request waits on the client's blocking
+// work, so a test with calls in flight runs on the real clock, with bounded waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_during_a_reconcile_cause_exactly_one_more() {
+    // Every call takes 1.5 s, so a reconcile is still running when the triggers come.
+    let emu = slow_emulator().await;
     let setup = Setup::new(&emu.base_url());
     std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#c", "bob")).unwrap();
     let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
@@ -364,6 +371,32 @@ async fn triggers_during_a_reconcile_cause_exactly_one_more() {
         reconciles_any(&metrics, "retry_pending"),
         0,
         "nothing was pending"
+    );
+    stop(tx, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_during_the_startup_reconcile_cause_one_more() {
+    // The first call takes 1.5 s, so the startup reconcile is still running when the trigger
+    // comes; it must run afterwards, not be dropped with the startup round.
+    let emu = slow_emulator().await;
+    let setup = Setup::new(&emu.base_url());
+    std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#s", "bob")).unwrap();
+    let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
+    let limit = Duration::from_secs(20);
+    assert!(
+        wait_until(limit, || emu.call_count() > 0).await,
+        "the startup call is in flight"
+    );
+    tx.send(Input::Reassert).await.unwrap();
+    assert_eq!(
+        reconciles_any(&metrics, "startup"),
+        0,
+        "sent during startup"
+    );
+    assert!(
+        wait_until(limit, || reconciles_any(&metrics, "reassert") == 1).await,
+        "the trigger that came during startup runs once it is over"
     );
     stop(tx, task).await;
 }

@@ -19,7 +19,7 @@
 //! diagnostic it produces is the full reader's warning about an account with characters outside
 //! `[a-zA-Z0-9_-]`, with the same text at the same place; any value that would make the full
 //! reader report an error (bad mark, duplicate, limit exceeded...), and anything it is not sure
-//! YAML reads the way it does (tabs, CR, anchors, tags, flow mappings, quoting it does not know,
+//! YAML reads the way it does (tabs, a CR that does not end a line, anchors, tags, flow mappings, quoting it does not know,
 //! plain `null`...), makes it give up. Keys and names are the characters as written in both
 //! readers (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's
 //! resolution. [`parse_flow`] does the same for files written as one JSON or YAML flow mapping.
@@ -48,11 +48,26 @@ pub(super) fn parse(
     doc: &str,
     line_offset: u64,
 ) -> Option<(DesiredFile, Vec<Declared>)> {
-    if doc.contains(['\t', '\r']) {
+    if doc.contains('\t') {
+        return None;
+    }
+    // CRLF line ends (files saved on Windows) read like LF ones; a CR anywhere else is left to
+    // the full reader.
+    let crlf = doc.contains('\r');
+    if crlf
+        && doc
+            .split('\n')
+            .any(|l| l.find('\r').is_some_and(|at| at + 1 != l.len()))
+    {
         return None;
     }
     let mut reader = Reader::default();
     for (i, line) in doc.split('\n').enumerate() {
+        let line = if crlf {
+            line.strip_suffix('\r').unwrap_or(line)
+        } else {
+            line
+        };
         reader.line(line, i as u64 + 1)?;
     }
     reader.finish_group()?;

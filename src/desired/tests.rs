@@ -387,6 +387,12 @@ proptest! {
         if file.is_clean() {
             prop_assert!(answered, "the fast path gave up on a clean file:\n{}", doc);
         }
+        // The same file saved with CRLF line ends reads the same way.
+        let crlf = doc.replace('\n', "\r\n");
+        let answered = compare(&crlf);
+        if file.is_clean() {
+            prop_assert!(answered, "the fast path gave up on a clean CRLF file:\n{:?}", crlf);
+        }
     }
 }
 
@@ -480,9 +486,10 @@ const FALLBACKS: &[(&str, &str)] = &[
         "duplicate group",
         "groups:\n  g:\n    members:\n      a: [1000]\n  \"g\":\n    members:\n      b: [1000]\n",
     ),
+    ("CR alone", "groups:\r  g:\n    members:\n      a: [1000]\n"),
     (
-        "CRLF",
-        "groups:\r\n  g:\r\n    members:\r\n      a: [1000]\r\n",
+        "CR inside a line",
+        "groups:\n  g:\n    members:\n      a: [10\r00]\r\n",
     ),
     (
         "backslash in key",

@@ -2,22 +2,13 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::desired::DesiredState;
+use crate::model::test_ids::{a, g, m};
 use crate::plan::{self, Policy};
 use crate::state::State;
 
 const NOW: UnixTime = 1_764_000_000;
 const DAY: i64 = 24 * 3600;
 const APP: u64 = 1_400_000_000;
-
-fn g(s: &str) -> GroupId {
-    GroupId::new(s).unwrap()
-}
-fn a(s: &str) -> Account {
-    Account::new(s).unwrap()
-}
-fn m(n: u64) -> Mark {
-    Mark::new(n).unwrap()
-}
 
 /// A plan with a clear, a set and a renewal in one group.
 fn sample_plan() -> Plan {

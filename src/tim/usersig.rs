@@ -113,15 +113,7 @@ impl SecretKey {
         credentials_directory: Option<&Path>,
     ) -> Result<SecretKey, SecretError> {
         if let Some(path) = secret_key_file {
-            let key = Self::from_file(path)?;
-            if let Some(mode) = loose_mode(path) {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = %format!("{mode:03o}"),
-                    "the secret key file is readable by group or others; restrict it with chmod 600"
-                );
-            }
-            return Ok(key);
+            return Self::from_file(path);
         }
         if let Some(value) = env {
             return Self::parse(
@@ -246,6 +238,19 @@ fn describe_non_hex(c: char) -> String {
         c if c.is_control() => "a control character".into(),
         c if c.is_whitespace() => "a non-ASCII space".into(),
         _ => "a non-ASCII character".into(),
+    }
+}
+
+/// Logs a warning when the key file at `path` is readable by group or others. Not for the
+/// systemd credential directory (systemd sets its modes), nor for the embedded emulator's demo
+/// key (it guards nothing).
+pub fn warn_if_loose(path: &Path) {
+    if let Some(mode) = loose_mode(path) {
+        tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:03o}"),
+            "the secret key file is readable by group or others; restrict it with chmod 600"
+        );
     }
 }
 

@@ -197,7 +197,24 @@ pub fn read_approval(
     out.flush()?;
     let mut line = String::new();
     input.read_line(&mut line)?;
-    Ok(line.trim() == "yes")
+    Ok(is_approval(&line))
+}
+
+/// Whether an answer to [`APPROVAL_PROMPT`] approves: exactly `yes`, surrounding spaces aside.
+pub fn is_approval(line: &str) -> bool {
+    line.trim() == "yes"
+}
+
+/// The first signal on `interrupts` (at once if one already came); never, if the sender is gone.
+async fn first_signal(interrupts: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
+    loop {
+        if let Some(signal) = *interrupts.borrow_and_update() {
+            return signal;
+        }
+        if interrupts.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// The last line of `apply --dry-run`.
@@ -344,10 +361,34 @@ pub async fn apply_until(
             std::io::stdout().is_terminal(),
         );
         if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
-            let approved = read_approval(&mut std::io::stdin().lock(), &mut out)
-                .map_err(|e| Error::io("cannot read the approval", e))?;
-            if !approved {
-                return Err(Error::Cancelled);
+            // Read on a thread of its own, so that Ctrl-C at the question stops at once (the
+            // first signal, not only the second): nothing has been sent yet.
+            write!(out, "\n{APPROVAL_PROMPT} ")
+                .and_then(|()| out.flush())
+                .map_err(write_err)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let read = std::io::stdin().read_line(&mut line).map(|_| line);
+                let _ = tx.send(read);
+            });
+            tokio::select! {
+                answer = rx => {
+                    let line = answer
+                        .map_err(|_| Error::io("cannot read the approval", std::io::Error::other("reader gone")))?
+                        .map_err(|e| Error::io("cannot read the approval", e))?;
+                    if !is_approval(&line) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                signal = first_signal(&mut interrupts) => {
+                    let _ = writeln!(
+                        anstream::stderr(),
+                        "\nApply interrupted by {} at the approval question: nothing was sent.",
+                        signal.name()
+                    );
+                    return Ok(signal.exit_code());
+                }
             }
         }
     }

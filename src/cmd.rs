@@ -81,13 +81,31 @@ pub struct PlanOptions {
     pub refresh: bool,
     /// List every drifted member and mark (`-v`), not only the counts.
     pub verbose: bool,
+    /// Also write the plan to this file, for `apply FILE`.
+    pub out: Option<PathBuf>,
 }
 
-/// `marksync plan`: print what `apply` would do. With `refresh`, read the live marks first (a
-/// copy of the state is refreshed; nothing is written and no lock is taken).
+/// `marksync plan`: print what `apply` would do (and, with `out`, save it for `apply FILE`).
+/// With `refresh`, read the live marks first (a copy of the state is refreshed; nothing is
+/// written and no lock is taken; a saved plan carries the refresh's state changes).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     let mut now = SystemClock.now();
+    // The digest is taken before the files are loaded: a file edited while planning then makes
+    // the digest differ from what `apply FILE` finds, and the plan is refused rather than
+    // applied against files nobody reviewed.
+    let digest = match &opts.out {
+        Some(_) => match crate::saved_plan::desired_digest(&config.desired) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // The loader's report (every problem, with locations) says more than the
+                // digest's first one.
+                load_desired(&config)?;
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     let (desired, mut state, mut plan) = compute_plan(&config, opts.reassert, now)?;
     let refreshed = if opts.refresh {
         let r = runtime()?.block_on(async {
@@ -105,6 +123,22 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     } else {
         None
     };
+    if let (Some(path), Some(desired_digest)) = (&opts.out, digest) {
+        let provenance = crate::saved_plan::Provenance {
+            created_at: now,
+            sdkappid: config.sdkappid,
+            state_serial: state.serial,
+            desired_digest,
+        };
+        let changes = refreshed.as_ref().map(|r| &r.classified.changes);
+        crate::saved_plan::SavedPlan::new(&plan, provenance, changes).write(path)?;
+        // On stderr, so that `plan --json --out FILE` still prints one JSON object on stdout.
+        let _ = writeln!(
+            anstream::stderr(),
+            "Saved the plan to {p}; apply exactly this plan with `marksync apply {p}`.",
+            p = path.display()
+        );
+    }
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
         let json = match &refreshed {
@@ -179,7 +213,59 @@ pub struct ApplyOptions {
     pub refresh: bool,
     /// List every drifted member and mark (`-v`).
     pub verbose: bool,
+    /// Apply this saved plan (`plan --out`) exactly, instead of planning.
+    pub saved: Option<PathBuf>,
+    /// Do not ask for approval on a terminal.
+    pub auto_approve: bool,
 }
+
+/// Whether `apply` asks for `yes` before sending: only when a person is there to answer (stdin
+/// and stdout are terminals) and `--auto-approve` was not given. CI, systemd and scripts have no
+/// terminal and apply as before.
+pub fn needs_approval(
+    stdin_is_terminal: bool,
+    stdout_is_terminal: bool,
+    auto_approve: bool,
+) -> bool {
+    stdin_is_terminal && stdout_is_terminal && !auto_approve
+}
+
+/// The approval question.
+pub const APPROVAL_PROMPT: &str =
+    "Do you want to apply these changes? Only 'yes' will be accepted:";
+
+/// Asks [`APPROVAL_PROMPT`] on `out` and reads one line from `input`: approved only when the line
+/// is exactly `yes` (surrounding spaces aside). End of input is a refusal.
+pub fn read_approval(
+    input: &mut impl std::io::BufRead,
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    write!(out, "\n{APPROVAL_PROMPT} ")?;
+    out.flush()?;
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    Ok(is_approval(&line))
+}
+
+/// Whether an answer to [`APPROVAL_PROMPT`] approves: exactly `yes`, surrounding spaces aside.
+pub fn is_approval(line: &str) -> bool {
+    line.trim() == "yes"
+}
+
+/// The first signal on `interrupts` (at once if one already came); never, if the sender is gone.
+async fn first_signal(interrupts: &mut watch::Receiver<Option<Interrupt>>) -> Interrupt {
+    loop {
+        if let Some(signal) = *interrupts.borrow_and_update() {
+            return signal;
+        }
+        if interrupts.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// The last line of `apply --dry-run`.
+pub const DRY_RUN_LINE: &str = "Dry run: nothing was sent and the state was not changed.";
 
 /// `marksync apply`: plan, print the plan, execute it, record results. SIGINT and SIGTERM stop
 /// it like the daemon (see [`apply_until`]); a second one exits at once.
@@ -277,11 +363,18 @@ pub async fn apply_until(
         Some(state::lock(&config.state)?)
     };
     let mut now = clock.now();
-    let (desired, mut st, mut plan) = compute_plan(config, opts.reassert, now)?;
+    let (desired, mut st, mut plan, saved_changes) = match &opts.saved {
+        None => {
+            let (desired, st, plan) = compute_plan(config, opts.reassert, now)?;
+            (desired, st, plan, false)
+        }
+        Some(path) => load_saved_plan(config, path, now, opts.dry_run)?,
+    };
     // With --refresh the connection is made first: the plan depends on what the service holds.
+    // (A saved plan is applied exactly: the CLI refuses --refresh with one.)
     let mut connection = None;
     let mut refreshed = None;
-    if opts.refresh {
+    if opts.refresh && opts.saved.is_none() {
         let c = connect(config, clock.clone()).await?;
         let r = refresh_state(&c.client, &desired, &mut st, clock.as_ref()).await?;
         warn_unread(&r);
@@ -290,9 +383,12 @@ pub async fn apply_until(
         connection = Some(c);
         refreshed = Some(r);
     }
-    let state_refreshed = refreshed
-        .as_ref()
-        .is_some_and(|r| !r.classified.changes.is_empty());
+    // The refresh (or the saved plan's refresh) changed what the state records: forgotten or
+    // adopted marks, and a saved plan's ID, are kept even when no call is needed.
+    let state_changed = saved_changes
+        || refreshed
+            .as_ref()
+            .is_some_and(|r| !r.classified.changes.is_empty());
     let mut out = anstream::stdout();
     let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
@@ -313,9 +409,9 @@ pub async fn apply_until(
     if !opts.allow_mass_clear {
         plan.check_guard(&config.guard)?;
     }
-    if state_refreshed && !opts.dry_run && plan.calls.is_empty() {
-        // Nothing to send, but the refresh changed what the state records (forgotten or
-        // adopted marks): keep it. `apply::execute` saves only when it sends calls.
+    if state_changed && !opts.dry_run && plan.calls.is_empty() {
+        // Nothing to send, but the state changed: keep it. `apply::execute` saves only when it
+        // sends calls.
         state::save(&config.state, &mut st)?;
     }
     if opts.dry_run || plan.is_empty() {
@@ -326,7 +422,52 @@ pub async fn apply_until(
             writeln!(out, "{}", serde_json::json!({"summary": Totals::default()}))
                 .map_err(write_err)?;
         }
+        if opts.dry_run {
+            if opts.json {
+                let _ = writeln!(anstream::stderr(), "{DRY_RUN_LINE}");
+            } else {
+                writeln!(out, "\n{DRY_RUN_LINE}").map_err(write_err)?;
+            }
+        }
         return Ok(exit::OK);
+    }
+    {
+        use std::io::IsTerminal;
+        let terminal = (
+            std::io::stdin().is_terminal(),
+            std::io::stdout().is_terminal(),
+        );
+        if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
+            // Read on a thread of its own, so that Ctrl-C at the question stops at once (the
+            // first signal, not only the second): nothing has been sent yet.
+            write!(out, "\n{APPROVAL_PROMPT} ")
+                .and_then(|()| out.flush())
+                .map_err(write_err)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let read = std::io::stdin().read_line(&mut line).map(|_| line);
+                let _ = tx.send(read);
+            });
+            tokio::select! {
+                answer = rx => {
+                    let line = answer
+                        .map_err(|_| Error::io("cannot read the approval", std::io::Error::other("reader gone")))?
+                        .map_err(|e| Error::io("cannot read the approval", e))?;
+                    if !is_approval(&line) {
+                        return Err(Error::Cancelled);
+                    }
+                }
+                signal = first_signal(&mut interrupts) => {
+                    let _ = writeln!(
+                        anstream::stderr(),
+                        "\nApply interrupted by {} at the approval question: nothing was sent.",
+                        signal.name()
+                    );
+                    return Ok(signal.exit_code());
+                }
+            }
+        }
     }
     if let Some(signal) = *interrupts.borrow() {
         let _ = writeln!(
@@ -517,6 +658,53 @@ pub async fn import_with(
     Ok(exit::OK)
 }
 
+/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, and the
+/// checks that it still fits (app, already applied, state serial, desired files, age). A plan
+/// that does not fit is refused before anything is sent. Returns the desired state (for
+/// rendering), the state with the plan's refresh changes and ID folded in, the plan, and whether
+/// the state was changed (it must be saved even when there is no call).
+fn load_saved_plan(
+    config: &Config,
+    path: &Path,
+    now: UnixTime,
+    dry_run: bool,
+) -> Result<(desired::DesiredState, state::State, crate::plan::Plan, bool), Error> {
+    use crate::saved_plan::{SavedPlan, desired_digest};
+    let mut st = state::load(&config.state, config.sdkappid)?;
+    let saved = SavedPlan::read(path)?;
+    let digest = desired_digest(&config.desired)?;
+    saved
+        .check(
+            config.sdkappid,
+            st.serial,
+            &digest,
+            st.last_saved_plan.as_deref(),
+            now,
+            config.saved_plan_max_age.as_secs() as i64,
+        )
+        .map_err(|reason| Error::StalePlan {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+    // The digest matched: these are the reviewed files, loaded for the `file:line` headings.
+    let desired = load_desired(config)?;
+    let plan = saved.to_plan();
+    let mut changed = false;
+    if !dry_run {
+        if let Some(changes) = saved.refreshed_changes()
+            && !changes.is_empty()
+        {
+            changes.apply(&mut st);
+            changed = true;
+        }
+        if !plan.is_empty() || changed {
+            // Saved with the apply's results: the same file applied again is "already applied".
+            st.last_saved_plan = Some(saved.plan_id.clone());
+        }
+    }
+    Ok((desired, st, plan, changed))
+}
+
 /// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
 /// work sends nothing new), `on_signal` is told, and the work gets `grace` more to finish.
 /// Returns its output, or `None` when the grace ran out (the work is dropped).
@@ -572,6 +760,135 @@ fn progress_bar(calls: usize) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// `marksync state list [GROUP]`: the groups the state records, with member and mark counts.
+pub fn state_list(
+    config_path: &Path,
+    group: Option<&crate::model::GroupId>,
+    json: bool,
+) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    let st = state::load(&config.state, config.sdkappid)?;
+    let groups = state::inspect::list(&st, group)?;
+    let mut out = anstream::stdout().lock();
+    let text = if json {
+        serde_json::json!({"serial": st.serial, "groups": groups}).to_string() + "\n"
+    } else {
+        let mut t = String::new();
+        if groups.is_empty() {
+            t.push_str("The state records no group.\n");
+        } else {
+            let width = groups
+                .iter()
+                .map(|g| g.group.to_string().len())
+                .max()
+                .unwrap_or(5);
+            t += &format!("{:<width$}  MEMBERS  CONFIRMED  UNKNOWN\n", "GROUP");
+            for g in &groups {
+                t += &format!(
+                    "{:<width$}  {:>7}  {:>9}  {:>7}\n",
+                    g.group.to_string(),
+                    g.members,
+                    g.confirmed,
+                    g.unknown
+                );
+            }
+        }
+        t += &format!("State {} (serial {}).\n", config.state.display(), st.serial);
+        t
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write output", e))?;
+    Ok(exit::OK)
+}
+
+/// `marksync state show GROUP [ACCOUNT]`: each member's marks, when the service last confirmed
+/// each, and the unknown ones (an apply sent them and did not see the answer).
+pub fn state_show(
+    config_path: &Path,
+    group: &crate::model::GroupId,
+    account: Option<&crate::model::Account>,
+    json: bool,
+) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    let st = state::load(&config.state, config.sdkappid)?;
+    let now = SystemClock.now();
+    let members = state::inspect::show(&st, group, account, now)?;
+    let text = if json {
+        serde_json::json!({"serial": st.serial, "members": members}).to_string() + "\n"
+    } else {
+        let width = members
+            .iter()
+            .map(|m| m.account.to_string().len())
+            .max()
+            .unwrap_or(0);
+        let mut t = format!("{group}\n");
+        for m in &members {
+            let marks: Vec<String> = m
+                .marks
+                .iter()
+                .map(|k| match (k.age_secs, k.unknown) {
+                    (_, true) => format!("{} (unknown: sent, answer not seen)", k.mark),
+                    (Some(age), false) => {
+                        format!("{} (confirmed {} ago)", k.mark, render::age(age))
+                    }
+                    (None, false) => k.mark.to_string(),
+                })
+                .collect();
+            t += &format!(
+                "  {:<width$}  {}\n",
+                m.account.to_string(),
+                marks.join(", ")
+            );
+        }
+        t
+    };
+    let mut out = anstream::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write output", e))?;
+    Ok(exit::OK)
+}
+
+/// `marksync state rm GROUP [ACCOUNT [MARK]]`: forget, under the lock, without clearing anything
+/// on the service (marksync stops managing it). The previous state is kept as `.bak`.
+pub fn state_rm(
+    config_path: &Path,
+    group: &crate::model::GroupId,
+    account: Option<&crate::model::Account>,
+    mark: Option<crate::model::Mark>,
+) -> Result<u8, Error> {
+    let config = load_config(config_path)?;
+    let _lock = state::lock(&config.state)?;
+    let mut st = state::load(&config.state, config.sdkappid)?;
+    let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
+    state::save(&config.state, &mut st)?;
+    let what = match (account, mark) {
+        (None, _) => format!(
+            "group {group} ({} {}, {} {})",
+            forgotten.accounts,
+            render::plural(forgotten.accounts, "account", "accounts"),
+            forgotten.marks,
+            render::plural(forgotten.marks, "mark", "marks")
+        ),
+        (Some(a), None) => format!(
+            "{a} in {group} ({} {})",
+            forgotten.marks,
+            render::plural(forgotten.marks, "mark", "marks")
+        ),
+        (Some(a), Some(m)) => format!("mark {m} of {a} in {group}"),
+    };
+    println!(
+        "Forgot {what}: the state ({}, serial {}, previous generation in {}) no longer records it. \
+         Nothing was cleared on the service; marksync no longer manages it unless a desired file \
+         declares it.",
+        config.state.display(),
+        st.serial,
+        state::backup_path(&config.state).display()
+    );
+    Ok(exit::OK)
 }
 
 /// `marksync usersig`: print a UserSig for the configured admin.
@@ -639,6 +956,31 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
         rx
+    }
+
+    #[test]
+    fn only_a_person_at_a_terminal_is_asked() {
+        assert!(needs_approval(true, true, false));
+        assert!(!needs_approval(true, true, true), "--auto-approve");
+        assert!(!needs_approval(false, true, false), "stdin piped (CI)");
+        assert!(!needs_approval(true, false, false), "stdout piped");
+        assert!(!needs_approval(false, false, false), "systemd");
+    }
+
+    #[test]
+    fn only_yes_approves() {
+        let ask = |input: &str| {
+            let mut out = Vec::new();
+            let ok = read_approval(&mut std::io::Cursor::new(input), &mut out).unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains(APPROVAL_PROMPT), "{out}");
+            ok
+        };
+        assert!(ask("yes\n"));
+        assert!(ask("  yes  \n"));
+        for no in ["", "y\n", "Yes\n", "no\n", "yes please\n", "\n"] {
+            assert!(!ask(no), "{no:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

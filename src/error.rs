@@ -83,6 +83,23 @@ pub enum Error {
         /// What the OS said.
         source: notify::Error,
     },
+    /// A saved plan cannot be read or written (`plan --out`, `apply FILE`).
+    #[error(transparent)]
+    SavedPlan(#[from] crate::saved_plan::SavedPlanError),
+    /// A saved plan no longer fits: refused, nothing sent.
+    #[error("refusing to apply {}: {reason}", path.display())]
+    StalePlan {
+        /// The saved plan.
+        path: PathBuf,
+        /// Why.
+        reason: crate::saved_plan::Stale,
+    },
+    /// `state show`/`state rm` named what the state does not record.
+    #[error(transparent)]
+    NotInState(#[from] crate::state::inspect::NotInState),
+    /// `apply` on a terminal was not approved with `yes`: nothing sent.
+    #[error("Apply cancelled.")]
+    Cancelled,
     /// An operating-system operation failed: writing output, installing signal handlers,
     /// listening, starting the runtime.
     #[error("{what}: {source}")]
@@ -128,6 +145,10 @@ impl Error {
             Error::CallbackToken(_) => "callback_token",
             Error::Watch { .. } => "watch",
             Error::Io { .. } => "io",
+            Error::SavedPlan(_) => "saved_plan",
+            Error::StalePlan { reason, .. } => reason.metric_label(),
+            Error::Cancelled => "cancelled",
+            Error::NotInState(_) => "not_in_state",
         }
     }
 }

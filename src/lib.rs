@@ -20,6 +20,7 @@
 //! - [`schema`]: the desired files' JSON Schema, for editors (`marksync schema`).
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
+//! - [`version`]: the version, commit and build date `--version` names.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
 //! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
 //! - [`refresh`]: reads the live marks, classifies drift (pure), and the refreshed state.
@@ -53,4 +54,5 @@ pub mod saved_plan;
 pub mod schema;
 pub mod state;
 pub mod tim;
+pub mod version;
 pub mod yaml;

@@ -8,22 +8,49 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use marksync::cmd;
+use marksync::model::{Account, GroupId, Mark};
+
+/// Shown after `--help`: what a day with marksync looks like, and what each exit code means.
+const AFTER_HELP: &str = "\
+Examples:
+  marksync validate                      check the config and every desired file
+  marksync plan --out plan.json          review the changes and save them for apply
+  marksync apply plan.json               apply exactly the reviewed plan (refused if stale)
+  marksync apply                         plan and apply (asks for 'yes' on a terminal)
+  marksync state show '@TGS#a6I4ZUUGO'   what the state records for a group
+  marksync run                           the daemon
+
+Exit codes:
+  0    success, or no changes
+  1    error: config, desired files, state, credentials, fatal API error, usage,
+       a refused saved plan, an apply not approved
+  2    plan --detailed-exitcode found changes
+  3    refused by the mass-clear guard; nothing was sent
+  4    apply partially failed; what succeeded is recorded
+  5    the state is locked by another marksync process
+  130  apply interrupted by SIGINT (143: by SIGTERM); what was confirmed is saved";
 
 /// Keeps Tencent Cloud Chat audio-video group member marks equal to what YAML files say.
 #[derive(Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(about, propagate_version = true, after_help = AFTER_HELP)]
 struct Cli {
     /// Config file [default: ./marksync.yaml, or $MARKSYNC_CONFIG]
-    #[arg(short, long, global = true, value_name = "FILE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     config: Option<PathBuf>,
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     log_format: LogFormat,
     /// More log output (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     verbose: u8,
     /// Less log output (warnings and errors only, or errors only when repeated).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose", help_heading = "Global options")]
     quiet: u8,
     #[command(subcommand)]
     command: Command,
@@ -51,18 +78,26 @@ enum Command {
         /// Exit 2 when there are changes, 0 when there are none.
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Plan only; accepted for symmetry with apply and run (plan never changes anything).
-        #[arg(long)]
-        dry_run: bool,
         /// Plan re-sending every desired mark, confirmed or not.
         #[arg(long)]
         reassert: bool,
         /// Read the live marks first and plan from what the service holds (drift).
         #[arg(long)]
         refresh: bool,
+        /// Also save the plan to FILE, for `marksync apply FILE` (no secret in it).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
-    /// Plan, print the plan, execute it, record the results.
+    /// Plan (or read a saved plan), print it, execute it, record the results.
     Apply {
+        /// A plan saved by `plan --out`: apply exactly it, without planning again. Refused
+        /// (nothing sent) when the app, the state, the desired files changed since, when it is
+        /// older than `saved_plan_max_age`, or when it was already applied.
+        #[arg(value_name = "FILE")]
+        plan_file: Option<PathBuf>,
+        /// Do not ask for `yes` on a terminal (without a terminal apply never asks).
+        #[arg(long)]
+        auto_approve: bool,
         /// Print the plan object, one JSON line per call and a summary line.
         #[arg(long)]
         json: bool,
@@ -74,10 +109,10 @@ enum Command {
         allow_mass_clear: bool,
         /// Re-send every desired mark, confirmed or not (the service drops the marks of members
         /// who go offline; this puts them back).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plan_file")]
         reassert: bool,
         /// Read the live marks first and plan from what the service holds (drift).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plan_file")]
         refresh: bool,
     },
     /// Read the live marks and record, without a single write call, those the desired files
@@ -107,10 +142,106 @@ enum Command {
     },
     /// Print a UserSig for the configured admin (for debugging with curl).
     Usersig,
+    /// Inspect the state file, or forget part of it (without clearing anything on the service).
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Print the version, commit and build date.
+    Version {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the desired-file format (for editors: yaml-language-server).
+    Schema,
+    /// Print a shell completion script, generated from this CLI.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from this CLI.
+    Man,
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// The groups the state records, with their members and marks (confirmed, unknown).
+    List {
+        /// Only this group.
+        #[arg(value_parser = group_id)]
+        group: Option<GroupId>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A group's members and marks, with how long ago the service confirmed each (marks an
+    /// apply sent without seeing the answer are shown as unknown).
+    Show {
+        /// The group.
+        #[arg(value_parser = group_id)]
+        group: GroupId,
+        /// Only this member.
+        #[arg(value_parser = account)]
+        account: Option<Account>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a group, a member or one mark: marksync stops managing it; nothing is cleared on
+    /// the service. Takes the lock; the previous state is kept as `.bak`.
+    Rm {
+        /// The group.
+        #[arg(value_parser = group_id)]
+        group: GroupId,
+        /// Only this member.
+        #[arg(value_parser = account)]
+        account: Option<Account>,
+        /// Only this mark of the member.
+        #[arg(value_parser = mark, requires = "account")]
+        mark: Option<Mark>,
+    },
+}
+
+fn group_id(s: &str) -> Result<GroupId, String> {
+    GroupId::new(s)
+}
+
+fn account(s: &str) -> Result<Account, String> {
+    Account::new(s)
+}
+
+fn mark(s: &str) -> Result<Mark, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a mark number"))?;
+    Mark::new(n)
+}
+
+/// The CLI definition with the build's version line (`--version`), computed at run time.
+fn cli_command() -> clap::Command {
+    use clap::CommandFactory;
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        marksync::version::version_line(&marksync::version::build_info())
+    });
+    Cli::command().version(VERSION.as_str())
+}
+
+/// Writes `text` to stdout; a closed pipe (`marksync man | head`) is not an error worth a trace.
+fn print(text: &[u8]) -> Result<u8, marksync::error::Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text)
+        .and_then(|()| out.flush())
+        .map_err(|e| marksync::error::Error::io("cannot write output", e))?;
+    Ok(marksync::error::exit::OK)
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match cli_command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
@@ -121,9 +252,9 @@ fn main() -> ExitCode {
         Command::Plan {
             json,
             detailed_exitcode,
-            dry_run: _,
             reassert,
             refresh,
+            out,
         } => cmd::plan(
             &config,
             &cmd::PlanOptions {
@@ -132,9 +263,12 @@ fn main() -> ExitCode {
                 reassert,
                 refresh,
                 verbose: cli.verbose > 0,
+                out,
             },
         ),
         Command::Apply {
+            plan_file,
+            auto_approve,
             json,
             dry_run,
             allow_mass_clear,
@@ -149,6 +283,8 @@ fn main() -> ExitCode {
                 reassert,
                 refresh,
                 verbose: cli.verbose > 0,
+                saved: plan_file,
+                auto_approve,
             },
         ),
         Command::Import { dry_run } => cmd::import(
@@ -160,6 +296,41 @@ fn main() -> ExitCode {
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
         Command::Usersig => cmd::usersig(&config),
+        Command::Version { json } => {
+            let info = marksync::version::build_info();
+            let text = if json {
+                serde_json::to_string(&info).expect("serializes")
+            } else {
+                format!("marksync {}", marksync::version::version_line(&info))
+            };
+            print(format!("{text}\n").as_bytes())
+        }
+        Command::Schema => print(marksync::schema::desired_schema_text().as_bytes()),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cli_command(), "marksync", &mut buf);
+            print(&buf)
+        }
+        Command::Man => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(cli_command())
+                .render(&mut buf)
+                .map_err(|e| marksync::error::Error::io("cannot render the manual page", e))
+                .and_then(|()| print(&buf))
+        }
+        Command::State(StateCommand::List { group, json }) => {
+            cmd::state_list(&config, group.as_ref(), json)
+        }
+        Command::State(StateCommand::Show {
+            group,
+            account,
+            json,
+        }) => cmd::state_show(&config, &group, account.as_ref(), json),
+        Command::State(StateCommand::Rm {
+            group,
+            account,
+            mark,
+        }) => cmd::state_rm(&config, &group, account.as_ref(), mark),
         Command::Run {
             dry_run,
             allow_mass_clear,

@@ -27,9 +27,8 @@
 //! [`SavedPlan::check`] refuses a plan made for another app, against another state generation,
 //! from other desired files, or longer ago than `saved_plan_max_age`. Applying a plan bumps the
 //! state's serial (every apply that sends a call saves the state), so a second apply of the same
-//! file is refused as a serial mismatch. The state does not record which saved plan was applied
-//! last, so that refusal says "already applied, or the state changed since"; when the caller
-//! knows the last applied plan ID (see [`Stale::AlreadyApplied`]) it says exactly which.
+//! file would be a serial mismatch; `apply FILE` records the plan's ID in the state
+//! (`last_saved_plan`), so the second apply is refused exactly as [`Stale::AlreadyApplied`].
 //!
 //! Architecture invariant: everything here but [`SavedPlan::write`], [`SavedPlan::read`] and
 //! [`desired_digest`] is pure; the clock is a parameter.

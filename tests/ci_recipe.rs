@@ -84,7 +84,6 @@ fn state_bytes(dir: &Path) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "needs plan --out and apply FILE wiring"]
 fn the_ci_recipe_steps_run_in_order_against_the_emulator() {
     let dir = setup();
     let dir = dir.path();

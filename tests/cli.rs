@@ -725,7 +725,7 @@ fn usage_errors_exit_1_not_2() {
     for args in [
         &["plan", "--detailed-exitcod"][..],
         &["plan", "--no-such-flag"],
-        &["apply", "extra-argument"],
+        &["apply", "plan.json", "extra-argument"],
         &["no-such-command"],
         &["--log-format", "xml", "plan"],
         &[],

@@ -578,7 +578,7 @@ fn a_burst_of_writes_causes_one_reconcile() {
     let (env, d, a, _) = running_with(|env| {
         env.set("debounce", "500ms");
     });
-    let changed = || d.proc.stderr().matches("desired files changed").count();
+    let changed = || d.proc.stderr().matches("desired files reloaded").count();
     for attempt in 1..=3 {
         let (before, seen, calls) = (d.reconciles("files"), changed(), env.calls());
         let (last, took, longest) = burst(&env, 1000 * attempt);

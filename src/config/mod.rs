@@ -82,6 +82,8 @@ pub struct Config {
     /// Error codes that, on a set call, mean "every account in the call is offline" (the vendor
     /// documents the failure but not its code): those members stay pending instead of failing.
     pub offline_error_codes: Vec<i64>,
+    /// How old a saved plan (`plan --out`) may be when `apply FILE` applies it.
+    pub saved_plan_max_age: Duration,
 }
 
 const MINUTE: u64 = 60;
@@ -131,6 +133,11 @@ pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
         Duration::from_secs(10 * MINUTE),
         Duration::from_secs(71 * HOUR),
     ),
+    (
+        "saved_plan_max_age",
+        Duration::from_secs(MINUTE),
+        Duration::from_secs(30 * DAY),
+    ),
 ];
 
 /// The allowed range of the duration key `key`, if it is one.
@@ -156,11 +163,13 @@ pub fn duration_bounds_for(key: &str, endpoint: &Endpoint) -> Option<(Duration, 
         Endpoint::Url(url) => url.starts_with("http://"),
         Endpoint::Region(_) => false,
     };
-    Some(if local && key != "usersig_ttl" && key != "renew_margin" {
-        (lo.min(EMULATOR_MIN_PERIOD), hi)
-    } else {
-        (lo, hi)
-    })
+    Some(
+        if local && key != "usersig_ttl" && key != "renew_margin" && key != "saved_plan_max_age" {
+            (lo.min(EMULATOR_MIN_PERIOD), hi)
+        } else {
+            (lo, hi)
+        },
+    )
 }
 
 /// The largest SDKAppID accepted: any that fits the `u64` the UserSig carries (the console's are
@@ -191,6 +200,7 @@ const KEYS: &[&str] = &[
     "guard",
     "http",
     "offline_error_codes",
+    "saved_plan_max_age",
 ];
 
 /// Checks the bytes of a config file: UTF-8, then [`parse`].
@@ -385,6 +395,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let reassert_every = duration("reassert_every", Duration::from_secs(30 * 60));
     let debounce = duration("debounce", Duration::from_millis(300));
     let usersig_ttl = duration("usersig_ttl", Duration::from_secs(7 * 86400));
+    let saved_plan_max_age = duration(
+        "saved_plan_max_age",
+        Duration::from_secs(crate::saved_plan::DEFAULT_MAX_AGE_SECS as u64),
+    );
     // Optional: off when unset.
     let refresh_every = match take("refresh_every") {
         Some(v) => c
@@ -464,6 +478,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         guard: guard.ok_or_else(missing)?,
         http: http.ok_or_else(missing)?,
         offline_error_codes: offline_error_codes.ok_or_else(missing)?,
+        saved_plan_max_age: saved_plan_max_age.ok_or_else(missing)?,
     })
 }
 

@@ -173,6 +173,7 @@ fn defaults_are_within_their_bounds() {
         ("reassert_every", c.reassert_every),
         ("usersig_ttl", c.usersig_ttl),
         ("renew_margin", c.renew_margin),
+        ("saved_plan_max_age", c.saved_plan_max_age),
     ] {
         let (lo, hi) = duration_bounds(key).unwrap();
         assert!((lo..=hi).contains(&d), "default {key} {d:?}");
@@ -294,4 +295,28 @@ fn backup_endpoint_is_checked_like_endpoint() {
         e.contains("`backup_endpoint` must be an https:// URL"),
         "{e}"
     );
+}
+
+#[test]
+fn saved_plan_max_age_defaults_to_a_day_and_is_bounded() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    assert_eq!(
+        check(base).unwrap().saved_plan_max_age,
+        Duration::from_secs(24 * 3600)
+    );
+    let c = check(&format!("{base}saved_plan_max_age: 2h\n")).unwrap();
+    assert_eq!(c.saved_plan_max_age, Duration::from_secs(2 * 3600));
+    for bad in ["30s", "31d"] {
+        let e = check(&format!("{base}saved_plan_max_age: {bad}\n")).unwrap_err();
+        assert!(
+            e.contains("`saved_plan_max_age` must be between 1m and 30d"),
+            "{bad}: {e}"
+        );
+    }
+    // No emulator exception: the age protects the review, not the service.
+    let e = check(&format!(
+        "{base}endpoint: embedded\nsaved_plan_max_age: 30s\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("saved_plan_max_age"), "{e}");
 }

@@ -20,6 +20,7 @@
 //! Architecture invariant: while the desired files do not parse, the daemon keeps the last good
 //! desired state, keeps renewing mark 500, and changes nothing else.
 
+mod audit;
 mod round;
 mod schedule;
 mod signals;
@@ -234,6 +235,22 @@ pub async fn run(
     };
     let st = state::load(&config.state, config.sdkappid)?;
     let connection = engine::connect(&config, clock.clone()).await?;
+    let endpoint = match &config.endpoint {
+        Endpoint::Embedded => "embedded",
+        Endpoint::Region(_) => "region",
+        Endpoint::Url(_) => "url",
+    };
+    tracing::info!(
+        state = %config.state.display(),
+        serial = st.serial,
+        managed = st.managed_count(),
+        endpoint,
+        dry_run = opts.dry_run,
+        "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
+        st.serial,
+        st.managed_count(),
+        crate::render::plural(st.managed_count(), "mark", "marks"),
+    );
     let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
         desired_ok: false,
         last_reconcile_ok: false,
@@ -532,10 +549,26 @@ impl Daemon {
             // came up meanwhile (members back online, reasserts) was held back as renewals only.
             Refresh::Unchanged => self.set_desired_ok(),
             Refresh::Changed(files) => {
+                let (groups, marks) = self
+                    .desired
+                    .desired()
+                    .map_or((0, 0), |d| (d.groups.len(), d.pair_count()));
+                let total = self.desired.file_count();
+                let verb = if self.reconciled {
+                    "reloaded"
+                } else {
+                    "loaded"
+                };
                 tracing::info!(
-                    files = files.len(),
+                    groups,
+                    marks,
+                    files = total,
+                    changed = files.len(),
                     reparsed = self.desired.last_parsed,
-                    "desired files changed"
+                    "desired files {verb}: {groups} {}, {marks} {} from {total} {}",
+                    crate::render::plural(groups, "group", "groups"),
+                    crate::render::plural(marks, "mark", "marks"),
+                    crate::render::plural(total, "file", "files"),
                 );
                 for w in self
                     .desired
@@ -543,7 +576,7 @@ impl Daemon {
                     .map(|d| d.warnings.as_slice())
                     .unwrap_or_default()
                 {
-                    tracing::warn!("{w}");
+                    tracing::warn!("{}", audit::one_line(&w.to_string()));
                 }
                 self.set_desired_ok();
                 true
@@ -553,7 +586,8 @@ impl Daemon {
                 if self.desired_problems.as_deref() != Some(text.as_str()) {
                     tracing::error!(
                         errors = problems.error_count(),
-                        "desired files do not parse; keeping the last good desired state and renewing mark 500 only:\n{text}"
+                        "desired files do not parse; keeping the last good desired state and renewing mark 500 only: {}",
+                        audit::one_line(&text)
                     );
                 }
                 self.metrics.set_desired_errors(problems.error_count());
@@ -629,7 +663,8 @@ impl Daemon {
             Err(e) => {
                 tracing::error!(
                     kind = e.metric_label(),
-                    "reload: the new config is invalid; keeping the old one:\n{e}"
+                    "reload: the new config is invalid; keeping the old one: {}",
+                    audit::one_line(&e.to_string())
                 )
             }
         }

@@ -89,6 +89,7 @@ impl Daemon {
         let state_path = self.config.state.clone();
         let clock = self.clock.clone();
         let stop = self.stop.clone();
+        let mut audit = super::audit::Audit::new(&self.state, &plan);
         let plan = Arc::new(plan);
         let result = {
             let work = apply::execute(
@@ -99,20 +100,20 @@ impl Daemon {
                 clock.as_ref(),
                 &settings,
                 |report| {
-                    let outcome = match report.outcome {
-                        Outcome::Done { pending, confirmed }
-                            if pending.is_empty() || !confirmed.is_empty() =>
-                        {
-                            if pending.is_empty() { "ok" } else { "partial" }
-                        }
-                        Outcome::Done { .. } => "offline",
-                        Outcome::GroupGone(_) => "group_gone",
-                        Outcome::Failed(_) => "failed",
-                        Outcome::Skipped { .. } => "skipped",
-                    };
+                    let outcome = super::audit::outcome_label(report.outcome);
                     metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
+                    let call = report.call;
                     if let Outcome::Failed(e) = report.outcome {
-                        tracing::warn!(group = %report.call.group, command = report.call.command.as_str(), kind = e.metric_label(), "call failed: {e}");
+                        tracing::warn!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, kind = e.metric_label(), "call failed: {e}");
+                    } else {
+                        tracing::info!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, elapsed_ms = report.elapsed.as_millis() as u64, "call");
+                    }
+                    for change in audit.record(call, report.outcome) {
+                        let (before, after) = (
+                            super::audit::marks_text(&change.before),
+                            super::audit::marks_text(&change.after),
+                        );
+                        tracing::debug!(group = %change.group, account = %change.account, before, after, "member marks {before} -> {after}");
                     }
                 },
             );

@@ -117,6 +117,11 @@ impl DesiredCache {
         self.good.as_ref().map(|g| &g.state)
     }
 
+    /// How many files the current good desired state was assembled from.
+    pub fn file_count(&self) -> usize {
+        self.good.as_ref().map_or(0, |g| g.files.len())
+    }
+
     /// Re-reads what changed and updates the last good desired state when everything parses.
     pub fn refresh(&mut self) -> Refresh {
         let (paths, mut problems) = desired::discover(&self.root);

@@ -26,6 +26,7 @@ use smallvec::SmallVec;
 
 use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
+pub mod inspect;
 pub mod store;
 pub use store::{Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents};
 
@@ -199,6 +200,12 @@ pub struct State {
     /// crash-safety record). A mark here is unknown, whether or not it is also confirmed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
+    /// The `plan_id` of the last saved plan `apply FILE` applied, so that applying the same file
+    /// again is refused as "already applied" (not just "the state changed"). Absent in states
+    /// written before saved plans or never given a saved plan; only the next `apply FILE`
+    /// replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_saved_plan: Option<String>,
 }
 
 impl State {
@@ -210,6 +217,7 @@ impl State {
             serial: 0,
             groups: BTreeMap::new(),
             intents: BTreeMap::new(),
+            last_saved_plan: None,
         }
     }
 

@@ -250,3 +250,22 @@ fn a_fifo_or_device_as_state_or_sidecar_is_refused_without_blocking() {
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }
+
+#[test]
+fn last_saved_plan_is_optional_and_round_trips() {
+    // A state written before saved plans has no such field: it still loads.
+    let old = br#"{"format_version": 1, "sdkappid": 7, "serial": 3, "groups": {}}"#;
+    let st = parse(Path::new("s.json"), old).unwrap();
+    assert_eq!(st.last_saved_plan, None);
+    let text = serde_json::to_string(&st).unwrap();
+    assert!(
+        !text.contains("last_saved_plan"),
+        "skipped when None: {text}"
+    );
+
+    let mut st = st;
+    st.last_saved_plan = Some("abc".into());
+    let text = serde_json::to_string(&st).unwrap();
+    let back = parse(Path::new("s.json"), text.as_bytes()).unwrap();
+    assert_eq!(back.last_saved_plan.as_deref(), Some("abc"));
+}

@@ -1,0 +1,436 @@
+//! The operator's workflow at the command line (issue 10): approval on a terminal, `apply
+//! --dry-run`'s last line, `state list | show | rm`, `version`, `schema`, `completions`, `man`.
+//!
+//! Every run is the real binary against `endpoint: embedded` (the emulator in the process, on
+//! loopback), bounded by [`RUN_TIMEOUT`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CONFIG: &str = "sdkappid: 1400000000
+identifier: administrator
+secret_key_file: demo-secret.key
+endpoint: embedded
+desired: marks/
+state: state.json
+";
+
+const DESIRED: &str = "groups:
+  \"@TGS#2PHYS101\":
+    members:
+      ms_chen: [1000]
+    marks:
+      1002: [student01, student02]
+";
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(dir.path().join("marksync.yaml"), CONFIG).unwrap();
+    std::fs::copy(
+        root.join("examples/demo-secret.key"),
+        dir.path().join("demo-secret.key"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("marks")).unwrap();
+    std::fs::write(dir.path().join("marks/physics.yaml"), DESIRED).unwrap();
+    dir
+}
+
+/// Runs `program ARGS` in `dir` with `stdin` as its input (no terminal), killed after
+/// RUN_TIMEOUT.
+fn run_program(dir: &Path, program: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MARKSYNC_CONFIG")
+        .env_remove("MARKSYNC_SECRET_KEY")
+        .env_remove("MARKSYNC_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{program} {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn marksync(dir: &Path, args: &[&str]) -> Output {
+    run_program(dir, env!("CARGO_BIN_EXE_marksync"), args, "")
+}
+
+/// Runs `marksync ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`. `None` when
+/// `script` is not installed.
+fn marksync_on_a_terminal(dir: &Path, args: &str, typed: &str) -> Option<Output> {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_marksync"));
+    Some(run_program(
+        dir,
+        "script",
+        &["-qec", &command, "/dev/null"],
+        typed,
+    ))
+}
+
+fn state_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("state.json")).unwrap_or_default()
+}
+
+#[test]
+fn apply_on_a_terminal_asks_and_only_yes_applies() {
+    let dir = setup();
+    let dir = dir.path();
+    let Some(no) = marksync_on_a_terminal(dir, "apply", "no\n") else {
+        return;
+    };
+    assert_eq!(no.code, 1, "{}{}", no.stdout, no.stderr);
+    assert!(
+        no.stdout
+            .contains("Do you want to apply these changes? Only 'yes' will be accepted:"),
+        "{}",
+        no.stdout
+    );
+    assert!(no.stdout.contains("Apply cancelled."), "{}", no.stdout);
+    assert_eq!(state_text(dir), "", "nothing sent, nothing recorded");
+
+    let auto = marksync_on_a_terminal(dir, "apply --dry-run", "").unwrap();
+    assert_eq!(auto.code, 0, "a dry run asks nothing: {}", auto.stdout);
+    assert!(!auto.stdout.contains("Do you want"), "{}", auto.stdout);
+
+    let yes = marksync_on_a_terminal(dir, "apply", "yes\n").unwrap();
+    assert_eq!(yes.code, 0, "{}{}", yes.stdout, yes.stderr);
+    assert!(
+        yes.stdout.contains("Apply complete: 3 set"),
+        "{}",
+        yes.stdout
+    );
+    assert!(state_text(dir).contains("student01"));
+}
+
+#[test]
+fn auto_approve_and_no_terminal_apply_without_asking() {
+    let dir = setup();
+    let dir = dir.path();
+    let piped = marksync(dir, &["apply"]);
+    assert_eq!(piped.code, 0, "{}{}", piped.stdout, piped.stderr);
+    assert!(!piped.stdout.contains("Do you want"), "{}", piped.stdout);
+
+    std::fs::write(
+        dir.join("marks/physics.yaml"),
+        DESIRED.replace("student02", "student03"),
+    )
+    .unwrap();
+    let Some(auto) = marksync_on_a_terminal(dir, "apply --auto-approve", "") else {
+        return;
+    };
+    assert_eq!(auto.code, 0, "{}{}", auto.stdout, auto.stderr);
+    assert!(!auto.stdout.contains("Do you want"), "{}", auto.stdout);
+    assert!(state_text(dir).contains("student03"));
+}
+
+#[test]
+fn apply_dry_run_ends_saying_nothing_was_sent() {
+    let dir = setup();
+    let out = marksync(dir.path(), &["apply", "--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.trim_end().lines().last(),
+        Some("Dry run: nothing was sent and the state was not changed."),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(state_text(dir.path()), "");
+}
+
+#[test]
+fn plan_no_longer_takes_dry_run() {
+    let dir = setup();
+    let out = marksync(dir.path(), &["plan", "--dry-run"]);
+    assert_eq!(out.code, 1, "a usage error: {}", out.stderr);
+    assert!(out.stderr.contains("--dry-run"), "{}", out.stderr);
+}
+
+#[test]
+fn a_saved_plan_older_than_saved_plan_max_age_is_refused() {
+    let dir = setup();
+    let dir = dir.path();
+    let plan = marksync(dir, &["plan", "--out", "plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    // Age the plan by rewriting it as made two days ago (the plan_id covers created_at, so it
+    // is recomputed through the library).
+    let mut saved = marksync::saved_plan::SavedPlan::read(&dir.join("plan.json")).unwrap();
+    let provenance = marksync::saved_plan::Provenance {
+        created_at: saved.created_at - 2 * 86400,
+        sdkappid: saved.sdkappid,
+        state_serial: saved.state_serial,
+        desired_digest: saved.desired_digest.clone(),
+    };
+    saved = marksync::saved_plan::SavedPlan::new(&saved.to_plan(), provenance, None);
+    saved.write(&dir.join("plan.json")).unwrap();
+    let apply = marksync(dir, &["apply", "plan.json"]);
+    assert_eq!(apply.code, 1, "{}{}", apply.stdout, apply.stderr);
+    assert!(
+        apply.stderr.contains("older than saved_plan_max_age"),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(state_text(dir), "", "nothing sent");
+}
+
+#[test]
+fn state_list_show_and_rm() {
+    let dir = setup();
+    let dir = dir.path();
+    assert_eq!(marksync(dir, &["apply"]).code, 0);
+
+    let list = marksync(dir, &["state", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("@TGS#2PHYS101"), "{}", list.stdout);
+    let json = marksync(dir, &["state", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["groups"][0]["members"], 3);
+    assert_eq!(v["groups"][0]["confirmed"], 3);
+
+    let show = marksync(dir, &["state", "show", "@TGS#2PHYS101", "ms_chen"]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(
+        show.stdout.contains("ms_chen  1000 (confirmed "),
+        "{}",
+        show.stdout
+    );
+    let json = marksync(dir, &["state", "show", "@TGS#2PHYS101", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    assert_eq!(v["members"][0]["marks"][0]["unknown"], false);
+
+    // Not in the state: refused, nothing changed.
+    let before = state_text(dir);
+    for args in [
+        &["state", "rm", "@TGS#nope"][..],
+        &["state", "rm", "@TGS#2PHYS101", "nobody"],
+        &["state", "rm", "@TGS#2PHYS101", "ms_chen", "1002"],
+    ] {
+        let out = marksync(dir, args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("is not in the state"), "{}", out.stderr);
+    }
+    assert_eq!(state_text(dir), before);
+
+    let rm = marksync(dir, &["state", "rm", "@TGS#2PHYS101", "student01", "1002"]);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    assert!(
+        rm.stdout
+            .contains("Forgot mark 1002 of student01 in @TGS#2PHYS101"),
+        "{}",
+        rm.stdout
+    );
+    assert!(rm.stdout.contains("Nothing was cleared"), "{}", rm.stdout);
+    assert!(!state_text(dir).contains("student01"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state.json.bak")).unwrap(),
+        before,
+        "the previous generation is kept"
+    );
+    // Still desired: the next plan sets it again (forgetting is not clearing).
+    let plan = marksync(dir, &["plan"]);
+    assert!(plan.stdout.contains("1 to set"), "{}", plan.stdout);
+
+    let rm = marksync(dir, &["state", "rm", "@TGS#2PHYS101"]);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    assert!(
+        rm.stdout
+            .contains("Forgot group @TGS#2PHYS101 (2 accounts, 2 marks)"),
+        "{}",
+        rm.stdout
+    );
+    let list = marksync(dir, &["state", "list"]);
+    assert!(
+        list.stdout.contains("The state records no group."),
+        "{}",
+        list.stdout
+    );
+}
+
+#[test]
+fn version_names_version_commit_and_build_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = marksync(dir.path(), &["--version"]);
+    assert_eq!(flag.code, 0);
+    let line = flag.stdout.trim_end();
+    let rest = line
+        .strip_prefix(&format!("marksync {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(rest.contains(", built ") && rest.ends_with(')'), "{line}");
+
+    let cmd = marksync(dir.path(), &["version"]);
+    assert_eq!(
+        cmd.stdout, flag.stdout,
+        "the command says what the flag says"
+    );
+
+    let json = marksync(dir.path(), &["version", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        v["commit"].is_string() && v["build_date"].is_string(),
+        "{v}"
+    );
+}
+
+#[test]
+fn help_shows_examples_exit_codes_and_global_flags_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = marksync(dir.path(), &["--help"]);
+    assert_eq!(help.code, 0);
+    for want in [
+        "Examples:",
+        "marksync apply plan.json",
+        "Exit codes:",
+        "130",
+    ] {
+        assert!(help.stdout.contains(want), "{want}: {}", help.stdout);
+    }
+    let sub = marksync(dir.path(), &["apply", "--help"]);
+    assert_eq!(
+        sub.stdout.matches("--log-format").count(),
+        1,
+        "{}",
+        sub.stdout
+    );
+    assert_eq!(
+        sub.stdout.matches("Global options:").count(),
+        1,
+        "{}",
+        sub.stdout
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = marksync(dir.path(), &["schema"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let committed = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/desired.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(out.stdout, committed);
+}
+
+#[test]
+fn completions_are_generated_for_each_shell_with_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = marksync(dir.path(), &["completions", shell]);
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for sub in ["validate", "plan", "apply", "state", "completions"] {
+            assert!(out.stdout.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let bad = marksync(dir.path(), &["completions", "cmd.exe"]);
+    assert_eq!(bad.code, 1, "a usage error");
+}
+
+#[test]
+fn man_is_roff_naming_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = marksync(dir.path(), &["man"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(".TH marksync 1"), "roff title");
+    assert!(out.stdout.contains(".SH SUBCOMMANDS"), "{}", out.stdout);
+    for sub in ["validate", "plan", "apply", "run", "state", "schema"] {
+        assert!(out.stdout.contains(sub), "{sub}");
+    }
+}
+
+#[test]
+fn a_saved_plan_is_refused_once_the_state_moved_and_a_dry_run_of_it_sends_nothing() {
+    let dir = setup();
+    let dir = dir.path();
+    assert_eq!(marksync(dir, &["apply"]).code, 0);
+    std::fs::write(
+        dir.join("marks/physics.yaml"),
+        DESIRED.replace("student02", "student03"),
+    )
+    .unwrap();
+    let plan = marksync(dir, &["plan", "--out", "plan.json"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    assert!(
+        plan.stderr.contains("marksync apply plan.json"),
+        "{}",
+        plan.stderr
+    );
+
+    let dry = marksync(dir, &["apply", "plan.json", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("student03"),
+        "the saved plan: {}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("Dry run: nothing was sent"),
+        "{}",
+        dry.stdout
+    );
+
+    // Someone forgets a member in between: the state the plan was made against is gone.
+    assert_eq!(
+        marksync(dir, &["state", "rm", "@TGS#2PHYS101", "ms_chen"]).code,
+        0
+    );
+    let before = state_text(dir);
+    let stale = marksync(dir, &["apply", "plan.json"]);
+    assert_eq!(stale.code, 1, "{}{}", stale.stdout, stale.stderr);
+    assert!(
+        stale.stderr.contains("refusing to apply plan.json"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("the state changed since"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains("marksync plan --out FILE"),
+        "{}",
+        stale.stderr
+    );
+    assert_eq!(state_text(dir), before, "nothing sent, nothing recorded");
+}

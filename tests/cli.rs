@@ -726,6 +726,8 @@ fn usage_errors_exit_1_not_2() {
         &["plan", "--detailed-exitcod"][..],
         &["plan", "--no-such-flag"],
         &["apply", "plan.json", "extra-argument"],
+        // A saved plan is applied exactly: refreshing first would change it.
+        &["apply", "plan.json", "--refresh"],
         &["no-such-command"],
         &["--log-format", "xml", "plan"],
         &[],

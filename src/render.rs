@@ -390,8 +390,8 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{BOLD}Drift{BOLD:#}: {total} {} from the recorded state ({}).",
-        plural(total, "mark differs", "marks differ"),
+        "{BOLD}Drift{BOLD:#}: {total} {} to report ({}).",
+        plural(total, "mark", "marks"),
         drift_counts_text(&classified.counts())
     );
     let mut by_group: BTreeMap<&GroupId, Vec<&Drift>> = BTreeMap::new();
@@ -695,7 +695,7 @@ mod tests {
         let short = anstream::adapter::strip_str(&super::drift(&c, false)).to_string();
         assert_eq!(
             short,
-            "Drift: 4 marks differ from the recorded state (2 lost, 1 unmanaged, 1 not checked).\n\
+            "Drift: 4 marks to report (2 lost, 1 unmanaged, 1 not checked).\n\
              \x20 group @TGS#a: 2 lost, 1 unmanaged\n\
              \x20 group @TGS#b: 1 not checked\n\n"
         );

@@ -320,7 +320,7 @@ async fn plan_refresh_shows_drift_in_text_and_json_and_the_plain_plan_hints_at_i
     let (code, out, err) =
         marksync(&config, &["-v", "plan", "--refresh", "--detailed-exitcode"]).await;
     assert_eq!(code, 2, "{out}{err}");
-    let drift_at = out.find("Drift: 2 marks differ").expect(&out);
+    let drift_at = out.find("Drift: 2 marks to report").expect(&out);
     let call_at = out.find("+ alice").expect(&out);
     assert!(
         drift_at < call_at,

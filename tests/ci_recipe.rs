@@ -3,9 +3,11 @@
 //! `apply plan.bin`; a new plan shows no changes; applying the same file again is refused with
 //! nothing sent; a plan whose desired files changed after the review is refused.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::cli::{embedded_dir, marksync};
 
 const CONFIG: &str = "sdkappid: 1400000000
 identifier: administrator
@@ -24,59 +26,8 @@ groups:
       1002: [student01, student02]
 ";
 
-/// Every step is bounded: the embedded emulator answers on loopback in milliseconds.
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `marksync ARGS` in `dir` without a terminal (as CI does), killed after STEP_TIMEOUT.
-fn marksync(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_marksync"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MARKSYNC_CONFIG")
-        .env_remove("MARKSYNC_SECRET_KEY")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("marksync starts");
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("marksync {args:?} did not finish within {STEP_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(dir.path().join("marksync.yaml"), CONFIG).unwrap();
-    std::fs::copy(
-        root.join("examples/demo-secret.key"),
-        dir.path().join("demo-secret.key"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("marks")).unwrap();
-    std::fs::write(dir.path().join("marks/physics.yaml"), DESIRED).unwrap();
-    dir
+    embedded_dir(CONFIG, DESIRED)
 }
 
 fn state_bytes(dir: &Path) -> Vec<u8> {

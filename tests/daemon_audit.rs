@@ -3,9 +3,13 @@
 //! its snippet included. A real `marksync run` against `endpoint: embedded` (loopback only),
 //! every wait bounded, the process killed at the end.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::Proc;
+use common::cli::{marksync_command, write_embedded};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -28,44 +32,15 @@ const DESIRED: &str = "groups:
 
 const BROKEN: &str = "groups:\n  \"@TGS#2CHEM\":\n    memebrs:\n      tom: [1000]\n";
 
-/// Kills the daemon when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn setup(dir: &Path) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(dir.join("marksync.yaml"), CONFIG).unwrap();
-    std::fs::copy(
-        root.join("examples/demo-secret.key"),
-        dir.join("demo-secret.key"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("marks")).unwrap();
-    std::fs::write(dir.join("marks/physics.yaml"), DESIRED).unwrap();
+    write_embedded(dir, CONFIG, DESIRED);
 }
 
-fn start(dir: &Path, format: &str) -> Running {
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_marksync"))
-        .args(["-v", "--log-format", format, "run"])
-        .current_dir(dir)
-        .env_remove("MARKSYNC_CONFIG")
-        .env_remove("MARKSYNC_SECRET_KEY")
-        .env_remove("MARKSYNC_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("marksync run starts");
-    Running(child)
+fn start(dir: &Path, format: &str) -> Proc {
+    let mut cmd = marksync_command();
+    cmd.args(["-v", "--log-format", format, "run"])
+        .current_dir(dir);
+    Proc::spawn(&mut cmd, dir.join("daemon.log"))
 }
 
 /// The log once it contains `part`, or a panic after WAIT.

@@ -4,20 +4,12 @@
 //! Every run is the real binary against `endpoint: embedded` (the emulator in the process, on
 //! loopback), bounded by [`RUN_TIMEOUT`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
 
-const CONFIG: &str = "sdkappid: 1400000000
-identifier: administrator
-secret_key_file: demo-secret.key
-endpoint: embedded
-desired: marks/
-state: state.json
-";
+use common::cli::{EMBEDDED_CONFIG as CONFIG, Output, embedded_dir, marksync, run_program};
 
 const DESIRED: &str = "groups:
   \"@TGS#2PHYS101\":
@@ -27,62 +19,8 @@ const DESIRED: &str = "groups:
       1002: [student01, student02]
 ";
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(dir.path().join("marksync.yaml"), CONFIG).unwrap();
-    std::fs::copy(
-        root.join("examples/demo-secret.key"),
-        dir.path().join("demo-secret.key"),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("marks")).unwrap();
-    std::fs::write(dir.path().join("marks/physics.yaml"), DESIRED).unwrap();
-    dir
-}
-
-/// Runs `program ARGS` in `dir` with `stdin` as its input (no terminal), killed after
-/// RUN_TIMEOUT.
-fn run_program(dir: &Path, program: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MARKSYNC_CONFIG")
-        .env_remove("MARKSYNC_SECRET_KEY")
-        .env_remove("MARKSYNC_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).unwrap();
-    drop(input);
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{program} {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn marksync(dir: &Path, args: &[&str]) -> Output {
-    run_program(dir, env!("CARGO_BIN_EXE_marksync"), args, "")
+    embedded_dir(CONFIG, DESIRED)
 }
 
 /// Runs `marksync ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`. `None` when

@@ -2,7 +2,8 @@
 //! `marks.rs` (marks tables, the model's IDs, desired states and files), `process.rs` (bounded
 //! polling, a child process killed on drop, a tiny blocking HTTP client, addresses read from a
 //! server's log, bench flags, `/proc`), `emulator.rs` (in-process and standalone emulators,
-//! fake endpoints) and `daemon.rs` (`marksync run` under test). Every server a test talks to
+//! fake endpoints), `daemon.rs` (`marksync run` under test) and `cli.rs` (one-shot runs against
+//! `endpoint: embedded`). Every server a test talks to
 //! binds port 0 itself and reports the address it got; nothing picks a port and hopes it stays
 //! free.
 //!
@@ -10,6 +11,7 @@
 //! (benches). Each test crate uses only some of these, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod daemon;
 
 mod emulator;

@@ -230,6 +230,26 @@ fn reconciles(metrics: &Metrics, trigger: &str) -> i64 {
     )
 }
 
+/// Starts a dry-run daemon whose clock reads `T` at the returned paused-clock instant and moves
+/// with tokio's paused time.
+fn start_dry_run_on_paused_clock(
+    setup: &Setup,
+) -> (
+    mpsc::Sender<Input>,
+    Daemon,
+    Arc<Metrics>,
+    tokio::time::Instant,
+) {
+    let start = tokio::time::Instant::now();
+    let clock = Arc::new(TokioClock { base: T, start });
+    let opts = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let (tx, task, metrics) = setup.start_with(opts, clock);
+    (tx, task, metrics, start)
+}
+
 /// Sleeps on tokio's (paused) clock until `secs` after `start`.
 async fn at(start: tokio::time::Instant, secs: u64) {
     tokio::time::sleep_until(start + Duration::from_secs(secs)).await;
@@ -240,13 +260,7 @@ async fn renewals_wake_the_daemon_exactly_when_due_then_retry_after_the_period()
     // Reassert out of the way: its reconcile would renew a due mark itself.
     let setup = Setup::with("embedded", "renew_margin: 6h\nreassert_every: 7d\n");
     with_mark_500(&setup, T);
-    let start = tokio::time::Instant::now();
-    let clock = Arc::new(TokioClock { base: T, start });
-    let opts = RunOptions {
-        dry_run: true,
-        ..RunOptions::default()
-    };
-    let (tx, task, metrics) = setup.start_with(opts, clock);
+    let (tx, task, metrics, start) = start_dry_run_on_paused_clock(&setup);
     // Due 72 h - 6 h after the confirmation. Dry-run: it stays due, so it is tried again a
     // `retry_pending_every` (1 h) after each attempt, never in a tight loop.
     let due = 66 * 3600;
@@ -270,13 +284,7 @@ async fn renewals_wake_the_daemon_exactly_when_due_then_retry_after_the_period()
 async fn reassert_runs_every_period_exactly() {
     let setup = Setup::with("embedded", "reassert_every: 2h\n");
     with_mark_500(&setup, T);
-    let start = tokio::time::Instant::now();
-    let clock = Arc::new(TokioClock { base: T, start });
-    let opts = RunOptions {
-        dry_run: true,
-        ..RunOptions::default()
-    };
-    let (tx, task, metrics) = setup.start_with(opts, clock);
+    let (tx, task, metrics, start) = start_dry_run_on_paused_clock(&setup);
     for (secs, want) in [(7_199, 0), (7_201, 1), (14_399, 1), (14_401, 2)] {
         at(start, secs).await;
         assert_eq!(reconciles(&metrics, "reassert"), want, "at {secs}s");
@@ -289,13 +297,7 @@ async fn a_mark_500_confirmed_in_the_future_shows_as_expiring_now() {
     // The clock was stepped back an hour after the confirmation.
     let setup = Setup::new("embedded");
     with_mark_500(&setup, T + 3_600);
-    let start = tokio::time::Instant::now();
-    let clock = Arc::new(TokioClock { base: T, start });
-    let opts = RunOptions {
-        dry_run: true,
-        ..RunOptions::default()
-    };
-    let (tx, task, metrics) = setup.start_with(opts, clock);
+    let (tx, task, metrics, start) = start_dry_run_on_paused_clock(&setup);
     at(start, 1).await;
     assert_eq!(reconciles(&metrics, "startup"), 1);
     let expiry = series(

@@ -33,13 +33,7 @@ offline_error_codes: [10004]
 /// What every accepted config must satisfy: the ranges of SPEC section 2, and timers that the
 /// daemon can arm with these values without overflowing.
 fn check_accepted(c: &Config) {
-    for (key, d) in [
-        ("debounce", c.debounce),
-        ("retry_pending_every", c.retry_pending_every),
-        ("reassert_every", c.reassert_every),
-        ("usersig_ttl", c.usersig_ttl),
-        ("renew_margin", c.renew_margin),
-    ] {
+    for (key, d) in c.bounded_durations() {
         let (lo, hi) = duration_bounds_for(key, &c.endpoint).expect("a bounded key");
         assert!((lo..=hi).contains(&d), "{key} = {d:?} accepted");
         assert!(Instant::now().checked_add(d * 4).is_some(), "{key}");

@@ -86,6 +86,23 @@ pub struct Config {
     pub saved_plan_max_age: Duration,
 }
 
+impl Config {
+    /// Every bounded duration the config holds, with its key (`refresh_every` only when set):
+    /// what the range checks and the tests of those checks walk, so a new key cannot be missed.
+    pub fn bounded_durations(&self) -> Vec<(&'static str, Duration)> {
+        let mut out = vec![
+            ("debounce", self.debounce),
+            ("retry_pending_every", self.retry_pending_every),
+            ("reassert_every", self.reassert_every),
+            ("usersig_ttl", self.usersig_ttl),
+            ("renew_margin", self.renew_margin),
+            ("saved_plan_max_age", self.saved_plan_max_age),
+        ];
+        out.extend(self.refresh_every.map(|d| ("refresh_every", d)));
+        out
+    }
+}
+
 const MINUTE: u64 = 60;
 const HOUR: u64 = 60 * MINUTE;
 const DAY: u64 = 24 * HOUR;

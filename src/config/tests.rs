@@ -167,14 +167,7 @@ fn short_periods_only_against_the_local_emulator() {
 #[test]
 fn defaults_are_within_their_bounds() {
     let c = check("sdkappid: 1\nidentifier: a\ndesired: m\n").unwrap();
-    for (key, d) in [
-        ("debounce", c.debounce),
-        ("retry_pending_every", c.retry_pending_every),
-        ("reassert_every", c.reassert_every),
-        ("usersig_ttl", c.usersig_ttl),
-        ("renew_margin", c.renew_margin),
-        ("saved_plan_max_age", c.saved_plan_max_age),
-    ] {
+    for (key, d) in c.bounded_durations() {
         let (lo, hi) = duration_bounds(key).unwrap();
         assert!((lo..=hi).contains(&d), "default {key} {d:?}");
         assert!(KEYS.contains(&key));

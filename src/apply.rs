@@ -62,12 +62,19 @@ pub enum Outcome {
     GroupGone(CallError),
     /// The call failed after retries.
     Failed(CallError),
-    /// Not sent: a fatal error stopped the run (`group_gone` false), or an earlier call found the
-    /// group gone (`group_gone` true; nothing is left to do there).
-    Skipped {
-        /// Whether the group was found gone.
-        group_gone: bool,
-    },
+    /// Not sent, and why.
+    Skipped(Skip),
+}
+
+/// Why a call was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// An earlier call found the group gone: nothing is left to do there.
+    GroupGone,
+    /// This run stopped itself: a fatal code, or a state save that failed.
+    Halted,
+    /// The caller stopped the run (a signal, the daemon's shutdown): the next run plans it again.
+    Stopped,
 }
 
 /// One call's report, for the per-call output lines.
@@ -199,14 +206,27 @@ pub async fn execute(
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let stopped = || halt.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+            // Why nothing more is sent, judged when it happens: the caller's stop wins, since
+            // a signal is what the operator needs to hear about.
+            let why = || {
+                if stop.load(Ordering::SeqCst) {
+                    Skip::Stopped
+                } else {
+                    Skip::Halted
+                }
+            };
             let mut gone = false;
             for i in indices {
                 if gone || stopped() {
-                    let _ = tx.send((i, Outcome::Skipped { group_gone: gone }, Duration::ZERO));
+                    let skip = if gone { Skip::GroupGone } else { why() };
+                    let _ = tx.send((i, Outcome::Skipped(skip), Duration::ZERO));
                     continue;
                 }
                 let started = Instant::now();
-                let outcome = send(&client, &plan.calls[i], &offline_codes, &stopped).await;
+                let mut outcome = send(&client, &plan.calls[i], &offline_codes, &stopped).await;
+                if matches!(outcome, Outcome::Skipped(Skip::Halted)) {
+                    outcome = Outcome::Skipped(why());
+                }
                 let elapsed = started.elapsed();
                 match &outcome {
                     Outcome::GroupGone(_) => gone = true,
@@ -355,7 +375,7 @@ async fn send(
                 Command::Clear => clear_found_offline(call),
             }
         }
-        Err(CallError::Stopped) => Outcome::Skipped { group_gone: false },
+        Err(CallError::Stopped) => Outcome::Skipped(Skip::Halted),
         Err(e @ CallError::GroupGone { .. }) => Outcome::GroupGone(e),
         Err(e) => Outcome::Failed(e),
     }
@@ -436,10 +456,10 @@ fn fold(
                 applied.fatal = Some(e.clone());
             }
         }
-        Outcome::Skipped { group_gone } => {
+        Outcome::Skipped(skip) => {
             // Counted as failed at the end only if a fatal error stopped the run; calls a
             // shutdown kept from starting are simply not done (the next run plans them again).
-            if !group_gone {
+            if *skip != Skip::GroupGone {
                 t.skipped += marks_in(&call.members);
             }
             undo_fresh(state);
@@ -600,7 +620,7 @@ mod tests {
                 let outcome = match answer {
                     None => {
                         each(&mut |a, m| untouched.push((a.clone(), m)));
-                        Outcome::Skipped { group_gone: true }
+                        Outcome::Skipped(Skip::GroupGone)
                     }
                     Some(Answer::Applied) => {
                         each(&mut |a, m| {
@@ -652,7 +672,7 @@ mod tests {
                     }
                     Some(Answer::NotSent) => {
                         each(&mut |a, m| untouched.push((a.clone(), m)));
-                        Outcome::Skipped { group_gone: false }
+                        Outcome::Skipped(Skip::Halted)
                     }
                     Some(Answer::GroupGone) => {
                         gone = true;

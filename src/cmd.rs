@@ -755,11 +755,21 @@ fn progress_bar(calls: usize) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(calls as u64);
     if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {per_sec}, eta {eta}")
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls, {rate}, eta {eta}")
     {
-        bar.set_style(style);
+        bar.set_style(style.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate_text(state.per_sec()));
+            },
+        ));
     }
     bar
+}
+
+/// A call rate as people read it: `68/s`, not indicatif's `68.1048/s`.
+fn rate_text(per_sec: f64) -> String {
+    format!("{:.0}/s", per_sec.max(0.0))
 }
 
 /// `marksync state list [GROUP]`: the groups the state records, with member and mark counts.

@@ -447,7 +447,7 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
 pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::Outcome;
+    use crate::apply::{Outcome, Skip};
     let call = report.call;
     let head = format!("{} {}", call.command.as_str(), call.group);
     let n = call.members.len();
@@ -486,18 +486,21 @@ pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
             "{RED}{head}{RED:#}: failed for {n} {}: {e}",
             plural(n, "member", "members")
         ),
-        Outcome::Skipped { group_gone: true } => {
+        Outcome::Skipped(Skip::GroupGone) => {
             format!("{head}: skipped, the group no longer exists")
         }
-        Outcome::Skipped { group_gone: false } => {
-            format!("{RED}{head}{RED:#}: not sent, the run stopped at a fatal error")
+        Outcome::Skipped(Skip::Halted) => {
+            format!("{RED}{head}{RED:#}: not sent, the run stopped at an earlier error")
+        }
+        Outcome::Skipped(Skip::Stopped) => {
+            format!("{YELLOW}{head}{YELLOW:#}: not sent, the run was interrupted")
         }
     }
 }
 
 /// One applied call as a JSON line.
 pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::Outcome;
+    use crate::apply::{Outcome, Skip};
     let call = report.call;
     fn members(list: &[(crate::model::Account, crate::model::MarkSet)]) -> Vec<JsonMember<'_>> {
         list.iter()
@@ -522,17 +525,27 @@ pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
             "members": members(&call.members),
             "error": {"code": e.code(), "kind": e.metric_label(), "message": e.to_string()},
         }),
-        Outcome::Skipped { group_gone } => serde_json::json!({
+        Outcome::Skipped(skip) => serde_json::json!({
             "group": call.group.as_str(), "command": call.command.as_str(), "outcome": "skipped",
-            "reason": if *group_gone { "group_gone" } else { "stopped" },
+            "reason": match skip {
+                Skip::GroupGone => "group_gone",
+                Skip::Halted => "halted",
+                Skip::Stopped => "interrupted",
+            },
         }),
     };
     value.to_string()
 }
 
-/// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`
+/// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`,
+/// headed `Apply incomplete:` after any failed call (SPEC 6), so the first word tells the truth.
 pub fn apply_line(t: &crate::apply::Totals) -> String {
-    format!("Apply complete: {}.", totals(t))
+    let head = if t.failed > 0 {
+        "Apply incomplete"
+    } else {
+        "Apply complete"
+    };
+    format!("{head}: {}.", totals(t))
 }
 
 /// `N set, N cleared, N renewed, N pending (offline), N failed, N API calls`: what an apply
@@ -785,6 +798,52 @@ mod tests {
         assert_eq!(
             summary_line(&s),
             "Plan: 3 to set, 2 to clear, 1 to renew in 2 groups, 4 API calls."
+        );
+    }
+
+    #[test]
+    fn the_apply_line_says_incomplete_after_any_failed_call() {
+        let mut t = crate::apply::Totals {
+            set: 3,
+            calls: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_line(&t),
+            "Apply complete: 3 set, 0 cleared, 0 renewed, 0 pending (offline), 0 failed, 2 API calls."
+        );
+        t.failed = 2;
+        assert!(apply_line(&t).starts_with("Apply incomplete: 3 set,"));
+    }
+
+    #[test]
+    fn a_call_not_sent_says_why() {
+        use crate::apply::{CallReport, Outcome, Skip};
+        let call = plan::Call {
+            group: g("@TGS#a"),
+            command: plan::Command::Set,
+            members: vec![(a("alice"), [m(1000)].into_iter().collect())],
+        };
+        let line = |skip| {
+            let outcome = Outcome::Skipped(skip);
+            let report = CallReport {
+                call: &call,
+                outcome: &outcome,
+                elapsed: std::time::Duration::ZERO,
+            };
+            anstream::adapter::strip_str(&human_call(&report)).to_string()
+        };
+        assert_eq!(
+            line(Skip::Stopped),
+            "set @TGS#a: not sent, the run was interrupted"
+        );
+        assert_eq!(
+            line(Skip::Halted),
+            "set @TGS#a: not sent, the run stopped at an earlier error"
+        );
+        assert_eq!(
+            line(Skip::GroupGone),
+            "set @TGS#a: skipped, the group no longer exists"
         );
     }
 }

@@ -280,9 +280,7 @@ fn clone_outcome(o: &Outcome) -> Outcome {
         },
         Outcome::GroupGone(e) => Outcome::GroupGone(e.clone()),
         Outcome::Failed(e) => Outcome::Failed(e.clone()),
-        Outcome::Skipped { group_gone } => Outcome::Skipped {
-            group_gone: *group_gone,
-        },
+        Outcome::Skipped(skip) => Outcome::Skipped(*skip),
     }
 }
 
@@ -724,7 +722,7 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
     assert!(
         outcomes
             .iter()
-            .any(|o| matches!(o, Outcome::Skipped { group_gone: true })),
+            .any(|o| matches!(o, Outcome::Skipped(marksync::apply::Skip::GroupGone))),
         "the group's second call is not sent"
     );
     let st = env.state();
@@ -942,7 +940,7 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
             &env.settings(),
             || std::fs::create_dir_all(state.join("obstacle")).unwrap(),
             |o| {
-                if !matches!(o, Outcome::Skipped { .. }) {
+                if !matches!(o, Outcome::Skipped(_)) {
                     reported += 1;
                 }
             },

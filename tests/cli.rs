@@ -839,6 +839,11 @@ fn interrupted_apply_saves_what_the_service_holds(signal: &str, code: i32, clear
             && stderr.contains("state.json"),
         "says it was interrupted and what was saved: {stderr}"
     );
+    let stdout = apply.stdout();
+    assert!(
+        stdout.contains("not sent, the run was interrupted") && !stdout.contains("fatal error"),
+        "the calls a signal kept from starting say so, not \"fatal error\": {stdout}"
+    );
     assert_eq!(emu.settle(Duration::from_secs(5)), 0, "calls in flight");
     let (state, intents) = confirmed(dir.path());
     assert_eq!(

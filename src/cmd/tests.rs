@@ -91,3 +91,10 @@ async fn no_signal_source_means_waiting_for_the_work() {
     let r = until_interrupted(work(50), &mut rx, &stop, GRACE, |_| panic!("no signal")).await;
     assert_eq!(r, Some("done"));
 }
+
+#[test]
+fn the_progress_rate_is_rounded() {
+    assert_eq!(rate_text(68.1048), "68/s");
+    assert_eq!(rate_text(199.6), "200/s");
+    assert_eq!(rate_text(0.0), "0/s");
+}

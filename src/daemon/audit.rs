@@ -22,7 +22,7 @@ pub(crate) fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Done { .. } => "offline",
         Outcome::GroupGone(_) => "group_gone",
         Outcome::Failed(_) => "failed",
-        Outcome::Skipped { .. } => "skipped",
+        Outcome::Skipped(_) => "skipped",
     }
 }
 
@@ -180,7 +180,7 @@ mod tests {
         };
         assert!(audit.record(&add, &offline).is_empty());
         assert_eq!(outcome_label(&offline), "offline");
-        let skipped = Outcome::Skipped { group_gone: false };
+        let skipped = Outcome::Skipped(crate::apply::Skip::Halted);
         assert!(audit.record(&add, &skipped).is_empty());
         assert_eq!(outcome_label(&skipped), "skipped");
     }

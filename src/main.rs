@@ -372,7 +372,12 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
         (1, _) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MARKSYNC_LOG")
+    let directives = log_directives(
+        std::env::var("MARKSYNC_LOG").ok(),
+        std::env::var("RUST_LOG").ok(),
+        level,
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -383,5 +388,32 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The log filter: `MARKSYNC_LOG`, else the conventional `RUST_LOG` (container images and
+/// manifests set that one), else marksync at `level` and everything else at `warn`.
+fn log_directives(marksync_log: Option<String>, rust_log: Option<String>, level: &str) -> String {
+    [marksync_log, rust_log]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| format!("marksync={level},warn"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_directives;
+
+    #[test]
+    fn marksync_log_wins_then_rust_log_then_the_default() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(log_directives(s("debug"), s("trace"), "info"), "debug");
+        assert_eq!(
+            log_directives(None, s("marksync=debug"), "info"),
+            "marksync=debug"
+        );
+        assert_eq!(log_directives(s(" "), s("trace"), "info"), "trace");
+        assert_eq!(log_directives(None, None, "warn"), "marksync=warn,warn");
     }
 }

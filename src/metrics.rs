@@ -44,8 +44,8 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::model::UnixTime;
 
 /// The commit the binary was built from: `MARKSYNC_BUILD_COMMIT` at build time (the container
-/// build and release scripts set it), else `unknown`. Read with `option_env!`, so a build needs
-/// neither git nor a build script.
+/// build and release scripts set it; `build.rs` sets it from git in a checkout of this crate),
+/// else `unknown`.
 pub const BUILD_COMMIT: &str = match option_env!("MARKSYNC_BUILD_COMMIT") {
     Some(c) => c,
     None => "unknown",

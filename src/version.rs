@@ -1,6 +1,7 @@
 //! What `marksync --version` and `marksync version [--json]` say: the package version, the commit
-//! and the build date, all fixed at build time through `option_env!` (no build script, no git
-//! needed): the commit from `MARKSYNC_BUILD_COMMIT` ([`crate::metrics::BUILD_COMMIT`]), the date
+//! and the build date, all fixed at build time through `option_env!`: the commit from
+//! `MARKSYNC_BUILD_COMMIT` ([`crate::metrics::BUILD_COMMIT`]; `build.rs` takes it from git when
+//! unset and building from a checkout of this crate), the date
 //! from `MARKSYNC_BUILD_DATE` (`YYYY-MM-DD`) or else `SOURCE_DATE_EPOCH` (reproducible builds'
 //! Unix seconds); either missing reads `unknown`.
 

@@ -248,6 +248,17 @@ fn version_names_version_commit_and_build_date() {
         v["commit"].is_string() && v["build_date"].is_string(),
         "{v}"
     );
+    // Built from this checkout (CI's clean clone, a developer's tree): the commit is git's.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(head) = head.filter(|_| std::env::var_os("MARKSYNC_BUILD_COMMIT").is_none()) {
+        assert_eq!(v["commit"], head.as_str(), "the commit comes from git: {v}");
+    }
 }
 
 #[test]

@@ -596,9 +596,11 @@ pub struct ImportOptions {
 /// `marksync import`: builds or repairs the state from the service (SPEC section 10) without a
 /// single write call. Under the lock: loads the state (or starts empty for this SDKAppID), reads
 /// the live marks, records the live marks the desired files declare (`adopted`; a mark 500 of
-/// unknown age as 72 h old, so the next apply renews it) and forgets recorded marks the service
-/// no longer holds (`lost`, `offline`, `gone`: the next apply sets the desired ones again, which
-/// is what a repair needs). Marks nobody declared (`unmanaged`) are reported and left alone.
+/// unknown age as 72 h old, so the next apply renews it) and forgets recorded desired marks the
+/// service no longer holds (`lost`, `offline`: the next apply sets them again, which is what a
+/// repair needs). Recorded marks no longer desired stay recorded even when absent (`gone`): a
+/// listing may be cut short, and only a clear's answer forgets them. Marks nobody declared
+/// (`unmanaged`) are reported and left alone.
 pub fn import(config_path: &Path, opts: &ImportOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     runtime()?.block_on(import_with(&config, opts, Arc::new(SystemClock)))

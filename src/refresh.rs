@@ -6,8 +6,9 @@
 //! - [`classify`]: `(desired, state, live facts, now) -> Classified` (pure, sorted): one
 //!   [`Drift`] per (group, account, mark) that is not simply in sync, and the [`StateChanges`]
 //!   that make the state agree with what was seen, so that [`crate::plan::plan`] on the
-//!   refreshed state sends what the drift needs: lost marks set again, offline members' marks
-//!   pending, gone marks forgotten without a call, unmanaged marks never touched.
+//!   refreshed state sends what the drift needs: lost marks set again, offline members' desired
+//!   marks pending, gone (and offline undesired) marks still cleared, unmanaged marks never
+//!   touched. A refresh may add calls, never remove one the plan without it would send.
 //! - [`read`] and [`refresh`]: the reads through the shared [`Client`] (groups in parallel,
 //!   bounded), then [`classify`] and the state changes.
 //!
@@ -27,11 +28,17 @@
 //! nothing.
 //!
 //! For a mark that is recorded and not intended:
-//! - not present (and the absence is evidence): [`DriftKind::Offline`]; forgotten. If still
-//!   desired, the next plan sets it again and the apply finds the member offline: pending.
-//! - present, not live: desired [`DriftKind::Lost`], else [`DriftKind::Gone`]; forgotten
-//!   (a lost mark is then set again; a gone one needs no call).
+//! - not present (and the absence is evidence): [`DriftKind::Offline`]. If desired, forgotten:
+//!   the next plan sets it again and the apply finds the member offline: pending.
+//! - present, not live: desired [`DriftKind::Lost`] (forgotten, so set again), else
+//!   [`DriftKind::Gone`].
 //! - live: in sync (if not desired, the plan clears it as before); nothing reported.
+//!
+//! A mark that is not desired is never forgotten on its absence (`gone`, or `offline`): a
+//! `get_members` page can end early with an answer that reads exactly like the real end, and
+//! mark 500 outlives a disconnection. It stays recorded, the plan clears it as it would without
+//! a refresh (the clear is idempotent), and the clear's answer forgets it. So a refresh may add
+//! calls (a lost mark set again), never remove one; `import`, which sends none, keeps it.
 //!
 //! For a mark that is live, not recorded and not intended: desired [`DriftKind::Adopted`]
 //! (recorded without a call: at the listing's read time, or, for mark 500 whose age is unknown,
@@ -130,9 +137,11 @@ pub struct LiveFacts {
 pub enum DriftKind {
     /// Recorded, desired, member present, mark missing: forgotten, so it is set again.
     Lost,
-    /// Recorded, member not online: the service dropped it; forgotten, pending if desired.
+    /// Recorded, member not online: the service dropped it (500 excepted); a desired mark is
+    /// forgotten and pending, an undesired one is still cleared.
     Offline,
-    /// Recorded, not desired, already absent: forgotten without a call.
+    /// Recorded, not desired, absent from the listing: still cleared (the listing may be cut
+    /// short); the clear's answer forgets it.
     Gone,
     /// Live, never set by marksync, not desired: reported, never touched.
     Unmanaged,
@@ -198,14 +207,14 @@ pub struct Drift {
 }
 
 impl Drift {
-    /// Whether repairing this drift takes a call (a mark to set again); `gone`, `offline` of an
-    /// undesired mark, `adopted`, `unmanaged` and `not_checked` take none.
+    /// Whether this drift comes with a call: `lost` and `offline` of a desired mark are set
+    /// again; `gone` and `offline` of an undesired mark are cleared (absence is no proof that
+    /// the service dropped it). `adopted`, `unmanaged` and `not_checked` take none.
     pub fn needs_call(&self) -> bool {
-        match self.kind {
-            DriftKind::Lost => true,
-            DriftKind::Offline => self.desired,
-            _ => false,
-        }
+        matches!(
+            self.kind,
+            DriftKind::Lost | DriftKind::Offline | DriftKind::Gone
+        )
     }
 }
 
@@ -263,7 +272,8 @@ impl DriftCounts {
 /// How the state must change to agree with what was seen. Sorted by (group, account, mark).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateChanges {
-    /// Recorded marks the service no longer holds (lost, offline, gone): forget them.
+    /// Recorded desired marks the service no longer holds (lost, offline): forget them, so the
+    /// plan sets them again. Undesired marks are never here: their clear forgets them.
     pub forget: Vec<(GroupId, Account, Mark)>,
     /// Live and desired marks to record as confirmed at the given time (adopted), dropping any
     /// intent on them.
@@ -283,7 +293,7 @@ impl StateChanges {
         self.apply_adopt(state);
     }
 
-    /// Forgets the lost, offline and gone marks.
+    /// Forgets the lost and offline desired marks.
     pub fn apply_forget(&self, state: &mut State) {
         for (g, a, m) in &self.forget {
             state.forget(g, a, [*m]);
@@ -477,9 +487,15 @@ fn classify_group(
             continue;
         }
         report(kind, None);
-        out.changes
-            .forget
-            .push((group.clone(), account.clone(), mark));
+        // A listing cut short reads exactly like its real end, so absence never removes a
+        // clear: a mark that is not desired stays recorded, the plan clears it as it would
+        // without a refresh, and the clear's answer forgets it. A desired one is forgotten, so
+        // the plan sets it again: a refresh may add calls, never remove one.
+        if t.desired {
+            out.changes
+                .forget
+                .push((group.clone(), account.clone(), mark));
+        }
     }
 }
 

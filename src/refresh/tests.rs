@@ -118,22 +118,33 @@ fn lost_is_set_again() {
 }
 
 #[test]
-fn offline_is_forgotten_so_pending_if_desired_and_dropped_if_not() {
+fn offline_is_forgotten_and_set_again_if_desired_and_still_cleared_if_not() {
     check(
         Case {
             desired: vec![("u", 1000)],
-            recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+            recorded: vec![("u", 1000, OLD), ("u", 1001, OLD), ("u", 500, OLD)],
             online: vec!["v"],
             ..Case::default()
         },
-        &["u 1000 offline", "u 1001 offline"],
-        // 1000 is pending (the apply finds u offline); 1001 was dropped by the service: no clear.
-        &["set u 1000"],
+        &["u 500 offline", "u 1000 offline", "u 1001 offline"],
+        // 1000 is pending (the apply finds u offline). The undesired 1001 and 500 may still be on
+        // the service (the listing may be cut short; 500 outlives a disconnection): the clear
+        // is sent as without a refresh, and its answer forgets them.
+        &["clear u 500,1001", "set u 1000"],
     );
+    let (d, s, live) = Case {
+        desired: vec![("u", 1000)],
+        recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+        online: vec!["v"],
+        ..Case::default()
+    }
+    .inputs();
+    let c = classify(&d, &s, &live, NOW);
+    assert_eq!(c.changes.forget, [(g("G"), a("u"), m(1000))]);
 }
 
 #[test]
-fn gone_is_forgotten_without_a_call() {
+fn gone_is_still_cleared_a_listing_cut_short_never_removes_a_clear() {
     check(
         Case {
             recorded: vec![("u", 1001, OLD)],
@@ -141,8 +152,17 @@ fn gone_is_forgotten_without_a_call() {
             ..Case::default()
         },
         &["u 1001 gone"],
-        &[],
+        &["clear u 1001"],
     );
+    let (d, s, live) = Case {
+        recorded: vec![("u", 1001, OLD)],
+        online: vec!["u"],
+        ..Case::default()
+    }
+    .inputs();
+    let c = classify(&d, &s, &live, NOW);
+    assert!(c.changes.is_empty(), "{:?}", c.changes);
+    assert!(c.drift[0].needs_call());
 }
 
 #[test]

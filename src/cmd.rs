@@ -834,7 +834,7 @@ pub fn state_show(
                 .map(|k| match (k.age_secs, k.unknown) {
                     (_, true) => format!("{} (unknown: sent, answer not seen)", k.mark),
                     (Some(age), false) => {
-                        format!("{} (confirmed {} ago)", k.mark, render::age(age))
+                        format!("{} ({})", k.mark, render::confirmed_ago(age))
                     }
                     (None, false) => k.mark.to_string(),
                 })

@@ -175,9 +175,9 @@ fn member_lines(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec
                     ChangeKind::Renew(at) => {
                         after.insert(c.mark);
                         notes.push(format!(
-                            "renew {} (confirmed {} ago)",
+                            "renew {} ({})",
                             c.mark,
-                            age(view.now - at)
+                            confirmed_ago(view.now - at)
                         ));
                     }
                 }
@@ -238,6 +238,16 @@ pub fn summary_line(s: &Summary) -> String {
 /// Singular or plural by count.
 pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
+}
+
+/// `confirmed 61h ago`, for a confirmation `secs` before now. A confirmation after now (the
+/// clock was stepped back, or another host's clock runs ahead) says so instead of "0s ago".
+pub fn confirmed_ago(secs: i64) -> String {
+    if secs < 0 {
+        "confirmed in the future: clock skew?".into()
+    } else {
+        format!("confirmed {} ago", age(secs))
+    }
 }
 
 /// An age such as `61h`, `45m` or `30s`: hours are what matters for mark 500's 72 h.
@@ -751,6 +761,24 @@ mod tests {
             serde_json::to_value(t).unwrap(),
             serde_json::json!({"set": 1, "clear": 2, "renew": 3, "pending": 4, "failed": 5, "calls": 6})
         );
+    }
+
+    #[test]
+    fn a_renewal_confirmed_in_the_future_says_clock_skew_not_0s_ago() {
+        // Mark 500 confirmed two hours ahead of `now` (the clock was stepped back): due for
+        // renewal (SPEC 4), and the note must not read "confirmed 0s ago".
+        let text = render(
+            &[("@TGS#a", "host", &[500])],
+            &[("@TGS#a", "host", 500, -2)],
+            false,
+        );
+        assert!(
+            text.contains("renew 500 (confirmed in the future: clock skew?)"),
+            "{text}"
+        );
+        assert_eq!(confirmed_ago(61 * 3600), "confirmed 61h ago");
+        assert_eq!(confirmed_ago(0), "confirmed 0s ago");
+        assert_eq!(confirmed_ago(-1), "confirmed in the future: clock skew?");
     }
 
     #[test]

@@ -715,10 +715,14 @@ pub async fn import_until(
     let forgotten = changes.forget.len();
     writeln!(
         out,
-        "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone, {} not checked; {} read {}, no write call.",
+        "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone{}, {} not checked; {} read {}, no write call.",
         if opts.dry_run { " (dry run)" } else { "" },
         render::plural(adopted, "mark", "marks"),
         counts.unmanaged,
+        match r.classified.unnameable.len() {
+            0 => String::new(),
+            n => format!(" (and {})", render::unnameable_count(n)),
+        },
         counts.not_checked,
         r.calls,
         render::plural(r.calls as usize, "call", "calls"),

@@ -88,6 +88,10 @@ pub const DEFAULT_PARALLEL_GROUPS: usize = 16;
 pub struct Listing {
     /// The listed accounts.
     pub accounts: BTreeSet<Account>,
+    /// Listed names that marksync cannot hold as an account (empty, too long, with spaces or
+    /// invisible characters): set by other tools, never managed, but on the service all the
+    /// same, so they are reported and use the group's capacity.
+    pub unnameable: BTreeSet<String>,
     /// Whether the listing reached [`LISTING_WINDOW`] entries: absence from it proves nothing.
     pub full: bool,
     /// When its first page was requested (unix seconds): the 40 s staleness counts back from here.
@@ -101,6 +105,7 @@ impl Listing {
         Listing {
             full: accounts.len() >= LISTING_WINDOW,
             accounts,
+            unnameable: BTreeSet::new(),
             read_at,
         }
     }
@@ -218,6 +223,20 @@ impl Drift {
     }
 }
 
+/// A live holder of a mark whose name marksync cannot hold as an account (empty, over 32 bytes,
+/// spaces or invisible characters): another tool put it there. Reported with its count, never
+/// touched; it still uses the group's 10-mark and 1000-member capacity. The
+/// `plan --json` `"unnameable_holders"` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct UnnameableHolder {
+    /// The group.
+    pub group: GroupId,
+    /// The name as the service sent it.
+    pub holder: String,
+    /// The mark it holds.
+    pub mark: Mark,
+}
+
 /// Counts per kind: `summary.drift` of `plan --json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DriftCounts {
@@ -313,6 +332,9 @@ impl StateChanges {
 pub struct Classified {
     /// Every (group, account, mark) that is not simply in sync, sorted by group, account, mark.
     pub drift: Vec<Drift>,
+    /// Live holders marksync cannot name, sorted by group, holder, mark: reported, not drift
+    /// (no [`Drift`] can carry a name that is not an [`Account`]).
+    pub unnameable: Vec<UnnameableHolder>,
     /// What to do to the state.
     pub changes: StateChanges,
 }
@@ -368,6 +390,7 @@ pub fn classify(
     for (group, facts) in &live.groups {
         classify_group(group, facts, desired, state, now, &mut out);
     }
+    out.unnameable.sort();
     out
 }
 
@@ -413,6 +436,13 @@ fn classify_group(
     for (m, listing) in &facts.marks {
         for a in &listing.accounts {
             triples.entry((a, *m)).or_default();
+        }
+        for holder in &listing.unnameable {
+            out.unnameable.push(UnnameableHolder {
+                group: group.clone(),
+                holder: holder.clone(),
+                mark: *m,
+            });
         }
     }
 
@@ -535,17 +565,26 @@ pub struct ReadOutcome {
     pub calls: u64,
 }
 
-/// Converts a client listing into model terms. Accounts the model refuses (none a desired file
-/// or the state can hold) are left out; the window is judged on what the service sent.
+/// Converts a client listing into model terms. Names the model refuses as accounts (none a
+/// desired file or the state can hold) are kept apart as `unnameable`, never dropped; the window
+/// is judged on what the service sent.
 fn listing(raw: LiveListing) -> Listing {
     let full = raw.accounts.len() >= LISTING_WINDOW;
-    let accounts = raw
-        .accounts
-        .into_iter()
-        .filter_map(|a| Account::from_string(a).ok())
-        .collect();
+    let mut accounts = BTreeSet::new();
+    let mut unnameable = BTreeSet::new();
+    for name in raw.accounts {
+        match Account::from_string(name.clone()) {
+            Ok(a) => {
+                accounts.insert(a);
+            }
+            Err(_) => {
+                unnameable.insert(name);
+            }
+        }
+    }
     Listing {
         accounts,
+        unnameable,
         full,
         read_at: raw.read_at,
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::desired::Origin;
 use crate::model::{Account, GroupId, MarkSet, UnixTime};
 use crate::plan::{Change, ChangeKind, Plan, Summary};
-use crate::refresh::{Classified, Drift, DriftCounts, DriftKind};
+use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, UnnameableHolder};
 use crate::state::State;
 
 const GREEN: Style = AnsiColor::Green.on_default();
@@ -274,6 +274,9 @@ pub struct JsonPlan<'a> {
     /// With `--refresh`: every drifted (group, account, mark) and its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<&'a [Drift]>,
+    /// With `--refresh`: live holders whose names marksync cannot hold as an account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnameable_holders: Option<&'a [UnnameableHolder]>,
 }
 
 /// The `summary` object.
@@ -292,6 +295,10 @@ pub struct JsonSummary {
     /// With `--refresh`: drifted marks counted by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftCounts>,
+    /// With `--refresh`: how many live holders marksync cannot name (see
+    /// [`JsonPlan::unnameable_holders`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnameable_holders: Option<usize>,
 }
 
 /// One call.
@@ -327,8 +334,10 @@ impl<'a> JsonPlan<'a> {
                 groups: s.groups,
                 calls: s.calls,
                 drift: None,
+                unnameable_holders: None,
             },
             drift: None,
+            unnameable_holders: None,
             calls: plan
                 .calls
                 .iter()
@@ -352,6 +361,8 @@ impl<'a> JsonPlan<'a> {
     pub fn with_drift(mut self, classified: &'a Classified) -> Self {
         self.summary.drift = Some(classified.counts());
         self.drift = Some(&classified.drift);
+        self.summary.unnameable_holders = Some(classified.unnameable.len());
+        self.unnameable_holders = Some(&classified.unnameable);
         self
     }
 }
@@ -395,7 +406,10 @@ fn drift_counts_text(counts: &DriftCounts) -> String {
 pub fn drift(classified: &Classified, verbose: bool) -> String {
     let total = classified.drift.len();
     if total == 0 {
-        return "Refreshed: the service holds what the state records.\n\n".into();
+        let mut out = String::from("Refreshed: the service holds what the state records.\n");
+        unnameable(&mut out, &classified.unnameable, verbose);
+        out.push('\n');
+        return out;
     }
     let mut out = String::new();
     let _ = writeln!(
@@ -451,8 +465,55 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
             }
         }
     }
+    unnameable(&mut out, &classified.unnameable, verbose);
     out.push('\n');
     out
+}
+
+/// `4 live holders with names marksync cannot hold as an account`.
+pub fn unnameable_count(n: usize) -> String {
+    if n == 1 {
+        "1 live holder with a name marksync cannot hold as an account".into()
+    } else {
+        format!("{n} live holders with names marksync cannot hold as an account")
+    }
+}
+
+/// The drift section's report of live holders marksync cannot name: the count, per group and
+/// mark; with `verbose`, each name quoted and escaped (an empty name reads `""`).
+fn unnameable(out: &mut String, list: &[UnnameableHolder], verbose: bool) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{YELLOW}{}{YELLOW:#} (set by another tool: never touched, and still using the group's \
+         10-mark and 1000-member capacity).",
+        unnameable_count(list.len())
+    );
+    let mut by_group: BTreeMap<&GroupId, Vec<&UnnameableHolder>> = BTreeMap::new();
+    for h in list {
+        by_group.entry(&h.group).or_default().push(h);
+    }
+    for (group, holders) in by_group {
+        let mut per_mark: BTreeMap<crate::model::Mark, usize> = BTreeMap::new();
+        for h in &holders {
+            *per_mark.entry(h.mark).or_default() += 1;
+        }
+        let marks = per_mark
+            .iter()
+            .map(|(m, n)| format!("mark {m}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "  group {group}: {} ({marks})", holders.len());
+        if verbose {
+            let names: Vec<String> = holders.iter().map(|h| format!("{:?}", h.holder)).collect();
+            let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+            for (h, name) in holders.iter().zip(&names) {
+                let _ = writeln!(out, "    {name:<w$}  {}", h.mark);
+            }
+        }
+    }
 }
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
@@ -696,7 +757,39 @@ mod tests {
                 drift("@TGS#b", "dee", 500, DriftKind::NotChecked),
             ],
             changes: Default::default(),
+            unnameable: Vec::new(),
         }
+    }
+
+    #[test]
+    fn live_holders_marksync_cannot_name_are_counted_and_quoted() {
+        let holder = |name: &str, mark| UnnameableHolder {
+            group: g("@TGS#a"),
+            holder: name.into(),
+            mark: m(mark),
+        };
+        let c = Classified {
+            unnameable: vec![holder("", 1000), holder("a b", 1000), holder("t\tx", 1001)],
+            ..Classified::default()
+        };
+        let text = anstream::adapter::strip_str(&super::drift(&c, true)).to_string();
+        assert_eq!(
+            text,
+            "Refreshed: the service holds what the state records.\n\
+             3 live holders with names marksync cannot hold as an account (set by another tool: \
+             never touched, and still using the group's 10-mark and 1000-member capacity).\n\
+             \x20 group @TGS#a: 3 (mark 1000: 2, mark 1001: 1)\n\
+             \x20   \"\"      1000\n\
+             \x20   \"a b\"   1000\n\
+             \x20   \"t\\tx\"  1001\n\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json_plan_refreshed(&Plan::default(), &c)).unwrap();
+        assert_eq!(json["summary"]["unnameable_holders"], 3);
+        assert_eq!(
+            json["unnameable_holders"][1],
+            serde_json::json!({"group": "@TGS#a", "holder": "a b", "mark": 1000})
+        );
     }
 
     #[test]

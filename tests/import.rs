@@ -468,3 +468,71 @@ async fn apply_refresh_with_short_pages_leaves_no_stray_mark() {
         "the rounds read many pages: {hits:?}"
     );
 }
+
+/// SPEC 10: live holders whose names marksync cannot hold as an account (empty, a space inside,
+/// over 32 bytes) are reported with their count, in text and JSON, by `plan --refresh` and
+/// `import`; none is silently dropped, and none is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_holders_marksync_cannot_name_are_reported_with_their_count() {
+    let long = "x".repeat(42);
+    let odd = ["", "a b", long.as_str(), "tab\there"];
+    let mut online = vec!["alice", "bob", "carol"];
+    online.extend(odd);
+    let env = Env::start(&online).await;
+    env.desire("      alice: [1000]\n");
+    assert_eq!(env.apply_a_minute_ago().await, exit::OK);
+    // Another tool gives the mark this group manages to two nameable and four unnameable holders.
+    let mut holders = vec!["bob", "carol"];
+    holders.extend(odd);
+    env.emu.set_marks_as_other(G, &holders, &[1000]).unwrap();
+    env.age_listing();
+    let config = env.config.path.clone();
+
+    let (code, out, err) = marksync(&config, &["plan", "--refresh", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["summary"]["drift"]["unmanaged"], 2, "{v}");
+    assert_eq!(v["summary"]["unnameable_holders"], 4, "{v}");
+    let mut names: Vec<&str> = v["unnameable_holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no unnameable_holders: {v}"))
+        .iter()
+        .map(|h| {
+            assert_eq!(
+                (h["group"].as_str(), h["mark"].as_u64()),
+                (Some(G), Some(1000))
+            );
+            h["holder"].as_str().unwrap()
+        })
+        .collect();
+    names.sort();
+    let mut want = odd.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+
+    let (code, out, err) = marksync(&config, &["-v", "plan", "--refresh"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 live holders with names marksync cannot hold as an account"),
+        "{out}"
+    );
+    assert!(out.contains("\"a b\"") && out.contains("\"\""), "{out}");
+
+    let (code, out, err) = marksync(&config, &["import", "--dry-run"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("2 unmanaged left alone")
+            && out.contains("4 live holders with names marksync cannot hold as an account"),
+        "{out}"
+    );
+    assert_eq!(
+        env.writes(),
+        1,
+        "nothing is touched (only the first apply wrote)"
+    );
+    let live = env.emu.marks_of(G);
+    assert!(
+        odd.iter().all(|h| live.get(*h) == Some(&vec![1000])),
+        "{live:?}"
+    );
+}

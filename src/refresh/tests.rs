@@ -371,3 +371,42 @@ fn read_calls_count_pages() {
     assert_eq!(read_calls(5000, &[], 100), 10);
     assert_eq!(read_time(400, 200), Duration::from_secs(2));
 }
+
+#[test]
+fn unnameable_holders_are_kept_apart_reported_and_count_toward_the_window() {
+    // 999 nameable holders and one empty name: 1000 on the service, so the listing is full.
+    let mut names: Vec<String> = (0..999).map(|i| format!("m{i}")).collect();
+    names.push(String::new());
+    let l = listing(LiveListing {
+        accounts: names,
+        pages: 10,
+        read_at: READ,
+    });
+    assert!(
+        l.full,
+        "an unnameable holder still takes a place in the window"
+    );
+    assert_eq!(l.accounts.len(), 999);
+    assert_eq!(l.unnameable, BTreeSet::from([String::new()]));
+
+    // Reported per (group, holder, mark), sorted; not drift, and nothing changes.
+    let (d, s, mut live) = Case {
+        desired: vec![("u", 1000)],
+        recorded: vec![("u", 1000, OLD)],
+        live: vec![(1000, vec!["u"])],
+        online: vec!["u"],
+        ..Case::default()
+    }
+    .inputs();
+    let facts = live.groups.get_mut(&g("G")).unwrap();
+    let marks = facts.marks.get_mut(&m(1000)).unwrap();
+    marks.unnameable = BTreeSet::from(["a b".to_string(), "x".repeat(42)]);
+    let c = classify(&d, &s, &live, NOW);
+    assert!(c.drift.is_empty() && c.changes.is_empty(), "{c:?}");
+    let holders: Vec<(&str, u32)> = c
+        .unnameable
+        .iter()
+        .map(|h| (h.holder.as_str(), h.mark.get()))
+        .collect();
+    assert_eq!(holders, [("a b", 1000), ("x".repeat(42).as_str(), 1000)]);
+}

@@ -66,7 +66,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::desired::DesiredState;
-use crate::model::{Account, GroupId, MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
+use crate::model::{
+    Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_MARK, Mark, MarkSet, UnixTime,
+};
 use crate::state::State;
 use crate::tim::client::{Client, ListError, LiveListing};
 
@@ -237,6 +239,23 @@ pub struct UnnameableHolder {
     pub mark: Mark,
 }
 
+/// A mark whose holders after the plan (the desired ones, plus live holders marksync does not
+/// manage or cannot name, which it never clears) exceed the service's 1000 per mark: the sets
+/// that go past it will be refused. The `plan --json` `"over_capacity"` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct OverCapacity {
+    /// The group.
+    pub group: GroupId,
+    /// The mark.
+    pub mark: Mark,
+    /// Holders the desired files want.
+    pub desired: usize,
+    /// Live holders never set by marksync (`unmanaged`).
+    pub unmanaged: usize,
+    /// Live holders whose names marksync cannot hold as an account.
+    pub unnameable: usize,
+}
+
 /// Counts per kind: `summary.drift` of `plan --json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DriftCounts {
@@ -335,6 +354,8 @@ pub struct Classified {
     /// Live holders marksync cannot name, sorted by group, holder, mark: reported, not drift
     /// (no [`Drift`] can carry a name that is not an [`Account`]).
     pub unnameable: Vec<UnnameableHolder>,
+    /// Marks whose holders after the plan exceed the service's 1000 per mark, sorted.
+    pub over_capacity: Vec<OverCapacity>,
     /// What to do to the state.
     pub changes: StateChanges,
 }
@@ -412,10 +433,14 @@ fn classify_group(
 ) {
     // Every (account, mark) the desired files, the state or the listings name, sorted.
     let mut triples: BTreeMap<(&Account, Mark), Triple> = BTreeMap::new();
+    // Per mark: desired holders, and live holders nobody here manages (for the capacity).
+    let mut desired_holders: BTreeMap<Mark, usize> = BTreeMap::new();
+    let mut unmanaged_holders: BTreeMap<Mark, usize> = BTreeMap::new();
     if let Some(d) = desired.groups.get(group) {
         for (a, marks) in &d.members {
             for m in marks.iter() {
                 triples.entry((a, m)).or_default().desired = true;
+                *desired_holders.entry(m).or_default() += 1;
             }
         }
     }
@@ -482,7 +507,10 @@ fn classify_group(
                 }
                 // Intended and not desired: the plan clears it again.
                 (_, true, false) => {}
-                (false, false, false) => report(DriftKind::Unmanaged, None),
+                (false, false, false) => {
+                    report(DriftKind::Unmanaged, None);
+                    *unmanaged_holders.entry(mark).or_default() += 1;
+                }
             }
             continue;
         }
@@ -525,6 +553,23 @@ fn classify_group(
             out.changes
                 .forget
                 .push((group.clone(), account.clone(), mark));
+        }
+    }
+
+    // Holders marksync neither manages nor can name stay on the service after the plan and use
+    // the mark's 1000 places as much as the desired ones do.
+    for (mark, listing) in &facts.marks {
+        let others = unmanaged_holders.get(mark).copied().unwrap_or(0);
+        let unnameable = listing.unnameable.len();
+        let desired = desired_holders.get(mark).copied().unwrap_or(0);
+        if others + unnameable > 0 && desired + others + unnameable > MAX_MEMBERS_PER_MARK {
+            out.over_capacity.push(OverCapacity {
+                group: group.clone(),
+                mark: *mark,
+                desired,
+                unmanaged: others,
+                unnameable,
+            });
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::desired::Origin;
 use crate::model::{Account, GroupId, MarkSet, UnixTime};
 use crate::plan::{Change, ChangeKind, Plan, Summary};
-use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, UnnameableHolder};
+use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, OverCapacity, UnnameableHolder};
 use crate::state::State;
 
 const GREEN: Style = AnsiColor::Green.on_default();
@@ -277,6 +277,10 @@ pub struct JsonPlan<'a> {
     /// With `--refresh`: live holders whose names marksync cannot hold as an account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unnameable_holders: Option<&'a [UnnameableHolder]>,
+    /// With `--refresh`, when there are any: marks whose holders after the plan exceed the
+    /// service's 1000 per mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_capacity: Option<&'a [OverCapacity]>,
 }
 
 /// The `summary` object.
@@ -338,6 +342,7 @@ impl<'a> JsonPlan<'a> {
             },
             drift: None,
             unnameable_holders: None,
+            over_capacity: None,
             calls: plan
                 .calls
                 .iter()
@@ -363,6 +368,8 @@ impl<'a> JsonPlan<'a> {
         self.drift = Some(&classified.drift);
         self.summary.unnameable_holders = Some(classified.unnameable.len());
         self.unnameable_holders = Some(&classified.unnameable);
+        self.over_capacity =
+            (!classified.over_capacity.is_empty()).then_some(&classified.over_capacity[..]);
         self
     }
 }
@@ -408,6 +415,7 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
     if total == 0 {
         let mut out = String::from("Refreshed: the service holds what the state records.\n");
         unnameable(&mut out, &classified.unnameable, verbose);
+        over_capacity(&mut out, &classified.over_capacity);
         out.push('\n');
         return out;
     }
@@ -466,8 +474,23 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
         }
     }
     unnameable(&mut out, &classified.unnameable, verbose);
+    over_capacity(&mut out, &classified.over_capacity);
     out.push('\n');
     out
+}
+
+/// One warning per mark whose holders after the plan exceed the service's 1000 per mark.
+fn over_capacity(out: &mut String, list: &[OverCapacity]) {
+    for c in list {
+        let total = c.desired + c.unmanaged + c.unnameable;
+        let _ = writeln!(
+            out,
+            "{YELLOW}warning{YELLOW:#}: group {} mark {}: {total} holders after this plan ({} \
+             declared, {} unmanaged, {} unnameable) exceed the service's 1000 per mark; sets past \
+             it will be refused until another tool clears some.",
+            c.group, c.mark, c.desired, c.unmanaged, c.unnameable,
+        );
+    }
 }
 
 /// `4 live holders with names marksync cannot hold as an account`.
@@ -756,8 +779,7 @@ mod tests {
                 drift("@TGS#a", "cy", 1000, DriftKind::Lost),
                 drift("@TGS#b", "dee", 500, DriftKind::NotChecked),
             ],
-            changes: Default::default(),
-            unnameable: Vec::new(),
+            ..Classified::default()
         }
     }
 
@@ -786,6 +808,31 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&json_plan_refreshed(&Plan::default(), &c)).unwrap();
         assert_eq!(json["summary"]["unnameable_holders"], 3);
+        assert!(
+            json.get("over_capacity").is_none(),
+            "only when there is any"
+        );
+        let full = Classified {
+            over_capacity: vec![OverCapacity {
+                group: g("@TGS#a"),
+                mark: m(1000),
+                desired: 998,
+                unmanaged: 1,
+                unnameable: 2,
+            }],
+            ..c.clone()
+        };
+        let text = anstream::adapter::strip_str(&super::drift(&full, false)).to_string();
+        assert!(
+            text.contains(
+                "warning: group @TGS#a mark 1000: 1001 holders after this plan (998 declared, 1 \
+                 unmanaged, 2 unnameable) exceed the service's 1000 per mark"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json_plan_refreshed(&Plan::default(), &full)).unwrap();
+        assert_eq!(json["over_capacity"][0]["unnameable"], 2);
         assert_eq!(
             json["unnameable_holders"][1],
             serde_json::json!({"group": "@TGS#a", "holder": "a b", "mark": 1000})

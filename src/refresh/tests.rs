@@ -410,3 +410,55 @@ fn unnameable_holders_are_kept_apart_reported_and_count_toward_the_window() {
         .collect();
     assert_eq!(holders, [("a b", 1000), ("x".repeat(42).as_str(), 1000)]);
 }
+
+#[test]
+fn holders_marksync_does_not_manage_or_name_count_toward_the_1000_per_mark() {
+    // 998 declared (recorded and live), one unmanaged and two unnameable holders: 1001.
+    let (mut d, mut s, _) = Case::default().inputs();
+    let mut holders = BTreeSet::new();
+    for i in 0..998 {
+        let acc = a(&format!("m{i}"));
+        d.groups
+            .entry(g("G"))
+            .or_default()
+            .members
+            .entry(acc.clone())
+            .or_default()
+            .insert(m(1000));
+        s.confirm(&g("G"), &acc, [m(1000)], OLD);
+        holders.insert(acc);
+    }
+    holders.insert(a("other"));
+    let mut marks = Listing::new(holders.clone(), READ);
+    marks.unnameable = BTreeSet::from([String::new(), "a b".to_string()]);
+    // The online listing would be full (1000+): not needed here, the mark's own listing says it.
+    let mut live = LiveFacts::default();
+    live.groups.insert(
+        g("G"),
+        GroupFacts {
+            online: Listing::new(holders, READ),
+            marks: BTreeMap::from([(m(1000), marks)]),
+        },
+    );
+    let c = classify(&d, &s, &live, NOW);
+    assert_eq!(
+        c.over_capacity,
+        [OverCapacity {
+            group: g("G"),
+            mark: m(1000),
+            desired: 998,
+            unmanaged: 1,
+            unnameable: 2,
+        }]
+    );
+    // Within the 1000 without the unnameable ones: nothing to say.
+    live.groups
+        .get_mut(&g("G"))
+        .unwrap()
+        .marks
+        .get_mut(&m(1000))
+        .unwrap()
+        .unnameable
+        .clear();
+    assert!(classify(&d, &s, &live, NOW).over_capacity.is_empty());
+}

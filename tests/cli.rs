@@ -936,6 +936,7 @@ fn a_signal_during_the_refresh_stops_at_once(args: &[&str], signal: &str, code: 
     proc.signal(signal);
     let status = proc.wait_exit(Duration::from_secs(40));
     let took = t.elapsed();
+    eprintln!("{args:?}: exit {status} {took:?} after SIG{signal}");
     assert_eq!(status.code(), Some(code), "{args:?}: {}", proc.stderr());
     assert!(
         took < Duration::from_secs(2),

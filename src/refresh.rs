@@ -618,7 +618,8 @@ fn listing(raw: LiveListing) -> Listing {
     let mut accounts = BTreeSet::new();
     let mut unnameable = BTreeSet::new();
     for name in raw.accounts {
-        match Account::from_string(name.clone()) {
+        // Checked on the borrowed name, so that the rare refused one is kept without a copy.
+        match Account::new(&name) {
             Ok(a) => {
                 accounts.insert(a);
             }

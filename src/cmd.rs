@@ -109,13 +109,25 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let (desired, mut state, mut plan) = compute_plan(&config, opts.reassert, now)?;
     let refreshed = if opts.refresh {
         let r = runtime()?.block_on(async {
+            let mut interrupts = apply_signals()?;
             let connection = connect(&config, Arc::new(SystemClock)).await?;
-            let r = refresh_state(&connection.client, &desired, &mut state, &SystemClock).await;
+            let r = refresh_unless_interrupted(
+                &connection.client,
+                &desired,
+                &mut state,
+                &SystemClock,
+                &mut interrupts,
+            )
+            .await;
             if let Some(embedded) = connection.embedded {
                 let _ = embedded.shutdown().await;
             }
-            r
+            Ok::<_, Error>(r)
         })?;
+        let r = match r {
+            Ok(r) => r?,
+            Err(signal) => return Ok(interrupted_during_refresh("Plan", signal, &config.state)),
+        };
         warn_unread(&r);
         now = SystemClock.now();
         plan = crate::plan::plan(&desired, &state, now, &policy(&config, opts.reassert));
@@ -264,6 +276,33 @@ async fn first_signal(interrupts: &mut watch::Receiver<Option<Interrupt>>) -> In
     }
 }
 
+/// A refresh (see [`refresh_state`]) unless a signal on `interrupts` comes first: then its reads
+/// are abandoned at once and the signal is returned. The reads change nothing anywhere, and
+/// `state` changes only when they all finished, so an abandoned refresh leaves it as it was.
+async fn refresh_unless_interrupted(
+    client: &crate::tim::client::Client,
+    desired: &desired::DesiredState,
+    state: &mut state::State,
+    clock: &dyn Clock,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<Result<crate::refresh::Refreshed, Error>, Interrupt> {
+    tokio::select! {
+        r = refresh_state(client, desired, state, clock) => Ok(r),
+        signal = first_signal(interrupts) => Err(signal),
+    }
+}
+
+/// Tells the user that `what` stopped during a refresh's reads: nothing sent, nothing written.
+fn interrupted_during_refresh(what: &str, signal: Interrupt, state: &Path) -> u8 {
+    let _ = writeln!(
+        anstream::stderr(),
+        "{what} interrupted by {} during the refresh's reads: nothing was sent and the state ({}) was not changed.",
+        signal.name(),
+        state.display()
+    );
+    signal.exit_code()
+}
+
 /// The last line of `apply --dry-run`.
 pub const DRY_RUN_LINE: &str = "Dry run: nothing was sent and the state was not changed.";
 
@@ -376,7 +415,23 @@ pub async fn apply_until(
     let mut refreshed = None;
     if opts.refresh && opts.saved.is_none() {
         let c = connect(config, clock.clone()).await?;
-        let r = refresh_state(&c.client, &desired, &mut st, clock.as_ref()).await?;
+        let r = refresh_unless_interrupted(
+            &c.client,
+            &desired,
+            &mut st,
+            clock.as_ref(),
+            &mut interrupts,
+        )
+        .await;
+        let r = match r {
+            Ok(r) => r?,
+            Err(signal) => {
+                if let Some(embedded) = c.embedded {
+                    let _ = embedded.shutdown().await;
+                }
+                return Ok(interrupted_during_refresh("Apply", signal, &config.state));
+            }
+        };
         warn_unread(&r);
         now = clock.now();
         plan = crate::plan::plan(&desired, &st, now, &policy(config, opts.reassert));
@@ -596,19 +651,36 @@ pub struct ImportOptions {
 /// `marksync import`: builds or repairs the state from the service (SPEC section 10) without a
 /// single write call. Under the lock: loads the state (or starts empty for this SDKAppID), reads
 /// the live marks, records the live marks the desired files declare (`adopted`; a mark 500 of
-/// unknown age as 72 h old, so the next apply renews it) and forgets recorded marks the service
-/// no longer holds (`lost`, `offline`, `gone`: the next apply sets the desired ones again, which
-/// is what a repair needs). Marks nobody declared (`unmanaged`) are reported and left alone.
+/// unknown age as 72 h old, so the next apply renews it) and forgets recorded desired marks the
+/// service no longer holds (`lost`, `offline`: the next apply sets them again, which is what a
+/// repair needs). Recorded marks no longer desired stay recorded even when absent (`gone`): a
+/// listing may be cut short, and only a clear's answer forgets them. Marks nobody declared
+/// (`unmanaged`) are reported and left alone.
 pub fn import(config_path: &Path, opts: &ImportOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    runtime()?.block_on(import_with(&config, opts, Arc::new(SystemClock)))
+    runtime()?.block_on(async {
+        let interrupts = apply_signals()?;
+        import_until(&config, opts, Arc::new(SystemClock), interrupts).await
+    })
 }
 
-/// `import` with an explicit clock.
+/// `import` with an explicit clock, never interrupted.
 pub async fn import_with(
     config: &Config,
     opts: &ImportOptions,
     clock: Arc<dyn Clock>,
+) -> Result<u8, Error> {
+    let (_never, interrupts) = watch::channel(None);
+    import_until(config, opts, clock, interrupts).await
+}
+
+/// `import`, stopped by the first `Some` on `interrupts`: the reads are abandoned at once and
+/// nothing is written; the exit code is the signal's (130, 143).
+pub async fn import_until(
+    config: &Config,
+    opts: &ImportOptions,
+    clock: Arc<dyn Clock>,
+    mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
     let _lock = if opts.dry_run {
         None
@@ -618,11 +690,21 @@ pub async fn import_with(
     let desired = load_desired(config)?;
     let mut st = state::load(&config.state, config.sdkappid)?;
     let connection = connect(config, clock.clone()).await?;
-    let r = refresh_state(&connection.client, &desired, &mut st, clock.as_ref()).await;
+    let r = refresh_unless_interrupted(
+        &connection.client,
+        &desired,
+        &mut st,
+        clock.as_ref(),
+        &mut interrupts,
+    )
+    .await;
     if let Some(embedded) = connection.embedded {
         let _ = embedded.shutdown().await;
     }
-    let r = r?;
+    let r = match r {
+        Ok(r) => r?,
+        Err(signal) => return Ok(interrupted_during_refresh("Import", signal, &config.state)),
+    };
     warn_unread(&r);
     let changes = &r.classified.changes;
     let mut out = anstream::stdout().lock();
@@ -633,10 +715,14 @@ pub async fn import_with(
     let forgotten = changes.forget.len();
     writeln!(
         out,
-        "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone, {} not checked; {} read {}, no write call.",
+        "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone{}, {} not checked; {} read {}, no write call.",
         if opts.dry_run { " (dry run)" } else { "" },
         render::plural(adopted, "mark", "marks"),
         counts.unmanaged,
+        match r.classified.unnameable.len() {
+            0 => String::new(),
+            n => format!(" (and {})", render::unnameable_count(n)),
+        },
         counts.not_checked,
         r.calls,
         render::plural(r.calls as usize, "call", "calls"),
@@ -842,7 +928,7 @@ pub fn state_show(
                 .map(|k| match (k.age_secs, k.unknown) {
                     (_, true) => format!("{} (unknown: sent, answer not seen)", k.mark),
                     (Some(age), false) => {
-                        format!("{} (confirmed {} ago)", k.mark, render::age(age))
+                        format!("{} ({})", k.mark, render::confirmed_ago(age))
                     }
                     (None, false) => k.mark.to_string(),
                 })

@@ -6,8 +6,9 @@
 //! - [`classify`]: `(desired, state, live facts, now) -> Classified` (pure, sorted): one
 //!   [`Drift`] per (group, account, mark) that is not simply in sync, and the [`StateChanges`]
 //!   that make the state agree with what was seen, so that [`crate::plan::plan`] on the
-//!   refreshed state sends what the drift needs: lost marks set again, offline members' marks
-//!   pending, gone marks forgotten without a call, unmanaged marks never touched.
+//!   refreshed state sends what the drift needs: lost marks set again, offline members' desired
+//!   marks pending, gone (and offline undesired) marks still cleared, unmanaged marks never
+//!   touched. A refresh may add calls, never remove one the plan without it would send.
 //! - [`read`] and [`refresh`]: the reads through the shared [`Client`] (groups in parallel,
 //!   bounded), then [`classify`] and the state changes.
 //!
@@ -27,11 +28,17 @@
 //! nothing.
 //!
 //! For a mark that is recorded and not intended:
-//! - not present (and the absence is evidence): [`DriftKind::Offline`]; forgotten. If still
-//!   desired, the next plan sets it again and the apply finds the member offline: pending.
-//! - present, not live: desired [`DriftKind::Lost`], else [`DriftKind::Gone`]; forgotten
-//!   (a lost mark is then set again; a gone one needs no call).
+//! - not present (and the absence is evidence): [`DriftKind::Offline`]. If desired, forgotten:
+//!   the next plan sets it again and the apply finds the member offline: pending.
+//! - present, not live: desired [`DriftKind::Lost`] (forgotten, so set again), else
+//!   [`DriftKind::Gone`].
 //! - live: in sync (if not desired, the plan clears it as before); nothing reported.
+//!
+//! A mark that is not desired is never forgotten on its absence (`gone`, or `offline`): a
+//! `get_members` page can end early with an answer that reads exactly like the real end, and
+//! mark 500 outlives a disconnection. It stays recorded, the plan clears it as it would without
+//! a refresh (the clear is idempotent), and the clear's answer forgets it. So a refresh may add
+//! calls (a lost mark set again), never remove one; `import`, which sends none, keeps it.
 //!
 //! For a mark that is live, not recorded and not intended: desired [`DriftKind::Adopted`]
 //! (recorded without a call: at the listing's read time, or, for mark 500 whose age is unknown,
@@ -59,7 +66,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::desired::DesiredState;
-use crate::model::{Account, GroupId, MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
+use crate::model::{
+    Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_MARK, Mark, MarkSet, UnixTime,
+};
 use crate::state::State;
 use crate::tim::client::{Client, ListError, LiveListing};
 
@@ -81,6 +90,10 @@ pub const DEFAULT_PARALLEL_GROUPS: usize = 16;
 pub struct Listing {
     /// The listed accounts.
     pub accounts: BTreeSet<Account>,
+    /// Listed names that marksync cannot hold as an account (empty, too long, with spaces or
+    /// invisible characters): set by other tools, never managed, but on the service all the
+    /// same, so they are reported and use the group's capacity.
+    pub unnameable: BTreeSet<String>,
     /// Whether the listing reached [`LISTING_WINDOW`] entries: absence from it proves nothing.
     pub full: bool,
     /// When its first page was requested (unix seconds): the 40 s staleness counts back from here.
@@ -94,6 +107,7 @@ impl Listing {
         Listing {
             full: accounts.len() >= LISTING_WINDOW,
             accounts,
+            unnameable: BTreeSet::new(),
             read_at,
         }
     }
@@ -130,9 +144,11 @@ pub struct LiveFacts {
 pub enum DriftKind {
     /// Recorded, desired, member present, mark missing: forgotten, so it is set again.
     Lost,
-    /// Recorded, member not online: the service dropped it; forgotten, pending if desired.
+    /// Recorded, member not online: the service dropped it (500 excepted); a desired mark is
+    /// forgotten and pending, an undesired one is still cleared.
     Offline,
-    /// Recorded, not desired, already absent: forgotten without a call.
+    /// Recorded, not desired, absent from the listing: still cleared (the listing may be cut
+    /// short); the clear's answer forgets it.
     Gone,
     /// Live, never set by marksync, not desired: reported, never touched.
     Unmanaged,
@@ -198,15 +214,46 @@ pub struct Drift {
 }
 
 impl Drift {
-    /// Whether repairing this drift takes a call (a mark to set again); `gone`, `offline` of an
-    /// undesired mark, `adopted`, `unmanaged` and `not_checked` take none.
+    /// Whether this drift comes with a call: `lost` and `offline` of a desired mark are set
+    /// again; `gone` and `offline` of an undesired mark are cleared (absence is no proof that
+    /// the service dropped it). `adopted`, `unmanaged` and `not_checked` take none.
     pub fn needs_call(&self) -> bool {
-        match self.kind {
-            DriftKind::Lost => true,
-            DriftKind::Offline => self.desired,
-            _ => false,
-        }
+        matches!(
+            self.kind,
+            DriftKind::Lost | DriftKind::Offline | DriftKind::Gone
+        )
     }
+}
+
+/// A live holder of a mark whose name marksync cannot hold as an account (empty, over 32 bytes,
+/// spaces or invisible characters): another tool put it there. Reported with its count, never
+/// touched; it still uses the group's 10-mark and 1000-member capacity. The
+/// `plan --json` `"unnameable_holders"` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct UnnameableHolder {
+    /// The group.
+    pub group: GroupId,
+    /// The name as the service sent it.
+    pub holder: String,
+    /// The mark it holds.
+    pub mark: Mark,
+}
+
+/// A mark whose holders after the plan (the desired ones, plus live holders marksync does not
+/// manage or cannot name, which it never clears) exceed the service's 1000 per mark: the sets
+/// that go past it will be refused. The `plan --json` `"over_capacity"` entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct OverCapacity {
+    /// The group.
+    pub group: GroupId,
+    /// The mark.
+    pub mark: Mark,
+    /// Holders the desired files want.
+    pub desired: usize,
+    /// Live holders never set by marksync (`unmanaged`).
+    pub unmanaged: usize,
+    /// Live holders whose names marksync cannot hold as an account.
+    pub unnameable: usize,
 }
 
 /// Counts per kind: `summary.drift` of `plan --json`.
@@ -263,7 +310,8 @@ impl DriftCounts {
 /// How the state must change to agree with what was seen. Sorted by (group, account, mark).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateChanges {
-    /// Recorded marks the service no longer holds (lost, offline, gone): forget them.
+    /// Recorded desired marks the service no longer holds (lost, offline): forget them, so the
+    /// plan sets them again. Undesired marks are never here: their clear forgets them.
     pub forget: Vec<(GroupId, Account, Mark)>,
     /// Live and desired marks to record as confirmed at the given time (adopted), dropping any
     /// intent on them.
@@ -283,7 +331,7 @@ impl StateChanges {
         self.apply_adopt(state);
     }
 
-    /// Forgets the lost, offline and gone marks.
+    /// Forgets the lost and offline desired marks.
     pub fn apply_forget(&self, state: &mut State) {
         for (g, a, m) in &self.forget {
             state.forget(g, a, [*m]);
@@ -303,6 +351,11 @@ impl StateChanges {
 pub struct Classified {
     /// Every (group, account, mark) that is not simply in sync, sorted by group, account, mark.
     pub drift: Vec<Drift>,
+    /// Live holders marksync cannot name, sorted by group, holder, mark: reported, not drift
+    /// (no [`Drift`] can carry a name that is not an [`Account`]).
+    pub unnameable: Vec<UnnameableHolder>,
+    /// Marks whose holders after the plan exceed the service's 1000 per mark, sorted.
+    pub over_capacity: Vec<OverCapacity>,
     /// What to do to the state.
     pub changes: StateChanges,
 }
@@ -358,6 +411,7 @@ pub fn classify(
     for (group, facts) in &live.groups {
         classify_group(group, facts, desired, state, now, &mut out);
     }
+    out.unnameable.sort();
     out
 }
 
@@ -379,10 +433,14 @@ fn classify_group(
 ) {
     // Every (account, mark) the desired files, the state or the listings name, sorted.
     let mut triples: BTreeMap<(&Account, Mark), Triple> = BTreeMap::new();
+    // Per mark: desired holders, and live holders nobody here manages (for the capacity).
+    let mut desired_holders: BTreeMap<Mark, usize> = BTreeMap::new();
+    let mut unmanaged_holders: BTreeMap<Mark, usize> = BTreeMap::new();
     if let Some(d) = desired.groups.get(group) {
         for (a, marks) in &d.members {
             for m in marks.iter() {
                 triples.entry((a, m)).or_default().desired = true;
+                *desired_holders.entry(m).or_default() += 1;
             }
         }
     }
@@ -403,6 +461,13 @@ fn classify_group(
     for (m, listing) in &facts.marks {
         for a in &listing.accounts {
             triples.entry((a, *m)).or_default();
+        }
+        for holder in &listing.unnameable {
+            out.unnameable.push(UnnameableHolder {
+                group: group.clone(),
+                holder: holder.clone(),
+                mark: *m,
+            });
         }
     }
 
@@ -442,7 +507,10 @@ fn classify_group(
                 }
                 // Intended and not desired: the plan clears it again.
                 (_, true, false) => {}
-                (false, false, false) => report(DriftKind::Unmanaged, None),
+                (false, false, false) => {
+                    report(DriftKind::Unmanaged, None);
+                    *unmanaged_holders.entry(mark).or_default() += 1;
+                }
             }
             continue;
         }
@@ -477,9 +545,32 @@ fn classify_group(
             continue;
         }
         report(kind, None);
-        out.changes
-            .forget
-            .push((group.clone(), account.clone(), mark));
+        // A listing cut short reads exactly like its real end, so absence never removes a
+        // clear: a mark that is not desired stays recorded, the plan clears it as it would
+        // without a refresh, and the clear's answer forgets it. A desired one is forgotten, so
+        // the plan sets it again: a refresh may add calls, never remove one.
+        if t.desired {
+            out.changes
+                .forget
+                .push((group.clone(), account.clone(), mark));
+        }
+    }
+
+    // Holders marksync neither manages nor can name stay on the service after the plan and use
+    // the mark's 1000 places as much as the desired ones do.
+    for (mark, listing) in &facts.marks {
+        let others = unmanaged_holders.get(mark).copied().unwrap_or(0);
+        let unnameable = listing.unnameable.len();
+        let desired = desired_holders.get(mark).copied().unwrap_or(0);
+        if others + unnameable > 0 && desired + others + unnameable > MAX_MEMBERS_PER_MARK {
+            out.over_capacity.push(OverCapacity {
+                group: group.clone(),
+                mark: *mark,
+                desired,
+                unmanaged: others,
+                unnameable,
+            });
+        }
     }
 }
 
@@ -519,17 +610,27 @@ pub struct ReadOutcome {
     pub calls: u64,
 }
 
-/// Converts a client listing into model terms. Accounts the model refuses (none a desired file
-/// or the state can hold) are left out; the window is judged on what the service sent.
+/// Converts a client listing into model terms. Names the model refuses as accounts (none a
+/// desired file or the state can hold) are kept apart as `unnameable`, never dropped; the window
+/// is judged on what the service sent.
 fn listing(raw: LiveListing) -> Listing {
     let full = raw.accounts.len() >= LISTING_WINDOW;
-    let accounts = raw
-        .accounts
-        .into_iter()
-        .filter_map(|a| Account::from_string(a).ok())
-        .collect();
+    let mut accounts = BTreeSet::new();
+    let mut unnameable = BTreeSet::new();
+    for name in raw.accounts {
+        // Checked on the borrowed name, so that the rare refused one is kept without a copy.
+        match Account::new(&name) {
+            Ok(a) => {
+                accounts.insert(a);
+            }
+            Err(_) => {
+                unnameable.insert(name);
+            }
+        }
+    }
     Listing {
         accounts,
+        unnameable,
         full,
         read_at: raw.read_at,
     }

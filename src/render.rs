@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::desired::Origin;
 use crate::model::{Account, GroupId, MarkSet, UnixTime};
 use crate::plan::{Change, ChangeKind, Plan, Summary};
-use crate::refresh::{Classified, Drift, DriftCounts, DriftKind};
+use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, OverCapacity, UnnameableHolder};
 use crate::state::State;
 
 const GREEN: Style = AnsiColor::Green.on_default();
@@ -175,9 +175,9 @@ fn member_lines(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec
                     ChangeKind::Renew(at) => {
                         after.insert(c.mark);
                         notes.push(format!(
-                            "renew {} (confirmed {} ago)",
+                            "renew {} ({})",
                             c.mark,
-                            age(view.now - at)
+                            confirmed_ago(view.now - at)
                         ));
                     }
                 }
@@ -240,6 +240,16 @@ pub fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
 
+/// `confirmed 61h ago`, for a confirmation `secs` before now. A confirmation after now (the
+/// clock was stepped back, or another host's clock runs ahead) says so instead of "0s ago".
+pub fn confirmed_ago(secs: i64) -> String {
+    if secs < 0 {
+        "confirmed in the future: clock skew?".into()
+    } else {
+        format!("confirmed {} ago", age(secs))
+    }
+}
+
 /// An age such as `61h`, `45m` or `30s`: hours are what matters for mark 500's 72 h.
 pub fn age(secs: i64) -> String {
     let secs = secs.max(0);
@@ -264,6 +274,13 @@ pub struct JsonPlan<'a> {
     /// With `--refresh`: every drifted (group, account, mark) and its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<&'a [Drift]>,
+    /// With `--refresh`: live holders whose names marksync cannot hold as an account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnameable_holders: Option<&'a [UnnameableHolder]>,
+    /// With `--refresh`, when there are any: marks whose holders after the plan exceed the
+    /// service's 1000 per mark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_capacity: Option<&'a [OverCapacity]>,
 }
 
 /// The `summary` object.
@@ -282,6 +299,10 @@ pub struct JsonSummary {
     /// With `--refresh`: drifted marks counted by kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftCounts>,
+    /// With `--refresh`: how many live holders marksync cannot name (see
+    /// [`JsonPlan::unnameable_holders`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unnameable_holders: Option<usize>,
 }
 
 /// One call.
@@ -317,8 +338,11 @@ impl<'a> JsonPlan<'a> {
                 groups: s.groups,
                 calls: s.calls,
                 drift: None,
+                unnameable_holders: None,
             },
             drift: None,
+            unnameable_holders: None,
+            over_capacity: None,
             calls: plan
                 .calls
                 .iter()
@@ -342,6 +366,10 @@ impl<'a> JsonPlan<'a> {
     pub fn with_drift(mut self, classified: &'a Classified) -> Self {
         self.summary.drift = Some(classified.counts());
         self.drift = Some(&classified.drift);
+        self.summary.unnameable_holders = Some(classified.unnameable.len());
+        self.unnameable_holders = Some(&classified.unnameable);
+        self.over_capacity =
+            (!classified.over_capacity.is_empty()).then_some(&classified.over_capacity[..]);
         self
     }
 }
@@ -385,7 +413,11 @@ fn drift_counts_text(counts: &DriftCounts) -> String {
 pub fn drift(classified: &Classified, verbose: bool) -> String {
     let total = classified.drift.len();
     if total == 0 {
-        return "Refreshed: the service holds what the state records.\n\n".into();
+        let mut out = String::from("Refreshed: the service holds what the state records.\n");
+        unnameable(&mut out, &classified.unnameable, verbose);
+        over_capacity(&mut out, &classified.over_capacity);
+        out.push('\n');
+        return out;
     }
     let mut out = String::new();
     let _ = writeln!(
@@ -441,8 +473,70 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
             }
         }
     }
+    unnameable(&mut out, &classified.unnameable, verbose);
+    over_capacity(&mut out, &classified.over_capacity);
     out.push('\n');
     out
+}
+
+/// One warning per mark whose holders after the plan exceed the service's 1000 per mark.
+fn over_capacity(out: &mut String, list: &[OverCapacity]) {
+    for c in list {
+        let total = c.desired + c.unmanaged + c.unnameable;
+        let _ = writeln!(
+            out,
+            "{YELLOW}warning{YELLOW:#}: group {} mark {}: {total} holders after this plan ({} \
+             declared, {} unmanaged, {} unnameable) exceed the service's 1000 per mark; sets past \
+             it will be refused until another tool clears some.",
+            c.group, c.mark, c.desired, c.unmanaged, c.unnameable,
+        );
+    }
+}
+
+/// `4 live holders with names marksync cannot hold as an account`.
+pub fn unnameable_count(n: usize) -> String {
+    if n == 1 {
+        "1 live holder with a name marksync cannot hold as an account".into()
+    } else {
+        format!("{n} live holders with names marksync cannot hold as an account")
+    }
+}
+
+/// The drift section's report of live holders marksync cannot name: the count, per group and
+/// mark; with `verbose`, each name quoted and escaped (an empty name reads `""`).
+fn unnameable(out: &mut String, list: &[UnnameableHolder], verbose: bool) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{YELLOW}{}{YELLOW:#} (set by another tool: never touched, and still using the group's \
+         10-mark and 1000-member capacity).",
+        unnameable_count(list.len())
+    );
+    let mut by_group: BTreeMap<&GroupId, Vec<&UnnameableHolder>> = BTreeMap::new();
+    for h in list {
+        by_group.entry(&h.group).or_default().push(h);
+    }
+    for (group, holders) in by_group {
+        let mut per_mark: BTreeMap<crate::model::Mark, usize> = BTreeMap::new();
+        for h in &holders {
+            *per_mark.entry(h.mark).or_default() += 1;
+        }
+        let marks = per_mark
+            .iter()
+            .map(|(m, n)| format!("mark {m}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "  group {group}: {} ({marks})", holders.len());
+        if verbose {
+            let names: Vec<String> = holders.iter().map(|h| format!("{:?}", h.holder)).collect();
+            let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+            for (h, name) in holders.iter().zip(&names) {
+                let _ = writeln!(out, "    {name:<w$}  {}", h.mark);
+            }
+        }
+    }
 }
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
@@ -698,8 +792,64 @@ mod tests {
                 drift("@TGS#a", "cy", 1000, DriftKind::Lost),
                 drift("@TGS#b", "dee", 500, DriftKind::NotChecked),
             ],
-            changes: Default::default(),
+            ..Classified::default()
         }
+    }
+
+    #[test]
+    fn live_holders_marksync_cannot_name_are_counted_and_quoted() {
+        let holder = |name: &str, mark| UnnameableHolder {
+            group: g("@TGS#a"),
+            holder: name.into(),
+            mark: m(mark),
+        };
+        let c = Classified {
+            unnameable: vec![holder("", 1000), holder("a b", 1000), holder("t\tx", 1001)],
+            ..Classified::default()
+        };
+        let text = anstream::adapter::strip_str(&super::drift(&c, true)).to_string();
+        assert_eq!(
+            text,
+            "Refreshed: the service holds what the state records.\n\
+             3 live holders with names marksync cannot hold as an account (set by another tool: \
+             never touched, and still using the group's 10-mark and 1000-member capacity).\n\
+             \x20 group @TGS#a: 3 (mark 1000: 2, mark 1001: 1)\n\
+             \x20   \"\"      1000\n\
+             \x20   \"a b\"   1000\n\
+             \x20   \"t\\tx\"  1001\n\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json_plan_refreshed(&Plan::default(), &c)).unwrap();
+        assert_eq!(json["summary"]["unnameable_holders"], 3);
+        assert!(
+            json.get("over_capacity").is_none(),
+            "only when there is any"
+        );
+        let full = Classified {
+            over_capacity: vec![OverCapacity {
+                group: g("@TGS#a"),
+                mark: m(1000),
+                desired: 998,
+                unmanaged: 1,
+                unnameable: 2,
+            }],
+            ..c.clone()
+        };
+        let text = anstream::adapter::strip_str(&super::drift(&full, false)).to_string();
+        assert!(
+            text.contains(
+                "warning: group @TGS#a mark 1000: 1001 holders after this plan (998 declared, 1 \
+                 unmanaged, 2 unnameable) exceed the service's 1000 per mark"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&json_plan_refreshed(&Plan::default(), &full)).unwrap();
+        assert_eq!(json["over_capacity"][0]["unnameable"], 2);
+        assert_eq!(
+            json["unnameable_holders"][1],
+            serde_json::json!({"group": "@TGS#a", "holder": "a b", "mark": 1000})
+        );
     }
 
     #[test]
@@ -764,6 +914,24 @@ mod tests {
             serde_json::to_value(t).unwrap(),
             serde_json::json!({"set": 1, "clear": 2, "renew": 3, "pending": 4, "failed": 5, "calls": 6})
         );
+    }
+
+    #[test]
+    fn a_renewal_confirmed_in_the_future_says_clock_skew_not_0s_ago() {
+        // Mark 500 confirmed two hours ahead of `now` (the clock was stepped back): due for
+        // renewal (SPEC 4), and the note must not read "confirmed 0s ago".
+        let text = render(
+            &[("@TGS#a", "host", &[500])],
+            &[("@TGS#a", "host", 500, -2)],
+            false,
+        );
+        assert!(
+            text.contains("renew 500 (confirmed in the future: clock skew?)"),
+            "{text}"
+        );
+        assert_eq!(confirmed_ago(61 * 3600), "confirmed 61h ago");
+        assert_eq!(confirmed_ago(0), "confirmed 0s ago");
+        assert_eq!(confirmed_ago(-1), "confirmed in the future: clock skew?");
     }
 
     #[test]

@@ -912,3 +912,76 @@ fn a_second_ctrl_c_exits_at_once_and_the_next_apply_settles_the_calls_in_flight(
     let (state, intents) = confirmed(dir.path());
     assert_eq!((state, intents), (all, 0));
 }
+
+/// Runs `args` with a slow `get_members` (3 s per page, so the refresh's reads take about 12 s),
+/// sends `signal` once the first read is in, and checks the stop: exit `code` within a couple of
+/// seconds, no write call, and the state file byte for byte as it was.
+fn a_signal_during_the_refresh_stops_at_once(args: &[&str], signal: &str, code: i32) {
+    let emu = StandaloneEmulator::start();
+    let dir = signal_env(&emu, 200);
+    desire(dir.path(), &groups(30));
+    let first = Test::run_in(dir.path(), &["apply"]);
+    assert_eq!(first.status, 0, "{first:#?}");
+    let state_before = std::fs::read(dir.path().join("state.json")).unwrap();
+    emu.inject(serde_json::json!({"kind": "latency", "ms": 3000, "path": "get_members"}));
+    let before = emu.calls();
+    let mut proc = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_marksync"))
+            .current_dir(dir.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("MARKSYNC_CONFIG")
+            .env_remove("MARKSYNC_LOG"),
+        dir.path().join("refresh.log"),
+    );
+    common::poll("a read to arrive", Duration::from_secs(20), || {
+        (emu.calls() > before).then_some(())
+    });
+    let t = std::time::Instant::now();
+    proc.signal(signal);
+    let status = proc.wait_exit(Duration::from_secs(40));
+    let took = t.elapsed();
+    eprintln!("{args:?}: exit {status} {took:?} after SIG{signal}");
+    assert_eq!(status.code(), Some(code), "{args:?}: {}", proc.stderr());
+    assert!(
+        took < Duration::from_secs(2),
+        "{args:?} stops within a second or so of SIG{signal}, not after the reads ({took:?})"
+    );
+    assert!(
+        proc.stderr().contains(&format!("SIG{signal}")),
+        "says what stopped it: {}",
+        proc.stderr()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("state.json")).unwrap(),
+        state_before,
+        "{args:?}: the state is unchanged"
+    );
+    let stats = emu.control("GET", "/emulator/stats", None);
+    let writes = stats["calls_by_path"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.contains("modify_user_info"))
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(
+        writes, 30,
+        "{args:?}: no write call after the first apply's 30"
+    );
+}
+
+#[test]
+fn sigterm_during_apply_refresh_reads_exits_143_at_once_with_the_state_unchanged() {
+    a_signal_during_the_refresh_stops_at_once(&["apply", "--refresh"], "TERM", 143);
+}
+
+#[test]
+fn sigint_during_plan_refresh_reads_exits_130_at_once() {
+    a_signal_during_the_refresh_stops_at_once(&["plan", "--refresh"], "INT", 130);
+}
+
+#[test]
+fn sigterm_during_import_reads_exits_143_at_once_with_the_state_unchanged() {
+    a_signal_during_the_refresh_stops_at_once(&["import"], "TERM", 143);
+}

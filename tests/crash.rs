@@ -12,6 +12,11 @@
 //! MARKSYNC_CRASH_ROUNDS=50 cargo test --release --test crash -- --nocapture
 //! ```
 //!
+//! A second run kills `apply --refresh` with 20% of `get_members` pages cut short (an answer
+//! that reads like the end of the listing) and ends with an `apply --refresh` under the same
+//! fault: a refresh must never forget a mark it should clear (SPEC 10), so that one must leave
+//! the service holding exactly the desired marks too.
+//!
 //! `MARKSYNC_CRASH_ROUNDS` is the number of kills of each program; `MARKSYNC_CRASH_SEED` replays
 //! a run (the seed is printed first, and in the failure message); `MARKSYNC_CRASH_BIN` runs
 //! another build of `marksync apply`/`run` (an older one, to compare) against the same rounds.
@@ -41,6 +46,8 @@ const PROCESS_LIMIT: Duration = Duration::from_secs(60);
 enum Program {
     Apply,
     Run,
+    /// `apply --refresh`, with short pages injected.
+    ApplyRefresh,
 }
 
 /// What the rounds saw, for the report.
@@ -202,6 +209,7 @@ impl World {
         let args: &[&str] = match program {
             Program::Apply => &["apply", "--allow-mass-clear"],
             Program::Run => &["run", "--allow-mass-clear"],
+            Program::ApplyRefresh => &["apply", "--refresh", "--allow-mass-clear"],
         };
         let log = self.path(&format!("logs/{:03}-{program:?}.log", self.n));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
@@ -255,17 +263,25 @@ impl World {
             .inject(serde_json::json!({"kind": "latency", "ms": latency, "after": answer_only}));
         self.write_config(rate);
         self.mutate();
-        let expected_calls = self.planned_calls().max(1);
+        let mut expected_calls = self.planned_calls().max(1);
+        if program == Program::ApplyRefresh {
+            self.short_pages_and_a_judged_listing();
+            // The reads: per group the online listing and one per mark.
+            expected_calls += (GROUPS * (1 + PALETTE.len())) as u64;
+        }
         let base = self.emu.calls();
         let mut proc = self.spawn(program);
         let name = match program {
             Program::Apply => "apply",
             Program::Run => "run",
+            Program::ApplyRefresh => "apply --refresh",
         };
         // Roughly how long the program needs: start-up, the rate limiter's spacing, latency.
         let span = 150 + latency * 2 + 1000 * expected_calls / u64::from(rate);
         match program {
-            Program::Apply => self.random_moment(&mut proc, span, latency, base, expected_calls),
+            Program::Apply | Program::ApplyRefresh => {
+                self.random_moment(&mut proc, span, latency, base, expected_calls)
+            }
             Program::Run => {
                 // The files change under the running daemon, then the kill comes.
                 self.random_moment(&mut proc, span, latency, base, expected_calls);
@@ -282,7 +298,7 @@ impl World {
         }
         if let Some(status) = proc.exited() {
             assert!(
-                program == Program::Apply && status.success(),
+                program != Program::Run && status.success(),
                 "{name} ended on its own with {status} (seed {}):\n{}",
                 self.seed,
                 proc.stderr()
@@ -345,6 +361,50 @@ impl World {
             });
             self.tally.states_parsed += 1;
         }
+    }
+
+    /// 20% of `get_members` pages cut short, a listing that is fresh (the emulator's clock past
+    /// its 40 s cache) and confirmations old enough to be judged on it (every recorded time moved
+    /// 100 s back, intents kept): so each refresh judges every absence, and some listings lie.
+    fn short_pages_and_a_judged_listing(&mut self) {
+        self.emu
+            .inject(serde_json::json!({"kind": "short_page", "rate": 0.2}));
+        self.emu.control(
+            "POST",
+            "/emulator/clock/advance",
+            Some(&serde_json::json!({"seconds": 41})),
+        );
+        let path = self.state_path();
+        if !path.exists() {
+            return;
+        }
+        let mut st = marksync::state::load(&path, APP).unwrap();
+        for accounts in st.groups.values_mut() {
+            for confirmed in accounts.values_mut() {
+                let marks: Vec<_> = confirmed.iter().collect();
+                for (mark, at) in marks {
+                    confirmed.confirm(mark, at - 100);
+                }
+            }
+        }
+        marksync::state::save(&path, &mut st).unwrap();
+    }
+
+    /// A clean `apply --refresh` with no latency but short pages still cut.
+    fn clean_refresh_apply(&mut self) {
+        self.emu.clear_faults();
+        self.write_config(200);
+        self.short_pages_and_a_judged_listing();
+        let mut proc = self.spawn(Program::ApplyRefresh);
+        let status = proc.wait_exit(PROCESS_LIMIT);
+        assert!(
+            status.success(),
+            "the clean apply --refresh failed (seed {}): {status}\n{}\n{}",
+            self.seed,
+            proc.stdout(),
+            proc.stderr()
+        );
+        self.emu.clear_faults();
     }
 
     /// A clean `apply` with no fault; its output.
@@ -449,5 +509,55 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
         st.intents.is_empty(),
         "seed {seed}: intents left: {:?}",
         st.intents
+    );
+}
+
+#[test]
+fn kill_9_apply_refresh_with_short_pages_then_one_refreshed_apply_leaves_exactly_the_desired_marks()
+{
+    let rounds = env_usize("MARKSYNC_CRASH_ROUNDS").unwrap_or(SHORT_ROUNDS);
+    let seed = seed();
+    eprintln!(
+        "crash suite (short pages): seed {seed} (MARKSYNC_CRASH_SEED={seed} replays it), {rounds} kills of apply --refresh"
+    );
+    let mut w = World::new(seed);
+    // The full roster applied and recorded first: later rounds have recorded marks to clear.
+    w.clean_apply();
+    let mut attempts = 0;
+    while count(&w.tally.killed, "apply --refresh") < rounds {
+        attempts += 1;
+        assert!(
+            attempts < rounds * 6 + 10,
+            "too few kills landed (seed {seed})"
+        );
+        w.round(Program::ApplyRefresh);
+    }
+    w.emu.settle(Duration::from_secs(3));
+    // Not a plain apply: one that refreshes, and reads short pages, must still clear every mark
+    // no longer desired.
+    w.clean_refresh_apply();
+    let live = w.emu.marks();
+    let (stray, missing) = common::diff(&live, &w.desired);
+    eprintln!(
+        "crash suite (short pages): seed {seed}: {} kills ({} with calls in flight), {} finished first; {} stray, {} missing",
+        count(&w.tally.killed, "apply --refresh"),
+        count(&w.tally.mid_flight, "apply --refresh"),
+        w.tally.finished_first,
+        stray.len(),
+        missing.len(),
+    );
+    assert!(
+        stray.is_empty() && missing.is_empty(),
+        "seed {seed}: {} stray {:?}, {} missing {:?}",
+        stray.len(),
+        stray.iter().take(10).collect::<Vec<_>>(),
+        missing.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
+    let (plan_status, plan_out) = w.run_to_end(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        plan_status.code(),
+        Some(0),
+        "seed {seed}: plan after the refreshed apply:\n{plan_out}"
     );
 }

@@ -696,6 +696,35 @@ async fn get_members_pages_and_filters_by_mark() {
     assert_eq!(v["MemberList"][0]["Member_Account"], "m7", "{v}");
 }
 
+#[tokio::test]
+async fn a_short_page_fault_ends_a_listing_early_like_its_real_end() {
+    let cfg = EmulatorConfig {
+        members_page_size: 3,
+        ..config()
+    };
+    let h = Harness::with_group(cfg, &["m1", "m2", "m3", "m4", "m5", "m6", "m7"], &[]).await;
+    let (status, v) = h
+        .control(
+            reqwest::Method::POST,
+            "faults",
+            Some(json!({"kind": "short_page", "count": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Writes are never hit.
+    assert_eq!(code(&h.set(&[("m1", &[1000])]).await), 0);
+    // The first page comes back with fewer than its 3 members and NextTimestamp 0: the
+    // listing "ends" there, as the service's answer would if it ended.
+    let v = h.call(LIST, json!({"GroupId": G, "Timestamp": 0})).await;
+    assert_eq!(code(&v), 0, "{v}");
+    assert!(v["MemberList"].as_array().unwrap().len() < 3, "{v}");
+    assert_eq!(v["NextTimestamp"], 0, "{v}");
+    // The count is used up: the next listing has its full first page and goes on.
+    let v = h.call(LIST, json!({"GroupId": G, "Timestamp": 0})).await;
+    assert_eq!(v["MemberList"].as_array().unwrap().len(), 3, "{v}");
+    assert_ne!(v["NextTimestamp"], 0, "{v}");
+}
+
 /// A callback receiver: records every request's query and body, answers OK.
 async fn receiver() -> (
     String,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use marksync::clock::{ManualClock, SystemClock};
 use marksync::cmd::{self, ApplyOptions, ImportOptions, PlanOptions};
 use marksync::config::{self, Config};
-use marksync::emulator::{Emulator, EmulatorConfig, GroupType};
+use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
 use marksync::error::exit;
 use marksync::state;
 
@@ -34,9 +34,11 @@ struct Env {
 
 impl Env {
     async fn start(online: &[&str]) -> Env {
-        let emu = within(Emulator::start(EmulatorConfig::new(APP, KEY, ADMIN)))
-            .await
-            .unwrap();
+        Env::start_with(EmulatorConfig::new(APP, KEY, ADMIN), online).await
+    }
+
+    async fn start_with(cfg: EmulatorConfig, online: &[&str]) -> Env {
+        let emu = within(Emulator::start(cfg)).await.unwrap();
         emu.create_group(G, GroupType::AVChatRoom).unwrap();
         within(emu.set_online(G, online)).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -378,5 +380,159 @@ async fn a_group_that_cannot_be_read_is_a_warning_and_keeps_its_recorded_marks()
         env.recorded(),
         pairs(&[("alice", 1000)]),
         "kept as recorded"
+    );
+}
+
+/// SPEC 10: a listing cut short (a page that ends early, which reads exactly like the real end)
+/// never stops a clear. Ten rounds of `apply --refresh`, each changing which of 24 members hold
+/// which of 4 marks, with 20% of `get_members` pages cut short: after every round the service
+/// holds exactly the desired marks (no stray mark nobody manages, none missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refresh_with_short_pages_leaves_no_stray_mark() {
+    const ROUNDS: i64 = 10;
+    const MARKS: [u32; 4] = [1000, 1001, 1002, 1003];
+    let names: Vec<String> = (0..24).map(|i| format!("m{i:02}")).collect();
+    let online: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cfg = EmulatorConfig {
+        members_page_size: 4,
+        ..EmulatorConfig::new(APP, KEY, ADMIN)
+    };
+    let env = Env::start_with(cfg, &online).await;
+    env.emu
+        .inject_fault(Fault {
+            rate: 0.2,
+            ..Fault::always(FaultKind::ShortPage)
+        })
+        .unwrap();
+    // Each round's confirmations are 100 s older than the next round's listing, so that every
+    // absence is judged (nothing is "not checked" for being recent).
+    let base = cmd::wall_clock_now() - 100 * (ROUNDS + 1);
+    let mut seed: u64 = 14;
+    for round in 0..ROUNDS {
+        let mut want: Vec<(String, u32)> = Vec::new();
+        let mut text = String::new();
+        for name in &names {
+            let marks: Vec<u32> = MARKS
+                .iter()
+                .copied()
+                .filter(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33).is_multiple_of(3)
+                })
+                .collect();
+            if marks.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = marks.iter().map(u32::to_string).collect();
+            text.push_str(&format!("      {name}: [{}]\n", list.join(", ")));
+            want.extend(marks.iter().map(|m| (name.clone(), *m)));
+        }
+        if text.is_empty() {
+            text.push_str("      m00: [1000]\n");
+            want.push(("m00".into(), 1000));
+        }
+        env.desire(&text);
+        env.age_listing();
+        let clock = ManualClock::new(base + 100 * round);
+        let opts = ApplyOptions {
+            refresh: true,
+            allow_mass_clear: true,
+            ..ApplyOptions::default()
+        };
+        let code = within(cmd::apply_with(&env.config, &opts, Arc::new(clock)))
+            .await
+            .unwrap();
+        assert_eq!(code, exit::OK, "round {round}");
+        let mut live: Vec<(String, u32)> = env
+            .emu
+            .marks_of(G)
+            .into_iter()
+            .flat_map(|(a, ms)| ms.into_iter().map(move |m| (a.clone(), m)))
+            .collect();
+        live.sort();
+        want.sort();
+        let stray: Vec<_> = live.iter().filter(|x| !want.contains(x)).collect();
+        let missing: Vec<_> = want.iter().filter(|x| !live.contains(x)).collect();
+        assert!(
+            stray.is_empty() && missing.is_empty(),
+            "round {round}: stray {stray:?}, missing {missing:?}"
+        );
+    }
+    let hits = env.emu.stats(false);
+    assert!(
+        hits.calls_by_path
+            .iter()
+            .any(|(p, n)| p.contains("get_members") && *n > 50),
+        "the rounds read many pages: {hits:?}"
+    );
+}
+
+/// SPEC 10: live holders whose names marksync cannot hold as an account (empty, a space inside,
+/// over 32 bytes) are reported with their count, in text and JSON, by `plan --refresh` and
+/// `import`; none is silently dropped, and none is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_holders_marksync_cannot_name_are_reported_with_their_count() {
+    let long = "x".repeat(42);
+    let odd = ["", "a b", long.as_str(), "tab\there"];
+    let mut online = vec!["alice", "bob", "carol"];
+    online.extend(odd);
+    let env = Env::start(&online).await;
+    env.desire("      alice: [1000]\n");
+    assert_eq!(env.apply_a_minute_ago().await, exit::OK);
+    // Another tool gives the mark this group manages to two nameable and four unnameable holders.
+    let mut holders = vec!["bob", "carol"];
+    holders.extend(odd);
+    env.emu.set_marks_as_other(G, &holders, &[1000]).unwrap();
+    env.age_listing();
+    let config = env.config.path.clone();
+
+    let (code, out, err) = marksync(&config, &["plan", "--refresh", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["summary"]["drift"]["unmanaged"], 2, "{v}");
+    assert_eq!(v["summary"]["unnameable_holders"], 4, "{v}");
+    let mut names: Vec<&str> = v["unnameable_holders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no unnameable_holders: {v}"))
+        .iter()
+        .map(|h| {
+            assert_eq!(
+                (h["group"].as_str(), h["mark"].as_u64()),
+                (Some(G), Some(1000))
+            );
+            h["holder"].as_str().unwrap()
+        })
+        .collect();
+    names.sort();
+    let mut want = odd.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+
+    let (code, out, err) = marksync(&config, &["-v", "plan", "--refresh"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 live holders with names marksync cannot hold as an account"),
+        "{out}"
+    );
+    assert!(out.contains("\"a b\"") && out.contains("\"\""), "{out}");
+
+    let (code, out, err) = marksync(&config, &["import", "--dry-run"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("2 unmanaged left alone")
+            && out.contains("4 live holders with names marksync cannot hold as an account"),
+        "{out}"
+    );
+    assert_eq!(
+        env.writes(),
+        1,
+        "nothing is touched (only the first apply wrote)"
+    );
+    let live = env.emu.marks_of(G);
+    assert!(
+        odd.iter().all(|h| live.get(*h) == Some(&vec![1000])),
+        "{live:?}"
     );
 }

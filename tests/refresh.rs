@@ -275,7 +275,8 @@ async fn drift_kinds_end_to_end_with_the_40s_staleness() {
     assert!(r.classified.needs_calls());
 
     // The plan on the refreshed state: set lost's 1000 again, off's 1000 (pending: offline),
-    // renew adopt's 500 of unknown age; nothing for gone, stranger or adopt's 1001.
+    // renew adopt's 500 of unknown age; clear gone's 1001 as without a refresh (absence from a
+    // listing never removes a clear); nothing for stranger or adopt's 1001.
     let p = plan(&d, &state, clock.now(), &Policy::default());
     let calls: Vec<String> = p
         .calls
@@ -286,7 +287,15 @@ async fn drift_kinds_end_to_end_with_the_40s_staleness() {
                 .map(move |(acc, ms)| format!("{} {acc} {ms}", c.command.as_str()))
         })
         .collect();
-    assert_eq!(calls, ["set adopt 500", "set lost 1000", "set off 1000"]);
+    assert_eq!(
+        calls,
+        [
+            "clear gone 1001",
+            "set adopt 500",
+            "set lost 1000",
+            "set off 1000"
+        ]
+    );
 }
 
 /// A loopback address that refuses connections: a socket bound to a port the OS chose and kept

@@ -249,15 +249,17 @@ proptest! {
             match x.kind.as_str() {
                 // Set again.
                 "lost" => prop_assert_eq!(after.get(&k), Some(&Command::Set)),
-                // Forgotten: pending (set) if desired, no call at all if not.
-                "offline" => {
+                // Desired: forgotten, so set again (pending while the member is away). Not
+                // desired: absence never removes a clear; kept, cleared, and the clear's answer
+                // forgets it.
+                "offline" if x.desired => {
                     prop_assert_eq!(conf(&refreshed), None);
-                    let want = x.desired.then_some(&Command::Set);
-                    prop_assert_eq!(after.get(&k), want);
+                    prop_assert_eq!(after.get(&k), Some(&Command::Set));
                 }
-                "gone" => {
-                    prop_assert_eq!(conf(&refreshed), None);
-                    prop_assert_eq!(after.get(&k), None);
+                "offline" | "gone" => {
+                    prop_assert!(!x.desired);
+                    prop_assert_eq!(conf(&refreshed), conf(&s));
+                    prop_assert_eq!(after.get(&k), Some(&Command::Clear));
                 }
                 "unmanaged" => prop_assert_eq!(after.get(&k), None),
                 // Recorded without a call; a mark 500 of unknown age is renewed at once.
@@ -306,5 +308,30 @@ proptest! {
             let mi = MARKS.iter().position(|n| *n == u64::from(mk.get())).unwrap();
             prop_assert!(!input.holders.get(&(gi, mi)).is_some_and(|h| h.contains(&ai)));
         }
+    }
+
+    /// SPEC 10: a refresh may add calls, never remove one the plan without it would send. A
+    /// listing cut short is indistinguishable from the real end, so every clear of the plain
+    /// plan stays in the refreshed plan, whatever the listings say.
+    #[test]
+    fn a_refresh_never_removes_a_clear(input in input()) {
+        let (d, s, live) = input.build();
+        let c = classify(&d, &s, &live, NOW);
+        let mut refreshed = s.clone();
+        c.changes.apply(&mut refreshed);
+        let clears = |st: &State| -> BTreeSet<(GroupId, Account, Mark)> {
+            calls(&plan(&d, st, NOW, &Policy::default()))
+                .into_iter()
+                .filter(|(_, cmd)| *cmd == Command::Clear)
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let before = clears(&s);
+        let after = clears(&refreshed);
+        prop_assert!(
+            before.is_subset(&after),
+            "the refresh removed clears: {:?}",
+            before.difference(&after).collect::<Vec<_>>()
+        );
     }
 }

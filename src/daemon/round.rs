@@ -258,6 +258,7 @@ impl Daemon {
                     unmanaged = counts.unmanaged,
                     adopted = counts.adopted,
                     not_checked = counts.not_checked,
+                    unnameable_holders = r.classified.unnameable.len(),
                     unread = r.unread.len(),
                     reads = r.calls,
                     "refreshed the live marks"

@@ -249,6 +249,9 @@ async fn service_call(
         tokio::time::sleep(plan.latency).await;
     }
     let answer = match plan.failure {
+        Some((FaultKind::ShortPage, _)) => {
+            Answer::Json(cut_short(handle(shared, api, query, body)))
+        }
         Some((kind, false)) => fault_answer(kind),
         Some((kind, true)) => {
             let _ = handle(shared, api, query, body);
@@ -285,6 +288,20 @@ async fn service_call(
     response
 }
 
+/// A `get_members` answer cut short: a random part of its page, and `NextTimestamp` 0 as if
+/// the listing ended there. A refusal is left as it is.
+fn cut_short(mut answer: Value) -> Value {
+    if let Some(list) = answer.get_mut("MemberList").and_then(Value::as_array_mut)
+        && !list.is_empty()
+    {
+        list.truncate(rand::random_range(0..list.len()));
+    }
+    if let Some(next) = answer.get_mut("NextTimestamp") {
+        *next = Value::from(0);
+    }
+    answer
+}
+
 fn fault_answer(kind: FaultKind) -> Answer {
     match kind {
         FaultKind::ErrorCode { code } => {
@@ -292,6 +309,8 @@ fn fault_answer(kind: FaultKind) -> Answer {
         }
         FaultKind::HttpStatus { status } => Answer::Http(status),
         FaultKind::DropConnection => Answer::Dropped,
+        // Handled where the call is answered; never a failure on its own.
+        FaultKind::ShortPage => Answer::refusal((10002, "injected fault".to_owned())),
         // Latency is never a failure; answer normally if it ever ends up here.
         FaultKind::Latency { .. } => Answer::refusal((10002, "injected fault".to_owned())),
     }

@@ -90,7 +90,9 @@
 //!   `{account: [marks]}` of the members it applied to, or 409 `{"error": "CODE: info"}`. Joining,
 //!   leaving, going offline and coming back are `POST /emulator/members` above.
 //! - `POST /emulator/faults` [`Fault`]: `{"kind": "error_code", "code"}` | `{"kind":
-//!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}`, plus
+//!   "http_status", "status"}` | `{"kind": "latency", "ms"}` | `{"kind": "drop_connection"}` |
+//!   `{"kind": "short_page"}` (`get_members` only: the page cut short, `NextTimestamp` 0, as if
+//!   the listing ended there), plus
 //!   `"rate"?` (0..1, default 1), `"count"?` (max hits), `"path"?` (`"modify_user_info"` or
 //!   `"get_members"`), `"after"?` (apply the call, then fail the answer; with latency, apply the
 //!   call at once and delay only the answer) -> `{"id"}`;

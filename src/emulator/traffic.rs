@@ -32,6 +32,10 @@ pub enum FaultKind {
     },
     /// Close the TCP connection without sending any response byte.
     DropConnection,
+    /// `get_members` only: answer the page cut short (a random part of it, possibly none) with
+    /// `NextTimestamp` 0, exactly as if the listing ended there. A client cannot tell it from
+    /// the real end. Other calls are not hit.
+    ShortPage,
 }
 
 fn one() -> f64 {
@@ -147,6 +151,9 @@ impl Faults {
                 continue;
             }
             if f.path.as_deref().is_some_and(|p| !path.ends_with(p)) {
+                continue;
+            }
+            if f.kind == FaultKind::ShortPage && !path.ends_with("get_members") {
                 continue;
             }
             if f.count.is_some_and(|max| rule.hits >= max) {
@@ -311,5 +318,17 @@ mod tests {
         }
         assert!(f.roll("v4/x/get_members").failure.is_none());
         assert_eq!(f.list()[0].hits, 2);
+    }
+
+    #[test]
+    fn short_pages_hit_listings_only() {
+        let mut f = Faults::default();
+        f.add(Fault::always(FaultKind::ShortPage));
+        assert!(f.roll("v4/x/modify_user_info").failure.is_none());
+        assert_eq!(
+            f.roll("v4/x/get_members").failure,
+            Some((FaultKind::ShortPage, false))
+        );
+        assert_eq!(f.list()[0].hits, 1);
     }
 }

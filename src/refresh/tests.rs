@@ -118,22 +118,33 @@ fn lost_is_set_again() {
 }
 
 #[test]
-fn offline_is_forgotten_so_pending_if_desired_and_dropped_if_not() {
+fn offline_is_forgotten_and_set_again_if_desired_and_still_cleared_if_not() {
     check(
         Case {
             desired: vec![("u", 1000)],
-            recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+            recorded: vec![("u", 1000, OLD), ("u", 1001, OLD), ("u", 500, OLD)],
             online: vec!["v"],
             ..Case::default()
         },
-        &["u 1000 offline", "u 1001 offline"],
-        // 1000 is pending (the apply finds u offline); 1001 was dropped by the service: no clear.
-        &["set u 1000"],
+        &["u 500 offline", "u 1000 offline", "u 1001 offline"],
+        // 1000 is pending (the apply finds u offline). The undesired 1001 and 500 may still be on
+        // the service (the listing may be cut short; 500 outlives a disconnection): the clear
+        // is sent as without a refresh, and its answer forgets them.
+        &["clear u 500,1001", "set u 1000"],
     );
+    let (d, s, live) = Case {
+        desired: vec![("u", 1000)],
+        recorded: vec![("u", 1000, OLD), ("u", 1001, OLD)],
+        online: vec!["v"],
+        ..Case::default()
+    }
+    .inputs();
+    let c = classify(&d, &s, &live, NOW);
+    assert_eq!(c.changes.forget, [(g("G"), a("u"), m(1000))]);
 }
 
 #[test]
-fn gone_is_forgotten_without_a_call() {
+fn gone_is_still_cleared_a_listing_cut_short_never_removes_a_clear() {
     check(
         Case {
             recorded: vec![("u", 1001, OLD)],
@@ -141,8 +152,17 @@ fn gone_is_forgotten_without_a_call() {
             ..Case::default()
         },
         &["u 1001 gone"],
-        &[],
+        &["clear u 1001"],
     );
+    let (d, s, live) = Case {
+        recorded: vec![("u", 1001, OLD)],
+        online: vec!["u"],
+        ..Case::default()
+    }
+    .inputs();
+    let c = classify(&d, &s, &live, NOW);
+    assert!(c.changes.is_empty(), "{:?}", c.changes);
+    assert!(c.drift[0].needs_call());
 }
 
 #[test]
@@ -350,4 +370,95 @@ fn read_calls_count_pages() {
     // The window caps the online listing.
     assert_eq!(read_calls(5000, &[], 100), 10);
     assert_eq!(read_time(400, 200), Duration::from_secs(2));
+}
+
+#[test]
+fn unnameable_holders_are_kept_apart_reported_and_count_toward_the_window() {
+    // 999 nameable holders and one empty name: 1000 on the service, so the listing is full.
+    let mut names: Vec<String> = (0..999).map(|i| format!("m{i}")).collect();
+    names.push(String::new());
+    let l = listing(LiveListing {
+        accounts: names,
+        pages: 10,
+        read_at: READ,
+    });
+    assert!(
+        l.full,
+        "an unnameable holder still takes a place in the window"
+    );
+    assert_eq!(l.accounts.len(), 999);
+    assert_eq!(l.unnameable, BTreeSet::from([String::new()]));
+
+    // Reported per (group, holder, mark), sorted; not drift, and nothing changes.
+    let (d, s, mut live) = Case {
+        desired: vec![("u", 1000)],
+        recorded: vec![("u", 1000, OLD)],
+        live: vec![(1000, vec!["u"])],
+        online: vec!["u"],
+        ..Case::default()
+    }
+    .inputs();
+    let facts = live.groups.get_mut(&g("G")).unwrap();
+    let marks = facts.marks.get_mut(&m(1000)).unwrap();
+    marks.unnameable = BTreeSet::from(["a b".to_string(), "x".repeat(42)]);
+    let c = classify(&d, &s, &live, NOW);
+    assert!(c.drift.is_empty() && c.changes.is_empty(), "{c:?}");
+    let holders: Vec<(&str, u32)> = c
+        .unnameable
+        .iter()
+        .map(|h| (h.holder.as_str(), h.mark.get()))
+        .collect();
+    assert_eq!(holders, [("a b", 1000), ("x".repeat(42).as_str(), 1000)]);
+}
+
+#[test]
+fn holders_marksync_does_not_manage_or_name_count_toward_the_1000_per_mark() {
+    // 998 declared (recorded and live), one unmanaged and two unnameable holders: 1001.
+    let (mut d, mut s, _) = Case::default().inputs();
+    let mut holders = BTreeSet::new();
+    for i in 0..998 {
+        let acc = a(&format!("m{i}"));
+        d.groups
+            .entry(g("G"))
+            .or_default()
+            .members
+            .entry(acc.clone())
+            .or_default()
+            .insert(m(1000));
+        s.confirm(&g("G"), &acc, [m(1000)], OLD);
+        holders.insert(acc);
+    }
+    holders.insert(a("other"));
+    let mut marks = Listing::new(holders.clone(), READ);
+    marks.unnameable = BTreeSet::from([String::new(), "a b".to_string()]);
+    // The online listing would be full (1000+): not needed here, the mark's own listing says it.
+    let mut live = LiveFacts::default();
+    live.groups.insert(
+        g("G"),
+        GroupFacts {
+            online: Listing::new(holders, READ),
+            marks: BTreeMap::from([(m(1000), marks)]),
+        },
+    );
+    let c = classify(&d, &s, &live, NOW);
+    assert_eq!(
+        c.over_capacity,
+        [OverCapacity {
+            group: g("G"),
+            mark: m(1000),
+            desired: 998,
+            unmanaged: 1,
+            unnameable: 2,
+        }]
+    );
+    // Within the 1000 without the unnameable ones: nothing to say.
+    live.groups
+        .get_mut(&g("G"))
+        .unwrap()
+        .marks
+        .get_mut(&m(1000))
+        .unwrap()
+        .unnameable
+        .clear();
+    assert!(classify(&d, &s, &live, NOW).over_capacity.is_empty());
 }

@@ -200,6 +200,14 @@ impl Cx<'_> {
             ));
         }
         let text: &str = match (self.written(s), scalar) {
+            (Written::Plain(""), Scalar::Null) => {
+                return Err("a mark has no value here: the file may be cut off; write the mark or remove the empty item".into());
+            }
+            (Written::Plain(text @ ("~" | "null" | "Null" | "NULL")), Scalar::Null) => {
+                return Err(format!(
+                    "`{text}` means \"no value\" in YAML, not a mark; write the mark or remove the item"
+                ));
+            }
             (Written::Plain(text), _) => text,
             (Written::Quoted, Scalar::Str(v)) if is_decimal(v) => {
                 if as_key {
@@ -248,6 +256,9 @@ impl Cx<'_> {
     }
 }
 
+/// The end of the error for a list of marks or accounts that is null.
+const NULL_LIST: &str = "have no value: the file may be cut off; write `[]` to declare none";
+
 /// The warning for an account the service may reject.
 pub(super) fn unusual_account(a: &Account) -> String {
     format!(
@@ -292,8 +303,8 @@ pub(super) fn check_group(
         &mut marks_from,
         errors,
     );
-    let members_section = members_from.map(|s| s.section);
-    let marks_section = marks_from.map(|s| s.section);
+    let members_section = members_from.map(|s| (s.key, s.section));
+    let marks_section = marks_from.map(|s| (s.key, s.section));
 
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, serde_saphyr::Location> = BTreeMap::new();
@@ -334,16 +345,26 @@ pub(super) fn check_group(
         mark_first_use.entry(m).or_insert(at.referenced);
     };
 
-    let mut section = |s: Option<Spanned<MapOr<Section>>>, what: &str| match s {
-        None => Vec::new(),
-        Some(s) => match s.value {
-            MapOr::Map(entries) => entries.0,
-            MapOr::Null => Vec::new(),
-            MapOr::Other(kind) => {
-                errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
-                Vec::new()
-            }
-        },
+    let mut section = |s: Option<(serde_saphyr::Location, Spanned<MapOr<Section>>)>, what: &str| {
+        match s {
+            None => Vec::new(),
+            Some((key, s)) => match s.value {
+                MapOr::Map(entries) => entries.0,
+                MapOr::Null => {
+                    // `members:` with nothing after it: a cut-off file, never "no members".
+                    let name = what.split('`').nth(1).unwrap_or("members");
+                    errors.push(cx.at_loc(
+                    &key,
+                    format!("`{name}` has no value: the file may be cut off; write `{{}}` to declare none"),
+                ));
+                    Vec::new()
+                }
+                MapOr::Other(kind) => {
+                    errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
+                    Vec::new()
+                }
+            },
+        }
     };
     let members = section(
         members_section,
@@ -376,6 +397,14 @@ pub(super) fn check_group(
             let account = check_account(key, errors);
             let items = match &marks.value {
                 Node::Seq(items) => items,
+                Node::Scalar(Scalar::Null) => {
+                    let whose = match cx.name(key, "account") {
+                        Ok(n) => format!(" of {n:?}"),
+                        Err(_) => String::new(),
+                    };
+                    errors.push(cx.at(key, format!("the marks{whose} {NULL_LIST}")));
+                    continue;
+                }
                 other => {
                     errors.push(cx.at(
                         marks,
@@ -432,6 +461,11 @@ pub(super) fn check_group(
             }
             let items = match &accounts.value {
                 Node::Seq(items) => items,
+                Node::Scalar(Scalar::Null) => {
+                    let whose = mark.map(|n| format!(" of mark {n}")).unwrap_or_default();
+                    errors.push(cx.at(key, format!("the accounts{whose} {NULL_LIST}")));
+                    continue;
+                }
                 other => {
                     let whose = mark.map(|n| format!(" of mark {n}")).unwrap_or_default();
                     errors.push(cx.at_loc(

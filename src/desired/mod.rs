@@ -500,11 +500,17 @@ fn parse_chunk(
                 referenced: group.referenced,
                 defined: group.defined,
             },
-            MapOr::Null => Spanned {
-                value: RawGroup::default(),
-                referenced: group.referenced,
-                defined: group.defined,
-            },
+            MapOr::Null => {
+                // A cut-off file (`"@TGS#a":` and nothing after it) must never clear the group.
+                errors.push(cx.at(
+                    &key,
+                    format!(
+                        "group {:?} has no value: the file may be cut off; write `{{}}` to declare a group without marks",
+                        id.as_str()
+                    ),
+                ));
+                continue;
+            }
             MapOr::Other(kind) => {
                 errors.push(cx.at(
                     &group,

@@ -24,6 +24,8 @@ pub(super) struct RawGroup {
 /// Where a group's `members` or `marks` came from: the group itself or a merge key.
 pub(super) struct SectionSource {
     pub(super) section: Spanned<MapOr<Section>>,
+    /// Where the section's key is (a null section is reported there).
+    pub(super) key: serde_saphyr::Location,
     /// The line of the section's key (for a merged section: in the merged mapping).
     pub(super) line: u64,
     /// The line of the merge key (`<<`) it came through, if any.
@@ -60,6 +62,7 @@ pub(super) fn collect_sections(
         };
         let here = SectionSource {
             section,
+            key: key.referenced,
             line: key.defined.line() + cx.line_offset,
             via,
         };
@@ -85,21 +88,27 @@ pub(super) fn collect_sections(
                         MapOr::Map(g) => {
                             collect_sections(cx, g, Some(line), members_from, marks_from, errors)
                         }
-                        MapOr::Null => {}
+                        MapOr::Null => errors.push(cx.at(&m, NULL_MERGE)),
                         MapOr::Other(kind) => {
                             errors.push(cx.at(&m, format!("{what}, found {kind}")))
                         }
                     }
                 }
             }
+            MergeValue::Null => errors.push(cx.at(&key, NULL_MERGE)),
             MergeValue::Other(kind) => errors.push(cx.at(&value, format!("{what}, found {kind}"))),
         }
     }
 }
 
+/// A merge key, or an item of its list, that is null: never "merge nothing".
+const NULL_MERGE: &str = "a merge key (`<<`) has no value here: the file may be cut off; write the alias (such as `*template`) or remove the `<<`";
+
 /// The value of a merge key: one mapping or a list of them.
 pub(super) enum MergeValue {
     Maps(Vec<Spanned<MapOr<RawGroup>>>),
+    /// `<<:` with nothing after it, `~` or `null`.
+    Null,
     Other(&'static str),
 }
 
@@ -139,7 +148,7 @@ impl<'de> Deserialize<'de> for MergeValue {
                 Ok(MergeValue::Other("a string"))
             }
             fn visit_unit<E: de::Error>(self) -> Result<MergeValue, E> {
-                Ok(MergeValue::Maps(Vec::new()))
+                Ok(MergeValue::Null)
             }
             fn visit_none<E: de::Error>(self) -> Result<MergeValue, E> {
                 self.visit_unit()

@@ -127,12 +127,22 @@ impl DesiredState {
     }
 }
 
-/// Files above this size are split at group boundaries and parsed in parallel when their layout
-/// allows it (see [`split_groups`]).
-const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
+/// When and how a large file is split at group boundaries to be parsed in parallel (see
+/// [`split_groups`]).
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    /// Files of at least this many bytes are split when their layout allows it.
+    threshold: usize,
+    /// Target size of one chunk.
+    chunk_bytes: usize,
+}
 
-/// Target size of one chunk of a split file (see [`split_groups`]).
-const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// The split of every file read: files of 1 MiB and more, chunks of about 256 KiB (a 26 MB
+/// file gives about a hundred, which balance over any number of threads).
+const SPLIT: Split = Split {
+    threshold: 1 << 20,
+    chunk_bytes: 256 << 10,
+};
 
 /// Merges parsed files into one desired state. A group declared in two files is an error that
 /// names both.
@@ -171,7 +181,7 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    match parse_file_with(path, bytes, true) {
+    match parse_file_with(path, bytes, true, SPLIT) {
         Ok(mut file) => {
             crate::diag::cap_per_file(path, &mut file.warnings);
             Ok(file)
@@ -184,8 +194,14 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
-/// full reader only, which tests compare the fast path with).
-fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile, Vec<Diagnostic>> {
+/// full reader only, which tests compare the fast path with), splitting large files as `split`
+/// says (tests split small files).
+fn parse_file_with(
+    path: &Path,
+    bytes: &[u8],
+    fast: bool,
+    split: Split,
+) -> Result<DesiredFile, Vec<Diagnostic>> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -210,54 +226,31 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.len() >= SPLIT_THRESHOLD_BYTES
-        && let Some(chunks) = split_groups(text)
+    if text.len() >= split.threshold
+        && let Some(chunks) = split_groups(text, split.chunk_bytes)
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
             .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset, fast))
             .collect();
-        let mut file = DesiredFile::default();
-        let mut errors = Vec::new();
-        // A group repeated in another chunk, found from every chunk's keys (not only those of
-        // chunks without errors), so that the report is the same as for an unsplit parse.
-        let mut first_at: HashMap<&str, u64> = HashMap::new();
-        let mut repeated: HashSet<u64> = HashSet::new();
-        for (name, line, column) in results.iter().flat_map(|(_, declared)| declared) {
-            if let Some(first) = first_at.get(name.as_str()) {
-                errors.push(Diagnostic::at(
-                    path,
-                    text,
-                    *line,
-                    *column,
-                    format!(
-                        "duplicate key: group {name:?} is declared again (first at line {first})"
-                    ),
-                ));
-                repeated.insert(*line);
-            } else {
-                first_at.insert(name, *line);
+        // Any problem, in a chunk or across chunks (a group declared in two of them), and the
+        // file is read whole: a split point that was not a group key after all (a flow list or
+        // a quoted key continued at the group indentation) makes a chunk fail, and the report
+        // must be the whole file's whatever the split, so that it never depends on the chunk
+        // size, the number of threads or the machine.
+        let mut names: HashSet<&str> = HashSet::new();
+        let clean = results.iter().all(|(r, declared)| {
+            r.is_ok() && declared.iter().all(|(name, _, _)| names.insert(name))
+        });
+        if clean {
+            let mut file = DesiredFile::default();
+            for (r, _) in results {
+                let part = r.expect("checked above");
+                file.groups.extend(part.groups);
+                file.warnings.extend(part.warnings);
             }
+            return Ok(file);
         }
-        for (r, _) in results {
-            match r {
-                Ok(part) => {
-                    file.groups.extend(
-                        part.groups
-                            .into_iter()
-                            .filter(|(_, origin, _)| !repeated.contains(&origin.line)),
-                    );
-                    file.warnings.extend(part.warnings);
-                }
-                Err(mut d) => errors.append(&mut d),
-            }
-        }
-        return if errors.is_empty() {
-            Ok(file)
-        } else {
-            crate::diag::sort(&mut errors);
-            Err(errors)
-        };
     }
     parse_text(path, text, text, 0, fast).0
 }
@@ -296,10 +289,12 @@ impl Chunk {
 /// anything else (anchors, flow style at the top, other top-level keys, documents markers, tabs):
 /// the caller then parses the file whole, which is always correct, only slower.
 ///
-/// Splitting is sound for valid YAML because a line indented exactly like the group keys can only
-/// be a group key: block scalars, multi-line flow collections and quoted scalars must all be
-/// indented deeper than their parent.
-fn split_groups(text: &str) -> Option<Vec<Chunk>> {
+/// A line indented exactly like the group keys is taken for a group key. YAML wants block
+/// scalars, multi-line flow collections and quoted scalars indented deeper than their parent,
+/// but the parser is lenient: a flow list or a quoted key may continue at the group indentation.
+/// A split there leaves a chunk ending inside the open list or quote, which then fails to parse;
+/// the caller reads the file whole whenever a chunk fails, so such a split changes nothing.
+fn split_groups(text: &str, chunk_bytes: usize) -> Option<Vec<Chunk>> {
     if text.contains(['&', '*', '\t']) || text.contains("\n---") || text.contains("\n...") {
         return None;
     }
@@ -344,11 +339,10 @@ fn split_groups(text: &str) -> Option<Vec<Chunk>> {
     if starts.len() < 2 {
         return None;
     }
-    // Aim for a few chunks per thread so uneven groups still balance, and at most about
-    // MAX_CHUNK_BYTES each: a chunk's raw parse tree (every scalar with its position) is many
-    // times its text, and one per thread is alive at a time.
-    let target =
-        (text.len() / (rayon::current_num_threads() * 4)).clamp(64 * 1024, MAX_CHUNK_BYTES);
+    // Chunks of about `chunk_bytes`, never sized by the number of threads, so that the split
+    // is the same on every machine: a chunk's raw parse tree (every scalar with its position)
+    // is many times its text, and one per thread is alive at a time.
+    let target = chunk_bytes.max(1);
     let mut chunks = Vec::new();
     let mut i = 0;
     while i < starts.len() {

@@ -79,6 +79,8 @@ cases! {
         mark_tagged,
         unknown_tag,
         tagged_str_ok,
+        tags_on_names,
+        merge_key_quoted,
         // "Separators inside an account"; group IDs follow the vendor's rule.
         account_separators,
         group_id_rules,

@@ -130,6 +130,14 @@ impl Cx<'_> {
                 return Err(format!("{} must be a string, found {kind}", article(what)));
             }
         };
+        if let Some(tag) = self.tag_before(s)
+            && !is_str_tag(tag)
+        {
+            return Err(format!(
+                "{} is text as written: remove the tag `{tag}` (only `!!str`, or no tag, is allowed)",
+                article(what)
+            ));
+        }
         match (self.written(s), scalar) {
             (Written::Plain(text), _) => {
                 if text.is_empty() {
@@ -171,9 +179,16 @@ impl Cx<'_> {
             if trimmed.len() == before.len() {
                 return None; // no separating space: nothing written before the node
             }
-            let from = trimmed
-                .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
-                .map_or(0, |i| i + 1);
+            // A verbatim tag (`!<tag:yaml.org,2002:int>`) holds `:` and `,` itself.
+            let verbatim = trimmed
+                .strip_suffix('>')
+                .and_then(|t| t.rfind("!<"))
+                .filter(|&i| !trimmed[i..].contains([' ', '\n']));
+            let from = verbatim.unwrap_or_else(|| {
+                trimmed
+                    .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
+                    .map_or(0, |i| i + 1)
+            });
             let token = &trimmed[from..];
             if token.starts_with('!') {
                 return Some(token);
@@ -254,6 +269,11 @@ impl Cx<'_> {
             (None, other) => Err(format!("a mark must be an integer, found {}", other.kind())),
         }
     }
+}
+
+/// The tags that leave a name as written: `!!str` and its verbatim form.
+pub(super) fn is_str_tag(tag: &str) -> bool {
+    matches!(tag, "!!str" | "!<tag:yaml.org,2002:str>")
 }
 
 /// The end of the error for a list of marks or accounts that is null.

@@ -79,6 +79,14 @@ pub(super) fn collect_sections(
         }
     }
     for (key, value) in group.merges {
+        // Only a plain `<<` merges; quoted or tagged, it is an ordinary key, and unknown.
+        if matches!(cx.written(&key), Written::Quoted) || cx.tag_before(&key).is_some() {
+            errors.push(cx.at(
+                &key,
+                "unknown key `<<` (quoted or tagged, so not a merge key); expected `members` or `marks`",
+            ));
+            continue;
+        }
         let line = cx.line(&key);
         let what = "a merge key (`<<`) takes a mapping or a list of mappings (usually aliases such as `*template`)";
         match value.value {

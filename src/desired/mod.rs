@@ -107,6 +107,38 @@ pub struct DesiredFile {
     pub groups: Vec<(GroupId, Origin, DesiredGroup)>,
     /// Problems that do not stop the file from being used.
     pub warnings: Vec<Diagnostic>,
+    /// The (account, mark) pairs that aliases (`*name`, `<<: *name`) add in this file: what
+    /// [`check_alias_pairs`] sums over all files.
+    pub alias_pairs: usize,
+}
+
+/// The default of the config's `max_alias_pairs`: the pairs aliases may add across all files.
+pub const DEFAULT_MAX_ALIAS_PAIRS: usize = 1_000_000;
+
+/// The pairs that aliases add across all files, `(file, pairs)`, checked against the config's
+/// `max_alias_pairs`: over it, an error naming every contributing file and its share (on the
+/// largest contributor), so that a small file cannot expand past the deployment's memory.
+pub fn check_alias_pairs<'p>(
+    files: impl IntoIterator<Item = (&'p Path, usize)>,
+    max_alias_pairs: usize,
+) -> Result<(), Diagnostic> {
+    let mut shares: Vec<(&Path, usize)> = files.into_iter().filter(|f| f.1 > 0).collect();
+    let total: usize = shares.iter().map(|f| f.1).sum();
+    if total <= max_alias_pairs {
+        return Ok(());
+    }
+    shares.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    let list: Vec<String> = shares
+        .iter()
+        .map(|(p, n)| format!("{} adds {n}", p.display()))
+        .collect();
+    Err(Diagnostic::file_error(
+        shares[0].0,
+        format!(
+            "aliases (`*name`, `<<`) add {total} (account, mark) pairs across the desired files, more than `max_alias_pairs` allows ({max_alias_pairs}): {}; write the pairs out, or raise `max_alias_pairs` in the config",
+            list.join(", ")
+        ),
+    ))
 }
 
 /// Everything the desired files say, merged.
@@ -145,11 +177,20 @@ const SPLIT: Split = Split {
 };
 
 /// Merges parsed files into one desired state. A group declared in two files is an error that
-/// names both.
-pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diagnostics> {
+/// names both, and so are aliases adding more than `max_alias_pairs` pairs across the files.
+pub fn assemble(
+    files: Vec<(PathBuf, DesiredFile)>,
+    max_alias_pairs: usize,
+) -> Result<DesiredState, Diagnostics> {
     let mut state = DesiredState::default();
     let mut origins: HashMap<GroupId, Origin> = HashMap::new();
     let mut errors = Vec::new();
+    if let Err(d) = check_alias_pairs(
+        files.iter().map(|(p, f)| (p.as_path(), f.alias_pairs)),
+        max_alias_pairs,
+    ) {
+        errors.push(d);
+    }
     for (_, file) in files {
         state.warnings.extend(file.warnings);
         for (id, origin, group) in file.groups {
@@ -180,8 +221,16 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 /// get the same checks and `file:line:column` locations. At most
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
-pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    match parse_file_with(path, bytes, true, SPLIT) {
+///
+/// Aliases may add at most `max_alias_pairs` pairs (the config's key): the count is kept while
+/// reading, and reading stops as soon as it goes over, so memory stays proportional to the input
+/// below the cap. [`DesiredFile::alias_pairs`] is what they added, for the total over all files.
+pub fn parse_file(
+    path: &Path,
+    bytes: &[u8],
+    max_alias_pairs: usize,
+) -> Result<DesiredFile, Vec<Diagnostic>> {
+    match parse_file_with(path, bytes, true, SPLIT, max_alias_pairs) {
         Ok(mut file) => {
             crate::diag::cap_per_file(path, &mut file.warnings);
             Ok(file)
@@ -201,6 +250,7 @@ fn parse_file_with(
     bytes: &[u8],
     fast: bool,
     split: Split,
+    max_alias_pairs: usize,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
@@ -231,7 +281,10 @@ fn parse_file_with(
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
-            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset, fast))
+            .map(|chunk| {
+                let doc = chunk.document(text);
+                parse_text(path, text, doc, chunk.line_offset, fast, max_alias_pairs)
+            })
             .collect();
         // Any problem, in a chunk or across chunks (a group declared in two of them), and the
         // file is read whole: a split point that was not a group key after all (a flow list or
@@ -248,11 +301,12 @@ fn parse_file_with(
                 let part = r.expect("checked above");
                 file.groups.extend(part.groups);
                 file.warnings.extend(part.warnings);
+                file.alias_pairs += part.alias_pairs;
             }
             return Ok(file);
         }
     }
-    parse_text(path, text, text, 0, fast).0
+    parse_text(path, text, text, 0, fast, max_alias_pairs).0
 }
 
 /// One file's (or chunk's) groups, or every problem found in it.
@@ -373,6 +427,7 @@ fn parse_text(
     chunk: impl AsRef<str>,
     line_offset: u64,
     fast: bool,
+    max_alias_pairs: usize,
 ) -> (ParseResult, Vec<Declared>) {
     if fast && let Some((file, declared)) = fast::parse(path, chunk.as_ref(), line_offset) {
         return (Ok(file), declared);
@@ -386,7 +441,14 @@ fn parse_text(
         return (Ok(file), declared);
     }
     let mut declared = Vec::new();
-    let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
+    let result = parse_chunk(
+        path,
+        full,
+        chunk.as_ref(),
+        line_offset,
+        max_alias_pairs,
+        &mut declared,
+    );
     (result, declared)
 }
 
@@ -395,6 +457,7 @@ fn parse_chunk(
     full: &str,
     chunk: &str,
     line_offset: u64,
+    max_alias_pairs: usize,
     declared: &mut Vec<Declared>,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
     let cx = Cx {
@@ -412,9 +475,18 @@ fn parse_chunk(
             "the file declares nothing (it is empty, blank or only comments); to declare no groups, write `groups: {}`",
         )]);
     }
-    let root = match read_document(&cx, chunk) {
+    let (root, alias_pairs) = alias_pairs_counted(max_alias_pairs, || read_document(&cx, chunk));
+    let root = match root {
         Ok(root) => root,
-        Err(d) => return Err(vec![d]),
+        Err(mut d) => {
+            if alias_pairs > max_alias_pairs {
+                // Stopped at the alias that went over: no more of the expansion was built.
+                d.message = format!(
+                    "aliases (`*name`, `<<`) in this file add more than {max_alias_pairs} (account, mark) pairs, more than `max_alias_pairs` allows across all desired files; write the pairs out, or raise `max_alias_pairs` in the config"
+                );
+            }
+            return Err(vec![d]);
+        }
     };
     let raw = match root.value {
         MapOr::Map(raw) => raw,
@@ -524,6 +596,7 @@ fn parse_chunk(
     }
     if errors.is_empty() {
         file.warnings = warnings;
+        file.alias_pairs = alias_pairs;
         Ok(file)
     } else {
         Err(errors)

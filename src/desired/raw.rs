@@ -257,7 +257,12 @@ impl<'de> Deserialize<'de> for Node {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(2));
-                while let Some(item) = seq.next_element()? {
+                while let Some(item) = seq.next_element::<Spanned<Item>>()? {
+                    // An item of a mark or account list makes one pair; one reached through an
+                    // alias (its own or an enclosing one) was added by it.
+                    if item.referenced != item.defined && !note_alias_pair() {
+                        return Err(de::Error::custom("aliases add too many pairs"));
+                    }
                     v.push(item);
                 }
                 Ok(Node::Seq(v))
@@ -347,4 +352,29 @@ impl<'de> Deserialize<'de> for RawGroup {
         }
         d.deserialize_map(GroupVisitor)
     }
+}
+
+thread_local! {
+    /// While a document is read on this thread ([`alias_pairs_counted`]): the pairs aliases
+    /// added so far, and the most allowed.
+    static ALIAS_PAIRS: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, usize::MAX)) };
+}
+
+/// Counts one pair added through an alias; `false` once the count is over the cap.
+fn note_alias_pair() -> bool {
+    ALIAS_PAIRS.with(|c| {
+        let (n, cap) = c.get();
+        c.set((n + 1, cap));
+        n < cap
+    })
+}
+
+/// Runs `read` (one document's deserialization, on this thread) counting the pairs that aliases
+/// add; the reading stops with an error as soon as they go over `cap`. Returns what `read`
+/// returned and the count (over `cap` when that is why it stopped).
+pub(super) fn alias_pairs_counted<T>(cap: usize, read: impl FnOnce() -> T) -> (T, usize) {
+    let outer = ALIAS_PAIRS.with(|c| c.replace((0, cap)));
+    let out = read();
+    let (n, _) = ALIAS_PAIRS.with(|c| c.replace(outer));
+    (out, n)
 }

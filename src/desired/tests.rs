@@ -11,11 +11,14 @@ use super::{DesiredFile, SPLIT, Split, fast, parse_file_with, parse_text};
 
 const PATH: &str = "desired/test.yaml";
 
+/// The default `max_alias_pairs`.
+const CAP: usize = super::DEFAULT_MAX_ALIAS_PAIRS;
+
 /// Both readers on `doc` as a whole file; panics if they disagree where the fast path answered.
 /// Returns whether the fast path answered.
 fn compare(doc: &str) -> bool {
     let path = Path::new(PATH);
-    let full = parse_text(path, doc, doc, 0, false);
+    let full = parse_text(path, doc, doc, 0, false, CAP);
     match fast::parse(path, doc, 0) {
         None => false,
         Some((file, declared)) => {
@@ -732,9 +735,9 @@ fn split_files_read_the_same_with_and_without_the_fast_path() {
         });
     }
     assert!(doc.len() > SPLIT.threshold);
-    let clean = parse_file_with(path, doc.as_bytes(), false, SPLIT).expect("valid");
+    let clean = parse_file_with(path, doc.as_bytes(), false, SPLIT, CAP).expect("valid");
     assert_eq!(
-        parse_file_with(path, doc.as_bytes(), true, SPLIT),
+        parse_file_with(path, doc.as_bytes(), true, SPLIT, CAP),
         Ok(clean.clone())
     );
     assert_eq!(clean.groups.len(), 45);
@@ -742,19 +745,19 @@ fn split_files_read_the_same_with_and_without_the_fast_path() {
     // One unconventional account (a warning) in the middle: the same warning either way.
     let warned = doc.replacen("user00500: [1005, 500]", "usér: [1005, 500]", 1);
     assert!(warned != doc, "the replaced line is missing");
-    let full = parse_file_with(path, warned.as_bytes(), false, SPLIT).expect("valid");
+    let full = parse_file_with(path, warned.as_bytes(), false, SPLIT, CAP).expect("valid");
     assert_eq!(full.warnings.len(), 1);
     assert_eq!(
-        parse_file_with(path, warned.as_bytes(), true, SPLIT),
+        parse_file_with(path, warned.as_bytes(), true, SPLIT, CAP),
         Ok(full)
     );
 
     // A group repeated in a later chunk: the same errors either way.
     let repeated = format!("{doc}  \"@TGS#g000\":\n    members:\n      a: [1000]\n");
-    let full = parse_file_with(path, repeated.as_bytes(), false, SPLIT);
+    let full = parse_file_with(path, repeated.as_bytes(), false, SPLIT, CAP);
     assert!(full.is_err());
     assert_eq!(
-        parse_file_with(path, repeated.as_bytes(), true, SPLIT),
+        parse_file_with(path, repeated.as_bytes(), true, SPLIT, CAP),
         full
     );
 }
@@ -772,7 +775,7 @@ fn an_empty_result_is_still_a_file() {
 /// Both readers on a flow `doc`; panics if they disagree where the flow reader answered.
 fn compare_flow(doc: &str) -> bool {
     let path = Path::new(PATH);
-    let full = parse_text(path, doc, doc, 0, false);
+    let full = parse_text(path, doc, doc, 0, false, CAP);
     match fast::parse_flow(path, doc) {
         None => false,
         Some((file, declared)) => {
@@ -961,7 +964,8 @@ fn one_line_files_keep_windows_not_copies_of_the_line() {
     let escaped = doc.replacen("\"u0\"", "\"\\u0075\"", 1);
     let path = Path::new("a.json");
     for (reader, text) in [("flow", &doc), ("full", &escaped)] {
-        let file = parse_file_with(path, text.as_bytes(), reader == "flow", SPLIT).expect("valid");
+        let file =
+            parse_file_with(path, text.as_bytes(), reader == "flow", SPLIT, CAP).expect("valid");
         assert_eq!(file.groups.len(), 5000);
         let longest = file
             .groups
@@ -1106,7 +1110,7 @@ fn nulls_below_groups_are_errors_in_every_reader() {
     let path = Path::new(PATH);
     for (what, doc, line, column, words) in NULLS {
         for fast in [false, true] {
-            let errors = match parse_file_with(path, doc.as_bytes(), fast, SPLIT) {
+            let errors = match parse_file_with(path, doc.as_bytes(), fast, SPLIT, CAP) {
                 Ok(file) => panic!("{what} (fast: {fast}): read as {file:?}"),
                 Err(errors) => errors,
             };
@@ -1154,13 +1158,13 @@ fn split_reads_like_whole(doc: &str, chunk_bytes: usize) -> Result<(), TestCaseE
         chunk_bytes,
     };
     for fast in [false, true] {
-        let expected = parse_file_with(path, doc.as_bytes(), fast, whole);
+        let expected = parse_file_with(path, doc.as_bytes(), fast, whole, CAP);
         for threads in [1, 2, 3, 4, 8] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let got = pool.install(|| parse_file_with(path, doc.as_bytes(), fast, split));
+            let got = pool.install(|| parse_file_with(path, doc.as_bytes(), fast, split, CAP));
             prop_assert_eq!(
                 &got,
                 &expected,
@@ -1202,4 +1206,103 @@ fn a_flow_list_continued_at_the_group_indentation_reads_the_same_split() {
     for chunk_bytes in [1, 40, 100, usize::MAX] {
         split_reads_like_whole(&doc, chunk_bytes).unwrap();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pairs aliases add, capped across all files (issue 14).
+
+/// A file whose group `id` has `members` members sharing one anchored list of 10 marks: the
+/// first list is written out, each of the other `members - 1` adds 10 pairs through its alias.
+fn aliased_marks(id: &str, members: usize) -> String {
+    let mut doc = format!("groups:\n  \"{id}\":\n    members:\n      u0: &m [");
+    let marks: Vec<String> = (1000..1010).map(|m| m.to_string()).collect();
+    doc.push_str(&marks.join(", "));
+    doc.push_str("]\n");
+    for i in 1..members {
+        let _ = writeln!(doc, "      u{i}: *m");
+    }
+    doc
+}
+
+#[test]
+fn the_pairs_aliases_add_are_counted_whatever_the_alias() {
+    let path = Path::new(PATH);
+    let count = |doc: &str| {
+        super::parse_file(path, doc.as_bytes(), CAP)
+            .unwrap_or_else(|e| panic!("{e:#?}\n{doc}"))
+            .alias_pairs
+    };
+    assert_eq!(count(&aliased_marks("g", 5)), 40);
+    // Written out: nothing added.
+    assert_eq!(
+        count("groups:\n  g:\n    members:\n      a: [1000, 1001]\n"),
+        0
+    );
+    // A whole group, a merged section, a list of accounts and one account through aliases.
+    let doc = "groups:\n  t: &t\n    members:\n      a: [1000, 1001]\n  u: *t\n  v:\n    <<: *t\n  w:\n    marks:\n      1000: &who [b, c, d]\n      1001: *who\n      1002: [&x e]\n      1003: [*x]\n";
+    assert_eq!(count(doc), 2 + 2 + 3 + 1);
+}
+
+#[test]
+fn aliases_over_the_cap_across_files_are_an_error_naming_each_file() {
+    // Three files, each adding 40 pairs, under a cap of 100 each but 120 together.
+    let files: Vec<(std::path::PathBuf, DesiredFile)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let path = Path::new("desired").join(format!("{name}.yaml"));
+            let doc = aliased_marks(&format!("@TGS#{name}"), 5);
+            let file = super::parse_file(&path, doc.as_bytes(), 100).expect("under the cap");
+            assert_eq!(file.alias_pairs, 40);
+            (path, file)
+        })
+        .collect();
+    assert!(super::assemble(files.clone(), 120).is_ok());
+    let errors = super::assemble(files, 100)
+        .expect_err("120 pairs over a cap of 100")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let message = &errors[0].message;
+    for name in [
+        "desired/a.yaml adds 40",
+        "desired/b.yaml adds 40",
+        "desired/c.yaml adds 40",
+    ] {
+        assert!(message.contains(name), "{message}");
+    }
+    assert!(
+        message.contains("add 120 (account, mark) pairs"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`max_alias_pairs` allows (100)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn one_file_over_the_cap_stops_reading_at_the_alias_that_goes_over() {
+    let doc = aliased_marks("g", 6);
+    let path = Path::new(PATH);
+    assert_eq!(
+        super::parse_file(path, doc.as_bytes(), 50)
+            .expect("50 pairs")
+            .alias_pairs,
+        50
+    );
+    let errors = super::parse_file(path, doc.as_bytes(), 49).expect_err("over the cap");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("add more than 49 (account, mark) pairs"),
+        "{errors:#?}"
+    );
+    // Stopped at the last member's alias, the one that went over.
+    assert_eq!(errors[0].line, 9, "{errors:#?}");
+    // A cap of 0: no alias may add a pair.
+    assert!(super::parse_file(path, doc.as_bytes(), 0).is_err());
+    assert!(
+        super::parse_file(path, aliased_marks("g", 1).as_bytes(), 0).is_ok(),
+        "an anchor that is never used adds nothing"
+    );
 }

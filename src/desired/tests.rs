@@ -1234,10 +1234,14 @@ fn the_pairs_aliases_add_are_counted_whatever_the_alias() {
     };
     assert_eq!(count(&aliased_marks("g", 5)), 40);
     // Written out: nothing added.
-    assert_eq!(
-        count("groups:\n  g:\n    members:\n      a: [1000, 1001]\n"),
-        0
-    );
+    for written_out in [
+        "groups:\n  g:\n    members:\n      a: [1000, 1001]\n",
+        "groups:\n  g:\n    members:\n      a:\n        - 1000\n        - 1001\n    marks:\n      1002:\n        - b\n",
+        "{\"groups\": {\"g\": {\"members\": {\"\\u0061\": [1000]}, \"marks\": {\"1001\": [\"b\"]}}}}",
+        "groups:\n  g: &unused\n    members: {a: [1000]}\n",
+    ] {
+        assert_eq!(count(written_out), 0, "{written_out}");
+    }
     // A whole group, a merged section, a list of accounts and one account through aliases.
     let doc = "groups:\n  t: &t\n    members:\n      a: [1000, 1001]\n  u: *t\n  v:\n    <<: *t\n  w:\n    marks:\n      1000: &who [b, c, d]\n      1001: *who\n      1002: [&x e]\n      1003: [*x]\n";
     assert_eq!(count(doc), 2 + 2 + 3 + 1);

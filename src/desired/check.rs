@@ -173,11 +173,28 @@ impl Cx<'_> {
     /// between them is skipped). The node's span starts after its properties.
     pub(super) fn tag_before<T>(&self, s: &Spanned<T>) -> Option<&str> {
         let start = usize::try_from(s.defined.span().byte_offset()?).ok()?;
+        let len = usize::try_from(s.defined.span().byte_len()?).ok()?;
+        // A value's properties may sit on the line before it (`- !!int` then `12`); a key's
+        // cannot (a tag on the line before a key belongs to the mapping).
+        let is_key = self
+            .chunk
+            .get(start.saturating_add(len)..)
+            .is_some_and(|after| after.trim_start_matches([' ', '\t']).starts_with(':'));
         let mut before = self.chunk.get(..start)?;
         for _ in 0..2 {
-            let trimmed = before.trim_end_matches([' ', '\t']);
+            let mut trimmed = before.trim_end_matches([' ', '\t']);
             if trimmed.len() == before.len() {
                 return None; // no separating space: nothing written before the node
+            }
+            if trimmed.ends_with('\n') {
+                if is_key {
+                    return None;
+                }
+                trimmed = trimmed.trim_end_matches([' ', '\t', '\n', '\r']);
+                let line = &trimmed[trimmed.rfind('\n').map_or(0, |i| i + 1)..];
+                if line.trim_start().starts_with('#') || line.contains(" #") {
+                    return None; // a comment, not properties
+                }
             }
             // A verbatim tag (`!<tag:yaml.org,2002:int>`) holds `:` and `,` itself.
             let verbatim = trimmed

@@ -20,7 +20,7 @@
 //! `[a-zA-Z0-9_-]`, with the same text at the same place; any value that would make the full
 //! reader report an error (bad mark, duplicate, limit exceeded...), and anything it is not sure
 //! YAML reads the way it does (tabs, a CR that does not end a line, anchors, tags, flow mappings, quoting it does not know,
-//! plain `null`...), makes it give up. Keys and names are the characters as written in both
+//! plain `null`, a group or section with nothing under it...), makes it give up. Keys and names are the characters as written in both
 //! readers (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's
 //! resolution. [`parse_flow`] does the same for files written as one JSON or YAML flow mapping.
 //!

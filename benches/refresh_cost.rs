@@ -50,7 +50,8 @@ fn share(calls: u64) -> f64 {
 
 async fn example() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/marks");
-    let d = desired::load(&dir).expect("the example's desired files load");
+    let d = desired::load(&dir, desired::DEFAULT_MAX_ALIAS_PAIRS)
+        .expect("the example's desired files load");
     let emu = Emulator::start(EmulatorConfig::new(APP, KEY, ADMIN))
         .await
         .expect("emulator");

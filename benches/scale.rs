@@ -259,7 +259,8 @@ fn children_max_rss_kb() -> u64 {
 fn phases(config_path: &Path) {
     let config = marksync::config::load(config_path).expect("config");
     let t = Instant::now();
-    let desired = marksync::desired::load(&config.desired).expect("desired");
+    let desired =
+        marksync::desired::load(&config.desired, config.max_alias_pairs).expect("desired");
     let load_desired = t.elapsed();
     let t = Instant::now();
     let state = marksync::state::load(&config.state, config.sdkappid).expect("state");

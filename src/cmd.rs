@@ -36,7 +36,8 @@ pub fn validate(config_path: &Path, strict: bool) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     let (files, _) = desired::discover(&config.desired);
     let desired = if strict {
-        let desired = desired::load(&config.desired).map_err(Error::Desired)?;
+        let desired =
+            desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
         if !desired.warnings.is_empty() {
             let errors = desired
                 .warnings

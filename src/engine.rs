@@ -29,7 +29,7 @@ pub fn load_config(path: &Path) -> Result<Config, Error> {
 
 /// Loads the desired state and prints its warnings to stderr.
 pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
-    let desired = desired::load(&config.desired).map_err(Error::Desired)?;
+    let desired = desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
     print_warnings(&desired.warnings);
     Ok(desired)
 }

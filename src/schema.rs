@@ -24,11 +24,12 @@ use crate::model::{MAX_ACCOUNT_BYTES, MAX_GROUP_ID_BYTES};
 #[derive(JsonSchema)]
 #[schemars(title = "marksync desired file", deny_unknown_fields)]
 pub struct DesiredFileDoc {
-    /// Group ID -> the marks of its members (no value: a group with none). Each group may be
+    /// Group ID -> the marks of its members (`{}`: a group with none). Each group may be
     /// declared in one file only.
-    /// `groups: {}` declares none; an empty file or `groups:` with no value is an error, never
-    /// "no groups".
-    pub groups: BTreeMap<String, Option<GroupDoc>>,
+    /// `groups: {}` declares none; an empty file, or a null anywhere below `groups` (a key
+    /// with no value, `~`, `null`), is an error, never "none": a file cut off mid-write reads
+    /// that way.
+    pub groups: BTreeMap<String, GroupDoc>,
 }
 
 /// One group's marks, written per member (`members`), per mark (`marks`), or both: the two are
@@ -36,10 +37,10 @@ pub struct DesiredFileDoc {
 #[derive(JsonSchema, Default)]
 #[schemars(rename = "Group", deny_unknown_fields)]
 pub struct GroupDoc {
-    /// Account -> the marks it should carry, e.g. `teacher10: [1000]`. No value: none.
+    /// Account -> the marks it should carry, e.g. `teacher10: [1000]`. `{}`: none.
     pub members: Option<BTreeMap<String, Vec<MarkDoc>>>,
-    /// Mark -> the accounts that should carry it, e.g. `1001: [student9, student10]`. No
-    /// value: none.
+    /// Mark -> the accounts that should carry it, e.g. `1001: [student9, student10]`. `{}`:
+    /// none.
     pub marks: Option<BTreeMap<String, Vec<AccountDoc>>>,
 }
 
@@ -113,6 +114,9 @@ pub fn desired_schema() -> Value {
         "pattern": "^[!-~]([ -~]*[!-~])?$"
     });
     let group = &mut schema["$defs"]["Group"]["properties"];
+    // Optional, but never null: a section with no value is an error (a cut-off file).
+    group["members"]["type"] = json!("object");
+    group["marks"]["type"] = json!("object");
     group["members"]["propertyNames"] = Value::Object(account_key());
     group["marks"]["propertyNames"] = json!({
         "description": "A mark, as a key: 500, 600 or an integer >= 1000, plain decimal.",

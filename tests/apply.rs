@@ -1129,7 +1129,7 @@ async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed()
         "the clear is recorded as unknown"
     );
     env.desire(&want);
-    let desired = marksync::desired::load(&env.config.desired).unwrap();
+    let desired = marksync::desired::load(&env.config.desired, env.config.max_alias_pairs).unwrap();
     let p = marksync::plan::plan(
         &desired,
         &st,

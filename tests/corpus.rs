@@ -52,7 +52,8 @@ cases! {
         good_members_and_marks,
         group_id_number_as_written,
         group_is_list,
-        group_null_ok,
+        group_null,
+        group_empty_ok,
         groups_is_list,
         malformed,
         mark_999,
@@ -78,6 +79,8 @@ cases! {
         mark_tagged,
         unknown_tag,
         tagged_str_ok,
+        tags_on_names,
+        merge_key_quoted,
         // "Separators inside an account"; group IDs follow the vendor's rule.
         account_separators,
         group_id_rules,
@@ -173,6 +176,8 @@ cases! {
         fifo,
         group_in_two_files,
         large_file_split,
+        alias_pairs_across_files,
+        alias_pairs_one_file,
         member_1000_ok,
         member_1001,
         missing_directory,
@@ -195,7 +200,11 @@ fn check(case: &str) {
     let (kind, name) = case.split_once('/').expect("case is kind/name");
     let dir = corpus().join(kind);
     let actual = match kind {
-        "desired" => desired_report(&desired_input(&dir, name), &dir),
+        "desired" => desired_report(
+            &desired_input(&dir, name),
+            &dir,
+            marksync::desired::DEFAULT_MAX_ALIAS_PAIRS,
+        ),
         "config" => config_report(&dir.join(format!("{name}.yaml")), &dir),
         "fs" => {
             let tmp = tempfile::tempdir().expect("temporary directory");
@@ -204,11 +213,18 @@ fn check(case: &str) {
                 return;
             };
             let root = tmp.path().to_path_buf();
+            // The alias cases run as under `max_alias_pairs: 1000` in the config, so that
+            // their files stay small.
+            let max_alias_pairs = if name.starts_with("alias_pairs") {
+                1000
+            } else {
+                marksync::desired::DEFAULT_MAX_ALIAS_PAIRS
+            };
             // Bounded: a FIFO named like a desired file must be refused, not read (which would
             // block forever), so a hang is a failure, not a stuck test run.
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
-                let _ = tx.send(desired_report(&target, &root));
+                let _ = tx.send(desired_report(&target, &root, max_alias_pairs));
             });
             rx.recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("{case}: loading did not finish within 30 s"))
@@ -246,8 +262,8 @@ fn desired_input(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// What loading the desired path reports: every diagnostic, or the warnings and what was loaded.
-fn desired_report(path: &Path, root: &Path) -> String {
-    let out = match load_desired(path) {
+fn desired_report(path: &Path, root: &Path, max_alias_pairs: usize) -> String {
+    let out = match load_desired(path, max_alias_pairs) {
         Err(diags) => format!("{diags}\n"),
         Ok(state) => {
             let mut out = String::new();
@@ -396,6 +412,14 @@ fn build(name: &str, root: &Path) -> Option<PathBuf> {
             );
             write("big.yaml", text.as_bytes());
         }
+        // Aliases multiply a roster: three files adding 400 pairs each go over a
+        // `max_alias_pairs` of 1000 together (issue 14); one reusing its anchor 60 times alone.
+        "alias_pairs_across_files" => {
+            for name in ["a", "b", "c"] {
+                write(&format!("{name}.yaml"), aliased_roster(name, 20).as_bytes());
+            }
+        }
+        "alias_pairs_one_file" => write("a.yaml", aliased_roster("a", 60).as_bytes()),
         "directory_with_ignored_files" => {
             write("a.yml", &group("@TGS#a", "alice"));
             write("README.md", b"not yaml: [");
@@ -447,4 +471,17 @@ fn every_corpus_file_is_a_case() {
             );
         }
     }
+}
+
+/// A roster of 10 members with marks 1000 and 1001 (20 pairs written out) under an anchor,
+/// reused by `groups` groups: each reuse adds 20 pairs through the alias.
+fn aliased_roster(name: &str, groups: usize) -> String {
+    let mut text = format!("groups:\n  \"@TGS#{name}0\":\n    members: &roster\n");
+    for m in 0..10 {
+        let _ = writeln!(text, "      user{m:04}: [1000, 1001]");
+    }
+    for g in 1..=groups {
+        let _ = writeln!(text, "  \"@TGS#{name}{g}\":\n    members: *roster");
+    }
+    text
 }

@@ -67,7 +67,7 @@ const LIBRARY_WORDING: &[&str] = &[
 /// Parses `text` as `name` and checks the output is bounded; panics propagate to proptest.
 fn check(name: &str, text: &[u8]) {
     let path = Path::new(name);
-    if let Err(errors) = parse_file(path, text) {
+    if let Err(errors) = parse_file(path, text, marksync::desired::DEFAULT_MAX_ALIAS_PAIRS) {
         assert!(!errors.is_empty(), "an error without a diagnostic");
         assert!(
             errors.len() <= 101,
@@ -169,6 +169,6 @@ proptest! {
 
 #[test]
 fn the_seeds_are_valid() {
-    assert!(parse_file(Path::new("a.yaml"), SEED_YAML.as_bytes()).is_ok());
-    assert!(parse_file(Path::new("a.json"), SEED_JSON.as_bytes()).is_ok());
+    assert!(parse_file(Path::new("a.yaml"), SEED_YAML.as_bytes(), 1_000_000).is_ok());
+    assert!(parse_file(Path::new("a.json"), SEED_JSON.as_bytes(), 1_000_000).is_ok());
 }

@@ -57,7 +57,7 @@ fn every_example_and_valid_corpus_file_is_accepted() {
         "account_32_bytes_ok.yaml",
         "crlf_ok.yaml",
         "good_members_and_marks.yaml",
-        "group_null_ok.yaml",
+        "group_empty_ok.yaml",
         "groups_empty_ok.yaml",
         "json_ok.json",
     ] {
@@ -98,6 +98,14 @@ fn typos_and_values_marksync_refuses_are_refused() {
         ("an unknown top-level key", r#"{"groups": {}, "group": {}}"#),
         ("no groups key", r#"{}"#),
         ("null groups", r#"{"groups": null}"#),
+        // A null below `groups` (a cut-off file) is refused too, never "none".
+        ("a null group", r#"{"groups": {"g": null}}"#),
+        ("a null members", r#"{"groups": {"g": {"members": null}}}"#),
+        ("a null marks", r#"{"groups": {"g": {"marks": null}}}"#),
+        (
+            "a null mark list",
+            r#"{"groups": {"g": {"members": {"a": null}}}}"#,
+        ),
         (
             "mark 999",
             r#"{"groups": {"g": {"members": {"a": [999]}}}}"#,

@@ -84,6 +84,9 @@ pub struct Config {
     pub offline_error_codes: Vec<i64>,
     /// How old a saved plan (`plan --out`) may be when `apply FILE` applies it.
     pub saved_plan_max_age: Duration,
+    /// The most (account, mark) pairs that aliases (`*name`, `<<`) may add across all desired
+    /// files together, so that a small file cannot expand past the deployment's memory.
+    pub max_alias_pairs: usize,
 }
 
 impl Config {
@@ -218,6 +221,7 @@ const KEYS: &[&str] = &[
     "http",
     "offline_error_codes",
     "saved_plan_max_age",
+    "max_alias_pairs",
 ];
 
 /// Checks the bytes of a config file: UTF-8, then [`parse`].
@@ -401,6 +405,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
             .map(|n| n as u32),
         None => Some(200),
     };
+    let max_alias_pairs = match take("max_alias_pairs") {
+        Some(v) => c
+            .int_in(
+                &v,
+                "max_alias_pairs",
+                0,
+                100_000_000,
+                "between 0 (no alias may add a pair) and 100000000",
+            )
+            .map(|n| n as usize),
+        None => Some(crate::desired::DEFAULT_MAX_ALIAS_PAIRS),
+    };
     // Before any endpoint error, the bounds of the real service apply.
     let bounds_endpoint = endpoint.clone().unwrap_or(Endpoint::Region(Region::China));
     let mut duration = |k: &str, default: Duration| match take(k) {
@@ -496,6 +512,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         http: http.ok_or_else(missing)?,
         offline_error_codes: offline_error_codes.ok_or_else(missing)?,
         saved_plan_max_age: saved_plan_max_age.ok_or_else(missing)?,
+        max_alias_pairs: max_alias_pairs.ok_or_else(missing)?,
     })
 }
 

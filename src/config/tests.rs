@@ -313,3 +313,17 @@ fn saved_plan_max_age_defaults_to_a_day_and_is_bounded() {
     .unwrap_err();
     assert!(e.contains("saved_plan_max_age"), "{e}");
 }
+
+#[test]
+fn max_alias_pairs_defaults_to_a_million_and_is_bounded() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    assert_eq!(check(base).unwrap().max_alias_pairs, 1_000_000);
+    for (ok, n) in [("0", 0), ("5000", 5000), ("100000000", 100_000_000)] {
+        let c = check(&format!("{base}max_alias_pairs: {ok}\n")).unwrap();
+        assert_eq!(c.max_alias_pairs, n);
+    }
+    for bad in ["-1", "100000001", "1.5", "lots"] {
+        let e = check(&format!("{base}max_alias_pairs: {bad}\n")).unwrap_err();
+        assert!(e.contains("max_alias_pairs"), "{bad}: {e}");
+    }
+}

@@ -258,7 +258,7 @@ pub async fn run(
     });
     let mut daemon = Daemon {
         config_path: config_path.to_path_buf(),
-        desired: DesiredCache::new(config.desired.clone()),
+        desired: DesiredCache::new(config.desired.clone(), config.max_alias_pairs),
         config,
         opts,
         clock,
@@ -623,6 +623,11 @@ impl Daemon {
                         "reload: a new `desired` path needs a restart; keeping the old one"
                     );
                 }
+                if config.max_alias_pairs != self.config.max_alias_pairs {
+                    tracing::warn!(
+                        "reload: a new `max_alias_pairs` needs a restart; keeping the old one"
+                    );
+                }
                 if config.http != self.config.http {
                     tracing::warn!(
                         "reload: `http` changes need a restart; keeping the old listener"
@@ -641,7 +646,9 @@ impl Daemon {
                     self.config.http.clone(),
                 );
                 let old_endpoint = self.config.endpoint.clone();
+                let max_alias_pairs = self.config.max_alias_pairs; // the desired cache's
                 self.config = config;
+                self.config.max_alias_pairs = max_alias_pairs;
                 (
                     self.config.state,
                     self.config.sdkappid,

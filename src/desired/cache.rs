@@ -83,6 +83,9 @@ struct Good {
 #[derive(Debug)]
 pub struct DesiredCache {
     root: PathBuf,
+    /// The config's `max_alias_pairs`: the pairs aliases may add across all files, checked on
+    /// every refresh as `desired::load` does.
+    max_alias_pairs: usize,
     files: BTreeMap<PathBuf, Entry>,
     good: Option<Good>,
     /// Files re-parsed by the last refresh (for tests and metrics: "only the changed file").
@@ -97,9 +100,10 @@ impl DesiredCache {
     /// A cache of the desired directory or file at `root`; nothing is read until [`refresh`].
     ///
     /// [`refresh`]: DesiredCache::refresh
-    pub fn new(root: PathBuf) -> Self {
+    pub fn new(root: PathBuf, max_alias_pairs: usize) -> Self {
         DesiredCache {
             root,
+            max_alias_pairs,
             files: BTreeMap::new(),
             good: None,
             last_parsed: 0,
@@ -142,6 +146,7 @@ impl DesiredCache {
             }
         }
         let previous = &self.files;
+        let max_alias_pairs = self.max_alias_pairs;
         let read: Vec<(PathBuf, Result<Entry, Diagnostic>, bool)> = to_read
             .into_par_iter()
             .map(|(path, meta)| match desired::read_file(&path) {
@@ -158,7 +163,7 @@ impl DesiredCache {
                             (path, Ok(entry), false)
                         }
                         _ => {
-                            let parsed = desired::parse_file(&path, &bytes)
+                            let parsed = desired::parse_file(&path, &bytes, max_alias_pairs)
                                 .map(Arc::new)
                                 .map_err(Arc::new);
                             (path, Ok(Entry { meta, hash, parsed }), true)
@@ -182,6 +187,14 @@ impl DesiredCache {
             if let Err(d) = &entry.parsed {
                 problems.extend(d.iter().cloned());
             }
+        }
+        // The same cap over all files as `desired::load`, whichever files changed.
+        let shares = self.files.iter().filter_map(|(path, entry)| {
+            let file = entry.parsed.as_ref().ok()?;
+            Some((path.as_path(), file.alias_pairs))
+        });
+        if let Err(d) = desired::check_alias_pairs(shares, self.max_alias_pairs) {
+            problems.push(d);
         }
         if problems.iter().any(Diagnostic::is_error) {
             crate::diag::sort(&mut problems);
@@ -284,6 +297,39 @@ mod tests {
         }
     }
 
+    /// The cap on the pairs aliases add holds across all files in the daemon too, whichever
+    /// file changed last.
+    #[test]
+    fn aliases_over_the_cap_across_files_break_the_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each file: one list of 2 marks written out and reused by 10 members: 20 pairs added.
+        let aliased = |id: &str| {
+            let mut doc =
+                format!("groups:\n  \"{id}\":\n    members:\n      u0: &m [1000, 1001]\n");
+            for i in 1..=10 {
+                doc.push_str(&format!("      u{i}: *m\n"));
+            }
+            doc
+        };
+        std::fs::write(dir.path().join("a.yaml"), aliased("@TGS#a")).unwrap();
+        let mut cache = DesiredCache::new(dir.path().to_path_buf(), 30);
+        assert_eq!(changed(cache.refresh()), ["a.yaml"]);
+        std::fs::write(dir.path().join("b.yaml"), aliased("@TGS#b")).unwrap();
+        match cache.refresh() {
+            Refresh::Broken(d) => {
+                let text = d.to_string();
+                assert!(text.contains("add 40 (account, mark) pairs"), "{text}");
+                assert!(
+                    text.contains("a.yaml adds 20") && text.contains("b.yaml adds 20"),
+                    "{text}"
+                );
+            }
+            other => panic!("expected Broken, got {other:?}"),
+        }
+        // The last good state is kept: only the first file's group.
+        assert_eq!(cache.desired().unwrap().groups.len(), 1);
+    }
+
     #[test]
     fn only_changed_files_are_parsed_and_touching_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -294,7 +340,8 @@ mod tests {
             )
             .unwrap();
         }
-        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        let mut cache =
+            DesiredCache::new(dir.path().to_path_buf(), desired::DEFAULT_MAX_ALIAS_PAIRS);
         assert_eq!(changed(cache.refresh()).len(), 5);
         assert_eq!(cache.last_parsed, 5);
         assert!(matches!(cache.refresh(), Refresh::Unchanged));
@@ -326,7 +373,8 @@ mod tests {
         let target = elsewhere.path().join("a.yaml");
         // A symlink whose target is not there yet: a rename in progress.
         std::os::unix::fs::symlink(&target, dir.path().join("a.yaml")).unwrap();
-        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        let mut cache =
+            DesiredCache::new(dir.path().to_path_buf(), desired::DEFAULT_MAX_ALIAS_PAIRS);
         assert!(matches!(cache.refresh(), Refresh::Broken(_)));
         assert!(cache.last_unreadable);
         std::fs::write(&target, "groups:\n  \"@TGS#a\":\n    memebrs: {}\n").unwrap();
@@ -346,7 +394,8 @@ mod tests {
         let a = dir.path().join("a.yaml");
         std::fs::write(&a, group("@TGS#a", "u")).unwrap();
         std::fs::write(dir.path().join("b.yaml"), group("@TGS#b", "u")).unwrap();
-        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        let mut cache =
+            DesiredCache::new(dir.path().to_path_buf(), desired::DEFAULT_MAX_ALIAS_PAIRS);
         changed(cache.refresh());
 
         std::fs::write(&a, "groups:\n  \"@TGS#a\":\n    memebrs: {}\n").unwrap();
@@ -371,7 +420,8 @@ mod tests {
         let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
         std::fs::write(&a, group("@TGS#x", "u")).unwrap();
         std::fs::write(&b, "groups: {}\n").unwrap();
-        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        let mut cache =
+            DesiredCache::new(dir.path().to_path_buf(), desired::DEFAULT_MAX_ALIAS_PAIRS);
         changed(cache.refresh());
 
         // Moved in one step (as a git checkout would): fine.
@@ -397,7 +447,8 @@ mod tests {
         let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
         std::fs::write(&a, group("@TGS#x", "u")).unwrap();
         std::fs::write(&b, group("@TGS#x", "w")).unwrap();
-        let mut cache = DesiredCache::new(dir.path().to_path_buf());
+        let mut cache =
+            DesiredCache::new(dir.path().to_path_buf(), desired::DEFAULT_MAX_ALIAS_PAIRS);
         assert!(matches!(cache.refresh(), Refresh::Broken(_)));
         assert!(cache.desired().is_none(), "{:?}", cache.desired());
         assert!(matches!(cache.refresh(), Refresh::Broken(_)));

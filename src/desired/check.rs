@@ -130,6 +130,14 @@ impl Cx<'_> {
                 return Err(format!("{} must be a string, found {kind}", article(what)));
             }
         };
+        if let Some(tag) = self.tag_before(s)
+            && !is_str_tag(tag)
+        {
+            return Err(format!(
+                "{} is text as written: remove the tag `{tag}` (only `!!str`, or no tag, is allowed)",
+                article(what)
+            ));
+        }
         match (self.written(s), scalar) {
             (Written::Plain(text), _) => {
                 if text.is_empty() {
@@ -165,15 +173,39 @@ impl Cx<'_> {
     /// between them is skipped). The node's span starts after its properties.
     pub(super) fn tag_before<T>(&self, s: &Spanned<T>) -> Option<&str> {
         let start = usize::try_from(s.defined.span().byte_offset()?).ok()?;
+        let len = usize::try_from(s.defined.span().byte_len()?).ok()?;
+        // A value's properties may sit on the line before it (`- !!int` then `12`); a key's
+        // cannot (a tag on the line before a key belongs to the mapping).
+        let is_key = self
+            .chunk
+            .get(start.saturating_add(len)..)
+            .is_some_and(|after| after.trim_start_matches([' ', '\t']).starts_with(':'));
         let mut before = self.chunk.get(..start)?;
         for _ in 0..2 {
-            let trimmed = before.trim_end_matches([' ', '\t']);
+            let mut trimmed = before.trim_end_matches([' ', '\t']);
             if trimmed.len() == before.len() {
                 return None; // no separating space: nothing written before the node
             }
-            let from = trimmed
-                .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
-                .map_or(0, |i| i + 1);
+            if trimmed.ends_with('\n') {
+                if is_key {
+                    return None;
+                }
+                trimmed = trimmed.trim_end_matches([' ', '\t', '\n', '\r']);
+                let line = &trimmed[trimmed.rfind('\n').map_or(0, |i| i + 1)..];
+                if line.trim_start().starts_with('#') || line.contains(" #") {
+                    return None; // a comment, not properties
+                }
+            }
+            // A verbatim tag (`!<tag:yaml.org,2002:int>`) holds `:` and `,` itself.
+            let verbatim = trimmed
+                .strip_suffix('>')
+                .and_then(|t| t.rfind("!<"))
+                .filter(|&i| !trimmed[i..].contains([' ', '\n']));
+            let from = verbatim.unwrap_or_else(|| {
+                trimmed
+                    .rfind([' ', '\t', '\n', '[', '{', ',', '?', ':', '-'])
+                    .map_or(0, |i| i + 1)
+            });
             let token = &trimmed[from..];
             if token.starts_with('!') {
                 return Some(token);
@@ -200,6 +232,14 @@ impl Cx<'_> {
             ));
         }
         let text: &str = match (self.written(s), scalar) {
+            (Written::Plain(""), Scalar::Null) => {
+                return Err("a mark has no value here: the file may be cut off; write the mark or remove the empty item".into());
+            }
+            (Written::Plain(text @ ("~" | "null" | "Null" | "NULL")), Scalar::Null) => {
+                return Err(format!(
+                    "`{text}` means \"no value\" in YAML, not a mark; write the mark or remove the item"
+                ));
+            }
             (Written::Plain(text), _) => text,
             (Written::Quoted, Scalar::Str(v)) if is_decimal(v) => {
                 if as_key {
@@ -248,6 +288,14 @@ impl Cx<'_> {
     }
 }
 
+/// The tags that leave a name as written: `!!str` and its verbatim form.
+pub(super) fn is_str_tag(tag: &str) -> bool {
+    matches!(tag, "!!str" | "!<tag:yaml.org,2002:str>")
+}
+
+/// The end of the error for a list of marks or accounts that is null.
+const NULL_LIST: &str = "have no value: the file may be cut off; write `[]` to declare none";
+
 /// The warning for an account the service may reject.
 pub(super) fn unusual_account(a: &Account) -> String {
     format!(
@@ -292,8 +340,8 @@ pub(super) fn check_group(
         &mut marks_from,
         errors,
     );
-    let members_section = members_from.map(|s| s.section);
-    let marks_section = marks_from.map(|s| s.section);
+    let members_section = members_from.map(|s| (s.key, s.section));
+    let marks_section = marks_from.map(|s| (s.key, s.section));
 
     // Where each mark is first used, and how many members carry it, for the service's limits.
     let mut mark_first_use: BTreeMap<Mark, serde_saphyr::Location> = BTreeMap::new();
@@ -334,16 +382,26 @@ pub(super) fn check_group(
         mark_first_use.entry(m).or_insert(at.referenced);
     };
 
-    let mut section = |s: Option<Spanned<MapOr<Section>>>, what: &str| match s {
-        None => Vec::new(),
-        Some(s) => match s.value {
-            MapOr::Map(entries) => entries.0,
-            MapOr::Null => Vec::new(),
-            MapOr::Other(kind) => {
-                errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
-                Vec::new()
-            }
-        },
+    let mut section = |s: Option<(serde_saphyr::Location, Spanned<MapOr<Section>>)>, what: &str| {
+        match s {
+            None => Vec::new(),
+            Some((key, s)) => match s.value {
+                MapOr::Map(entries) => entries.0,
+                MapOr::Null => {
+                    // `members:` with nothing after it: a cut-off file, never "no members".
+                    let name = what.split('`').nth(1).unwrap_or("members");
+                    errors.push(cx.at_loc(
+                    &key,
+                    format!("`{name}` has no value: the file may be cut off; write `{{}}` to declare none"),
+                ));
+                    Vec::new()
+                }
+                MapOr::Other(kind) => {
+                    errors.push(cx.at_loc(&s.referenced, format!("{what}, found {kind}")));
+                    Vec::new()
+                }
+            },
+        }
     };
     let members = section(
         members_section,
@@ -376,6 +434,14 @@ pub(super) fn check_group(
             let account = check_account(key, errors);
             let items = match &marks.value {
                 Node::Seq(items) => items,
+                Node::Scalar(Scalar::Null) => {
+                    let whose = match cx.name(key, "account") {
+                        Ok(n) => format!(" of {n:?}"),
+                        Err(_) => String::new(),
+                    };
+                    errors.push(cx.at(key, format!("the marks{whose} {NULL_LIST}")));
+                    continue;
+                }
                 other => {
                     errors.push(cx.at(
                         marks,
@@ -432,6 +498,11 @@ pub(super) fn check_group(
             }
             let items = match &accounts.value {
                 Node::Seq(items) => items,
+                Node::Scalar(Scalar::Null) => {
+                    let whose = mark.map(|n| format!(" of mark {n}")).unwrap_or_default();
+                    errors.push(cx.at(key, format!("the accounts{whose} {NULL_LIST}")));
+                    continue;
+                }
                 other => {
                     let whose = mark.map(|n| format!(" of mark {n}")).unwrap_or_default();
                     errors.push(cx.at_loc(

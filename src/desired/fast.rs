@@ -20,7 +20,7 @@
 //! `[a-zA-Z0-9_-]`, with the same text at the same place; any value that would make the full
 //! reader report an error (bad mark, duplicate, limit exceeded...), and anything it is not sure
 //! YAML reads the way it does (tabs, a CR that does not end a line, anchors, tags, flow mappings, quoting it does not know,
-//! plain `null`...), makes it give up. Keys and names are the characters as written in both
+//! plain `null`, a group or section with nothing under it...), makes it give up. Keys and names are the characters as written in both
 //! readers (`007`, `0x1F`, `y` are those strings), so plain words are read here without YAML's
 //! resolution. [`parse_flow`] does the same for files written as one JSON or YAML flow mapping.
 //!
@@ -159,6 +159,11 @@ struct OpenGroup<'t> {
     seen_members: bool,
     seen_marks: bool,
     section: Option<Section>,
+    /// Read by [`parse_flow`]: every value is written out, so none is null.
+    flow: bool,
+    /// Entries read under the current section: a section with none is null (`members:` with
+    /// nothing under it, often a cut-off file), which the full reader reports.
+    entries: usize,
     /// `members`: account -> its marks.
     members: Vec<(&'t str, MarkSet)>,
     /// Accounts with characters outside `[a-zA-Z0-9_-]` in `members` and in `marks`, in
@@ -308,13 +313,18 @@ impl<'t> Reader<'t> {
         if std::mem::replace(seen, true) {
             return None;
         }
+        if group.section.is_some() && group.entries == 0 {
+            return None; // the previous section is null
+        }
         group.section = Some(section);
+        group.entries = 0;
         Some(())
     }
 
     /// `KEY: [V, V, ...]` in the current section.
     fn entry(&mut self, body: &'t str, raw: &'t str, number: u64) -> Option<()> {
         let group = self.open.as_mut()?;
+        group.entries += 1;
         let (key, rest) = body.split_once(':')?;
         let list = rest.strip_prefix(' ')?.trim_start_matches(' ');
         let inner = list.strip_prefix('[')?.strip_suffix(']')?;
@@ -358,6 +368,11 @@ impl<'t> Reader<'t> {
         let Some(group) = self.open.take() else {
             return Some(());
         };
+        // A group or a section with nothing under it is null: the full reader reports it. (In
+        // the flow layout every value is written out, `{}` included: nothing there is null.)
+        if !group.flow && (group.section.is_none() || group.entries == 0) {
+            return None;
+        }
         let OpenGroup {
             name,
             line,
@@ -551,6 +566,7 @@ pub(super) fn parse_flow(path: &Path, doc: &str) -> Option<(DesiredFile, Vec<Dec
                 column: key.column,
                 in_line,
                 text: line_text,
+                flow: true,
                 ..OpenGroup::default()
             });
             s.ws()?;

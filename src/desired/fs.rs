@@ -3,14 +3,15 @@
 use super::*;
 
 /// Loads the desired state from a directory (recursively: `*.yaml`, `*.yml` and `*.json` in any
-/// case, names starting with a dot skipped, symlinks followed) or from a single file.
-pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
+/// case, names starting with a dot skipped, symlinks followed) or from a single file. Aliases
+/// may add at most `max_alias_pairs` pairs across all the files (the config's key).
+pub fn load(path: &Path, max_alias_pairs: usize) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
     let parsed: Vec<(PathBuf, Result<DesiredFile, Vec<Diagnostic>>)> = files
         .into_par_iter()
         .map(|file| {
             let result = match read_file(&file) {
-                Ok(bytes) => parse_file(&file, &bytes),
+                Ok(bytes) => parse_file(&file, &bytes, max_alias_pairs),
                 Err(d) => Err(vec![d]),
             };
             (file, result)
@@ -23,7 +24,7 @@ pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
             Err(mut d) => diags.append(&mut d),
         }
     }
-    match assemble(ok) {
+    match assemble(ok, max_alias_pairs) {
         Ok(state) if diags.iter().all(|d| !d.is_error()) => Ok(state),
         Ok(_) => {
             crate::diag::sort(&mut diags);

@@ -107,6 +107,38 @@ pub struct DesiredFile {
     pub groups: Vec<(GroupId, Origin, DesiredGroup)>,
     /// Problems that do not stop the file from being used.
     pub warnings: Vec<Diagnostic>,
+    /// The (account, mark) pairs that aliases (`*name`, `<<: *name`) add in this file: what
+    /// [`check_alias_pairs`] sums over all files.
+    pub alias_pairs: usize,
+}
+
+/// The default of the config's `max_alias_pairs`: the pairs aliases may add across all files.
+pub const DEFAULT_MAX_ALIAS_PAIRS: usize = 1_000_000;
+
+/// The pairs that aliases add across all files, `(file, pairs)`, checked against the config's
+/// `max_alias_pairs`: over it, an error naming every contributing file and its share (on the
+/// largest contributor), so that a small file cannot expand past the deployment's memory.
+pub fn check_alias_pairs<'p>(
+    files: impl IntoIterator<Item = (&'p Path, usize)>,
+    max_alias_pairs: usize,
+) -> Result<(), Diagnostic> {
+    let mut shares: Vec<(&Path, usize)> = files.into_iter().filter(|f| f.1 > 0).collect();
+    let total: usize = shares.iter().map(|f| f.1).sum();
+    if total <= max_alias_pairs {
+        return Ok(());
+    }
+    shares.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    let list: Vec<String> = shares
+        .iter()
+        .map(|(p, n)| format!("{} adds {n}", p.display()))
+        .collect();
+    Err(Diagnostic::file_error(
+        shares[0].0,
+        format!(
+            "aliases (`*name`, `<<`) add {total} (account, mark) pairs across the desired files, more than `max_alias_pairs` allows ({max_alias_pairs}): {}; write the pairs out, or raise `max_alias_pairs` in the config",
+            list.join(", ")
+        ),
+    ))
 }
 
 /// Everything the desired files say, merged.
@@ -127,19 +159,38 @@ impl DesiredState {
     }
 }
 
-/// Files above this size are split at group boundaries and parsed in parallel when their layout
-/// allows it (see [`split_groups`]).
-const SPLIT_THRESHOLD_BYTES: usize = 1 << 20;
+/// When and how a large file is split at group boundaries to be parsed in parallel (see
+/// [`split_groups`]).
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    /// Files of at least this many bytes are split when their layout allows it.
+    threshold: usize,
+    /// Target size of one chunk.
+    chunk_bytes: usize,
+}
 
-/// Target size of one chunk of a split file (see [`split_groups`]).
-const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// The split of every file read: files of 1 MiB and more, chunks of about 256 KiB (a 26 MB
+/// file gives about a hundred, which balance over any number of threads).
+const SPLIT: Split = Split {
+    threshold: 1 << 20,
+    chunk_bytes: 256 << 10,
+};
 
 /// Merges parsed files into one desired state. A group declared in two files is an error that
-/// names both.
-pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diagnostics> {
+/// names both, and so are aliases adding more than `max_alias_pairs` pairs across the files.
+pub fn assemble(
+    files: Vec<(PathBuf, DesiredFile)>,
+    max_alias_pairs: usize,
+) -> Result<DesiredState, Diagnostics> {
     let mut state = DesiredState::default();
     let mut origins: HashMap<GroupId, Origin> = HashMap::new();
     let mut errors = Vec::new();
+    if let Err(d) = check_alias_pairs(
+        files.iter().map(|(p, f)| (p.as_path(), f.alias_pairs)),
+        max_alias_pairs,
+    ) {
+        errors.push(d);
+    }
     for (_, file) in files {
         state.warnings.extend(file.warnings);
         for (id, origin, group) in file.groups {
@@ -170,8 +221,16 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 /// get the same checks and `file:line:column` locations. At most
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
-pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    match parse_file_with(path, bytes, true) {
+///
+/// Aliases may add at most `max_alias_pairs` pairs (the config's key): the count is kept while
+/// reading, and reading stops as soon as it goes over, so memory stays proportional to the input
+/// below the cap. [`DesiredFile::alias_pairs`] is what they added, for the total over all files.
+pub fn parse_file(
+    path: &Path,
+    bytes: &[u8],
+    max_alias_pairs: usize,
+) -> Result<DesiredFile, Vec<Diagnostic>> {
+    match parse_file_with(path, bytes, true, SPLIT, max_alias_pairs) {
         Ok(mut file) => {
             crate::diag::cap_per_file(path, &mut file.warnings);
             Ok(file)
@@ -184,8 +243,15 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
-/// full reader only, which tests compare the fast path with).
-fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile, Vec<Diagnostic>> {
+/// full reader only, which tests compare the fast path with), splitting large files as `split`
+/// says (tests split small files).
+fn parse_file_with(
+    path: &Path,
+    bytes: &[u8],
+    fast: bool,
+    split: Split,
+    max_alias_pairs: usize,
+) -> Result<DesiredFile, Vec<Diagnostic>> {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -210,56 +276,37 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if text.len() >= SPLIT_THRESHOLD_BYTES
-        && let Some(chunks) = split_groups(text)
+    if text.len() >= split.threshold
+        && let Some(chunks) = split_groups(text, split.chunk_bytes)
     {
         let results: Vec<(ParseResult, Vec<Declared>)> = chunks
             .into_par_iter()
-            .map(|chunk| parse_text(path, text, chunk.document(text), chunk.line_offset, fast))
+            .map(|chunk| {
+                let doc = chunk.document(text);
+                parse_text(path, text, doc, chunk.line_offset, fast, max_alias_pairs)
+            })
             .collect();
-        let mut file = DesiredFile::default();
-        let mut errors = Vec::new();
-        // A group repeated in another chunk, found from every chunk's keys (not only those of
-        // chunks without errors), so that the report is the same as for an unsplit parse.
-        let mut first_at: HashMap<&str, u64> = HashMap::new();
-        let mut repeated: HashSet<u64> = HashSet::new();
-        for (name, line, column) in results.iter().flat_map(|(_, declared)| declared) {
-            if let Some(first) = first_at.get(name.as_str()) {
-                errors.push(Diagnostic::at(
-                    path,
-                    text,
-                    *line,
-                    *column,
-                    format!(
-                        "duplicate key: group {name:?} is declared again (first at line {first})"
-                    ),
-                ));
-                repeated.insert(*line);
-            } else {
-                first_at.insert(name, *line);
+        // Any problem, in a chunk or across chunks (a group declared in two of them), and the
+        // file is read whole: a split point that was not a group key after all (a flow list or
+        // a quoted key continued at the group indentation) makes a chunk fail, and the report
+        // must be the whole file's whatever the split, so that it never depends on the chunk
+        // size, the number of threads or the machine.
+        let mut names: HashSet<&str> = HashSet::new();
+        let clean = results.iter().all(|(r, declared)| {
+            r.is_ok() && declared.iter().all(|(name, _, _)| names.insert(name))
+        });
+        if clean {
+            let mut file = DesiredFile::default();
+            for (r, _) in results {
+                let part = r.expect("checked above");
+                file.groups.extend(part.groups);
+                file.warnings.extend(part.warnings);
+                file.alias_pairs += part.alias_pairs;
             }
+            return Ok(file);
         }
-        for (r, _) in results {
-            match r {
-                Ok(part) => {
-                    file.groups.extend(
-                        part.groups
-                            .into_iter()
-                            .filter(|(_, origin, _)| !repeated.contains(&origin.line)),
-                    );
-                    file.warnings.extend(part.warnings);
-                }
-                Err(mut d) => errors.append(&mut d),
-            }
-        }
-        return if errors.is_empty() {
-            Ok(file)
-        } else {
-            crate::diag::sort(&mut errors);
-            Err(errors)
-        };
     }
-    parse_text(path, text, text, 0, fast).0
+    parse_text(path, text, text, 0, fast, max_alias_pairs).0
 }
 
 /// One file's (or chunk's) groups, or every problem found in it.
@@ -296,10 +343,12 @@ impl Chunk {
 /// anything else (anchors, flow style at the top, other top-level keys, documents markers, tabs):
 /// the caller then parses the file whole, which is always correct, only slower.
 ///
-/// Splitting is sound for valid YAML because a line indented exactly like the group keys can only
-/// be a group key: block scalars, multi-line flow collections and quoted scalars must all be
-/// indented deeper than their parent.
-fn split_groups(text: &str) -> Option<Vec<Chunk>> {
+/// A line indented exactly like the group keys is taken for a group key. YAML wants block
+/// scalars, multi-line flow collections and quoted scalars indented deeper than their parent,
+/// but the parser is lenient: a flow list or a quoted key may continue at the group indentation.
+/// A split there leaves a chunk ending inside the open list or quote, which then fails to parse;
+/// the caller reads the file whole whenever a chunk fails, so such a split changes nothing.
+fn split_groups(text: &str, chunk_bytes: usize) -> Option<Vec<Chunk>> {
     if text.contains(['&', '*', '\t']) || text.contains("\n---") || text.contains("\n...") {
         return None;
     }
@@ -344,11 +393,10 @@ fn split_groups(text: &str) -> Option<Vec<Chunk>> {
     if starts.len() < 2 {
         return None;
     }
-    // Aim for a few chunks per thread so uneven groups still balance, and at most about
-    // MAX_CHUNK_BYTES each: a chunk's raw parse tree (every scalar with its position) is many
-    // times its text, and one per thread is alive at a time.
-    let target =
-        (text.len() / (rayon::current_num_threads() * 4)).clamp(64 * 1024, MAX_CHUNK_BYTES);
+    // Chunks of about `chunk_bytes`, never sized by the number of threads, so that the split
+    // is the same on every machine: a chunk's raw parse tree (every scalar with its position)
+    // is many times its text, and one per thread is alive at a time.
+    let target = chunk_bytes.max(1);
     let mut chunks = Vec::new();
     let mut i = 0;
     while i < starts.len() {
@@ -379,6 +427,7 @@ fn parse_text(
     chunk: impl AsRef<str>,
     line_offset: u64,
     fast: bool,
+    max_alias_pairs: usize,
 ) -> (ParseResult, Vec<Declared>) {
     if fast && let Some((file, declared)) = fast::parse(path, chunk.as_ref(), line_offset) {
         return (Ok(file), declared);
@@ -392,7 +441,14 @@ fn parse_text(
         return (Ok(file), declared);
     }
     let mut declared = Vec::new();
-    let result = parse_chunk(path, full, chunk.as_ref(), line_offset, &mut declared);
+    let result = parse_chunk(
+        path,
+        full,
+        chunk.as_ref(),
+        line_offset,
+        max_alias_pairs,
+        &mut declared,
+    );
     (result, declared)
 }
 
@@ -401,6 +457,7 @@ fn parse_chunk(
     full: &str,
     chunk: &str,
     line_offset: u64,
+    max_alias_pairs: usize,
     declared: &mut Vec<Declared>,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
     let cx = Cx {
@@ -418,9 +475,18 @@ fn parse_chunk(
             "the file declares nothing (it is empty, blank or only comments); to declare no groups, write `groups: {}`",
         )]);
     }
-    let root = match read_document(&cx, chunk) {
+    let (root, alias_pairs) = alias_pairs_counted(max_alias_pairs, || read_document(&cx, chunk));
+    let root = match root {
         Ok(root) => root,
-        Err(d) => return Err(vec![d]),
+        Err(mut d) => {
+            if alias_pairs > max_alias_pairs {
+                // Stopped at the alias that went over: no more of the expansion was built.
+                d.message = format!(
+                    "aliases (`*name`, `<<`) in this file add more than {max_alias_pairs} (account, mark) pairs, more than `max_alias_pairs` allows across all desired files; write the pairs out, or raise `max_alias_pairs` in the config"
+                );
+            }
+            return Err(vec![d]);
+        }
     };
     let raw = match root.value {
         MapOr::Map(raw) => raw,
@@ -500,11 +566,17 @@ fn parse_chunk(
                 referenced: group.referenced,
                 defined: group.defined,
             },
-            MapOr::Null => Spanned {
-                value: RawGroup::default(),
-                referenced: group.referenced,
-                defined: group.defined,
-            },
+            MapOr::Null => {
+                // A cut-off file (`"@TGS#a":` and nothing after it) must never clear the group.
+                errors.push(cx.at(
+                    &key,
+                    format!(
+                        "group {:?} has no value: the file may be cut off; write `{{}}` to declare a group without marks",
+                        id.as_str()
+                    ),
+                ));
+                continue;
+            }
             MapOr::Other(kind) => {
                 errors.push(cx.at(
                     &group,
@@ -524,6 +596,7 @@ fn parse_chunk(
     }
     if errors.is_empty() {
         file.warnings = warnings;
+        file.alias_pairs = alias_pairs;
         Ok(file)
     } else {
         Err(errors)

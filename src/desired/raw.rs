@@ -24,6 +24,8 @@ pub(super) struct RawGroup {
 /// Where a group's `members` or `marks` came from: the group itself or a merge key.
 pub(super) struct SectionSource {
     pub(super) section: Spanned<MapOr<Section>>,
+    /// Where the section's key is (a null section is reported there).
+    pub(super) key: serde_saphyr::Location,
     /// The line of the section's key (for a merged section: in the merged mapping).
     pub(super) line: u64,
     /// The line of the merge key (`<<`) it came through, if any.
@@ -60,6 +62,7 @@ pub(super) fn collect_sections(
         };
         let here = SectionSource {
             section,
+            key: key.referenced,
             line: key.defined.line() + cx.line_offset,
             via,
         };
@@ -76,6 +79,14 @@ pub(super) fn collect_sections(
         }
     }
     for (key, value) in group.merges {
+        // Only a plain `<<` merges; quoted or tagged, it is an ordinary key, and unknown.
+        if matches!(cx.written(&key), Written::Quoted) || cx.tag_before(&key).is_some() {
+            errors.push(cx.at(
+                &key,
+                "unknown key `<<` (quoted or tagged, so not a merge key); expected `members` or `marks`",
+            ));
+            continue;
+        }
         let line = cx.line(&key);
         let what = "a merge key (`<<`) takes a mapping or a list of mappings (usually aliases such as `*template`)";
         match value.value {
@@ -85,21 +96,27 @@ pub(super) fn collect_sections(
                         MapOr::Map(g) => {
                             collect_sections(cx, g, Some(line), members_from, marks_from, errors)
                         }
-                        MapOr::Null => {}
+                        MapOr::Null => errors.push(cx.at(&m, NULL_MERGE)),
                         MapOr::Other(kind) => {
                             errors.push(cx.at(&m, format!("{what}, found {kind}")))
                         }
                     }
                 }
             }
+            MergeValue::Null => errors.push(cx.at(&key, NULL_MERGE)),
             MergeValue::Other(kind) => errors.push(cx.at(&value, format!("{what}, found {kind}"))),
         }
     }
 }
 
+/// A merge key, or an item of its list, that is null: never "merge nothing".
+const NULL_MERGE: &str = "a merge key (`<<`) has no value here: the file may be cut off; write the alias (such as `*template`) or remove the `<<`";
+
 /// The value of a merge key: one mapping or a list of them.
 pub(super) enum MergeValue {
     Maps(Vec<Spanned<MapOr<RawGroup>>>),
+    /// `<<:` with nothing after it, `~` or `null`.
+    Null,
     Other(&'static str),
 }
 
@@ -139,7 +156,7 @@ impl<'de> Deserialize<'de> for MergeValue {
                 Ok(MergeValue::Other("a string"))
             }
             fn visit_unit<E: de::Error>(self) -> Result<MergeValue, E> {
-                Ok(MergeValue::Maps(Vec::new()))
+                Ok(MergeValue::Null)
             }
             fn visit_none<E: de::Error>(self) -> Result<MergeValue, E> {
                 self.visit_unit()
@@ -240,7 +257,12 @@ impl<'de> Deserialize<'de> for Node {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(2));
-                while let Some(item) = seq.next_element()? {
+                while let Some(item) = seq.next_element::<Spanned<Item>>()? {
+                    // An item of a mark or account list makes one pair; one reached through an
+                    // alias (its own or an enclosing one) was added by it.
+                    if item.referenced != item.defined && !note_alias_pair() {
+                        return Err(de::Error::custom("aliases add too many pairs"));
+                    }
                     v.push(item);
                 }
                 Ok(Node::Seq(v))
@@ -330,4 +352,29 @@ impl<'de> Deserialize<'de> for RawGroup {
         }
         d.deserialize_map(GroupVisitor)
     }
+}
+
+thread_local! {
+    /// While a document is read on this thread ([`alias_pairs_counted`]): the pairs aliases
+    /// added so far, and the most allowed.
+    static ALIAS_PAIRS: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, usize::MAX)) };
+}
+
+/// Counts one pair added through an alias; `false` once the count is over the cap.
+fn note_alias_pair() -> bool {
+    ALIAS_PAIRS.with(|c| {
+        let (n, cap) = c.get();
+        c.set((n + 1, cap));
+        n < cap
+    })
+}
+
+/// Runs `read` (one document's deserialization, on this thread) counting the pairs that aliases
+/// add; the reading stops with an error as soon as they go over `cap`. Returns what `read`
+/// returned and the count (over `cap` when that is why it stopped).
+pub(super) fn alias_pairs_counted<T>(cap: usize, read: impl FnOnce() -> T) -> (T, usize) {
+    let outer = ALIAS_PAIRS.with(|c| c.replace((0, cap)));
+    let out = read();
+    let (n, _) = ALIAS_PAIRS.with(|c| c.replace(outer));
+    (out, n)
 }

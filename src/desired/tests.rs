@@ -7,15 +7,18 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
-use super::{DesiredFile, fast, parse_file_with, parse_text};
+use super::{DesiredFile, SPLIT, Split, fast, parse_file_with, parse_text};
 
 const PATH: &str = "desired/test.yaml";
+
+/// The default `max_alias_pairs`.
+const CAP: usize = super::DEFAULT_MAX_ALIAS_PAIRS;
 
 /// Both readers on `doc` as a whole file; panics if they disagree where the fast path answered.
 /// Returns whether the fast path answered.
 fn compare(doc: &str) -> bool {
     let path = Path::new(PATH);
-    let full = parse_text(path, doc, doc, 0, false);
+    let full = parse_text(path, doc, doc, 0, false, CAP);
     match fast::parse(path, doc, 0) {
         None => false,
         Some((file, declared)) => {
@@ -277,7 +280,11 @@ fn gen_file() -> impl Strategy<Value = GenFile> {
 impl GenGroup {
     /// Whether the full reader would accept the group without a message.
     fn is_clean(&self) -> bool {
-        if !self.key.1 {
+        // A group or section with nothing under it is null: an error.
+        if !self.key.1
+            || self.sections.is_empty()
+            || self.sections.iter().any(|(_, e)| e.is_empty())
+        {
             return false;
         }
         let mut marks = HashSet::new();
@@ -401,6 +408,17 @@ proptest! {
 
 /// Inputs that the fast path must leave to the full reader.
 const FALLBACKS: &[(&str, &str)] = &[
+    // Nulls: a group or section with nothing under it is an error, never "empty".
+    (
+        "group without sections",
+        "groups:\n  g:\n  h:\n    members:\n      a: [1000]\n",
+    ),
+    (
+        "empty sections",
+        "groups:\n  g:\n    members:\n    marks:\n",
+    ),
+    ("group at the end", "groups:\n  g:"),
+    ("members at the end", "groups:\n  g:\n    members:"),
     (
         "null account",
         "groups:\n  g:\n    marks:\n      1000: [null]\n",
@@ -646,14 +664,6 @@ const ACCEPTED: &[(&str, &str)] = &[
     ),
     ("empty flow groups", "# none\ngroups: {}\n\n# at all\n"),
     (
-        "group without sections",
-        "groups:\n  g:\n  h:\n    members:\n      a: [1000]\n",
-    ),
-    (
-        "empty sections",
-        "groups:\n  g:\n    members:\n    marks:\n",
-    ),
-    (
         "empty lists",
         "groups:\n  g:\n    members:\n      a: []\n    marks:\n      1000: [ ]\n",
     ),
@@ -724,10 +734,10 @@ fn split_files_read_the_same_with_and_without_the_fast_path() {
             format!("{}, 500", 1000 + m % 9)
         });
     }
-    assert!(doc.len() > super::SPLIT_THRESHOLD_BYTES);
-    let clean = parse_file_with(path, doc.as_bytes(), false).expect("valid");
+    assert!(doc.len() > SPLIT.threshold);
+    let clean = parse_file_with(path, doc.as_bytes(), false, SPLIT, CAP).expect("valid");
     assert_eq!(
-        parse_file_with(path, doc.as_bytes(), true),
+        parse_file_with(path, doc.as_bytes(), true, SPLIT, CAP),
         Ok(clean.clone())
     );
     assert_eq!(clean.groups.len(), 45);
@@ -735,15 +745,21 @@ fn split_files_read_the_same_with_and_without_the_fast_path() {
     // One unconventional account (a warning) in the middle: the same warning either way.
     let warned = doc.replacen("user00500: [1005, 500]", "usér: [1005, 500]", 1);
     assert!(warned != doc, "the replaced line is missing");
-    let full = parse_file_with(path, warned.as_bytes(), false).expect("valid");
+    let full = parse_file_with(path, warned.as_bytes(), false, SPLIT, CAP).expect("valid");
     assert_eq!(full.warnings.len(), 1);
-    assert_eq!(parse_file_with(path, warned.as_bytes(), true), Ok(full));
+    assert_eq!(
+        parse_file_with(path, warned.as_bytes(), true, SPLIT, CAP),
+        Ok(full)
+    );
 
     // A group repeated in a later chunk: the same errors either way.
     let repeated = format!("{doc}  \"@TGS#g000\":\n    members:\n      a: [1000]\n");
-    let full = parse_file_with(path, repeated.as_bytes(), false);
+    let full = parse_file_with(path, repeated.as_bytes(), false, SPLIT, CAP);
     assert!(full.is_err());
-    assert_eq!(parse_file_with(path, repeated.as_bytes(), true), full);
+    assert_eq!(
+        parse_file_with(path, repeated.as_bytes(), true, SPLIT, CAP),
+        full
+    );
 }
 
 #[test]
@@ -759,7 +775,7 @@ fn an_empty_result_is_still_a_file() {
 /// Both readers on a flow `doc`; panics if they disagree where the flow reader answered.
 fn compare_flow(doc: &str) -> bool {
     let path = Path::new(PATH);
-    let full = parse_text(path, doc, doc, 0, false);
+    let full = parse_text(path, doc, doc, 0, false, CAP);
     match fast::parse_flow(path, doc) {
         None => false,
         Some((file, declared)) => {
@@ -948,7 +964,8 @@ fn one_line_files_keep_windows_not_copies_of_the_line() {
     let escaped = doc.replacen("\"u0\"", "\"\\u0075\"", 1);
     let path = Path::new("a.json");
     for (reader, text) in [("flow", &doc), ("full", &escaped)] {
-        let file = parse_file_with(path, text.as_bytes(), reader == "flow").expect("valid");
+        let file =
+            parse_file_with(path, text.as_bytes(), reader == "flow", SPLIT, CAP).expect("valid");
         assert_eq!(file.groups.len(), 5000);
         let longest = file
             .groups
@@ -967,4 +984,329 @@ fn one_line_files_keep_windows_not_copies_of_the_line() {
     }
     // Both readers agree on the clean file.
     assert!(compare_flow(&doc));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nulls below `groups` (issue 14): a cut-off file must never read as an empty group.
+
+/// A null below `groups`: the document, and the line, column and words of the error.
+const NULLS: &[(&str, &str, u64, u64, &str)] = &[
+    (
+        "members: at the end of the file",
+        "groups:\n  \"@TGS#class\":\n    members:",
+        3,
+        5,
+        "`members` has no value: the file may be cut off; write `{}` to declare none",
+    ),
+    (
+        "members: mid-file",
+        "groups:\n  \"@TGS#a\":\n    members:\n    marks:\n      1000: [x]\n",
+        3,
+        5,
+        "`members` has no value",
+    ),
+    (
+        "marks: at the end of the file",
+        "groups:\n  g:\n    members:\n      a: [1000]\n    marks:\n",
+        5,
+        5,
+        "`marks` has no value: the file may be cut off; write `{}` to declare none",
+    ),
+    (
+        "group key at the end of the file",
+        "groups:\n  \"@TGS#class\":",
+        2,
+        3,
+        "group \"@TGS#class\" has no value: the file may be cut off; write `{}` to declare a group without marks",
+    ),
+    (
+        "group key mid-file",
+        "groups:\n  g:\n  h:\n    members:\n      a: [1000]\n",
+        2,
+        3,
+        "group \"g\" has no value",
+    ),
+    (
+        "group ~",
+        "groups:\n  \"@TGS#a\": ~\n",
+        2,
+        3,
+        "group \"@TGS#a\" has no value",
+    ),
+    (
+        "group null",
+        "groups:\n  g: null\n  h: {}\n",
+        2,
+        3,
+        "group \"g\" has no value",
+    ),
+    (
+        "section ~",
+        "groups:\n  g:\n    marks: ~\n",
+        3,
+        5,
+        "`marks` has no value",
+    ),
+    (
+        "null account list",
+        "groups:\n  g:\n    marks:\n      1000:\n",
+        4,
+        7,
+        "the accounts of mark 1000 have no value: the file may be cut off; write `[]` to declare none",
+    ),
+    (
+        "null mark list",
+        "groups:\n  g:\n    members:\n      alice:\n",
+        4,
+        7,
+        "the marks of \"alice\" have no value: the file may be cut off; write `[]` to declare none",
+    ),
+    (
+        "~ mark list",
+        "groups:\n  g:\n    members:\n      alice: ~\n",
+        4,
+        7,
+        "the marks of \"alice\" have no value",
+    ),
+    (
+        "null mark in a list",
+        "groups:\n  g:\n    members:\n      alice:\n        - 1000\n        -\n",
+        6,
+        10,
+        "a mark has no value here",
+    ),
+    (
+        "null merge",
+        "groups:\n  g:\n    <<: ~\n    members: {}\n",
+        3,
+        5,
+        "a merge key (`<<`) has no value",
+    ),
+    (
+        "null in a merge list",
+        "groups:\n  g:\n    <<: [~]\n    members: {}\n",
+        3,
+        10,
+        "a merge key (`<<`) has no value",
+    ),
+    (
+        "flow group null",
+        "{groups: {g: null}}",
+        1,
+        11,
+        "group \"g\" has no value",
+    ),
+    (
+        "flow members null",
+        "{\"groups\": {\"g\": {\"members\": null}}}",
+        1,
+        19,
+        "`members` has no value",
+    ),
+];
+
+#[test]
+fn nulls_below_groups_are_errors_in_every_reader() {
+    let path = Path::new(PATH);
+    for (what, doc, line, column, words) in NULLS {
+        for fast in [false, true] {
+            let errors = match parse_file_with(path, doc.as_bytes(), fast, SPLIT, CAP) {
+                Ok(file) => panic!("{what} (fast: {fast}): read as {file:?}"),
+                Err(errors) => errors,
+            };
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.line == *line && e.column == *column && e.message.contains(words)),
+                "{what} (fast: {fast}): expected {line}:{column} {words:?}, got {errors:#?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split reading (issue 14): the result never depends on the number of threads.
+
+/// Group bodies, valid and not, some with lines at the group keys' indentation that are not
+/// group keys (a flow list or a quoted key continued there).
+const SPLIT_BODIES: &[&str] = &[
+    "    members:\n      a: [1000]\n",
+    "    members:\n      a: [1000, 500]\n      b: [1001]\n    marks:\n      1002: [c, d]\n",
+    "    members:\n      a: [1000,\n  1001]\n",
+    "    members:\n      a: [1000,\n        1001]\n",
+    "    marks:\n      1000: [a,\n  b]\n",
+    "    members:\n      \"a\n  b\": [1000]\n",
+    "    members:\n      a: [999]\n",
+    "    members:\n",
+    "",
+    "    members: {}\n",
+    "  # a comment at the group indentation\n    members:\n      a: [1000]\n",
+    "    members:\n      a: [1000]\n  -x: [1]\n",
+    "    members:\n      név: [1000]\n",
+];
+
+/// Parses `doc` whole and split into chunks of about `chunk_bytes` in thread pools of 1, 2, 3, 4
+/// and 8 threads, with and without the fast path: every result must be the whole-file one.
+fn split_reads_like_whole(doc: &str, chunk_bytes: usize) -> Result<(), TestCaseError> {
+    let path = Path::new(PATH);
+    let whole = Split {
+        threshold: usize::MAX,
+        chunk_bytes,
+    };
+    let split = Split {
+        threshold: 0,
+        chunk_bytes,
+    };
+    for fast in [false, true] {
+        let expected = parse_file_with(path, doc.as_bytes(), fast, whole, CAP);
+        for threads in [1, 2, 3, 4, 8] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| parse_file_with(path, doc.as_bytes(), fast, split, CAP));
+            prop_assert_eq!(
+                &got,
+                &expected,
+                "{} threads, chunks of {} bytes, fast {}:\n{}",
+                threads,
+                chunk_bytes,
+                fast,
+                doc
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn split_reading_equals_whole_reading_at_every_thread_count(
+        bodies in prop::collection::vec((0..SPLIT_BODIES.len(), 0u8..8), 2..12),
+        chunk_bytes in prop_oneof![1usize..200, Just(usize::MAX)],
+    ) {
+        let mut doc = String::from("groups:\n");
+        for (i, (body, name)) in bodies.iter().enumerate() {
+            let _ = write!(doc, "  \"@TGS#g{}\":\n{}", if *name == 0 { 0 } else { i }, SPLIT_BODIES[*body]);
+        }
+        split_reads_like_whole(&doc, chunk_bytes)?;
+    }
+}
+
+/// The case found by hand: a flow list continued at the group indentation, in a file split in
+/// two chunks (which only 2 threads did with the old thread-count-based chunk size).
+#[test]
+fn a_flow_list_continued_at_the_group_indentation_reads_the_same_split() {
+    let mut doc = String::from("groups:\n");
+    for g in 0..8 {
+        let _ = write!(doc, "  g{g}:\n    members:\n      a: [1000,\n  1001]\n");
+    }
+    for chunk_bytes in [1, 40, 100, usize::MAX] {
+        split_reads_like_whole(&doc, chunk_bytes).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pairs aliases add, capped across all files (issue 14).
+
+/// A file whose group `id` has `members` members sharing one anchored list of 10 marks: the
+/// first list is written out, each of the other `members - 1` adds 10 pairs through its alias.
+fn aliased_marks(id: &str, members: usize) -> String {
+    let mut doc = format!("groups:\n  \"{id}\":\n    members:\n      u0: &m [");
+    let marks: Vec<String> = (1000..1010).map(|m| m.to_string()).collect();
+    doc.push_str(&marks.join(", "));
+    doc.push_str("]\n");
+    for i in 1..members {
+        let _ = writeln!(doc, "      u{i}: *m");
+    }
+    doc
+}
+
+#[test]
+fn the_pairs_aliases_add_are_counted_whatever_the_alias() {
+    let path = Path::new(PATH);
+    let count = |doc: &str| {
+        super::parse_file(path, doc.as_bytes(), CAP)
+            .unwrap_or_else(|e| panic!("{e:#?}\n{doc}"))
+            .alias_pairs
+    };
+    assert_eq!(count(&aliased_marks("g", 5)), 40);
+    // Written out: nothing added.
+    for written_out in [
+        "groups:\n  g:\n    members:\n      a: [1000, 1001]\n",
+        "groups:\n  g:\n    members:\n      a:\n        - 1000\n        - 1001\n    marks:\n      1002:\n        - b\n",
+        "{\"groups\": {\"g\": {\"members\": {\"\\u0061\": [1000]}, \"marks\": {\"1001\": [\"b\"]}}}}",
+        "groups:\n  g: &unused\n    members: {a: [1000]}\n",
+    ] {
+        assert_eq!(count(written_out), 0, "{written_out}");
+    }
+    // A whole group, a merged section, a list of accounts and one account through aliases.
+    let doc = "groups:\n  t: &t\n    members:\n      a: [1000, 1001]\n  u: *t\n  v:\n    <<: *t\n  w:\n    marks:\n      1000: &who [b, c, d]\n      1001: *who\n      1002: [&x e]\n      1003: [*x]\n";
+    assert_eq!(count(doc), 2 + 2 + 3 + 1);
+}
+
+#[test]
+fn aliases_over_the_cap_across_files_are_an_error_naming_each_file() {
+    // Three files, each adding 40 pairs, under a cap of 100 each but 120 together.
+    let files: Vec<(std::path::PathBuf, DesiredFile)> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let path = Path::new("desired").join(format!("{name}.yaml"));
+            let doc = aliased_marks(&format!("@TGS#{name}"), 5);
+            let file = super::parse_file(&path, doc.as_bytes(), 100).expect("under the cap");
+            assert_eq!(file.alias_pairs, 40);
+            (path, file)
+        })
+        .collect();
+    assert!(super::assemble(files.clone(), 120).is_ok());
+    let errors = super::assemble(files, 100)
+        .expect_err("120 pairs over a cap of 100")
+        .0;
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let message = &errors[0].message;
+    for name in [
+        "desired/a.yaml adds 40",
+        "desired/b.yaml adds 40",
+        "desired/c.yaml adds 40",
+    ] {
+        assert!(message.contains(name), "{message}");
+    }
+    assert!(
+        message.contains("add 120 (account, mark) pairs"),
+        "{message}"
+    );
+    assert!(
+        message.contains("`max_alias_pairs` allows (100)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn one_file_over_the_cap_stops_reading_at_the_alias_that_goes_over() {
+    let doc = aliased_marks("g", 6);
+    let path = Path::new(PATH);
+    assert_eq!(
+        super::parse_file(path, doc.as_bytes(), 50)
+            .expect("50 pairs")
+            .alias_pairs,
+        50
+    );
+    let errors = super::parse_file(path, doc.as_bytes(), 49).expect_err("over the cap");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("add more than 49 (account, mark) pairs"),
+        "{errors:#?}"
+    );
+    // Stopped at the last member's alias, the one that went over.
+    assert_eq!(errors[0].line, 9, "{errors:#?}");
+    // A cap of 0: no alias may add a pair.
+    assert!(super::parse_file(path, doc.as_bytes(), 0).is_err());
+    assert!(
+        super::parse_file(path, aliased_marks("g", 1).as_bytes(), 0).is_ok(),
+        "an anchor that is never used adds nothing"
+    );
 }

@@ -28,7 +28,9 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod inspect;
 pub mod store;
-pub use store::{Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents};
+pub use store::{
+    Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+};
 
 /// The version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

@@ -269,3 +269,154 @@ fn last_saved_plan_is_optional_and_round_trips() {
     let back = parse(Path::new("s.json"), text.as_bytes()).unwrap();
     assert_eq!(back.last_saved_plan.as_deref(), Some("abc"));
 }
+
+/// The entries of a directory, sorted, with dot-names (temporary files) included.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_symlinked_state_is_written_through_to_its_target_and_stays_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let links = dir.path().join("links");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&links).unwrap();
+    let target = real.join("state.json");
+    let link = links.join("s.json");
+    // Relative, and dangling until the first save: a first run through a link.
+    std::os::unix::fs::symlink("../real/state.json", &link).unwrap();
+    assert_eq!(load(&link, 1400000000).unwrap(), State::new(1400000000));
+
+    let mut s = sample();
+    let _held = lock(&link).unwrap();
+    save_intents(&link, &s).unwrap();
+    save(&link, &mut s).unwrap();
+    s.forget(&g("@TGS#a"), &a("teacher"), [m(1001)]);
+    save_intents(&link, &s).unwrap();
+    save(&link, &mut s).unwrap();
+
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays a link"
+    );
+    let on_disk = parse(&target, &std::fs::read(&target).unwrap()).unwrap();
+    assert_eq!(on_disk, s, "the target holds the last generation");
+    let bak = backup_path(&target);
+    assert!(
+        std::fs::symlink_metadata(&bak)
+            .unwrap()
+            .file_type()
+            .is_file(),
+        ".bak is a file, not a link to the current state"
+    );
+    assert_eq!(
+        parse(&bak, &std::fs::read(&bak).unwrap()).unwrap().serial,
+        1
+    );
+    assert_eq!(
+        names(&real),
+        ["state.json", "state.json.bak", "state.json.lock"],
+        "sidecars live beside the target (the intents were folded)"
+    );
+    assert_eq!(names(&links), ["s.json"], "nothing beside the link");
+    assert_eq!(load(&link, 1400000000).unwrap(), s);
+    // Another process resolves to the same lock.
+    assert!(matches!(lock(&target), Err(StateError::Locked { .. })));
+
+    // An intents sidecar written through the link is found beside the target.
+    let mut pending = s.clone();
+    pending.intend(&g("@TGS#c"), &a("y"), [m(1002)]);
+    save_intents(&link, &pending).unwrap();
+    assert!(intents_path(&target).exists());
+    assert_eq!(load(&target, 1400000000).unwrap().intents, pending.intents);
+}
+
+#[test]
+fn a_state_whose_directory_is_a_symlink_keeps_its_sidecars_in_the_real_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+    // A chain: a link to a link to a missing file, in a linked directory.
+    let path = dir.path().join("via/s.json");
+    std::os::unix::fs::symlink("t.json", &path).unwrap();
+    std::os::unix::fs::symlink(real.join("u.json"), real.join("t.json")).unwrap();
+    let mut s = sample();
+    save(&path, &mut s).unwrap();
+    save(&path, &mut s).unwrap();
+    assert_eq!(
+        names(&real),
+        ["s.json", "t.json", "u.json", "u.json.bak"],
+        "{:?}",
+        names(&real)
+    );
+    assert!(
+        std::fs::symlink_metadata(real.join("t.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(load(&path, 1400000000).unwrap().serial, 2);
+}
+
+#[test]
+fn a_symlink_loop_as_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::os::unix::fs::symlink("s.json", &path).unwrap();
+    let err = load(&path, 7).unwrap_err();
+    assert_eq!(err.metric_label(), "read", "{err}");
+    assert!(err.to_string().contains("symbolic links"), "{err}");
+    assert!(save(&path, &mut State::new(7)).is_err());
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn a_symlink_as_lock_file_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, lock_path(&path)).unwrap();
+    let err = lock(&path).unwrap_err();
+    assert_eq!(err.metric_label(), "lock", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("s.json.lock") && text.contains("symbolic link"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // A dangling one must not create its target either.
+    std::fs::remove_file(lock_path(&path)).unwrap();
+    let absent = dir.path().join("absent");
+    std::os::unix::fs::symlink(&absent, lock_path(&path)).unwrap();
+    assert!(lock(&path).is_err());
+    assert!(!absent.exists());
+}
+
+#[test]
+fn the_lock_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let _held = lock(&path).unwrap();
+    let mode = std::fs::metadata(lock_path(&path))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}

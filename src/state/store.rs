@@ -123,6 +123,7 @@ struct IntentsFile {
     /// Missing in sidecars of earlier builds: merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     serial: Option<u64>,
+    #[serde(deserialize_with = "super::unique_nested")]
     intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
 }
 

@@ -420,3 +420,66 @@ fn the_lock_file_is_created_readable_by_its_owner_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
+
+#[test]
+fn duplicate_keys_in_the_state_or_sidecar_are_corrupt_not_last_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let head = r#""format_version":1,"sdkappid":7,"serial":1"#;
+    let cases = [
+        // A group twice: the first one's members would vanish.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}}}},"G":{{"b":{{"1000":1}}}}}}}}"#),
+            "\"G\"",
+        ),
+        // An account twice in a group.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}},"a":{{"1001":1}}}}}}}}"#),
+            "\"a\"",
+        ),
+        // A mark twice for an account.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1,"1000":2}}}}}}}}"#),
+            "1000",
+        ),
+        // Top level.
+        (
+            format!(r#"{{{head},"groups":{{}},"groups":{{"G":{{"a":{{"1000":1}}}}}}}}"#),
+            "groups",
+        ),
+        (format!(r#"{{{head},"serial":2}}"#), "serial"),
+        (
+            format!(r#"{{{head},"intents":{{"G":{{"a":[1000]}},"G":{{"b":[1000]}}}}}}"#),
+            "\"G\"",
+        ),
+        (
+            format!(r#"{{{head},"intents":{{"G":{{"a":[1000],"a":[1001]}}}}}}"#),
+            "\"a\"",
+        ),
+    ];
+    for (text, key) in &cases {
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path, 7).expect_err(text);
+        assert_eq!(err.metric_label(), "corrupt", "{text}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("duplicate") && msg.contains(key) && msg.contains("line 1 column"),
+            "{text}: {msg}"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    for text in [
+        r#"{"format_version":1,"sdkappid":7,"serial":1,"intents":{"G":{"a":[1000]},"G":{"b":[1000]}}}"#,
+        r#"{"format_version":1,"sdkappid":7,"serial":1,"intents":{"G":{"a":[1000],"a":[1001]}}}"#,
+        r#"{"format_version":1,"sdkappid":7,"sdkappid":7,"serial":1,"intents":{}}"#,
+    ] {
+        std::fs::write(intents_path(&path), text).unwrap();
+        let err = load(&path, 7).expect_err(text);
+        assert_eq!(err.metric_label(), "corrupt", "{text}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("s.json.intents") && msg.contains("duplicate"),
+            "{text}: {msg}"
+        );
+    }
+}

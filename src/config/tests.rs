@@ -313,3 +313,36 @@ fn saved_plan_max_age_defaults_to_a_day_and_is_bounded() {
     .unwrap_err();
     assert!(e.contains("saved_plan_max_age"), "{e}");
 }
+
+#[test]
+fn offline_error_codes_with_another_meaning_are_refused_naming_it() {
+    let base = "sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n";
+    for (code, meaning) in [
+        (70009, "signature check failed"),
+        (70001, "expired"),
+        (60007, "rate limited"),
+        (10006, "rate limited"),
+        (10002, "system error"),
+        (60008, "timed out"),
+        (10010, "does not exist"),
+        (10015, "invalid group ID"),
+        (60006, "SDKAppID is invalid"),
+        (10007, "permission"),
+        (10008, "signature"),
+        (70050, "UserSig failures"),
+        (10003, "invalid command"),
+        (10011, "parse"),
+    ] {
+        let e = check(&format!("{base}offline_error_codes: [10004, {code}]\n")).unwrap_err();
+        assert!(
+            e.contains(&format!("{code}")) && e.contains(meaning) && e.contains(":4:"),
+            "{code}: {e}"
+        );
+        assert!(e.contains("offline_error_codes"), "{e}");
+    }
+    // The documented default, the "account does not exist" code and undocumented codes.
+    for codes in ["[10004]", "[10019]", "[20001, 10004]", "[]"] {
+        let c = check(&format!("{base}offline_error_codes: {codes}\n")).unwrap();
+        assert_eq!(format!("{:?}", c.offline_error_codes), codes);
+    }
+}

@@ -346,3 +346,80 @@ fn offline_error_codes_with_another_meaning_are_refused_naming_it() {
         assert_eq!(format!("{:?}", c.offline_error_codes), codes);
     }
 }
+
+/// Writes a config in a new directory (with `marks/`, `elsewhere/` and `volume/` in it) and
+/// loads it; returns the directory and the outcome.
+fn load_in(state: &str, desired: &str, prepare: impl FnOnce(&Path)) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["marks/sub", "elsewhere", "volume"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(dir.path().join("single.yaml"), "groups: {}\n").unwrap();
+    prepare(dir.path());
+    let path = dir.path().join("marksync.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "sdkappid: 1400000000\nidentifier: administrator\ndesired: {desired}\nstate: {state}\n"
+        ),
+    )
+    .unwrap();
+    load(&path).map_err(|d| d.to_string())
+}
+
+#[test]
+fn a_state_path_inside_the_desired_tree_is_a_config_error() {
+    let link = |from: &'static str, to: &'static str| {
+        move |d: &Path| std::os::unix::fs::symlink(to, d.join(from)).unwrap()
+    };
+    let none = |_: &Path| {};
+    let refused: [(&str, &str, Box<dyn FnOnce(&Path)>); 8] = [
+        ("marks/state.json", "marks/", Box::new(none)),
+        ("marks/sub/x.yaml", "marks", Box::new(none)),
+        ("marks/sub/state", "./marks/", Box::new(none)),
+        // Through a linked directory.
+        ("st/state.json", "marks/", Box::new(link("st", "marks"))),
+        // A link outside whose target is inside.
+        (
+            "state.json",
+            "marks/",
+            Box::new(link("state.json", "marks/sub/real.json")),
+        ),
+        // A link inside (read as a desired file) whose target is outside.
+        (
+            "marks/state.json",
+            "marks/",
+            Box::new(link("marks/state.json", "../volume/s.json")),
+        ),
+        // The desired path is a link to the directory holding the state.
+        (
+            "elsewhere/state.json",
+            "m",
+            Box::new(link("m", "elsewhere")),
+        ),
+        // A single desired file.
+        ("single.yaml", "single.yaml", Box::new(none)),
+    ];
+    for (state, desired, prepare) in refused {
+        let e = load_in(state, desired, prepare).expect_err(state);
+        assert!(
+            e.contains("`state`")
+                && e.contains("`desired`")
+                && (e.contains("is inside the directory") || e.contains("is the file")),
+            "{state} in {desired}: {e}"
+        );
+    }
+    let accepted: [(&str, &str, Box<dyn FnOnce(&Path)>); 4] = [
+        ("state/marksync.json", "marks/", Box::new(none)),
+        ("marks-state.json", "marks", Box::new(none)),
+        ("volume/s.json", "single.yaml", Box::new(none)),
+        (
+            "state.json",
+            "marks/",
+            Box::new(link("state.json", "volume/s.json")),
+        ),
+    ];
+    for (state, desired, prepare) in accepted {
+        load_in(state, desired, prepare).unwrap_or_else(|e| panic!("{state} {desired}: {e}"));
+    }
+}

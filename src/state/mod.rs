@@ -117,6 +117,48 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// The same error with every path it names passed through `f`.
+    fn map_paths(self, f: impl Fn(PathBuf) -> PathBuf) -> Self {
+        use StateError::*;
+        match self {
+            Read { path, source } => Read {
+                path: f(path),
+                source,
+            },
+            Corrupt { path, detail, bak } => Corrupt {
+                path: f(path),
+                detail,
+                bak: f(bak),
+            },
+            Version { path, found } => Version {
+                path: f(path),
+                found,
+            },
+            OtherApp {
+                path,
+                found,
+                expected,
+            } => OtherApp {
+                path: f(path),
+                found,
+                expected,
+            },
+            MissingWithBackup { path, bak } => MissingWithBackup {
+                path: f(path),
+                bak: f(bak),
+            },
+            Write { path, source } => Write {
+                path: f(path),
+                source,
+            },
+            Locked { path, pid } => Locked { path: f(path), pid },
+            Lock { path, source } => Lock {
+                path: f(path),
+                source,
+            },
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -65,10 +65,37 @@ pub fn target(path: &Path) -> io::Result<PathBuf> {
 
 /// Reads the state. A missing file (and no `.bak`) is a first run: an empty state for `sdkappid`.
 pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
-    let path = &target(path).map_err(|source| StateError::Read {
+    let real = target(path).map_err(|source| StateError::Read {
         path: path.into(),
         source,
     })?;
+    load_at(&real, sdkappid).map_err(|e| named(e, path, &real))
+}
+
+/// The paths in an error about the file `real` that `given` stands for, as the user wrote them
+/// (`state.json`, not `/srv/marksync/state.json`), unless `given` is a symbolic link: then the
+/// error is about the target, and names it.
+fn named(e: StateError, given: &Path, real: &Path) -> StateError {
+    if std::fs::symlink_metadata(given).is_ok_and(|m| m.file_type().is_symlink()) {
+        return e;
+    }
+    e.map_paths(|p| {
+        for side in [
+            |p: &Path| p.to_path_buf(),
+            backup_path,
+            intents_path,
+            lock_path,
+        ] {
+            if p == side(real) {
+                return side(given);
+            }
+        }
+        p
+    })
+}
+
+/// [`load`] of the file itself.
+fn load_at(path: &Path, sdkappid: u64) -> Result<State, StateError> {
     let bytes = match crate::input::read_regular(path, crate::input::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -176,10 +203,15 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
 /// Records the state's intents in the sidecar, atomically and durably (temporary file, fsync,
 /// rename, fsync of the directory), without rewriting the state itself.
 pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
-    let path = &target(path).map_err(|source| StateError::Write {
+    let real = target(path).map_err(|source| StateError::Write {
         path: path.into(),
         source,
     })?;
+    save_intents_at(&real, state).map_err(|e| named(e, path, &real))
+}
+
+/// [`save_intents`] beside the file itself.
+fn save_intents_at(path: &Path, state: &State) -> Result<(), StateError> {
     let sidecar = intents_path(path);
     let file = IntentsFile {
         format_version: FORMAT_VERSION,
@@ -248,10 +280,15 @@ fn write_atomically(
 /// file as `.bak` (by hard link, so the state path always exists), rename over, fsync the
 /// directory. Increments `serial`, only when the write succeeds.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
-    let path = &target(path).map_err(|source| StateError::Write {
+    let real = target(path).map_err(|source| StateError::Write {
         path: path.into(),
         source,
     })?;
+    save_at(&real, state).map_err(|e| named(e, path, &real))
+}
+
+/// [`save`] of the file itself.
+fn save_at(path: &Path, state: &mut State) -> Result<(), StateError> {
     let werr = |source: io::Error| StateError::Write {
         path: path.into(),
         source,
@@ -305,12 +342,22 @@ pub struct Lock {
 /// The lock file is opened without following a symbolic link (one there would have its target
 /// truncated and overwritten with a pid) and created readable by its owner only.
 pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
+    let lerr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Lock { path, source }
+    };
+    let real = target(state_path).map_err(lerr(&lock_path(state_path)))?;
+    lock_at(&real).map_err(|e| named(e, state_path, &real))
+}
+
+/// [`lock`] of the file itself.
+fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let lerr = |path: &Path| {
         let path = path.to_path_buf();
         move |source| StateError::Lock { path, source }
     };
-    let path = lock_path(&target(state_path).map_err(lerr(&lock_path(state_path)))?);
+    let path = lock_path(state_path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(lerr(&path))?;
     }

@@ -483,3 +483,28 @@ fn duplicate_keys_in_the_state_or_sidecar_are_corrupt_not_last_one_wins() {
         );
     }
 }
+
+#[test]
+fn errors_name_the_path_as_written_or_the_target_of_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+    std::fs::write(real.join("s.json"), "{").unwrap();
+    let written = dir.path().join("via/s.json");
+    let err = load(&written, 7).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("state file {} is corrupt", written.display()))
+            && err.contains(&backup_path(&written).display().to_string()),
+        "{err}"
+    );
+    std::os::unix::fs::symlink("real/s.json", dir.path().join("link.json")).unwrap();
+    let err = load(&dir.path().join("link.json"), 7)
+        .unwrap_err()
+        .to_string();
+    let target = real.join("s.json");
+    assert!(
+        err.contains(&format!("state file {} is corrupt", target.display())),
+        "a link's error names its target: {err}"
+    );
+}

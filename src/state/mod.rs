@@ -428,9 +428,7 @@ impl<'de> Deserialize<'de> for Confirmed {
                 let mut c = Confirmed::default();
                 while let Some(m) = map.next_key::<Mark>()? {
                     if c.get(m).is_some() {
-                        return Err(serde::de::Error::custom(format!(
-                            "duplicate mark {m} (each key appears once)"
-                        )));
+                        return Err(serde::de::Error::custom(format!("duplicate mark {m}")));
                     }
                     c.confirm(m, map.next_value::<UnixTime>()?);
                 }
@@ -465,9 +463,7 @@ where
                 let mut out = BTreeMap::new();
                 while let Some(k) = map.next_key::<K>()? {
                     if out.contains_key(&k) {
-                        return Err(serde::de::Error::custom(format!(
-                            "duplicate key \"{k}\" (each key appears once)"
-                        )));
+                        return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
                     }
                     let v = map.next_value::<V>()?;
                     out.insert(k, v);

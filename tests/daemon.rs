@@ -611,17 +611,25 @@ fn a_burst_of_writes_causes_one_reconcile() {
     panic!("the machine never let a burst run without a pause as long as the debounce");
 }
 
+/// A state under the desired tree, even in a directory the reader skips, is a config error
+/// (SPEC 4): a tree replaced whole (a fresh checkout, a ConfigMap update) would take the state and
+/// its `.bak` with it. The daemon refuses to start and says so.
 #[test]
-fn state_under_the_watched_tree_causes_no_reconciles() {
-    let (env, d, _, _) = running_with(|env| {
-        env.set("state", "marks/.state/marksync.json");
-    });
-    assert!(env.path("marks/.state/marksync.json").exists());
-    let all = d.metric("marksync_reconciles_total");
-    let calls = env.calls();
-    env.quiet(&d);
-    assert_eq!(d.metric("marksync_reconciles_total"), all);
-    assert_eq!(env.calls(), calls);
+fn state_under_the_watched_tree_is_refused_at_startup() {
+    let mut env = Env::new();
+    env.set("state", "marks/.state/marksync.json");
+    let mut d = env.spawn();
+    let status = d.proc.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{}", d.proc.stderr());
+    assert!(
+        d.proc
+            .stderr()
+            .contains("is inside the directory of `desired`"),
+        "{}",
+        d.proc.stderr()
+    );
+    assert!(!env.path("marks/.state/marksync.json").exists());
+    assert_eq!(env.calls(), 0);
 }
 
 #[test]

@@ -71,10 +71,10 @@ fn state_inside_desired(config: &Config) -> Option<String> {
     let shown = config.desired.display();
     Some(if desired.is_dir() {
         format!(
-            "`state` {}{through} is inside the directory of `desired` ({shown}): marksync would \
-             read its own state files as desired files (every command fails after the first \
-             apply). Move the state outside {shown} (its .bak, .intents and .lock files live \
-             beside it)",
+            "`state` {}{through} is inside the directory of `desired` ({shown}): the desired \
+             reader would take the state and its .bak, .intents and .lock files for desired \
+             files, and replacing the desired tree (a checkout, a ConfigMap update) would take \
+             them away. Move the state outside {shown}",
             state.display()
         )
     } else {

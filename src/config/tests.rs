@@ -374,6 +374,8 @@ fn a_state_path_inside_the_desired_tree_is_a_config_error() {
         ("marks/state.json", "marks/", None),
         ("marks/sub/x.yaml", "marks", None),
         ("marks/sub/state", "./marks/", None),
+        // In a directory the reader skips: a tree replaced whole would take it away.
+        ("marks/.state/s.json", "marks/", None),
         // Through a linked directory.
         ("st/state.json", "marks/", Some(("st", "marks"))),
         // A link outside whose target is inside.

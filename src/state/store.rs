@@ -251,6 +251,16 @@ fn write_atomically(
             },
         )
     };
+    // A FIFO, a device or a directory where the file goes is not replaced (the load refuses
+    // one too): renaming over a link's target would replace, say, /dev/null itself.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+        && !meta.file_type().is_symlink()
+    {
+        return Err(werr(io::Error::other(
+            "not a regular file (a FIFO, a device or a directory); marksync will not replace it",
+        )));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -508,3 +508,26 @@ fn errors_name_the_path_as_written_or_the_target_of_a_link() {
         "a link's error names its target: {err}"
     );
 }
+
+#[test]
+fn a_save_never_replaces_a_target_that_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo is needed for this test");
+    let path = dir.path().join("s.json");
+    std::os::unix::fs::symlink(&fifo, &path).unwrap();
+    let err = save(&path, &mut State::new(7)).unwrap_err();
+    assert_eq!(err.metric_label(), "write", "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}

@@ -983,7 +983,8 @@ pub fn state_rm(
          declares it.",
         config.state.display(),
         st.serial,
-        state::backup_path(&config.state).display()
+        // Beside the file the state path stands for (a symlink's target).
+        state::backup_path(&state::target(&config.state).unwrap_or(config.state.clone())).display()
     );
     Ok(exit::OK)
 }

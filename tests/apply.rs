@@ -741,6 +741,66 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
 // ---------------------------------------------------------------------------------------------
 // Locking, the guard, crash safety
 
+/// Whether `p` is a symbolic link (not followed).
+fn is_link(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[tokio::test]
+async fn a_symlinked_state_is_written_through_and_tells_the_truth_after_the_link_is_recreated() {
+    let env = Env::start().await;
+    let link = env.state_path().to_path_buf();
+    let state_dir = link.parent().unwrap().to_path_buf();
+    let volume = state_dir.parent().unwrap().join("volume");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    std::fs::create_dir_all(&volume).unwrap();
+    let target = volume.join("marksync.json");
+    // Dangling until the first save: a first run on a freshly mounted volume.
+    std::os::unix::fs::symlink("../volume/marksync.json", &link).unwrap();
+
+    let first = marks(&[("@TGS#a", "host", &[500, 1000]), ("@TGS#a", "t", &[1001])]);
+    env.applied(&first).await;
+    let second = marks(&[("@TGS#a", "host", &[500]), ("@TGS#a", "u", &[1002])]);
+    env.applied(&second).await;
+    env.assert_converged(&second);
+
+    assert!(is_link(&link), "the state path stays a link");
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&volume),
+        ["marksync.json", "marksync.json.bak", "marksync.json.lock"],
+        "the target, its .bak and its lock, side by side (intents folded)"
+    );
+    assert_eq!(names(&state_dir), ["marksync.json"], "only the link");
+    let on_target = state::load(&target, APP).unwrap();
+    assert_eq!(common::confirmed_marks(&on_target), second);
+    let bak = state::backup_path(&target);
+    let bak = state::parse(&bak, &std::fs::read(&bak).unwrap()).unwrap();
+    assert_eq!(
+        bak.serial + 1,
+        on_target.serial,
+        ".bak is the previous generation"
+    );
+
+    // A restart or remount recreates the link: the state still says what the service holds.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert_eq!(env.live(), second);
+    assert_eq!(
+        env.confirmed(),
+        second,
+        "the state read through the new link"
+    );
+    assert!(env.plan(false).is_empty());
+}
+
 #[tokio::test]
 async fn a_locked_state_exits_5_and_is_left_intact() {
     let env = Env::start().await;

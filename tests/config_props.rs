@@ -46,7 +46,8 @@ fn check_accepted(c: &Config) {
     assert!(
         c.offline_error_codes
             .iter()
-            .all(|&n| (1..=i64::from(i32::MAX)).contains(&n))
+            .all(|&n| (1..=i64::from(i32::MAX)).contains(&n)
+                && marksync::tim::codes::offline_conflict(n).is_none())
     );
     assert!(!c.identifier.is_empty() && c.identifier.len() <= 32);
 }

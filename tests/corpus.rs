@@ -146,6 +146,7 @@ cases! {
         nested_junk,
         nested_too_deep,
         offline_error_codes_bad,
+        offline_error_codes_other_meaning,
         offline_error_codes_u64_max,
         path_empty,
         reassert_every_30ms_typo,

@@ -93,6 +93,8 @@ struct World {
     seed: u64,
     tally: Tally,
     n: usize,
+    /// Whether the state path is a symbolic link into `volume/` (checked after every kill).
+    linked: bool,
 }
 
 impl World {
@@ -108,6 +110,7 @@ impl World {
             seed,
             tally: Tally::default(),
             n: 0,
+            linked: false,
         };
         // Start from a full roster, so the first rounds have clears to make.
         for g in 0..GROUPS {
@@ -126,6 +129,32 @@ impl World {
         w.write_config(200);
         w.write_desired();
         w
+    }
+
+    /// [`World::new`] with the state path a relative symbolic link, dangling until the first
+    /// save, to `volume/marksync.json` (a state on a mounted volume).
+    fn new_linked(seed: u64) -> World {
+        let mut w = World::new(seed);
+        std::fs::create_dir_all(w.path("state")).unwrap();
+        std::fs::create_dir_all(w.path("volume")).unwrap();
+        std::os::unix::fs::symlink("../volume/marksync.json", w.state_path()).unwrap();
+        w.linked = true;
+        w
+    }
+
+    /// The link is still a link and nothing of the state's lives beside it.
+    fn check_link(&self) {
+        let link = self.state_path();
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()),
+            "the state link became a file (seed {})",
+            self.seed
+        );
+        let beside: Vec<_> = std::fs::read_dir(self.path("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, ["marksync.json"], "seed {}", self.seed);
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -347,7 +376,11 @@ impl World {
     /// The state, its `.bak` and its intents sidecar all parse (a missing state before the
     /// first save is fine).
     fn check_state_files(&mut self) {
-        let path = self.state_path();
+        if self.linked {
+            self.check_link();
+        }
+        // The file the state path stands for: its sidecars live beside it.
+        let path = marksync::state::target(&self.state_path()).unwrap();
         if path.exists() || marksync::state::intents_path(&path).exists() {
             marksync::state::load(&path, APP).unwrap_or_else(|e| {
                 panic!("state after a kill (seed {}): {e}", self.seed);
@@ -460,6 +493,13 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
         apply_kills = count(&w.tally.killed, "apply");
         run_kills = count(&w.tally.killed, "run");
     }
+    finish(&mut w, started);
+}
+
+/// After the last kill: one clean apply, then nothing stray, nothing missing, nothing left to
+/// plan and no intent left.
+fn finish(w: &mut World, started: Instant) {
+    let seed = w.seed;
     w.emu.settle(Duration::from_secs(3));
     w.clean_apply();
 
@@ -510,6 +550,33 @@ fn kill_9_apply_and_run_at_random_moments_then_one_clean_apply_leaves_exactly_th
         "seed {seed}: intents left: {:?}",
         st.intents
     );
+    if w.linked {
+        w.check_link();
+        let target = w.path("volume/marksync.json");
+        let on_target = marksync::state::load(&target, APP).unwrap();
+        assert_eq!(on_target, st, "seed {seed}: the target holds the state");
+    }
+}
+
+#[test]
+fn kill_9_apply_with_a_symlinked_state_keeps_the_link_and_leaves_exactly_the_desired_marks() {
+    let rounds = env_usize("MARKSYNC_CRASH_ROUNDS").unwrap_or(SHORT_ROUNDS);
+    let seed = seed();
+    eprintln!(
+        "crash suite, symlinked state: seed {seed} (MARKSYNC_CRASH_SEED={seed} replays it), {rounds} kills of apply"
+    );
+    let started = Instant::now();
+    let mut w = World::new_linked(seed);
+    let mut attempts = 0;
+    while count(&w.tally.killed, "apply") < rounds {
+        attempts += 1;
+        assert!(
+            attempts < rounds * 6 + 10,
+            "too few kills landed (seed {seed})"
+        );
+        w.round(Program::Apply);
+    }
+    finish(&mut w, started);
 }
 
 #[test]

@@ -611,17 +611,57 @@ fn a_burst_of_writes_causes_one_reconcile() {
     panic!("the machine never let a burst run without a pause as long as the debounce");
 }
 
+/// The daemon resolves a symlinked state path once, at start, where it takes the lock: a link
+/// re-pointed while it runs (a remount) does not send its saves to a state it holds no lock on.
 #[test]
-fn state_under_the_watched_tree_causes_no_reconciles() {
-    let (env, d, _, _) = running_with(|env| {
-        env.set("state", "marks/.state/marksync.json");
+fn a_state_link_re_pointed_while_running_does_not_move_the_daemons_saves() {
+    let env = Env::new();
+    for d in ["state", "vol-a", "vol-b"] {
+        std::fs::create_dir_all(env.path(d)).unwrap();
+    }
+    std::os::unix::fs::symlink("../vol-a/marksync.json", env.state_path()).unwrap();
+    let (a, b) = example();
+    env.desire("a.yaml", &a);
+    let d = env.start();
+    env.wait_live(&a);
+    std::fs::remove_file(env.state_path()).unwrap();
+    std::os::unix::fs::symlink("../vol-b/marksync.json", env.state_path()).unwrap();
+    env.desire("b.yaml", &b);
+    env.wait_live(&union(&[&a, &b]));
+    let held = env.path("vol-a/marksync.json");
+    poll("the daemon to save b's marks", WAIT, || {
+        let st = marksync::state::load(&held, APP).ok()?;
+        common::confirmed_marks(&st)
+            .contains_key("@TGS#2B")
+            .then_some(())
     });
-    assert!(env.path("marks/.state/marksync.json").exists());
-    let all = d.metric("marksync_reconciles_total");
-    let calls = env.calls();
-    env.quiet(&d);
-    assert_eq!(d.metric("marksync_reconciles_total"), all);
-    assert_eq!(env.calls(), calls);
+    assert!(
+        !env.path("vol-b/marksync.json").exists(),
+        "nothing written to the new target"
+    );
+    assert!(!env.path("vol-b/marksync.json.lock").exists());
+    drop(d);
+}
+
+/// A state under the desired tree, even in a directory the reader skips, is a config error
+/// (SPEC 4): a tree replaced whole (a fresh checkout, a ConfigMap update) would take the state and
+/// its `.bak` with it. The daemon refuses to start and says so.
+#[test]
+fn state_under_the_watched_tree_is_refused_at_startup() {
+    let mut env = Env::new();
+    env.set("state", "marks/.state/marksync.json");
+    let mut d = env.spawn();
+    let status = d.proc.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(1), "{}", d.proc.stderr());
+    assert!(
+        d.proc
+            .stderr()
+            .contains("is inside the directory of `desired`"),
+        "{}",
+        d.proc.stderr()
+    );
+    assert!(!env.path("marks/.state/marksync.json").exists());
+    assert_eq!(env.calls(), 0);
 }
 
 #[test]

@@ -16,7 +16,75 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
         };
         Diagnostics(vec![Diagnostic::file_error(path, what)])
     })?;
-    parse_bytes(path, &bytes)
+    let config = parse_bytes(path, &bytes)?;
+    match state_inside_desired(&config) {
+        None => Ok(config),
+        Some(message) => {
+            // `parse_bytes` accepted the bytes as UTF-8. Point at the `state` key when it is
+            // written at the start of a line (else `desired`, for the default state path).
+            let text = String::from_utf8_lossy(&bytes);
+            let line = ["state:", "desired:"].iter().find_map(|key| {
+                text.lines()
+                    .position(|l| l.starts_with(key))
+                    .map(|i| i as u64 + 1)
+            });
+            let d = match line {
+                Some(line) => Diagnostic::at(path, &text, line, 1, message),
+                None => Diagnostic::file_error(path, message),
+            };
+            Err(Diagnostics(vec![d]))
+        }
+    }
+}
+
+/// Why the state path is unusable beside the desired path, if it is: the state file (where the
+/// path itself is, and the file it stands for when it is a symbolic link), its `.bak`, intents
+/// sidecar, lock and temporary files must not be inside the desired directory (or be the desired
+/// file), or the desired reader would read marksync's own files as desired marks. Paths are
+/// compared resolved (symbolic links followed where they exist).
+fn state_inside_desired(config: &Config) -> Option<String> {
+    use crate::state::{backup_path, intents_path, lock_path, target};
+    let desired = target(&config.desired).ok()?;
+    let state = &config.state;
+    // The path's own place (its directory resolved), and the file it stands for.
+    let place = match (state.parent(), state.file_name()) {
+        (Some(dir), Some(name)) => target(dir).ok().map(|d| d.join(name)),
+        _ => None,
+    };
+    let real = target(state).ok();
+    let hit = place.iter().chain(real.iter()).find(|p| {
+        [
+            p.to_path_buf(),
+            backup_path(p),
+            intents_path(p),
+            lock_path(p),
+        ]
+        .iter()
+        .any(|f| f.starts_with(&desired))
+    })?;
+    let through = match &real {
+        Some(r) if r == hit && Some(r) != place.as_ref() => {
+            format!(" (through a symbolic link, {})", r.display())
+        }
+        _ => String::new(),
+    };
+    let shown = config.desired.display();
+    Some(if desired.is_dir() {
+        format!(
+            "`state` {}{through} is inside the directory of `desired` ({shown}): the desired \
+             reader would take the state and its .bak, .intents and .lock files for desired \
+             files, and replacing the desired tree (a checkout, a ConfigMap update) would take \
+             them away. Move the state outside {shown}",
+            state.display()
+        )
+    } else {
+        format!(
+            "`state` {}{through} is the file of `desired` ({shown}) or beside it under a \
+             sidecar's name: marksync would overwrite desired marks with its state. Give the \
+             state another path",
+            state.display()
+        )
+    })
 }
 
 /// Reads the callback token file: a regular file of at most [`crate::input::MAX_TOKEN_BYTES`],

@@ -458,13 +458,24 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
                 let codes: Vec<Option<i128>> = items
                     .iter()
                     .map(|i| {
-                        c.int_in(
+                        let n = c.int_in(
                             i,
                             "offline_error_codes",
                             1,
                             MAX_ERROR_CODE,
                             "an error code between 1 and 2147483647",
-                        )
+                        )?;
+                        match crate::tim::codes::offline_conflict(n as i64) {
+                            None => Some(n),
+                            Some(meaning) => {
+                                c.err(&i.referenced, format!(
+                                    "`offline_error_codes` cannot list {n}: the service uses it for something else ({meaning}). \
+                                     Listed here, that failure would read as \"every account is offline\": sets left pending and \
+                                     clears taken as done. Remove it; only codes with no other meaning (such as the default 10004) belong here"
+                                ));
+                                None
+                            }
+                        }
                     })
                     .collect();
                 codes

@@ -327,3 +327,115 @@ fn max_alias_pairs_defaults_to_a_million_and_is_bounded() {
         assert!(e.contains("max_alias_pairs"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn offline_error_codes_with_another_meaning_are_refused_naming_it() {
+    let base = "sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n";
+    for (code, meaning) in [
+        (70009, "signature check failed"),
+        (70001, "expired"),
+        (60007, "rate limited"),
+        (10006, "rate limited"),
+        (10002, "system error"),
+        (60008, "timed out"),
+        (10010, "does not exist"),
+        (10015, "invalid group ID"),
+        (60006, "SDKAppID is invalid"),
+        (10007, "permission"),
+        (10008, "signature"),
+        (70050, "UserSig failures"),
+        (10003, "invalid command"),
+        (10011, "parse"),
+    ] {
+        let e = check(&format!("{base}offline_error_codes: [10004, {code}]\n")).unwrap_err();
+        assert!(
+            e.contains(&format!("{code}")) && e.contains(meaning) && e.contains(":4:"),
+            "{code}: {e}"
+        );
+        assert!(e.contains("offline_error_codes"), "{e}");
+    }
+    // The documented default, the "account does not exist" code and undocumented codes.
+    for codes in ["[10004]", "[10019]", "[20001, 10004]", "[]"] {
+        let c = check(&format!("{base}offline_error_codes: {codes}\n")).unwrap();
+        assert_eq!(format!("{:?}", c.offline_error_codes), codes);
+    }
+}
+
+/// Writes a config in a new directory (with `marks/`, `elsewhere/` and `volume/` in it) and
+/// loads it; returns the directory and the outcome.
+fn load_in(state: &str, desired: &str, prepare: impl FnOnce(&Path)) -> Result<Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["marks/sub", "elsewhere", "volume"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    std::fs::write(dir.path().join("single.yaml"), "groups: {}\n").unwrap();
+    prepare(dir.path());
+    let path = dir.path().join("marksync.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "sdkappid: 1400000000\nidentifier: administrator\ndesired: {desired}\nstate: {state}\n"
+        ),
+    )
+    .unwrap();
+    load(&path).map_err(|d| d.to_string())
+}
+
+#[test]
+fn a_state_path_inside_the_desired_tree_is_a_config_error() {
+    // (state, desired, a symbolic link to make first: (where, to what))
+    let refused = [
+        ("marks/state.json", "marks/", None),
+        ("marks/sub/x.yaml", "marks", None),
+        ("marks/sub/state", "./marks/", None),
+        // In a directory the reader skips: a tree replaced whole would take it away.
+        ("marks/.state/s.json", "marks/", None),
+        // Through a linked directory.
+        ("st/state.json", "marks/", Some(("st", "marks"))),
+        // A link outside whose target is inside.
+        (
+            "state.json",
+            "marks/",
+            Some(("state.json", "marks/sub/real.json")),
+        ),
+        // A link inside (read as a desired file) whose target is outside.
+        (
+            "marks/state.json",
+            "marks/",
+            Some(("marks/state.json", "../volume/s.json")),
+        ),
+        // The desired path is a link to the directory holding the state.
+        ("elsewhere/state.json", "m", Some(("m", "elsewhere"))),
+        // A single desired file.
+        ("single.yaml", "single.yaml", None),
+    ];
+    let link = |l: Option<(&'static str, &'static str)>| {
+        move |d: &Path| {
+            if let Some((from, to)) = l {
+                std::os::unix::fs::symlink(to, d.join(from)).unwrap();
+            }
+        }
+    };
+    for (state, desired, l) in refused {
+        let e = load_in(state, desired, link(l)).expect_err(state);
+        assert!(
+            e.contains("`state`")
+                && e.contains("`desired`")
+                && (e.contains("is inside the directory") || e.contains("is the file")),
+            "{state} in {desired}: {e}"
+        );
+    }
+    let accepted = [
+        ("state/marksync.json", "marks/", None),
+        ("marks-state.json", "marks", None),
+        ("volume/s.json", "single.yaml", None),
+        (
+            "state.json",
+            "marks/",
+            Some(("state.json", "volume/s.json")),
+        ),
+    ];
+    for (state, desired, l) in accepted {
+        load_in(state, desired, link(l)).unwrap_or_else(|e| panic!("{state} {desired}: {e}"));
+    }
+}

@@ -227,7 +227,13 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let config = engine::load_config(config_path)?;
+    let mut config = engine::load_config(config_path)?;
+    // Resolved once, for the daemon's life: the lock and every save are beside this file, even
+    // if a symlinked state path is re-pointed while it runs (a restart picks the new target).
+    config.state = state::target(&config.state).map_err(|source| state::StateError::Read {
+        path: config.state.clone(),
+        source,
+    })?;
     let _lock = if opts.dry_run {
         None
     } else {
@@ -613,7 +619,8 @@ impl Daemon {
     fn reload(&mut self) {
         match engine::load_config(&self.config_path) {
             Ok(config) => {
-                if config.state != self.config.state || config.sdkappid != self.config.sdkappid {
+                let state = state::target(&config.state).unwrap_or(config.state.clone());
+                if state != self.config.state || config.sdkappid != self.config.sdkappid {
                     tracing::warn!(
                         "reload: `state` and `sdkappid` changes need a restart; keeping the old ones"
                     );

@@ -28,7 +28,9 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod inspect;
 pub mod store;
-pub use store::{Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents};
+pub use store::{
+    Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+};
 
 /// The version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -115,6 +117,48 @@ pub enum StateError {
 }
 
 impl StateError {
+    /// The same error with every path it names passed through `f`.
+    fn map_paths(self, f: impl Fn(PathBuf) -> PathBuf) -> Self {
+        use StateError::*;
+        match self {
+            Read { path, source } => Read {
+                path: f(path),
+                source,
+            },
+            Corrupt { path, detail, bak } => Corrupt {
+                path: f(path),
+                detail,
+                bak: f(bak),
+            },
+            Version { path, found } => Version {
+                path: f(path),
+                found,
+            },
+            OtherApp {
+                path,
+                found,
+                expected,
+            } => OtherApp {
+                path: f(path),
+                found,
+                expected,
+            },
+            MissingWithBackup { path, bak } => MissingWithBackup {
+                path: f(path),
+                bak: f(bak),
+            },
+            Write { path, source } => Write {
+                path: f(path),
+                source,
+            },
+            Locked { path, pid } => Locked { path: f(path), pid },
+            Lock { path, source } => Lock {
+                path: f(path),
+                source,
+            },
+        }
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -194,11 +238,15 @@ pub struct State {
     /// Incremented on every save, so operators can tell generations apart.
     pub serial: u64,
     /// Group -> account -> confirmed marks. Only confirmed results enter here.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_nested")]
     pub groups: BTreeMap<GroupId, BTreeMap<Account, Confirmed>>,
     /// Group -> account -> marks being set or cleared whose outcome is not yet known (the
     /// crash-safety record). A mark here is unknown, whether or not it is also confirmed.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_nested"
+    )]
     pub intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
     /// The `plan_id` of the last saved plan `apply FILE` applied, so that applying the same file
     /// again is refused as "already applied" (not just "the state changed"). Absent in states
@@ -378,14 +426,66 @@ impl<'de> Deserialize<'de> for Confirmed {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Confirmed, A::Error> {
                 let mut c = Confirmed::default();
-                while let Some((m, t)) = map.next_entry::<Mark, UnixTime>()? {
-                    c.confirm(m, t);
+                while let Some(m) = map.next_key::<Mark>()? {
+                    if c.get(m).is_some() {
+                        return Err(serde::de::Error::custom(format!("duplicate mark {m}")));
+                    }
+                    c.confirm(m, map.next_value::<UnixTime>()?);
                 }
                 Ok(c)
             }
         }
         d.deserialize_map(V)
     }
+}
+
+/// A JSON object read into a sorted map, refusing a key that appears twice: "last one wins"
+/// would silently drop a group's members (or a member's marks) from the state.
+struct UniqueMap<K, V>(BTreeMap<K, V>);
+
+impl<'de, K, V> Deserialize<'de> for UniqueMap<K, V>
+where
+    K: Deserialize<'de> + Ord + fmt::Display,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Unique<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K, V> Visitor<'de> for Unique<K, V>
+        where
+            K: Deserialize<'de> + Ord + fmt::Display,
+            V: Deserialize<'de>,
+        {
+            type Value = UniqueMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(k) = map.next_key::<K>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
+                    }
+                    let v = map.next_value::<V>()?;
+                    out.insert(k, v);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(Unique(std::marker::PhantomData))
+    }
+}
+
+/// Deserializes a map of maps (group -> account -> value), refusing a duplicate key at either
+/// level ([`UniqueMap`]).
+fn unique_nested<'de, D, K1, K2, V>(d: D) -> Result<BTreeMap<K1, BTreeMap<K2, V>>, D::Error>
+where
+    D: Deserializer<'de>,
+    K1: Deserialize<'de> + Ord + fmt::Display,
+    K2: Deserialize<'de> + Ord + fmt::Display,
+    V: Deserialize<'de>,
+{
+    let outer = UniqueMap::<K1, UniqueMap<K2, V>>::deserialize(d)?;
+    Ok(outer.0.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// Changes a member's entry of `map`, if it has one (`change` says whether it is now empty), then

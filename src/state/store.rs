@@ -25,8 +25,77 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// How many symbolic links [`target`] follows before calling it a loop (Linux's own limit).
+const MAX_LINKS: usize = 40;
+
+/// The file a state path stands for: the final target of a chain of symbolic links (relative
+/// links resolved against their own directory), in its real directory (links among the parent
+/// directories resolved too). A path that does not exist yet, or a dangling link, stands for the
+/// file it names in that real directory: the first save creates it there.
+///
+/// Every store function reads and writes the target, so a link stays a link and the `.bak`, the
+/// intents sidecar, the lock and the temporary files live beside the file they belong to (a
+/// rename over the link would turn it into a file and leave the target behind, frozen).
+pub fn target(path: &Path) -> io::Result<PathBuf> {
+    let mut p = std::path::absolute(path)?;
+    for _ in 0..=MAX_LINKS {
+        match std::fs::symlink_metadata(&p) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&p)?;
+                p = p.parent().unwrap_or(Path::new("/")).join(link);
+            }
+            Ok(_) => return std::fs::canonicalize(&p),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let (Some(dir), Some(name)) = (p.parent(), p.file_name()) else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{} does not name a file", p.display()),
+                    ));
+                };
+                return Ok(target(dir)?.join(name));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "more than {MAX_LINKS} symbolic links in a row (a loop?) from {}",
+        path.display()
+    )))
+}
+
 /// Reads the state. A missing file (and no `.bak`) is a first run: an empty state for `sdkappid`.
 pub fn load(path: &Path, sdkappid: u64) -> Result<State, StateError> {
+    let real = target(path).map_err(|source| StateError::Read {
+        path: path.into(),
+        source,
+    })?;
+    load_at(&real, sdkappid).map_err(|e| named(e, path, &real))
+}
+
+/// The paths in an error about the file `real` that `given` stands for, as the user wrote them
+/// (`state.json`, not `/srv/marksync/state.json`), unless `given` is a symbolic link: then the
+/// error is about the target, and names it.
+fn named(e: StateError, given: &Path, real: &Path) -> StateError {
+    if std::fs::symlink_metadata(given).is_ok_and(|m| m.file_type().is_symlink()) {
+        return e;
+    }
+    e.map_paths(|p| {
+        for side in [
+            |p: &Path| p.to_path_buf(),
+            backup_path,
+            intents_path,
+            lock_path,
+        ] {
+            if p == side(real) {
+                return side(given);
+            }
+        }
+        p
+    })
+}
+
+/// [`load`] of the file itself.
+fn load_at(path: &Path, sdkappid: u64) -> Result<State, StateError> {
     let bytes = match crate::input::read_regular(path, crate::input::MAX_STATE_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -81,6 +150,7 @@ struct IntentsFile {
     /// Missing in sidecars of earlier builds: merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     serial: Option<u64>,
+    #[serde(deserialize_with = "super::unique_nested")]
     intents: BTreeMap<GroupId, BTreeMap<Account, MarkSet>>,
 }
 
@@ -133,6 +203,15 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
 /// Records the state's intents in the sidecar, atomically and durably (temporary file, fsync,
 /// rename, fsync of the directory), without rewriting the state itself.
 pub fn save_intents(path: &Path, state: &State) -> Result<(), StateError> {
+    let real = target(path).map_err(|source| StateError::Write {
+        path: path.into(),
+        source,
+    })?;
+    save_intents_at(&real, state).map_err(|e| named(e, path, &real))
+}
+
+/// [`save_intents`] beside the file itself.
+fn save_intents_at(path: &Path, state: &State) -> Result<(), StateError> {
     let sidecar = intents_path(path);
     let file = IntentsFile {
         format_version: FORMAT_VERSION,
@@ -172,6 +251,16 @@ fn write_atomically(
             },
         )
     };
+    // A FIFO, a device or a directory where the file goes is not replaced (the load refuses
+    // one too): renaming over a link's target would replace, say, /dev/null itself.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+        && !meta.file_type().is_symlink()
+    {
+        return Err(werr(io::Error::other(
+            "not a regular file (a FIFO, a device or a directory); marksync will not replace it",
+        )));
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -201,6 +290,15 @@ fn write_atomically(
 /// file as `.bak` (by hard link, so the state path always exists), rename over, fsync the
 /// directory. Increments `serial`, only when the write succeeds.
 pub fn save(path: &Path, state: &mut State) -> Result<(), StateError> {
+    let real = target(path).map_err(|source| StateError::Write {
+        path: path.into(),
+        source,
+    })?;
+    save_at(&real, state).map_err(|e| named(e, path, &real))
+}
+
+/// [`save`] of the file itself.
+fn save_at(path: &Path, state: &mut State) -> Result<(), StateError> {
     let werr = |source: io::Error| StateError::Write {
         path: path.into(),
         source,
@@ -249,25 +347,66 @@ pub struct Lock {
     pub path: PathBuf,
 }
 
-/// Takes the exclusive lock for `state_path`, or says which pid holds it.
+/// Takes the exclusive lock for `state_path` (beside its [`target`]), or says which pid holds it.
+///
+/// The lock file is opened without following a symbolic link (one there would have its target
+/// truncated and overwritten with a pid) and created readable by its owner only.
 pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
+    let lerr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Lock { path, source }
+    };
+    let real = target(state_path).map_err(lerr(&lock_path(state_path)))?;
+    lock_at(&real).map_err(|e| named(e, state_path, &real))
+}
+
+/// [`lock`] of the file itself.
+fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let lerr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Lock { path, source }
+    };
     let path = lock_path(state_path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StateError::Lock {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(lerr(&path))?;
     }
-    let mut file = OpenOptions::new()
+    let opened = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(|source| StateError::Lock {
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path);
+    let is_link = || std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && is_link() => {
+            return Err(StateError::Lock {
+                path: path.clone(),
+                source: io::Error::other(
+                    "it is a symbolic link; marksync creates this file itself and never follows \
+                     a link there: remove the link",
+                ),
+            });
+        }
+        Err(e) => return Err(lerr(&path)(e)),
+    };
+    let kind = file.metadata().map_err(lerr(&path))?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else {
+            "not a regular file"
+        };
+        return Err(StateError::Lock {
             path: path.clone(),
-            source,
-        })?;
+            source: io::Error::other(format!(
+                "it is {what}; marksync creates this file itself: remove it"
+            )),
+        });
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -286,9 +425,6 @@ pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
         writeln!(f, "{}", std::process::id())?;
         f.sync_all()
     };
-    write_pid(&mut file).map_err(|source| StateError::Lock {
-        path: path.clone(),
-        source,
-    })?;
+    write_pid(&mut file).map_err(lerr(&path))?;
     Ok(Lock { _file: file, path })
 }

@@ -269,3 +269,265 @@ fn last_saved_plan_is_optional_and_round_trips() {
     let back = parse(Path::new("s.json"), text.as_bytes()).unwrap();
     assert_eq!(back.last_saved_plan.as_deref(), Some("abc"));
 }
+
+/// The entries of a directory, sorted, with dot-names (temporary files) included.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_symlinked_state_is_written_through_to_its_target_and_stays_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    let links = dir.path().join("links");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&links).unwrap();
+    let target = real.join("state.json");
+    let link = links.join("s.json");
+    // Relative, and dangling until the first save: a first run through a link.
+    std::os::unix::fs::symlink("../real/state.json", &link).unwrap();
+    assert_eq!(load(&link, 1400000000).unwrap(), State::new(1400000000));
+
+    let mut s = sample();
+    let _held = lock(&link).unwrap();
+    save_intents(&link, &s).unwrap();
+    save(&link, &mut s).unwrap();
+    s.forget(&g("@TGS#a"), &a("teacher"), [m(1001)]);
+    save_intents(&link, &s).unwrap();
+    save(&link, &mut s).unwrap();
+
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link stays a link"
+    );
+    let on_disk = parse(&target, &std::fs::read(&target).unwrap()).unwrap();
+    assert_eq!(on_disk, s, "the target holds the last generation");
+    let bak = backup_path(&target);
+    assert!(
+        std::fs::symlink_metadata(&bak)
+            .unwrap()
+            .file_type()
+            .is_file(),
+        ".bak is a file, not a link to the current state"
+    );
+    assert_eq!(
+        parse(&bak, &std::fs::read(&bak).unwrap()).unwrap().serial,
+        1
+    );
+    assert_eq!(
+        names(&real),
+        ["state.json", "state.json.bak", "state.json.lock"],
+        "sidecars live beside the target (the intents were folded)"
+    );
+    assert_eq!(names(&links), ["s.json"], "nothing beside the link");
+    assert_eq!(load(&link, 1400000000).unwrap(), s);
+    // Another process resolves to the same lock.
+    assert!(matches!(lock(&target), Err(StateError::Locked { .. })));
+
+    // An intents sidecar written through the link is found beside the target.
+    let mut pending = s.clone();
+    pending.intend(&g("@TGS#c"), &a("y"), [m(1002)]);
+    save_intents(&link, &pending).unwrap();
+    assert!(intents_path(&target).exists());
+    assert_eq!(load(&target, 1400000000).unwrap().intents, pending.intents);
+}
+
+#[test]
+fn a_state_whose_directory_is_a_symlink_keeps_its_sidecars_in_the_real_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+    // A chain: a link to a link to a missing file, in a linked directory.
+    let path = dir.path().join("via/s.json");
+    std::os::unix::fs::symlink("t.json", &path).unwrap();
+    std::os::unix::fs::symlink(real.join("u.json"), real.join("t.json")).unwrap();
+    let mut s = sample();
+    save(&path, &mut s).unwrap();
+    save(&path, &mut s).unwrap();
+    assert_eq!(
+        names(&real),
+        ["s.json", "t.json", "u.json", "u.json.bak"],
+        "{:?}",
+        names(&real)
+    );
+    assert!(
+        std::fs::symlink_metadata(real.join("t.json"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(load(&path, 1400000000).unwrap().serial, 2);
+}
+
+#[test]
+fn a_symlink_loop_as_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    std::os::unix::fs::symlink("s.json", &path).unwrap();
+    let err = load(&path, 7).unwrap_err();
+    assert_eq!(err.metric_label(), "read", "{err}");
+    assert!(err.to_string().contains("symbolic links"), "{err}");
+    assert!(save(&path, &mut State::new(7)).is_err());
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn a_symlink_as_lock_file_is_refused_and_its_target_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, lock_path(&path)).unwrap();
+    let err = lock(&path).unwrap_err();
+    assert_eq!(err.metric_label(), "lock", "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("s.json.lock") && text.contains("symbolic link"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    // A dangling one must not create its target either.
+    std::fs::remove_file(lock_path(&path)).unwrap();
+    let absent = dir.path().join("absent");
+    std::os::unix::fs::symlink(&absent, lock_path(&path)).unwrap();
+    assert!(lock(&path).is_err());
+    assert!(!absent.exists());
+}
+
+#[test]
+fn the_lock_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let _held = lock(&path).unwrap();
+    let mode = std::fs::metadata(lock_path(&path))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
+fn duplicate_keys_in_the_state_or_sidecar_are_corrupt_not_last_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let head = r#""format_version":1,"sdkappid":7,"serial":1"#;
+    let cases = [
+        // A group twice: the first one's members would vanish.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}}}},"G":{{"b":{{"1000":1}}}}}}}}"#),
+            "\"G\"",
+        ),
+        // An account twice in a group.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}},"a":{{"1001":1}}}}}}}}"#),
+            "\"a\"",
+        ),
+        // A mark twice for an account.
+        (
+            format!(r#"{{{head},"groups":{{"G":{{"a":{{"1000":1,"1000":2}}}}}}}}"#),
+            "1000",
+        ),
+        // Top level.
+        (
+            format!(r#"{{{head},"groups":{{}},"groups":{{"G":{{"a":{{"1000":1}}}}}}}}"#),
+            "groups",
+        ),
+        (format!(r#"{{{head},"serial":2}}"#), "serial"),
+        (
+            format!(r#"{{{head},"intents":{{"G":{{"a":[1000]}},"G":{{"b":[1000]}}}}}}"#),
+            "\"G\"",
+        ),
+        (
+            format!(r#"{{{head},"intents":{{"G":{{"a":[1000],"a":[1001]}}}}}}"#),
+            "\"a\"",
+        ),
+    ];
+    for (text, key) in &cases {
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path, 7).expect_err(text);
+        assert_eq!(err.metric_label(), "corrupt", "{text}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("duplicate") && msg.contains(key) && msg.contains("line 1 column"),
+            "{text}: {msg}"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    for text in [
+        r#"{"format_version":1,"sdkappid":7,"serial":1,"intents":{"G":{"a":[1000]},"G":{"b":[1000]}}}"#,
+        r#"{"format_version":1,"sdkappid":7,"serial":1,"intents":{"G":{"a":[1000],"a":[1001]}}}"#,
+        r#"{"format_version":1,"sdkappid":7,"sdkappid":7,"serial":1,"intents":{}}"#,
+    ] {
+        std::fs::write(intents_path(&path), text).unwrap();
+        let err = load(&path, 7).expect_err(text);
+        assert_eq!(err.metric_label(), "corrupt", "{text}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("s.json.intents") && msg.contains("duplicate"),
+            "{text}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn errors_name_the_path_as_written_or_the_target_of_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("via")).unwrap();
+    std::fs::write(real.join("s.json"), "{").unwrap();
+    let written = dir.path().join("via/s.json");
+    let err = load(&written, 7).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("state file {} is corrupt", written.display()))
+            && err.contains(&backup_path(&written).display().to_string()),
+        "{err}"
+    );
+    std::os::unix::fs::symlink("real/s.json", dir.path().join("link.json")).unwrap();
+    let err = load(&dir.path().join("link.json"), 7)
+        .unwrap_err()
+        .to_string();
+    let target = real.join("s.json");
+    assert!(
+        err.contains(&format!("state file {} is corrupt", target.display())),
+        "a link's error names its target: {err}"
+    );
+}
+
+#[test]
+fn a_save_never_replaces_a_target_that_is_not_a_regular_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(made, "mkfifo is needed for this test");
+    let path = dir.path().join("s.json");
+    std::os::unix::fs::symlink(&fifo, &path).unwrap();
+    let err = save(&path, &mut State::new(7)).unwrap_err();
+    assert_eq!(err.metric_label(), "write", "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}

@@ -44,6 +44,21 @@ pub fn classify(code: i64) -> ErrorClass {
     }
 }
 
+/// What `code` means if the reference gives it a meaning other than "every account in the call
+/// is offline or does not exist" (the one meaning `offline_error_codes` may list): its
+/// description. `None` for the documented default 10004, for 10019 (the account does not exist:
+/// that case itself), and for undocumented codes. Listing a code with another meaning would read
+/// that failure (a wrong key, a rate limit, a dissolved group) as "the members are offline":
+/// sets left pending forever and clears taken as done.
+pub fn offline_conflict(code: i64) -> Option<&'static str> {
+    match code {
+        10004 | 10019 => None,
+        _ if classify(code) != ErrorClass::Rejected => Some(describe(code)),
+        _ if describe(code) != describe(i64::MIN) => Some(describe(code)),
+        _ => None,
+    }
+}
+
 /// A short explanation of a code for people: what it means and what to do. Used in error
 /// messages and in the README's troubleshooting table.
 pub fn describe(code: i64) -> &'static str {
@@ -140,6 +155,20 @@ mod tests {
         ];
         for (code, want) in table {
             assert_eq!(classify(code), want, "code {code}");
+        }
+    }
+
+    #[test]
+    fn only_codes_without_another_meaning_may_mean_offline() {
+        for code in [10004, 10019, 12345, 20001] {
+            assert_eq!(offline_conflict(code), None, "{code}");
+        }
+        for code in [
+            10001, 10002, 10003, 10006, 10007, 10008, 10010, 10011, 10015, 10059, 60006, 60007,
+            60008, 60010, 60011, 60016, 60018, 60019, 60020, 60021, 70001, 70003, 70009, 70013,
+            70014, 70016, 70020, 70050,
+        ] {
+            assert_eq!(offline_conflict(code), Some(describe(code)), "{code}");
         }
     }
 

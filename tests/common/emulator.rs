@@ -57,7 +57,7 @@ impl StandaloneEmulator {
         std::fs::write(
             dir.path().join("emu.yaml"),
             format!(
-                "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: emu.key\ndesired: .\nstate: emu.json\n"
+                "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: emu.key\ndesired: marks/\nstate: emu.json\n"
             ),
         )
         .unwrap();

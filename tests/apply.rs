@@ -7,7 +7,6 @@
 //! equal them too, and no intent is left over.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,15 +25,7 @@ use marksync::tim::usersig::SecretKey;
 use serde_json::Value;
 
 mod common;
-use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks};
-
-/// Fails the test instead of hanging it.
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(Duration::from_secs(60), f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
+use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks, wait_until, within};
 
 /// The exit code an apply ended with, error or not.
 fn code(r: Result<u8, Error>) -> u8 {
@@ -74,9 +65,7 @@ impl Env {
     }
 
     async fn start_with(cfg: EmulatorConfig) -> Env {
-        let emu = within("emulator start", Emulator::start(cfg))
-            .await
-            .unwrap();
+        let emu = within(Emulator::start(cfg)).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &emu.base_url());
         Env {
@@ -110,9 +99,7 @@ impl Env {
     /// Creates the groups (if needed) and brings the accounts online in them.
     async fn online(&self, group: &str, accounts: &[&str]) {
         let _ = self.emu.create_group(group, GroupType::AVChatRoom);
-        within("set online", self.emu.set_online(group, accounts))
-            .await
-            .unwrap();
+        within(self.emu.set_online(group, accounts)).await.unwrap();
     }
 
     async fn online_all(&self, want: &Marks) {
@@ -123,13 +110,7 @@ impl Env {
     }
 
     async fn apply(&self, opts: ApplyOptions) -> u8 {
-        code(
-            within(
-                "apply",
-                cmd::apply_with(&self.config, &opts, Arc::new(SystemClock)),
-            )
-            .await,
-        )
+        code(within(cmd::apply_with(&self.config, &opts, Arc::new(SystemClock))).await)
     }
 
     async fn apply_default(&self) -> u8 {
@@ -221,18 +202,15 @@ impl Env {
         let (_, mut st, plan) =
             cmd::compute_plan(&self.config, false, cmd::wall_clock_now()).unwrap();
         before();
-        within(
-            "execute",
-            apply::execute(
-                Arc::new(plan),
-                &mut st,
-                self.state_path(),
-                client,
-                &SystemClock,
-                settings,
-                |r| on_call(r.outcome),
-            ),
-        )
+        within(apply::execute(
+            Arc::new(plan),
+            &mut st,
+            self.state_path(),
+            client,
+            &SystemClock,
+            settings,
+            |r| on_call(r.outcome),
+        ))
         .await
     }
 
@@ -253,18 +231,15 @@ impl Env {
             ..apply::Settings::default()
         };
         let mut outcomes = Vec::new();
-        let applied = within(
-            "execute",
-            apply::execute(
-                Arc::new(plan),
-                &mut st,
-                self.state_path(),
-                client,
-                &SystemClock,
-                &settings,
-                |r| outcomes.push(clone_outcome(r.outcome)),
-            ),
-        )
+        let applied = within(apply::execute(
+            Arc::new(plan),
+            &mut st,
+            self.state_path(),
+            client,
+            &SystemClock,
+            &settings,
+            |r| outcomes.push(clone_outcome(r.outcome)),
+        ))
         .await
         .unwrap();
         (applied, outcomes)
@@ -287,14 +262,8 @@ fn clone_outcome(o: &Outcome) -> Outcome {
 }
 
 fn write_config(dir: &Path, endpoint: &str) -> Config {
-    std::fs::write(dir.join("secret.key"), format!("{KEY}\n")).unwrap();
-    std::fs::create_dir_all(dir.join("marks")).unwrap();
-    let text = format!(
-        "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: secret.key\nendpoint: {endpoint}\n\
-         desired: marks/\nstate: state/marksync.json\n"
-    );
-    let path = dir.join("marksync.yaml");
-    std::fs::write(&path, &text).unwrap();
+    let path = common::daemon::write_config(dir, &common::daemon::config(endpoint));
+    let text = std::fs::read_to_string(&path).unwrap();
     config::parse(&path, &text).expect("test config parses")
 }
 
@@ -753,10 +722,11 @@ async fn a_locked_state_exits_5_and_is_left_intact() {
     env.desire(&marks(&[("@TGS#a", "u1", &[1001])]));
     let held = state::lock(env.state_path()).unwrap();
     let calls = env.emu.call_count();
-    match within(
-        "apply",
-        cmd::apply_with(&env.config, &ApplyOptions::default(), Arc::new(SystemClock)),
-    )
+    match within(cmd::apply_with(
+        &env.config,
+        &ApplyOptions::default(),
+        Arc::new(SystemClock),
+    ))
     .await
     {
         Err(e) => {
@@ -1193,37 +1163,20 @@ async fn after_a_stop_from_outside_no_call_waiting_on_the_rate_limiter_is_sent()
 // The real binary
 
 fn marksync(config: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(BIN);
-    c.arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("MARKSYNC_CONFIG")
-        .env_remove("MARKSYNC_SECRET_KEY")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut c = common::cli::marksync_command();
+    c.arg("-c").arg(config).args(args).stdin(Stdio::null());
+    let mut c = tokio::process::Command::from(c);
+    c.kill_on_drop(true);
     c
 }
 
 async fn run(mut c: tokio::process::Command) -> std::process::Output {
-    within("marksync process", c.output()).await.unwrap()
+    within(c.output()).await.unwrap()
 }
 
 /// `n` groups with one member each (one call per group), every odd one dropped by `even_only`.
 fn many_groups(n: usize, even_only: bool) -> Marks {
     common::groups_of_one("@TGS#k", (0..n).filter(|i| !even_only || i % 2 == 0))
-}
-
-/// Polls `check` every 20 ms until it holds (bounded).
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1247,7 +1200,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
     })
     .await;
     apply.start_kill().unwrap(); // SIGKILL
-    let status = within("killed apply", apply.wait()).await.unwrap();
+    let status = within(apply.wait()).await.unwrap();
     assert!(!status.success(), "it was killed mid-way: {status:?}");
 
     let st = state::load(&config.state, APP).expect("the state survives kill -9");
@@ -1304,9 +1257,7 @@ async fn a_second_concurrent_apply_process_exits_5_naming_the_holder() {
     assert_eq!(second.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
 
-    let out = within("first apply", first.wait_with_output())
-        .await
-        .unwrap();
+    let out = within(first.wait_with_output()).await.unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),

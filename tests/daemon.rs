@@ -103,7 +103,7 @@ impl Env {
     }
 
     fn write_config(&self) {
-        self.write("marksync.yaml", &self.config_text());
+        common::daemon::write_config(self.root(), &self.config);
     }
 
     /// The configured debounce (`NNNms`).

@@ -62,6 +62,34 @@ pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// How long [`within`] and [`wait_until`] let anything take before the test calls it hung.
+pub const ASYNC_LIMIT: Duration = Duration::from_secs(60);
+
+/// Fails the test instead of hanging it: `f`, or a panic naming the caller's line after
+/// [`ASYNC_LIMIT`].
+#[track_caller]
+pub fn within<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> {
+    let at = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(ASYNC_LIMIT, f).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out after {ASYNC_LIMIT:?} at {at}"),
+        }
+    }
+}
+
+/// Polls `check` every [`POLL`] until it holds, or panics after [`ASYNC_LIMIT`] naming `what`.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < ASYNC_LIMIT,
+            "timed out after {ASYNC_LIMIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A child process, killed (SIGKILL) and reaped when dropped, so a failing test leaves nothing
 /// running. Its stderr goes to a file; stdout to another one.
 pub struct Proc {

@@ -741,6 +741,72 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
     );
 }
 
+/// Issue 14: the daemon's round checks the mass-clear guard. A desired file that drops 30 of
+/// 31 marks sends no clear; mark 500 is still renewed when due; the refusal is reported in the
+/// log, in `/readyz` and as a `refused` reconcile.
+#[test]
+fn a_mass_clear_is_refused_while_mark_500_is_still_renewed() {
+    const G: &str = "@TGS#GUARD";
+    let env = Env::new();
+    let members: Vec<String> = (1..=30).map(|i| format!("m{i:02}")).collect();
+    let member_refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let mut everyone = member_refs.clone();
+    everyone.push("host");
+    env.online(G, &everyone);
+    // The service holds the 31 marks, set by another tool; the state records them.
+    env.emu().set_marks_as_other(G, &["host"], &[500]).unwrap();
+    env.emu()
+        .set_marks_as_other(G, &member_refs, &[1000])
+        .unwrap();
+    let seeded = env.emu().groups()[G].members["host"]
+        .mark_500_expires_at
+        .unwrap();
+    // A renewal moves the expiry past the seeded one.
+    env.emu().advance_clock(HOUR);
+    let now = unix_now();
+    // Mark 500 falls due (72 h - 12 h margin) 8 s from now.
+    let mut rows = vec![(G, "host", 500, now - (60 * HOUR - 8))];
+    rows.extend(member_refs.iter().map(|m| (G, *m, 1000, now)));
+    env.write_state(&rows);
+    let mut spec = vec![(G, "host", &[500][..])];
+    spec.extend(member_refs.iter().map(|m| (G, *m, &[1000][..])));
+    let all = marks(&spec);
+    env.desire("g.yaml", &all);
+    let d = env.start();
+    let calls = env.calls();
+
+    // 30 of the 31 marks leave the desired files.
+    let host_only = marks(&[(G, "host", &[500])]);
+    env.desire("g.yaml", &host_only);
+    let refused = r#"marksync_reconciles_total{trigger="files",outcome="refused"}"#;
+    poll("a refused reconcile after the change", WAIT, || {
+        (d.metric(refused) >= 1.0).then_some(())
+    });
+    d.wait_stderr("refusing to clear 30 of 31 managed marks");
+    let (status, body) = d.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refused"), "{body}");
+
+    // Mark 500 is renewed when due, and the round that renewed it is recorded in the state.
+    let renewed = poll("mark 500's renewal to be recorded", 2 * WAIT, || {
+        let at = env.state()["groups"][G]["host"]["500"].as_i64()?;
+        (at > now).then_some(at)
+    });
+    assert!(renewed >= now, "{renewed}");
+    let expires = env.emu().groups()[G].members["host"]
+        .mark_500_expires_at
+        .unwrap();
+    assert!(expires > seeded, "the service renewed mark 500");
+    // That round is over: exactly one call (the renewal) since the change, and no clear.
+    assert_eq!(env.calls(), calls + 1, "the renewal and nothing else");
+    assert_eq!(env.live(), all, "no mark was cleared");
+    let state = env.state();
+    for m in &members {
+        assert!(state["groups"][G][m]["1000"].is_i64(), "{m} still recorded");
+    }
+    assert_eq!(d.readyz(), 503, "still refused after the renewal");
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGHUP
 

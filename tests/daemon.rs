@@ -1030,6 +1030,103 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     assert_eq!(env.calls(), 1, "renewed once");
 }
 
+/// Issue 14: the callback signature, against the running daemon (the unit tests check the
+/// listener alone). Unsigned, wrongly signed, stale and other-app callbacks that would make the
+/// daemon forget bob's mark are refused and change nothing; a correctly signed one for carol,
+/// sent after them, is acted on (events are handled in order, so once carol is forgotten the
+/// refused ones would have shown).
+#[test]
+fn the_running_daemon_refuses_forged_and_stale_callbacks_and_accepts_signed_ones() {
+    use sha2::{Digest, Sha256};
+    const G: &str = "@TGS#SIG";
+    const TOKEN: &str = "s3cret-token";
+    let mut env = Env::new();
+    env.write("callback.token", &format!("{TOKEN}\n"));
+    env.set(
+        "http",
+        "{ listen: 127.0.0.1:0, callback_token_file: callback.token }",
+    );
+    let want = marks(&[(G, "bob", &[1001]), (G, "carol", &[1002])]);
+    env.desire("sig.yaml", &want);
+    let d = env.start();
+    env.wait_live(&want);
+    assert_eq!(d.metric("marksync_managed_marks"), 2.0);
+    let calls = env.calls();
+    let addr = d.addr().unwrap();
+    let command = marksync::emulator::MEMBER_STATE_CHANGE;
+    // SHA-256 of token + RequestTime, in lower-case hex (reference section 5).
+    let sign = |token: &str, time: i64| hex::encode(Sha256::digest(format!("{token}{time}")));
+    let offline = |who: &str| {
+        serde_json::json!({
+            "CallbackCommand": command, "GroupId": G, "Type": "AVChatRoom",
+            "EventType": "Offline", "EventCause": "HeartbeatInterrupt",
+            "MemberList": [{"Member_Account": who}],
+        })
+    };
+    let post = |app: u64, signed: Option<(String, i64)>, who: &str| -> (u16, String) {
+        let mut path = format!(
+            "/callback?SdkAppid={app}&CallbackCommand={command}&contenttype=json\
+             &ClientIP=127.0.0.1&OptPlatform=RESTAPI"
+        );
+        if let Some((sign, time)) = signed {
+            path.push_str(&format!("&Sign={sign}&RequestTime={time}"));
+        }
+        common::http(addr, "POST", &path, Some(&offline(who))).unwrap()
+    };
+
+    let now = unix_now();
+    let refused = [
+        ("unsigned", post(APP, None, "bob"), 401),
+        (
+            "signed with another token",
+            post(APP, Some((sign("other-token", now), now)), "bob"),
+            401,
+        ),
+        (
+            "a right Sign for another RequestTime",
+            post(APP, Some((sign(TOKEN, now), now + 1)), "bob"),
+            401,
+        ),
+        (
+            "RequestTime 5 minutes old",
+            post(APP, Some((sign(TOKEN, now - 300), now - 300)), "bob"),
+            401,
+        ),
+        (
+            "another SdkAppid",
+            post(APP + 1, Some((sign(TOKEN, now), now)), "bob"),
+            403,
+        ),
+    ];
+    for (what, (status, body), want_status) in &refused {
+        assert_eq!(status, want_status, "{what}: {body}");
+    }
+    let counted = |outcome: &str| {
+        metric(
+            &d.metrics(),
+            &format!("marksync_callbacks_total{{command=\"{command}\",outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(counted("rejected_sign"), 3.0);
+    assert_eq!(counted("rejected_time"), 1.0);
+    assert_eq!(counted("rejected_app"), 1.0);
+    assert_eq!(counted("accepted"), 0.0);
+
+    let (status, body) = post(APP, Some((sign(TOKEN, now), now)), "carol");
+    assert_eq!(status, 200, "{body}");
+    poll("the daemon to forget carol's mark", WAIT, || {
+        let s = env.state();
+        (s["groups"][G].get("carol").is_none()).then_some(())
+    });
+    assert_eq!(counted("accepted"), 1.0);
+    let state = env.state();
+    assert!(state["groups"][G]["bob"]["1001"].is_i64(), "bob untouched");
+    assert_eq!(d.metric("marksync_managed_marks"), 1.0, "bob's mark only");
+    assert_eq!(env.calls(), calls, "an offline callback sends nothing");
+    assert_eq!(env.live(), want, "the service was not touched");
+}
+
 /// A daemon running over `want` with the emulator matching it; its listener takes callbacks
 /// without a token (sent by [`presence`]).
 fn with_callbacks(want: &Marks) -> (Env, Daemon) {

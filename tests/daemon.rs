@@ -2,8 +2,8 @@
 //! emulator (in this process through `Emulator::start`, or a standalone `marksync emulator`).
 //!
 //! Every wait is a bounded poll for a condition (up to [`WAIT`]); where a test shows that
-//! something does *not* happen, it waits until the daemon has been quiet for longer than its
-//! debounce can hold an event back ([`Env::quiet`]). Child processes are killed when their guard
+//! something does *not* happen, it first waits for an event that comes after it
+//! ([`Env::settled`]: the daemon has read one more file), never for a fixed time. Child processes are killed when their guard
 //! drops, so a failing test leaves nothing running. Every listener binds port 0 and reports
 //! the address it got.
 
@@ -244,28 +244,32 @@ impl Env {
         }
     }
 
-    /// Waits (bounded) until neither the emulator's call count nor the daemon's reconcile count
-    /// has moved for longer than the debounce can hold a file event back (4x, its cap) plus a
-    /// margin: whatever a file event made before this call would have been handled by then.
-    /// Used only to show that something does *not* happen; a daemon that never goes quiet (a
-    /// reconcile that causes the next one) fails here.
-    fn quiet(&self, d: &Daemon) {
-        let window = self.debounce() * 4 + Duration::from_millis(300);
-        let sample = || (self.calls(), d.metric("marksync_reconciles_total"));
-        let start = Instant::now();
-        let mut last = sample();
-        let mut since = Instant::now();
-        while since.elapsed() < window {
-            assert!(
-                start.elapsed() < WAIT + window,
-                "the daemon never went quiet for {window:?}: {last:?}"
-            );
-            std::thread::sleep(POLL);
-            let now = sample();
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
+    /// Shows that the daemon has handled every file event before this call, by an event rather
+    /// than by waiting a fixed time: writes one more desired file and waits until the daemon
+    /// has read it. File events are handled in order, so whatever the earlier ones caused
+    /// happened before that (or in the same round). With good files the new file declares no
+    /// group (`groups: {}`, the desired state stays the same) and the wait ends when its reload
+    /// is logged and the round after it recorded: one more `files` reconcile, no call. With
+    /// broken files it is broken too, the wait ends when its error is logged, and it is removed.
+    fn settled(&self, d: &Daemon) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "zz-settled-{}.yaml",
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        if d.metric("marksync_desired_ok") == 0.0 {
+            self.write(&format!("marks/{name}"), "groups: [\n");
+            d.wait_stderr(&name);
+            // Gone again, so that fixing the test's own broken file makes the files good.
+            std::fs::remove_file(self.path(&format!("marks/{name}"))).unwrap();
+            return;
         }
+        let reloads = || d.proc.stderr().matches("desired files reloaded").count();
+        let (seen, rounds) = (reloads(), d.metric("marksync_reconciles_total"));
+        self.write(&format!("marks/{name}"), "groups: {}\n");
+        poll(&format!("the daemon to read {name}"), WAIT, || {
+            (reloads() > seen && d.metric("marksync_reconciles_total") > rounds).then_some(())
+        });
     }
 }
 
@@ -619,8 +623,12 @@ fn state_under_the_watched_tree_causes_no_reconciles() {
     assert!(env.path("marks/.state/marksync.json").exists());
     let all = d.metric("marksync_reconciles_total");
     let calls = env.calls();
-    env.quiet(&d);
-    assert_eq!(d.metric("marksync_reconciles_total"), all);
+    env.settled(&d);
+    assert_eq!(
+        d.metric("marksync_reconciles_total"),
+        all + 1.0,
+        "only the round of the file written by settled()"
+    );
     assert_eq!(env.calls(), calls);
 }
 
@@ -635,9 +643,13 @@ fn touching_or_rewriting_identical_content_sends_nothing() {
         .unwrap();
     assert!(ok.success());
     env.desire("b.yaml", &b);
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), calls, "nothing sent");
-    assert_eq!(d.reconciles("files"), files, "no reconcile");
+    assert_eq!(
+        d.reconciles("files"),
+        files + 1.0,
+        "no reconcile but the one of the file written by settled()"
+    );
     // The events were handled (a later real change goes through with exactly its own calls).
     let b2 = marks(&[
         ("@TGS#2B", "alice", &[1002]),
@@ -669,8 +681,13 @@ fn a_change_during_a_reconcile_runs_exactly_one_more() {
     env.desire("a.yaml", &a2);
     env.wait_live(&union(&[&a2, &b2, &c]));
     env.emu().clear_faults();
-    env.quiet(&d);
-    assert_eq!(d.reconciles("files"), files + 2.0, "{}", d.proc.stderr());
+    env.settled(&d);
+    assert_eq!(
+        d.reconciles("files"),
+        files + 3.0,
+        "two, and the one of the file written by settled()\n{}",
+        d.proc.stderr()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,7 +708,7 @@ fn a_parse_error_keeps_the_last_good_state_until_fixed() {
     assert!(d.metric("marksync_desired_errors") > 0.0);
     // Deleting another file while one is broken clears nothing either.
     std::fs::remove_file(env.path("marks/b.yaml")).unwrap();
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), calls, "nothing sent while broken");
     assert_eq!(env.live(), union(&[&a, &b]));
     assert_eq!(d.readyz(), 503);
@@ -721,7 +738,7 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
     poll("the renewal call", WAIT, || {
         (env.calls() >= 1).then_some(())
     });
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), 1, "the renewal and nothing else");
     assert_eq!(
         env.emu().marks_of("@TGS#R"),
@@ -1026,7 +1043,7 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     );
     env.wait_live(&want);
     d.wait_reconciles("renewal", 1.0);
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), 1, "renewed once");
 }
 

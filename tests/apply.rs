@@ -1040,12 +1040,11 @@ async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_c
 /// planned, where the state alone still calls them confirmed ("No changes").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed() {
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: no private mount namespace here (unshare -m)");
+    if !common::require_tool(
+        "for a private mount namespace with a small tmpfs (root)",
+        "unshare",
+        &["-m", "true"],
+    ) {
         return;
     }
     let env = Env::start().await;

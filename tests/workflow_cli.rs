@@ -5,7 +5,6 @@
 //! loopback), bounded by [`RUN_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 mod common;
 
@@ -23,17 +22,10 @@ fn setup() -> tempfile::TempDir {
     embedded_dir(CONFIG, DESIRED)
 }
 
-/// Runs `marksync ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`. `None` when
-/// `script` is not installed.
+/// Runs `marksync ARGS` on a pseudo-terminal (`script`, from util-linux or bsdutils), typing
+/// `typed`. `None` (skipped loudly; a failure in CI) when `script` is not installed.
 fn marksync_on_a_terminal(dir: &Path, args: &str, typed: &str) -> Option<Output> {
-    let has_script = Command::new("script")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_script {
-        eprintln!("skipped: util-linux `script` is not installed");
+    if !common::require_tool("for a pseudo-terminal", "script", &["--version"]) {
         return None;
     }
     let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_marksync"));

@@ -215,3 +215,35 @@ pub fn logged_addr(log: &str, marker: &str, line: &str) -> Option<SocketAddr> {
             .ok()
     })
 }
+
+/// Whether the tests run in CI: `CI` is set to anything but empty, `0` or `false` (`.ci/run`
+/// sets `CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Whether `program ARGS` (a harmless probe such as `--version`, or the very thing the test
+/// needs, such as `unshare -m true`) runs and succeeds, so a test that needs it can go on. When
+/// it does not: in CI ([`in_ci`]) the test fails, since a test that skips there proves nothing;
+/// on a developer's machine it prints a loud SKIPPED line and the caller returns.
+pub fn require_tool(why: &str, program: &str, args: &[&str]) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let what = format!(
+        "`{program} {}` does not work here; it is needed {why}",
+        args.join(" ")
+    );
+    if in_ci() {
+        panic!("{what} (CI is set: install it, see .ci/run)");
+    }
+    eprintln!("\n*** SKIPPED: {what} ***\n*** (in CI this fails; .ci/run installs it) ***\n");
+    false
+}

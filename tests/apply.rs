@@ -777,6 +777,106 @@ async fn the_mass_clear_guard_refuses_with_exit_3_and_sends_nothing() {
     env.assert_converged(&few);
 }
 
+/// `n` members `u00`, `u01`, ... of `group`, each with mark 1000.
+fn members_with_1000(group: &str, n: usize) -> Marks {
+    let names: Vec<String> = (0..n).map(|i| format!("u{i:02}")).collect();
+    let rows: Vec<(&str, &str, &[u32])> = names
+        .iter()
+        .map(|a| (group, a.as_str(), &[1000][..]))
+        .collect();
+    marks(&rows)
+}
+
+/// The guard at its edges, through `apply` (issue 14): a plan is refused only when it clears
+/// more than `min_clears` *and* more than `max_clear_fraction` of the managed marks. Exactly at
+/// either limit it goes through; one more clear is refused with nothing sent or written, and
+/// `--allow-mass-clear` then lets it through.
+#[tokio::test]
+async fn the_mass_clear_guard_at_its_edges() {
+    // (managed, clears, max_clear_fraction, min_clears, refused)
+    let cases = [
+        (20, 10, 0.25, 10, false), // 50%, but exactly min_clears
+        (20, 11, 0.25, 10, true),  // one more than min_clears
+        (48, 12, 0.25, 10, false), // exactly 25%, more than min_clears
+        (48, 13, 0.25, 10, true),  // just over 25%
+        (8, 2, 0.25, 1, false),    // exactly 25% with a low min_clears
+        (8, 3, 0.25, 1, true),
+        (10, 1, 0.1, 0, false), // exactly 10%, min_clears 0
+        (10, 2, 0.1, 0, true),
+        (4, 4, 1.0, 0, false), // a fraction of 1 lets everything through
+    ];
+    for (managed, clears, fraction, min_clears, refused) in cases {
+        let what = format!("{clears} of {managed}, guard {fraction} / {min_clears}");
+        let mut env = Env::start().await;
+        env.config.guard.max_clear_fraction = fraction;
+        env.config.guard.min_clears = min_clears;
+        let all = members_with_1000("@TGS#e", managed);
+        env.applied(&all).await;
+        let serial = env.state().serial;
+        let mut kept = all.clone();
+        kept.values_mut()
+            .for_each(|m| m.retain(|a, _| a.as_str() >= format!("u{clears:02}").as_str()));
+        kept.retain(|_, m| !m.is_empty());
+        env.desire(&kept);
+        let calls = env.emu.call_count();
+        if refused {
+            assert_eq!(env.apply_default().await, exit::MASS_CLEAR, "{what}");
+            assert_eq!(env.emu.call_count(), calls, "{what}: nothing sent");
+            assert_eq!(env.state().serial, serial, "{what}: nothing written");
+            assert_eq!(env.live(), all, "{what}");
+            let opts = ApplyOptions {
+                allow_mass_clear: true,
+                ..ApplyOptions::default()
+            };
+            assert_eq!(
+                env.apply(opts).await,
+                exit::OK,
+                "{what} with --allow-mass-clear"
+            );
+        } else {
+            assert_eq!(env.apply_default().await, exit::OK, "{what}");
+        }
+        env.assert_converged(&kept);
+    }
+}
+
+/// The refusal through the binary: exit 3, the message says what to do, nothing sent, the state
+/// file byte for byte as it was; `--allow-mass-clear` then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_clear_refused_by_the_binary_sends_nothing() {
+    let env = Env::start().await;
+    let all = members_with_1000("@TGS#bin", 20);
+    env.applied(&all).await;
+    let bytes = std::fs::read(env.state_path()).unwrap();
+    let few = marks(&[("@TGS#bin", "u19", &[1000])]);
+    env.desire(&few);
+    let calls = env.emu.call_count();
+    let out = run(marksync(&env.config.path, &["apply"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::MASS_CLEAR)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refusing to clear 19 of 20 managed marks")
+            && stderr.contains("--allow-mass-clear"),
+        "{stderr}"
+    );
+    assert_eq!(env.emu.call_count(), calls, "nothing sent");
+    assert_eq!(
+        std::fs::read(env.state_path()).unwrap(),
+        bytes,
+        "nothing written"
+    );
+    assert_eq!(env.live(), all);
+
+    let out = run(marksync(&env.config.path, &["apply", "--allow-mass-clear"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    env.assert_converged(&few);
+}
+
 #[tokio::test]
 async fn intents_left_by_a_crash_are_cleared_and_foreign_marks_are_not() {
     let env = Env::start().await;

@@ -3,9 +3,9 @@
 //!
 //! Every wait is a bounded poll for a condition (up to [`WAIT`]); where a test shows that
 //! something does *not* happen, it first waits for an event that comes after it
-//! ([`Env::settled`]: the daemon has read one more file), never for a fixed time. Child processes are killed when their guard
-//! drops, so a failing test leaves nothing running. Every listener binds port 0 and reports
-//! the address it got.
+//! ([`Env::settled`]: the daemon has read one more file), never for a fixed time. Child
+//! processes are killed when their guard drops, so a failing test leaves nothing running. Every
+//! listener binds port 0 and reports the address it got.
 
 use std::collections::BTreeMap;
 use std::io::Write;

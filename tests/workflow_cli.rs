@@ -142,6 +142,51 @@ fn a_saved_plan_older_than_saved_plan_max_age_is_refused() {
     assert_eq!(state_text(dir), "", "nothing sent");
 }
 
+/// `saved_plan_max_age` at its edge, through the binary (issue 14): with `1h`, a plan made two
+/// minutes short of an hour ago applies; one made two minutes over an hour ago is refused with
+/// nothing sent.
+#[test]
+fn a_saved_plan_just_under_saved_plan_max_age_applies_and_just_over_is_refused() {
+    /// `plan --out plan.json`, then the file rewritten as made `secs` ago (the plan ID covers
+    /// `created_at`, so it is recomputed through the library).
+    fn plan_made_ago(dir: &Path, secs: i64) {
+        let plan = marksync(dir, &["plan", "--out", "plan.json"]);
+        assert_eq!(plan.code, 0, "{}", plan.stderr);
+        let saved = marksync::saved_plan::SavedPlan::read(&dir.join("plan.json")).unwrap();
+        let provenance = marksync::saved_plan::Provenance {
+            created_at: saved.created_at - secs,
+            sdkappid: saved.sdkappid,
+            state_serial: saved.state_serial,
+            desired_digest: saved.desired_digest.clone(),
+        };
+        marksync::saved_plan::SavedPlan::new(&saved.to_plan(), provenance, None)
+            .write(&dir.join("plan.json"))
+            .unwrap();
+    }
+    let config = format!("{CONFIG}saved_plan_max_age: 1h\n");
+    for (ago, applies) in [(3600 + 120, false), (3600 - 120, true)] {
+        let dir = common::cli::embedded_dir(&config, DESIRED);
+        let dir = dir.path();
+        plan_made_ago(dir, ago);
+        let apply = marksync(dir, &["apply", "plan.json"]);
+        let out = format!("{}{}", apply.stdout, apply.stderr);
+        if applies {
+            assert_eq!(apply.code, 0, "{ago} s old: {out}");
+            assert!(
+                state_text(dir).contains("student01"),
+                "{ago} s old: applied"
+            );
+        } else {
+            assert_eq!(apply.code, 1, "{ago} s old: {out}");
+            assert!(
+                apply.stderr.contains("older than saved_plan_max_age (60m)"),
+                "{out}"
+            );
+            assert_eq!(state_text(dir), "", "{ago} s old: nothing sent");
+        }
+    }
+}
+
 #[test]
 fn state_list_show_and_rm() {
     let dir = setup();

@@ -7,7 +7,6 @@
 //! equal them too, and no intent is left over.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -26,15 +25,7 @@ use marksync::tim::usersig::SecretKey;
 use serde_json::Value;
 
 mod common;
-use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks};
-
-/// Fails the test instead of hanging it.
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(Duration::from_secs(60), f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out: {what}"),
-    }
-}
+use common::{ADMIN, APP, BIN, KEY, Marks, StandaloneEmulator, marks, wait_until, within};
 
 /// The exit code an apply ended with, error or not.
 fn code(r: Result<u8, Error>) -> u8 {
@@ -74,9 +65,7 @@ impl Env {
     }
 
     async fn start_with(cfg: EmulatorConfig) -> Env {
-        let emu = within("emulator start", Emulator::start(cfg))
-            .await
-            .unwrap();
+        let emu = within(Emulator::start(cfg)).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &emu.base_url());
         Env {
@@ -110,9 +99,7 @@ impl Env {
     /// Creates the groups (if needed) and brings the accounts online in them.
     async fn online(&self, group: &str, accounts: &[&str]) {
         let _ = self.emu.create_group(group, GroupType::AVChatRoom);
-        within("set online", self.emu.set_online(group, accounts))
-            .await
-            .unwrap();
+        within(self.emu.set_online(group, accounts)).await.unwrap();
     }
 
     async fn online_all(&self, want: &Marks) {
@@ -123,13 +110,7 @@ impl Env {
     }
 
     async fn apply(&self, opts: ApplyOptions) -> u8 {
-        code(
-            within(
-                "apply",
-                cmd::apply_with(&self.config, &opts, Arc::new(SystemClock)),
-            )
-            .await,
-        )
+        code(within(cmd::apply_with(&self.config, &opts, Arc::new(SystemClock))).await)
     }
 
     async fn apply_default(&self) -> u8 {
@@ -221,18 +202,15 @@ impl Env {
         let (_, mut st, plan) =
             cmd::compute_plan(&self.config, false, cmd::wall_clock_now()).unwrap();
         before();
-        within(
-            "execute",
-            apply::execute(
-                Arc::new(plan),
-                &mut st,
-                self.state_path(),
-                client,
-                &SystemClock,
-                settings,
-                |r| on_call(r.outcome),
-            ),
-        )
+        within(apply::execute(
+            Arc::new(plan),
+            &mut st,
+            self.state_path(),
+            client,
+            &SystemClock,
+            settings,
+            |r| on_call(r.outcome),
+        ))
         .await
     }
 
@@ -253,18 +231,15 @@ impl Env {
             ..apply::Settings::default()
         };
         let mut outcomes = Vec::new();
-        let applied = within(
-            "execute",
-            apply::execute(
-                Arc::new(plan),
-                &mut st,
-                self.state_path(),
-                client,
-                &SystemClock,
-                &settings,
-                |r| outcomes.push(clone_outcome(r.outcome)),
-            ),
-        )
+        let applied = within(apply::execute(
+            Arc::new(plan),
+            &mut st,
+            self.state_path(),
+            client,
+            &SystemClock,
+            &settings,
+            |r| outcomes.push(clone_outcome(r.outcome)),
+        ))
         .await
         .unwrap();
         (applied, outcomes)
@@ -285,14 +260,8 @@ fn clone_outcome(o: &Outcome) -> Outcome {
 }
 
 fn write_config(dir: &Path, endpoint: &str) -> Config {
-    std::fs::write(dir.join("secret.key"), format!("{KEY}\n")).unwrap();
-    std::fs::create_dir_all(dir.join("marks")).unwrap();
-    let text = format!(
-        "sdkappid: {APP}\nidentifier: {ADMIN}\nsecret_key_file: secret.key\nendpoint: {endpoint}\n\
-         desired: marks/\nstate: state/marksync.json\n"
-    );
-    let path = dir.join("marksync.yaml");
-    std::fs::write(&path, &text).unwrap();
+    let path = common::daemon::write_config(dir, &common::daemon::config(endpoint));
+    let text = std::fs::read_to_string(&path).unwrap();
     config::parse(&path, &text).expect("test config parses")
 }
 
@@ -811,10 +780,11 @@ async fn a_locked_state_exits_5_and_is_left_intact() {
     env.desire(&marks(&[("@TGS#a", "u1", &[1001])]));
     let held = state::lock(env.state_path()).unwrap();
     let calls = env.emu.call_count();
-    match within(
-        "apply",
-        cmd::apply_with(&env.config, &ApplyOptions::default(), Arc::new(SystemClock)),
-    )
+    match within(cmd::apply_with(
+        &env.config,
+        &ApplyOptions::default(),
+        Arc::new(SystemClock),
+    ))
     .await
     {
         Err(e) => {
@@ -862,6 +832,106 @@ async fn the_mass_clear_guard_refuses_with_exit_3_and_sends_nothing() {
         ..ApplyOptions::default()
     };
     assert_eq!(env.apply(opts).await, exit::OK);
+    env.assert_converged(&few);
+}
+
+/// `n` members `u00`, `u01`, ... of `group`, each with mark 1000.
+fn members_with_1000(group: &str, n: usize) -> Marks {
+    let names: Vec<String> = (0..n).map(|i| format!("u{i:02}")).collect();
+    let rows: Vec<(&str, &str, &[u32])> = names
+        .iter()
+        .map(|a| (group, a.as_str(), &[1000][..]))
+        .collect();
+    marks(&rows)
+}
+
+/// The guard at its edges, through `apply` (issue 14): a plan is refused only when it clears
+/// more than `min_clears` *and* more than `max_clear_fraction` of the managed marks. Exactly at
+/// either limit it goes through; one more clear is refused with nothing sent or written, and
+/// `--allow-mass-clear` then lets it through.
+#[tokio::test]
+async fn the_mass_clear_guard_at_its_edges() {
+    // (managed, clears, max_clear_fraction, min_clears, refused)
+    let cases = [
+        (20, 10, 0.25, 10, false), // 50%, but exactly min_clears
+        (20, 11, 0.25, 10, true),  // one more than min_clears
+        (48, 12, 0.25, 10, false), // exactly 25%, more than min_clears
+        (48, 13, 0.25, 10, true),  // just over 25%
+        (8, 2, 0.25, 1, false),    // exactly 25% with a low min_clears
+        (8, 3, 0.25, 1, true),
+        (10, 1, 0.1, 0, false), // exactly 10%, min_clears 0
+        (10, 2, 0.1, 0, true),
+        (4, 4, 1.0, 0, false), // a fraction of 1 lets everything through
+    ];
+    for (managed, clears, fraction, min_clears, refused) in cases {
+        let what = format!("{clears} of {managed}, guard {fraction} / {min_clears}");
+        let mut env = Env::start().await;
+        env.config.guard.max_clear_fraction = fraction;
+        env.config.guard.min_clears = min_clears;
+        let all = members_with_1000("@TGS#e", managed);
+        env.applied(&all).await;
+        let serial = env.state().serial;
+        let mut kept = all.clone();
+        kept.values_mut()
+            .for_each(|m| m.retain(|a, _| a.as_str() >= format!("u{clears:02}").as_str()));
+        kept.retain(|_, m| !m.is_empty());
+        env.desire(&kept);
+        let calls = env.emu.call_count();
+        if refused {
+            assert_eq!(env.apply_default().await, exit::MASS_CLEAR, "{what}");
+            assert_eq!(env.emu.call_count(), calls, "{what}: nothing sent");
+            assert_eq!(env.state().serial, serial, "{what}: nothing written");
+            assert_eq!(env.live(), all, "{what}");
+            let opts = ApplyOptions {
+                allow_mass_clear: true,
+                ..ApplyOptions::default()
+            };
+            assert_eq!(
+                env.apply(opts).await,
+                exit::OK,
+                "{what} with --allow-mass-clear"
+            );
+        } else {
+            assert_eq!(env.apply_default().await, exit::OK, "{what}");
+        }
+        env.assert_converged(&kept);
+    }
+}
+
+/// The refusal through the binary: exit 3, the message says what to do, nothing sent, the state
+/// file byte for byte as it was; `--allow-mass-clear` then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_clear_refused_by_the_binary_sends_nothing() {
+    let env = Env::start().await;
+    let all = members_with_1000("@TGS#bin", 20);
+    env.applied(&all).await;
+    let bytes = std::fs::read(env.state_path()).unwrap();
+    let few = marks(&[("@TGS#bin", "u19", &[1000])]);
+    env.desire(&few);
+    let calls = env.emu.call_count();
+    let out = run(marksync(&env.config.path, &["apply"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(i32::from(exit::MASS_CLEAR)),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refusing to clear 19 of 20 managed marks")
+            && stderr.contains("--allow-mass-clear"),
+        "{stderr}"
+    );
+    assert_eq!(env.emu.call_count(), calls, "nothing sent");
+    assert_eq!(
+        std::fs::read(env.state_path()).unwrap(),
+        bytes,
+        "nothing written"
+    );
+    assert_eq!(env.live(), all);
+
+    let out = run(marksync(&env.config.path, &["apply", "--allow-mass-clear"])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     env.assert_converged(&few);
 }
 
@@ -1128,12 +1198,11 @@ async fn a_reasserted_mark_500_that_finds_the_member_away_is_unknown_not_still_c
 /// planned, where the state alone still calls them confirmed ("No changes").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enospc_on_the_final_save_leaves_the_sent_clears_unknown_not_confirmed() {
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: no private mount namespace here (unshare -m)");
+    if !common::require_tool(
+        "for a private mount namespace with a small tmpfs (root)",
+        "unshare",
+        &["-m", "true"],
+    ) {
         return;
     }
     let env = Env::start().await;
@@ -1251,37 +1320,20 @@ async fn after_a_stop_from_outside_no_call_waiting_on_the_rate_limiter_is_sent()
 // The real binary
 
 fn marksync(config: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(BIN);
-    c.arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("MARKSYNC_CONFIG")
-        .env_remove("MARKSYNC_SECRET_KEY")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut c = common::cli::marksync_command();
+    c.arg("-c").arg(config).args(args).stdin(Stdio::null());
+    let mut c = tokio::process::Command::from(c);
+    c.kill_on_drop(true);
     c
 }
 
 async fn run(mut c: tokio::process::Command) -> std::process::Output {
-    within("marksync process", c.output()).await.unwrap()
+    within(c.output()).await.unwrap()
 }
 
 /// `n` groups with one member each (one call per group), every odd one dropped by `even_only`.
 fn many_groups(n: usize, even_only: bool) -> Marks {
     common::groups_of_one("@TGS#k", (0..n).filter(|i| !even_only || i % 2 == 0))
-}
-
-/// Polls `check` every 20 ms until it holds (bounded).
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1305,7 +1357,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
     })
     .await;
     apply.start_kill().unwrap(); // SIGKILL
-    let status = within("killed apply", apply.wait()).await.unwrap();
+    let status = within(apply.wait()).await.unwrap();
     assert!(!status.success(), "it was killed mid-way: {status:?}");
 
     let st = state::load(&config.state, APP).expect("the state survives kill -9");
@@ -1362,9 +1414,7 @@ async fn a_second_concurrent_apply_process_exits_5_naming_the_holder() {
     assert_eq!(second.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains(&format!("pid {pid}")), "{stderr}");
 
-    let out = within("first apply", first.wait_with_output())
-        .await
-        .unwrap();
+    let out = within(first.wait_with_output()).await.unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -5,15 +5,11 @@
 //! bounded by a timeout, so a hang fails the test instead of stalling the suite.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 use common::{ADMIN, APP, KEY, Marks, Proc, StandaloneEmulator, unix_now};
-
-/// The longest a single run may take; the binary needs milliseconds.
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 const GROUP: &str = "@TGS#a6I4ZUUGO";
 
@@ -89,19 +85,12 @@ impl Test {
     }
 
     fn run_at(&self, dir: &Path) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_marksync"));
-        cmd.args(&self.args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = common::cli::marksync_command();
+        cmd.args(&self.args).current_dir(dir);
         for var in [
             "NO_COLOR",
             "CLICOLOR",
             "CLICOLOR_FORCE",
-            "MARKSYNC_CONFIG",
-            "MARKSYNC_LOG",
-            "MARKSYNC_SECRET_KEY",
             "CREDENTIALS_DIRECTORY",
         ] {
             cmd.env_remove(var);
@@ -109,22 +98,7 @@ impl Test {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("run marksync");
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let out = match rx.recv_timeout(RUN_TIMEOUT) {
-            Ok(out) => out.expect("wait for marksync"),
-            Err(_) => {
-                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-                panic!(
-                    "marksync {:?} did not finish within {RUN_TIMEOUT:?}",
-                    self.args
-                );
-            }
-        };
+        let out = common::cli::run_bounded(&mut cmd, "");
         Output {
             status: out.status.code().expect("exited, not killed by a signal"),
             stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
@@ -538,12 +512,13 @@ fn state_missing_but_backup_present_is_an_error_not_a_first_run() {
 #[test]
 fn usersig_prints_a_sig_the_service_would_accept_and_never_the_key() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/marksync.yaml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_marksync"))
-        .arg("-c")
-        .arg(&root)
-        .arg("usersig")
-        .output()
-        .unwrap();
+    let out = common::cli::run_bounded(
+        common::cli::marksync_command()
+            .arg("-c")
+            .arg(&root)
+            .arg("usersig"),
+        "",
+    );
     assert!(out.status.success());
     let sig = String::from_utf8(out.stdout).unwrap();
     let key = std::fs::read_to_string(
@@ -663,16 +638,17 @@ fn the_embedded_emulators_demo_key_is_not_warned_about() {
 fn a_secret_key_variable_that_is_not_utf8_is_refused() {
     use std::os::unix::ffi::OsStrExt;
     let t = Test::new().config(CONFIG);
-    let out = Command::new(env!("CARGO_BIN_EXE_marksync"))
-        .current_dir(t.dir.path())
-        .args(["usersig"])
-        .env(
-            "MARKSYNC_SECRET_KEY",
-            std::ffi::OsStr::from_bytes(b"5bd2850fff3e\xff"),
-        )
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .unwrap();
+    let out = common::cli::run_bounded(
+        common::cli::marksync_command()
+            .current_dir(t.dir.path())
+            .args(["usersig"])
+            .env(
+                "MARKSYNC_SECRET_KEY",
+                std::ffi::OsStr::from_bytes(b"5bd2850fff3e\xff"),
+            )
+            .env_remove("CREDENTIALS_DIRECTORY"),
+        "",
+    );
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -687,7 +663,7 @@ fn a_secret_key_variable_that_is_not_utf8_is_refused() {
 }
 
 /// Issue 7: `secret_key_file: /dev/zero` read until out of memory; a FIFO as the config or the
-/// key hung. Each is refused at once (the run is bounded by `RUN_TIMEOUT`).
+/// key hung. Each is refused at once (the run is bounded by `common::cli::RUN_TIMEOUT`).
 #[test]
 fn devices_and_fifos_as_config_or_secret_key_are_refused_not_read() {
     Test::new()
@@ -786,13 +762,10 @@ fn desire(dir: &Path, want: &Marks) {
 
 fn spawn_apply(dir: &Path, name: &str, extra: &[&str]) -> Proc {
     Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_marksync"))
+        common::cli::marksync_command()
             .current_dir(dir)
             .args(["apply"])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .env_remove("MARKSYNC_CONFIG")
-            .env_remove("MARKSYNC_LOG"),
+            .args(extra),
         dir.join(format!("{name}.log")),
     )
 }

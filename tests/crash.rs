@@ -101,7 +101,6 @@ impl World {
     fn new(seed: u64) -> World {
         let emu = StandaloneEmulator::start();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("secret.key"), common::KEY).unwrap();
         let mut w = World {
             dir,
             emu,
@@ -166,14 +165,11 @@ impl World {
     }
 
     fn write_config(&self, rate: u32) {
-        let config = format!(
-            "sdkappid: {APP}\nidentifier: {}\nsecret_key_file: secret.key\nendpoint: {}\n\
-             desired: marks/\nstate: state/marksync.json\nmax_calls_per_second: {rate}\n\
-             debounce: 50ms\nretry_pending_every: 1h\nreassert_every: 1h\n",
-            common::ADMIN,
-            self.emu.endpoint()
-        );
-        common::write_atomic(&self.path("marksync.yaml"), &config);
+        let mut config = common::daemon::config(&self.emu.endpoint());
+        config.insert("max_calls_per_second", rate.to_string());
+        config.insert("debounce", "50ms".into());
+        config.remove("http");
+        common::daemon::write_config(self.dir.path(), &config);
     }
 
     fn write_desired(&self) {

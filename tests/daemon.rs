@@ -2,10 +2,10 @@
 //! emulator (in this process through `Emulator::start`, or a standalone `marksync emulator`).
 //!
 //! Every wait is a bounded poll for a condition (up to [`WAIT`]); where a test shows that
-//! something does *not* happen, it waits until the daemon has been quiet for longer than its
-//! debounce can hold an event back ([`Env::quiet`]). Child processes are killed when their guard
-//! drops, so a failing test leaves nothing running. Every listener binds port 0 and reports
-//! the address it got.
+//! something does *not* happen, it first waits for an event that comes after it
+//! ([`Env::settled`]: the daemon has read one more file), never for a fixed time. Child
+//! processes are killed when their guard drops, so a failing test leaves nothing running. Every
+//! listener binds port 0 and reports the address it got.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -103,7 +103,7 @@ impl Env {
     }
 
     fn write_config(&self) {
-        self.write("marksync.yaml", &self.config_text());
+        common::daemon::write_config(self.root(), &self.config);
     }
 
     /// The configured debounce (`NNNms`).
@@ -244,28 +244,32 @@ impl Env {
         }
     }
 
-    /// Waits (bounded) until neither the emulator's call count nor the daemon's reconcile count
-    /// has moved for longer than the debounce can hold a file event back (4x, its cap) plus a
-    /// margin: whatever a file event made before this call would have been handled by then.
-    /// Used only to show that something does *not* happen; a daemon that never goes quiet (a
-    /// reconcile that causes the next one) fails here.
-    fn quiet(&self, d: &Daemon) {
-        let window = self.debounce() * 4 + Duration::from_millis(300);
-        let sample = || (self.calls(), d.metric("marksync_reconciles_total"));
-        let start = Instant::now();
-        let mut last = sample();
-        let mut since = Instant::now();
-        while since.elapsed() < window {
-            assert!(
-                start.elapsed() < WAIT + window,
-                "the daemon never went quiet for {window:?}: {last:?}"
-            );
-            std::thread::sleep(POLL);
-            let now = sample();
-            if now != last {
-                (last, since) = (now, Instant::now());
-            }
+    /// Shows that the daemon has handled every file event before this call, by an event rather
+    /// than by waiting a fixed time: writes one more desired file and waits until the daemon
+    /// has read it. File events are handled in order, so whatever the earlier ones caused
+    /// happened before that (or in the same round). With good files the new file declares no
+    /// group (`groups: {}`, the desired state stays the same) and the wait ends when its reload
+    /// is logged and the round after it recorded: one more `files` reconcile, no call. With
+    /// broken files it is broken too, the wait ends when its error is logged, and it is removed.
+    fn settled(&self, d: &Daemon) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "zz-settled-{}.yaml",
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        if d.metric("marksync_desired_ok") == 0.0 {
+            self.write(&format!("marks/{name}"), "groups: [\n");
+            d.wait_stderr(&name);
+            // Gone again, so that fixing the test's own broken file makes the files good.
+            std::fs::remove_file(self.path(&format!("marks/{name}"))).unwrap();
+            return;
         }
+        let reloads = || d.proc.stderr().matches("desired files reloaded").count();
+        let (seen, rounds) = (reloads(), d.metric("marksync_reconciles_total"));
+        self.write(&format!("marks/{name}"), "groups: {}\n");
+        poll(&format!("the daemon to read {name}"), WAIT, || {
+            (reloads() > seen && d.metric("marksync_reconciles_total") > rounds).then_some(())
+        });
     }
 }
 
@@ -675,9 +679,13 @@ fn touching_or_rewriting_identical_content_sends_nothing() {
         .unwrap();
     assert!(ok.success());
     env.desire("b.yaml", &b);
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), calls, "nothing sent");
-    assert_eq!(d.reconciles("files"), files, "no reconcile");
+    assert_eq!(
+        d.reconciles("files"),
+        files + 1.0,
+        "no reconcile but the one of the file written by settled()"
+    );
     // The events were handled (a later real change goes through with exactly its own calls).
     let b2 = marks(&[
         ("@TGS#2B", "alice", &[1002]),
@@ -709,8 +717,13 @@ fn a_change_during_a_reconcile_runs_exactly_one_more() {
     env.desire("a.yaml", &a2);
     env.wait_live(&union(&[&a2, &b2, &c]));
     env.emu().clear_faults();
-    env.quiet(&d);
-    assert_eq!(d.reconciles("files"), files + 2.0, "{}", d.proc.stderr());
+    env.settled(&d);
+    assert_eq!(
+        d.reconciles("files"),
+        files + 3.0,
+        "two, and the one of the file written by settled()\n{}",
+        d.proc.stderr()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,7 +744,7 @@ fn a_parse_error_keeps_the_last_good_state_until_fixed() {
     assert!(d.metric("marksync_desired_errors") > 0.0);
     // Deleting another file while one is broken clears nothing either.
     std::fs::remove_file(env.path("marks/b.yaml")).unwrap();
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), calls, "nothing sent while broken");
     assert_eq!(env.live(), union(&[&a, &b]));
     assert_eq!(d.readyz(), 503);
@@ -761,7 +774,7 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
     poll("the renewal call", WAIT, || {
         (env.calls() >= 1).then_some(())
     });
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), 1, "the renewal and nothing else");
     assert_eq!(
         env.emu().marks_of("@TGS#R"),
@@ -779,6 +792,72 @@ fn mark_500_is_renewed_while_the_desired_files_are_broken() {
         state["groups"]["@TGS#R"]["guest"]["1001"], old,
         "nothing else"
     );
+}
+
+/// Issue 14: the daemon's round checks the mass-clear guard. A desired file that drops 30 of
+/// 31 marks sends no clear; mark 500 is still renewed when due; the refusal is reported in the
+/// log, in `/readyz` and as a `refused` reconcile.
+#[test]
+fn a_mass_clear_is_refused_while_mark_500_is_still_renewed() {
+    const G: &str = "@TGS#GUARD";
+    let env = Env::new();
+    let members: Vec<String> = (1..=30).map(|i| format!("m{i:02}")).collect();
+    let member_refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let mut everyone = member_refs.clone();
+    everyone.push("host");
+    env.online(G, &everyone);
+    // The service holds the 31 marks, set by another tool; the state records them.
+    env.emu().set_marks_as_other(G, &["host"], &[500]).unwrap();
+    env.emu()
+        .set_marks_as_other(G, &member_refs, &[1000])
+        .unwrap();
+    let seeded = env.emu().groups()[G].members["host"]
+        .mark_500_expires_at
+        .unwrap();
+    // A renewal moves the expiry past the seeded one.
+    env.emu().advance_clock(HOUR);
+    let now = unix_now();
+    // Mark 500 falls due (72 h - 12 h margin) 8 s from now.
+    let mut rows = vec![(G, "host", 500, now - (60 * HOUR - 8))];
+    rows.extend(member_refs.iter().map(|m| (G, *m, 1000, now)));
+    env.write_state(&rows);
+    let mut spec = vec![(G, "host", &[500][..])];
+    spec.extend(member_refs.iter().map(|m| (G, *m, &[1000][..])));
+    let all = marks(&spec);
+    env.desire("g.yaml", &all);
+    let d = env.start();
+    let calls = env.calls();
+
+    // 30 of the 31 marks leave the desired files.
+    let host_only = marks(&[(G, "host", &[500])]);
+    env.desire("g.yaml", &host_only);
+    let refused = r#"marksync_reconciles_total{trigger="files",outcome="refused"}"#;
+    poll("a refused reconcile after the change", WAIT, || {
+        (d.metric(refused) >= 1.0).then_some(())
+    });
+    d.wait_stderr("refusing to clear 30 of 31 managed marks");
+    let (status, body) = d.get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refused"), "{body}");
+
+    // Mark 500 is renewed when due, and the round that renewed it is recorded in the state.
+    let renewed = poll("mark 500's renewal to be recorded", 2 * WAIT, || {
+        let at = env.state()["groups"][G]["host"]["500"].as_i64()?;
+        (at > now).then_some(at)
+    });
+    assert!(renewed >= now, "{renewed}");
+    let expires = env.emu().groups()[G].members["host"]
+        .mark_500_expires_at
+        .unwrap();
+    assert!(expires > seeded, "the service renewed mark 500");
+    // That round is over: exactly one call (the renewal) since the change, and no clear.
+    assert_eq!(env.calls(), calls + 1, "the renewal and nothing else");
+    assert_eq!(env.live(), all, "no mark was cleared");
+    let state = env.state();
+    for m in &members {
+        assert!(state["groups"][G][m]["1000"].is_i64(), "{m} still recorded");
+    }
+    assert_eq!(d.readyz(), 503, "still refused after the renewal");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1000,8 +1079,105 @@ fn the_renewal_timer_fires_when_the_earliest_mark_500_is_due() {
     );
     env.wait_live(&want);
     d.wait_reconciles("renewal", 1.0);
-    env.quiet(&d);
+    env.settled(&d);
     assert_eq!(env.calls(), 1, "renewed once");
+}
+
+/// Issue 14: the callback signature, against the running daemon (the unit tests check the
+/// listener alone). Unsigned, wrongly signed, stale and other-app callbacks that would make the
+/// daemon forget bob's mark are refused and change nothing; a correctly signed one for carol,
+/// sent after them, is acted on (events are handled in order, so once carol is forgotten the
+/// refused ones would have shown).
+#[test]
+fn the_running_daemon_refuses_forged_and_stale_callbacks_and_accepts_signed_ones() {
+    use sha2::{Digest, Sha256};
+    const G: &str = "@TGS#SIG";
+    const TOKEN: &str = "s3cret-token";
+    let mut env = Env::new();
+    env.write("callback.token", &format!("{TOKEN}\n"));
+    env.set(
+        "http",
+        "{ listen: 127.0.0.1:0, callback_token_file: callback.token }",
+    );
+    let want = marks(&[(G, "bob", &[1001]), (G, "carol", &[1002])]);
+    env.desire("sig.yaml", &want);
+    let d = env.start();
+    env.wait_live(&want);
+    assert_eq!(d.metric("marksync_managed_marks"), 2.0);
+    let calls = env.calls();
+    let addr = d.addr().unwrap();
+    let command = marksync::emulator::MEMBER_STATE_CHANGE;
+    // SHA-256 of token + RequestTime, in lower-case hex (reference section 5).
+    let sign = |token: &str, time: i64| hex::encode(Sha256::digest(format!("{token}{time}")));
+    let offline = |who: &str| {
+        serde_json::json!({
+            "CallbackCommand": command, "GroupId": G, "Type": "AVChatRoom",
+            "EventType": "Offline", "EventCause": "HeartbeatInterrupt",
+            "MemberList": [{"Member_Account": who}],
+        })
+    };
+    let post = |app: u64, signed: Option<(String, i64)>, who: &str| -> (u16, String) {
+        let mut path = format!(
+            "/callback?SdkAppid={app}&CallbackCommand={command}&contenttype=json\
+             &ClientIP=127.0.0.1&OptPlatform=RESTAPI"
+        );
+        if let Some((sign, time)) = signed {
+            path.push_str(&format!("&Sign={sign}&RequestTime={time}"));
+        }
+        common::http(addr, "POST", &path, Some(&offline(who))).unwrap()
+    };
+
+    let now = unix_now();
+    let refused = [
+        ("unsigned", post(APP, None, "bob"), 401),
+        (
+            "signed with another token",
+            post(APP, Some((sign("other-token", now), now)), "bob"),
+            401,
+        ),
+        (
+            "a right Sign for another RequestTime",
+            post(APP, Some((sign(TOKEN, now), now + 1)), "bob"),
+            401,
+        ),
+        (
+            "RequestTime 5 minutes old",
+            post(APP, Some((sign(TOKEN, now - 300), now - 300)), "bob"),
+            401,
+        ),
+        (
+            "another SdkAppid",
+            post(APP + 1, Some((sign(TOKEN, now), now)), "bob"),
+            403,
+        ),
+    ];
+    for (what, (status, body), want_status) in &refused {
+        assert_eq!(status, want_status, "{what}: {body}");
+    }
+    let counted = |outcome: &str| {
+        metric(
+            &d.metrics(),
+            &format!("marksync_callbacks_total{{command=\"{command}\",outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(counted("rejected_sign"), 3.0);
+    assert_eq!(counted("rejected_time"), 1.0);
+    assert_eq!(counted("rejected_app"), 1.0);
+    assert_eq!(counted("accepted"), 0.0);
+
+    let (status, body) = post(APP, Some((sign(TOKEN, now), now)), "carol");
+    assert_eq!(status, 200, "{body}");
+    poll("the daemon to forget carol's mark", WAIT, || {
+        let s = env.state();
+        (s["groups"][G].get("carol").is_none()).then_some(())
+    });
+    assert_eq!(counted("accepted"), 1.0);
+    let state = env.state();
+    assert!(state["groups"][G]["bob"]["1001"].is_i64(), "bob untouched");
+    assert_eq!(d.metric("marksync_managed_marks"), 1.0, "bob's mark only");
+    assert_eq!(env.calls(), calls, "an offline callback sends nothing");
+    assert_eq!(env.live(), want, "the service was not touched");
 }
 
 /// A daemon running over `want` with the emulator matching it; its listener takes callbacks

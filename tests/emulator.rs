@@ -12,19 +12,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{ADMIN, APP, KEY};
+use common::{ADMIN, APP, KEY, within};
 
 const G: &str = "@TGS#a6I4ZUUGO";
 const MODIFY: &str = "v4/group_open_avchatroom_http_svc/modify_user_info";
 const LIST: &str = "v4/group_open_avchatroom_http_svc/get_members";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// Fails the test instead of hanging it.
-async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("timed out")
-}
 
 /// TLSSigAPIv2 steps 3-5 around a given `TLS.sig`.
 fn pack_sig(identifier: &str, app: u64, time: i64, expire: i64, tls_sig: &str) -> String {

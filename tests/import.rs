@@ -3,10 +3,8 @@
 //! call; a refreshed apply heals a lost mark; `plan --refresh --detailed-exitcode` sees drift that
 //! the plain plan cannot. Every wait is bounded; the emulator binds a loopback port the OS chose.
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use marksync::clock::{ManualClock, SystemClock};
 use marksync::cmd::{self, ApplyOptions, ImportOptions, PlanOptions};
@@ -16,15 +14,9 @@ use marksync::error::exit;
 use marksync::state;
 
 mod common;
-use common::{ADMIN, APP, KEY};
+use common::{ADMIN, APP, KEY, within};
 
 const G: &str = "@TGS#import";
-
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .expect("timed out")
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -287,11 +279,10 @@ async fn a_get_members_refusal_is_an_error_naming_the_switch_and_writes_nothing(
 
 /// Runs the binary with `args` (bounded); returns (exit code, stdout, stderr).
 async fn marksync(config: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(common::BIN);
-    cmd.arg("-c").arg(config).args(args).env("NO_COLOR", "1");
-    let out = within(tokio::task::spawn_blocking(move || cmd.output()))
+    let mut cmd = common::cli::marksync_command();
+    cmd.arg("-c").arg(config).args(args);
+    let out = tokio::task::spawn_blocking(move || common::cli::run_bounded(&mut cmd, ""))
         .await
-        .unwrap()
         .unwrap();
     (
         out.status.code().unwrap_or(-1),

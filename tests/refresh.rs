@@ -3,7 +3,6 @@
 //! drift kinds end to end, and the client's failover to a backup endpoint. Every wait is bounded;
 //! every server is on loopback with a port the OS chose.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +16,9 @@ use marksync::tim::client::{CallError, Client, ClientConfig, ListError};
 use marksync::tim::usersig::SecretKey;
 
 mod common;
-use common::{ADMIN, APP, KEY, a, g, m};
+use common::{ADMIN, APP, KEY, a, g, m, within};
 
 const G: &str = "@TGS#refresh";
-
-/// Fails the test instead of hanging it.
-async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(30), f)
-        .await
-        .expect("timed out")
-}
 
 /// Quick retries, so that fault tests end fast.
 fn client_config(base: &str) -> ClientConfig {

@@ -1,8 +1,6 @@
 //! `marksync validate --strict` turns warnings into errors (issue 7): the real binary, bounded.
 
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
 /// Runs `marksync validate [extra]` on a desired file with one warning; returns (status, stderr).
 fn validate(extra: &[&str]) -> (i32, String) {
@@ -18,23 +16,13 @@ fn validate(extra: &[&str]) -> (i32, String) {
         "groups:\n  \"@TGS#a\":\n    members:\n      n\u{e9}v: [1000]\n",
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_marksync"))
-        .arg("validate")
-        .args(extra)
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("validate finished within 60 s")
-        .unwrap();
+    let out = common::cli::run_bounded(
+        common::cli::marksync_command()
+            .arg("validate")
+            .args(extra)
+            .current_dir(dir.path()),
+        "",
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -5,7 +5,6 @@
 //! loopback), bounded by [`RUN_TIMEOUT`].
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 mod common;
 
@@ -23,17 +22,10 @@ fn setup() -> tempfile::TempDir {
     embedded_dir(CONFIG, DESIRED)
 }
 
-/// Runs `marksync ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`. `None` when
-/// `script` is not installed.
+/// Runs `marksync ARGS` on a pseudo-terminal (`script`, from util-linux or bsdutils), typing
+/// `typed`. `None` (skipped loudly; a failure in CI) when `script` is not installed.
 fn marksync_on_a_terminal(dir: &Path, args: &str, typed: &str) -> Option<Output> {
-    let has_script = Command::new("script")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_script {
-        eprintln!("skipped: util-linux `script` is not installed");
+    if !common::require_tool("for a pseudo-terminal", "script", &["--version"]) {
         return None;
     }
     let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_marksync"));
@@ -148,6 +140,51 @@ fn a_saved_plan_older_than_saved_plan_max_age_is_refused() {
         apply.stderr
     );
     assert_eq!(state_text(dir), "", "nothing sent");
+}
+
+/// `saved_plan_max_age` at its edge, through the binary (issue 14): with `1h`, a plan made two
+/// minutes short of an hour ago applies; one made two minutes over an hour ago is refused with
+/// nothing sent.
+#[test]
+fn a_saved_plan_just_under_saved_plan_max_age_applies_and_just_over_is_refused() {
+    /// `plan --out plan.json`, then the file rewritten as made `secs` ago (the plan ID covers
+    /// `created_at`, so it is recomputed through the library).
+    fn plan_made_ago(dir: &Path, secs: i64) {
+        let plan = marksync(dir, &["plan", "--out", "plan.json"]);
+        assert_eq!(plan.code, 0, "{}", plan.stderr);
+        let saved = marksync::saved_plan::SavedPlan::read(&dir.join("plan.json")).unwrap();
+        let provenance = marksync::saved_plan::Provenance {
+            created_at: saved.created_at - secs,
+            sdkappid: saved.sdkappid,
+            state_serial: saved.state_serial,
+            desired_digest: saved.desired_digest.clone(),
+        };
+        marksync::saved_plan::SavedPlan::new(&saved.to_plan(), provenance, None)
+            .write(&dir.join("plan.json"))
+            .unwrap();
+    }
+    let config = format!("{CONFIG}saved_plan_max_age: 1h\n");
+    for (ago, applies) in [(3600 + 120, false), (3600 - 120, true)] {
+        let dir = common::cli::embedded_dir(&config, DESIRED);
+        let dir = dir.path();
+        plan_made_ago(dir, ago);
+        let apply = marksync(dir, &["apply", "plan.json"]);
+        let out = format!("{}{}", apply.stdout, apply.stderr);
+        if applies {
+            assert_eq!(apply.code, 0, "{ago} s old: {out}");
+            assert!(
+                state_text(dir).contains("student01"),
+                "{ago} s old: applied"
+            );
+        } else {
+            assert_eq!(apply.code, 1, "{ago} s old: {out}");
+            assert!(
+                apply.stderr.contains("older than saved_plan_max_age (60m)"),
+                "{out}"
+            );
+            assert_eq!(state_text(dir), "", "{ago} s old: nothing sent");
+        }
+    }
 }
 
 #[test]

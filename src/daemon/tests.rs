@@ -223,6 +223,23 @@ fn series(metrics: &Metrics, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Rounds run for `trigger`, whatever their outcome.
+fn rounds(metrics: &Metrics, trigger: &str) -> i64 {
+    let prefix = format!("marksync_reconciles_total{{trigger=\"{trigger}\",");
+    metrics
+        .encode()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&prefix)?
+                .rsplit_once(' ')?
+                .1
+                .trim()
+                .parse::<i64>()
+                .ok()
+        })
+        .sum()
+}
+
 fn reconciles(metrics: &Metrics, trigger: &str) -> i64 {
     series(
         metrics,
@@ -486,7 +503,8 @@ async fn a_get_members_refusal_turns_refresh_off_until_sighup() {
         ..crate::emulator::Fault::always(crate::emulator::FaultKind::ErrorCode { code: 10007 })
     })
     .unwrap();
-    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\n");
+    // Reassert on the same period as refresh: its rounds show the periods going by.
+    let setup = Setup::with(&emu.base_url(), "refresh_every: 1s\nreassert_every: 1s\n");
     std::fs::write(setup.path("marks/a.yaml"), group_file("@TGS#perm", "alice")).unwrap();
     let (tx, task, metrics) = setup.start_with(RunOptions::default(), Arc::new(SystemClock));
     assert!(
@@ -494,8 +512,15 @@ async fn a_get_members_refusal_turns_refresh_off_until_sighup() {
         "a refresh ran"
     );
     let refused = get_members_calls(&emu);
-    // Three more periods: no read, and the rounds still run (the files still apply).
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // Three more periods (counted by the reassert rounds, not by a sleep): no read, and the
+    // rounds still run (the files still apply).
+    let reasserts = rounds(&metrics, "reassert");
+    assert!(
+        wait_until(Duration::from_secs(20), || rounds(&metrics, "reassert")
+            >= reasserts + 3)
+        .await,
+        "three reassert rounds"
+    );
     assert_eq!(get_members_calls(&emu), refused, "refresh is off");
     assert_eq!(
         series(&metrics, "marksync_last_refresh_timestamp_seconds"),

@@ -255,14 +255,6 @@ async fn a_callback_is_stamped_with_its_event_time_or_when_it_was_received() {
 }
 
 #[test]
-fn sign_matches_the_doc_vector() {
-    assert_eq!(
-        callback::sign("xxxxyyyy", "1669872112"),
-        "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
-    );
-}
-
-#[test]
 fn debug_never_shows_the_token() {
     let (_tx, readiness) = watch::channel(Readiness::default());
     let (events, _rx) = mpsc::channel(1);
@@ -668,12 +660,19 @@ async fn shutdown_stops_the_server() {
         token: None,
         clock: Arc::new(SystemClock),
     };
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, async {
         let _ = stopped.await;
     }));
+    let before = within(tokio::net::TcpStream::connect(addr)).await;
+    assert!(before.is_ok(), "the server accepts before shutdown");
+    drop(before);
     stop.send(()).unwrap();
     within(task).await.unwrap().unwrap();
+    // The port no longer accepts: the listener went with the server.
+    let after = within(tokio::net::TcpStream::connect(addr)).await;
+    assert!(after.is_err(), "a connection was accepted after shutdown");
 }
 
 #[tokio::test]

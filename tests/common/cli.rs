@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The longest one run may take before the test calls it hung.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,7 +62,34 @@ pub fn marksync_command() -> Command {
     cmd
 }
 
-/// Runs `program ARGS` in `dir` with `stdin` as its input (no terminal), killed after
+/// Runs `cmd` to the end with `stdin` as its input and stdout and stderr piped (so not a
+/// terminal); kills it and panics after [`RUN_TIMEOUT`]. The one bounded runner of the tests.
+pub fn run_bounded(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut input = child.stdin.take().unwrap();
+    // A program that exits without reading its input closes the pipe: not an error here.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN_TIMEOUT) {
+        Ok(out) => out.expect("wait for the program"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{cmd:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Runs `program ARGS` in `dir` with `stdin` as its input (no terminal), bounded by
 /// [`RUN_TIMEOUT`].
 pub fn run_program(dir: &Path, program: &str, args: &[&str], stdin: &str) -> Output {
     let mut cmd = if program == env!("CARGO_BIN_EXE_marksync") {
@@ -75,26 +102,7 @@ pub fn run_program(dir: &Path, program: &str, args: &[&str], stdin: &str) -> Out
             .env("NO_COLOR", "1");
         cmd
     };
-    let mut child = cmd
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).unwrap();
-    drop(input);
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{program} {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = run_bounded(cmd.args(args).current_dir(dir), stdin);
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -38,6 +38,16 @@ pub fn config_text(config: &BTreeMap<&'static str, String>) -> String {
     config.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
+/// Writes `config` as `dir/marksync.yaml` (atomically, as an editor does, so a daemon reading
+/// it never sees half a file), with the secret key and `marks/` of [`write_secret`]; returns
+/// the config's path. The one config writer of the tests that talk to a service.
+pub fn write_config(dir: &Path, config: &BTreeMap<&'static str, String>) -> PathBuf {
+    write_secret(dir);
+    let path = dir.join("marksync.yaml");
+    super::write_atomic(&path, &config_text(config));
+    path
+}
+
 /// Writes the secret key [`config`] names into `dir`, and creates `dir/marks`.
 pub fn write_secret(dir: &Path) {
     std::fs::write(dir.join("secret.key"), format!("{KEY}\n")).unwrap();

@@ -62,6 +62,34 @@ pub fn poll<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// How long [`within`] and [`wait_until`] let anything take before the test calls it hung.
+pub const ASYNC_LIMIT: Duration = Duration::from_secs(60);
+
+/// Fails the test instead of hanging it: `f`, or a panic naming the caller's line after
+/// [`ASYNC_LIMIT`].
+#[track_caller]
+pub fn within<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> {
+    let at = std::panic::Location::caller();
+    async move {
+        match tokio::time::timeout(ASYNC_LIMIT, f).await {
+            Ok(v) => v,
+            Err(_) => panic!("timed out after {ASYNC_LIMIT:?} at {at}"),
+        }
+    }
+}
+
+/// Polls `check` every [`POLL`] until it holds, or panics after [`ASYNC_LIMIT`] naming `what`.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < ASYNC_LIMIT,
+            "timed out after {ASYNC_LIMIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A child process, killed (SIGKILL) and reaped when dropped, so a failing test leaves nothing
 /// running. Its stderr goes to a file; stdout to another one.
 pub struct Proc {
@@ -186,4 +214,36 @@ pub fn logged_addr(log: &str, marker: &str, line: &str) -> Option<SocketAddr> {
             .parse()
             .ok()
     })
+}
+
+/// Whether the tests run in CI: `CI` is set to anything but empty, `0` or `false` (`.ci/run`
+/// sets `CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// Whether `program ARGS` (a harmless probe such as `--version`, or the very thing the test
+/// needs, such as `unshare -m true`) runs and succeeds, so a test that needs it can go on. When
+/// it does not: in CI ([`in_ci`]) the test fails, since a test that skips there proves nothing;
+/// on a developer's machine it prints a loud SKIPPED line and the caller returns.
+pub fn require_tool(why: &str, program: &str, args: &[&str]) -> bool {
+    let ok = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let what = format!(
+        "`{program} {}` does not work here; it is needed {why}",
+        args.join(" ")
+    );
+    if in_ci() {
+        panic!("{what} (CI is set: install it, see .ci/run)");
+    }
+    eprintln!("\n*** SKIPPED: {what} ***\n*** (in CI this fails; .ci/run installs it) ***\n");
+    false
 }

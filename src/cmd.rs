@@ -129,6 +129,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             sdkappid: config.sdkappid,
             state_serial: state.serial,
             desired_digest,
+            reassert: opts.reassert,
         };
         let changes = refreshed.as_ref().map(|r| &r.classified.changes);
         crate::saved_plan::SavedPlan::new(&plan, provenance, changes).write(path)?;
@@ -658,11 +659,14 @@ pub async fn import_with(
     Ok(exit::OK)
 }
 
-/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, and the
-/// checks that it still fits (app, already applied, state serial, desired files, age). A plan
-/// that does not fit is refused before anything is sent. Returns the desired state (for
-/// rendering), the state with the plan's refresh changes and ID folded in, the plan, and whether
-/// the state was changed (it must be saved even when there is no call).
+/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, the
+/// checks that it still fits (app, already applied, state serial, desired files, age), and the
+/// proof that it is what planning gives: the plan is made again from the state (with the saved
+/// refresh changes applied) and the desired files, at the saved `created_at` and with the saved
+/// policy, and must equal the saved one ([`crate::saved_plan::SavedPlan::verify`]). A plan that
+/// does not fit is refused before anything is sent. Returns the desired state (for rendering),
+/// the state with the plan's refresh changes and ID folded in, the plan, and whether the state
+/// was changed (it must be saved even when there is no call).
 fn load_saved_plan(
     config: &Config,
     path: &Path,
@@ -686,17 +690,28 @@ fn load_saved_plan(
             path: path.to_path_buf(),
             reason,
         })?;
-    // The digest matched: these are the reviewed files, loaded for the `file:line` headings.
+    // The digest matched. Whatever the loader reads now (the files could change in between), the
+    // plan made from it must be the saved one, so a race can only cause a refusal.
     let desired = load_desired(config)?;
-    let plan = saved.to_plan();
+    // In memory only: a dry run or a refusal never saves `st`.
     let mut changed = false;
+    if let Some(changes) = saved.refreshed_changes()
+        && !changes.is_empty()
+    {
+        changes.apply(&mut st);
+        changed = !dry_run;
+    }
+    let plan = crate::plan::plan(
+        &desired,
+        &st,
+        saved.created_at,
+        &policy(config, saved.reassert),
+    );
+    saved.verify(&plan).map_err(|reason| Error::StalePlan {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     if !dry_run {
-        if let Some(changes) = saved.refreshed_changes()
-            && !changes.is_empty()
-        {
-            changes.apply(&mut st);
-            changed = true;
-        }
         if !plan.is_empty() || changed {
             // Saved with the apply's results: the same file applied again is "already applied".
             st.last_saved_plan = Some(saved.plan_id.clone());

@@ -13,6 +13,7 @@
 //! | `state_serial` | the serial of the state the plan was made against |
 //! | `desired_digest` | [`desired_digest`] of the desired files the plan was made from |
 //! | `refresh` | whether the plan was made with `--refresh` |
+//! | `reassert` | whether the plan was made with `--reassert` (absent when not) |
 //! | `refreshed` | with `--refresh`: what the refresh found the state must forget and adopt |
 //! | `calls` | the calls, in execution order (same shape as `plan --json`) |
 //! | `changes` | every (account, mark) change by group, for rendering the plan again |
@@ -22,6 +23,16 @@
 //!
 //! It holds no secret: no key, no UserSig, no token; only IDs and marks, which the desired files
 //! already hold in the clear.
+//!
+//! # The plan ID is not a signature
+//! Anyone can edit the file and recompute `plan_id` ([`SavedPlan::content_id`]): it only catches
+//! accidental damage and names the plan. What makes an edited file harmless is that `apply FILE`
+//! plans again from the state (with the saved refresh changes applied) and the desired files, at
+//! the saved `created_at` (so that renewals falling due since cause no false refusal), and
+//! [`SavedPlan::verify`] refuses unless the result is exactly the saved plan: the file can only
+//! ever make `apply` send what planning would send anyway. Duplicate keys anywhere in the file,
+//! a member listed twice in one call or in two calls of the same group and command, and marks
+//! that are not strictly ascending are refused when reading.
 //!
 //! # Refusals
 //! [`SavedPlan::check`] refuses a plan made for another app, against another state generation,
@@ -33,7 +44,7 @@
 //! Architecture invariant: everything here but [`SavedPlan::write`], [`SavedPlan::read`] and
 //! [`desired_digest`] is pure; the clock is a parameter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -75,6 +86,10 @@ pub struct SavedPlan {
     pub desired_digest: String,
     /// Whether the plan was made with `--refresh` (it then compared with the service).
     pub refresh: bool,
+    /// Whether the plan was made with `--reassert`: `apply FILE` plans again with the same
+    /// policy. Left out of the file when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reassert: bool,
     /// With `--refresh`: what the state must forget and adopt before the calls are sent, as the
     /// refresh found when the plan was made. `None` without `--refresh`.
     pub refreshed: Option<SavedStateChanges>,
@@ -104,7 +119,7 @@ pub struct SavedCall {
 }
 
 /// `set` or `clear`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SavedCommand {
     /// Set the listed marks.
@@ -119,7 +134,8 @@ pub enum SavedCommand {
 pub struct SavedMember {
     /// The account (checked like a desired file's when read).
     pub account: Account,
-    /// The marks, ascending (checked when read).
+    /// The marks, strictly ascending (checked when read: a mark listed twice is refused).
+    #[serde(deserialize_with = "strictly_ascending")]
     pub marks: MarkSet,
 }
 
@@ -208,6 +224,8 @@ pub struct Provenance {
     pub state_serial: u64,
     /// [`desired_digest`] of the desired files.
     pub desired_digest: String,
+    /// Whether the plan was made with `--reassert`.
+    pub reassert: bool,
 }
 
 /// Why a saved plan is refused. Every message says what to do.
@@ -266,6 +284,17 @@ pub enum Stale {
         /// How far ahead.
         ahead_secs: i64,
     },
+    /// Planning again from the state and the desired files (at the saved `created_at`) does not
+    /// give the saved plan: the file was edited (its ID recomputed) or made by other means.
+    #[error(
+        "the saved plan is not what planning again from the state and the desired files gives \
+         ({detail}); the file was edited after it was written, or belongs elsewhere. Nothing was \
+         sent: run `marksync plan --out FILE` again and review it"
+    )]
+    NotAsPlanned {
+        /// What differs first.
+        detail: String,
+    },
 }
 
 impl Stale {
@@ -278,6 +307,7 @@ impl Stale {
             Stale::DesiredChanged => "desired_changed",
             Stale::TooOld { .. } => "too_old",
             Stale::FromTheFuture { .. } => "from_the_future",
+            Stale::NotAsPlanned { .. } => "not_as_planned",
         }
     }
 }
@@ -386,6 +416,7 @@ impl SavedPlan {
             state_serial: provenance.state_serial,
             desired_digest: provenance.desired_digest,
             refresh: refreshed.is_some(),
+            reassert: provenance.reassert,
             refreshed: refreshed.map(SavedStateChanges::from),
             calls,
             changes,
@@ -403,8 +434,9 @@ impl SavedPlan {
         saved
     }
 
-    /// SHA-256 of the serialized plan with an empty `plan_id`.
-    fn content_id(&self) -> String {
+    /// The plan ID of this content: SHA-256 (hex) of the serialized plan with an empty
+    /// `plan_id`. Anyone can compute it (it is no signature; see the module documentation).
+    pub fn content_id(&self) -> String {
         let mut copy = self.clone();
         copy.plan_id = String::new();
         let bytes = serde_json::to_vec(&copy).expect("a saved plan serializes");
@@ -519,6 +551,29 @@ impl SavedPlan {
         Ok(())
     }
 
+    /// Whether `replanned` (what planning again from the state, with the saved refresh changes
+    /// applied, and the desired files gives at `created_at` with the saved policy) is exactly
+    /// this plan: the same calls in the same order, and the same changes, counts and guard
+    /// denominator. The refusal names the first call that differs. Pure.
+    pub fn verify(&self, replanned: &Plan) -> Result<(), Stale> {
+        let saved = self.to_plan();
+        if let Some(detail) = first_call_difference(&saved.calls, &replanned.calls) {
+            return Err(Stale::NotAsPlanned { detail });
+        }
+        let detail = if saved.changes != replanned.changes {
+            "the calls match, but the list of changes does not"
+        } else if saved.summary != replanned.summary {
+            "the calls match, but the summary counts do not"
+        } else if saved.managed != replanned.managed {
+            "the calls match, but the count of managed marks does not"
+        } else {
+            return Ok(());
+        };
+        Err(Stale::NotAsPlanned {
+            detail: detail.into(),
+        })
+    }
+
     /// The file's bytes: pretty JSON (it is meant to be read in review), newline-terminated.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a saved plan serializes");
@@ -548,7 +603,11 @@ impl SavedPlan {
             }
             Some(_) => {}
         }
+        reject_duplicate_keys(bytes).map_err(corrupt)?;
         let saved: SavedPlan = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(detail) = member_listed_twice(&saved.calls) {
+            return Err(corrupt(detail));
+        }
         if saved.content_id() != saved.plan_id {
             return Err(SavedPlanError::Tampered { path: path.into() });
         }
@@ -593,6 +652,220 @@ impl SavedPlan {
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(werr)
+    }
+}
+
+/// `call N (set @TGS#a, 2 members)`: a call as a refusal names it.
+fn describe_call(index: usize, call: &Call) -> String {
+    format!(
+        "call {} ({} {}, {} {})",
+        index + 1,
+        call.command.as_str(),
+        call.group,
+        call.members.len(),
+        if call.members.len() == 1 {
+            "member"
+        } else {
+            "members"
+        }
+    )
+}
+
+/// The first difference between the saved calls and the calls planned again, in words, or
+/// `None` when they are the same.
+fn first_call_difference(saved: &[Call], replanned: &[Call]) -> Option<String> {
+    for (i, pair) in saved.iter().zip(replanned).enumerate() {
+        let (s, r) = pair;
+        if s == r {
+            continue;
+        }
+        if s.group != r.group || s.command != r.command {
+            return Some(format!(
+                "the file's {} is {} when planned again",
+                describe_call(i, s),
+                describe_call(i, r)
+            ));
+        }
+        let member = |m: Option<&(Account, MarkSet)>| match m {
+            Some((a, marks)) => format!("{a} [{marks}]"),
+            None => "no member".to_string(),
+        };
+        let j = s
+            .members
+            .iter()
+            .zip(&r.members)
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| s.members.len().min(r.members.len()));
+        return Some(format!(
+            "{}: the file has {} where planning again gives {}",
+            describe_call(i, s),
+            member(s.members.get(j)),
+            member(r.members.get(j))
+        ));
+    }
+    match saved.len().cmp(&replanned.len()) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!(
+            "the file's {} is not planned again",
+            describe_call(replanned.len(), &saved[replanned.len()])
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "planning again gives a {} the file does not have",
+            describe_call(saved.len(), &replanned[saved.len()])
+        )),
+    }
+}
+
+/// A member listed twice in one call, or in two calls of the same group and command, in words.
+fn member_listed_twice(calls: &[SavedCall]) -> Option<String> {
+    let mut seen: HashSet<(&GroupId, SavedCommand, &Account)> = HashSet::new();
+    for (i, call) in calls.iter().enumerate() {
+        for member in &call.members {
+            if !seen.insert((&call.group, call.command, &member.account)) {
+                let command = match call.command {
+                    SavedCommand::Set => "set",
+                    SavedCommand::Clear => "clear",
+                };
+                return Some(format!(
+                    "call {} lists {} again: a member appears at most once among the {command} \
+                     calls of group {}",
+                    i + 1,
+                    member.account,
+                    call.group
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Reads a member's marks, refusing a list that is not strictly ascending (a mark listed twice
+/// would otherwise vanish silently).
+fn strictly_ascending<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MarkSet, D::Error> {
+    let marks = Vec::<Mark>::deserialize(d)?;
+    if let Some(w) = marks.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(serde::de::Error::custom(if w[0] == w[1] {
+            format!("mark {} is listed twice for one member", w[0])
+        } else {
+            format!("marks {} and {} are not in ascending order", w[0], w[1])
+        }));
+    }
+    Ok(marks.into())
+}
+
+/// Refuses a JSON text in which any object holds the same key twice (serde would keep the last
+/// one of a map silently). The error names the key, where it is, and its line and column.
+fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), String> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let checked = Unique { at: None }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    checked.map_err(|e| {
+        // Our own message, with the position in words instead of the parser's suffix.
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let text = e.to_string();
+        let text = text.strip_suffix(&suffix).unwrap_or(&text);
+        format!("line {}, column {}: {text}", e.line(), e.column())
+    })?;
+    Ok(())
+}
+
+/// Where a value sits in the file, for the duplicate-key message: a chain up to the root.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    up: Option<&'a At<'a>>,
+    key: Option<&'a str>,
+    index: usize,
+}
+
+impl At<'_> {
+    fn render(at: Option<&At<'_>>) -> String {
+        let mut parts = Vec::new();
+        let mut cur = at;
+        while let Some(a) = cur {
+            parts.push(match a.key {
+                Some(k) => format!(".{k}"),
+                None => format!("[{}]", a.index),
+            });
+            cur = a.up;
+        }
+        parts.reverse();
+        if parts.is_empty() {
+            "the top level".into()
+        } else {
+            parts.concat().trim_start_matches('.').to_string()
+        }
+    }
+}
+
+/// A visitor over any JSON value that fails on the first object with a repeated key.
+struct Unique<'a> {
+    at: Option<&'a At<'a>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Unique<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Unique<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            let here = At {
+                up: self.at,
+                key: None,
+                index,
+            };
+            if seq.next_element_seed(Unique { at: Some(&here) })?.is_none() {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen: HashSet<String> = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key \"{key}\" appears twice in {}; a saved plan never repeats a key",
+                    At::render(self.at)
+                )));
+            }
+            let here = At {
+                up: self.at,
+                key: Some(&key),
+                index: 0,
+            };
+            map.next_value_seed(Unique { at: Some(&here) })?;
+            seen.insert(key);
+        }
+        Ok(())
     }
 }
 

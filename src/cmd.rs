@@ -90,6 +90,9 @@ pub struct PlanOptions {
 /// written and no lock is taken; a saved plan carries the refresh's state changes).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
+    if let Some(out) = &opts.out {
+        crate::saved_plan::check_destination(out, &files_read(&config), &config.desired)?;
+    }
     let mut now = SystemClock.now();
     // The digest is taken before the files are loaded: a file edited while planning then makes
     // the digest differ from what `apply FILE` finds, and the plan is refused rather than
@@ -180,6 +183,40 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     // code the daemon reuses.
     std::mem::forget((desired, state, plan));
     Ok(code)
+}
+
+/// The files marksync reads that `plan --out` must never replace, with what each is: the
+/// config, the secret key (file or systemd credential), the callback token, the state, and the
+/// state's sidecars beside the path given and beside the file it links to.
+fn files_read(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("config file", config.path.clone())];
+    if let Some(key) = &config.secret_key_file {
+        files.push(("secret key file", key.clone()));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        files.push((
+            "secret key credential",
+            PathBuf::from(dir).join("secret-key"),
+        ));
+    }
+    if let Some(token) = config
+        .http
+        .as_ref()
+        .and_then(|h| h.callback_token_file.clone())
+    {
+        files.push(("callback token file", token));
+    }
+    let mut states = vec![config.state.clone()];
+    if let Ok(target) = config.state.canonicalize() {
+        states.push(target);
+    }
+    for st in states {
+        files.push(("state backup", state::backup_path(&st)));
+        files.push(("state intents sidecar", state::intents_path(&st)));
+        files.push(("state lock", state::lock_path(&st)));
+        files.push(("state file", st));
+    }
+    files
 }
 
 /// Tells the user which groups a refresh could not read: their recorded marks are kept as they
@@ -711,11 +748,9 @@ fn load_saved_plan(
         path: path.to_path_buf(),
         reason,
     })?;
-    if !dry_run {
-        if !plan.is_empty() || changed {
-            // Saved with the apply's results: the same file applied again is "already applied".
-            st.last_saved_plan = Some(saved.plan_id.clone());
-        }
+    if !dry_run && (!plan.is_empty() || changed) {
+        // Saved with the apply's results: the same file applied again is "already applied".
+        st.last_saved_plan = Some(saved.plan_id.clone());
     }
     Ok((desired, st, plan, changed))
 }

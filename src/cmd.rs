@@ -730,24 +730,27 @@ fn load_saved_plan(
     // The digest matched. Whatever the loader reads now (the files could change in between), the
     // plan made from it must be the saved one, so a race can only cause a refusal.
     let desired = load_desired(config)?;
-    // In memory only: a dry run or a refusal never saves `st`.
-    let mut changed = false;
-    if let Some(changes) = saved.refreshed_changes()
-        && !changes.is_empty()
-    {
-        changes.apply(&mut st);
-        changed = !dry_run;
-    }
-    let plan = crate::plan::plan(
-        &desired,
-        &st,
-        saved.created_at,
-        &policy(config, saved.reassert),
-    );
-    saved.verify(&plan).map_err(|reason| Error::StalePlan {
+    let stale = |reason| Error::StalePlan {
         path: path.to_path_buf(),
         reason,
-    })?;
+    };
+    let policy = policy(config, saved.reassert);
+    // In memory only: a dry run or a refusal never saves `st`.
+    let mut changed = false;
+    let plan = match saved.refreshed_changes() {
+        Some(changes) if !changes.is_empty() => {
+            let without = crate::plan::plan(&desired, &st, saved.created_at, &policy);
+            changes.apply(&mut st);
+            let with = crate::plan::plan(&desired, &st, saved.created_at, &policy);
+            saved
+                .check_refresh_changes(&desired, &without, &with)
+                .map_err(stale)?;
+            changed = !dry_run;
+            with
+        }
+        _ => crate::plan::plan(&desired, &st, saved.created_at, &policy),
+    };
+    saved.verify(&plan).map_err(stale)?;
     if !dry_run && (!plan.is_empty() || changed) {
         // Saved with the apply's results: the same file applied again is "already applied".
         st.last_saved_plan = Some(saved.plan_id.clone());

@@ -583,6 +583,60 @@ impl SavedPlan {
         })
     }
 
+    /// Whether the saved refresh changes are ones a refresh can make: every adopted mark is
+    /// desired, and no clear that the plan without them (`without`) sends is missing from the
+    /// plan with them (`with`): a refresh may add calls, never remove one (SPEC 10). Without
+    /// this, an edited `refreshed.forget` with its calls and ID recomputed would drop a clear
+    /// and leave the mark on the service, unrecorded. Pure.
+    pub fn check_refresh_changes(
+        &self,
+        desired: &crate::desired::DesiredState,
+        without: &Plan,
+        with: &Plan,
+    ) -> Result<(), Stale> {
+        let Some(changes) = &self.refreshed else {
+            return Ok(());
+        };
+        for (g, a, m, _) in &changes.adopt {
+            let declared = desired
+                .groups
+                .get(g)
+                .and_then(|group| group.members.get(a))
+                .is_some_and(|marks| marks.contains(*m));
+            if !declared {
+                return Err(Stale::NotAsPlanned {
+                    detail: format!(
+                        "its refresh changes adopt mark {m} of {a} in {g}, which no desired file \
+                         declares"
+                    ),
+                });
+            }
+        }
+        let clears = |p: &Plan| -> HashSet<(GroupId, Account, Mark)> {
+            p.calls
+                .iter()
+                .filter(|c| c.command == Command::Clear)
+                .flat_map(|c| {
+                    c.members.iter().flat_map(move |(a, marks)| {
+                        marks.iter().map(move |m| (c.group.clone(), a.clone(), m))
+                    })
+                })
+                .collect()
+        };
+        let kept = clears(with);
+        let mut dropped: Vec<_> = clears(without).difference(&kept).cloned().collect();
+        dropped.sort();
+        if let Some((g, a, m)) = dropped.first() {
+            return Err(Stale::NotAsPlanned {
+                detail: format!(
+                    "its refresh changes drop the clear of mark {m} of {a} in {g}; a refresh may \
+                     add calls, never remove one"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The file's bytes: pretty JSON (it is meant to be read in review), newline-terminated.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a saved plan serializes");

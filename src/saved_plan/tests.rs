@@ -491,6 +491,74 @@ fn verify_refuses_each_hand_edit_naming_the_first_call_that_differs() {
     assert!(not_as_planned(&saved).contains("managed"));
 }
 
+/// The desired files and state of the refresh-change tests: teacher10 should hold 1000 (not
+/// recorded), student9 holds 1001 (recorded, not desired: cleared).
+fn refresh_world() -> (DesiredState, State) {
+    let mut desired = DesiredState::default();
+    desired
+        .groups
+        .entry(g("@TGS#a"))
+        .or_default()
+        .members
+        .insert(a("teacher10"), [m(1000)].into_iter().collect());
+    let mut state = State::new(APP);
+    state.confirm(&g("@TGS#a"), &a("student9"), [m(1001)], NOW - 3600);
+    (desired, state)
+}
+
+/// A plan saved with `changes` as its refresh changes, as `plan --refresh --out` (or someone
+/// who edited `refreshed` and recomputed the calls and the ID) would save it; and `check` run
+/// as `apply FILE` runs it.
+fn saved_with_refresh(changes: StateChanges) -> (SavedPlan, Result<(), Stale>) {
+    let (desired, mut state) = refresh_world();
+    let without = plan::plan(&desired, &state, NOW, &Policy::default());
+    changes.apply(&mut state);
+    let with = plan::plan(&desired, &state, NOW, &Policy::default());
+    let saved = SavedPlan::new(&with, provenance(), Some(&changes));
+    // The calls are what planning from the changed state gives: `verify` cannot see the edit.
+    assert_eq!(saved.verify(&with), Ok(()));
+    let checked = saved.check_refresh_changes(&desired, &without, &with);
+    (saved, checked)
+}
+
+#[test]
+fn refresh_changes_a_refresh_can_make_pass() {
+    // Adopting a live desired mark (a set less) and forgetting a lost desired one (a set more).
+    let (_, checked) = saved_with_refresh(StateChanges {
+        forget: vec![],
+        adopt: vec![(g("@TGS#a"), a("teacher10"), m(1000), NOW - 5)],
+    });
+    assert_eq!(checked, Ok(()));
+}
+
+#[test]
+fn edited_refresh_changes_that_drop_a_clear_or_adopt_an_undeclared_mark_are_refused() {
+    // Forgetting a recorded mark nobody desires removes its clear: it would stay on the
+    // service, unrecorded, for good.
+    let (_, checked) = saved_with_refresh(StateChanges {
+        forget: vec![(g("@TGS#a"), a("student9"), m(1001))],
+        adopt: vec![],
+    });
+    let text = checked.unwrap_err().to_string();
+    assert!(
+        text.contains("drop the clear of mark 1001 of student9 in @TGS#a"),
+        "{text}"
+    );
+    assert!(
+        text.contains("run `marksync plan --out FILE` again"),
+        "{text}"
+    );
+    let (_, checked) = saved_with_refresh(StateChanges {
+        forget: vec![],
+        adopt: vec![(g("@TGS#a"), a("mallory"), m(1000), NOW - 5)],
+    });
+    let text = checked.unwrap_err().to_string();
+    assert!(
+        text.contains("adopt mark 1000 of mallory in @TGS#a, which no desired file declares"),
+        "{text}"
+    );
+}
+
 /// Every place in a JSON value that a single edit can change: (path, is an object key).
 fn leaves(v: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     match v {

@@ -262,6 +262,52 @@ fn random_single_edits_with_recomputed_ids_never_change_the_state_or_the_service
     assert!(refused > 0, "no edit was tried");
 }
 
+/// A plan made with `--refresh` carries what the refresh found; `apply FILE` plans again from
+/// the state with those changes and accepts it: the re-planning is no reason to refuse a real
+/// refreshed plan.
+#[test]
+fn a_refreshed_saved_plan_is_applied_as_planned() {
+    let emu = StandaloneEmulator::start();
+    let dir = emulator_dir(&emu, &before());
+    let dir = dir.path();
+    ok(&marksync(dir, &["apply"]));
+    // Confirmed an hour ago (a refresh does not judge marks confirmed in the last 40 s).
+    let path = dir.join("state.json");
+    let mut st = state::load(&path, APP).unwrap();
+    let recorded: Vec<_> = st.groups[&common::g(GROUP)]
+        .iter()
+        .map(|(a, c)| (a.clone(), c.marks()))
+        .collect();
+    for (account, marks) in recorded {
+        st.confirm(
+            &common::g(GROUP),
+            &account,
+            marks.iter(),
+            common::unix_now() - 3600,
+        );
+    }
+    state::save(&path, &mut st).unwrap();
+    // Another tool clears ana's mark; the listing shows it once its cache has expired.
+    emu.control(
+        "POST",
+        "/emulator/marks/clear",
+        Some(&serde_json::json!({"group_id": GROUP, "accounts": ["ana"], "marks": [1000]})),
+    );
+    emu.control(
+        "POST",
+        "/emulator/clock/advance",
+        Some(&serde_json::json!({"seconds": 41})),
+    );
+    ok(&marksync(dir, &["plan", "--refresh", "--out", "plan.json"]));
+    let saved = SavedPlan::read(&dir.join("plan.json")).unwrap();
+    let refreshed = saved.refreshed.clone().unwrap();
+    assert_eq!(refreshed.forget.len(), 1, "{refreshed:?}");
+    assert_eq!(saved.calls.len(), 1, "{saved:?}");
+    let out = marksync(dir, &["apply", "plan.json"]);
+    ok(&out);
+    assert_eq!(emu.marks(), before(), "{}", out.stdout);
+}
+
 #[tokio::test]
 async fn a_renewal_falling_due_between_plan_and_apply_is_no_reason_to_refuse() {
     let mut cfg = EmulatorConfig::new(APP, KEY, ADMIN);

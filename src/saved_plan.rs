@@ -718,103 +718,6 @@ impl SavedPlan {
     }
 }
 
-/// Whether `plan --out` may write `path`, checked before anything is written: a new file, or a
-/// regular file that is none of `protected` (each a description and a path: the config, the
-/// key, the token, the state and its sidecars) and lies outside the desired tree at
-/// `desired_root`. A symbolic link, a directory, a FIFO, a device or a socket is refused, as is
-/// a path that resolves (through links in its directories) to a protected file. Reads only
-/// metadata.
-pub fn check_destination(
-    path: &Path,
-    protected: &[(&str, PathBuf)],
-    desired_root: &Path,
-) -> Result<(), SavedPlanError> {
-    use std::os::unix::fs::FileTypeExt as _;
-    let refuse = |reason: String| SavedPlanError::Destination {
-        path: path.into(),
-        reason,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(md) => {
-            let t = md.file_type();
-            let kind = if t.is_symlink() {
-                Some("a symbolic link (marksync neither writes through nor replaces a link)")
-            } else if t.is_dir() {
-                Some("a directory")
-            } else if t.is_fifo() {
-                Some("a FIFO (named pipe)")
-            } else if t.is_char_device() {
-                Some("a character device")
-            } else if t.is_block_device() {
-                Some("a block device")
-            } else if t.is_socket() {
-                Some("a socket")
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
-                return Err(refuse(format!(
-                    "it is {kind}, not a regular file; give the path of a new or regular file"
-                )));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(SavedPlanError::Write {
-                path: path.into(),
-                source,
-            });
-        }
-    }
-    let Some(dest) = resolve(path) else {
-        return Err(refuse(
-            "its directory does not exist or cannot be resolved; create the directory or give \
-             another path"
-                .into(),
-        ));
-    };
-    for (what, p) in protected {
-        if resolve(p).is_some_and(|r| r == dest) {
-            return Err(refuse(format!(
-                "it is the {what} ({}); a saved plan never replaces it: give another path",
-                p.display()
-            )));
-        }
-    }
-    if let Ok(root) = desired_root.canonicalize()
-        && dest.starts_with(&root)
-    {
-        return Err(refuse(format!(
-            "it is inside the desired files ({}); a plan there would replace or become a desired \
-             file: write it outside that tree",
-            desired_root.display()
-        )));
-    }
-    // A desired file may be a link to a file outside the tree.
-    let (files, _) = crate::desired::discover(desired_root);
-    if let Some(file) = files.iter().find(|f| resolve(f).is_some_and(|r| r == dest)) {
-        return Err(refuse(format!(
-            "it is the desired file {}; a saved plan never replaces it: give another path",
-            file.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Where `path` lives, links resolved: the whole path when it exists, else its directory
-/// resolved and its name. `None` when neither resolves.
-fn resolve(path: &Path) -> Option<PathBuf> {
-    if let Ok(p) = path.canonicalize() {
-        return Some(p);
-    }
-    let name = path.file_name()?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    Some(dir.canonicalize().ok()?.join(name))
-}
-
 /// `call N (set @TGS#a, 2 members)`: a call as a refusal names it.
 fn describe_call(index: usize, call: &Call) -> String {
     format!(
@@ -913,122 +816,6 @@ fn strictly_ascending<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MarkSet,
     Ok(marks.into())
 }
 
-/// Refuses a JSON text in which any object holds the same key twice (serde would keep the last
-/// one of a map silently). The error names the key, where it is, and its line and column.
-fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), String> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let checked = Unique { at: None }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
-    checked.map_err(|e| {
-        // Our own message, with the position in words instead of the parser's suffix.
-        let suffix = format!(" at line {} column {}", e.line(), e.column());
-        let text = e.to_string();
-        let text = text.strip_suffix(&suffix).unwrap_or(&text);
-        format!("line {}, column {}: {text}", e.line(), e.column())
-    })?;
-    Ok(())
-}
-
-/// Where a value sits in the file, for the duplicate-key message: a chain up to the root.
-#[derive(Clone, Copy)]
-struct At<'a> {
-    up: Option<&'a At<'a>>,
-    key: Option<&'a str>,
-    index: usize,
-}
-
-impl At<'_> {
-    fn render(at: Option<&At<'_>>) -> String {
-        let mut parts = Vec::new();
-        let mut cur = at;
-        while let Some(a) = cur {
-            parts.push(match a.key {
-                Some(k) => format!(".{k}"),
-                None => format!("[{}]", a.index),
-            });
-            cur = a.up;
-        }
-        parts.reverse();
-        if parts.is_empty() {
-            "the top level".into()
-        } else {
-            parts.concat().trim_start_matches('.').to_string()
-        }
-    }
-}
-
-/// A visitor over any JSON value that fails on the first object with a repeated key.
-struct Unique<'a> {
-    at: Option<&'a At<'a>>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for Unique<'_> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for Unique<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut index = 0;
-        loop {
-            let here = At {
-                up: self.at,
-                key: None,
-                index,
-            };
-            if seq.next_element_seed(Unique { at: Some(&here) })?.is_none() {
-                return Ok(());
-            }
-            index += 1;
-        }
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<String> = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if seen.contains(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "the key \"{key}\" appears twice in {}; a saved plan never repeats a key",
-                    At::render(self.at)
-                )));
-            }
-            let here = At {
-                up: self.at,
-                key: Some(&key),
-                index: 0,
-            };
-            map.next_value_seed(Unique { at: Some(&here) })?;
-            seen.insert(key);
-        }
-        Ok(())
-    }
-}
-
 /// The digest of desired files given as (path relative to the desired root, content): SHA-256
 /// over the files sorted by relative path, each as the path's length and bytes, then the
 /// content's length and bytes (lengths as 8-byte little-endian, so no two file sets hash the
@@ -1074,6 +861,12 @@ pub fn desired_digest(root: &Path) -> Result<String, SavedPlanError> {
         read.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
     ))
 }
+
+mod destination;
+mod unique_keys;
+
+pub use destination::check_destination;
+use unique_keys::reject_duplicate_keys;
 
 #[cfg(test)]
 mod tests;

@@ -343,7 +343,10 @@ pub enum SavedPlanError {
         found: u64,
     },
     /// The file's content does not match its `plan_id` (edited by hand, or damaged).
-    #[error("{path} was modified after it was written (its plan_id does not match its content)")]
+    #[error(
+        "{path} was modified after it was written (its plan_id does not match its content); \
+         nothing was sent: {REDO}"
+    )]
     Tampered {
         /// The file.
         path: PathBuf,

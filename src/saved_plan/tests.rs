@@ -237,6 +237,10 @@ fn a_hand_edited_plan_is_refused() {
     value["created_at"] = (NOW + DAY).into();
     let err = SavedPlan::from_bytes(Path::new("p.json"), value.to_string().as_bytes()).unwrap_err();
     assert!(matches!(err, SavedPlanError::Tampered { .. }), "{err}");
+    assert!(
+        err.to_string().contains("marksync plan --out FILE"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -457,56 +457,45 @@ impl SavedPlan {
 
     /// The plan to execute, exactly as saved.
     pub fn to_plan(&self) -> Plan {
-        let calls = self
-            .calls
-            .iter()
-            .map(|c| Call {
-                group: c.group.clone(),
-                command: match c.command {
-                    SavedCommand::Set => Command::Set,
-                    SavedCommand::Clear => Command::Clear,
-                },
-                members: c
-                    .members
-                    .iter()
-                    .map(|m| (m.account.clone(), m.marks.clone()))
-                    .collect(),
-            })
-            .collect();
-        let changes = self
-            .changes
-            .iter()
-            .map(|(g, list)| {
-                let list = list
-                    .iter()
-                    .map(|c| Change {
-                        kind: match c.kind {
-                            SavedChangeKind::Set => ChangeKind::Set,
-                            SavedChangeKind::Clear => ChangeKind::Clear,
-                            SavedChangeKind::Renew => {
-                                ChangeKind::Renew(c.confirmed_at.unwrap_or(self.created_at))
-                            }
-                            SavedChangeKind::Reassert => ChangeKind::Reassert,
-                        },
-                        account: c.account.clone(),
-                        mark: c.mark,
-                    })
-                    .collect();
-                (g.clone(), list)
-            })
-            .collect();
-        let s = self.summary;
         Plan {
-            calls,
-            changes,
-            summary: Summary {
-                set: s.set,
-                clear: s.clear,
-                renew: s.renew,
-                groups: s.groups,
-                calls: s.calls,
-            },
+            calls: self.calls.iter().map(call_of).collect(),
+            changes: self
+                .changes
+                .iter()
+                .map(|(g, list)| (g.clone(), self.changes_of(list)))
+                .collect(),
+            summary: self.summary_of(),
             managed: self.managed,
+        }
+    }
+
+    /// One group's saved changes as the plan's.
+    fn changes_of(&self, list: &[SavedChange]) -> Vec<Change> {
+        list.iter()
+            .map(|c| Change {
+                kind: match c.kind {
+                    SavedChangeKind::Set => ChangeKind::Set,
+                    SavedChangeKind::Clear => ChangeKind::Clear,
+                    SavedChangeKind::Renew => {
+                        ChangeKind::Renew(c.confirmed_at.unwrap_or(self.created_at))
+                    }
+                    SavedChangeKind::Reassert => ChangeKind::Reassert,
+                },
+                account: c.account.clone(),
+                mark: c.mark,
+            })
+            .collect()
+    }
+
+    /// The saved counts as the plan's.
+    fn summary_of(&self) -> Summary {
+        let s = self.summary;
+        Summary {
+            set: s.set,
+            clear: s.clear,
+            renew: s.renew,
+            groups: s.groups,
+            calls: s.calls,
         }
     }
 
@@ -567,16 +556,23 @@ impl SavedPlan {
     /// applied, and the desired files gives at `created_at` with the saved policy) is exactly
     /// this plan: the same calls in the same order, and the same changes, counts and guard
     /// denominator. The refusal names the first call that differs. Pure.
+    ///
+    /// Compares one call (and one group's changes) at a time: no second copy of a large plan.
     pub fn verify(&self, replanned: &Plan) -> Result<(), Stale> {
-        let saved = self.to_plan();
-        if let Some(detail) = first_call_difference(&saved.calls, &replanned.calls) {
+        if let Some(detail) = first_call_difference(&self.calls, &replanned.calls) {
             return Err(Stale::NotAsPlanned { detail });
         }
-        let detail = if saved.changes != replanned.changes {
+        let changes_match = self.changes.len() == replanned.changes.len()
+            && self
+                .changes
+                .iter()
+                .zip(&replanned.changes)
+                .all(|((g, list), (rg, rlist))| g == rg && self.changes_of(list) == *rlist);
+        let detail = if !changes_match {
             "the calls match, but the list of changes does not"
-        } else if saved.summary != replanned.summary {
+        } else if self.summary_of() != replanned.summary {
             "the calls match, but the summary counts do not"
-        } else if saved.managed != replanned.managed {
+        } else if self.managed != replanned.managed {
             "the calls match, but the count of managed marks does not"
         } else {
             return Ok(());
@@ -721,6 +717,22 @@ impl SavedPlan {
     }
 }
 
+/// A saved call as the plan's.
+fn call_of(c: &SavedCall) -> Call {
+    Call {
+        group: c.group.clone(),
+        command: match c.command {
+            SavedCommand::Set => Command::Set,
+            SavedCommand::Clear => Command::Clear,
+        },
+        members: c
+            .members
+            .iter()
+            .map(|m| (m.account.clone(), m.marks.clone()))
+            .collect(),
+    }
+}
+
 /// `call N (set @TGS#a, 2 members)`: a call as a refusal names it.
 fn describe_call(index: usize, call: &Call) -> String {
     format!(
@@ -739,9 +751,9 @@ fn describe_call(index: usize, call: &Call) -> String {
 
 /// The first difference between the saved calls and the calls planned again, in words, or
 /// `None` when they are the same.
-fn first_call_difference(saved: &[Call], replanned: &[Call]) -> Option<String> {
-    for (i, pair) in saved.iter().zip(replanned).enumerate() {
-        let (s, r) = pair;
+fn first_call_difference(saved: &[SavedCall], replanned: &[Call]) -> Option<String> {
+    for (i, (s, r)) in saved.iter().zip(replanned).enumerate() {
+        let s = &call_of(s);
         if s == r {
             continue;
         }
@@ -773,7 +785,7 @@ fn first_call_difference(saved: &[Call], replanned: &[Call]) -> Option<String> {
         std::cmp::Ordering::Equal => None,
         std::cmp::Ordering::Greater => Some(format!(
             "the file's {} is not planned again",
-            describe_call(replanned.len(), &saved[replanned.len()])
+            describe_call(replanned.len(), &call_of(&saved[replanned.len()]))
         )),
         std::cmp::Ordering::Less => Some(format!(
             "planning again gives a {} the file does not have",

@@ -91,6 +91,9 @@ pub struct PlanOptions {
 /// written and no lock is taken; a saved plan carries the refresh's state changes).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
+    if let Some(out) = &opts.out {
+        crate::saved_plan::check_destination(out, &files_read(&config), &config.desired)?;
+    }
     let mut now = SystemClock.now();
     // The digest is taken before the files are loaded: a file edited while planning then makes
     // the digest differ from what `apply FILE` finds, and the plan is refused rather than
@@ -142,6 +145,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             sdkappid: config.sdkappid,
             state_serial: state.serial,
             desired_digest,
+            reassert: opts.reassert,
         };
         let changes = refreshed.as_ref().map(|r| &r.classified.changes);
         crate::saved_plan::SavedPlan::new(&plan, provenance, changes).write(path)?;
@@ -192,6 +196,40 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     // code the daemon reuses.
     std::mem::forget((desired, state, plan));
     Ok(code)
+}
+
+/// The files marksync reads that `plan --out` must never replace, with what each is: the
+/// config, the secret key (file or systemd credential), the callback token, the state, and the
+/// state's sidecars beside the path given and beside the file it links to.
+fn files_read(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let mut files = vec![("config file", config.path.clone())];
+    if let Some(key) = &config.secret_key_file {
+        files.push(("secret key file", key.clone()));
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        files.push((
+            "secret key credential",
+            PathBuf::from(dir).join("secret-key"),
+        ));
+    }
+    if let Some(token) = config
+        .http
+        .as_ref()
+        .and_then(|h| h.callback_token_file.clone())
+    {
+        files.push(("callback token file", token));
+    }
+    let mut states = vec![config.state.clone()];
+    if let Ok(target) = config.state.canonicalize() {
+        states.push(target);
+    }
+    for st in states {
+        files.push(("state backup", state::backup_path(&st)));
+        files.push(("state intents sidecar", state::intents_path(&st)));
+        files.push(("state lock", state::lock_path(&st)));
+        files.push(("state file", st));
+    }
+    files
 }
 
 /// Tells the user which groups a refresh could not read: their recorded marks are kept as they
@@ -745,11 +783,14 @@ pub async fn import_until(
     Ok(exit::OK)
 }
 
-/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, and the
-/// checks that it still fits (app, already applied, state serial, desired files, age). A plan
-/// that does not fit is refused before anything is sent. Returns the desired state (for
-/// rendering), the state with the plan's refresh changes and ID folded in, the plan, and whether
-/// the state was changed (it must be saved even when there is no call).
+/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, the
+/// checks that it still fits (app, already applied, state serial, desired files, age), and the
+/// proof that it is what planning gives: the plan is made again from the state (with the saved
+/// refresh changes applied) and the desired files, at the saved `created_at` and with the saved
+/// policy, and must equal the saved one ([`crate::saved_plan::SavedPlan::verify`]). A plan that
+/// does not fit is refused before anything is sent. Returns the desired state (for rendering),
+/// the state with the plan's refresh changes and ID folded in, the plan, and whether the state
+/// was changed (it must be saved even when there is no call).
 fn load_saved_plan(
     config: &Config,
     path: &Path,
@@ -773,21 +814,33 @@ fn load_saved_plan(
             path: path.to_path_buf(),
             reason,
         })?;
-    // The digest matched: these are the reviewed files, loaded for the `file:line` headings.
+    // The digest matched. Whatever the loader reads now (the files could change in between), the
+    // plan made from it must be the saved one, so a race can only cause a refusal.
     let desired = load_desired(config)?;
-    let plan = saved.to_plan();
+    let stale = |reason| Error::StalePlan {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let policy = policy(config, saved.reassert);
+    // In memory only: a dry run or a refusal never saves `st`.
     let mut changed = false;
-    if !dry_run {
-        if let Some(changes) = saved.refreshed_changes()
-            && !changes.is_empty()
-        {
+    let plan = match saved.refreshed_changes() {
+        Some(changes) if !changes.is_empty() => {
+            let without = crate::plan::plan(&desired, &st, saved.created_at, &policy);
             changes.apply(&mut st);
-            changed = true;
+            let with = crate::plan::plan(&desired, &st, saved.created_at, &policy);
+            saved
+                .check_refresh_changes(&desired, &without, &with)
+                .map_err(stale)?;
+            changed = !dry_run;
+            with
         }
-        if !plan.is_empty() || changed {
-            // Saved with the apply's results: the same file applied again is "already applied".
-            st.last_saved_plan = Some(saved.plan_id.clone());
-        }
+        _ => crate::plan::plan(&desired, &st, saved.created_at, &policy),
+    };
+    saved.verify(&plan).map_err(stale)?;
+    if !dry_run && (!plan.is_empty() || changed) {
+        // Saved with the apply's results: the same file applied again is "already applied".
+        st.last_saved_plan = Some(saved.plan_id.clone());
     }
     Ok((desired, st, plan, changed))
 }

@@ -90,9 +90,10 @@ enum Command {
     },
     /// Plan (or read a saved plan), print it, execute it, record the results.
     Apply {
-        /// A plan saved by `plan --out`: apply exactly it, without planning again. Refused
-        /// (nothing sent) when the app, the state, the desired files changed since, when it is
-        /// older than `saved_plan_max_age`, or when it was already applied.
+        /// A plan saved by `plan --out`: apply exactly it. Refused (nothing sent) when the app,
+        /// the state, the desired files changed since, when it is older than
+        /// `saved_plan_max_age`, when it was already applied, or when planning again (at its
+        /// creation time) does not give exactly it.
         #[arg(value_name = "FILE")]
         plan_file: Option<PathBuf>,
         /// Do not ask for `yes` on a terminal (without a terminal apply never asks).

@@ -13,6 +13,7 @@
 //! | `state_serial` | the serial of the state the plan was made against |
 //! | `desired_digest` | [`desired_digest`] of the desired files the plan was made from |
 //! | `refresh` | whether the plan was made with `--refresh` |
+//! | `reassert` | whether the plan was made with `--reassert` (absent when not) |
 //! | `refreshed` | with `--refresh`: what the refresh found the state must forget and adopt |
 //! | `calls` | the calls, in execution order (same shape as `plan --json`) |
 //! | `changes` | every (account, mark) change by group, for rendering the plan again |
@@ -22,6 +23,16 @@
 //!
 //! It holds no secret: no key, no UserSig, no token; only IDs and marks, which the desired files
 //! already hold in the clear.
+//!
+//! # The plan ID is not a signature
+//! Anyone can edit the file and recompute `plan_id` ([`SavedPlan::content_id`]): it only catches
+//! accidental damage and names the plan. What makes an edited file harmless is that `apply FILE`
+//! plans again from the state (with the saved refresh changes applied) and the desired files, at
+//! the saved `created_at` (so that renewals falling due since cause no false refusal), and
+//! [`SavedPlan::verify`] refuses unless the result is exactly the saved plan: the file can only
+//! ever make `apply` send what planning would send anyway. Duplicate keys anywhere in the file,
+//! a member listed twice in one call or in two calls of the same group and command, and marks
+//! that are not strictly ascending are refused when reading.
 //!
 //! # Refusals
 //! [`SavedPlan::check`] refuses a plan made for another app, against another state generation,
@@ -33,7 +44,7 @@
 //! Architecture invariant: everything here but [`SavedPlan::write`], [`SavedPlan::read`] and
 //! [`desired_digest`] is pure; the clock is a parameter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -75,6 +86,10 @@ pub struct SavedPlan {
     pub desired_digest: String,
     /// Whether the plan was made with `--refresh` (it then compared with the service).
     pub refresh: bool,
+    /// Whether the plan was made with `--reassert`: `apply FILE` plans again with the same
+    /// policy. Left out of the file when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reassert: bool,
     /// With `--refresh`: what the state must forget and adopt before the calls are sent, as the
     /// refresh found when the plan was made. `None` without `--refresh`.
     pub refreshed: Option<SavedStateChanges>,
@@ -104,7 +119,7 @@ pub struct SavedCall {
 }
 
 /// `set` or `clear`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SavedCommand {
     /// Set the listed marks.
@@ -119,7 +134,8 @@ pub enum SavedCommand {
 pub struct SavedMember {
     /// The account (checked like a desired file's when read).
     pub account: Account,
-    /// The marks, ascending (checked when read).
+    /// The marks, strictly ascending (checked when read: a mark listed twice is refused).
+    #[serde(deserialize_with = "strictly_ascending")]
     pub marks: MarkSet,
 }
 
@@ -208,6 +224,8 @@ pub struct Provenance {
     pub state_serial: u64,
     /// [`desired_digest`] of the desired files.
     pub desired_digest: String,
+    /// Whether the plan was made with `--reassert`.
+    pub reassert: bool,
 }
 
 /// Why a saved plan is refused. Every message says what to do.
@@ -266,6 +284,17 @@ pub enum Stale {
         /// How far ahead.
         ahead_secs: i64,
     },
+    /// Planning again from the state and the desired files (at the saved `created_at`) does not
+    /// give the saved plan: the file was edited (its ID recomputed) or made by other means.
+    #[error(
+        "the saved plan is not what planning again from the state and the desired files gives \
+         ({detail}); the file was edited after it was written, or belongs elsewhere. Nothing was \
+         sent: run `marksync plan --out FILE` again and review it"
+    )]
+    NotAsPlanned {
+        /// What differs first.
+        detail: String,
+    },
 }
 
 impl Stale {
@@ -278,6 +307,7 @@ impl Stale {
             Stale::DesiredChanged => "desired_changed",
             Stale::TooOld { .. } => "too_old",
             Stale::FromTheFuture { .. } => "from_the_future",
+            Stale::NotAsPlanned { .. } => "not_as_planned",
         }
     }
 }
@@ -313,7 +343,10 @@ pub enum SavedPlanError {
         found: u64,
     },
     /// The file's content does not match its `plan_id` (edited by hand, or damaged).
-    #[error("{path} was modified after it was written (its plan_id does not match its content)")]
+    #[error(
+        "{path} was modified after it was written (its plan_id does not match its content); \
+         nothing was sent: {REDO}"
+    )]
     Tampered {
         /// The file.
         path: PathBuf,
@@ -325,6 +358,15 @@ pub enum SavedPlanError {
         path: PathBuf,
         /// Why.
         source: io::Error,
+    },
+    /// `plan --out` was given a path it must not write: not a regular file, a symbolic link,
+    /// or a file marksync reads (config, key, token, state and its sidecars, desired files).
+    #[error("refusing to write the saved plan to {path}: {reason}")]
+    Destination {
+        /// The path given.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
     },
     /// The desired files cannot be read to compute their digest.
     #[error("cannot read the desired files to compute their digest: {0}")]
@@ -386,6 +428,7 @@ impl SavedPlan {
             state_serial: provenance.state_serial,
             desired_digest: provenance.desired_digest,
             refresh: refreshed.is_some(),
+            reassert: provenance.reassert,
             refreshed: refreshed.map(SavedStateChanges::from),
             calls,
             changes,
@@ -403,8 +446,9 @@ impl SavedPlan {
         saved
     }
 
-    /// SHA-256 of the serialized plan with an empty `plan_id`.
-    fn content_id(&self) -> String {
+    /// The plan ID of this content: SHA-256 (hex) of the serialized plan with an empty
+    /// `plan_id`. Anyone can compute it (it is no signature; see the module documentation).
+    pub fn content_id(&self) -> String {
         let mut copy = self.clone();
         copy.plan_id = String::new();
         let bytes = serde_json::to_vec(&copy).expect("a saved plan serializes");
@@ -413,56 +457,45 @@ impl SavedPlan {
 
     /// The plan to execute, exactly as saved.
     pub fn to_plan(&self) -> Plan {
-        let calls = self
-            .calls
-            .iter()
-            .map(|c| Call {
-                group: c.group.clone(),
-                command: match c.command {
-                    SavedCommand::Set => Command::Set,
-                    SavedCommand::Clear => Command::Clear,
-                },
-                members: c
-                    .members
-                    .iter()
-                    .map(|m| (m.account.clone(), m.marks.clone()))
-                    .collect(),
-            })
-            .collect();
-        let changes = self
-            .changes
-            .iter()
-            .map(|(g, list)| {
-                let list = list
-                    .iter()
-                    .map(|c| Change {
-                        kind: match c.kind {
-                            SavedChangeKind::Set => ChangeKind::Set,
-                            SavedChangeKind::Clear => ChangeKind::Clear,
-                            SavedChangeKind::Renew => {
-                                ChangeKind::Renew(c.confirmed_at.unwrap_or(self.created_at))
-                            }
-                            SavedChangeKind::Reassert => ChangeKind::Reassert,
-                        },
-                        account: c.account.clone(),
-                        mark: c.mark,
-                    })
-                    .collect();
-                (g.clone(), list)
-            })
-            .collect();
-        let s = self.summary;
         Plan {
-            calls,
-            changes,
-            summary: Summary {
-                set: s.set,
-                clear: s.clear,
-                renew: s.renew,
-                groups: s.groups,
-                calls: s.calls,
-            },
+            calls: self.calls.iter().map(call_of).collect(),
+            changes: self
+                .changes
+                .iter()
+                .map(|(g, list)| (g.clone(), self.changes_of(list)))
+                .collect(),
+            summary: self.summary_of(),
             managed: self.managed,
+        }
+    }
+
+    /// One group's saved changes as the plan's.
+    fn changes_of(&self, list: &[SavedChange]) -> Vec<Change> {
+        list.iter()
+            .map(|c| Change {
+                kind: match c.kind {
+                    SavedChangeKind::Set => ChangeKind::Set,
+                    SavedChangeKind::Clear => ChangeKind::Clear,
+                    SavedChangeKind::Renew => {
+                        ChangeKind::Renew(c.confirmed_at.unwrap_or(self.created_at))
+                    }
+                    SavedChangeKind::Reassert => ChangeKind::Reassert,
+                },
+                account: c.account.clone(),
+                mark: c.mark,
+            })
+            .collect()
+    }
+
+    /// The saved counts as the plan's.
+    fn summary_of(&self) -> Summary {
+        let s = self.summary;
+        Summary {
+            set: s.set,
+            clear: s.clear,
+            renew: s.renew,
+            groups: s.groups,
+            calls: s.calls,
         }
     }
 
@@ -519,6 +552,90 @@ impl SavedPlan {
         Ok(())
     }
 
+    /// Whether `replanned` (what planning again from the state, with the saved refresh changes
+    /// applied, and the desired files gives at `created_at` with the saved policy) is exactly
+    /// this plan: the same calls in the same order, and the same changes, counts and guard
+    /// denominator. The refusal names the first call that differs. Pure.
+    ///
+    /// Compares one call (and one group's changes) at a time: no second copy of a large plan.
+    pub fn verify(&self, replanned: &Plan) -> Result<(), Stale> {
+        if let Some(detail) = first_call_difference(&self.calls, &replanned.calls) {
+            return Err(Stale::NotAsPlanned { detail });
+        }
+        let changes_match = self.changes.len() == replanned.changes.len()
+            && self
+                .changes
+                .iter()
+                .zip(&replanned.changes)
+                .all(|((g, list), (rg, rlist))| g == rg && self.changes_of(list) == *rlist);
+        let detail = if !changes_match {
+            "the calls match, but the list of changes does not"
+        } else if self.summary_of() != replanned.summary {
+            "the calls match, but the summary counts do not"
+        } else if self.managed != replanned.managed {
+            "the calls match, but the count of managed marks does not"
+        } else {
+            return Ok(());
+        };
+        Err(Stale::NotAsPlanned {
+            detail: detail.into(),
+        })
+    }
+
+    /// Whether the saved refresh changes are ones a refresh can make: every adopted mark is
+    /// desired, and no clear that the plan without them (`without`) sends is missing from the
+    /// plan with them (`with`): a refresh may add calls, never remove one (SPEC 10). Without
+    /// this, an edited `refreshed.forget` with its calls and ID recomputed would drop a clear
+    /// and leave the mark on the service, unrecorded. Pure.
+    pub fn check_refresh_changes(
+        &self,
+        desired: &crate::desired::DesiredState,
+        without: &Plan,
+        with: &Plan,
+    ) -> Result<(), Stale> {
+        let Some(changes) = &self.refreshed else {
+            return Ok(());
+        };
+        for (g, a, m, _) in &changes.adopt {
+            let declared = desired
+                .groups
+                .get(g)
+                .and_then(|group| group.members.get(a))
+                .is_some_and(|marks| marks.contains(*m));
+            if !declared {
+                return Err(Stale::NotAsPlanned {
+                    detail: format!(
+                        "its refresh changes adopt mark {m} of {a} in {g}, which no desired file \
+                         declares"
+                    ),
+                });
+            }
+        }
+        let clears = |p: &Plan| -> HashSet<(GroupId, Account, Mark)> {
+            p.calls
+                .iter()
+                .filter(|c| c.command == Command::Clear)
+                .flat_map(|c| {
+                    c.members.iter().flat_map(move |(a, marks)| {
+                        marks.iter().map(move |m| (c.group.clone(), a.clone(), m))
+                    })
+                })
+                .collect()
+        };
+        let kept = clears(with);
+        let mut dropped: Vec<_> = clears(without).difference(&kept).cloned().collect();
+        dropped.sort();
+        if let Some((g, a, m)) = dropped.first() {
+            return Err(Stale::NotAsPlanned {
+                detail: format!(
+                    "its refresh changes drop the clear of mark {m} of {a} in {g}; a refresh may \
+                     add calls, never remove one"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The file's bytes: pretty JSON (it is meant to be read in review), newline-terminated.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a saved plan serializes");
@@ -548,7 +665,11 @@ impl SavedPlan {
             }
             Some(_) => {}
         }
+        reject_duplicate_keys(bytes).map_err(corrupt)?;
         let saved: SavedPlan = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(detail) = member_listed_twice(&saved.calls) {
+            return Err(corrupt(detail));
+        }
         if saved.content_id() != saved.plan_id {
             return Err(SavedPlanError::Tampered { path: path.into() });
         }
@@ -596,6 +717,120 @@ impl SavedPlan {
     }
 }
 
+/// A saved call as the plan's.
+fn call_of(c: &SavedCall) -> Call {
+    Call {
+        group: c.group.clone(),
+        command: match c.command {
+            SavedCommand::Set => Command::Set,
+            SavedCommand::Clear => Command::Clear,
+        },
+        members: c
+            .members
+            .iter()
+            .map(|m| (m.account.clone(), m.marks.clone()))
+            .collect(),
+    }
+}
+
+/// `call N (set @TGS#a, 2 members)`: a call as a refusal names it.
+fn describe_call(index: usize, call: &Call) -> String {
+    format!(
+        "call {} ({} {}, {} {})",
+        index + 1,
+        call.command.as_str(),
+        call.group,
+        call.members.len(),
+        if call.members.len() == 1 {
+            "member"
+        } else {
+            "members"
+        }
+    )
+}
+
+/// The first difference between the saved calls and the calls planned again, in words, or
+/// `None` when they are the same.
+fn first_call_difference(saved: &[SavedCall], replanned: &[Call]) -> Option<String> {
+    for (i, (s, r)) in saved.iter().zip(replanned).enumerate() {
+        let s = &call_of(s);
+        if s == r {
+            continue;
+        }
+        if s.group != r.group || s.command != r.command {
+            return Some(format!(
+                "the file's {} is {} when planned again",
+                describe_call(i, s),
+                describe_call(i, r)
+            ));
+        }
+        let member = |m: Option<&(Account, MarkSet)>| match m {
+            Some((a, marks)) => format!("{a} [{marks}]"),
+            None => "no member".to_string(),
+        };
+        let j = s
+            .members
+            .iter()
+            .zip(&r.members)
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| s.members.len().min(r.members.len()));
+        return Some(format!(
+            "{}: the file has {} where planning again gives {}",
+            describe_call(i, s),
+            member(s.members.get(j)),
+            member(r.members.get(j))
+        ));
+    }
+    match saved.len().cmp(&replanned.len()) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Greater => Some(format!(
+            "the file's {} is not planned again",
+            describe_call(replanned.len(), &call_of(&saved[replanned.len()]))
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "planning again gives a {} the file does not have",
+            describe_call(saved.len(), &replanned[saved.len()])
+        )),
+    }
+}
+
+/// A member listed twice in one call, or in two calls of the same group and command, in words.
+fn member_listed_twice(calls: &[SavedCall]) -> Option<String> {
+    let mut seen: HashSet<(&GroupId, SavedCommand, &Account)> = HashSet::new();
+    for (i, call) in calls.iter().enumerate() {
+        for member in &call.members {
+            if !seen.insert((&call.group, call.command, &member.account)) {
+                let command = match call.command {
+                    SavedCommand::Set => "set",
+                    SavedCommand::Clear => "clear",
+                };
+                return Some(format!(
+                    "call {} lists {} again: a member appears at most once among the {command} \
+                     calls of group {}",
+                    i + 1,
+                    member.account,
+                    call.group
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Reads a member's marks, refusing a list that is not strictly ascending (a mark listed twice
+/// would otherwise vanish silently).
+fn strictly_ascending<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MarkSet, D::Error> {
+    let marks = Vec::<Mark>::deserialize(d)?;
+    if let Some(w) = marks.windows(2).find(|w| w[0] >= w[1]) {
+        return Err(serde::de::Error::custom(if w[0] == w[1] {
+            format!("mark {} is listed twice for one member", w[0])
+        } else {
+            format!("marks {} and {} are not in ascending order", w[0], w[1])
+        }));
+    }
+    Ok(marks.into())
+}
+
 /// The digest of desired files given as (path relative to the desired root, content): SHA-256
 /// over the files sorted by relative path, each as the path's length and bytes, then the
 /// content's length and bytes (lengths as 8-byte little-endian, so no two file sets hash the
@@ -641,6 +876,12 @@ pub fn desired_digest(root: &Path) -> Result<String, SavedPlanError> {
         read.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
     ))
 }
+
+mod destination;
+mod unique_keys;
+
+pub use destination::check_destination;
+use unique_keys::reject_duplicate_keys;
 
 #[cfg(test)]
 mod tests;

@@ -129,6 +129,7 @@ fn a_saved_plan_older_than_saved_plan_max_age_is_refused() {
         sdkappid: saved.sdkappid,
         state_serial: saved.state_serial,
         desired_digest: saved.desired_digest.clone(),
+        reassert: saved.reassert,
     };
     saved = marksync::saved_plan::SavedPlan::new(&saved.to_plan(), provenance, None);
     saved.write(&dir.join("plan.json")).unwrap();

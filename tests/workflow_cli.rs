@@ -158,6 +158,7 @@ fn a_saved_plan_just_under_saved_plan_max_age_applies_and_just_over_is_refused()
             created_at: saved.created_at - secs,
             sdkappid: saved.sdkappid,
             state_serial: saved.state_serial,
+            reassert: saved.reassert,
             desired_digest: saved.desired_digest.clone(),
         };
         marksync::saved_plan::SavedPlan::new(&saved.to_plan(), provenance, None)

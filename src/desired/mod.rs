@@ -32,6 +32,7 @@ pub mod cache;
 mod check;
 mod fast;
 pub mod fs;
+mod json;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -166,8 +167,8 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
 /// file (or of one group, for large split files), but every value-level problem (bad mark,
 /// bad account, unknown key, duplicate, limit) is collected.
 ///
-/// JSON files (generated rosters) are read by the same reader: JSON is YAML's flow style, so they
-/// get the same checks and `file:line:column` locations. At most
+/// JSON files (`*.json`, generated rosters) are read by serde_json ([`json`]) with the same checks
+/// and messages, at `file:line:column`. At most
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
@@ -210,6 +211,9 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if is_json_name(path) {
+        return json::parse(path, text);
+    }
     if text.len() >= SPLIT_THRESHOLD_BYTES
         && let Some(chunks) = split_groups(text)
     {
@@ -260,6 +264,14 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
         };
     }
     parse_text(path, text, text, 0, fast).0
+}
+
+/// Whether `path` names a JSON file (`*.json` in any case), read by [`json`] instead of the YAML
+/// reader: exact JSON, every escape, at serde_json's speed.
+fn is_json_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// One file's (or chunk's) groups, or every problem found in it.

@@ -154,7 +154,7 @@ struct GenGroup {
 }
 
 #[derive(Clone, Debug)]
-struct GenFile {
+pub(super) struct GenFile {
     groups: Vec<GenGroup>,
     indents: (usize, usize, usize),
     /// Consumed in turn to decide on comments, blank lines and spacing.
@@ -259,7 +259,7 @@ fn gen_group(dirty: bool) -> impl Strategy<Value = GenGroup> {
         })
 }
 
-fn gen_file() -> impl Strategy<Value = GenFile> {
+pub(super) fn gen_file() -> impl Strategy<Value = GenFile> {
     prop::bool::weighted(0.3).prop_flat_map(|dirty| {
         (
             prop::collection::vec(gen_group(dirty), 0..6),
@@ -364,7 +364,7 @@ impl GenFile {
         out
     }
 
-    fn is_clean(&self) -> bool {
+    pub(super) fn is_clean(&self) -> bool {
         let mut names = HashSet::new();
         // `groups:` with nothing under it is null: an error, not "no groups".
         !self.groups.is_empty()
@@ -773,7 +773,7 @@ fn compare_flow(doc: &str) -> bool {
 impl GenFile {
     /// The same file as one flow mapping: JSON (every key and account double-quoted, marks as
     /// numbers, mark keys quoted) or YAML flow (plain words where the token allows).
-    fn render_flow(&self, json: bool) -> String {
+    pub(super) fn render_flow(&self, json: bool) -> String {
         let mut noise = self.noise.iter().cycle().copied();
         let mut next = move || noise.next().unwrap_or(0);
         let mut out = String::new();

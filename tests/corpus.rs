@@ -107,6 +107,27 @@ cases! {
         many_errors,
         many_warnings,
         crlf_ok,
+        // Issue 14: JSON through serde_json (nulls, duplicate keys, its errors, escapes).
+        json_nulls,
+        json_duplicate_keys,
+        json_trailing_comma,
+        json_escapes_ok,
+        json_cut_off,
+        json_null_file,
+        // Issue 14: the parser's own wording, rewritten with what to do.
+        flow_missing_comma,
+        flow_colon_before_bracket,
+        misplaced_bracket,
+        content_after_document_end,
+        brackets_too_deep,
+        tab_in_indentation,
+        lone_surrogate,
+        bom_inside,
+        empty_list_entry,
+        control_character_in_account,
+        mark_minus_zero,
+        simple_key_without_colon,
+        text_after_quote,
     ],
     config: [
         bad_duration,
@@ -162,6 +183,10 @@ cases! {
         short_periods_emulator_ok,
         unknown_key,
         usersig_ttl_never_expires,
+        // Issue 14: messages in the user's terms.
+        two_documents,
+        identifier_tab,
+        duration_number_out_of_range,
     ],
     fs: [
         comment_only_file,

@@ -197,6 +197,7 @@ cases! {
         empty_file,
         fifo,
         group_in_two_files,
+        group_in_two_files_and_other_errors,
         large_file_split,
         member_1000_ok,
         member_1001,
@@ -367,6 +368,19 @@ fn build(name: &str, root: &Path) -> Option<PathBuf> {
                 .status()
                 .expect("run mkfifo");
             assert!(status.success(), "mkfifo failed");
+        }
+        "group_in_two_files_and_other_errors" => {
+            // Every problem in one pass: the conflicts are reported beside the files' own
+            // errors, not after they are fixed.
+            write("a.yaml", &group("@TGS#a", "alice"));
+            write(
+                "b.yaml",
+                b"groups:\n  \"@TGS#a\":\n    marks:\n      1001: [bob]\n  \"@TGS#b\":\n    members:\n      carol: [999]\n",
+            );
+            write(
+                "c.json",
+                br#"{"groups": {"@TGS#b": {"members": {"dave": [1000]}}, "@TGS#c": null}}"#,
+            );
         }
         "group_in_two_files" => {
             write("a.yaml", &group("@TGS#a", "alice"));

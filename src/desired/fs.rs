@@ -6,18 +6,44 @@ use super::*;
 /// case, names starting with a dot skipped, symlinks followed) or from a single file.
 pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
-    let parsed: Vec<(PathBuf, Result<DesiredFile, Vec<Diagnostic>>)> = files
+    type Parsed = (
+        PathBuf,
+        Result<DesiredFile, Vec<Diagnostic>>,
+        Vec<(GroupId, Origin)>,
+    );
+    let parsed: Vec<Parsed> = files
         .into_par_iter()
-        .map(|file| {
-            let result = match read_file(&file) {
-                Ok(bytes) => parse_file(&file, &bytes),
-                Err(d) => Err(vec![d]),
-            };
-            (file, result)
+        .map(|file| match read_file(&file) {
+            Ok(bytes) => match parse_file(&file, &bytes) {
+                Ok(f) => (file, Ok(f), Vec::new()),
+                // What it declares all the same, for conflicts with other files (one pass).
+                Err(d) => {
+                    let declared = declared_groups(&file, &bytes);
+                    (file, Err(d), declared)
+                }
+            },
+            Err(d) => (file, Err(vec![d]), Vec::new()),
         })
         .collect();
+    if parsed.iter().any(|p| !p.2.is_empty()) {
+        let declared: Vec<(&Path, Vec<(GroupId, Origin)>, bool)> = parsed
+            .iter()
+            .map(|(path, result, declared)| match result {
+                Ok(f) => (
+                    path.as_path(),
+                    f.groups
+                        .iter()
+                        .map(|(id, origin, _)| (id.clone(), origin.clone()))
+                        .collect(),
+                    true,
+                ),
+                Err(_) => (path.as_path(), declared.clone(), false),
+            })
+            .collect();
+        diags.extend(conflicts_with_failed(&declared));
+    }
     let mut ok = Vec::with_capacity(parsed.len());
-    for (path, result) in parsed {
+    for (path, result, _) in parsed {
         match result {
             Ok(f) => ok.push((path, f)),
             Err(mut d) => diags.append(&mut d),

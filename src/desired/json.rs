@@ -31,6 +31,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DesiredFile, Vec<Diagnost
         pending: Vec::new(),
         groups: Vec::new(),
         whole_file: Vec::new(),
+        declared: Vec::new(),
     };
     let mut de = serde_json::Deserializer::from_str(text);
     let root_at = text.len() - text.trim_start_matches(JSON_SPACE).len();
@@ -44,6 +45,31 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DesiredFile, Vec<Diagnost
         return Err(vec![syntax_error(path, text, &e)]);
     }
     reader.finish(path)
+}
+
+/// The group keys of a JSON file that has problems, with where each is declared, as far as the
+/// text can be read: so that a group also declared in another file is reported in the same pass
+/// as the file's other problems.
+pub(super) fn declared(path: &Path, text: &str) -> Vec<(String, Origin)> {
+    let mut reader = Reader {
+        text,
+        pending: Vec::new(),
+        groups: Vec::new(),
+        whole_file: Vec::new(),
+        declared: Vec::new(),
+    };
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = FileSeed {
+        r: &mut reader,
+        at: 0,
+    }
+    .deserialize(&mut de);
+    let places = Places::new(text, reader.declared.iter().map(|d| d.1).collect());
+    reader
+        .declared
+        .into_iter()
+        .map(|(name, at)| (name, places.origin(path, at)))
+        .collect()
 }
 
 /// JSON's whitespace.
@@ -68,6 +94,8 @@ struct Reader<'t> {
     groups: Vec<(GroupId, usize, DesiredGroup)>,
     /// Problems of the whole file (no `groups` key).
     whole_file: Vec<String>,
+    /// Every group key, first occurrences, valid or not (see [`declared`]).
+    declared: Vec<(String, usize)>,
 }
 
 impl<'t> Reader<'t> {
@@ -118,6 +146,7 @@ impl<'t> Reader<'t> {
             pending,
             groups,
             whole_file,
+            ..
         } = self;
         let pending: Vec<Pending> = pending.into_iter().filter(|p| !p.dropped).collect();
         let has_errors = !whole_file.is_empty() || pending.iter().any(|p| !p.warning);
@@ -457,6 +486,7 @@ impl<'de> Visitor<'de> for GroupsVisitor<'_, '_> {
                 continue;
             }
             let id = GroupId::new(&name);
+            r.declared.push((name.to_string(), at));
             seen.insert(name, at);
             let id = match id {
                 Ok(id) => id,

@@ -161,6 +161,62 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
     }
 }
 
+/// The groups a file that failed to parse declares, with where (as far as its text can be read),
+/// so that [`load`] reports a group also declared in another file in the same pass as the file's
+/// other problems.
+pub fn declared_groups(path: &Path, bytes: &[u8]) -> Vec<(GroupId, Origin)> {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Vec::new();
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let named: Vec<(String, Origin)> = if is_json_name(path) {
+        json::declared(path, text)
+    } else {
+        parse_text(path, text, text, 0, false)
+            .1
+            .into_iter()
+            .map(|(name, line, column)| {
+                let d = Diagnostic::at(path, text, line, column, "");
+                let origin = Origin {
+                    path: path.to_path_buf(),
+                    line,
+                    column,
+                    source_line: d.source_line.unwrap_or_default(),
+                    source_offset: d.source_offset,
+                };
+                (name, origin)
+            })
+            .collect()
+    };
+    named
+        .into_iter()
+        .filter_map(|(name, origin)| Some((GroupId::new(&name).ok()?, origin)))
+        .collect()
+}
+
+/// Reports each group declared both in a file that failed to parse and in another file, in file
+/// order (the first file named is "first"). Conflicts between files that parsed are
+/// [`assemble`]'s; a group repeated within one file is that file's own error.
+fn conflicts_with_failed(files: &[(&Path, Vec<(GroupId, Origin)>, bool)]) -> Vec<Diagnostic> {
+    let mut first: HashMap<&GroupId, (&Origin, bool)> = HashMap::new();
+    let mut errors = Vec::new();
+    for (_, groups, ok) in files {
+        for (id, origin) in groups {
+            match first.get(id) {
+                None => {
+                    first.insert(id, (origin, *ok));
+                }
+                Some((at, first_ok)) => {
+                    if !(*first_ok && *ok) && at.path != origin.path {
+                        errors.push(declared_twice(id, origin, at));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
 /// Parses one desired file. Pure: `path` is only used in diagnostics.
 ///
 /// Returns every problem found, not just the first: structural YAML errors stop the parse of the

@@ -6,44 +6,30 @@ use super::*;
 /// case, names starting with a dot skipped, symlinks followed) or from a single file.
 pub fn load(path: &Path) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
-    type Parsed = (
-        PathBuf,
-        Result<DesiredFile, Vec<Diagnostic>>,
-        Vec<(GroupId, Origin)>,
-    );
-    let parsed: Vec<Parsed> = files
+    type Read = (PathBuf, ParseResult, Vec<Declared>, Vec<u8>);
+    let parsed: Vec<Read> = files
         .into_par_iter()
         .map(|file| match read_file(&file) {
-            Ok(bytes) => match parse_file(&file, &bytes) {
-                Ok(f) => (file, Ok(f), Vec::new()),
-                // What it declares all the same, for conflicts with other files (one pass).
-                Err(d) => {
-                    let declared = declared_groups(&file, &bytes);
-                    (file, Err(d), declared)
-                }
+            Ok(bytes) => match parse_file_declaring(&file, &bytes) {
+                (Ok(f), _) => (file, Ok(f), Vec::new(), Vec::new()),
+                // What it declares all the same (and its text), for conflicts with other files.
+                (Err(d), declared) => (file, Err(d), declared, bytes),
             },
-            Err(d) => (file, Err(vec![d]), Vec::new()),
+            Err(d) => (file, Err(vec![d]), Vec::new(), Vec::new()),
         })
         .collect();
     if parsed.iter().any(|p| !p.2.is_empty()) {
-        let declared: Vec<(&Path, Vec<(GroupId, Origin)>, bool)> = parsed
+        let loaded: Vec<(&Path, Loaded<'_>)> = parsed
             .iter()
-            .map(|(path, result, declared)| match result {
-                Ok(f) => (
-                    path.as_path(),
-                    f.groups
-                        .iter()
-                        .map(|(id, origin, _)| (id.clone(), origin.clone()))
-                        .collect(),
-                    true,
-                ),
-                Err(_) => (path.as_path(), declared.clone(), false),
+            .map(|(path, result, declared, bytes)| match result {
+                Ok(f) => (path.as_path(), Loaded::Parsed(f)),
+                Err(_) => (path.as_path(), Loaded::Failed(declared, bytes)),
             })
             .collect();
-        diags.extend(conflicts_with_failed(&declared));
+        diags.extend(conflicts_with_failed(&loaded));
     }
     let mut ok = Vec::with_capacity(parsed.len());
-    for (path, result, _) in parsed {
+    for (path, result, _, _) in parsed {
         match result {
             Ok(f) => ok.push((path, f)),
             Err(mut d) => diags.append(&mut d),

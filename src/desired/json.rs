@@ -18,13 +18,17 @@ use serde_json::value::RawValue;
 
 use super::*;
 
-/// Reads one JSON desired file (`text` without its BOM).
-pub(super) fn parse(path: &Path, text: &str) -> Result<DesiredFile, Vec<Diagnostic>> {
+/// Reads one JSON desired file (`text` without its BOM). Also returns, for a file with problems,
+/// the group keys it declares (see [`super::Declared`]).
+pub(super) fn parse(path: &Path, text: &str) -> (ParseResult, Vec<Declared>) {
     if text.trim_matches(JSON_SPACE).is_empty() {
-        return Err(vec![Diagnostic::file_error(
-            path,
-            "the file declares nothing (it is empty or blank); to declare no groups, write {\"groups\": {}}",
-        )]);
+        return (
+            Err(vec![Diagnostic::file_error(
+                path,
+                "the file declares nothing (it is empty or blank); to declare no groups, write {\"groups\": {}}",
+            )]),
+            Vec::new(),
+        );
     }
     let mut reader = Reader {
         text,
@@ -42,34 +46,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DesiredFile, Vec<Diagnost
     .deserialize(&mut de)
     .and_then(|()| de.end());
     if let Err(e) = parsed {
-        return Err(vec![syntax_error(path, text, &e)]);
+        let declared = reader.declared_places();
+        return (Err(vec![syntax_error(path, text, &e)]), declared);
     }
     reader.finish(path)
-}
-
-/// The group keys of a JSON file that has problems, with where each is declared, as far as the
-/// text can be read: so that a group also declared in another file is reported in the same pass
-/// as the file's other problems.
-pub(super) fn declared(path: &Path, text: &str) -> Vec<(String, Origin)> {
-    let mut reader = Reader {
-        text,
-        pending: Vec::new(),
-        groups: Vec::new(),
-        whole_file: Vec::new(),
-        declared: Vec::new(),
-    };
-    let mut de = serde_json::Deserializer::from_str(text);
-    let _ = FileSeed {
-        r: &mut reader,
-        at: 0,
-    }
-    .deserialize(&mut de);
-    let places = Places::new(text, reader.declared.iter().map(|d| d.1).collect());
-    reader
-        .declared
-        .into_iter()
-        .map(|(name, at)| (name, places.origin(path, at)))
-        .collect()
 }
 
 /// JSON's whitespace.
@@ -139,8 +119,25 @@ impl<'t> Reader<'t> {
             .count()
     }
 
+    /// The group keys read so far, at their `line:column`.
+    fn declared_places(&self) -> Vec<Declared> {
+        let places = Places::new(self.text, self.declared.iter().map(|d| d.1).collect());
+        self.declared
+            .iter()
+            .map(|(name, at)| {
+                let (line, column) = places.line_column(*at);
+                (name.clone(), line, column)
+            })
+            .collect()
+    }
+
     /// The problems and groups found, as diagnostics at `line:column`.
-    fn finish(self, path: &Path) -> Result<DesiredFile, Vec<Diagnostic>> {
+    fn finish(self, path: &Path) -> (ParseResult, Vec<Declared>) {
+        let declared = if self.whole_file.is_empty() && self.pending.iter().all(|p| p.warning) {
+            Vec::new()
+        } else {
+            self.declared_places()
+        };
         let Reader {
             text,
             pending,
@@ -180,14 +177,14 @@ impl<'t> Reader<'t> {
                 .chain(pending.iter().filter(|p| !p.warning).map(diag))
                 .collect();
             crate::diag::sort(&mut errors);
-            return Err(errors);
+            return (Err(errors), declared);
         }
         let warnings = pending.iter().map(diag).collect();
         let groups = groups
             .into_iter()
             .map(|(id, at, group)| (id, places.origin(path, at), group))
             .collect();
-        Ok(DesiredFile { groups, warnings })
+        (Ok(DesiredFile { groups, warnings }), declared)
     }
 }
 

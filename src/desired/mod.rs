@@ -161,54 +161,65 @@ pub fn assemble(files: Vec<(PathBuf, DesiredFile)>) -> Result<DesiredState, Diag
     }
 }
 
-/// The groups a file that failed to parse declares, with where (as far as its text can be read),
-/// so that [`load`] reports a group also declared in another file in the same pass as the file's
-/// other problems.
-pub fn declared_groups(path: &Path, bytes: &[u8]) -> Vec<(GroupId, Origin)> {
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return Vec::new();
-    };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let named: Vec<(String, Origin)> = if is_json_name(path) {
-        json::declared(path, text)
-    } else {
-        parse_text(path, text, text, 0, false)
-            .1
-            .into_iter()
-            .map(|(name, line, column)| {
-                let d = Diagnostic::at(path, text, line, column, "");
-                let origin = Origin {
-                    path: path.to_path_buf(),
-                    line,
-                    column,
-                    source_line: d.source_line.unwrap_or_default(),
-                    source_offset: d.source_offset,
-                };
-                (name, origin)
-            })
-            .collect()
-    };
-    named
-        .into_iter()
-        .filter_map(|(name, origin)| Some((GroupId::new(&name).ok()?, origin)))
-        .collect()
+/// A file as [`load`] read it: parsed, or failed with the group keys it declares all the same
+/// (and its text, to quote them), so that a group also declared in another file is reported in
+/// the same pass as the file's other problems.
+enum Loaded<'a> {
+    Parsed(&'a DesiredFile),
+    Failed(&'a [Declared], &'a [u8]),
 }
 
 /// Reports each group declared both in a file that failed to parse and in another file, in file
 /// order (the first file named is "first"). Conflicts between files that parsed are
 /// [`assemble`]'s; a group repeated within one file is that file's own error.
-fn conflicts_with_failed(files: &[(&Path, Vec<(GroupId, Origin)>, bool)]) -> Vec<Diagnostic> {
-    let mut first: HashMap<&GroupId, (&Origin, bool)> = HashMap::new();
+fn conflicts_with_failed(files: &[(&Path, Loaded<'_>)]) -> Vec<Diagnostic> {
+    let origin = |path: &Path, bytes: &[u8], line: u64, column: u64| {
+        let text = String::from_utf8_lossy(bytes);
+        let d = Diagnostic::at(path, &text, line, column, "");
+        Origin {
+            path: path.to_path_buf(),
+            line,
+            column,
+            source_line: d.source_line.unwrap_or_default(),
+            source_offset: d.source_offset,
+        }
+    };
+    // Group -> (file index, position in the file's list) of its first declaration.
+    let mut first: HashMap<GroupId, (usize, usize)> = HashMap::new();
     let mut errors = Vec::new();
-    for (_, groups, ok) in files {
-        for (id, origin) in groups {
-            match first.get(id) {
+    let origin_of = |file: usize, at: usize| -> Origin {
+        let (path, loaded) = &files[file];
+        match loaded {
+            Loaded::Parsed(f) => f.groups[at].1.clone(),
+            Loaded::Failed(declared, bytes) => {
+                let (_, line, column) = &declared[at];
+                origin(path, bytes, *line, *column)
+            }
+        }
+    };
+    for (index, (_, loaded)) in files.iter().enumerate() {
+        let ids: Vec<Option<GroupId>> = match loaded {
+            Loaded::Parsed(f) => f.groups.iter().map(|g| Some(g.0.clone())).collect(),
+            Loaded::Failed(declared, _) => declared
+                .iter()
+                .map(|(name, _, _)| GroupId::new(name).ok())
+                .collect(),
+        };
+        for (at, id) in ids.into_iter().enumerate() {
+            let Some(id) = id else { continue };
+            match first.get(&id) {
                 None => {
-                    first.insert(id, (origin, *ok));
+                    first.insert(id, (index, at));
                 }
-                Some((at, first_ok)) => {
-                    if !(*first_ok && *ok) && at.path != origin.path {
-                        errors.push(declared_twice(id, origin, at));
+                Some(&(first_file, first_at)) => {
+                    let both_parsed = matches!(files[first_file].1, Loaded::Parsed(_))
+                        && matches!(loaded, Loaded::Parsed(_));
+                    if !both_parsed && first_file != index {
+                        errors.push(declared_twice(
+                            &id,
+                            &origin_of(index, at),
+                            &origin_of(first_file, first_at),
+                        ));
                     }
                 }
             }
@@ -228,7 +239,14 @@ fn conflicts_with_failed(files: &[(&Path, Vec<(GroupId, Origin)>, bool)]) -> Vec
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
 pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnostic>> {
-    match parse_file_with(path, bytes, true) {
+    parse_file_declaring(path, bytes).0
+}
+
+/// [`parse_file`], and the group keys the file declares (first occurrences, valid or not, as far
+/// as the text could be read), which [`load`] needs for a file that failed.
+fn parse_file_declaring(path: &Path, bytes: &[u8]) -> (ParseResult, Vec<Declared>) {
+    let (result, declared) = parse_file_with_declared(path, bytes, true);
+    let result = match result {
         Ok(mut file) => {
             crate::diag::cap_per_file(path, &mut file.warnings);
             Ok(file)
@@ -237,12 +255,18 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<DesiredFile, Vec<Diagnost
             crate::diag::cap_per_file(path, &mut errors);
             Err(errors)
         }
-    }
+    };
+    (result, declared)
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
 /// full reader only, which tests compare the fast path with).
+#[cfg(test)]
 fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile, Vec<Diagnostic>> {
+    parse_file_with_declared(path, bytes, fast).0
+}
+
+fn parse_file_with_declared(path: &Path, bytes: &[u8], fast: bool) -> (ParseResult, Vec<Declared>) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -254,16 +278,19 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
                 .count() as u64
                 + 1;
             let source = String::from_utf8_lossy(bytes);
-            return Err(vec![Diagnostic::at(
-                path,
-                &source,
-                line,
-                column,
-                format!(
-                    "the file is not valid UTF-8 (invalid byte at offset {})",
-                    e.valid_up_to()
-                ),
-            )]);
+            return (
+                Err(vec![Diagnostic::at(
+                    path,
+                    &source,
+                    line,
+                    column,
+                    format!(
+                        "the file is not valid UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                )]),
+                Vec::new(),
+            );
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -279,6 +306,7 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
             .collect();
         let mut file = DesiredFile::default();
         let mut errors = Vec::new();
+        let mut all_declared = Vec::new();
         // A group repeated in another chunk, found from every chunk's keys (not only those of
         // chunks without errors), so that the report is the same as for an unsplit parse.
         let mut first_at: HashMap<&str, u64> = HashMap::new();
@@ -299,7 +327,8 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
                 first_at.insert(name, *line);
             }
         }
-        for (r, _) in results {
+        for (r, declared) in results {
+            all_declared.extend(declared);
             match r {
                 Ok(part) => {
                     file.groups.extend(
@@ -313,13 +342,13 @@ fn parse_file_with(path: &Path, bytes: &[u8], fast: bool) -> Result<DesiredFile,
             }
         }
         return if errors.is_empty() {
-            Ok(file)
+            (Ok(file), all_declared)
         } else {
             crate::diag::sort(&mut errors);
-            Err(errors)
+            (Err(errors), all_declared)
         };
     }
-    parse_text(path, text, text, 0, fast).0
+    parse_text(path, text, text, 0, fast)
 }
 
 /// Whether `path` names a JSON file (`*.json` in any case), read by [`json`] instead of the YAML

@@ -11,7 +11,7 @@ use crate::diag::Diagnostic;
 const PATH: &str = "desired/test.json";
 
 fn json(doc: &str) -> Result<DesiredFile, Vec<Diagnostic>> {
-    super::parse(Path::new(PATH), doc)
+    super::parse(Path::new(PATH), doc).0
 }
 
 fn yaml(doc: &str) -> Result<DesiredFile, Vec<Diagnostic>> {

@@ -32,6 +32,8 @@ pub mod cache;
 mod check;
 mod fast;
 pub mod fs;
+#[cfg(test)]
+mod inline_tests;
 mod json;
 mod raw;
 #[cfg(test)]

@@ -508,8 +508,8 @@ const FALLBACKS: &[(&str, &str)] = &[
         "groups: {g: {members: {a: [1000]}}}\n",
     ),
     (
-        "flow mapping group",
-        "groups:\n  g: {members: {a: [1000]}}\n",
+        "flow mapping group with a comment",
+        "groups:\n  g: {members: {a: [1000]}} # x\n",
     ),
     (
         "block list",

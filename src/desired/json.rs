@@ -193,6 +193,9 @@ struct Places<'t> {
     text: &'t str,
     /// Sorted offsets with their line, column and the start of their line.
     found: Vec<(usize, u64, u64, usize)>,
+    /// The last line looked up (start, end): a one-line file has every group on one line, whose
+    /// end must be found once, not once per group.
+    last_line: std::cell::Cell<(usize, usize)>,
 }
 
 impl<'t> Places<'t> {
@@ -216,7 +219,11 @@ impl<'t> Places<'t> {
             pos = at;
             found.push((at, line, column, line_start));
         }
-        Places { text, found }
+        Places {
+            text,
+            found,
+            last_line: std::cell::Cell::new((usize::MAX, 0)),
+        }
     }
 
     fn get(&self, at: usize) -> (usize, u64, u64, usize) {
@@ -235,9 +242,16 @@ impl<'t> Places<'t> {
     /// A window of the line holding `at`, and the characters cut before it.
     fn window(&self, at: usize) -> (u64, u64, String, u64) {
         let (at, line, column, start) = self.get(at);
-        let end = self.text[at..]
-            .find('\n')
-            .map_or(self.text.len(), |i| at + i);
+        let end = match self.last_line.get() {
+            (cached, end) if cached == start && end >= at => end,
+            _ => {
+                let end = self.text[at..]
+                    .find('\n')
+                    .map_or(self.text.len(), |i| at + i);
+                self.last_line.set((start, end));
+                end
+            }
+        };
         let line_text = self.text[start..end].trim_end_matches('\r');
         let (window, cut) = crate::diag::window_at(line_text, at - start, column);
         (line, column, window, cut)

@@ -1,12 +1,18 @@
 //! Scale benchmark for `plan`: 1,000 groups x 1,000 members (1,000,000 member-mark pairs) with a
 //! state file of the same size where 1% differs, in every layout a desired file is written in:
-//! one big block-YAML file, 1,000 block-YAML files, one YAML flow file (a group per line), one
-//! JSON file on one line (as scripts write it) and one pretty-printed JSON file.
+//! one big block-YAML file, 1,000 block-YAML files, one YAML flow file (a group per line), block
+//! YAML with one flow mapping per group, one JSON file on one line (as scripts write it), the same
+//! with one `\u00e9` escape, and one pretty-printed JSON file.
 //!
 //! Run: `cargo bench --bench scale` (add `-- --runs 5` for more runs, `-- --layout json-one-line`
-//! for one layout: `block`, `many-files`, `flow`, `json-one-line`, `json-pretty`). It prints, per
+//! for one layout: `block`, `many-files`, `flow`, `block-flow-groups`, `json-one-line`,
+//! `json-escape`, `json-pretty`; `-- --empty-state` plans from an empty state). It prints, per
 //! layout, the wall time and peak RSS of the real `marksync plan --json` process, and a per-phase
 //! breakdown (load desired, load state, plan) measured in a child process of its own.
+//!
+//! The anchor, measured in the same run in a process of its own: serde_json parsing the same data
+//! as JSON into typed maps. SPEC 3's goal: every layout plans in at most twice the anchor's time
+//! and in at most 250 MB; each layout's line says how it compares.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,10 @@ fn main() {
         phases(Path::new(&args[2]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--anchor") {
+        anchor(Path::new(&args[2]));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--run-plan") {
         // In a process of its own, so RUSAGE_CHILDREN is this one run's peak, not the maximum over
         // every run of the bench.
@@ -35,6 +45,7 @@ fn main() {
     }
     let runs = common::flag("--runs").unwrap_or(3usize);
     let only: Option<String> = common::flag("--layout");
+    let empty_state = std::env::args().any(|a| a == "--empty-state");
     let dir = tempfile::tempdir().expect("tempdir");
     let t = Instant::now();
     let layouts: Vec<(&str, Layout)> = LAYOUTS
@@ -48,12 +59,47 @@ fn main() {
     );
     let configs: Vec<(String, PathBuf)> = layouts
         .iter()
-        .map(|(name, layout)| (layout.describe(), setup(dir.path(), name, *layout)))
+        .map(|(name, layout)| {
+            (
+                layout.describe(),
+                setup(dir.path(), name, *layout, empty_state),
+            )
+        })
         .collect();
     println!(
-        "generated {GROUPS} groups x {MEMBERS} members ({} pairs), state with 1% differing, in {:.1?}",
+        "generated {GROUPS} groups x {MEMBERS} members ({} pairs), {}, in {:.1?}",
         GROUPS * MEMBERS,
+        if empty_state {
+            "empty state"
+        } else {
+            "state with 1% differing"
+        },
         t.elapsed()
+    );
+    // The anchor: the same data as one-line JSON, parsed by serde_json into typed maps.
+    let anchor_file = dir.path().join("anchor.json");
+    std::fs::write(&anchor_file, json_text(false, false)).expect("write");
+    let mut anchor_times = Vec::new();
+    let mut anchor_peak = 0;
+    for _ in 0..runs {
+        let out = Command::new(std::env::current_exe().expect("exe"))
+            .arg("--anchor")
+            .arg(&anchor_file)
+            .output()
+            .expect("anchor child");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().expect("number"));
+        anchor_times.push(Duration::from_nanos(fields.next().expect("time")));
+        anchor_peak = anchor_peak.max(fields.next().expect("rss"));
+    }
+    anchor_times.sort();
+    let anchor_min = anchor_times[0];
+    println!(
+        "anchor, serde_json into typed maps (one-line JSON): min {anchor_min:.2?} over {runs} runs; peak RSS {} MB; goal: plan within {:.2?} and 250 MB",
+        anchor_peak / 1024,
+        anchor_min * 2
     );
     for (name, config) in &configs {
         let mut times = Vec::new();
@@ -66,8 +112,14 @@ fn main() {
             out_len = len;
         }
         times.sort();
+        let ratio = times[0].as_secs_f64() / anchor_min.as_secs_f64();
+        let goal = if ratio <= 2.0 && peak <= 250 * 1024 {
+            "within the goal"
+        } else {
+            "MISSES the goal"
+        };
         println!(
-            "plan, {name}: median {:.2?}, min {:.2?} over {runs} runs; peak RSS {} MB; JSON plan {} KB",
+            "plan, {name}: median {:.2?}, min {:.2?} over {runs} runs ({ratio:.2}x the anchor); peak RSS {} MB; JSON plan {} KB; {goal}",
             times[times.len() / 2],
             times[0],
             peak / 1024,
@@ -91,8 +143,12 @@ enum Layout {
     ManyFiles,
     /// One YAML flow file, a group per line, plain words.
     Flow,
+    /// One block-YAML file whose groups are each one flow mapping on one line.
+    BlockFlowGroups,
     /// One JSON file on one line.
     JsonOneLine,
+    /// One JSON file on one line with one `\u00e9` escape (in the first account).
+    JsonEscape,
     /// One JSON file, pretty-printed (every mark on a line of its own).
     JsonPretty,
 }
@@ -101,7 +157,9 @@ const LAYOUTS: &[(&str, Layout)] = &[
     ("block", Layout::Block),
     ("many-files", Layout::ManyFiles),
     ("flow", Layout::Flow),
+    ("block-flow-groups", Layout::BlockFlowGroups),
     ("json-one-line", Layout::JsonOneLine),
+    ("json-escape", Layout::JsonEscape),
     ("json-pretty", Layout::JsonPretty),
 ];
 
@@ -111,7 +169,9 @@ impl Layout {
             Layout::Block => "one big block-YAML file",
             Layout::ManyFiles => "1,000 block-YAML files",
             Layout::Flow => "one YAML flow file",
+            Layout::BlockFlowGroups => "block YAML, a flow mapping per group",
             Layout::JsonOneLine => "one-line JSON file",
+            Layout::JsonEscape => "one-line JSON file with one \\u00e9",
             Layout::JsonPretty => "pretty JSON file",
         }
         .to_string()
@@ -119,7 +179,7 @@ impl Layout {
 }
 
 /// Writes the config, the desired files and the state for one layout; returns the config path.
-fn setup(root: &Path, name: &str, layout: Layout) -> PathBuf {
+fn setup(root: &Path, name: &str, layout: Layout, empty_state: bool) -> PathBuf {
     let base = root.join(name);
     let marks = base.join("marks");
     std::fs::create_dir_all(&marks).expect("mkdir");
@@ -160,32 +220,30 @@ fn setup(root: &Path, name: &str, layout: Layout) -> PathBuf {
             text.push_str("}}\n");
             std::fs::write(marks.join("all.yaml"), text).expect("write");
         }
-        Layout::JsonOneLine | Layout::JsonPretty => {
-            let mut groups = serde_json::Map::new();
+        Layout::BlockFlowGroups => {
+            let mut text = String::from("groups:\n");
             for g in 0..GROUPS {
-                let mut members = serde_json::Map::new();
+                let _ = write!(text, "  \"@TGS#bench{g:05}\": {{members: {{");
                 for m in 0..MEMBERS {
-                    members.insert(format!("user{g:04}x{m:04}"), serde_json::json!([mark(m)]));
+                    let sep = if m > 0 { ", " } else { "" };
+                    let _ = write!(text, "{sep}user{g:04}x{m:04}: [{}]", mark(m));
                 }
-                groups.insert(
-                    format!("@TGS#bench{g:05}"),
-                    serde_json::json!({ "members": members }),
-                );
+                text.push_str("}}\n");
             }
-            let doc = serde_json::json!({ "groups": groups });
-            let text = if matches!(layout, Layout::JsonPretty) {
-                serde_json::to_string_pretty(&doc)
-            } else {
-                serde_json::to_string(&doc)
-            }
-            .expect("json");
-            std::fs::write(marks.join("all.json"), text + "\n").expect("write");
+            std::fs::write(marks.join("all.yaml"), text).expect("write");
+        }
+        Layout::JsonOneLine | Layout::JsonEscape | Layout::JsonPretty => {
+            let text = json_text(
+                matches!(layout, Layout::JsonPretty),
+                matches!(layout, Layout::JsonEscape),
+            );
+            std::fs::write(marks.join("all.json"), text).expect("write");
         }
     }
     // The state: the same pairs, except that 1% of members hold another mark than desired.
     let mut state =
         String::from("{\"format_version\":1,\"sdkappid\":1400000000,\"serial\":1,\"groups\":{");
-    for g in 0..GROUPS {
+    for g in 0..if empty_state { 0 } else { GROUPS } {
         if g > 0 {
             state.push(',');
         }
@@ -213,6 +271,60 @@ fn setup(root: &Path, name: &str, layout: Layout) -> PathBuf {
     )
     .expect("write");
     config
+}
+
+/// The desired data as one JSON file: one line or pretty-printed, with or without one `\u00e9`
+/// escape (appended to the first account).
+fn json_text(pretty: bool, escape: bool) -> String {
+    let mark = |m: usize| 1000 + m % 10;
+    let mut groups = serde_json::Map::new();
+    for g in 0..GROUPS {
+        let mut members = serde_json::Map::new();
+        for m in 0..MEMBERS {
+            members.insert(format!("user{g:04}x{m:04}"), serde_json::json!([mark(m)]));
+        }
+        groups.insert(
+            format!("@TGS#bench{g:05}"),
+            serde_json::json!({ "members": members }),
+        );
+    }
+    let doc = serde_json::json!({ "groups": groups });
+    let text = if pretty {
+        serde_json::to_string_pretty(&doc)
+    } else {
+        serde_json::to_string(&doc)
+    }
+    .expect("json");
+    let text = if escape {
+        text.replacen("\"user0000x0000\"", "\"user0000x0000\\u00e9\"", 1)
+    } else {
+        text
+    };
+    text + "\n"
+}
+
+/// The anchor, in a process of its own: reads `path` and parses it with serde_json into typed
+/// maps; prints the time to read and parse it and the peak RSS in KB.
+fn anchor(path: &Path) {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read to be parsed, never looked at
+    struct Group {
+        #[serde(default)]
+        members: std::collections::BTreeMap<String, Vec<u32>>,
+        #[serde(default)]
+        marks: std::collections::BTreeMap<String, Vec<String>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct File {
+        groups: std::collections::BTreeMap<String, Group>,
+    }
+    let t = Instant::now();
+    let text = std::fs::read_to_string(path).expect("read");
+    let file: File = serde_json::from_str(&text).expect("anchor parse");
+    let elapsed = t.elapsed();
+    assert_eq!(file.groups.len(), GROUPS);
+    println!("{} {}", elapsed.as_nanos(), peak_rss_kb());
 }
 
 /// Runs the real binary; returns wall time, the child's peak RSS in KB, and the output size.

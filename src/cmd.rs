@@ -54,6 +54,17 @@ pub fn validate(config_path: &Path, strict: bool) -> Result<u8, Error> {
     } else {
         load_desired(&config)?
     };
+    // The secret key, when one can be read (validate itself needs none): a key that is not 64
+    // lower-case hex digits is warned about while loading, and refused with --strict.
+    if config.endpoint != crate::config::Endpoint::Embedded
+        && let Ok(key) = crate::engine::secret_key(&config)
+        && strict
+        && let Some(warning) = key.shape_warning()
+    {
+        return Err(Error::Secret(crate::tim::usersig::SecretError::Mistyped(
+            warning,
+        )));
+    }
     let members: usize = desired.groups.values().map(|g| g.members.len()).sum();
     println!(
         "OK: {} {} with {} {} and {} {} in {} {}.",

@@ -82,6 +82,12 @@ pub fn secret_key(config: &Config) -> Result<SecretKey, Error> {
     {
         crate::tim::usersig::warn_if_loose(path);
     }
+    // The embedded emulator's key guards nothing (its demo key is well formed anyway).
+    if config.endpoint != Endpoint::Embedded
+        && let Some(warning) = key.shape_warning()
+    {
+        tracing::warn!("{warning}");
+    }
     Ok(key)
 }
 

@@ -116,8 +116,17 @@ pub fn user_message(e: &serde_saphyr::Error) -> String {
     if lower.contains("unknown escape character") {
         return "unknown escape sequence in a double-quoted string: write `\\\\` for a backslash, or use single quotes".into();
     }
+    if let Some(message) = parser_message(&raw, &lower) {
+        return message;
+    }
     if let Some(rest) = raw.strip_prefix("unexpected character: `") {
         let c = rest.trim_end_matches('\'');
+        if let Some(c) = escaped_char(c).filter(|c| c.is_control()) {
+            return format!(
+                "this value contains control character {}, which a YAML file may not hold anywhere, not even inside quotes (and no account or group ID may contain it): remove it",
+                control_name(c)
+            );
+        }
         return format!(
             "`{c}` cannot start a value: quote the value (`@`, `` ` `` and `%` must be quoted)"
         );
@@ -129,6 +138,139 @@ pub fn user_message(e: &serde_saphyr::Error) -> String {
     match raw.strip_prefix("while ").and_then(|r| r.split_once(", ")) {
         Some((_, found)) => found.to_string(),
         None => raw,
+    }
+}
+
+/// The YAML parser's own wording for malformed text, in the user's terms with what to do.
+fn parser_message(raw: &str, lower: &str) -> Option<String> {
+    let table: &[(&str, &str)] = &[
+        (
+            "did not find expected ',' or '}'",
+            "expected `,` or `}` here: two entries of a `{...}` mapping need a comma between them, and the mapping a closing `}`",
+        ),
+        (
+            "expected ',' or ']'",
+            "expected `,` or `]` here: two items of a `[...]` list need a comma between them, and the list a closing `]`",
+        ),
+        (
+            "may not precede any of `[{` in flow mapping",
+            "write a space after the `:` inside `{...}`: `key: [1000]`, not `key:[1000]`",
+        ),
+        (
+            "misplaced bracket",
+            "this closing bracket has no opening bracket before it: remove it, or check the brackets before it",
+        ),
+        (
+            "mismatched bracket",
+            "this closing bracket does not match the one it closes: `[` closes with `]`, `{` with `}`",
+        ),
+        (
+            "unclosed bracket",
+            "this bracket is never closed: add the closing `]` or `}` (or the file is cut off)",
+        ),
+        (
+            "did not find expected <document start>",
+            "content after the end of the document (after `...` or a directive): one document per file; remove it",
+        ),
+        (
+            "recursion limit exceeded",
+            "brackets nested too deep to read: a desired file needs 5 levels (groups, group, section, list)",
+        ),
+        (
+            "simple key expected ':'",
+            "this key is not followed by `:` on its line: write `key: value` (a key cannot span lines), or quote a value that contains `?`",
+        ),
+        (
+            "simple key is no longer valid",
+            "this key is not followed by `:` on its line: write `key: value` (a key cannot span lines)",
+        ),
+        (
+            "tabs disallowed",
+            "a tab here: YAML indents with spaces only; replace the tab with spaces",
+        ),
+        (
+            "tab cannot be used as indentation",
+            "a tab in the indentation: YAML indents with spaces only; replace the tab with spaces",
+        ),
+        (
+            "high surrogate without following low surrogate",
+            "invalid `\\u` escape: a UTF-16 surrogate (\\ud800 to \\udfff) must be followed by its pair (such as \\ud83d\\ude00); write the character itself, or `\\U0001F600`",
+        ),
+        (
+            "low surrogate",
+            "invalid `\\u` escape: a UTF-16 surrogate (\\ud800 to \\udfff) must come in a pair (such as \\ud83d\\ude00); write the character itself, or `\\U0001F600`",
+        ),
+        (
+            "a bom must not appear inside a document",
+            "an invisible byte order mark (U+FEFF) inside the file, usually from joining two files: delete it",
+        ),
+        (
+            "unexpected eof while parsing an implicit flow mapping",
+            "an empty entry between two commas (`,,`) in a `[...]` list or `{...}` mapping: remove one comma, or write the missing value",
+        ),
+        (
+            "unclosed quote",
+            "this quote is never closed: add the closing quote (or the file is cut off)",
+        ),
+        (
+            "did not find expected alphabetic or numeric character",
+            "`&` and `*` start an anchor or an alias, which need a name: quote a value that starts with `&` or `*`",
+        ),
+        (
+            "did not find expected comment or line break",
+            "unexpected text after this: a `#` comment needs a space before it, and a block scalar (`|`, `>`) only takes its indicators on its line",
+        ),
+        (
+            "did not find expected",
+            "this is not valid YAML here: check the quotes, brackets and indentation around it",
+        ),
+        (
+            "illegal placement of ':' indicator",
+            "a `:` that follows nothing on its line: a key and its `:` must be on one line",
+        ),
+        (
+            "invalid trailing content after",
+            "text after the closing quote: quote the whole value, or end the value at the quote",
+        ),
+    ];
+    table
+        .iter()
+        .find(|(pattern, _)| lower.contains(&pattern.to_ascii_lowercase()))
+        .map(|(_, message)| message.to_string())
+        .filter(|_| !raw.is_empty())
+}
+
+/// The character of the parser's escaped rendering (`\u{0}`, `\t`, `x`).
+fn escaped_char(text: &str) -> Option<char> {
+    if let Some(hex) = text.strip_prefix("\\u{").and_then(|h| h.strip_suffix('}')) {
+        return u32::from_str_radix(hex, 16).ok().and_then(char::from_u32);
+    }
+    match text {
+        "\\t" => Some('\t'),
+        "\\r" => Some('\r'),
+        "\\n" => Some('\n'),
+        _ => {
+            let mut chars = text.chars();
+            let c = chars.next()?;
+            chars.next().is_none().then_some(c)
+        }
+    }
+}
+
+/// `U+0000 NUL`, `U+001B ESCAPE`: a control character by its name.
+fn control_name(c: char) -> String {
+    let name = match c {
+        '\0' => "NUL",
+        '\u{7}' => "BELL",
+        '\u{8}' => "BACKSPACE",
+        '\u{1b}' => "ESCAPE",
+        '\u{7f}' => "DELETE",
+        _ => "",
+    };
+    if name.is_empty() {
+        format!("U+{:04X}", u32::from(c))
+    } else {
+        format!("U+{:04X} {name}", u32::from(c))
     }
 }
 

@@ -110,6 +110,27 @@ cases! {
         many_errors,
         many_warnings,
         crlf_ok,
+        // Issue 14: JSON through serde_json (nulls, duplicate keys, its errors, escapes).
+        json_nulls,
+        json_duplicate_keys,
+        json_trailing_comma,
+        json_escapes_ok,
+        json_cut_off,
+        json_null_file,
+        // Issue 14: the parser's own wording, rewritten with what to do.
+        flow_missing_comma,
+        flow_colon_before_bracket,
+        misplaced_bracket,
+        content_after_document_end,
+        brackets_too_deep,
+        tab_in_indentation,
+        lone_surrogate,
+        bom_inside,
+        empty_list_entry,
+        control_character_in_account,
+        mark_minus_zero,
+        simple_key_without_colon,
+        text_after_quote,
     ],
     config: [
         bad_duration,
@@ -166,6 +187,10 @@ cases! {
         short_periods_emulator_ok,
         unknown_key,
         usersig_ttl_never_expires,
+        // Issue 14: messages in the user's terms.
+        two_documents,
+        identifier_tab,
+        duration_number_out_of_range,
     ],
     fs: [
         comment_only_file,
@@ -176,6 +201,7 @@ cases! {
         empty_file,
         fifo,
         group_in_two_files,
+        group_in_two_files_and_other_errors,
         large_file_split,
         alias_pairs_across_files,
         alias_pairs_one_file,
@@ -357,6 +383,19 @@ fn build(name: &str, root: &Path) -> PathBuf {
                 .status()
                 .expect("run mkfifo");
             assert!(status.success(), "mkfifo failed");
+        }
+        "group_in_two_files_and_other_errors" => {
+            // Every problem in one pass: the conflicts are reported beside the files' own
+            // errors, not after they are fixed.
+            write("a.yaml", &group("@TGS#a", "alice"));
+            write(
+                "b.yaml",
+                b"groups:\n  \"@TGS#a\":\n    marks:\n      1001: [bob]\n  \"@TGS#b\":\n    members:\n      carol: [999]\n",
+            );
+            write(
+                "c.json",
+                br#"{"groups": {"@TGS#b": {"members": {"dave": [1000]}}, "@TGS#c": null}}"#,
+            );
         }
         "group_in_two_files" => {
             write("a.yaml", &group("@TGS#a", "alice"));

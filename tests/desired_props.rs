@@ -62,6 +62,17 @@ const LIBRARY_WORDING: &[&str] = &[
     "serde",
     "tagged scalar",
     "Depth {",
+    // Issue 14: the parser's own wording.
+    "did not find expected",
+    "may not precede",
+    "misplaced bracket",
+    "recursion limit",
+    "simple key",
+    "tabs disallowed",
+    "surrogate without",
+    "BOM must not",
+    "implicit flow mapping",
+    "from_str_multiple",
 ];
 
 /// Parses `text` as `name` and checks the output is bounded; panics propagate to proptest.

@@ -250,12 +250,21 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let root: Spanned<Value> = match serde_saphyr::from_str_with_options(text, options) {
         Ok(v) => v,
         Err(e) => {
-            let mut message = crate::yaml::message(&e);
-            if message.contains("budget breached: Depth") || message.contains("recursion limit") {
-                message = format!(
+            let raw = crate::yaml::message(&e);
+            let message = if raw.contains("budget breached: Depth")
+                || raw.contains("recursion limit")
+            {
+                format!(
                     "the config is nested too deeply (at most {MAX_DEPTH} levels of lists and mappings)"
-                );
-            }
+                )
+            } else if raw
+                .to_ascii_lowercase()
+                .starts_with("multiple yaml documents")
+            {
+                "the config is one YAML document: found a second one (after a `---` line); merge them or remove the second".to_string()
+            } else {
+                crate::yaml::user_message(&e)
+            };
             let d = match e.location() {
                 Some(l) if l.line() > 0 => {
                     Diagnostic::at(path, text, l.line(), l.column(), message)
@@ -630,7 +639,14 @@ impl Checker<'_> {
         let message = match &v.value {
             Value::Scalar(Scalar::Str(s)) => match crate::model::Account::new(s) {
                 Ok(_) => return Some(s.clone()),
-                Err(e) => format!("`identifier`: {e}"),
+                // One account: "two accounts run together?" is advice for lists of accounts.
+                Err(e) => match e.split_once("; two accounts run together?") {
+                    Some((what, _)) => format!(
+                        "`identifier` {}; the identifier is one account name: remove it",
+                        what.strip_prefix("account ").unwrap_or(what)
+                    ),
+                    None => format!("`identifier`: {e}"),
+                },
             },
             Value::Scalar(scalar @ (Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_))) => {
                 let written = written(self.text, &v.referenced).unwrap_or_else(|| scalar.text());
@@ -665,10 +681,32 @@ impl Checker<'_> {
             Value::Scalar(scalar @ (Scalar::Int(_) | Scalar::Float(_))) if !matches!(scalar, Scalar::Float(f) if !f.is_finite()) =>
             {
                 let written = written(self.text, &v.referenced).unwrap_or_else(|| scalar.text());
-                self.err(
-                    &v.referenced,
-                    format!("`{key}` needs a unit: write {written}s for seconds (durations look like 90s, 5m or 12h)"),
-                );
+                let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
+                let range = format!("between {} and {}", short(lo), short(hi));
+                // Only a suggestion that is in range: `renew_margin: 12` is not 12s.
+                let fits: Vec<(&str, String)> = ["s", "m", "h"]
+                    .into_iter()
+                    .map(|unit| (unit, format!("{written}{unit}")))
+                    .filter(|(_, text)| {
+                        humantime::parse_duration(text).is_ok_and(|d| (lo..=hi).contains(&d))
+                    })
+                    .collect();
+                let message = match fits.first() {
+                    Some(("s", seconds)) => format!(
+                        "`{key}` needs a unit: write {seconds} for seconds (durations look like 90s, 5m or 12h)"
+                    ),
+                    Some(_) => format!(
+                        "`{key}` needs a unit, and {written}s would be out of range ({range}): write {}",
+                        fits.iter()
+                            .map(|f| f.1.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                    None => format!(
+                        "`{key}` needs a unit (durations look like 90s, 5m or 12h) and must be {range}"
+                    ),
+                };
+                self.err(&v.referenced, message);
                 return None;
             }
             other => {

@@ -279,9 +279,7 @@ impl Cx<'_> {
             (Some(n), _) if n < 0 => Err(format!(
                 "mark {text} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
             )),
-            (Some(n), _) => Err(format!(
-                "mark `{text}` is not a plain decimal integer; write {n}"
-            )),
+            (Some(n), _) => Err(not_plain_decimal(text, n)),
             (None, Scalar::Float(_)) => Err(format!("mark {text} is not an integer")),
             (None, other) => Err(format!("a mark must be an integer, found {}", other.kind())),
         }
@@ -295,6 +293,17 @@ pub(super) fn is_str_tag(tag: &str) -> bool {
 
 /// The end of the error for a list of marks or accounts that is null.
 const NULL_LIST: &str = "have no value: the file may be cut off; write `[]` to declare none";
+
+/// A mark written as `text`, which means the integer `n` but not in plain decimal: suggest `n`
+/// only when it is a mark (`-0` and `1e2` are not).
+pub(super) fn not_plain_decimal(text: &str, n: i128) -> String {
+    match u64::try_from(n).ok().map(Mark::new) {
+        Some(Ok(_)) => format!("mark `{text}` is not a plain decimal integer; write {n}"),
+        _ => format!(
+            "mark `{text}` is not allowed: a mark is a plain decimal integer >= 1000, or the special 500 or 600"
+        ),
+    }
+}
 
 /// The warning for an account the service may reject.
 pub(super) fn unusual_account(a: &Account) -> String {

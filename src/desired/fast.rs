@@ -156,6 +156,8 @@ struct OpenGroup<'t> {
     in_line: usize,
     /// The key's whole line, as written (for `Origin::source_line`).
     text: &'t str,
+    /// The group's mapping was written on its key's line, in flow style: nothing may follow.
+    inline: bool,
     seen_members: bool,
     seen_marks: bool,
     section: Option<Section>,
@@ -263,10 +265,26 @@ impl<'t> Reader<'t> {
         }
     }
 
-    /// A group key line: `"ID":`, `'ID':` or `ID:`.
+    /// A group key line: `"ID":`, `'ID':` or `ID:`, or one of these followed by the group's
+    /// flow mapping on the same line (`"ID": {members: {a: [1000]}}`), which the flow scanner
+    /// reads (see [`parse_flow`]).
     fn group_key(&mut self, body: &'t str, raw: &'t str, number: u64) -> Option<()> {
         self.finish_group()?;
-        let key = body.strip_suffix(':')?;
+        let (key, inline) = match body.strip_suffix(':') {
+            Some(key) => (key, None),
+            None => {
+                let end = match body.as_bytes()[0] {
+                    q @ (b'"' | b'\'') => body[1..].find(char::from(q))? + 2,
+                    _ => body.find(':')?,
+                };
+                let (key, rest) = body.split_at(end);
+                let mapping = rest.strip_prefix(": ")?.trim_start_matches(' ');
+                if !mapping.starts_with('{') {
+                    return None;
+                }
+                (key, Some(mapping))
+            }
+        };
         if key.len() > MAX_KEY_BYTES {
             return None;
         }
@@ -297,14 +315,37 @@ impl<'t> Reader<'t> {
             column: indent as u64 + 1,
             in_line: indent,
             text: raw,
+            inline: inline.is_some(),
             ..OpenGroup::default()
         });
+        if let Some(mapping) = inline {
+            // The rest of the line is the group's mapping, closed on this line, then nothing
+            // (a comment or a continuation line is left to the full reader).
+            let pos = mapping.as_ptr() as usize - raw.as_ptr() as usize;
+            let mut s = Scanner {
+                text: raw,
+                b: raw.as_bytes(),
+                pos,
+                line: number,
+                line_start: 0,
+                line_end: None,
+                col: raw[..pos].chars().count() as u64,
+            };
+            s.group(self.open.as_mut()?)?;
+            s.ws()?;
+            if s.pos != raw.len() {
+                return None;
+            }
+        }
         Some(())
     }
 
     /// `members:` or `marks:`, each at most once per group.
     fn section_key(&mut self, body: &str) -> Option<()> {
         let group = self.open.as_mut()?;
+        if group.inline {
+            return None; // the group's mapping was given on its key's line
+        }
         let (seen, section) = match body {
             "members:" => (&mut group.seen_members, Section::Members),
             "marks:" => (&mut group.seen_marks, Section::Marks),

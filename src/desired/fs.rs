@@ -7,18 +7,30 @@ use super::*;
 /// may add at most `max_alias_pairs` pairs across all the files (the config's key).
 pub fn load(path: &Path, max_alias_pairs: usize) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
-    let parsed: Vec<(PathBuf, Result<DesiredFile, Vec<Diagnostic>>)> = files
+    type Read = (PathBuf, ParseResult, Vec<Declared>, Vec<u8>);
+    let parsed: Vec<Read> = files
         .into_par_iter()
-        .map(|file| {
-            let result = match read_file(&file) {
-                Ok(bytes) => parse_file(&file, &bytes, max_alias_pairs),
-                Err(d) => Err(vec![d]),
-            };
-            (file, result)
+        .map(|file| match read_file(&file) {
+            Ok(bytes) => match parse_file_declaring(&file, &bytes, max_alias_pairs) {
+                (Ok(f), _) => (file, Ok(f), Vec::new(), Vec::new()),
+                // What it declares all the same (and its text), for conflicts with other files.
+                (Err(d), declared) => (file, Err(d), declared, bytes),
+            },
+            Err(d) => (file, Err(vec![d]), Vec::new(), Vec::new()),
         })
         .collect();
+    if parsed.iter().any(|p| !p.2.is_empty()) {
+        let loaded: Vec<(&Path, Loaded<'_>)> = parsed
+            .iter()
+            .map(|(path, result, declared, bytes)| match result {
+                Ok(f) => (path.as_path(), Loaded::Parsed(f)),
+                Err(_) => (path.as_path(), Loaded::Failed(declared, bytes)),
+            })
+            .collect();
+        diags.extend(conflicts_with_failed(&loaded));
+    }
     let mut ok = Vec::with_capacity(parsed.len());
-    for (path, result) in parsed {
+    for (path, result, _, _) in parsed {
         match result {
             Ok(f) => ok.push((path, f)),
             Err(mut d) => diags.append(&mut d),

@@ -32,6 +32,9 @@ pub mod cache;
 mod check;
 mod fast;
 pub mod fs;
+#[cfg(test)]
+mod inline_tests;
+mod json;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -211,14 +214,81 @@ pub fn assemble(
     }
 }
 
+/// A file as [`load`] read it: parsed, or failed with the group keys it declares all the same
+/// (and its text, to quote them), so that a group also declared in another file is reported in
+/// the same pass as the file's other problems.
+enum Loaded<'a> {
+    Parsed(&'a DesiredFile),
+    Failed(&'a [Declared], &'a [u8]),
+}
+
+/// Reports each group declared both in a file that failed to parse and in another file, in file
+/// order (the first file named is "first"). Conflicts between files that parsed are
+/// [`assemble`]'s; a group repeated within one file is that file's own error.
+fn conflicts_with_failed(files: &[(&Path, Loaded<'_>)]) -> Vec<Diagnostic> {
+    let origin = |path: &Path, bytes: &[u8], line: u64, column: u64| {
+        let text = String::from_utf8_lossy(bytes);
+        let d = Diagnostic::at(path, &text, line, column, "");
+        Origin {
+            path: path.to_path_buf(),
+            line,
+            column,
+            source_line: d.source_line.unwrap_or_default(),
+            source_offset: d.source_offset,
+        }
+    };
+    // Group -> (file index, position in the file's list) of its first declaration.
+    let mut first: HashMap<GroupId, (usize, usize)> = HashMap::new();
+    let mut errors = Vec::new();
+    let origin_of = |file: usize, at: usize| -> Origin {
+        let (path, loaded) = &files[file];
+        match loaded {
+            Loaded::Parsed(f) => f.groups[at].1.clone(),
+            Loaded::Failed(declared, bytes) => {
+                let (_, line, column) = &declared[at];
+                origin(path, bytes, *line, *column)
+            }
+        }
+    };
+    for (index, (_, loaded)) in files.iter().enumerate() {
+        let ids: Vec<Option<GroupId>> = match loaded {
+            Loaded::Parsed(f) => f.groups.iter().map(|g| Some(g.0.clone())).collect(),
+            Loaded::Failed(declared, _) => declared
+                .iter()
+                .map(|(name, _, _)| GroupId::new(name).ok())
+                .collect(),
+        };
+        for (at, id) in ids.into_iter().enumerate() {
+            let Some(id) = id else { continue };
+            match first.get(&id) {
+                None => {
+                    first.insert(id, (index, at));
+                }
+                Some(&(first_file, first_at)) => {
+                    let both_parsed = matches!(files[first_file].1, Loaded::Parsed(_))
+                        && matches!(loaded, Loaded::Parsed(_));
+                    if !both_parsed && first_file != index {
+                        errors.push(declared_twice(
+                            &id,
+                            &origin_of(index, at),
+                            &origin_of(first_file, first_at),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errors
+}
+
 /// Parses one desired file. Pure: `path` is only used in diagnostics.
 ///
 /// Returns every problem found, not just the first: structural YAML errors stop the parse of the
 /// file (or of one group, for large split files), but every value-level problem (bad mark,
 /// bad account, unknown key, duplicate, limit) is collected.
 ///
-/// JSON files (generated rosters) are read by the same reader: JSON is YAML's flow style, so they
-/// get the same checks and `file:line:column` locations. At most
+/// JSON files (`*.json`, generated rosters) are read by serde_json ([`json`]) with the same checks
+/// and messages, at `file:line:column`. At most
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.
 ///
@@ -230,7 +300,18 @@ pub fn parse_file(
     bytes: &[u8],
     max_alias_pairs: usize,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
-    match parse_file_with(path, bytes, true, SPLIT, max_alias_pairs) {
+    parse_file_declaring(path, bytes, max_alias_pairs).0
+}
+
+/// [`parse_file`], and the group keys the file declares (first occurrences, valid or not, as far
+/// as the text could be read), which [`load`] needs for a file that failed.
+fn parse_file_declaring(
+    path: &Path,
+    bytes: &[u8],
+    max_alias_pairs: usize,
+) -> (ParseResult, Vec<Declared>) {
+    let (result, declared) = parse_file_with_declared(path, bytes, true, SPLIT, max_alias_pairs);
+    let result = match result {
         Ok(mut file) => {
             crate::diag::cap_per_file(path, &mut file.warnings);
             Ok(file)
@@ -239,12 +320,14 @@ pub fn parse_file(
             crate::diag::cap_per_file(path, &mut errors);
             Err(errors)
         }
-    }
+    };
+    (result, declared)
 }
 
 /// [`parse_file`], with the plain-layout fast path ([`fast`]) or without it (`fast == false`: the
 /// full reader only, which tests compare the fast path with), splitting large files as `split`
 /// says (tests split small files).
+#[cfg(test)]
 fn parse_file_with(
     path: &Path,
     bytes: &[u8],
@@ -252,6 +335,16 @@ fn parse_file_with(
     split: Split,
     max_alias_pairs: usize,
 ) -> Result<DesiredFile, Vec<Diagnostic>> {
+    parse_file_with_declared(path, bytes, fast, split, max_alias_pairs).0
+}
+
+fn parse_file_with_declared(
+    path: &Path,
+    bytes: &[u8],
+    fast: bool,
+    split: Split,
+    max_alias_pairs: usize,
+) -> (ParseResult, Vec<Declared>) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -263,19 +356,25 @@ fn parse_file_with(
                 .count() as u64
                 + 1;
             let source = String::from_utf8_lossy(bytes);
-            return Err(vec![Diagnostic::at(
-                path,
-                &source,
-                line,
-                column,
-                format!(
-                    "the file is not valid UTF-8 (invalid byte at offset {})",
-                    e.valid_up_to()
-                ),
-            )]);
+            return (
+                Err(vec![Diagnostic::at(
+                    path,
+                    &source,
+                    line,
+                    column,
+                    format!(
+                        "the file is not valid UTF-8 (invalid byte at offset {})",
+                        e.valid_up_to()
+                    ),
+                )]),
+                Vec::new(),
+            );
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if is_json_name(path) {
+        return json::parse(path, text);
+    }
     if text.len() >= split.threshold
         && let Some(chunks) = split_groups(text, split.chunk_bytes)
     {
@@ -297,16 +396,26 @@ fn parse_file_with(
         });
         if clean {
             let mut file = DesiredFile::default();
-            for (r, _) in results {
+            let mut all_declared = Vec::new();
+            for (r, declared) in results {
                 let part = r.expect("checked above");
                 file.groups.extend(part.groups);
                 file.warnings.extend(part.warnings);
                 file.alias_pairs += part.alias_pairs;
+                all_declared.extend(declared);
             }
-            return Ok(file);
+            return (Ok(file), all_declared);
         }
     }
-    parse_text(path, text, text, 0, fast, max_alias_pairs).0
+    parse_text(path, text, text, 0, fast, max_alias_pairs)
+}
+
+/// Whether `path` names a JSON file (`*.json` in any case), read by [`json`] instead of the YAML
+/// reader: exact JSON, every escape, at serde_json's speed.
+fn is_json_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// One file's (or chunk's) groups, or every problem found in it.

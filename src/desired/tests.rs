@@ -157,7 +157,7 @@ struct GenGroup {
 }
 
 #[derive(Clone, Debug)]
-struct GenFile {
+pub(super) struct GenFile {
     groups: Vec<GenGroup>,
     indents: (usize, usize, usize),
     /// Consumed in turn to decide on comments, blank lines and spacing.
@@ -262,7 +262,7 @@ fn gen_group(dirty: bool) -> impl Strategy<Value = GenGroup> {
         })
 }
 
-fn gen_file() -> impl Strategy<Value = GenFile> {
+pub(super) fn gen_file() -> impl Strategy<Value = GenFile> {
     prop::bool::weighted(0.3).prop_flat_map(|dirty| {
         (
             prop::collection::vec(gen_group(dirty), 0..6),
@@ -371,7 +371,7 @@ impl GenFile {
         out
     }
 
-    fn is_clean(&self) -> bool {
+    pub(super) fn is_clean(&self) -> bool {
         let mut names = HashSet::new();
         // `groups:` with nothing under it is null: an error, not "no groups".
         !self.groups.is_empty()
@@ -526,8 +526,8 @@ const FALLBACKS: &[(&str, &str)] = &[
         "groups: {g: {members: {a: [1000]}}}\n",
     ),
     (
-        "flow mapping group",
-        "groups:\n  g: {members: {a: [1000]}}\n",
+        "flow mapping group with a comment",
+        "groups:\n  g: {members: {a: [1000]}} # x\n",
     ),
     (
         "block list",
@@ -789,7 +789,7 @@ fn compare_flow(doc: &str) -> bool {
 impl GenFile {
     /// The same file as one flow mapping: JSON (every key and account double-quoted, marks as
     /// numbers, mark keys quoted) or YAML flow (plain words where the token allows).
-    fn render_flow(&self, json: bool) -> String {
+    pub(super) fn render_flow(&self, json: bool) -> String {
         let mut noise = self.noise.iter().cycle().copied();
         let mut next = move || noise.next().unwrap_or(0);
         let mut out = String::new();

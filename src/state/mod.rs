@@ -392,6 +392,17 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
         Ok(state) if state.format_version == FORMAT_VERSION => Ok(state),
         Ok(state) => Err(version(u64::from(state.format_version))),
         Err(full) => {
+            if let Some(kind) = not_an_object(bytes) {
+                let bak = backup_path(path);
+                return Err(StateError::Corrupt {
+                    path: path.into(),
+                    detail: format!(
+                        "the state file holds {kind}, not a state; restore {} or run `marksync import`",
+                        bak.display()
+                    ),
+                    bak,
+                });
+            }
             let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
             match probe.format_version {
                 Some(v) if v == u64::from(FORMAT_VERSION) => Err(corrupt(full)),
@@ -403,6 +414,20 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
                 }),
             }
         }
+    }
+}
+
+/// What a state file holds instead of a JSON object (`null`, a list...), if it is valid JSON of
+/// another kind: serde's "expected struct" would name a type of this program, not the problem.
+fn not_an_object(bytes: &[u8]) -> Option<&'static str> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    match value {
+        serde_json::Value::Null => Some("null"),
+        serde_json::Value::Bool(_) => Some("a boolean"),
+        serde_json::Value::Number(_) => Some("a number"),
+        serde_json::Value::String(_) => Some("a string"),
+        serde_json::Value::Array(_) => Some("a list"),
+        serde_json::Value::Object(_) => None,
     }
 }
 

@@ -531,3 +531,24 @@ fn a_save_never_replaces_a_target_that_is_not_a_regular_file() {
             .is_fifo()
     );
 }
+
+/// A state file that is valid JSON of another kind (`null` from a bad script, a list) is named
+/// for what it holds, with what to do, not with serde's "expected struct".
+#[test]
+fn a_state_file_of_another_json_kind_says_what_it_holds() {
+    for (text, kind) in [
+        ("null", "null"),
+        (" null\n", "null"),
+        ("[]", "a list"),
+        ("\"x\"", "a string"),
+        ("1", "a number"),
+    ] {
+        let e = parse(Path::new("st/marksync.json"), text.as_bytes()).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.contains(&format!("the state file holds {kind}, not a state; restore st/marksync.json.bak or run `marksync import`")),
+            "{text}: {shown}"
+        );
+        assert!(!shown.contains("expected struct"), "{shown}");
+    }
+}

@@ -118,13 +118,59 @@ pub struct CallbackMember {
 }
 
 /// `EventTime`: documented as a number on some pages and as a string on others; both parse.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum EventTime {
     /// Sent as a JSON number.
     Number(i64),
     /// Sent as a JSON string.
     Text(String),
+}
+
+/// Read by hand, so that a wrong value says what `EventTime` takes (an untagged enum would say
+/// "data did not match any variant").
+impl<'de> Deserialize<'de> for EventTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'v> serde::de::Visitor<'v> for V {
+            type Value = EventTime;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`EventTime` as a number or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<EventTime, E> {
+                Ok(EventTime::Number(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<EventTime, E> {
+                i64::try_from(n)
+                    .map(EventTime::Number)
+                    .map_err(|_| E::custom(format!("`EventTime` {n} is out of range for a time")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<EventTime, E> {
+                Err(E::custom(format!(
+                    "`EventTime` must be a whole number (a time), found {n}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<EventTime, E> {
+                Ok(EventTime::Text(s.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<EventTime, E> {
+                Err(E::custom(
+                    "`EventTime` must be a number or a string, found a boolean",
+                ))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'v>>(self, _: A) -> Result<EventTime, A::Error> {
+                Err(serde::de::Error::custom(
+                    "`EventTime` must be a number or a string, found a list",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'v>>(self, _: A) -> Result<EventTime, A::Error> {
+                Err(serde::de::Error::custom(
+                    "`EventTime` must be a number or a string, found an object",
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl EventTime {
@@ -318,6 +364,27 @@ impl CallbackReplyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bad `EventTime` names the field and what it takes, never serde's "untagged enum".
+    #[test]
+    fn a_bad_event_time_says_what_it_takes() {
+        for (value, found) in [
+            ("true", "found a boolean"),
+            ("[1]", "found a list"),
+            ("{}", "found an object"),
+            ("1.5", "a whole number"),
+        ] {
+            let body = format!(
+                r#"{{"GroupId":"g","EventType":"Online","MemberList":[{{"Member_Account":"a"}}],"EventTime":{value}}}"#
+            );
+            let e = parse(MEMBER_STATE_CHANGE, body.as_bytes()).unwrap_err();
+            assert!(
+                e.detail.contains("`EventTime`") && e.detail.contains(found),
+                "{value}: {e}"
+            );
+            assert!(!e.detail.contains("untagged"), "{e}");
+        }
+    }
 
     #[test]
     fn sign_matches_the_doc_vector() {

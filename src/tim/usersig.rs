@@ -148,6 +148,31 @@ impl SecretKey {
         })
     }
 
+    /// Why this key is almost certainly mistyped, though it reads as hex: the console's keys are
+    /// 64 lower-case hexadecimal digits, and the text itself is the HMAC key (`AB` and `ab` sign
+    /// differently, and the service would answer 70009 later). Never quotes the key.
+    pub fn shape_warning(&self) -> Option<String> {
+        let digits = self.0.chars().count();
+        let mut problems = Vec::new();
+        if digits != 64 {
+            problems.push(format!(
+                "has {digits} hexadecimal digits, not the 64 the console shows (cut short, or pasted twice?)"
+            ));
+        }
+        if self.0.chars().any(|c| c.is_ascii_uppercase()) {
+            problems.push(
+                "has upper-case letters, but the console shows it in lower case and the text itself is the key (A and a sign differently)"
+                    .to_string(),
+            );
+        }
+        (!problems.is_empty()).then(|| {
+            format!(
+                "the secret key {}: it is almost certainly mistyped; copy it again from the console",
+                problems.join(", and ")
+            )
+        })
+    }
+
     /// The key's bytes, for HMAC only. Crate-private so nothing outside can print it.
     pub(crate) fn expose(&self) -> &str {
         &self.0
@@ -163,6 +188,10 @@ impl fmt::Debug for SecretKey {
 /// Why the secret key could not be loaded. No variant carries any part of the key.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    /// A key that reads as hex but is almost certainly mistyped ([`SecretKey::shape_warning`]),
+    /// refused by `validate --strict`.
+    #[error("{0} (an error with --strict)")]
+    Mistyped(String),
     /// None of the three sources is configured.
     #[error(
         "no secret key: set secret_key_file in the config, or {SECRET_KEY_ENV}, \
@@ -725,6 +754,31 @@ mod tests {
             "TLS.sdkappid": APP.to_string(), "TLS.expire": "60", "TLS.time": T0.to_string(),
             "TLS.sig": sig}));
         verify(&s, APP, &key(), "admin", T0).unwrap();
+    }
+
+    /// The key's text is the HMAC key: anything but 64 lower-case hex digits is almost certainly
+    /// a copy mistake, warned about without quoting the key.
+    #[test]
+    fn a_key_that_is_not_64_lower_case_hex_digits_is_warned_about() {
+        assert_eq!(key().shape_warning(), None);
+        let short = SecretKey::parse(&KEY.as_bytes()[..63], "test").unwrap();
+        let warning = short.shape_warning().expect("63 digits");
+        assert!(warning.contains("has 63 hexadecimal digits"), "{warning}");
+        let double = SecretKey::parse(format!("{KEY}{KEY}").as_bytes(), "test").unwrap();
+        assert!(double.shape_warning().unwrap().contains("128 hexadecimal"));
+        let upper = SecretKey::parse(KEY.to_uppercase().as_bytes(), "test").unwrap();
+        let warning = upper.shape_warning().expect("upper case");
+        assert!(warning.contains("upper-case letters"), "{warning}");
+        assert!(!warning.contains("hexadecimal digits, not"), "{warning}");
+        for w in [short, double, upper]
+            .iter()
+            .filter_map(SecretKey::shape_warning)
+        {
+            assert!(
+                !w.contains(&KEY[..8]) && !w.contains(&KEY[..8].to_uppercase()),
+                "{w}"
+            );
+        }
     }
 
     #[test]

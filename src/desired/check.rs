@@ -434,6 +434,15 @@ pub(super) fn check_group(
                 errors.push(cx.at(key, format!(
                     "duplicate key: account {name:?} is listed again in `members` (first at line {first})"
                 )));
+                // Its marks are still written in the file: they count toward the group's
+                // distinct marks (as in the JSON reader), their own problems aside.
+                if let Node::Seq(items) = &marks.value {
+                    for item in items {
+                        if let Ok(m) = cx.mark(item, false) {
+                            note_use(m, item);
+                        }
+                    }
+                }
                 continue;
             }
             let whose = match (&marks.value, cx.name(key, "account")) {

@@ -410,8 +410,9 @@ impl<'t> Reader<'t> {
             return Some(());
         };
         // A group or a section with nothing under it is null: the full reader reports it. (In
-        // the flow layout every value is written out, `{}` included: nothing there is null.)
-        if !group.flow && (group.section.is_none() || group.entries == 0) {
+        // the flow layout, and in a group's mapping given on its key's line, every value is
+        // written out, `{}` included: nothing there is null.)
+        if !group.flow && !group.inline && (group.section.is_none() || group.entries == 0) {
             return None;
         }
         let OpenGroup {

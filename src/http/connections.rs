@@ -15,7 +15,9 @@
 //!   each kind, one of the peer holding the most connections, then the oldest;
 //! - a request in a handler is never evicted, and requests other than probes (`GET`/`HEAD`
 //!   `/healthz`, `/readyz`) fill at most `max_connections - reserved_for_probes` places at once:
-//!   the rest stay evictable, so a probe or a new client always finds room.
+//!   the rest stay evictable, so a probe or a new client always finds room. Half of that
+//!   reserve may also take the request of a peer that has none in a handler, so that slow
+//!   requests from a few busy addresses cannot shut a quiet client's callbacks out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -67,7 +69,9 @@ pub(super) struct Connections {
     max_per_peer: usize,
     /// Requests other than probes that may be in a handler at once.
     max_busy: usize,
-    /// Requests other than probes in a handler now.
+    /// The same for the request of a peer that has none in a handler.
+    max_busy_quiet: usize,
+    /// Requests other than probes in a handler now (changed under the `open` lock).
     busy: AtomicUsize,
     /// New connections that may wait at once for an evicted one to close: open sockets never
     /// exceed the cap plus this.
@@ -88,6 +92,8 @@ struct Open {
     conns: BTreeMap<u64, Arc<ConnState>>,
     /// Entries of `conns` per peer (no zero counts).
     per_peer: HashMap<Peer, usize>,
+    /// Requests other than probes in a handler per peer (no zero counts).
+    busy_per_peer: HashMap<Peer, usize>,
 }
 
 /// What [`Connections`] knows of one open connection.
@@ -151,6 +157,7 @@ impl Connections {
             permits: Arc::new(Semaphore::new(max)),
             max_per_peer: max_per_peer.max(1),
             max_busy: max.saturating_sub(reserved_for_probes).max(1),
+            max_busy_quiet: max.saturating_sub(reserved_for_probes / 2).max(1),
             busy: AtomicUsize::new(0),
             max_waiting: (max / 8).max(1),
             waiting: AtomicUsize::new(0),
@@ -203,16 +210,23 @@ impl Connections {
     }
 
     /// Lets a request of `conn` into its handler: always a probe, another request only while
-    /// fewer than the set's `max_busy` are in one (`None`: answer it "busy" instead).
+    /// fewer than the set's `max_busy` are in one, or `max_busy_quiet` when its peer has none
+    /// in one (`None`: answer it "busy" instead).
     pub(super) fn enter(self: &Arc<Self>, conn: &Arc<ConnState>, probe: bool) -> Option<Busy> {
         let counted = if probe {
             None
         } else {
-            self.busy
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < self.max_busy).then_some(n + 1)
-                })
-                .ok()?;
+            let mut open = self.lock();
+            let limit = if open.busy_per_peer.contains_key(&conn.peer) {
+                self.max_busy
+            } else {
+                self.max_busy_quiet
+            };
+            if self.busy.load(Ordering::Acquire) >= limit {
+                return None;
+            }
+            self.busy.fetch_add(1, Ordering::AcqRel);
+            *open.busy_per_peer.entry(conn.peer).or_insert(0) += 1;
             Some(self.clone())
         };
         conn.busy.fetch_add(1, Ordering::AcqRel);
@@ -347,7 +361,14 @@ impl Drop for Busy {
         self.conn.served.store(true, Ordering::Release);
         self.conn.busy.fetch_sub(1, Ordering::AcqRel);
         if let Some(set) = &self.counted {
+            let mut open = set.lock();
             set.busy.fetch_sub(1, Ordering::AcqRel);
+            if let Some(n) = open.busy_per_peer.get_mut(&self.conn.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    open.busy_per_peer.remove(&self.conn.peer);
+                }
+            }
         }
     }
 }
@@ -535,6 +556,50 @@ mod tests {
         assert_eq!(
             set.admit("127.0.0.4".parse().unwrap()).err(),
             Some(Refused::AllBusy)
+        );
+    }
+
+    #[tokio::test]
+    async fn half_the_reserve_takes_the_request_of_a_peer_with_none_in_progress() {
+        // 8 places, 4 reserved: 4 requests of a busy peer, 6 with quiet peers' ones.
+        let set = Arc::new(Connections::new(8, 8, 4));
+        let attacker: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut slots = Vec::new();
+        for _ in 0..5 {
+            slots.push(take(&set, attacker).await);
+        }
+        let mut held: Vec<_> = slots[..4]
+            .iter()
+            .map(|s| set.enter(&s.state, false).expect("within max_busy"))
+            .collect();
+        assert!(
+            set.enter(&slots[4].state, false).is_none(),
+            "its peer is busy"
+        );
+        for i in 0..2 {
+            let quiet = take(&set, format!("127.0.0.{}", 3 + i).parse().unwrap()).await;
+            held.push(
+                set.enter(&quiet.state, false)
+                    .expect("a quiet peer's request"),
+            );
+            slots.push(quiet);
+        }
+        let quiet = take(&set, "127.0.0.9".parse().unwrap()).await;
+        assert!(
+            set.enter(&quiet.state, false).is_none(),
+            "half the reserve is full"
+        );
+        assert!(
+            set.enter(&quiet.state, true).is_some(),
+            "a probe always enters"
+        );
+        // A quiet peer's second request at once is not a quiet peer's.
+        drop(held.pop());
+        let four = slots.last().unwrap();
+        held.push(set.enter(&four.state, false).expect("quiet again"));
+        assert!(
+            set.enter(&four.state, false).is_none(),
+            "its peer is busy now"
         );
     }
 

@@ -200,7 +200,8 @@ pub fn router(state: HttpState) -> Router {
 /// being served: one address holds at most [`Limits::max_per_peer`]; a connection that never
 /// completed a request is evicted before an idle kept-alive one that did; a request in a
 /// handler is never evicted, and [`Limits::reserved_for_probes`] places are never filled by
-/// requests other than `/healthz` and `/readyz`. The rules are in `connections.rs`.
+/// requests other than `/healthz` and `/readyz` (but for half of them, by a request of an
+/// address with none in progress). The rules are in `connections.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Connections open at once, at most.
@@ -210,8 +211,9 @@ pub struct Limits {
     /// the places of others.
     pub max_per_peer: usize,
     /// Places that requests other than probes never fill: while `max_connections` minus this
-    /// are in a handler, another such request is answered 503 at once, so that a probe (or a
-    /// new client) always finds a connection it may evict.
+    /// are in a handler, another such request is answered 503 at once (unless its peer has
+    /// none in a handler and fewer than `max_connections` minus half this are), so that a probe
+    /// (or a new client) always finds a connection it may evict.
     pub reserved_for_probes: usize,
     /// A connection must deliver a complete request header within this, from its start or
     /// from the end of the previous response (an idle keep-alive connection too); else closed.

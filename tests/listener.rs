@@ -4,7 +4,9 @@
 //! Before the listener was bounded, idle connections took every descriptor: `/healthz` hung and
 //! a desired-file edit was read as "Too many open files". These tests open far more idle
 //! connections than the daemon may hold and check that `/healthz` still answers at once, that an
-//! edit is still applied, and that the idle connections are closed.
+//! edit is still applied, and that the idle connections are closed. The flood tests run the
+//! daemon's listener in this process against a flood from other loopback addresses
+//! (`tests/common/flood.rs`) and count what a real client on `127.0.0.1` got answered.
 //!
 //! Every wait is bounded; everything stays on loopback.
 

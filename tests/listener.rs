@@ -4,7 +4,9 @@
 //! Before the listener was bounded, idle connections took every descriptor: `/healthz` hung and
 //! a desired-file edit was read as "Too many open files". These tests open far more idle
 //! connections than the daemon may hold and check that `/healthz` still answers at once, that an
-//! edit is still applied, and that the idle connections are closed.
+//! edit is still applied, and that the idle connections are closed. The flood tests run the
+//! daemon's listener in this process against a flood from other loopback addresses
+//! (`tests/common/flood.rs`) and count what a real client on `127.0.0.1` got answered.
 //!
 //! Every wait is bounded; everything stays on loopback.
 
@@ -156,4 +158,73 @@ fn an_idle_connection_flood_neither_hangs_healthz_nor_starves_the_daemon() {
     assert_eq!(status, 200);
     drop(d);
     let _ = rt.block_on(emu.shutdown());
+}
+
+/// 1,000 hostile connections a second from `127.0.0.2`, half trickling a callback body, half
+/// idle, while a real client on `127.0.0.1` sends callbacks and probes on new connections and
+/// `/healthz` on a kept-alive one. Before the listener capped each address, reserved room for
+/// probes and evicted connections that never completed a request first, about a quarter of the
+/// callbacks and probes and a sixth of the kept-alive requests were answered (the others'
+/// connections were closed: the flood's trickling callbacks held every place, its idle
+/// connections pushed the kept-alive one out). `benches/listener_flood.rs` runs it longer.
+#[test]
+fn a_connection_flood_from_another_address_leaves_the_real_client_served() {
+    let report = common::flood::run(common::flood::Flood {
+        rate: 1000,
+        sources: 1,
+        duration: Duration::from_secs(4),
+        warmup: Duration::from_millis(700),
+        every: Duration::from_millis(20),
+    });
+    println!("{report}");
+    assert!(
+        report.hostile >= 2000,
+        "the flood was too weak to show anything:\n{report}"
+    );
+    for (what, tally) in [
+        ("callbacks", report.callbacks),
+        ("probes", report.probes),
+        ("kept-alive requests", report.kept_alive),
+    ] {
+        assert!(tally.sent >= 50, "too few {what} sent:\n{report}");
+        assert!(
+            tally.share() >= 0.99,
+            "{what}: {tally} under the flood:\n{report}"
+        );
+    }
+}
+
+/// The same flood from eight addresses (`127.0.0.2` to `127.0.0.9`), which together may hold
+/// twice the listener's places: the per-address cap no longer keeps room on its own. The real
+/// client is still served: a new connection never replaces one of an address holding fewer
+/// than its own, idle connections that never completed a request are evicted first, trickling
+/// callbacks cannot fill the places reserved for probes, and half of those take the request of
+/// an address with none in progress. Before: a quarter of the callbacks and probes and a sixth
+/// of the kept-alive requests answered; with the reserve for probes alone, a fifth of the
+/// callbacks (the rest got a 503).
+#[test]
+fn a_flood_from_many_addresses_still_leaves_the_real_client_served() {
+    let report = common::flood::run(common::flood::Flood {
+        rate: 1000,
+        sources: 8,
+        duration: Duration::from_secs(4),
+        warmup: Duration::from_millis(700),
+        every: Duration::from_millis(20),
+    });
+    println!("{report}");
+    assert!(
+        report.hostile >= 2000,
+        "the flood was too weak to show anything:\n{report}"
+    );
+    for (what, tally) in [
+        ("callbacks", report.callbacks),
+        ("probes", report.probes),
+        ("kept-alive requests", report.kept_alive),
+    ] {
+        assert!(tally.sent >= 50, "too few {what} sent:\n{report}");
+        assert!(
+            tally.share() >= 0.99,
+            "{what}: {tally} under the flood:\n{report}"
+        );
+    }
 }

@@ -195,14 +195,26 @@ pub fn router(state: HttpState) -> Router {
 ///
 /// The listener shares the process's descriptors with the state, the desired files and the
 /// calls to the API, so it never holds more than [`Limits::max_connections`]: a connection
-/// accepted beyond that evicts the oldest connection that has no request in a handler (an idle
-/// keep-alive connection, or one still sending its header), or is closed at once when every
-/// open connection is busy. A flood of idle connections therefore cannot keep `/healthz` from
-/// answering, nor starve the daemon of descriptors.
+/// accepted beyond that evicts one that has no request in a handler, or is closed at once when
+/// every open connection is busy. Under a flood from other addresses the real clients keep
+/// being served: one address holds at most [`Limits::max_per_peer`]; a connection that never
+/// completed a request is evicted before an idle kept-alive one that did; a request in a
+/// handler is never evicted, and [`Limits::reserved_for_probes`] places are never filled by
+/// requests other than `/healthz` and `/readyz` (but for half of them, by a request of an
+/// address with none in progress). The rules are in `connections.rs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Connections open at once, at most.
     pub max_connections: usize,
+    /// Connections one peer (an IPv4 address, an IPv6 /64) holds at once, at most: a peer at
+    /// its cap makes room among its own connections, so a flood from one address cannot take
+    /// the places of others.
+    pub max_per_peer: usize,
+    /// Places that requests other than probes never fill: while `max_connections` minus this
+    /// are in a handler, another such request is answered 503 at once (unless its peer has
+    /// none in a handler and fewer than `max_connections` minus half this are), so that a probe
+    /// (or a new client) always finds a connection it may evict.
+    pub reserved_for_probes: usize,
     /// A connection must deliver a complete request header within this, from its start or
     /// from the end of the previous response (an idle keep-alive connection too); else closed.
     pub header_read_timeout: Duration,
@@ -226,7 +238,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 impl Limits {
     /// The daemon's limits for a process whose soft `RLIMIT_NOFILE` is `nofile` (`None`:
     /// unknown or unlimited): at most a quarter of the descriptors go to connections, so that
-    /// three quarters stay in reserve for the state, the desired files and the API client.
+    /// three quarters stay in reserve for the state, the desired files and the API client; of
+    /// those, a quarter to one peer, a quarter reserved for probes.
     pub fn for_nofile(nofile: Option<u64>) -> Limits {
         let max_connections = match nofile {
             Some(n) => usize::try_from(n / 4)
@@ -236,6 +249,8 @@ impl Limits {
         };
         Limits {
             max_connections,
+            max_per_peer: (max_connections / 4).max(1),
+            reserved_for_probes: max_connections / 4,
             header_read_timeout: HEADER_READ_TIMEOUT,
             max_connection_age: MAX_CONNECTION_AGE,
             close_grace: CLOSE_GRACE,
@@ -278,6 +293,9 @@ pub async fn serve(
     serve_with(listener, router(state), limits, shutdown).await
 }
 
+mod connections;
+use connections::{Connections, Entry, Slot};
+
 /// Serves `app` on `listener` within `limits` until `shutdown` completes, then asks every
 /// connection to close after its request in flight and waits [`Limits::close_grace`] at most.
 pub async fn serve_with(
@@ -286,7 +304,11 @@ pub async fn serve_with(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let open = Arc::new(Connections::new(limits.max_connections));
+    let open = Arc::new(Connections::new(
+        limits.max_connections,
+        limits.max_per_peer,
+        limits.reserved_for_probes,
+    ));
     let (stop_tx, stop_rx) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_error_logged: Option<std::time::Instant> = None;
@@ -295,8 +317,8 @@ pub async fn serve_with(
             r = listener.accept() => r,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
                 // EMFILE/ENFILE and the like: the connection stays in the backlog; pause so as
@@ -311,17 +333,22 @@ pub async fn serve_with(
                 }
             }
         };
-        let Some(slot) = open.admit().await else {
-            tracing::debug!(
-                max = limits.max_connections,
-                "HTTP connection closed at once: every connection is busy"
-            );
-            continue;
+        let entry = match open.admit(peer.ip()) {
+            Ok(entry) => entry,
+            Err(refused) => {
+                tracing::debug!(
+                    max = limits.max_connections,
+                    max_per_peer = limits.max_per_peer,
+                    ?refused,
+                    "HTTP connection closed at once: every connection it could replace is busy"
+                );
+                continue;
+            }
         };
         tokio::spawn(serve_connection(
             stream,
             app.clone(),
-            slot,
+            entry,
             limits,
             stop_rx.clone(),
         ));
@@ -345,16 +372,25 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 }
 
 /// One connection: HTTP/1 with the header read timeout, closed when evicted, asked to close
-/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that. The slot
-/// is given back only once the socket is closed, so that open sockets never exceed the cap.
+/// at its maximum age or at shutdown and dropped [`Limits::close_grace`] after that. A
+/// connection let in in place of an evicted one first waits here for that one's socket to close;
+/// the slot is given back only once the socket is closed, so that open sockets never exceed the
+/// cap plus the few connections waiting so.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     app: Router,
-    slot: Slot,
+    entry: Entry,
     limits: Limits,
     stop: watch::Receiver<()>,
 ) {
-    drive_connection(stream, app, &slot.state, limits, stop).await;
+    let slot = match entry.slot().await {
+        Ok(slot) => slot,
+        Err(refused) => {
+            tracing::debug!(?refused, "HTTP connection closed at once");
+            return;
+        }
+    };
+    drive_connection(stream, app, &slot, limits, stop).await;
     drop(slot);
 }
 
@@ -362,19 +398,22 @@ async fn serve_connection(
 async fn drive_connection(
     stream: tokio::net::TcpStream,
     app: Router,
-    conn_state: &Arc<ConnState>,
+    slot: &Slot,
     limits: Limits,
     mut stop: watch::Receiver<()>,
 ) {
-    let busy_state = conn_state.clone();
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| {
         use hyper::service::Service as _;
-        let busy = Busy::enter(&busy_state);
-        let response = service.call(req);
+        let entered = slot.enter(is_probe(&req));
+        let response = entered.is_some().then(|| service.call(req));
         async move {
+            let Some(response) = response else {
+                tracing::debug!("HTTP request answered 503: too many requests in progress");
+                return Ok(too_busy());
+            };
             let r = response.await;
-            drop(busy);
+            drop(entered);
             r
         }
     });
@@ -395,7 +434,7 @@ async fn drive_connection(
                 }
                 break;
             }
-            () = conn_state.evict.notified() => {
+            () = slot.state.evict.notified() => {
                 tracing::debug!("idle HTTP connection closed to make room for a new one");
                 break;
             }
@@ -412,124 +451,22 @@ async fn drive_connection(
     }
 }
 
-/// The open connections, oldest first, for eviction.
-struct Connections {
-    /// One permit per connection that may be open; a [`Slot`] holds one until its socket is
-    /// closed.
-    permits: Arc<tokio::sync::Semaphore>,
-    /// By admission order.
-    open: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<ConnState>>>,
-    /// The next connection's id.
-    next: std::sync::atomic::AtomicU64,
+/// `GET` or `HEAD` of `/healthz` or `/readyz`: a probe, let into its handler whatever else is
+/// in progress (see [`Limits::reserved_for_probes`]).
+fn is_probe<B>(req: &hyper::Request<B>) -> bool {
+    matches!(*req.method(), hyper::Method::GET | hyper::Method::HEAD)
+        && matches!(req.uri().path(), "/healthz" | "/readyz")
 }
 
-/// What the accept loop knows of one open connection.
-#[derive(Default)]
-struct ConnState {
-    /// Requests of this connection in a handler now.
-    busy: std::sync::atomic::AtomicUsize,
-    /// Notified when the connection must close at once to make room.
-    evict: tokio::sync::Notify,
-}
-
-/// A connection's place in [`Connections`]; given back on drop.
-struct Slot {
-    /// Its key in `Connections::open`.
-    id: u64,
-    /// Shared with the set.
-    state: Arc<ConnState>,
-    /// The set.
-    set: Arc<Connections>,
-    /// Given back on drop, after the socket is closed.
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-/// How long admission waits for an evicted connection to close its socket.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
-
-impl Connections {
-    /// An empty set of at most `max` (at least 1) connections.
-    fn new(max: usize) -> Self {
-        Connections {
-            permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))),
-            open: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-            next: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// A place for a connection just accepted: when every place is taken, the oldest
-    /// connection with no request in a handler is evicted and its place taken once its socket
-    /// is closed; `None` when every open connection is busy (or the evicted one did not close
-    /// within [`EVICTION_WAIT`]): the new connection is then closed.
-    async fn admit(self: &Arc<Self>) -> Option<Slot> {
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if !self.evict_oldest_idle() {
-                    return None;
-                }
-                tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
-                    .await
-                    .ok()?
-                    .ok()?
-            }
-        };
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let state = Arc::new(ConnState::default());
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, state.clone());
-        Some(Slot {
-            id,
-            state,
-            set: self.clone(),
-            _permit: permit,
-        })
-    }
-
-    /// Tells the oldest connection with no request in a handler to close; false when every
-    /// open connection is busy.
-    fn evict_oldest_idle(&self) -> bool {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let victim = open
-            .iter()
-            .find(|(_, c)| c.busy.load(std::sync::atomic::Ordering::Acquire) == 0)
-            .map(|(id, _)| *id);
-        match victim.and_then(|id| open.remove(&id)) {
-            Some(c) => {
-                c.evict.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.set.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.remove(&self.id);
-    }
-}
-
-/// Marks a connection busy while one of its requests is in a handler.
-struct Busy(Arc<ConnState>);
-
-impl Busy {
-    /// Counts a request in.
-    fn enter(c: &Arc<ConnState>) -> Busy {
-        c.busy.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Busy(c.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0
-            .busy
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
+/// The answer to a request that would take one of the places reserved for probes; the
+/// connection is closed after it.
+fn too_busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONNECTION, "close"), (header::RETRY_AFTER, "1")],
+        "busy: too many requests in progress\n",
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process answers.

@@ -2,8 +2,9 @@
 //! `marks.rs` (marks tables, the model's IDs, desired states and files), `process.rs` (bounded
 //! polling, a child process killed on drop, a tiny blocking HTTP client, addresses read from a
 //! server's log, bench flags, `/proc`), `emulator.rs` (in-process and standalone emulators,
-//! fake endpoints), `daemon.rs` (`marksync run` under test) and `cli.rs` (one-shot runs against
-//! `endpoint: embedded`). Every server a test talks to
+//! fake endpoints), `daemon.rs` (`marksync run` under test), `cli.rs` (one-shot runs against
+//! `endpoint: embedded`) and `flood.rs` (a connection flood against the listener, and a real
+//! client measured during it). Every server a test talks to
 //! binds port 0 itself and reports the address it got; nothing picks a port and hopes it stays
 //! free.
 //!
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod flood;
 
 mod emulator;
 mod marks;

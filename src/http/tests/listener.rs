@@ -15,6 +15,8 @@ const BOUND: Duration = Duration::from_secs(10);
 fn limits(max_connections: usize) -> Limits {
     Limits {
         max_connections,
+        max_per_peer: max_connections,
+        reserved_for_probes: 0,
         header_read_timeout: Duration::from_millis(500),
         max_connection_age: Duration::from_secs(30),
         close_grace: Duration::from_millis(200),

@@ -341,10 +341,19 @@ fn save_at(path: &Path, state: &mut State) -> Result<(), StateError> {
 /// Holds the holder's pid so a refused process can say who holds it.
 #[derive(Debug)]
 pub struct Lock {
-    /// Kept open: the OS lock lives as long as the descriptor.
-    _file: File,
+    /// Kept open: the OS lock lives as long as its open file description.
+    pub(super) file: File,
     /// The lock file's path.
     pub path: PathBuf,
+}
+
+impl Drop for Lock {
+    /// Unlocks before the descriptor closes: a child process spawned at that moment (by a
+    /// program embedding marksync, or a test) may still share the open file description until
+    /// its `exec`, and closing alone would leave the lock held for that long.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// Takes the exclusive lock for `state_path` (beside its [`target`]), or says which pid holds it.
@@ -426,5 +435,5 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
         f.sync_all()
     };
     write_pid(&mut file).map_err(lerr(&path))?;
-    Ok(Lock { _file: file, path })
+    Ok(Lock { file, path })
 }

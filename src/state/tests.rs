@@ -552,3 +552,17 @@ fn a_state_file_of_another_json_kind_says_what_it_holds() {
         assert!(!shown.contains("expected struct"), "{shown}");
     }
 }
+
+/// A dropped lock is free at once, even while another descriptor of the same open file (a child
+/// process between its fork and exec) is still open: seen as a flaky "locked" exit in the suite.
+#[test]
+fn a_dropped_lock_is_free_while_another_descriptor_still_shares_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let held = lock(&path).unwrap();
+    let shared = held.file.try_clone().unwrap();
+    drop(held);
+    let again = lock(&path);
+    assert!(again.is_ok(), "{:?}", again.err());
+    drop(shared);
+}

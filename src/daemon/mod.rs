@@ -309,6 +309,9 @@ pub async fn run(
                 sdkappid: daemon.config.sdkappid,
                 token: None,
                 clock: daemon.clock.clone(),
+                replay: Arc::default(),
+                refusal_log: Arc::default(),
+                unsigned_warning: None,
             };
             let listener = crate::http::start(&http, state).await?;
             let callbacks = sender.clone();

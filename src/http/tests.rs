@@ -44,6 +44,9 @@ impl Server {
             sdkappid: APP,
             token: token.map(str::to_owned),
             clock,
+            replay: Arc::default(),
+            refusal_log: Arc::default(),
+            unsigned_warning: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async {
@@ -273,6 +276,9 @@ fn debug_never_shows_the_token() {
         sdkappid: APP,
         token: Some("supersecrettoken".into()),
         clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
     };
     let text = format!("{state:?}");
     assert!(
@@ -554,11 +560,11 @@ async fn join_and_exit_map_to_online_and_offline() {
 #[tokio::test]
 async fn a_full_queue_drops_the_event_but_still_answers_ok() {
     let mut s = Server::start(Some(TOKEN), Arc::new(ManualClock::new(NOW)), 1).await;
-    let body = online_body(&["alice"]);
     let started = std::time::Instant::now();
-    for _ in 0..3 {
+    for who in ["alice", "bob", "carol"] {
         assert_eq!(
-            s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+            s.post_signed(MEMBER_STATE_CHANGE, &online_body(&[who]))
+                .await,
             (200, ok_reply())
         );
     }
@@ -575,7 +581,8 @@ async fn a_full_queue_drops_the_event_but_still_answers_ok() {
     let Server { events, .. } = &mut s;
     events.close();
     assert_eq!(
-        s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+        s.post_signed(MEMBER_STATE_CHANGE, &online_body(&["dave"]))
+            .await,
         (200, ok_reply())
     );
 }
@@ -667,6 +674,9 @@ async fn shutdown_stops_the_server() {
         sdkappid: APP,
         token: None,
         clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, async {
@@ -734,3 +744,108 @@ async fn the_emulator_sends_signed_callbacks_that_arrive_as_events() {
 }
 
 mod listener;
+
+#[tokio::test]
+async fn a_replayed_signed_callback_is_refused_and_counted() {
+    let mut s = Server::signed().await;
+    let body = online_body(&["alice"]);
+    assert_eq!(
+        s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+        (200, ok_reply())
+    );
+    s.event().await;
+    for _ in 0..5 {
+        let reply = s.post_signed(MEMBER_STATE_CHANGE, &body).await;
+        assert_fail(&reply, 409);
+        assert!(
+            reply.1["ErrorInfo"].as_str().unwrap().contains("replay"),
+            "{reply:?}"
+        );
+    }
+    s.assert_no_event();
+    // Same Sign and RequestTime, another body: the service's callbacks of one second share
+    // their Sign, so this is another callback, not a replay.
+    assert_eq!(
+        s.post_signed(MEMBER_STATE_CHANGE, &online_body(&["bob"]))
+            .await,
+        (200, ok_reply())
+    );
+    assert_eq!(
+        s.event().await,
+        event("@TGS#aAAA", &["bob"], MemberEvent::Online)
+    );
+    let text = s.metrics.encode();
+    assert!(
+        text.contains("marksync_callback_refusals_total{reason=\"replayed\"} 5\n"),
+        "{text}"
+    );
+    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "replayed"), "5");
+    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "accepted"), "2");
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    let s = Server::signed().await;
+    let body = online_body(&["alice"]).to_string();
+    let unsigned = Server::query(MEMBER_STATE_CHANGE, APP, None);
+    assert_fail(&s.post(&unsigned, body.clone()).await, 401);
+    let other_app = Server::query(MEMBER_STATE_CHANGE, APP + 1, Some((TOKEN, NOW)));
+    assert_fail(&s.post(&other_app, body.clone()).await, 403);
+    let old = Server::query(MEMBER_STATE_CHANGE, APP, Some((TOKEN, NOW - 61)));
+    assert_fail(&s.post(&old, body).await, 401);
+    let text = s.metrics.encode();
+    for (reason, n) in [
+        ("rejected_sign", 1),
+        ("rejected_app", 1),
+        ("rejected_time", 1),
+        ("replayed", 0),
+        ("malformed", 0),
+    ] {
+        let line = format!("marksync_callback_refusals_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_warns_when_unsigned_callbacks_are_served_beyond_loopback() {
+    let (ready, readiness) = watch::channel(Readiness::default());
+    let (events, _rx) = mpsc::channel(1);
+    let state = HttpState {
+        metrics: Arc::new(Metrics::new()),
+        readiness,
+        events,
+        sdkappid: APP,
+        token: None,
+        clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
+    };
+    let http = crate::config::Http {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        callback_token_file: None,
+        allow_unsigned_callbacks: true,
+    };
+    let listener = within(start(&http, state)).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/readyz", listener.addr.port());
+    let get = || async {
+        let r = within(reqwest::get(&url)).await.unwrap();
+        (r.status().as_u16(), within(r.text()).await.unwrap())
+    };
+    let (status, body) = get().await;
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("not ready\nwarning: callbacks on 0.0.0.0:"),
+        "{body}"
+    );
+    assert!(body.contains("without a signature"), "{body}");
+    ready.send_replace(Readiness {
+        desired_ok: true,
+        last_reconcile_ok: true,
+        detail: "ok".into(),
+    });
+    let (status, body) = get().await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("ready\nwarning: "), "{body}");
+    listener.task.abort();
+}

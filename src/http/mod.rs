@@ -17,9 +17,10 @@
 //!    of the clock (401, `rejected_time`);
 //! 4. the body arrives within [`BODY_READ_TIMEOUT`] (408, `malformed`) and is at most
 //!    [`MAX_CALLBACK_BODY_BYTES`] (413, `too_large`);
-//! 5. a signed callback's `(Sign, RequestTime, body)` was not accepted before (409, `replayed`;
-//!    see [`replay`]; 503, `replay_capacity`, when too many are remembered);
-//! 6. the body is the command's JSON (400, `malformed`). Malformed bodies get HTTP 400 rather
+//! 5. the body is the command's JSON (400, `malformed`);
+//! 6. a signed presence callback names at least one member change not accepted before under its
+//!    `(Sign, RequestTime)` (409, `replayed`; see [`replay`]; 503, `replay_capacity`, when too
+//!    many are remembered); the changes seen before are dropped from the event. Malformed bodies get HTTP 400 rather
 //!    than 200 + FAIL so that they show in the service's and proxies' error statistics.
 //!
 //! The body is read only after the checks of the query, so an unauthenticated sender cannot make
@@ -728,28 +729,6 @@ async fn handle_callback(
             ));
         }
     };
-    if let Some((sign, request_time, now)) = signed {
-        match s.replay.remember(sign, request_time, &body, now) {
-            Ok(()) => {}
-            Err(replay::Refused::Replayed) => {
-                return Err(Refusal::new(
-                    StatusCode::CONFLICT,
-                    "replayed",
-                    "this callback (Sign, RequestTime and body) was accepted before: a replay",
-                ));
-            }
-            Err(replay::Refused::Full) => {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "replay_capacity",
-                    format!(
-                        "more than {} signed callbacks within the RequestTime window",
-                        replay::MAX_REMEMBERED
-                    ),
-                ));
-            }
-        }
-    }
     let change = match callback::parse(command, &body) {
         Ok(Parsed::Presence(change)) => change,
         Ok(Parsed::Ignored) => {
@@ -786,6 +765,43 @@ async fn handle_callback(
         tracing::debug!(command, group = %group, "callback without valid accounts ignored");
         return Ok("ignored");
     }
+    // Each presence change once per signature: a replayed callback, whatever its body, adds
+    // nothing (see `replay`).
+    let accounts = match signed {
+        None => accounts,
+        Some((sign, request_time, now)) => {
+            let names: Vec<&str> = accounts.iter().map(Account::as_str).collect();
+            let online = change.presence == Presence::Online;
+            match s
+                .replay
+                .admit(sign, request_time, now, group.as_str(), online, &names)
+            {
+                Ok(new) => accounts
+                    .into_iter()
+                    .zip(new)
+                    .filter_map(|(a, n)| n.then_some(a))
+                    .collect(),
+                Err(replay::Refused::Replayed) => {
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        "replayed",
+                        "every member change in this callback was accepted before under this \
+                         Sign and RequestTime: a replay",
+                    ));
+                }
+                Err(replay::Refused::Full) => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "replay_capacity",
+                        format!(
+                            "more than {} member changes within the RequestTime window",
+                            replay::MAX_REMEMBERED
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     let event = CallbackEvent {
         group,
         accounts,

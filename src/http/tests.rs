@@ -25,6 +25,8 @@ struct Server {
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
     http: reqwest::Client,
+    /// Signed calls made so far: the next one is signed this many seconds before `NOW`.
+    signed_calls: std::sync::atomic::AtomicI64,
     _stop: oneshot::Sender<()>,
 }
 
@@ -61,6 +63,7 @@ impl Server {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            signed_calls: Default::default(),
             _stop: stop,
         }
     }
@@ -108,10 +111,20 @@ impl Server {
         (status, body)
     }
 
-    /// Posts `body` for `command`, correctly signed at `NOW`.
+    /// Posts `body` for `command`, correctly signed at a `RequestTime` within the window of
+    /// `NOW` that no earlier call used (each is a new callback, never a replay).
     async fn post_signed(&self, command: &str, body: &Value) -> (u16, Value) {
+        let age = self
+            .signed_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(age < 60, "more signed calls than seconds in the window");
+        self.post_signed_at(command, body, NOW - age).await
+    }
+
+    /// Posts `body` for `command`, correctly signed at `time`.
+    async fn post_signed_at(&self, command: &str, body: &Value, time: i64) -> (u16, Value) {
         self.post(
-            &Self::query(command, APP, Some((TOKEN, NOW))),
+            &Self::query(command, APP, Some((TOKEN, time))),
             body.to_string(),
         )
         .await
@@ -750,23 +763,30 @@ async fn a_replayed_signed_callback_is_refused_and_counted() {
     let mut s = Server::signed().await;
     let body = online_body(&["alice"]);
     assert_eq!(
-        s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+        s.post_signed_at(MEMBER_STATE_CHANGE, &body, NOW).await,
         (200, ok_reply())
     );
     s.event().await;
     for _ in 0..5 {
-        let reply = s.post_signed(MEMBER_STATE_CHANGE, &body).await;
+        let reply = s.post_signed_at(MEMBER_STATE_CHANGE, &body, NOW).await;
         assert_fail(&reply, 409);
         assert!(
             reply.1["ErrorInfo"].as_str().unwrap().contains("replay"),
             "{reply:?}"
         );
     }
+    // Another body naming the same change (the Sign does not cover the body): a replay too.
+    let mut altered = online_body(&["alice", "alice"]);
+    altered["EventCause"] = json!("Something");
+    assert_fail(
+        &s.post_signed_at(MEMBER_STATE_CHANGE, &altered, NOW).await,
+        409,
+    );
     s.assert_no_event();
-    // Same Sign and RequestTime, another body: the service's callbacks of one second share
-    // their Sign, so this is another callback, not a replay.
+    // Same Sign and RequestTime, a new member: the service's callbacks of one second share
+    // their Sign, so this is another callback; the change seen before is dropped from it.
     assert_eq!(
-        s.post_signed(MEMBER_STATE_CHANGE, &online_body(&["bob"]))
+        s.post_signed_at(MEMBER_STATE_CHANGE, &online_body(&["alice", "bob"]), NOW)
             .await,
         (200, ok_reply())
     );
@@ -776,10 +796,10 @@ async fn a_replayed_signed_callback_is_refused_and_counted() {
     );
     let text = s.metrics.encode();
     assert!(
-        text.contains("marksync_callback_refusals_total{reason=\"replayed\"} 5\n"),
+        text.contains("marksync_callback_refusals_total{reason=\"replayed\"} 6\n"),
         "{text}"
     );
-    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "replayed"), "5");
+    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "replayed"), "6");
     assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "accepted"), "2");
 }
 

@@ -1232,3 +1232,28 @@ fn refused_callbacks_cannot_forge_log_lines_or_flood_the_log() {
     );
     assert_eq!(refused, 1001.0);
 }
+
+/// `/readyz` answers anyone who reaches the port: it says which file, which line and how many
+/// problems, never the source text (account names); the log keeps the full diagnostic.
+#[test]
+fn readyz_names_the_broken_file_and_line_but_not_its_text() {
+    let (env, d, _a, _b) = running();
+    env.write(
+        "marks/a.yaml",
+        "groups:\n  \"@TGS#1A\":\n    members:\n      private_student_name: [1000\n",
+    );
+    let log = d.wait_stderr("do not parse");
+    assert!(log.contains("private_student_name"), "the log has it all");
+    let (status, body) = poll("/readyz to answer 503", WAIT, || {
+        let (status, body) = d.get("/readyz");
+        (status == 503).then_some((status, body))
+    });
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("desired files do not parse: 1 error"),
+        "{body}"
+    );
+    assert!(body.contains("a.yaml at line "), "{body}");
+    assert!(!body.contains("private_student_name"), "{body}");
+    assert!(!body.contains("[1000"), "{body}");
+}

@@ -136,6 +136,8 @@ struct Daemon {
     desired: DesiredCache,
     /// The last desired-file problems, logged once per change.
     desired_problems: Option<String>,
+    /// Where they are (count, first file and line) without the source text, for `/readyz`.
+    desired_problems_at: Option<String>,
     connection: Connection,
     metrics: Arc<Metrics>,
     readiness: tokio::sync::watch::Sender<Readiness>,
@@ -264,6 +266,7 @@ pub async fn run(
         clock,
         state: st,
         desired_problems: None,
+        desired_problems_at: None,
         connection,
         metrics,
         readiness,
@@ -595,6 +598,7 @@ impl Daemon {
                 }
                 self.metrics.set_desired_errors(problems.error_count());
                 self.desired_problems = Some(text);
+                self.desired_problems_at = Some(problems.location_summary());
                 self.publish_readiness();
                 false
             }
@@ -715,7 +719,10 @@ impl Daemon {
     fn publish_readiness(&self) {
         let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
         let detail = match (&self.desired_problems, &self.last_failure) {
-            (Some(p), _) => format!("desired files do not parse:\n{p}"),
+            (Some(_), _) => format!(
+                "desired files do not parse: {} (every problem, with its source line, is in the log)",
+                self.desired_problems_at.as_deref().unwrap_or("see the log")
+            ),
             (None, Some(f)) => f.clone(),
             (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => match &self.last_drift {

@@ -1150,7 +1150,7 @@ fn one_captured_callback_replayed_1000_times_causes_at_most_one_resend() {
         let json = serde_json::json!({
             "CallbackCommand": "Group.CallbackOnMemberStateChange",
             "GroupId": "@TGS#RP", "Type": "AVChatRoom", "EventType": "Online",
-            "EventCause": if i % 2 == 0 { "HeartbeatRecover" } else { "Join" },
+            "EventCause": if i.is_multiple_of(2) { "HeartbeatRecover" } else { "Join" },
             "MemberList": [{"Member_Account": "alice"}],
         });
         format!("{}{json}", " ".repeat(i % 7))

@@ -73,6 +73,8 @@ pub enum Input {
     Shutdown,
     /// The pause in API calls after a fatal code is over: run what was held back.
     BackoffOver,
+    /// Callbacks' share of the call budget allows the reconcile they wait for.
+    CallbackRoundDue,
 }
 
 /// Why a reconcile ran (the `trigger` label of the reconciles metric).
@@ -186,6 +188,13 @@ struct Daemon {
     calls_paused_until: Option<Instant>,
     /// The reconcile held back by the pause, run when it is over.
     held: Option<Trigger>,
+    /// A reconcile started by callbacks alone may not start before this
+    /// (`schedule::next_callback_round`: callbacks spend a share of the call budget).
+    callback_not_before: Option<Instant>,
+    /// Callbacks asked for a reconcile before `callback_not_before`: it runs then.
+    callback_waiting: bool,
+    /// Calls planned by the last reconcile (for `callback_not_before`).
+    last_round_calls: usize,
 }
 
 /// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
@@ -290,6 +299,9 @@ pub async fn run(
         fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
         calls_paused_until: None,
         held: None,
+        callback_not_before: None,
+        callback_waiting: false,
+        last_round_calls: 0,
     };
 
     let mut watcher = watch_files(
@@ -367,6 +379,9 @@ pub async fn run(
                     daemon.calls_paused_until = None;
                     Input::BackoffOver
                 }
+                () = sleep_until_opt(
+                    daemon.callback_not_before.filter(|_| daemon.callback_waiting)
+                ) => Input::CallbackRoundDue,
                 () = sleep_until_opt(daemon.reread_at) => {
                     daemon.reread_at = None;
                     Input::FilesChanged
@@ -433,8 +448,27 @@ pub async fn run(
             && daemon.calls_paused_until.is_some()
         {
             daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
+        } else if let Some(trigger) = trigger
+            && trigger == Trigger::Callback
+            && daemon
+                .callback_not_before
+                .is_some_and(|t| Instant::now() < t)
+        {
+            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
+            // only make marks unknown, so each member is re-sent once when the round runs.
+            daemon.callback_waiting = true;
         } else if let Some(trigger) = trigger {
+            let started = Instant::now();
             daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
+            // Every reconcile sends what callbacks made unknown.
+            daemon.callback_waiting = false;
+            if trigger == Trigger::Callback {
+                daemon.callback_not_before = Some(schedule::next_callback_round(
+                    started,
+                    daemon.last_round_calls,
+                    daemon.config.max_calls_per_second,
+                ));
+            }
             daemon.report_status();
             if daemon.stop.load(Ordering::SeqCst) {
                 break;
@@ -494,6 +528,7 @@ impl Daemon {
                         note(Trigger::Callback, &mut trigger);
                     }
                 }
+                Input::CallbackRoundDue => note(Trigger::Callback, &mut trigger),
                 Input::BackoffOver => {
                     if let Some(held) = self.held.take() {
                         tracing::info!("the pause after a fatal API error is over");

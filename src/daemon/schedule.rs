@@ -512,7 +512,10 @@ mod tests {
         let t = Instant::now();
         // 200 calls/s: callbacks get 50 calls/s.
         assert_eq!(next_callback_round(t, 50, 200), t + Duration::from_secs(1));
-        assert_eq!(next_callback_round(t, 1, 200), t + Duration::from_millis(20));
+        assert_eq!(
+            next_callback_round(t, 1, 200),
+            t + Duration::from_millis(20)
+        );
         assert_eq!(next_callback_round(t, 0, 200), t);
         // A tiny budget still lets one call a second through.
         assert_eq!(next_callback_round(t, 2, 1), t + Duration::from_secs(2));

@@ -177,6 +177,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     } else {
         let mut view = render::PlanView::new(&desired, &state, &config.desired, now);
         view.refreshed = refreshed.is_some();
+        view.embedded = matches!(config.endpoint, config::Endpoint::Embedded);
         let drift = refreshed
             .as_ref()
             .map(|r| render::drift(&r.classified, opts.verbose))
@@ -508,6 +509,7 @@ pub async fn apply_until(
         }
         let mut view = render::PlanView::new(&desired, &st, &config.desired, now);
         view.refreshed = refreshed.is_some();
+        view.embedded = matches!(config.endpoint, config::Endpoint::Embedded);
         write!(out, "{}", render::human_plan(&plan, &view)).map_err(write_err)?;
     }
     drop(desired);
@@ -674,7 +676,13 @@ pub async fn apply_until(
     if opts.json {
         writeln!(out, "{}", serde_json::json!({"summary": applied.totals})).map_err(write_err)?;
     } else {
-        writeln!(out, "\n{}", render::apply_line(&applied.totals)).map_err(write_err)?;
+        let line = render::apply_line(&applied.totals);
+        let line = if matches!(config.endpoint, config::Endpoint::Embedded) {
+            render::against_embedded(&line)
+        } else {
+            line
+        };
+        writeln!(out, "\n{line}").map_err(write_err)?;
     }
     if let Some(embedded) = connection.embedded {
         let _ = embedded.shutdown().await;

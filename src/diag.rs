@@ -287,6 +287,23 @@ impl Diagnostics {
     pub fn error_count(&self) -> usize {
         self.0.iter().filter(|d| d.is_error()).count()
     }
+
+    /// Where the problems are, without what the files say: how many errors, and the file and
+    /// line of the first. For answers to anyone who can reach a port (`/readyz`), which must
+    /// not show source text (account names); the full diagnostics go to the log.
+    pub fn location_summary(&self) -> String {
+        let errors = self.error_count();
+        let noun = if errors == 1 { "error" } else { "errors" };
+        match self.0.iter().find(|d| d.is_error()) {
+            Some(d) if d.line > 0 => format!(
+                "{errors} {noun}, the first in {} at line {}",
+                d.path.display(),
+                d.line
+            ),
+            Some(d) => format!("{errors} {noun}, the first in {}", d.path.display()),
+            None => format!("{errors} {noun}"),
+        }
+    }
 }
 
 impl fmt::Display for Diagnostics {

@@ -19,6 +19,7 @@
 //! | `marksync_last_success_timestamp_seconds` | gauge (0: never) | |
 //! | `marksync_callbacks_total` | counter | `command`, `outcome` |
 //! | `marksync_callback_events_dropped_total` | counter | |
+//! | `marksync_callback_refusals_total` | counter | `reason` ([`CALLBACK_REFUSAL_REASONS`]) |
 //! | `marksync_drift_marks` | gauge, per kind, as of the last refresh | `kind` (lost, offline, gone, unmanaged, adopted, not_checked) |
 //! | `marksync_last_refresh_timestamp_seconds` | gauge (0: never) | |
 //! | `marksync_endpoint_failovers_total` | counter | |
@@ -82,7 +83,9 @@ pub const RECONCILE_OUTCOMES: &[&str] = &["ok", "partial", "failed", "refused", 
 /// The `outcome` label values of the callbacks counter: `accepted` (an event was passed on),
 /// `rejected_sign` (missing or wrong `Sign`), `rejected_time` (`RequestTime` missing, not a number
 /// or more than 60 s away), `rejected_app` (another `SdkAppid`), `malformed` (unreadable query or
-/// body), `too_large` (body over the limit), `ignored` (answered OK, nothing to do).
+/// body), `too_large` (body over the limit), `replayed` (a `(Sign, RequestTime)` accepted
+/// before), `replay_capacity` (too many signed callbacks within the window), `ignored`
+/// (answered OK, nothing to do).
 pub const CALLBACK_OUTCOMES: &[&str] = &[
     "accepted",
     "rejected_sign",
@@ -90,7 +93,21 @@ pub const CALLBACK_OUTCOMES: &[&str] = &[
     "rejected_app",
     "malformed",
     "too_large",
+    "replayed",
+    "replay_capacity",
     "ignored",
+];
+/// The `reason` label values of the refusals counter: the refusing outcomes of
+/// [`CALLBACK_OUTCOMES`], plus `replayed` (a `(Sign, RequestTime)` accepted before) and
+/// `replay_capacity` (too many signed callbacks within the window to remember another).
+pub const CALLBACK_REFUSAL_REASONS: &[&str] = &[
+    "rejected_sign",
+    "rejected_time",
+    "rejected_app",
+    "malformed",
+    "too_large",
+    "replayed",
+    "replay_capacity",
 ];
 /// The `command` label values of the callbacks counter. Any other `CallbackCommand` is counted
 /// as `other`, so a caller cannot create series at will.
@@ -124,6 +141,13 @@ struct BuildLabels {
     version: String,
     /// [`BUILD_COMMIT`].
     commit: String,
+}
+
+/// Labels of the callback refusals counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    /// Why the callback was refused ([`CALLBACK_REFUSAL_REASONS`]).
+    reason: String,
 }
 
 /// Labels of the drift gauge.
@@ -175,6 +199,8 @@ pub struct Metrics {
     callbacks: Family<CommandOutcome, Counter>,
     /// `marksync_callback_events_dropped_total`.
     callback_events_dropped: Counter,
+    /// `marksync_callback_refusals_total{reason}`.
+    callback_refusals: Family<ReasonLabel, Counter>,
     /// `marksync_drift_marks{kind}`.
     drift: Family<KindLabel, Gauge>,
     /// `marksync_last_refresh_timestamp_seconds`.
@@ -264,6 +290,12 @@ impl Metrics {
             "Accepted callbacks whose event could not be queued (queue full or daemon stopping)",
             callback_events_dropped.clone(),
         );
+        let callback_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "callback_refusals",
+            "Callbacks refused, by reason (replays, wrong signatures, other apps, bad requests)",
+            callback_refusals.clone(),
+        );
         let drift = Family::<KindLabel, Gauge>::default();
         registry.register(
             "drift_marks",
@@ -311,6 +343,7 @@ impl Metrics {
             last_success,
             callbacks,
             callback_events_dropped,
+            callback_refusals,
             drift,
             last_refresh,
             failovers,
@@ -338,6 +371,11 @@ impl Metrics {
                     outcome: (*outcome).to_owned(),
                 }));
             }
+        }
+        for reason in CALLBACK_REFUSAL_REASONS {
+            drop(m.callback_refusals.get_or_create(&ReasonLabel {
+                reason: (*reason).to_owned(),
+            }));
         }
         for command in CALLBACK_COMMANDS {
             for outcome in CALLBACK_OUTCOMES {
@@ -414,6 +452,16 @@ impl Metrics {
             .get_or_create(&CommandOutcome {
                 command: command.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused callback by `reason` (one of [`CALLBACK_REFUSAL_REASONS`]; any other
+    /// value is counted as given, so callers pass only constants).
+    pub fn record_callback_refusal(&self, reason: &str) {
+        self.callback_refusals
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
             })
             .inc();
     }

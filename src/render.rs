@@ -37,6 +37,8 @@ pub struct PlanView<'a> {
     /// Whether the plan compared with the service (`--refresh`); without it, "No changes" hints
     /// that it could.
     pub refreshed: bool,
+    /// Whether the plan is against `endpoint: embedded`: headed with [`EMBEDDED_HEADLINE`].
+    pub embedded: bool,
 }
 
 impl<'a> PlanView<'a> {
@@ -53,8 +55,23 @@ impl<'a> PlanView<'a> {
             desired_root,
             now,
             refreshed: false,
+            embedded: false,
         }
     }
+}
+
+/// The first line of a human plan against `endpoint: embedded`, so that a real-looking config
+/// pointed at the emulator cannot pass for a run against the service.
+pub const EMBEDDED_HEADLINE: &str =
+    "Against the embedded emulator (endpoint: embedded): nothing reaches Tencent Cloud.\n\n";
+
+/// What [`against_embedded`] adds to a summary line.
+pub const EMBEDDED_NOTE: &str = "(against the embedded emulator: nothing reached Tencent Cloud)";
+
+/// `line` (a summary ending in `.`) with [`EMBEDDED_NOTE`] before its period.
+pub fn against_embedded(line: &str) -> String {
+    let body = line.strip_suffix('.').unwrap_or(line);
+    format!("{body} {EMBEDDED_NOTE}.")
 }
 
 /// The "no changes" text: what it means, and how to compare with the service.
@@ -82,11 +99,12 @@ struct MemberLine {
 /// `sign account  before -> after  note`; members with marks to clear first (their calls run
 /// first), then the others, each part in account order (the calls' order); the summary line last.
 pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
+    let headline = if view.embedded { EMBEDDED_HEADLINE } else { "" };
     if plan.is_empty() {
-        return no_changes(view.refreshed);
+        return format!("{headline}{}", no_changes(view.refreshed));
     }
     let base = view.desired_root.parent().unwrap_or(Path::new(""));
-    let mut out = String::new();
+    let mut out = String::from(headline);
     for (group, changes) in &plan.changes {
         match view.origins.get(group) {
             Some(o) => {

@@ -75,7 +75,10 @@ fn the_ci_recipe_steps_run_in_order_against_the_emulator() {
     assert!(
         again
             .stdout
-            .starts_with("No changes. Marks match the recorded state."),
+            .starts_with(marksync::render::EMBEDDED_HEADLINE)
+            && again
+                .stdout
+                .contains("\nNo changes. Marks match the recorded state."),
         "{}",
         again.stdout
     );

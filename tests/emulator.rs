@@ -154,6 +154,9 @@ impl Harness {
             .request(method, format!("{}/emulator/{path}", self.emu.base_url()));
         if let Some(b) = body {
             req = req.json(&b);
+        } else {
+            // The control API takes JSON only, an empty body included.
+            req = req.header("content-type", "application/json");
         }
         let resp = within(req.send()).await.unwrap();
         let status = resp.status().as_u16();
@@ -1031,4 +1034,96 @@ async fn standalone_reports_a_busy_port() {
         matches!(err, marksync::emulator::EmulatorError::Bind { .. }),
         "{err}"
     );
+}
+
+/// One raw HTTP/1.0 request to the emulator with exactly these headers; the status code.
+fn raw_status(addr: std::net::SocketAddr, request_line: &str, headers: &str, body: &str) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{request_line} HTTP/1.0\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 17: a web page must not be able to drive the control API (no JSON content type, or a
+/// DNS-rebinding host name), and `/emulator/callbacks` must not relay to other machines.
+#[tokio::test]
+async fn the_control_api_refuses_web_pages_and_posts_callbacks_only_to_loopback() {
+    let h = Harness::start(config()).await;
+    let addr = h.emu.addr();
+    let port = addr.port();
+    let post = |headers: String| {
+        tokio::task::spawn_blocking(move || raw_status(addr, "POST /emulator/reset", &headers, ""))
+    };
+    let json = "Content-Type: application/json\r\n";
+    // Content-Type: JSON only on POST (a form or text/plain POST needs no CORS preflight).
+    for (ct, status) in [
+        ("", 415),
+        ("Content-Type: text/plain\r\n", 415),
+        ("Content-Type: application/x-www-form-urlencoded\r\n", 415),
+        ("Content-Type: multipart/form-data; boundary=x\r\n", 415),
+        (json, 200),
+        ("Content-Type: Application/JSON; charset=utf-8\r\n", 200),
+    ] {
+        let got = within(post(format!("Host: 127.0.0.1:{port}\r\n{ct}")))
+            .await
+            .unwrap();
+        assert_eq!(got, status, "{ct:?}");
+    }
+    // Host: a loopback name or address only (a rebinding page sends its own name).
+    for (host, status) in [
+        (format!("localhost:{port}"), 200),
+        (format!("LOCALHOST:{port}"), 200),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("127.3.4.5:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+        ("localhost".to_owned(), 200),
+        (format!("evil.example:{port}"), 421),
+        (format!("localhost.evil.example:{port}"), 421),
+        (format!("10.0.0.1:{port}"), 421),
+        (format!("[::1]x:{port}"), 421),
+        (String::new(), 421),
+    ] {
+        let header = if host.is_empty() {
+            String::new()
+        } else {
+            format!("Host: {host}\r\n")
+        };
+        let got = within(post(format!("{header}{json}"))).await.unwrap();
+        assert_eq!(got, status, "Host {host:?}");
+        let get = tokio::task::spawn_blocking(move || {
+            raw_status(addr, "GET /emulator/groups", &header, "")
+        });
+        assert_eq!(within(get).await.unwrap(), status, "GET, Host {host:?}");
+    }
+    // Callback targets: loopback URLs only; nothing is sent elsewhere.
+    for url in [
+        "http://10.1.2.3:9464/callback",
+        "http://example.com/callback",
+        "https://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1.nip.io/callback",
+    ] {
+        let (status, v) = h
+            .control(
+                reqwest::Method::POST,
+                "callbacks",
+                Some(json!({"url": url, "command": "Group.CallbackAfterNewMemberJoin"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{url}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("not on this machine"),
+            "{url}: {v}"
+        );
+    }
 }

@@ -422,3 +422,37 @@ fn a_saved_plan_is_refused_once_the_state_moved_and_a_dry_run_of_it_sends_nothin
     );
     assert_eq!(state_text(dir), before, "nothing sent, nothing recorded");
 }
+
+/// A run against `endpoint: embedded` says so in the plan's headline and the apply's summary
+/// (issue 17: a real-looking config applied to the emulator said only "Apply complete").
+#[test]
+fn runs_against_the_embedded_emulator_say_so() {
+    let dir = setup();
+    let dir = dir.path();
+    let note = "(against the embedded emulator: nothing reached Tencent Cloud)";
+    let plan = marksync(dir, &["plan"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.starts_with(
+            "Against the embedded emulator (endpoint: embedded): nothing reaches Tencent Cloud.\n"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let apply = marksync(dir, &["apply"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(
+        apply
+            .stdout
+            .contains(&format!("Apply complete: 3 set, 0 cleared, 0 renewed, 0 pending (offline), 0 failed, 1 API call {note}.")),
+        "{}",
+        apply.stdout
+    );
+    let again = marksync(dir, &["plan"]);
+    assert!(
+        again.stdout.starts_with("Against the embedded emulator")
+            && again.stdout.contains("No changes."),
+        "{}",
+        again.stdout
+    );
+}

@@ -109,3 +109,15 @@ pub fn read_callback_token(path: &Path) -> Result<String, String> {
     }
     Ok(token.to_owned())
 }
+
+/// The warning to log when the callback token file is readable or writable by group or others
+/// (the secret key file's rule, `tim::usersig::warn_if_loose`); `None` when only its owner can
+/// read it. Not for the systemd credential directory, whose modes systemd sets.
+pub fn callback_token_permission_warning(path: &Path) -> Option<String> {
+    let mode = crate::tim::usersig::loose_mode(path)?;
+    Some(format!(
+        "the callback token file {} is readable by group or others (mode {mode:03o}); \
+         restrict it with chmod 600",
+        path.display()
+    ))
+}

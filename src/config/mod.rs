@@ -19,7 +19,7 @@ use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
 pub mod fs;
-pub use fs::{load, read_callback_token};
+pub use fs::{callback_token_permission_warning, load, read_callback_token};
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,18 @@ pub struct Http {
     pub listen: SocketAddr,
     /// File holding the callback authentication token; when set, unsigned callbacks are refused.
     pub callback_token_file: Option<PathBuf>,
+    /// `allow_unsigned_callbacks: true`: serve callbacks without a token on a non-loopback
+    /// address, knowingly (warned at start and on `/readyz`). Without it such a config is refused:
+    /// anyone who reaches the address could make the daemon spend the API budget.
+    pub allow_unsigned_callbacks: bool,
+}
+
+impl Http {
+    /// Callbacks are served unsigned to more than this machine: no token file and a listen
+    /// address that is not loopback (only `allow_unsigned_callbacks` lets such a config load).
+    pub fn unsigned_beyond_loopback(&self) -> bool {
+        self.callback_token_file.is_none() && !self.listen.ip().is_loopback()
+    }
 }
 
 /// A loaded, checked config. Paths are absolute or relative to the working directory.
@@ -832,9 +844,13 @@ impl Checker<'_> {
         let at = v.referenced;
         let before = self.errors.len();
         let mut listen = None;
+        let mut listen_at = at;
         let mut token = None;
-        for (k, val) in self.map(v, "http", &["listen", "callback_token_file"])? {
+        let mut allow_unsigned = false;
+        let keys = ["listen", "callback_token_file", "allow_unsigned_callbacks"];
+        for (k, val) in self.map(v, "http", &keys)? {
             if k.value == "listen" {
+                listen_at = val.referenced;
                 if let Some(s) = self.string(&val, "http.listen") {
                     match s.parse::<SocketAddr>() {
                         Ok(a) => listen = Some(a),
@@ -846,6 +862,17 @@ impl Checker<'_> {
                         ),
                     }
                 }
+            } else if k.value == "allow_unsigned_callbacks" {
+                match &val.value {
+                    Value::Scalar(Scalar::Bool(b)) => allow_unsigned = *b,
+                    other => {
+                        let message = format!(
+                            "`http.allow_unsigned_callbacks` must be true or false, found {}",
+                            other.kind()
+                        );
+                        self.err(&val.referenced, message);
+                    }
+                }
             } else {
                 token = self.path(&val, "http.callback_token_file", base);
             }
@@ -853,10 +880,25 @@ impl Checker<'_> {
         if listen.is_none() && self.errors.len() == before {
             self.err(&at, "`http` needs `listen` (such as 127.0.0.1:9464)");
         }
-        (self.errors.len() == before).then_some(Http {
+        let http = Http {
             listen: listen?,
             callback_token_file: token,
-        })
+            allow_unsigned_callbacks: allow_unsigned,
+        };
+        if http.unsigned_beyond_loopback() && !allow_unsigned && self.errors.len() == before {
+            self.err(
+                &listen_at,
+                format!(
+                    "`http.listen`: {} is not a loopback address and no `http.callback_token_file` \
+                     is set, so anyone who reaches it could send callbacks; set \
+                     `callback_token_file` to a file holding the callback token configured in the \
+                     console (under systemd: /run/credentials/UNIT/callback-token), or add \
+                     `allow_unsigned_callbacks: true` to accept unsigned callbacks knowingly",
+                    http.listen
+                ),
+            );
+        }
+        (self.errors.len() == before).then_some(http)
     }
 }
 

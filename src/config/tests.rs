@@ -439,3 +439,56 @@ fn a_state_path_inside_the_desired_tree_is_a_config_error() {
         load_in(state, desired, link(l)).unwrap_or_else(|e| panic!("{state} {desired}: {e}"));
     }
 }
+
+#[test]
+fn unsigned_callbacks_on_a_non_loopback_address_are_refused_unless_allowed() {
+    let base = "sdkappid: 1\nidentifier: admin\ndesired: m\n";
+    // Loopback without a token: only this machine can send callbacks.
+    for listen in ["127.0.0.1:9464", "127.0.0.2:9464", "[::1]:9464"] {
+        let c = check(&format!("{base}http: {{ listen: \"{listen}\" }}\n")).unwrap();
+        assert!(!c.http.unwrap().allow_unsigned_callbacks);
+    }
+    // Any other address without a token: refused at the key, saying what to do.
+    for listen in ["0.0.0.0:9464", "10.1.2.3:9464", "[::]:9464"] {
+        let e = check(&format!("{base}http: {{ listen: \"{listen}\" }}\n")).unwrap_err();
+        assert!(e.contains("conf/marksync.yaml:4:"), "{e}");
+        assert!(e.contains("not a loopback address"), "{e}");
+        assert!(e.contains("callback_token_file"), "{e}");
+        assert!(e.contains("allow_unsigned_callbacks: true"), "{e}");
+        // With a token, or knowingly allowed, it loads.
+        let c = check(&format!(
+            "{base}http: {{ listen: \"{listen}\", callback_token_file: t }}\n"
+        ))
+        .unwrap();
+        assert!(!c.http.unwrap().allow_unsigned_callbacks);
+        let c = check(&format!(
+            "{base}http: {{ listen: \"{listen}\", allow_unsigned_callbacks: true }}\n"
+        ))
+        .unwrap();
+        assert!(c.http.unwrap().allow_unsigned_callbacks);
+    }
+    let e = check(&format!(
+        "{base}http: {{ listen: 127.0.0.1:1, allow_unsigned_callbacks: \"true\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("allow_unsigned_callbacks"), "{e}");
+}
+
+#[test]
+fn a_callback_token_file_readable_by_group_or_others_gets_the_key_files_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callback.token");
+    std::fs::write(&path, "xxxxyyyy\n").unwrap();
+    for (mode, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o644, true)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let warning = callback_token_permission_warning(&path);
+        assert_eq!(warning.is_some(), warned, "{mode:o}: {warning:?}");
+        if let Some(w) = warning {
+            assert!(w.contains("callback token file"), "{w}");
+            assert!(w.contains(&format!("{mode:03o}")), "{w}");
+            assert!(w.contains("chmod 600"), "{w}");
+            assert!(!w.contains("xxxxyyyy"), "{w}");
+        }
+    }
+}

@@ -73,6 +73,8 @@ pub enum Input {
     Shutdown,
     /// The pause in API calls after a fatal code is over: run what was held back.
     BackoffOver,
+    /// Callbacks' share of the call budget allows the reconcile they wait for.
+    CallbackRoundDue,
 }
 
 /// Why a reconcile ran (the `trigger` label of the reconciles metric).
@@ -136,6 +138,8 @@ struct Daemon {
     desired: DesiredCache,
     /// The last desired-file problems, logged once per change.
     desired_problems: Option<String>,
+    /// Where they are (count, first file and line) without the source text, for `/readyz`.
+    desired_problems_at: Option<String>,
     connection: Connection,
     metrics: Arc<Metrics>,
     readiness: tokio::sync::watch::Sender<Readiness>,
@@ -184,6 +188,13 @@ struct Daemon {
     calls_paused_until: Option<Instant>,
     /// The reconcile held back by the pause, run when it is over.
     held: Option<Trigger>,
+    /// A reconcile started by callbacks alone may not start before this
+    /// (`schedule::next_callback_round`: callbacks spend a share of the call budget).
+    callback_not_before: Option<Instant>,
+    /// Callbacks asked for a reconcile before `callback_not_before`: it runs then.
+    callback_waiting: bool,
+    /// Calls planned by the last reconcile (for `callback_not_before`).
+    last_round_calls: usize,
 }
 
 /// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
@@ -270,6 +281,7 @@ pub async fn run(
         clock,
         state: st,
         desired_problems: None,
+        desired_problems_at: None,
         connection,
         metrics,
         readiness,
@@ -293,6 +305,9 @@ pub async fn run(
         fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
         calls_paused_until: None,
         held: None,
+        callback_not_before: None,
+        callback_waiting: false,
+        last_round_calls: 0,
     };
 
     let mut watcher = watch_files(
@@ -315,6 +330,9 @@ pub async fn run(
                 sdkappid: daemon.config.sdkappid,
                 token: None,
                 clock: daemon.clock.clone(),
+                replay: Arc::default(),
+                refusal_log: Arc::default(),
+                unsigned_warning: None,
             };
             let listener = crate::http::start(&http, state).await?;
             let callbacks = sender.clone();
@@ -367,6 +385,9 @@ pub async fn run(
                     daemon.calls_paused_until = None;
                     Input::BackoffOver
                 }
+                () = sleep_until_opt(
+                    daemon.callback_not_before.filter(|_| daemon.callback_waiting)
+                ) => Input::CallbackRoundDue,
                 () = sleep_until_opt(daemon.reread_at) => {
                     daemon.reread_at = None;
                     Input::FilesChanged
@@ -433,8 +454,27 @@ pub async fn run(
             && daemon.calls_paused_until.is_some()
         {
             daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
+        } else if let Some(trigger) = trigger
+            && trigger == Trigger::Callback
+            && daemon
+                .callback_not_before
+                .is_some_and(|t| Instant::now() < t)
+        {
+            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
+            // only make marks unknown, so each member is re-sent once when the round runs.
+            daemon.callback_waiting = true;
         } else if let Some(trigger) = trigger {
+            let started = Instant::now();
             daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
+            // Every reconcile sends what callbacks made unknown.
+            daemon.callback_waiting = false;
+            if trigger == Trigger::Callback {
+                daemon.callback_not_before = Some(schedule::next_callback_round(
+                    started,
+                    daemon.last_round_calls,
+                    daemon.config.max_calls_per_second,
+                ));
+            }
             daemon.report_status();
             if daemon.stop.load(Ordering::SeqCst) {
                 break;
@@ -494,6 +534,7 @@ impl Daemon {
                         note(Trigger::Callback, &mut trigger);
                     }
                 }
+                Input::CallbackRoundDue => note(Trigger::Callback, &mut trigger),
                 Input::BackoffOver => {
                     if let Some(held) = self.held.take() {
                         tracing::info!("the pause after a fatal API error is over");
@@ -598,6 +639,7 @@ impl Daemon {
                 }
                 self.metrics.set_desired_errors(problems.error_count());
                 self.desired_problems = Some(text);
+                self.desired_problems_at = Some(problems.location_summary());
                 self.publish_readiness();
                 false
             }
@@ -726,7 +768,10 @@ impl Daemon {
     fn publish_readiness(&self) {
         let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
         let detail = match (&self.desired_problems, &self.last_failure) {
-            (Some(p), _) => format!("desired files do not parse:\n{p}"),
+            (Some(_), _) => format!(
+                "desired files do not parse: {} (every problem, with its source line, is in the log)",
+                self.desired_problems_at.as_deref().unwrap_or("see the log")
+            ),
             (None, Some(f)) => f.clone(),
             (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => match &self.last_drift {

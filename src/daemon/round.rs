@@ -62,6 +62,7 @@ impl Daemon {
         let now = self.clock.now();
         self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
+        self.last_round_calls = plan.summary.calls;
         self.metrics.set_managed(self.state.managed_count());
         if plan.is_empty() {
             self.finish_round(trigger, "no_changes", true);

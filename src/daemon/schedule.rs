@@ -139,6 +139,19 @@ pub fn presence_changed(state: &mut State, event: &CallbackEvent) -> usize {
     n
 }
 
+/// The share of `max_calls_per_second` that reconciles started by callbacks alone may spend, so
+/// that writes from desired changes and renewals always keep the rest of the budget.
+pub const CALLBACK_SHARE: f64 = 0.25;
+
+/// When the next reconcile started by callbacks alone may start, after one that started at
+/// `started` and planned `calls` calls: callbacks in between only make marks unknown (coalesced
+/// per member in the state), and their re-sends wait, so that callback rounds average at most
+/// [`CALLBACK_SHARE`] of `max_calls_per_second`. Any other reconcile sends them too.
+pub fn next_callback_round(started: Instant, calls: usize, max_calls_per_second: u32) -> Instant {
+    let per_second = (f64::from(max_calls_per_second) * CALLBACK_SHARE).max(1.0);
+    started + Duration::from_secs_f64(calls as f64 / per_second)
+}
+
 /// Whether a presence callback that made `unknown` marks unknown needs a reconcile now: an
 /// Online event does when it made marks unknown or names a member of a desired group (its
 /// desired marks are sent again at once); an Offline event never does (the member cannot take
@@ -492,5 +505,19 @@ mod tests {
                 "{kind:?} {accounts:?} {unknown}"
             );
         }
+    }
+
+    #[test]
+    fn callback_rounds_spend_a_quarter_of_the_call_budget() {
+        let t = Instant::now();
+        // 200 calls/s: callbacks get 50 calls/s.
+        assert_eq!(next_callback_round(t, 50, 200), t + Duration::from_secs(1));
+        assert_eq!(
+            next_callback_round(t, 1, 200),
+            t + Duration::from_millis(20)
+        );
+        assert_eq!(next_callback_round(t, 0, 200), t);
+        // A tiny budget still lets one call a second through.
+        assert_eq!(next_callback_round(t, 2, 1), t + Duration::from_secs(2));
     }
 }

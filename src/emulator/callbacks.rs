@@ -32,6 +32,13 @@ pub enum CallbackError {
     /// The URL is not an absolute http(s) URL.
     #[error("callback URL {0:?} is not an absolute http or https URL")]
     BadUrl(String),
+    /// The URL's host is not loopback: the emulator is local test support and must not be a
+    /// relay that posts to (and reads the replies of) any address it is asked to.
+    #[error(
+        "callback URL {0:?} is not on this machine: the emulator sends callbacks only to \
+         localhost, 127.0.0.0/8 or [::1]"
+    )]
+    NotLoopback(String),
     /// The HTTP client could not be built (TLS backend initialisation failed).
     #[error("cannot build the HTTP client for callbacks: {0}")]
     Client(String),
@@ -73,6 +80,9 @@ pub(crate) async fn send(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| CallbackError::BadUrl(out.url.to_owned()))?;
+    if !url.host_str().is_some_and(super::http::is_loopback_host) {
+        return Err(CallbackError::NotLoopback(out.url.to_owned()));
+    }
     let mut body = out.body;
     if let Some(obj) = body.as_object_mut() {
         obj.entry("CallbackCommand")

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
+use super::callbacks::CallbackError;
 use super::traffic::{CallRecord, Fault, FaultKind};
 use super::world::{GroupType, ListMembers, MemberState, Modify, Refusal};
 use crate::model::{MAX_MEMBERS_PER_CALL, UnixTime};
@@ -49,9 +50,7 @@ pub(super) async fn serve(
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route(&format!("/{MODIFY_USER_INFO}"), post(modify_user_info))
-        .route(&format!("/{GET_MEMBERS}"), post(get_members))
+    let control = Router::new()
         .route("/emulator/groups", get(groups))
         .route("/emulator/groups/create", post(create_group))
         .route("/emulator/groups/dissolve", post(dissolve_group))
@@ -70,8 +69,81 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/emulator/stats", get(stats))
         .route("/emulator/reset", post(reset))
         .route("/emulator/callbacks", post(send_callback))
+        .route_layer(axum::middleware::from_fn(control_guard));
+    Router::new()
+        .route(&format!("/{MODIFY_USER_INFO}"), post(modify_user_info))
+        .route(&format!("/{GET_MEMBERS}"), post(get_members))
+        .merge(control)
         .fallback(unknown_path)
         .with_state(shared)
+}
+
+/// What every control API request must be, so that a web page cannot drive the emulator (a
+/// DNS-rebinding page reaches loopback under its own host name; a cross-site POST without a
+/// preflight carries a form or text content type): its `Host` is a loopback name or address
+/// (421 otherwise), and a `POST` says `Content-Type: application/json` (415 otherwise).
+async fn control_guard(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !is_loopback_host(host) {
+        return ControlFail(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "the control API answers only requests for a loopback host (localhost, 127.0.0.1, [::1]), not {:?}",
+                crate::http::logging::Escaped(host).to_string()
+            ),
+        )
+        .into_response();
+    }
+    if request.method() == axum::http::Method::POST {
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return ControlFail(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "control API POSTs must have Content-Type: application/json".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (a `Host` header: name or address, optional port) is `localhost`, an address
+/// in 127.0.0.0/8 or `[::1]`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, port))
+                if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) =>
+            {
+                inside
+            }
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A port number.
+fn is_port(s: &str) -> bool {
+    s.parse::<u16>().is_ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -770,6 +842,9 @@ async fn send_callback(State(shared): State<Arc<Shared>>, body: Bytes) -> Contro
         .await
     {
         Ok(reply) => Ok(axum::Json(to_value(&reply))),
+        Err(e @ (CallbackError::BadUrl(_) | CallbackError::NotLoopback(_))) => {
+            Err(ControlFail(StatusCode::BAD_REQUEST, e.to_string()))
+        }
         Err(e) => Err(ControlFail(StatusCode::BAD_GATEWAY, e.to_string())),
     }
 }

@@ -74,7 +74,10 @@
 //!   method 405, a body over 2 MB 413 (axum's default limit).
 //!
 //! # Control API (JSON in and out; errors are 4xx with `{"error": "..."}`)
-//! There is no authentication: the emulator refuses to listen on anything but loopback.
+//! There is no authentication: the emulator refuses to listen on anything but loopback. So that
+//! a web page cannot drive it, every control request must name a loopback `Host` (`localhost`,
+//! 127.0.0.0/8, `[::1]`; else 421) and every control `POST` must say
+//! `Content-Type: application/json`, an empty body included (else 415).
 //! - `GET /emulator/groups` -> `{group_id: {"type", "dissolved", "members": {account: {"state",
 //!   "marks", "mark_500_expires_at", "joined_at"}}}}`
 //! - `POST /emulator/groups/create` `{"group_id", "type"?: "AVChatRoom"|"Public"|...}`;
@@ -103,7 +106,8 @@
 //! - `GET /emulator/stats[?log=true]` -> [`Stats`]
 //! - `POST /emulator/reset`: groups, faults, statistics and clock back to the start
 //! - `POST /emulator/callbacks` `{"url", "token"?, "command", "body", "request_time"?}` ->
-//!   `{"status", "body"}` of the receiver, or 502 `{"error"}` when delivery failed
+//!   `{"status", "body"}` of the receiver, 400 `{"error"}` when `url` is not an http(s) URL on
+//!   loopback (`localhost`, 127.0.0.0/8, `[::1]`), or 502 `{"error"}` when delivery failed
 
 mod callbacks;
 mod http;

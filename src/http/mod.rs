@@ -17,7 +17,10 @@
 //!    of the clock (401, `rejected_time`);
 //! 4. the body arrives within [`BODY_READ_TIMEOUT`] (408, `malformed`) and is at most
 //!    [`MAX_CALLBACK_BODY_BYTES`] (413, `too_large`);
-//! 5. the body is the command's JSON (400, `malformed`). Malformed bodies get HTTP 400 rather
+//! 5. the body is the command's JSON (400, `malformed`);
+//! 6. a signed presence callback names at least one member change not accepted before under its
+//!    `(Sign, RequestTime)` (409, `replayed`; see [`replay`]; 503, `replay_capacity`, when too
+//!    many are remembered); the changes seen before are dropped from the event. Malformed bodies get HTTP 400 rather
 //!    than 200 + FAIL so that they show in the service's and proxies' error statistics.
 //!
 //! The body is read only after the checks of the query, so an unauthenticated sender cannot make
@@ -27,6 +30,12 @@
 //! `try_send`, never awaited, so the reply never waits for a reconcile. When the queue is full
 //! the event is dropped with a warning and counted (the daemon's periodic retry of pending marks
 //! and reassert catch up), and the reply is still OK: callbacks are not retried by the service.
+//!
+//! Refusals are counted by reason (`marksync_callback_refusals_total`) and logged at most once
+//! per [`logging::REFUSAL_LOG_INTERVAL`] with the number not logged; every value from a request
+//! that reaches a log line is [`logging::Escaped`], so a request cannot forge a log line.
+//! A listener serving unsigned callbacks beyond loopback (`allow_unsigned_callbacks`) says so on
+//! `/readyz`, ready or not.
 //!
 //! This module knows nothing of the daemon: the daemon builds an [`HttpState`], runs [`serve`],
 //! publishes [`Readiness`] on a watch channel and consumes [`CallbackEvent`]s.
@@ -52,6 +61,11 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
+
+pub mod logging;
+pub mod replay;
+
+use logging::Escaped;
 
 /// Callback bodies larger than this are refused with 413. A presence callback lists at most a
 /// few hundred members of 32 bytes each, far below this.
@@ -166,6 +180,12 @@ pub struct HttpState {
     pub token: Option<String>,
     /// "Now" for the `RequestTime` check.
     pub clock: Arc<dyn Clock>,
+    /// The signed callbacks accepted within the window, to refuse a replay.
+    pub replay: Arc<replay::SeenSigns>,
+    /// When a refusal was last logged, so that a flood of refusals writes few lines.
+    pub refusal_log: Arc<logging::RefusalLog>,
+    /// Said on every `/readyz` answer: callbacks are served unsigned beyond loopback.
+    pub unsigned_warning: Option<String>,
 }
 
 impl fmt::Debug for HttpState {
@@ -474,19 +494,22 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 when ready, else 503 with the detail.
+/// `GET /readyz`: 200 when ready, else 503 with the detail; then the unsigned-callbacks
+/// warning on a line of its own, if any.
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     let r = s.readiness.borrow().clone();
-    if r.is_ready() {
-        (StatusCode::OK, "ready").into_response()
+    let (status, mut body) = if r.is_ready() {
+        (StatusCode::OK, "ready".to_owned())
+    } else if r.detail.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_owned())
     } else {
-        let detail = if r.detail.is_empty() {
-            "not ready".to_owned()
-        } else {
-            r.detail
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, detail).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, r.detail)
+    };
+    if let Some(w) = &s.unsigned_warning {
+        body.push_str("\nwarning: ");
+        body.push_str(w);
     }
+    (status, body).into_response()
 }
 
 /// `GET /metrics`: OpenMetrics text.
@@ -544,13 +567,25 @@ async fn callback(
         }
         Err(r) => {
             s.metrics.record_callback(&command, r.outcome);
-            tracing::warn!(
-                command = %command,
-                status = r.status.as_u16(),
-                outcome = r.outcome,
-                "callback refused: {}",
-                r.info
-            );
+            s.metrics.record_callback_refusal(r.outcome);
+            if let Some(suppressed) = s.refusal_log.admit(std::time::Instant::now()) {
+                tracing::warn!(
+                    command = %Escaped(&command),
+                    status = r.status.as_u16(),
+                    outcome = r.outcome,
+                    not_logged = suppressed,
+                    "callback refused: {}{}",
+                    Escaped(&r.info),
+                    if suppressed > 0 {
+                        format!(
+                            " ({suppressed} other refusals in the last {} s not logged; see marksync_callback_refusals_total)",
+                            logging::REFUSAL_LOG_INTERVAL.as_secs()
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             (r.status, Json(CallbackReplyBody::fail(r.info))).into_response()
         }
     }
@@ -573,6 +608,8 @@ async fn handle_callback(
             format!("SdkAppid {app:?} is not this app's"),
         ));
     }
+    // `(Sign, RequestTime, now)` of a signed callback, remembered once its body is read.
+    let mut signed = None;
     if let Some(token) = &s.token {
         let (Some(sign), Some(time)) = (q.sign.as_deref(), q.request_time.as_deref()) else {
             return Err(Refusal::new(
@@ -588,12 +625,16 @@ async fn handle_callback(
                 "wrong Sign",
             ));
         }
-        if let Err(e) = callback::check_request_time(time, s.clock.now()) {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "rejected_time",
-                e.to_string(),
-            ));
+        let now = s.clock.now();
+        match callback::check_request_time(time, now) {
+            Ok(t) => signed = Some((sign, t, now)),
+            Err(e) => {
+                return Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "rejected_time",
+                    e.to_string(),
+                ));
+            }
         }
     }
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &()))
@@ -642,7 +683,7 @@ async fn handle_callback(
     let group = match GroupId::new(&change.group_id) {
         Ok(g) => g,
         Err(e) => {
-            tracing::debug!(command, error = %e, "callback for an invalid group ignored");
+            tracing::debug!(command, error = %Escaped(&e), "callback for an invalid group ignored");
             return Ok("ignored");
         }
     };
@@ -652,7 +693,7 @@ async fn handle_callback(
         .filter_map(|a| match Account::from_string(a) {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::debug!(command, group = %group, error = %e, "invalid account in a callback skipped");
+                tracing::debug!(command, group = %group, error = %Escaped(&e), "invalid account in a callback skipped");
                 None
             }
         })
@@ -661,6 +702,43 @@ async fn handle_callback(
         tracing::debug!(command, group = %group, "callback without valid accounts ignored");
         return Ok("ignored");
     }
+    // Each presence change once per signature: a replayed callback, whatever its body, adds
+    // nothing (see `replay`).
+    let accounts = match signed {
+        None => accounts,
+        Some((sign, request_time, now)) => {
+            let names: Vec<&str> = accounts.iter().map(Account::as_str).collect();
+            let online = change.presence == Presence::Online;
+            match s
+                .replay
+                .admit(sign, request_time, now, group.as_str(), online, &names)
+            {
+                Ok(new) => accounts
+                    .into_iter()
+                    .zip(new)
+                    .filter_map(|(a, n)| n.then_some(a))
+                    .collect(),
+                Err(replay::Refused::Replayed) => {
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        "replayed",
+                        "every member change in this callback was accepted before under this \
+                         Sign and RequestTime: a replay",
+                    ));
+                }
+                Err(replay::Refused::Full) => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "replay_capacity",
+                        format!(
+                            "more than {} member changes within the RequestTime window",
+                            replay::MAX_REMEMBERED
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     let event = CallbackEvent {
         group,
         accounts,
@@ -719,11 +797,26 @@ pub async fn start(http: &crate::config::Http, mut state: HttpState) -> Result<L
         Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::CallbackToken)?),
         None => None,
     };
+    if let Some(path) = &http.callback_token_file
+        && let Some(warning) = crate::config::callback_token_permission_warning(path)
+    {
+        tracing::warn!("{warning}");
+    }
     let listener = tokio::net::TcpListener::bind(http.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", http.listen), e))?;
     let addr = listener.local_addr().unwrap_or(http.listen);
     tracing::info!(listen = %addr, "http listener: /callback, /healthz, /readyz, /metrics");
+    // `config` refuses this unless `allow_unsigned_callbacks` says it is meant.
+    if state.token.is_none() && !addr.ip().is_loopback() {
+        let warning = format!(
+            "callbacks on {addr} are accepted without a signature (allow_unsigned_callbacks: \
+             true): anyone who reaches this address can send them; set \
+             http.callback_token_file"
+        );
+        tracing::warn!("{warning}");
+        state.unsigned_warning = Some(warning);
+    }
     let task = tokio::spawn(async move {
         if let Err(e) = serve(listener, state, std::future::pending()).await {
             tracing::error!("http listener stopped: {e}");

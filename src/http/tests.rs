@@ -25,6 +25,8 @@ struct Server {
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
     http: reqwest::Client,
+    /// Signed calls made so far: the next one is signed this many seconds before `NOW`.
+    signed_calls: std::sync::atomic::AtomicI64,
     _stop: oneshot::Sender<()>,
 }
 
@@ -44,6 +46,9 @@ impl Server {
             sdkappid: APP,
             token: token.map(str::to_owned),
             clock,
+            replay: Arc::default(),
+            refusal_log: Arc::default(),
+            unsigned_warning: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async {
@@ -58,6 +63,7 @@ impl Server {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
+            signed_calls: Default::default(),
             _stop: stop,
         }
     }
@@ -105,10 +111,20 @@ impl Server {
         (status, body)
     }
 
-    /// Posts `body` for `command`, correctly signed at `NOW`.
+    /// Posts `body` for `command`, correctly signed at a `RequestTime` within the window of
+    /// `NOW` that no earlier call used (each is a new callback, never a replay).
     async fn post_signed(&self, command: &str, body: &Value) -> (u16, Value) {
+        let age = self
+            .signed_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(age < 60, "more signed calls than seconds in the window");
+        self.post_signed_at(command, body, NOW - age).await
+    }
+
+    /// Posts `body` for `command`, correctly signed at `time`.
+    async fn post_signed_at(&self, command: &str, body: &Value, time: i64) -> (u16, Value) {
         self.post(
-            &Self::query(command, APP, Some((TOKEN, NOW))),
+            &Self::query(command, APP, Some((TOKEN, time))),
             body.to_string(),
         )
         .await
@@ -265,6 +281,9 @@ fn debug_never_shows_the_token() {
         sdkappid: APP,
         token: Some("supersecrettoken".into()),
         clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
     };
     let text = format!("{state:?}");
     assert!(
@@ -546,11 +565,11 @@ async fn join_and_exit_map_to_online_and_offline() {
 #[tokio::test]
 async fn a_full_queue_drops_the_event_but_still_answers_ok() {
     let mut s = Server::start(Some(TOKEN), Arc::new(ManualClock::new(NOW)), 1).await;
-    let body = online_body(&["alice"]);
     let started = std::time::Instant::now();
-    for _ in 0..3 {
+    for who in ["alice", "bob", "carol"] {
         assert_eq!(
-            s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+            s.post_signed(MEMBER_STATE_CHANGE, &online_body(&[who]))
+                .await,
             (200, ok_reply())
         );
     }
@@ -567,7 +586,8 @@ async fn a_full_queue_drops_the_event_but_still_answers_ok() {
     let Server { events, .. } = &mut s;
     events.close();
     assert_eq!(
-        s.post_signed(MEMBER_STATE_CHANGE, &body).await,
+        s.post_signed(MEMBER_STATE_CHANGE, &online_body(&["dave"]))
+            .await,
         (200, ok_reply())
     );
 }
@@ -659,6 +679,9 @@ async fn shutdown_stops_the_server() {
         sdkappid: APP,
         token: None,
         clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
     };
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -733,3 +756,115 @@ async fn the_emulator_sends_signed_callbacks_that_arrive_as_events() {
 }
 
 mod listener;
+
+#[tokio::test]
+async fn a_replayed_signed_callback_is_refused_and_counted() {
+    let mut s = Server::signed().await;
+    let body = online_body(&["alice"]);
+    assert_eq!(
+        s.post_signed_at(MEMBER_STATE_CHANGE, &body, NOW).await,
+        (200, ok_reply())
+    );
+    s.event().await;
+    for _ in 0..5 {
+        let reply = s.post_signed_at(MEMBER_STATE_CHANGE, &body, NOW).await;
+        assert_fail(&reply, 409);
+        assert!(
+            reply.1["ErrorInfo"].as_str().unwrap().contains("replay"),
+            "{reply:?}"
+        );
+    }
+    // Another body naming the same change (the Sign does not cover the body): a replay too.
+    let mut altered = online_body(&["alice", "alice"]);
+    altered["EventCause"] = json!("Something");
+    assert_fail(
+        &s.post_signed_at(MEMBER_STATE_CHANGE, &altered, NOW).await,
+        409,
+    );
+    s.assert_no_event();
+    // Same Sign and RequestTime, a new member: the service's callbacks of one second share
+    // their Sign, so this is another callback; the change seen before is dropped from it.
+    assert_eq!(
+        s.post_signed_at(MEMBER_STATE_CHANGE, &online_body(&["alice", "bob"]), NOW)
+            .await,
+        (200, ok_reply())
+    );
+    assert_eq!(
+        s.event().await,
+        event("@TGS#aAAA", &["bob"], MemberEvent::Online)
+    );
+    let text = s.metrics.encode();
+    assert!(
+        text.contains("marksync_callback_refusals_total{reason=\"replayed\"} 6\n"),
+        "{text}"
+    );
+    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "replayed"), "6");
+    assert_eq!(s.callbacks_counted(MEMBER_STATE_CHANGE, "accepted"), "2");
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    let s = Server::signed().await;
+    let body = online_body(&["alice"]).to_string();
+    let unsigned = Server::query(MEMBER_STATE_CHANGE, APP, None);
+    assert_fail(&s.post(&unsigned, body.clone()).await, 401);
+    let other_app = Server::query(MEMBER_STATE_CHANGE, APP + 1, Some((TOKEN, NOW)));
+    assert_fail(&s.post(&other_app, body.clone()).await, 403);
+    let old = Server::query(MEMBER_STATE_CHANGE, APP, Some((TOKEN, NOW - 61)));
+    assert_fail(&s.post(&old, body).await, 401);
+    let text = s.metrics.encode();
+    for (reason, n) in [
+        ("rejected_sign", 1),
+        ("rejected_app", 1),
+        ("rejected_time", 1),
+        ("replayed", 0),
+        ("malformed", 0),
+    ] {
+        let line = format!("marksync_callback_refusals_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(text.contains(&line), "{line} not in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_warns_when_unsigned_callbacks_are_served_beyond_loopback() {
+    let (ready, readiness) = watch::channel(Readiness::default());
+    let (events, _rx) = mpsc::channel(1);
+    let state = HttpState {
+        metrics: Arc::new(Metrics::new()),
+        readiness,
+        events,
+        sdkappid: APP,
+        token: None,
+        clock: Arc::new(SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
+    };
+    let http = crate::config::Http {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        callback_token_file: None,
+        allow_unsigned_callbacks: true,
+    };
+    let listener = within(start(&http, state)).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/readyz", listener.addr.port());
+    let get = || async {
+        let r = within(reqwest::get(&url)).await.unwrap();
+        (r.status().as_u16(), within(r.text()).await.unwrap())
+    };
+    let (status, body) = get().await;
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with("not ready\nwarning: callbacks on 0.0.0.0:"),
+        "{body}"
+    );
+    assert!(body.contains("without a signature"), "{body}");
+    ready.send_replace(Readiness {
+        desired_ok: true,
+        last_reconcile_ok: true,
+        detail: "ok".into(),
+    });
+    let (status, body) = get().await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("ready\nwarning: "), "{body}");
+    listener.task.abort();
+}

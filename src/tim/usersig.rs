@@ -284,7 +284,7 @@ pub fn warn_if_loose(path: &Path) {
 }
 
 /// The permission bits of `path` when group or others may read or write it.
-fn loose_mode(path: &Path) -> Option<u32> {
+pub(crate) fn loose_mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
     is_loose(mode).then_some(mode)

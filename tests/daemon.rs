@@ -1325,7 +1325,7 @@ fn with_signed_callbacks(want: &Marks) -> (Env, Daemon) {
     env.desire("cb.yaml", want);
     let d = env.start();
     env.wait_live(want);
-    env.quiet(&d);
+    env.settled(&d);
     (env, d)
 }
 
@@ -1381,7 +1381,7 @@ fn one_captured_callback_replayed_1000_times_causes_at_most_one_resend() {
             .or_default() += 1;
     }
     let elapsed = started.elapsed();
-    env.quiet(&d);
+    env.settled(&d);
     let resends = env.calls() - calls_before;
     let writes = env.state()["serial"].as_u64().unwrap() - serial_before;
     let refused = metric(

@@ -227,6 +227,9 @@ async fn start_listener() -> (
         sdkappid: super::APP,
         token: None,
         clock: Arc::new(marksync::clock::SystemClock),
+        replay: Arc::default(),
+        refusal_log: Arc::default(),
+        unsigned_warning: None,
     };
     tokio::spawn(async move {
         if let Err(e) = marksync::http::serve(listener, state, std::future::pending()).await {

@@ -1473,3 +1473,41 @@ fn readyz_names_the_broken_file_and_line_but_not_its_text() {
     assert!(!body.contains("private_student_name"), "{body}");
     assert!(!body.contains("[1000"), "{body}");
 }
+
+/// The shipped units default the `callback-token` credential to empty (`SetCredential=`) so that
+/// a host without `/etc/marksync/callback.token` still starts: an empty credential means no token,
+/// and a loopback listener then takes unsigned callbacks as before.
+#[test]
+fn an_empty_callback_token_credential_means_no_token() {
+    let mut env = Env::new();
+    env.set("http", "{ listen: 127.0.0.1:0 }");
+    let want = marks(&[("@TGS#CR", "alice", &[1000])]);
+    env.desire("cr.yaml", &want);
+    env.write("creds/callback-token", "");
+    env.write_config();
+    let creds = env.path("creds");
+    let mut d = Daemon::spawn(
+        &env.path("marksync.yaml"),
+        env.path("daemon-creds.log"),
+        |c| {
+            c.env("CREDENTIALS_DIRECTORY", &creds);
+        },
+    );
+    d.wait_ready();
+    env.wait_live(&want);
+    let query = format!(
+        "SdkAppid={APP}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json\
+         &ClientIP=10.0.0.1&OptPlatform=Web"
+    );
+    let body = serde_json::json!({
+        "CallbackCommand": "Group.CallbackOnMemberStateChange",
+        "GroupId": "@TGS#CR", "Type": "AVChatRoom", "EventType": "Online",
+        "EventCause": "Join", "MemberList": [{"Member_Account": "alice"}],
+    });
+    assert_eq!(
+        post_callback(&d, &query, &body.to_string()),
+        200,
+        "{}",
+        d.proc.stderr()
+    );
+}

@@ -789,9 +789,10 @@ pub struct Listener {
 /// (`state.token` is replaced). Reports the bound address.
 pub async fn start(http: &crate::config::Http, mut state: HttpState) -> Result<Listener, Error> {
     let token_file = http.callback_token_file.clone().or_else(|| {
+        // An empty credential is the shipped units' default (`SetCredential=`): no token.
         std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(|d| std::path::PathBuf::from(d).join("callback-token"))
-            .filter(|p| p.exists())
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
     });
     state.token = match &token_file {
         Some(path) => Some(crate::config::read_callback_token(path).map_err(Error::CallbackToken)?),

@@ -169,8 +169,11 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     }
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
-        // Streamed through a buffer: the JSON plan of a million members is 42 MB.
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+        // Streamed through a buffer: the JSON plan of a million members is 42 MB. Not through
+        // `anstream`, which would scan every byte for terminal styles: JSON carries none (its
+        // control characters are escaped).
+        let mut stdout = std::io::stdout().lock();
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
         render::write_json_plan(
             &mut buffered,
             &plan,

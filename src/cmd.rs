@@ -169,11 +169,17 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     }
     let mut out = anstream::stdout().lock();
     let written = if opts.json {
-        let json = match &refreshed {
-            Some(r) => render::json_plan_refreshed(&plan, &r.classified),
-            None => render::json_plan(&plan),
-        };
-        writeln!(out, "{json}")
+        // Streamed through a buffer: the JSON plan of a million members is 42 MB. Not through
+        // `anstream`, which would scan every byte for terminal styles: JSON carries none (its
+        // control characters are escaped).
+        let mut stdout = std::io::stdout().lock();
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
+        render::write_json_plan(
+            &mut buffered,
+            &plan,
+            refreshed.as_ref().map(|r| &r.classified),
+        )
+        .and_then(|()| buffered.flush())
     } else {
         let mut view = render::PlanView::new(&desired, &state, &config.desired, now);
         view.refreshed = refreshed.is_some();
@@ -498,11 +504,14 @@ pub async fn apply_until(
     let mut out = anstream::stdout();
     let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
-        let json = match &refreshed {
-            Some(r) => render::json_plan_refreshed(&plan, &r.classified),
-            None => render::json_plan(&plan),
-        };
-        writeln!(out, "{json}").map_err(write_err)?;
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut out);
+        render::write_json_plan(
+            &mut buffered,
+            &plan,
+            refreshed.as_ref().map(|r| &r.classified),
+        )
+        .and_then(|()| buffered.flush())
+        .map_err(write_err)?;
     } else {
         if let Some(r) = &refreshed {
             write!(out, "{}", render::drift(&r.classified, opts.verbose)).map_err(write_err)?;

@@ -138,7 +138,17 @@ impl Account {
                 s.len()
             ));
         }
-        if let Some((at, c)) = s.char_indices().find(|&(_, c)| is_forbidden_in_names(c)) {
+        // An ASCII name (nearly every one) is checked a byte at a time: the only ASCII
+        // characters `is_forbidden_in_names` refuses are the controls and the space, that is
+        // every byte that is not graphic (`ascii_bytes_are_refused_exactly_as_characters`).
+        let forbidden = if s.is_ascii() {
+            s.bytes()
+                .position(|b| !b.is_ascii_graphic())
+                .map(|at| (at, char::from(s.as_bytes()[at])))
+        } else {
+            s.char_indices().find(|&(_, c)| is_forbidden_in_names(c))
+        };
+        if let Some((at, c)) = forbidden {
             let hint = if is_separator(c) || c.is_whitespace() {
                 "; two accounts run together? separate accounts with a comma: [alice, bob]"
             } else {
@@ -443,6 +453,25 @@ mod tests {
         }
         for bad in [0, 1, 499, 501, 599, 601, 999, 4_294_967_296] {
             assert!(Mark::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ascii_bytes_are_refused_exactly_as_characters() {
+        // `Account::check` tests ASCII names a byte at a time; it must refuse exactly the
+        // characters the general test refuses, at the same place, with the same message.
+        for b in 0u8..=0x7f {
+            let c = char::from(b);
+            let name = format!("ab{c}cd");
+            assert_eq!(
+                Account::new(&name).is_err(),
+                is_forbidden_in_names(c),
+                "byte {b:#04x}"
+            );
+            if let Err(e) = Account::new(&name) {
+                assert!(e.contains("at byte 2"), "{b:#04x}: {e}");
+                assert!(e.contains(&describe_char(c)), "{b:#04x}: {e}");
+            }
         }
     }
 

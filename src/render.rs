@@ -13,7 +13,7 @@ use std::path::Path;
 
 use crate::desired::Origin;
 use crate::model::{Account, GroupId, MarkSet, UnixTime};
-use crate::plan::{Change, ChangeKind, Plan, Summary};
+use crate::plan::{Call, Change, ChangeKind, Plan, Summary};
 use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, OverCapacity, UnnameableHolder};
 use crate::state::State;
 
@@ -287,8 +287,9 @@ pub struct JsonPlan<'a> {
     pub format_version: u32,
     /// Counts.
     pub summary: JsonSummary,
-    /// The calls in execution order.
-    pub calls: Vec<JsonCall<'a>>,
+    /// The calls in execution order, serialized straight from the plan (a million members
+    /// are not copied into a second tree first).
+    pub calls: JsonCalls<'a>,
     /// With `--refresh`: every drifted (group, account, mark) and its kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<&'a [Drift]>,
@@ -323,15 +324,58 @@ pub struct JsonSummary {
     pub unnameable_holders: Option<usize>,
 }
 
-/// One call.
-#[derive(Serialize)]
-pub struct JsonCall<'a> {
-    /// The group ID.
-    pub group: &'a str,
-    /// "set" or "clear".
-    pub command: &'static str,
-    /// Members and their marks.
-    pub members: Vec<JsonMember<'a>>,
+/// The calls of a plan as a JSON array of `{"group", "command", "members": [{"account",
+/// "marks"}]}` objects, written as they are read from the plan.
+#[derive(Clone, Copy)]
+pub struct JsonCalls<'a>(pub &'a [Call]);
+
+impl Serialize for JsonCalls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        struct Members<'a>(&'a [(Account, MarkSet)]);
+        impl Serialize for Members<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+                for (account, marks) in self.0 {
+                    seq.serialize_element(&Member(account, marks))?;
+                }
+                seq.end()
+            }
+        }
+        struct Member<'a>(&'a Account, &'a MarkSet);
+        impl Serialize for Member<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut member = serializer.serialize_struct("JsonMember", 2)?;
+                member.serialize_field("account", self.0.as_str())?;
+                member.serialize_field("marks", &Marks(self.1))?;
+                member.end()
+            }
+        }
+        struct Marks<'a>(&'a MarkSet);
+        impl Serialize for Marks<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|m| m.get()))
+            }
+        }
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for call in self.0 {
+            struct One<'a>(&'a Call);
+            impl Serialize for One<'_> {
+                fn serialize<S: serde::Serializer>(
+                    &self,
+                    serializer: S,
+                ) -> Result<S::Ok, S::Error> {
+                    let mut call = serializer.serialize_struct("JsonCall", 3)?;
+                    call.serialize_field("group", self.0.group.as_str())?;
+                    call.serialize_field("command", self.0.command.as_str())?;
+                    call.serialize_field("members", &Members(&self.0.members))?;
+                    call.end()
+                }
+            }
+            seq.serialize_element(&One(call))?;
+        }
+        seq.end()
+    }
 }
 
 /// One member of a call.
@@ -361,22 +405,7 @@ impl<'a> JsonPlan<'a> {
             drift: None,
             unnameable_holders: None,
             over_capacity: None,
-            calls: plan
-                .calls
-                .iter()
-                .map(|c| JsonCall {
-                    group: c.group.as_str(),
-                    command: c.command.as_str(),
-                    members: c
-                        .members
-                        .iter()
-                        .map(|(a, m)| JsonMember {
-                            account: a.as_str(),
-                            marks: m.iter().map(|m| m.get()).collect(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            calls: JsonCalls(&plan.calls),
         }
     }
 
@@ -401,6 +430,21 @@ pub fn json_plan(plan: &Plan) -> String {
 /// `summary.drift`.
 pub fn json_plan_refreshed(plan: &Plan, classified: &Classified) -> String {
     serde_json::to_string(&JsonPlan::new(plan).with_drift(classified)).expect("plan serializes")
+}
+
+/// Writes [`json_plan`] (or, with `classified`, [`json_plan_refreshed`]) and a newline to `out`
+/// as it is serialized: a plan of a million members is never held as one string (42 MB).
+pub fn write_json_plan(
+    out: &mut impl std::io::Write,
+    plan: &Plan,
+    classified: Option<&Classified>,
+) -> std::io::Result<()> {
+    let view = match classified {
+        Some(c) => JsonPlan::new(plan).with_drift(c),
+        None => JsonPlan::new(plan),
+    };
+    serde_json::to_writer(&mut *out, &view).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
 }
 
 /// Drift kinds in words, for the human drift section.

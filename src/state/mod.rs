@@ -485,15 +485,30 @@ where
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = BTreeMap::new();
+                // marksync writes its state sorted: while every key is greater than the one
+                // before, none can repeat, and the entries are collected in a list that the map
+                // is then built from in one pass (a million members: no search per key). The
+                // first key out of order switches to checking each key against the map, so a
+                // duplicate is refused at the same place either way.
+                let mut sorted: Vec<(K, V)> = Vec::new();
+                let mut out: Option<BTreeMap<K, V>> = None;
                 while let Some(k) = map.next_key::<K>()? {
+                    if out.is_none() && sorted.last().is_none_or(|(last, _)| *last < k) {
+                        let v = map.next_value::<V>()?;
+                        sorted.push((k, v));
+                        continue;
+                    }
+                    let out = out
+                        .get_or_insert_with(|| std::mem::take(&mut sorted).into_iter().collect());
                     if out.contains_key(&k) {
                         return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
                     }
                     let v = map.next_value::<V>()?;
                     out.insert(k, v);
                 }
-                Ok(UniqueMap(out))
+                Ok(UniqueMap(
+                    out.unwrap_or_else(|| sorted.into_iter().collect()),
+                ))
             }
         }
         d.deserialize_map(Unique(std::marker::PhantomData))

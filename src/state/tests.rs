@@ -485,6 +485,47 @@ fn duplicate_keys_in_the_state_or_sidecar_are_corrupt_not_last_one_wins() {
 }
 
 #[test]
+fn keys_out_of_order_still_load_and_a_duplicate_after_them_is_refused() {
+    // The reader builds sorted maps in one pass while keys ascend; a hand-edited state need not
+    // be sorted, and a key repeated after the order broke must still be caught.
+    let head = r#""format_version":1,"sdkappid":7,"serial":1"#;
+    let text = format!(
+        r#"{{{head},"groups":{{"H":{{"c":{{"1000":1}},"a":{{"1001":2}},"b":{{"1002":3}}}},"G":{{"z":{{"1000":4}}}}}}}}"#
+    );
+    let st = parse(Path::new("s.json"), text.as_bytes()).unwrap();
+    let members =
+        |grp: &str| -> Vec<String> { st.groups[&g(grp)].keys().map(|k| k.to_string()).collect() };
+    assert_eq!(
+        st.groups.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["G", "H"]
+    );
+    assert_eq!(members("H"), ["a", "b", "c"]);
+    assert_eq!(st.groups[&g("H")][&a("a")].get(m(1001)), Some(2));
+    assert_eq!(members("G"), ["z"]);
+    for (text, key) in [
+        (
+            format!(
+                r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}},"c":{{"1000":1}},"b":{{"1000":1}},"a":{{"1000":1}}}}}}}}"#
+            ),
+            "\"a\"",
+        ),
+        (
+            format!(
+                r#"{{{head},"groups":{{"G":{{"a":{{"1000":1}},"b":{{"1000":1}},"b":{{"1000":1}}}}}}}}"#
+            ),
+            "\"b\"",
+        ),
+    ] {
+        let err = parse(Path::new("s.json"), text.as_bytes()).expect_err(&text);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("duplicate") && msg.contains(key) && msg.contains("line 1 column"),
+            "{text}: {msg}"
+        );
+    }
+}
+
+#[test]
 fn errors_name_the_path_as_written_or_the_target_of_a_link() {
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real");

@@ -292,3 +292,32 @@ fn json_names_in_any_case_go_to_the_json_reader() {
         );
     }
 }
+
+proptest! {
+    /// `Places` counts lines and characters a span at a time; it must agree with walking the
+    /// text one character at a time, for any text and any set of offsets.
+    #[test]
+    fn places_agree_with_a_walk_through_the_text(
+        text in "[a\n\u{e9}\u{8a9e}\u{1f600} ]{0,60}",
+        picks in proptest::collection::vec(0usize..70, 0..8),
+    ) {
+        let offsets: Vec<usize> = picks.iter().map(|&p| p.min(text.len())).collect();
+        let places = super::Places::new(&text, offsets.clone());
+        for &at in &offsets {
+            let (mut line, mut column, mut line_start) = (1u64, 1u64, 0usize);
+            for (i, c) in text.char_indices() {
+                if i >= at {
+                    break;
+                }
+                if c == '\n' {
+                    line += 1;
+                    column = 1;
+                    line_start = i + 1;
+                } else {
+                    column += 1;
+                }
+            }
+            prop_assert_eq!(places.get(at), (at, line, column, line_start), "{:?} at {}", text, at);
+        }
+    }
+}

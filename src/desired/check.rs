@@ -552,13 +552,32 @@ pub(super) fn check_group(
     }
 
     // The service's limits, checked before any call.
-    if mark_first_use.len() > MAX_MARKS_PER_GROUP {
-        let mut by_position: Vec<(&Mark, &serde_saphyr::Location)> =
-            mark_first_use.iter().collect();
-        by_position.sort_by_key(|(_, at)| (at.line(), at.column()));
-        let (&eleventh, at) = by_position[MAX_MARKS_PER_GROUP];
-        let all: Vec<String> = mark_first_use.keys().map(Mark::to_string).collect();
-        errors.push(cx.at_loc(
+    for (at, message) in limit_problems(id, &mark_first_use, &out, group_pos, |l| {
+        (l.line(), l.column())
+    }) {
+        errors.push(cx.at_loc(&at, message));
+    }
+    out
+}
+
+/// The service's limits on one group, checked before any call (both readers share it): at most
+/// [`MAX_MARKS_PER_GROUP`] distinct marks, reported at the first use of the one too many, and at
+/// most [`MAX_MEMBERS_PER_MARK`] members per mark, reported at the mark's first use (or the
+/// group's place). `first_use` maps each mark to where it is first used; `order` sorts places.
+pub(super) fn limit_problems<P: Copy, K: Ord>(
+    id: &GroupId,
+    first_use: &BTreeMap<Mark, P>,
+    group: &DesiredGroup,
+    group_at: P,
+    order: impl Fn(&P) -> K,
+) -> Vec<(P, String)> {
+    let mut problems = Vec::new();
+    if first_use.len() > MAX_MARKS_PER_GROUP {
+        let mut by_position: Vec<(Mark, P)> = first_use.iter().map(|(m, at)| (*m, *at)).collect();
+        by_position.sort_by_key(|(_, at)| order(at));
+        let (eleventh, at) = by_position[MAX_MARKS_PER_GROUP];
+        let all: Vec<String> = first_use.keys().map(Mark::to_string).collect();
+        problems.push((
             at,
             format!(
                 "group {:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
@@ -570,7 +589,7 @@ pub(super) fn check_group(
     }
     // At most a handful of distinct marks: a sorted vector, not a tree, for a million lookups.
     let mut per_mark: Vec<(Mark, usize)> = Vec::new();
-    for marks in out.members.values() {
+    for marks in group.members.values() {
         for m in marks.iter() {
             match per_mark.binary_search_by_key(&m, |e| e.0) {
                 Ok(i) => per_mark[i].1 += 1,
@@ -580,9 +599,9 @@ pub(super) fn check_group(
     }
     for (m, count) in per_mark {
         if count > MAX_MEMBERS_PER_MARK {
-            let at = mark_first_use.get(&m).copied().unwrap_or(group_pos);
-            errors.push(cx.at_loc(
-                &at,
+            let at = first_use.get(&m).copied().unwrap_or(group_at);
+            problems.push((
+                at,
                 format!(
                     "mark {m} is given to {count} members of group {:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark",
                     id.as_str()
@@ -590,7 +609,7 @@ pub(super) fn check_group(
             ));
         }
     }
-    out
+    problems
 }
 
 /// For keys (or list items) given in document order as their text (`None`: not comparable, never

@@ -667,42 +667,8 @@ impl GroupBuild {
         for (m, at) in uses_in_marks {
             uses.entry(m).or_insert(at);
         }
-        if uses.len() > MAX_MARKS_PER_GROUP {
-            let mut by_position: Vec<(Mark, usize)> =
-                uses.iter().map(|(m, at)| (*m, *at)).collect();
-            by_position.sort_by_key(|u| u.1);
-            let (eleventh, at) = by_position[MAX_MARKS_PER_GROUP];
-            let all: Vec<String> = uses.keys().map(Mark::to_string).collect();
-            r.error(
-                at,
-                format!(
-                    "group {:?} uses {} distinct marks ({}); the service allows at most {MAX_MARKS_PER_GROUP} per group (mark {eleventh} is one too many)",
-                    id.as_str(),
-                    all.len(),
-                    all.join(", ")
-                ),
-            );
-        }
-        let mut per_mark: Vec<(Mark, usize)> = Vec::new();
-        for marks in out.members.values() {
-            for m in marks.iter() {
-                match per_mark.binary_search_by_key(&m, |e| e.0) {
-                    Ok(i) => per_mark[i].1 += 1,
-                    Err(i) => per_mark.insert(i, (m, 1)),
-                }
-            }
-        }
-        for (m, count) in per_mark {
-            if count > MAX_MEMBERS_PER_MARK {
-                let at = uses.get(&m).copied().unwrap_or(group_at);
-                r.error(
-                    at,
-                    format!(
-                        "mark {m} is given to {count} members of group {:?}; the service allows at most {MAX_MEMBERS_PER_MARK} members per mark",
-                        id.as_str()
-                    ),
-                );
-            }
+        for (at, message) in super::check::limit_problems(id, &uses, &out, group_at, |at| *at) {
+            r.error(at, message);
         }
         out
     }

@@ -254,18 +254,8 @@ impl Cx<'_> {
                 return Err(format!("a mark must be an integer, found {}", other.kind()));
             }
         };
-        if is_decimal(text) {
-            return match text
-                .parse::<u64>()
-                .ok()
-                .filter(|&n| n <= u64::from(u32::MAX))
-            {
-                Some(n) => Mark::new(n),
-                None => Err(format!(
-                    "mark {text} is too large: the service's marks are 32-bit (at most {})",
-                    u32::MAX
-                )),
-            };
+        if let Some(mark) = plain_decimal_mark(text) {
+            return mark;
         }
         let meant: Option<i128> = match scalar {
             Scalar::Int(n) => Some(*n),
@@ -276,9 +266,6 @@ impl Cx<'_> {
             _ => None,
         };
         match (meant, scalar) {
-            (Some(n), _) if n < 0 => Err(format!(
-                "mark {text} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
-            )),
             (Some(n), _) => Err(not_plain_decimal(text, n)),
             (None, Scalar::Float(_)) => Err(format!("mark {text} is not an integer")),
             (None, other) => Err(format!("a mark must be an integer, found {}", other.kind())),
@@ -294,9 +281,32 @@ pub(super) fn is_str_tag(tag: &str) -> bool {
 /// The end of the error for a list of marks or accounts that is null.
 const NULL_LIST: &str = "have no value: the file may be cut off; write `[]` to declare none";
 
+/// A mark written in plain decimal (`1000`): the mark, or why it is none; `None` when `text` is not
+/// plain decimal. Both readers read marks through it.
+pub(super) fn plain_decimal_mark(text: &str) -> Option<Result<Mark, String>> {
+    is_decimal(text).then(|| {
+        match text
+            .parse::<u64>()
+            .ok()
+            .filter(|&n| n <= u64::from(u32::MAX))
+        {
+            Some(n) => Mark::new(n),
+            None => Err(format!(
+                "mark {text} is too large: the service's marks are 32-bit (at most {})",
+                u32::MAX
+            )),
+        }
+    })
+}
+
 /// A mark written as `text`, which means the integer `n` but not in plain decimal: suggest `n`
-/// only when it is a mark (`-0` and `1e2` are not).
+/// only when it is a mark (`-0` and `1e2` are not; a negative number is never one).
 pub(super) fn not_plain_decimal(text: &str, n: i128) -> String {
+    if n < 0 {
+        return format!(
+            "mark {text} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
+        );
+    }
     match u64::try_from(n).ok().map(Mark::new) {
         Some(Ok(_)) => format!("mark `{text}` is not a plain decimal integer; write {n}"),
         _ => format!(

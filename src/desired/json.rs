@@ -989,18 +989,8 @@ fn mark_item(raw: &str) -> Result<Mark, String> {
 
 /// A number as written where a mark belongs (or a decimal key of `marks`).
 fn mark_number(text: &str) -> Result<Mark, String> {
-    if is_decimal(text) {
-        return match text
-            .parse::<u64>()
-            .ok()
-            .filter(|&n| n <= u64::from(u32::MAX))
-        {
-            Some(n) => Mark::new(n),
-            None => Err(format!(
-                "mark {text} is too large: the service's marks are 32-bit (at most {})",
-                u32::MAX
-            )),
-        };
+    if let Some(mark) = super::check::plain_decimal_mark(text) {
+        return mark;
     }
     let meant = text.parse::<i128>().ok().or_else(|| {
         text.parse::<f64>()
@@ -1009,9 +999,6 @@ fn mark_number(text: &str) -> Result<Mark, String> {
             .map(|f| f as i128)
     });
     match meant {
-        Some(n) if n < 0 => Err(format!(
-            "mark {text} is not allowed: a mark is an integer >= 1000, or the special 500 or 600"
-        )),
         Some(n) => Err(not_plain_decimal(text, n)),
         None => Err(format!("mark {text} is not an integer")),
     }

@@ -356,29 +356,27 @@ impl Drop for Lock {
     }
 }
 
+/// Turns an I/O error about the lock file `path` into a [`StateError::Lock`] naming it.
+fn lock_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + use<> {
+    let path = path.to_path_buf();
+    move |source| StateError::Lock { path, source }
+}
+
 /// Takes the exclusive lock for `state_path` (beside its [`target`]), or says which pid holds it.
 ///
 /// The lock file is opened without following a symbolic link (one there would have its target
 /// truncated and overwritten with a pid) and created readable by its owner only.
 pub fn lock(state_path: &Path) -> Result<Lock, StateError> {
-    let lerr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StateError::Lock { path, source }
-    };
-    let real = target(state_path).map_err(lerr(&lock_path(state_path)))?;
+    let real = target(state_path).map_err(lock_error(&lock_path(state_path)))?;
     lock_at(&real).map_err(|e| named(e, state_path, &real))
 }
 
 /// [`lock`] of the file itself.
 fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let lerr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StateError::Lock { path, source }
-    };
     let path = lock_path(state_path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(lerr(&path))?;
+        std::fs::create_dir_all(dir).map_err(lock_error(&path))?;
     }
     let opened = OpenOptions::new()
         .read(true)
@@ -400,9 +398,9 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
                 ),
             });
         }
-        Err(e) => return Err(lerr(&path)(e)),
+        Err(e) => return Err(lock_error(&path)(e)),
     };
-    let kind = file.metadata().map_err(lerr(&path))?.file_type();
+    let kind = file.metadata().map_err(lock_error(&path))?.file_type();
     if !kind.is_file() {
         let what = if kind.is_fifo() {
             "a FIFO"
@@ -434,6 +432,6 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
         writeln!(f, "{}", std::process::id())?;
         f.sync_all()
     };
-    write_pid(&mut file).map_err(lerr(&path))?;
+    write_pid(&mut file).map_err(lock_error(&path))?;
     Ok(Lock { file, path })
 }

@@ -323,17 +323,13 @@ pub async fn run(
         None => None,
         Some(http) => {
             let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-            let state = HttpState {
-                metrics: daemon.metrics.clone(),
-                readiness: readiness_rx,
-                events: events_tx,
-                sdkappid: daemon.config.sdkappid,
-                token: None,
-                clock: daemon.clock.clone(),
-                replay: Arc::default(),
-                refusal_log: Arc::default(),
-                unsigned_warning: None,
-            };
+            let state = HttpState::new(
+                daemon.metrics.clone(),
+                readiness_rx,
+                events_tx,
+                daemon.config.sdkappid,
+                daemon.clock.clone(),
+            );
             let listener = crate::http::start(&http, state).await?;
             let callbacks = sender.clone();
             tokio::spawn(async move {

@@ -188,6 +188,30 @@ pub struct HttpState {
     pub unsigned_warning: Option<String>,
 }
 
+impl HttpState {
+    /// A listener's state with no callback token yet ([`start`] reads it), an empty replay
+    /// memory and refusal log, and no unsigned-callback warning.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        readiness: watch::Receiver<Readiness>,
+        events: mpsc::Sender<CallbackEvent>,
+        sdkappid: u64,
+        clock: Arc<dyn Clock>,
+    ) -> HttpState {
+        HttpState {
+            metrics,
+            readiness,
+            events,
+            sdkappid,
+            token: None,
+            clock,
+            replay: Arc::default(),
+            refusal_log: Arc::default(),
+            unsigned_warning: None,
+        }
+    }
+}
+
 impl fmt::Debug for HttpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpState")

@@ -40,15 +40,8 @@ impl Server {
         let (ready, readiness) = watch::channel(Readiness::default());
         let (tx, events) = mpsc::channel(queue);
         let state = HttpState {
-            metrics: metrics.clone(),
-            readiness,
-            events: tx,
-            sdkappid: APP,
             token: token.map(str::to_owned),
-            clock,
-            replay: Arc::default(),
-            refusal_log: Arc::default(),
-            unsigned_warning: None,
+            ..HttpState::new(metrics.clone(), readiness, tx, APP, clock)
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, state, async {
@@ -275,15 +268,14 @@ fn debug_never_shows_the_token() {
     let (_tx, readiness) = watch::channel(Readiness::default());
     let (events, _rx) = mpsc::channel(1);
     let state = HttpState {
-        metrics: Arc::new(Metrics::new()),
-        readiness,
-        events,
-        sdkappid: APP,
         token: Some("supersecrettoken".into()),
-        clock: Arc::new(SystemClock),
-        replay: Arc::default(),
-        refusal_log: Arc::default(),
-        unsigned_warning: None,
+        ..HttpState::new(
+            Arc::new(Metrics::new()),
+            readiness,
+            events,
+            APP,
+            Arc::new(SystemClock),
+        )
     };
     let text = format!("{state:?}");
     assert!(
@@ -672,17 +664,13 @@ async fn shutdown_stops_the_server() {
         .unwrap();
     let (_ready, readiness) = watch::channel(Readiness::default());
     let (events, _rx) = mpsc::channel(1);
-    let state = HttpState {
-        metrics: Arc::new(Metrics::new()),
+    let state = HttpState::new(
+        Arc::new(Metrics::new()),
         readiness,
         events,
-        sdkappid: APP,
-        token: None,
-        clock: Arc::new(SystemClock),
-        replay: Arc::default(),
-        refusal_log: Arc::default(),
-        unsigned_warning: None,
-    };
+        APP,
+        Arc::new(SystemClock),
+    );
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, async {
@@ -829,17 +817,13 @@ async fn refusals_are_counted_by_reason() {
 async fn readyz_warns_when_unsigned_callbacks_are_served_beyond_loopback() {
     let (ready, readiness) = watch::channel(Readiness::default());
     let (events, _rx) = mpsc::channel(1);
-    let state = HttpState {
-        metrics: Arc::new(Metrics::new()),
+    let state = HttpState::new(
+        Arc::new(Metrics::new()),
         readiness,
         events,
-        sdkappid: APP,
-        token: None,
-        clock: Arc::new(SystemClock),
-        replay: Arc::default(),
-        refusal_log: Arc::default(),
-        unsigned_warning: None,
-    };
+        APP,
+        Arc::new(SystemClock),
+    );
     let http = crate::config::Http {
         listen: "0.0.0.0:0".parse().unwrap(),
         callback_token_file: None,

@@ -220,17 +220,13 @@ async fn start_listener() -> (
         detail: String::new(),
     });
     let (events, mut rx) = mpsc::channel(1024);
-    let state = HttpState {
-        metrics: Arc::new(marksync::metrics::Metrics::new()),
+    let state = HttpState::new(
+        Arc::new(marksync::metrics::Metrics::new()),
         readiness,
         events,
-        sdkappid: super::APP,
-        token: None,
-        clock: Arc::new(marksync::clock::SystemClock),
-        replay: Arc::default(),
-        refusal_log: Arc::default(),
-        unsigned_warning: None,
-    };
+        super::APP,
+        Arc::new(marksync::clock::SystemClock),
+    );
     tokio::spawn(async move {
         if let Err(e) = marksync::http::serve(listener, state, std::future::pending()).await {
             panic!("the listener stopped: {e}");

@@ -26,10 +26,14 @@ use smallvec::SmallVec;
 
 use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
+pub mod file;
 pub mod inspect;
 pub mod store;
+pub use file::{
+    FileStore, Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+};
 pub use store::{
-    Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+    Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,
 };
 
 /// The version this build reads and writes.
@@ -106,6 +110,17 @@ pub enum StateError {
         /// The holder's pid, when it wrote one.
         pid: Option<u32>,
     },
+    /// Another writer replaced the stored state since this process read it (SPEC 11): the write
+    /// was refused by the store's version check, and no further call may be sent.
+    #[error(
+        "state {state} was changed by another writer ({writer}) since this process read it; nothing more was sent. Run plan again to see the new state"
+    )]
+    Conflict {
+        /// The state's path or URL.
+        state: String,
+        /// Who wrote, as far as the store says.
+        writer: String,
+    },
     /// The lock file cannot be created or locked.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -152,6 +167,7 @@ impl StateError {
                 source,
             },
             Locked { path, pid } => Locked { path: f(path), pid },
+            Conflict { state, writer } => Conflict { state, writer },
             Lock { path, source } => Lock {
                 path: f(path),
                 source,
@@ -169,6 +185,7 @@ impl StateError {
             StateError::MissingWithBackup { .. } => "missing_with_backup",
             StateError::Write { .. } => "write",
             StateError::Locked { .. } => "locked",
+            StateError::Conflict { .. } => "conflict",
             StateError::Lock { .. } => "lock",
         }
     }

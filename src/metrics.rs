@@ -85,8 +85,11 @@ pub const RECONCILE_OUTCOMES: &[&str] = &["ok", "partial", "failed", "refused", 
 /// or more than 60 s away), `rejected_app` (another `SdkAppid`), `malformed` (unreadable query or
 /// body), `too_large` (body over the limit), `replayed` (a `(Sign, RequestTime)` accepted
 /// before), `replay_capacity` (too many signed callbacks within the window), `ignored`
-/// (answered OK, nothing to do).
+/// (answered OK, nothing to do), `forwarded` (a standby relayed it to the active daemon, which
+/// answered), `forward_failed` (a standby could not relay it).
 pub const CALLBACK_OUTCOMES: &[&str] = &[
+    "forwarded",
+    "forward_failed",
     "accepted",
     "rejected_sign",
     "rejected_time",
@@ -101,6 +104,7 @@ pub const CALLBACK_OUTCOMES: &[&str] = &[
 /// [`CALLBACK_OUTCOMES`], plus `replayed` (a `(Sign, RequestTime)` accepted before) and
 /// `replay_capacity` (too many signed callbacks within the window to remember another).
 pub const CALLBACK_REFUSAL_REASONS: &[&str] = &[
+    "forward_failed",
     "rejected_sign",
     "rejected_time",
     "rejected_app",

@@ -62,6 +62,7 @@ use crate::metrics::Metrics;
 use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
 
+pub mod forward;
 pub mod logging;
 pub mod replay;
 
@@ -186,6 +187,10 @@ pub struct HttpState {
     pub refusal_log: Arc<logging::RefusalLog>,
     /// Said on every `/readyz` answer: callbacks are served unsigned beyond loopback.
     pub unsigned_warning: Option<String>,
+    /// Whether callbacks are acted on here or relayed to the active daemon (SPEC 11).
+    pub role: watch::Receiver<forward::Role>,
+    /// The client a standby relays callbacks with.
+    pub relay: reqwest::Client,
 }
 
 impl HttpState {
@@ -208,6 +213,8 @@ impl HttpState {
             replay: Arc::default(),
             refusal_log: Arc::default(),
             unsigned_warning: None,
+            role: watch::channel(forward::Role::Active).1,
+            relay: forward::client(),
         }
     }
 }
@@ -545,6 +552,29 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
+/// Relays a checked callback from this standby to the active daemon at `active`; a relay that
+/// fails is a 503 with the reason (the service does not retry, so the warning and the metric are
+/// the trace it leaves).
+async fn relay(
+    s: &HttpState,
+    active: Option<String>,
+    raw_query: &str,
+    body: Bytes,
+) -> Result<Handled, Refusal> {
+    let result = match active {
+        None => Err(forward::ForwardError::NoActive),
+        Some(address) => forward::forward(&s.relay, &address, raw_query, body).await,
+    };
+    match result {
+        Ok((status, body)) => Ok(Handled::Relayed(status, body)),
+        Err(e) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "forward_failed",
+            e.to_string(),
+        )),
+    }
+}
+
 /// A refused or failed callback: its status, metric outcome and `ErrorInfo`.
 struct Refusal {
     /// The HTTP status of the reply.
@@ -576,8 +606,9 @@ async fn callback(
         Ok(Query(q)) => q.command.clone().unwrap_or_default(),
         Err(_) => String::new(),
     };
+    let raw_query = request.uri().query().unwrap_or("").to_owned();
     let result = match query {
-        Ok(Query(q)) => handle_callback(&s, &command, &q, request).await,
+        Ok(Query(q)) => handle_callback(&s, &command, &q, &raw_query, request).await,
         Err(e) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             "malformed",
@@ -585,9 +616,13 @@ async fn callback(
         )),
     };
     match result {
-        Ok(outcome) => {
+        Ok(Handled::Done(outcome)) => {
             s.metrics.record_callback(&command, outcome);
             (StatusCode::OK, Json(CallbackReplyBody::ok())).into_response()
+        }
+        Ok(Handled::Relayed(status, body)) => {
+            s.metrics.record_callback(&command, "forwarded");
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Err(r) => {
             s.metrics.record_callback(&command, r.outcome);
@@ -615,13 +650,22 @@ async fn callback(
     }
 }
 
-/// Checks and acts on one callback; returns the metric outcome of an OK reply.
+/// What became of a callback that was not refused.
+enum Handled {
+    /// Acted on here; the metric outcome of the OK reply.
+    Done(&'static str),
+    /// Relayed by a standby to the active daemon, which answered this.
+    Relayed(StatusCode, Bytes),
+}
+
+/// Checks and acts on one callback (or, on a standby, relays it once checked).
 async fn handle_callback(
     s: &HttpState,
     command: &str,
     q: &CallbackQuery,
+    raw_query: &str,
     request: Request,
-) -> Result<&'static str, Refusal> {
+) -> Result<Handled, Refusal> {
     // When the callback arrived: the event's time when it carries none (see `event_at`).
     let received = s.clock.now();
     let app = q.sdkappid.as_deref().unwrap_or("");
@@ -690,11 +734,18 @@ async fn handle_callback(
             ));
         }
     };
+    let standby = match &*s.role.borrow() {
+        forward::Role::Active => None,
+        forward::Role::Standby { active } => Some(active.clone()),
+    };
+    if let Some(active) = standby {
+        return relay(s, active, raw_query, body).await;
+    }
     let change = match callback::parse(command, &body) {
         Ok(Parsed::Presence(change)) => change,
         Ok(Parsed::Ignored) => {
             tracing::debug!(command, "callback ignored");
-            return Ok("ignored");
+            return Ok(Handled::Done("ignored"));
         }
         Err(e) => {
             return Err(Refusal::new(
@@ -708,7 +759,7 @@ async fn handle_callback(
         Ok(g) => g,
         Err(e) => {
             tracing::debug!(command, error = %Escaped(&e), "callback for an invalid group ignored");
-            return Ok("ignored");
+            return Ok(Handled::Done("ignored"));
         }
     };
     let accounts: Vec<Account> = change
@@ -724,7 +775,7 @@ async fn handle_callback(
         .collect();
     if accounts.is_empty() {
         tracing::debug!(command, group = %group, "callback without valid accounts ignored");
-        return Ok("ignored");
+        return Ok(Handled::Done("ignored"));
     }
     // Each presence change once per signature: a replayed callback, whatever its body, adds
     // nothing (see `replay`).
@@ -796,7 +847,7 @@ async fn handle_callback(
             );
         }
     }
-    Ok("accepted")
+    Ok(Handled::Done("accepted"))
 }
 
 /// A started listener.

@@ -24,6 +24,8 @@ struct Server {
     events: mpsc::Receiver<CallbackEvent>,
     metrics: Arc<Metrics>,
     ready: watch::Sender<Readiness>,
+    /// Makes this listener a standby (or active again).
+    role: watch::Sender<forward::Role>,
     http: reqwest::Client,
     /// Signed calls made so far: the next one is signed this many seconds before `NOW`.
     signed_calls: std::sync::atomic::AtomicI64,
@@ -39,8 +41,10 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let (ready, readiness) = watch::channel(Readiness::default());
         let (tx, events) = mpsc::channel(queue);
+        let (role, role_rx) = watch::channel(forward::Role::Active);
         let state = HttpState {
             token: token.map(str::to_owned),
+            role: role_rx,
             ..HttpState::new(metrics.clone(), readiness, tx, APP, clock)
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -52,6 +56,7 @@ impl Server {
             events,
             metrics,
             ready,
+            role,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -851,4 +856,120 @@ async fn readyz_warns_when_unsigned_callbacks_are_served_beyond_loopback() {
     assert_eq!(status, 200);
     assert!(body.starts_with("ready\nwarning: "), "{body}");
     listener.task.abort();
+}
+
+/// The `host:port` a test server listens on.
+fn address(s: &Server) -> String {
+    s.base.trim_start_matches("http://").to_owned()
+}
+
+#[tokio::test]
+async fn a_standby_relays_a_checked_callback_to_the_active_daemon() {
+    let mut active = Server::signed().await;
+    let mut standby = Server::signed().await;
+    standby.role.send_replace(forward::Role::Standby {
+        active: Some(address(&active)),
+    });
+    let reply = standby
+        .post_signed(MEMBER_STATE_CHANGE, &online_body(&["alice"]))
+        .await;
+    assert_eq!(reply, (200, ok_reply()), "the active daemon's answer");
+    assert_eq!(
+        active.event().await,
+        event("@TGS#aAAA", &["alice"], MemberEvent::Online),
+        "the active daemon acts on it"
+    );
+    standby.assert_no_event();
+    assert_eq!(
+        standby.callbacks_counted(MEMBER_STATE_CHANGE, "forwarded"),
+        "1"
+    );
+    assert_eq!(
+        active.callbacks_counted(MEMBER_STATE_CHANGE, "accepted"),
+        "1"
+    );
+
+    // Promoted: the same listener acts on callbacks itself.
+    standby.role.send_replace(forward::Role::Active);
+    let reply = standby
+        .post_signed(MEMBER_STATE_CHANGE, &online_body(&["bob"]))
+        .await;
+    assert_eq!(reply, (200, ok_reply()));
+    assert_eq!(
+        standby.event().await,
+        event("@TGS#aAAA", &["bob"], MemberEvent::Online)
+    );
+    active.assert_no_event();
+}
+
+#[tokio::test]
+async fn a_standby_relays_nothing_the_active_daemon_would_refuse() {
+    let mut active = Server::signed().await;
+    let standby = Server::signed().await;
+    standby.role.send_replace(forward::Role::Standby {
+        active: Some(address(&active)),
+    });
+    let wrong = Server::query(MEMBER_STATE_CHANGE, APP, Some(("other", NOW)));
+    let reply = standby
+        .post(&wrong, online_body(&["alice"]).to_string())
+        .await;
+    assert_fail(&reply, 401);
+    let other_app = Server::query(MEMBER_STATE_CHANGE, APP + 1, Some((TOKEN, NOW)));
+    assert_fail(
+        &standby
+            .post(&other_app, online_body(&["alice"]).to_string())
+            .await,
+        403,
+    );
+    // Nothing reached the active daemon: its counters are untouched.
+    active.assert_no_event();
+    assert!(
+        !active.metrics.encode().contains("outcome=\"accepted\"} 1"),
+        "{}",
+        active.metrics.encode()
+    );
+}
+
+#[tokio::test]
+async fn a_standby_without_a_reachable_active_daemon_answers_503_and_counts_it() {
+    let standby = Server::signed().await;
+    standby
+        .role
+        .send_replace(forward::Role::Standby { active: None });
+    let reply = standby
+        .post_signed(MEMBER_STATE_CHANGE, &online_body(&["alice"]))
+        .await;
+    assert_fail(&reply, 503);
+    assert!(
+        reply.1["ErrorInfo"]
+            .as_str()
+            .unwrap()
+            .contains("no active daemon"),
+        "{reply:?}"
+    );
+
+    // An active daemon that accepts the connection and never answers: the relay gives up
+    // (within FORWARD_TIMEOUT, under the service's 2 s) instead of hanging.
+    let silent = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    standby.role.send_replace(forward::Role::Standby {
+        active: Some(silent.local_addr().unwrap().to_string()),
+    });
+    let reply = standby
+        .post_signed(MEMBER_STATE_CHANGE, &online_body(&["alice"]))
+        .await;
+    assert_fail(&reply, 503);
+    assert!(
+        reply.1["ErrorInfo"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        standby.callbacks_counted(MEMBER_STATE_CHANGE, "forward_failed"),
+        "2"
+    );
+    drop(silent);
 }

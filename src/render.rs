@@ -17,6 +17,12 @@ use crate::plan::{Call, Change, ChangeKind, Plan, Summary};
 use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, OverCapacity, UnnameableHolder};
 use crate::state::State;
 
+mod guard;
+mod markdown;
+
+pub use guard::{GuardReport, Verdict};
+pub use markdown::{MARKDOWN_BUDGET, MARKDOWN_MARKER, markdown_plan};
+
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
 const YELLOW: Style = AnsiColor::Yellow.on_default();
@@ -103,18 +109,11 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
     if plan.is_empty() {
         return format!("{headline}{}", no_changes(view.refreshed));
     }
-    let base = view.desired_root.parent().unwrap_or(Path::new(""));
     let mut out = String::from(headline);
     for (group, changes) in &plan.changes {
-        match view.origins.get(group) {
-            Some(o) => {
-                let path = o.path.strip_prefix(base).unwrap_or(&o.path);
-                let _ = writeln!(
-                    out,
-                    "{BOLD}group {group}{BOLD:#}  ({}:{})",
-                    path.display(),
-                    o.line
-                );
+        match declared_at(group, view) {
+            Some(at) => {
+                let _ = writeln!(out, "{BOLD}group {group}{BOLD:#}  ({at})");
             }
             None => {
                 let _ = writeln!(
@@ -123,18 +122,43 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
                 );
             }
         }
-        let lines = member_lines(group, changes, view);
-        let aw = lines
-            .iter()
-            .map(|l| l.account.chars().count())
-            .max()
-            .unwrap_or(0);
-        let bw = lines
-            .iter()
-            .map(|l| l.before.chars().count())
-            .max()
-            .unwrap_or(0);
-        for l in &lines {
+        for (style, text) in member_texts(group, changes, view) {
+            let _ = writeln!(out, "  {style}{text}{style:#}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", summary_line(&plan.summary));
+    out
+}
+
+/// `marks/classroom.yaml:4`: where `group` is declared, relative to the desired root's parent;
+/// `None` when no desired file declares it any more.
+fn declared_at(group: &GroupId, view: &PlanView<'_>) -> Option<String> {
+    let base = view.desired_root.parent().unwrap_or(Path::new(""));
+    view.origins.get(group).map(|o| {
+        let path = o.path.strip_prefix(base).unwrap_or(&o.path);
+        format!("{}:{}", path.display(), o.line)
+    })
+}
+
+/// One group's member lines, aligned and unstyled, each with the style it is shown in:
+/// `sign account  before -> after  note`. The one rendering of a member's change, shared by the
+/// human plan (`plan`, `apply`, `apply FILE`) and `plan --markdown`.
+fn member_texts(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec<(Style, String)> {
+    let lines = member_lines(group, changes, view);
+    let aw = lines
+        .iter()
+        .map(|l| l.account.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bw = lines
+        .iter()
+        .map(|l| l.before.chars().count())
+        .max()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| {
             let text = format!(
                 "{} {:<aw$}  {:<bw$}  -> {}",
                 l.sign, l.account, l.before, l.after
@@ -144,13 +168,9 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
             } else {
                 format!("{text}   {}", l.note)
             };
-            let style = l.style;
-            let _ = writeln!(out, "  {style}{text}{style:#}");
-        }
-        out.push('\n');
-    }
-    let _ = writeln!(out, "{}", summary_line(&plan.summary));
-    out
+            (l.style, text)
+        })
+        .collect()
 }
 
 /// The members of one group's changes, clears first, with their marks before and after.
@@ -300,6 +320,9 @@ pub struct JsonPlan<'a> {
     /// service's 1000 per mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_capacity: Option<&'a [OverCapacity]>,
+    /// `plan --json`: the mass-clear guard's verdict (SPEC section 12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
 }
 
 /// The `summary` object.
@@ -405,6 +428,7 @@ impl<'a> JsonPlan<'a> {
             drift: None,
             unnameable_holders: None,
             over_capacity: None,
+            guard: None,
             calls: JsonCalls(&plan.calls),
         }
     }
@@ -439,10 +463,21 @@ pub fn write_json_plan(
     plan: &Plan,
     classified: Option<&Classified>,
 ) -> std::io::Result<()> {
-    let view = match classified {
+    write_json_plan_guarded(out, plan, classified, None)
+}
+
+/// [`write_json_plan`] with the `"guard"` object of `plan --json`, when `guard` is given.
+pub fn write_json_plan_guarded(
+    out: &mut impl std::io::Write,
+    plan: &Plan,
+    classified: Option<&Classified>,
+    guard: Option<GuardReport>,
+) -> std::io::Result<()> {
+    let mut view = match classified {
         Some(c) => JsonPlan::new(plan).with_drift(c),
         None => JsonPlan::new(plan),
     };
+    view.guard = guard;
     serde_json::to_writer(&mut *out, &view).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }

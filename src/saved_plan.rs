@@ -14,6 +14,7 @@
 //! | `desired_digest` | [`desired_digest`] of the desired files the plan was made from |
 //! | `refresh` | whether the plan was made with `--refresh` |
 //! | `reassert` | whether the plan was made with `--reassert` (absent when not) |
+//! | `allow_mass_clear` | whether the plan was made with `--allow-mass-clear`: `apply FILE` lets it through the mass-clear guard (absent when not) |
 //! | `refreshed` | with `--refresh`: what the refresh found the state must forget and adopt |
 //! | `calls` | the calls, in execution order (same shape as `plan --json`) |
 //! | `changes` | every (account, mark) change by group, for rendering the plan again |
@@ -90,6 +91,11 @@ pub struct SavedPlan {
     /// policy. Left out of the file when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reassert: bool,
+    /// Whether the plan was made with `--allow-mass-clear`: the reviewed override of the
+    /// mass-clear guard, which `apply FILE` honours for this plan only. Left out of the file
+    /// when false; covered by `plan_id` like every other field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_clear: bool,
     /// With `--refresh`: what the state must forget and adopt before the calls are sent, as the
     /// refresh found when the plan was made. `None` without `--refresh`.
     pub refreshed: Option<SavedStateChanges>,
@@ -429,6 +435,7 @@ impl SavedPlan {
             desired_digest: provenance.desired_digest,
             refresh: refreshed.is_some(),
             reassert: provenance.reassert,
+            allow_mass_clear: false,
             refreshed: refreshed.map(SavedStateChanges::from),
             calls,
             changes,
@@ -444,6 +451,14 @@ impl SavedPlan {
         };
         saved.plan_id = saved.content_id();
         saved
+    }
+
+    /// This plan with the mass-clear guard overridden (`plan --allow-mass-clear --out`): `apply
+    /// FILE` sends it even when it clears more than the guard allows. The plan ID is recomputed.
+    pub fn with_mass_clear_allowed(mut self) -> Self {
+        self.allow_mass_clear = true;
+        self.plan_id = self.content_id();
+        self
     }
 
     /// The plan ID of this content: SHA-256 (hex) of the serialized plan with an empty

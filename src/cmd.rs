@@ -1098,8 +1098,13 @@ pub fn state_rm(
     let config = load_config(config_path)?;
     let _lock = state::lock(&config.state)?;
     let mut st = state::load(&config.state, config.sdkappid)?;
+    let pairs = state_rm_note::recorded(&st, group, account, mark);
     let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
     state::save(&config.state, &mut st)?;
+    // Whether a desired file still declares what was forgotten (then the next apply sets it
+    // again). Broken desired files do not stop the removal: the note says it cannot tell.
+    let desired = desired::load(&config.desired, config.max_alias_pairs).ok();
+    let note = state_rm_note::note(desired.as_ref(), &config.desired, group, &pairs);
     let what = match (account, mark) {
         (None, _) => format!(
             "group {group} ({} {}, {} {})",
@@ -1117,8 +1122,7 @@ pub fn state_rm(
     };
     println!(
         "Forgot {what}: the state ({}, serial {}, previous generation in {}) no longer records it. \
-         Nothing was cleared on the service; marksync no longer manages it unless a desired file \
-         declares it.",
+         {note}",
         config.state.display(),
         st.serial,
         // Beside the file the state path stands for (a symlink's target).
@@ -1168,6 +1172,8 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
 
 /// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
 const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+mod state_rm_note;
 
 #[cfg(test)]
 mod tests;

@@ -82,7 +82,7 @@ fn assert_refused(emu: &StandaloneEmulator, dir: &Path, file: &str, what_differs
     for needle in [
         "is not what planning again from the state and the desired files gives",
         what_differs,
-        "run `marksync plan --out FILE` again and review it",
+        "\nWhat to do: run `marksync plan --out FILE` again, review the new plan",
     ] {
         assert!(
             out.stderr.contains(needle),

@@ -609,3 +609,73 @@ fn plan_shows_the_guard_refusal_before_merge_and_the_reviewed_override_goes_thro
         out.stdout
     );
 }
+
+/// The plan section of a human output: from the first group heading to the summary line.
+fn plan_section(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("group "))
+        .unwrap_or_else(|| panic!("no plan in:\n{stdout}"));
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("Plan: "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    lines[start..=end].join("\n")
+}
+
+/// Issue 16, "one rendering": `plan --refresh --out`, `apply --dry-run FILE` and `apply FILE`
+/// show the same plan, member for member (a refreshed plan's forgotten marks are not shown as
+/// still held by one of them).
+#[test]
+fn plan_apply_dry_run_file_and_apply_file_render_the_same_plan() {
+    let emu = StandaloneEmulator::start();
+    let dir = emulator_dir(&emu, &before());
+    let dir = dir.path();
+    ok(&marksync(dir, &["apply"]));
+    // Confirmed an hour ago (a refresh does not judge marks confirmed in the last 40 s).
+    let path = dir.join("state.json");
+    let mut st = state::load(&path, APP).unwrap();
+    let recorded: Vec<_> = st.groups[&common::g(GROUP)]
+        .iter()
+        .map(|(a, c)| (a.clone(), c.marks()))
+        .collect();
+    for (account, marks) in recorded {
+        st.confirm(
+            &common::g(GROUP),
+            &account,
+            marks.iter(),
+            common::unix_now() - 3600,
+        );
+    }
+    state::save(&path, &mut st).unwrap();
+    std::fs::write(dir.join("marks/physics.yaml"), yaml(&after())).unwrap();
+    // Drift of both kinds that forget a recorded mark: another tool clears ana's (lost), ben
+    // goes offline (offline).
+    emu.control(
+        "POST",
+        "/emulator/marks/clear",
+        Some(&serde_json::json!({"group_id": GROUP, "accounts": ["ana"], "marks": [1000]})),
+    );
+    emu.control(
+        "POST",
+        "/emulator/members",
+        Some(&serde_json::json!({"group_id": GROUP, "accounts": ["ben"], "state": "offline"})),
+    );
+    emu.control(
+        "POST",
+        "/emulator/clock/advance",
+        Some(&serde_json::json!({"seconds": 41})),
+    );
+    let planned = marksync(dir, &["plan", "--refresh", "--out", "plan.json"]);
+    ok(&planned);
+    let planned = plan_section(&planned.stdout);
+    assert!(planned.contains("+ ana"), "{planned}");
+    assert!(planned.contains("+ ben"), "{planned}");
+    let dry = marksync(dir, &["apply", "--dry-run", "plan.json"]);
+    ok(&dry);
+    assert_eq!(plan_section(&dry.stdout), planned, "apply --dry-run FILE");
+    let applied = marksync(dir, &["apply", "plan.json"]);
+    ok(&applied);
+    assert_eq!(plan_section(&applied.stdout), planned, "apply FILE");
+}

@@ -535,6 +535,9 @@ fn plan_shows_the_guard_refusal_before_merge_and_the_reviewed_override_goes_thro
         "{}",
         out.stdout
     );
+    // One format at a time: a usage error (exit 1), never a mixed output.
+    let out = marksync(dir, &["plan", "--markdown", "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
 
     // The reviewed override: exit 2, `overridden`, recorded in the saved plan.
     let out = marksync(

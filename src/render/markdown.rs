@@ -61,7 +61,9 @@ pub fn markdown_plan(
              Cloud.\n\n",
         );
     }
-    guard_paragraph(&mut out, guard);
+    if !plan.is_empty() {
+        guard_paragraph(&mut out, guard);
+    }
     match drift {
         Some(c) => drift_section(&mut out, c),
         None if plan.is_empty() => out.push_str(
@@ -455,6 +457,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("<details>"), "{text}");
+        assert!(
+            !text.contains("Mass-clear guard"),
+            "nothing to guard: {text}"
+        );
         let drift = |kind| Drift {
             group: g("@TGS#a|b"),
             account: a("x"),

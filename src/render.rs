@@ -220,11 +220,12 @@ fn member_lines(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec
                     }
                 }
             }
-            // A mark an interrupted apply may have set or cleared is unknown: `1001?`.
+            // A mark an interrupted apply may have set or cleared is unknown: `1001?`, even
+            // when a confirmation is recorded too (the planner counts it as unknown as well).
             let before_text = before
                 .iter()
                 .map(|m| {
-                    if confirmed.contains(m) {
+                    if confirmed.contains(m) && !intended.contains(m) {
                         m.to_string()
                     } else {
                         format!("{m}?")
@@ -851,6 +852,27 @@ mod tests {
         let view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
         let text = anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string();
         assert!(text.contains("  - x  1000?  ->\n"), "{text}");
+    }
+
+    /// A confirmed mark that an interrupted apply was sending again is unknown too: the plan
+    /// re-sends it, and `~ x  1000  -> 1000` would read as a change that changes nothing.
+    #[test]
+    fn a_confirmed_mark_in_flight_is_shown_as_unknown() {
+        let mut d = DesiredState::default();
+        d.groups
+            .entry(g("@TGS#a"))
+            .or_default()
+            .members
+            .insert(a("x"), [m(1000)].into_iter().collect());
+        let mut st = State::new(1);
+        st.confirm(&g("@TGS#a"), &a("x"), [m(1000)], NOW - H);
+        st.intend(&g("@TGS#a"), &a("x"), [m(1000)]);
+        d.origins.insert(g("@TGS#a"), origin("classroom.yaml", 4));
+        let plan = plan::plan(&d, &st, NOW, &Policy::default());
+        assert_eq!(plan.summary.set, 1, "re-sent");
+        let view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
+        let text = anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string();
+        assert!(text.contains("  ~ x  1000?  -> 1000\n"), "{text}");
     }
 
     #[test]

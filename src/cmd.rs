@@ -923,6 +923,20 @@ fn load_saved_plan(
         _ => crate::plan::plan(&desired, &st, saved.created_at, &policy),
     };
     saved.verify(&plan).map_err(stale)?;
+    if saved.allow_mass_clear
+        && let Err(refusal) = plan.check_guard(&config.guard)
+    {
+        // In the output of the run that sends it, for whoever reads the CI log later.
+        let _ = writeln!(
+            anstream::stderr(),
+            "note: {} carries the reviewed override of the mass-clear guard (made with `plan \
+             --allow-mass-clear`), which would otherwise refuse it: {} of {} managed marks are \
+             cleared.",
+            path.display(),
+            refusal.clears,
+            refusal.managed
+        );
+    }
     if !dry_run && (!plan.is_empty() || changed) {
         // Saved with the apply's results: the same file applied again is "already applied".
         st.last_saved_plan = Some(saved.plan_id.clone());

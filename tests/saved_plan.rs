@@ -605,6 +605,12 @@ fn plan_shows_the_guard_refusal_before_merge_and_the_reviewed_override_goes_thro
     // The reviewed plan is applied: the override is honoured for that plan.
     let out = marksync(dir, &["apply", "reviewed.json"]);
     ok(&out);
+    assert!(
+        out.stderr
+            .contains("reviewed.json carries the reviewed override of the mass-clear guard"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         emu.marks(),
         marks(&[(GROUP, "s00", &[1000])]),

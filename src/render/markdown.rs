@@ -153,11 +153,7 @@ fn drift_section(out: &mut String, c: &Classified) {
 /// The member lines of every group in a collapsed block, cut so that `out` stays within
 /// `budget` bytes, with a count of the member lines and groups left out.
 fn changes_block(out: &mut String, plan: &Plan, view: &PlanView<'_>, budget: usize) {
-    let members: usize = plan
-        .changes
-        .iter()
-        .map(|(g, changes)| member_texts(g, changes, view).len())
-        .sum();
+    let members: usize = plan.changes.values().map(|c| member_count(c)).sum();
     let calls = plan.calls_by_group();
     let _ = writeln!(
         out,
@@ -170,12 +166,13 @@ fn changes_block(out: &mut String, plan: &Plan, view: &PlanView<'_>, budget: usi
     );
     let (mut cut_lines, mut cut_groups) = (0usize, 0usize);
     for (group, changes) in &plan.changes {
-        let lines = member_texts(group, changes, view);
         if cut_lines > 0 {
-            cut_lines += lines.len();
+            // Counted, not rendered: a plan of a million members is cut after a few hundred.
+            cut_lines += member_count(changes);
             cut_groups += 1;
             continue;
         }
+        let lines = member_texts(group, changes, view);
         let n = calls.get(group).map_or(0, Vec::len);
         let where_ = match declared_at(group, view) {
             Some(at) => format!("({})", code(&at)),
@@ -215,6 +212,15 @@ fn changes_block(out: &mut String, plan: &Plan, view: &PlanView<'_>, budget: usi
         );
     }
     out.push_str("</details>\n");
+}
+
+/// How many member lines a group's changes make: one per account.
+fn member_count(changes: &[crate::plan::Change]) -> usize {
+    changes
+        .iter()
+        .map(|c| &c.account)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// `s` in `<code>`, with every ASCII character that Markdown or HTML could read as syntax

@@ -95,6 +95,11 @@ pub struct PlanOptions {
     pub verbose: bool,
     /// Also write the plan to this file, for `apply FILE`.
     pub out: Option<PathBuf>,
+    /// Print the plan as Markdown for a pull or merge request comment (SPEC section 12).
+    pub markdown: bool,
+    /// The reviewed override of the mass-clear guard: the verdict reads `overridden`, the
+    /// detailed exit code is 2, and the saved plan records it for `apply FILE`.
+    pub allow_mass_clear: bool,
 }
 
 /// `marksync plan`: print what `apply` would do (and, with `out`, save it for `apply FILE`).
@@ -150,6 +155,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     } else {
         None
     };
+    let guard = render::GuardReport::of(&plan, &config.guard, opts.allow_mass_clear);
     if let (Some(path), Some(desired_digest)) = (&opts.out, digest) {
         let provenance = crate::saved_plan::Provenance {
             created_at: now,
@@ -159,7 +165,11 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             reassert: opts.reassert,
         };
         let changes = refreshed.as_ref().map(|r| &r.classified.changes);
-        crate::saved_plan::SavedPlan::new(&plan, provenance, changes).write(path)?;
+        let mut saved = crate::saved_plan::SavedPlan::new(&plan, provenance, changes);
+        if guard.overridden {
+            saved = saved.with_mass_clear_allowed();
+        }
+        saved.write(path)?;
         // On stderr, so that `plan --json --out FILE` still prints one JSON object on stdout.
         let _ = writeln!(
             anstream::stderr(),
@@ -174,12 +184,25 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
         // control characters are escaped).
         let mut stdout = std::io::stdout().lock();
         let mut buffered = std::io::BufWriter::with_capacity(1 << 16, &mut stdout);
-        render::write_json_plan(
+        render::write_json_plan_guarded(
             &mut buffered,
             &plan,
             refreshed.as_ref().map(|r| &r.classified),
+            Some(guard),
         )
         .and_then(|()| buffered.flush())
+    } else if opts.markdown {
+        let mut view = render::PlanView::new(&desired, &state, &config.desired, now);
+        view.refreshed = refreshed.is_some();
+        view.embedded = matches!(config.endpoint, config::Endpoint::Embedded);
+        let text = render::markdown_plan(
+            &plan,
+            &view,
+            &guard,
+            refreshed.as_ref().map(|r| &r.classified),
+            render::MARKDOWN_BUDGET,
+        );
+        out.write_all(text.as_bytes())
     } else {
         let mut view = render::PlanView::new(&desired, &state, &config.desired, now);
         view.refreshed = refreshed.is_some();
@@ -194,15 +217,37 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("cannot write the plan", e))?;
     if let Err(refusal) = plan.check_guard(&config.guard) {
-        let _ = writeln!(
-            anstream::stderr(),
-            "warning: apply would refuse this plan: {refusal}"
-        );
+        let _ = if guard.overridden {
+            writeln!(
+                anstream::stderr(),
+                "warning: the mass-clear guard would refuse this plan ({}); --allow-mass-clear \
+                 overrides it{}",
+                guard.numbers(),
+                match &opts.out {
+                    Some(p) => format!(
+                        ", and {} records the override for `marksync apply {}`",
+                        p.display(),
+                        p.display()
+                    ),
+                    None => String::new(),
+                }
+            )
+        } else {
+            writeln!(
+                anstream::stderr(),
+                "warning: apply would refuse this plan: {refusal}"
+            )
+        };
     }
     let drift_needs_calls = refreshed
         .as_ref()
         .is_some_and(|r| r.classified.needs_calls());
-    let code = if opts.detailed_exitcode && (!plan.is_empty() || drift_needs_calls) {
+    let code = if !opts.detailed_exitcode {
+        exit::OK
+    } else if guard.refuses {
+        // The pull request shows the refusal before merge, not `apply` after it.
+        exit::MASS_CLEAR
+    } else if !plan.is_empty() || drift_needs_calls {
         exit::CHANGES
     } else {
         exit::OK
@@ -459,10 +504,10 @@ pub async fn apply_until(
         Some(state::lock(&config.state)?)
     };
     let mut now = clock.now();
-    let (desired, mut st, mut plan, saved_changes) = match &opts.saved {
+    let (desired, mut st, mut plan, saved_changes, saved_override) = match &opts.saved {
         None => {
             let (desired, st, plan) = compute_plan(config, opts.reassert, now)?;
-            (desired, st, plan, false)
+            (desired, st, plan, false, false)
         }
         Some(path) => load_saved_plan(config, path, now, opts.dry_run)?,
     };
@@ -522,7 +567,8 @@ pub async fn apply_until(
         write!(out, "{}", render::human_plan(&plan, &view)).map_err(write_err)?;
     }
     drop(desired);
-    if !opts.allow_mass_clear {
+    // A saved plan made with `--allow-mass-clear` carries the reviewed override.
+    if !opts.allow_mass_clear && !saved_override {
         plan.check_guard(&config.guard)?;
     }
     if state_changed && !opts.dry_run && plan.calls.is_empty() {
@@ -817,14 +863,25 @@ pub async fn import_until(
 /// refresh changes applied) and the desired files, at the saved `created_at` and with the saved
 /// policy, and must equal the saved one ([`crate::saved_plan::SavedPlan::verify`]). A plan that
 /// does not fit is refused before anything is sent. Returns the desired state (for rendering),
-/// the state with the plan's refresh changes and ID folded in, the plan, and whether the state
-/// was changed (it must be saved even when there is no call).
+/// the state with the plan's refresh changes and ID folded in, the plan, whether the state
+/// was changed (it must be saved even when there is no call), and whether the plan carries the
+/// reviewed override of the mass-clear guard (`plan --allow-mass-clear --out`).
+#[allow(clippy::type_complexity)]
 fn load_saved_plan(
     config: &Config,
     path: &Path,
     now: UnixTime,
     dry_run: bool,
-) -> Result<(desired::DesiredState, state::State, crate::plan::Plan, bool), Error> {
+) -> Result<
+    (
+        desired::DesiredState,
+        state::State,
+        crate::plan::Plan,
+        bool,
+        bool,
+    ),
+    Error,
+> {
     use crate::saved_plan::{SavedPlan, desired_digest};
     let mut st = state::load(&config.state, config.sdkappid)?;
     let saved = SavedPlan::read(path)?;
@@ -866,11 +923,25 @@ fn load_saved_plan(
         _ => crate::plan::plan(&desired, &st, saved.created_at, &policy),
     };
     saved.verify(&plan).map_err(stale)?;
+    if saved.allow_mass_clear
+        && let Err(refusal) = plan.check_guard(&config.guard)
+    {
+        // In the output of the run that sends it, for whoever reads the CI log later.
+        let _ = writeln!(
+            anstream::stderr(),
+            "note: {} carries the reviewed override of the mass-clear guard (made with `plan \
+             --allow-mass-clear`), which would otherwise refuse it: {} of {} managed marks are \
+             cleared.",
+            path.display(),
+            refusal.clears,
+            refusal.managed
+        );
+    }
     if !dry_run && (!plan.is_empty() || changed) {
         // Saved with the apply's results: the same file applied again is "already applied".
         st.last_saved_plan = Some(saved.plan_id.clone());
     }
-    Ok((desired, st, plan, changed))
+    Ok((desired, st, plan, changed, saved.allow_mass_clear))
 }
 
 /// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
@@ -1041,8 +1112,13 @@ pub fn state_rm(
     let config = load_config(config_path)?;
     let _lock = state::lock(&config.state)?;
     let mut st = state::load(&config.state, config.sdkappid)?;
+    let pairs = state_rm_note::recorded(&st, group, account, mark);
     let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
     state::save(&config.state, &mut st)?;
+    // Whether a desired file still declares what was forgotten (then the next apply sets it
+    // again). Broken desired files do not stop the removal: the note says it cannot tell.
+    let desired = desired::load(&config.desired, config.max_alias_pairs).ok();
+    let note = state_rm_note::note(desired.as_ref(), &config.desired, group, &pairs);
     let what = match (account, mark) {
         (None, _) => format!(
             "group {group} ({} {}, {} {})",
@@ -1060,8 +1136,7 @@ pub fn state_rm(
     };
     println!(
         "Forgot {what}: the state ({}, serial {}, previous generation in {}) no longer records it. \
-         Nothing was cleared on the service; marksync no longer manages it unless a desired file \
-         declares it.",
+         {note}",
         config.state.display(),
         st.serial,
         // Beside the file the state path stands for (a symlink's target).
@@ -1111,6 +1186,8 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
 
 /// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
 const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+mod state_rm_note;
 
 #[cfg(test)]
 mod tests;

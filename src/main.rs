@@ -25,7 +25,8 @@ Exit codes:
   1    error: config, desired files, state, credentials, fatal API error, usage,
        a refused saved plan, an apply not approved
   2    plan --detailed-exitcode found changes
-  3    refused by the mass-clear guard; nothing was sent
+  3    refused by the mass-clear guard; nothing was sent (plan --detailed-exitcode:
+       apply would refuse)
   4    apply partially failed; what succeeded is recorded
   5    the state is locked by another marksync process
   130  apply interrupted by SIGINT (143: by SIGTERM); what was confirmed is saved";
@@ -75,9 +76,18 @@ enum Command {
         /// Print the plan as one JSON object.
         #[arg(long)]
         json: bool,
-        /// Exit 2 when there are changes, 0 when there are none.
+        /// Print the plan as Markdown for a pull or merge request comment (with the hidden
+        /// marker line `<!-- marksync-plan -->` for one sticky comment).
+        #[arg(long, conflicts_with = "json")]
+        markdown: bool,
+        /// Exit 2 when there are changes, 3 when the mass-clear guard would refuse them, 0 when
+        /// there are none.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// The reviewed override of the mass-clear guard: the verdict reads `overridden`, the
+        /// exit code is 2, and a plan saved with `--out` records it so `apply FILE` sends it.
+        #[arg(long)]
+        allow_mass_clear: bool,
         /// Plan re-sending every desired mark, confirmed or not.
         #[arg(long)]
         reassert: bool,
@@ -252,7 +262,9 @@ fn main() -> ExitCode {
         Command::Validate { strict } => cmd::validate(&config, strict),
         Command::Plan {
             json,
+            markdown,
             detailed_exitcode,
+            allow_mass_clear,
             reassert,
             refresh,
             out,
@@ -265,6 +277,8 @@ fn main() -> ExitCode {
                 refresh,
                 verbose: cli.verbose > 0,
                 out,
+                markdown,
+                allow_mass_clear,
             },
         ),
         Command::Apply {

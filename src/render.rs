@@ -17,6 +17,12 @@ use crate::plan::{Call, Change, ChangeKind, Plan, Summary};
 use crate::refresh::{Classified, Drift, DriftCounts, DriftKind, OverCapacity, UnnameableHolder};
 use crate::state::State;
 
+mod guard;
+mod markdown;
+
+pub use guard::{GuardReport, Verdict};
+pub use markdown::{MARKDOWN_BUDGET, MARKDOWN_MARKER, markdown_plan};
+
 const GREEN: Style = AnsiColor::Green.on_default();
 const RED: Style = AnsiColor::Red.on_default();
 const YELLOW: Style = AnsiColor::Yellow.on_default();
@@ -103,18 +109,11 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
     if plan.is_empty() {
         return format!("{headline}{}", no_changes(view.refreshed));
     }
-    let base = view.desired_root.parent().unwrap_or(Path::new(""));
     let mut out = String::from(headline);
     for (group, changes) in &plan.changes {
-        match view.origins.get(group) {
-            Some(o) => {
-                let path = o.path.strip_prefix(base).unwrap_or(&o.path);
-                let _ = writeln!(
-                    out,
-                    "{BOLD}group {group}{BOLD:#}  ({}:{})",
-                    path.display(),
-                    o.line
-                );
+        match declared_at(group, view) {
+            Some(at) => {
+                let _ = writeln!(out, "{BOLD}group {group}{BOLD:#}  ({at})");
             }
             None => {
                 let _ = writeln!(
@@ -123,18 +122,43 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
                 );
             }
         }
-        let lines = member_lines(group, changes, view);
-        let aw = lines
-            .iter()
-            .map(|l| l.account.chars().count())
-            .max()
-            .unwrap_or(0);
-        let bw = lines
-            .iter()
-            .map(|l| l.before.chars().count())
-            .max()
-            .unwrap_or(0);
-        for l in &lines {
+        for (style, text) in member_texts(group, changes, view) {
+            let _ = writeln!(out, "  {style}{text}{style:#}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", summary_line(&plan.summary));
+    out
+}
+
+/// `marks/classroom.yaml:4`: where `group` is declared, relative to the desired root's parent;
+/// `None` when no desired file declares it any more.
+fn declared_at(group: &GroupId, view: &PlanView<'_>) -> Option<String> {
+    let base = view.desired_root.parent().unwrap_or(Path::new(""));
+    view.origins.get(group).map(|o| {
+        let path = o.path.strip_prefix(base).unwrap_or(&o.path);
+        format!("{}:{}", path.display(), o.line)
+    })
+}
+
+/// One group's member lines, aligned and unstyled, each with the style it is shown in:
+/// `sign account  before -> after  note`. The one rendering of a member's change, shared by the
+/// human plan (`plan`, `apply`, `apply FILE`) and `plan --markdown`.
+fn member_texts(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec<(Style, String)> {
+    let lines = member_lines(group, changes, view);
+    let aw = lines
+        .iter()
+        .map(|l| l.account.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bw = lines
+        .iter()
+        .map(|l| l.before.chars().count())
+        .max()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| {
             let text = format!(
                 "{} {:<aw$}  {:<bw$}  -> {}",
                 l.sign, l.account, l.before, l.after
@@ -144,13 +168,9 @@ pub fn human_plan(plan: &Plan, view: &PlanView<'_>) -> String {
             } else {
                 format!("{text}   {}", l.note)
             };
-            let style = l.style;
-            let _ = writeln!(out, "  {style}{text}{style:#}");
-        }
-        out.push('\n');
-    }
-    let _ = writeln!(out, "{}", summary_line(&plan.summary));
-    out
+            (l.style, text)
+        })
+        .collect()
 }
 
 /// The members of one group's changes, clears first, with their marks before and after.
@@ -200,11 +220,12 @@ fn member_lines(group: &GroupId, changes: &[Change], view: &PlanView<'_>) -> Vec
                     }
                 }
             }
-            // A mark an interrupted apply may have set or cleared is unknown: `1001?`.
+            // A mark an interrupted apply may have set or cleared is unknown: `1001?`, even
+            // when a confirmation is recorded too (the planner counts it as unknown as well).
             let before_text = before
                 .iter()
                 .map(|m| {
-                    if confirmed.contains(m) {
+                    if confirmed.contains(m) && !intended.contains(m) {
                         m.to_string()
                     } else {
                         format!("{m}?")
@@ -300,6 +321,9 @@ pub struct JsonPlan<'a> {
     /// service's 1000 per mark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub over_capacity: Option<&'a [OverCapacity]>,
+    /// `plan --json`: the mass-clear guard's verdict (SPEC section 12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardReport>,
 }
 
 /// The `summary` object.
@@ -405,6 +429,7 @@ impl<'a> JsonPlan<'a> {
             drift: None,
             unnameable_holders: None,
             over_capacity: None,
+            guard: None,
             calls: JsonCalls(&plan.calls),
         }
     }
@@ -439,10 +464,21 @@ pub fn write_json_plan(
     plan: &Plan,
     classified: Option<&Classified>,
 ) -> std::io::Result<()> {
-    let view = match classified {
+    write_json_plan_guarded(out, plan, classified, None)
+}
+
+/// [`write_json_plan`] with the `"guard"` object of `plan --json`, when `guard` is given.
+pub fn write_json_plan_guarded(
+    out: &mut impl std::io::Write,
+    plan: &Plan,
+    classified: Option<&Classified>,
+    guard: Option<GuardReport>,
+) -> std::io::Result<()> {
+    let mut view = match classified {
         Some(c) => JsonPlan::new(plan).with_drift(c),
         None => JsonPlan::new(plan),
     };
+    view.guard = guard;
     serde_json::to_writer(&mut *out, &view).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
@@ -816,6 +852,27 @@ mod tests {
         let view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
         let text = anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string();
         assert!(text.contains("  - x  1000?  ->\n"), "{text}");
+    }
+
+    /// A confirmed mark that an interrupted apply was sending again is unknown too: the plan
+    /// re-sends it, and `~ x  1000  -> 1000` would read as a change that changes nothing.
+    #[test]
+    fn a_confirmed_mark_in_flight_is_shown_as_unknown() {
+        let mut d = DesiredState::default();
+        d.groups
+            .entry(g("@TGS#a"))
+            .or_default()
+            .members
+            .insert(a("x"), [m(1000)].into_iter().collect());
+        let mut st = State::new(1);
+        st.confirm(&g("@TGS#a"), &a("x"), [m(1000)], NOW - H);
+        st.intend(&g("@TGS#a"), &a("x"), [m(1000)]);
+        d.origins.insert(g("@TGS#a"), origin("classroom.yaml", 4));
+        let plan = plan::plan(&d, &st, NOW, &Policy::default());
+        assert_eq!(plan.summary.set, 1, "re-sent");
+        let view = PlanView::new(&d, &st, Path::new("/srv/marks"), NOW);
+        let text = anstream::adapter::strip_str(&human_plan(&plan, &view)).to_string();
+        assert!(text.contains("  ~ x  1000?  -> 1000\n"), "{text}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `desired_digest` | [`desired_digest`] of the desired files the plan was made from |
 //! | `refresh` | whether the plan was made with `--refresh` |
 //! | `reassert` | whether the plan was made with `--reassert` (absent when not) |
+//! | `allow_mass_clear` | whether the plan was made with `--allow-mass-clear`: `apply FILE` lets it through the mass-clear guard (absent when not) |
 //! | `refreshed` | with `--refresh`: what the refresh found the state must forget and adopt |
 //! | `calls` | the calls, in execution order (same shape as `plan --json`) |
 //! | `changes` | every (account, mark) change by group, for rendering the plan again |
@@ -64,8 +65,9 @@ pub const MAX_SAVED_PLAN_BYTES: u64 = 1 << 30;
 /// The default of the config key `saved_plan_max_age`.
 pub const DEFAULT_MAX_AGE_SECS: i64 = 24 * 3600;
 
-/// What to do about any refusal.
-const REDO: &str = "run `marksync plan --out FILE` again, review it, and apply the new file";
+/// What to do about any refusal: the message's last line.
+const REDO: &str =
+    "\nWhat to do: run `marksync plan --out FILE` again, review the new plan, and apply it";
 
 /// A saved plan: the file's content. See the module documentation for each field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +92,11 @@ pub struct SavedPlan {
     /// policy. Left out of the file when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reassert: bool,
+    /// Whether the plan was made with `--allow-mass-clear`: the reviewed override of the
+    /// mass-clear guard, which `apply FILE` honours for this plan only. Left out of the file
+    /// when false; covered by `plan_id` like every other field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_mass_clear: bool,
     /// With `--refresh`: what the state must forget and adopt before the calls are sent, as the
     /// refresh found when the plan was made. `None` without `--refresh`.
     pub refreshed: Option<SavedStateChanges>,
@@ -232,7 +239,10 @@ pub struct Provenance {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Stale {
     /// The plan is for another app (another config, or the config's `sdkappid` changed).
-    #[error("the saved plan is for sdkappid {planned}, but the config is for {current}; {REDO}")]
+    #[error(
+        "the saved plan is for sdkappid {planned}, but the config is for {current}; nothing was \
+         sent.{REDO} with this config."
+    )]
     OtherApp {
         /// The plan's app.
         planned: u64,
@@ -242,13 +252,16 @@ pub enum Stale {
     /// The state's last applied plan is this one: applying it again is refused.
     #[error(
         "the saved plan was already applied (the state records it as the last plan applied); \
-         {REDO} if there is anything left to do"
+         nothing was sent.\nWhat to do: nothing, if it did what was reviewed. For anything left \
+         to do, run `marksync plan --out FILE` again, review the new plan, and apply it."
     )]
     AlreadyApplied,
     /// The state was saved since the plan was made: the plan may no longer be what it takes.
+    /// (Not this plan's own apply: that is [`Stale::AlreadyApplied`].)
     #[error(
-        "the saved plan was already applied, or the state changed since it was made \
-         (state serial {planned} when planned, {current} now); {REDO}"
+        "the state was saved since the plan was made: its serial moved from {planned} to \
+         {current} (an apply, `marksync state rm`, `marksync import` or the daemon changed it), \
+         so the plan may no longer be what it takes; nothing was sent.{REDO}."
     )]
     StateChanged {
         /// The serial the plan was made against.
@@ -259,13 +272,13 @@ pub enum Stale {
     /// The desired files changed since the plan was made.
     #[error(
         "the desired files changed since the plan was made (a file was edited, added or \
-         removed); {REDO}"
+         removed); nothing was sent.{REDO}."
     )]
     DesiredChanged,
     /// The plan is older than `saved_plan_max_age`.
     #[error(
         "the saved plan is {age} old, older than saved_plan_max_age ({max}); marks may have \
-         changed on the service since; {REDO}",
+         changed on the service since; nothing was sent.{REDO}.",
         age = crate::render::age(*age_secs),
         max = crate::render::age(*max_age_secs)
     )]
@@ -277,7 +290,7 @@ pub enum Stale {
     },
     /// The plan says it was made in the future (a clock stepped back, or an edited file).
     #[error(
-        "the saved plan was made {} from now by this machine's clock; {REDO}",
+        "the saved plan was made {} from now by this machine's clock; nothing was sent.{REDO}.",
         crate::render::age(*ahead_secs)
     )]
     FromTheFuture {
@@ -289,7 +302,7 @@ pub enum Stale {
     #[error(
         "the saved plan is not what planning again from the state and the desired files gives \
          ({detail}); the file was edited after it was written, or belongs elsewhere. Nothing was \
-         sent: run `marksync plan --out FILE` again and review it"
+         sent.{REDO}; never edit a saved plan by hand."
     )]
     NotAsPlanned {
         /// What differs first.
@@ -345,7 +358,7 @@ pub enum SavedPlanError {
     /// The file's content does not match its `plan_id` (edited by hand, or damaged).
     #[error(
         "{path} was modified after it was written (its plan_id does not match its content); \
-         nothing was sent: {REDO}"
+         nothing was sent.{REDO}; never edit a saved plan by hand."
     )]
     Tampered {
         /// The file.
@@ -429,6 +442,7 @@ impl SavedPlan {
             desired_digest: provenance.desired_digest,
             refresh: refreshed.is_some(),
             reassert: provenance.reassert,
+            allow_mass_clear: false,
             refreshed: refreshed.map(SavedStateChanges::from),
             calls,
             changes,
@@ -444,6 +458,14 @@ impl SavedPlan {
         };
         saved.plan_id = saved.content_id();
         saved
+    }
+
+    /// This plan with the mass-clear guard overridden (`plan --allow-mass-clear --out`): `apply
+    /// FILE` sends it even when it clears more than the guard allows. The plan ID is recomputed.
+    pub fn with_mass_clear_allowed(mut self) -> Self {
+        self.allow_mass_clear = true;
+        self.plan_id = self.content_id();
+        self
     }
 
     /// The plan ID of this content: SHA-256 (hex) of the serialized plan with an empty

@@ -272,7 +272,8 @@ fn plan_json_is_the_documented_contract() {
         .stdout(concat!(
             r#"{"format_version":1,"summary":{"set":1,"clear":1,"renew":1,"groups":1,"calls":2},"#,
             r#""calls":[{"group":"@TGS#a6I4ZUUGO","command":"clear","members":[{"account":"student9","marks":[1001]}]},"#,
-            r#"{"group":"@TGS#a6I4ZUUGO","command":"set","members":[{"account":"host","marks":[500]},{"account":"teacher10","marks":[1000]}]}]}"#,
+            r#"{"group":"@TGS#a6I4ZUUGO","command":"set","members":[{"account":"host","marks":[500]},{"account":"teacher10","marks":[1000]}]}],"#,
+            r#""guard":{"refuses":false,"clears":1,"managed":3,"max_clear_fraction":0.25,"min_clears":10,"overridden":false,"verdict":"passes"}}"#,
             "\n"
         ));
 }

@@ -82,7 +82,7 @@ fn assert_refused(emu: &StandaloneEmulator, dir: &Path, file: &str, what_differs
     for needle in [
         "is not what planning again from the state and the desired files gives",
         what_differs,
-        "run `marksync plan --out FILE` again and review it",
+        "\nWhat to do: run `marksync plan --out FILE` again, review the new plan",
     ] {
         assert!(
             out.stderr.contains(needle),
@@ -481,4 +481,210 @@ fn plan_out_writes_a_new_file_and_replaces_a_regular_one() {
     std::fs::write(dir.join("old.json"), "an old plan").unwrap();
     ok(&marksync(dir, &["plan", "--out", "old.json"]));
     assert!(SavedPlan::read(&dir.join("old.json")).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mass-clear guard before merge (issue 16, SPEC 12)
+
+/// Twelve members with a mark each, applied; then the desired file keeps one: eleven clears of
+/// twelve managed marks, more than the default guard's 10 and 25%.
+fn mass_clear_dir(emu: &StandaloneEmulator) -> tempfile::TempDir {
+    let rows: Vec<(String, u32)> = (0..12).map(|i| (format!("s{i:02}"), 1000)).collect();
+    let all: Vec<(&str, &str, &[u32])> = rows
+        .iter()
+        .map(|(a, _)| (GROUP, a.as_str(), &[1000u32][..]))
+        .collect();
+    let dir = emulator_dir(emu, &marks(&all));
+    ok(&marksync(dir.path(), &["apply"]));
+    std::fs::write(
+        dir.path().join("marks/physics.yaml"),
+        yaml(&marks(&[(GROUP, "s00", &[1000])])),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn plan_shows_the_guard_refusal_before_merge_and_the_reviewed_override_goes_through_apply_file() {
+    let emu = StandaloneEmulator::start();
+    let dir = mass_clear_dir(&emu);
+    let dir = dir.path();
+    let live = emu.marks();
+
+    // The pull request: exit 3, the verdict in JSON and in the comment.
+    let out = marksync(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    let out = marksync(dir, &["plan", "--json", "--detailed-exitcode"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        json["guard"],
+        serde_json::json!({"refuses": true, "clears": 11, "managed": 12,
+            "max_clear_fraction": 0.25, "min_clears": 10, "overridden": false,
+            "verdict": "refuses"})
+    );
+    let out = marksync(dir, &["plan", "--markdown", "--detailed-exitcode"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("<!-- marksync-plan -->\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("**Mass-clear guard: would refuse.**"),
+        "{}",
+        out.stdout
+    );
+    // One format at a time: a usage error (exit 1), never a mixed output.
+    let out = marksync(dir, &["plan", "--markdown", "--json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+
+    // The reviewed override: exit 2, `overridden`, recorded in the saved plan.
+    let out = marksync(
+        dir,
+        &[
+            "plan",
+            "--json",
+            "--detailed-exitcode",
+            "--allow-mass-clear",
+            "--out",
+            "reviewed.json",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["guard"]["verdict"], "overridden");
+    assert_eq!(json["guard"]["refuses"], false);
+    assert_eq!(json["guard"]["overridden"], true);
+    assert!(
+        out.stderr.contains("reviewed.json records the override"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        SavedPlan::read(&dir.join("reviewed.json"))
+            .unwrap()
+            .allow_mass_clear
+    );
+    ok(&marksync(dir, &["plan", "--out", "plain.json"]));
+    let plain = read(dir, "plain.json");
+    assert!(!plain.contains("allow_mass_clear"), "{plain}");
+
+    // A plan saved without the override is refused at apply, nothing sent.
+    let calls = emu.calls();
+    let out = marksync(dir, &["apply", "plain.json"]);
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("--allow-mass-clear"), "{}", out.stderr);
+    // The override written into that file by hand is an edit like any other: refused.
+    let edited = plain.replacen(
+        "\"reassert\"",
+        "\"allow_mass_clear\": true,\n  \"reassert\"",
+        1,
+    );
+    let edited = if edited == plain {
+        plain.replacen(
+            "\"refreshed\"",
+            "\"allow_mass_clear\": true,\n  \"refreshed\"",
+            1,
+        )
+    } else {
+        edited
+    };
+    assert_ne!(edited, plain);
+    std::fs::write(dir.join("edited.json"), edited).unwrap();
+    let out = marksync(dir, &["apply", "edited.json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("was modified after it was written"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(emu.calls(), calls, "nothing sent");
+    assert_eq!(emu.marks(), live, "the service unchanged");
+
+    // The reviewed plan is applied: the override is honoured for that plan.
+    let out = marksync(dir, &["apply", "reviewed.json"]);
+    ok(&out);
+    assert!(
+        out.stderr
+            .contains("reviewed.json carries the reviewed override of the mass-clear guard"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        emu.marks(),
+        marks(&[(GROUP, "s00", &[1000])]),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The plan section of a human output: from the first group heading to the summary line.
+fn plan_section(stdout: &str) -> String {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("group "))
+        .unwrap_or_else(|| panic!("no plan in:\n{stdout}"));
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("Plan: "))
+        .unwrap_or_else(|| panic!("no summary in:\n{stdout}"));
+    lines[start..=end].join("\n")
+}
+
+/// Issue 16, "one rendering": `plan --refresh --out`, `apply --dry-run FILE` and `apply FILE`
+/// show the same plan, member for member (a refreshed plan's forgotten marks are not shown as
+/// still held by one of them).
+#[test]
+fn plan_apply_dry_run_file_and_apply_file_render_the_same_plan() {
+    let emu = StandaloneEmulator::start();
+    let dir = emulator_dir(&emu, &before());
+    let dir = dir.path();
+    ok(&marksync(dir, &["apply"]));
+    // Confirmed an hour ago (a refresh does not judge marks confirmed in the last 40 s).
+    let path = dir.join("state.json");
+    let mut st = state::load(&path, APP).unwrap();
+    let recorded: Vec<_> = st.groups[&common::g(GROUP)]
+        .iter()
+        .map(|(a, c)| (a.clone(), c.marks()))
+        .collect();
+    for (account, marks) in recorded {
+        st.confirm(
+            &common::g(GROUP),
+            &account,
+            marks.iter(),
+            common::unix_now() - 3600,
+        );
+    }
+    state::save(&path, &mut st).unwrap();
+    std::fs::write(dir.join("marks/physics.yaml"), yaml(&after())).unwrap();
+    // Drift of both kinds that forget a recorded mark: another tool clears ana's (lost), ben
+    // goes offline (offline).
+    emu.control(
+        "POST",
+        "/emulator/marks/clear",
+        Some(&serde_json::json!({"group_id": GROUP, "accounts": ["ana"], "marks": [1000]})),
+    );
+    emu.control(
+        "POST",
+        "/emulator/members",
+        Some(&serde_json::json!({"group_id": GROUP, "accounts": ["ben"], "state": "offline"})),
+    );
+    emu.control(
+        "POST",
+        "/emulator/clock/advance",
+        Some(&serde_json::json!({"seconds": 41})),
+    );
+    let planned = marksync(dir, &["plan", "--refresh", "--out", "plan.json"]);
+    ok(&planned);
+    let planned = plan_section(&planned.stdout);
+    assert!(planned.contains("+ ana"), "{planned}");
+    assert!(planned.contains("+ ben"), "{planned}");
+    let dry = marksync(dir, &["apply", "--dry-run", "plan.json"]);
+    ok(&dry);
+    assert_eq!(plan_section(&dry.stdout), planned, "apply --dry-run FILE");
+    let applied = marksync(dir, &["apply", "plan.json"]);
+    ok(&applied);
+    assert_eq!(plan_section(&applied.stdout), planned, "apply FILE");
 }

@@ -411,7 +411,9 @@ fn a_saved_plan_is_refused_once_the_state_moved_and_a_dry_run_of_it_sends_nothin
         stale.stderr
     );
     assert!(
-        stale.stderr.contains("the state changed since"),
+        stale
+            .stderr
+            .contains("the state was saved since the plan was made"),
         "{}",
         stale.stderr
     );
@@ -454,5 +456,92 @@ fn runs_against_the_embedded_emulator_say_so() {
             && again.stdout.contains("No changes."),
         "{}",
         again.stdout
+    );
+}
+
+/// Issue 16: each refusal and each `state rm` says what actually happened and what to do.
+#[test]
+fn refusals_and_state_rm_say_what_changed_and_what_to_do() {
+    let dir = setup();
+    let dir = dir.path();
+    assert_eq!(marksync(dir, &["apply"]).code, 0);
+    std::fs::write(
+        dir.join("marks/physics.yaml"),
+        DESIRED.replace("student02", "student03"),
+    )
+    .unwrap();
+    assert_eq!(marksync(dir, &["plan", "--out", "plan.json"]).code, 0);
+
+    // A hand edit without its ID recomputed: refused, with a line saying what to do.
+    let text = std::fs::read_to_string(dir.join("plan.json")).unwrap();
+    std::fs::write(dir.join("edited.json"), text.replacen("1002", "1003", 1)).unwrap();
+    let out = marksync(dir, &["apply", "edited.json"]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("edited.json was modified after it was written"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "\nWhat to do: run `marksync plan --out FILE` again, review the new plan, and apply \
+             it; never edit a saved plan by hand."
+        ),
+        "{}",
+        out.stderr
+    );
+
+    // `state rm` of a mark a desired file still declares: it says so, and that the next apply
+    // sets it again.
+    let rm = marksync(dir, &["state", "rm", "@TGS#2PHYS101", "ms_chen"]);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    assert!(
+        !rm.stdout.contains("unless a desired file declares it"),
+        "{}",
+        rm.stdout
+    );
+    assert!(
+        rm.stdout.contains(
+            "marks/physics.yaml:2 still declares it (mark 1000 of ms_chen): the next apply sets \
+             it again. To stop managing it, remove it from the desired files first."
+        ),
+        "{}",
+        rm.stdout
+    );
+    // ... and of one no desired file declares any more: marksync lets go of it.
+    let rm = marksync(dir, &["state", "rm", "@TGS#2PHYS101", "student02", "1002"]);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    assert!(
+        rm.stdout.contains(
+            "No desired file declares it: marksync no longer manages it, and the next apply \
+             leaves it alone."
+        ),
+        "{}",
+        rm.stdout
+    );
+
+    // The saved plan no longer fits: the refusal says what moved, not "already applied, or".
+    let stale = marksync(dir, &["apply", "plan.json"]);
+    assert_eq!(stale.code, 1, "{}{}", stale.stdout, stale.stderr);
+    assert!(
+        !stale.stderr.contains("already applied"),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale.stderr.contains(
+            "the state was saved since the plan was made: its serial moved from 1 to 3 (an \
+             apply, `marksync state rm`, `marksync import` or the daemon changed it)"
+        ),
+        "{}",
+        stale.stderr
+    );
+    assert!(
+        stale
+            .stderr
+            .contains("\nWhat to do: run `marksync plan --out FILE` again"),
+        "{}",
+        stale.stderr
     );
 }

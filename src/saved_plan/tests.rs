@@ -82,7 +82,7 @@ fn a_changed_state_serial_is_refused_as_applied_or_changed() {
     );
     let text = err.to_string();
     assert!(
-        text.contains("already applied, or the state changed"),
+        text.contains("the state was saved since the plan was made: its serial moved from 7 to 8"),
         "{text}"
     );
     assert!(text.contains("marksync plan --out FILE"), "{text}");
@@ -419,7 +419,9 @@ fn not_as_planned(saved: &SavedPlan) -> String {
         Err(e @ Stale::NotAsPlanned { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("run `marksync plan --out FILE` again and review it"),
+                text.contains(
+                    "\nWhat to do: run `marksync plan --out FILE` again, review the new plan"
+                ),
                 "{text}"
             );
             text

@@ -16,6 +16,7 @@
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
 //! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
 //! - [`render`]: the human plan and the `--json` contract.
+//! - [`report`]: the JSON document of `validate --json` (pure).
 //! - [`saved_plan`]: the file of `plan --out` / `apply FILE` and why one is refused (pure checks).
 //! - [`schema`]: the desired files' JSON Schema, for editors (`marksync schema`).
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
@@ -50,6 +51,7 @@ pub mod model;
 pub mod plan;
 pub mod refresh;
 pub mod render;
+pub mod report;
 pub mod saved_plan;
 pub mod schema;
 pub mod state;

@@ -69,6 +69,10 @@ enum Command {
         /// Treat warnings (such as accounts with unusual characters) as errors: exit 1.
         #[arg(long)]
         strict: bool,
+        /// Print every problem (file, line, column, severity, message, code) as one JSON
+        /// document on stdout, for editors and CI annotations; the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Print what `apply` would do.
     Plan {
@@ -249,7 +253,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format, cli.verbose, cli.quiet);
     let config = cmd::config_path(cli.config);
     let result = match cli.command {
-        Command::Validate { strict } => cmd::validate(&config, strict),
+        Command::Validate { strict, json } => cmd::validate(&config, strict, json),
         Command::Plan {
             json,
             detailed_exitcode,

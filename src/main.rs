@@ -164,8 +164,13 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), generated from this CLI.
-    Man,
+    /// Print the manual page (roff), generated from this CLI; with --dir, write every page.
+    Man {
+        /// Write marksync.1 and one page per subcommand (marksync-plan.1, ...) into DIR
+        /// (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -239,6 +244,31 @@ fn print(text: &[u8]) -> Result<u8, marksync::error::Error> {
         .and_then(|()| out.flush())
         .map_err(|e| marksync::error::Error::io("cannot write output", e))?;
     Ok(marksync::error::exit::OK)
+}
+
+/// `marksync man`: the main page on stdout, or every page written into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<u8, marksync::error::Error> {
+    use marksync::error::Error;
+    let pages = marksync::manual::pages(cli_command())
+        .map_err(|e| Error::io("cannot render the manual pages", e))?;
+    let Some(dir) = dir else {
+        return print(&pages[0].roff);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    for page in &pages {
+        let path = dir.join(page.file_name());
+        std::fs::write(&path, &page.roff)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    print(
+        format!(
+            "Wrote {} manual pages to {} (marksync.1 and one per subcommand).\n",
+            pages.len(),
+            dir.display()
+        )
+        .as_bytes(),
+    )
 }
 
 fn main() -> ExitCode {
@@ -316,13 +346,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cli_command(), "marksync", &mut buf);
             print(&buf)
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(cli_command())
-                .render(&mut buf)
-                .map_err(|e| marksync::error::Error::io("cannot render the manual page", e))
-                .and_then(|()| print(&buf))
-        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::State(StateCommand::List { group, json }) => {
             cmd::state_list(&config, group.as_ref(), json)
         }

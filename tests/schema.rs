@@ -111,7 +111,10 @@ fn typos_and_values_marksync_refuses_are_refused() {
             r#"{"groups": {"g": {"members": {"a": [999]}}}}"#,
         ),
         ("mark 0", r#"{"groups": {"g": {"members": {"a": [0]}}}}"#),
-        ("mark 700", r#"{"groups": {"g": {"members": {"a": [700]}}}}"#),
+        (
+            "mark 700",
+            r#"{"groups": {"g": {"members": {"a": [700]}}}}"#,
+        ),
         (
             "a mark past u32",
             r#"{"groups": {"g": {"members": {"a": [4294967296]}}}}"#,

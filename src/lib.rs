@@ -21,6 +21,7 @@
 //! - [`saved_plan`]: the file of `plan --out` / `apply FILE` and why one is refused (pure checks).
 //! - [`schema`]: the desired files' JSON Schema, for editors (`marksync schema`).
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
+//! - [`completion`]: dynamic shell completion of group IDs, accounts and marks from the state.
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 //! - [`version`]: the version, commit and build date `--version` names.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
@@ -38,6 +39,7 @@
 pub mod apply;
 pub mod clock;
 pub mod cmd;
+pub mod completion;
 pub mod config;
 pub mod daemon;
 pub mod desired;

@@ -271,8 +271,52 @@ fn man(dir: Option<&std::path::Path>) -> Result<u8, marksync::error::Error> {
     )
 }
 
+/// The CLI with the completers of values only the state knows (group IDs, accounts, marks),
+/// for dynamic completion: the shell runs `COMPLETE=SHELL marksync -- WORDS...` on each TAB.
+fn completing_cli() -> clap::Command {
+    use clap_complete::engine::ArgValueCompleter;
+    use marksync::completion::{self, Context};
+    let words: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip_while(|a| a != "--")
+        .skip(1)
+        .collect();
+    // bash and zsh say which word is completed; the other shells complete the last.
+    let completing = std::env::var("_CLAP_COMPLETE_INDEX")
+        .ok()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(words.len().saturating_sub(1));
+    let context = Context::from_words(&words, completing, std::env::var("MARKSYNC_CONFIG").ok());
+    let completer = |f: fn(&Context, &str) -> Vec<clap_complete::engine::CompletionCandidate>| {
+        let context = context.clone();
+        ArgValueCompleter::new(move |current: &std::ffi::OsStr| {
+            f(&context, &current.to_string_lossy())
+        })
+    };
+    let (groups, accounts, marks) = (
+        completer(completion::groups),
+        completer(completion::accounts),
+        completer(completion::marks),
+    );
+    cli_command().mut_subcommand("state", |state| {
+        state
+            .mut_subcommand("list", |c| c.mut_arg("group", |a| a.add(groups.clone())))
+            .mut_subcommand("show", |c| {
+                c.mut_arg("group", |a| a.add(groups.clone()))
+                    .mut_arg("account", |a| a.add(accounts.clone()))
+            })
+            .mut_subcommand("rm", |c| {
+                c.mut_arg("group", |a| a.add(groups.clone()))
+                    .mut_arg("account", |a| a.add(accounts.clone()))
+                    .mut_arg("mark", |a| a.add(marks.clone()))
+            })
+    })
+}
+
 fn main() -> ExitCode {
     use clap::FromArgMatches;
+    // `COMPLETE=bash marksync` prints the registration script; with words after `--`, the
+    // candidates. Without `COMPLETE` this returns at once.
+    clap_complete::CompleteEnv::with_factory(completing_cli).complete();
     let cli = match cli_command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))

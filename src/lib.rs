@@ -16,6 +16,7 @@
 //!   [`desired::cache`]: the daemon's incremental view of them.
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
 //! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
+//! - [`progress`]: reads and retries drawn on a terminal for long one-shot work (a tracing layer).
 //! - [`render`]: the human plan and the `--json` contract.
 //! - [`report`]: the JSON document of `validate --json` (pure).
 //! - [`saved_plan`]: the file of `plan --out` / `apply FILE` and why one is refused (pure checks).
@@ -53,6 +54,7 @@ pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod refresh;
 pub mod render;
 pub mod report;

@@ -324,7 +324,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_tracing(cli.log_format, cli.verbose, cli.quiet);
+    // Progress is drawn for one-shot commands on a terminal; the daemon and the emulator log.
+    let one_shot = !matches!(cli.command, Command::Run { .. } | Command::Emulator { .. });
+    init_tracing(cli.log_format, cli.verbose, cli.quiet, one_shot);
     let config = cmd::config_path(cli.config);
     let result = match cli.command {
         Command::Validate { strict, json } => cmd::validate(&config, strict, json),
@@ -437,7 +439,10 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
+fn init_tracing(format: LogFormat, verbose: u8, quiet: u8, progress: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::prelude::*;
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (_, 1) => "warn",
@@ -452,15 +457,21 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
     );
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours on a terminal only: journald and log files get plain text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    // The progress layer sees its events whatever the log filter says; it draws only when
+    // stderr is a terminal.
+    let progress =
+        marksync::progress::ProgressLayer::new(progress && std::io::stderr().is_terminal())
+            .with_filter(tracing_subscriber::filter::filter_fn(
+                marksync::progress::ProgressLayer::wants,
+            ));
+    let registry = tracing_subscriber::registry().with(progress);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt.with_filter(filter)).init(),
+        LogFormat::Json => registry.with(fmt.json().with_filter(filter)).init(),
     }
 }
 

@@ -659,7 +659,13 @@ pub async fn read(
         });
     }
     let mut out = ReadOutcome::default();
+    // How far the reads are, for a terminal (`progress`); nothing reads these otherwise.
+    let total = groups.len() as u64;
+    let mut read: u64 = 0;
+    tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");
     while let Some(joined) = tasks.join_next().await {
+        read += 1;
+        tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");
         let (group, result) = match joined {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -23,6 +23,15 @@ pub const TARGET: &str = "marksync::progress";
 /// How long a run stays silent before progress is drawn.
 pub const QUIET_FOR: Duration = Duration::from_secs(2);
 
+/// Says, when dropped, that the reads are over (however they ended): the bar goes away.
+pub struct ReadsOver;
+
+impl Drop for ReadsOver {
+    fn drop(&mut self) {
+        tracing::trace!(target: TARGET, over = true, "reads over");
+    }
+}
+
 /// The layer; see the module docs.
 #[derive(Clone)]
 pub struct ProgressLayer {
@@ -91,6 +100,13 @@ impl ProgressLayer {
         }
     }
 
+    fn reads_over(&self) {
+        let mut bar = self.shared.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
+        }
+    }
+
     fn retry(&self, r: &Retry) {
         let shared = &self.shared;
         let wait = Duration::from_millis(r.wait_ms);
@@ -142,6 +158,7 @@ struct Fields {
     message: String,
     read: Option<u64>,
     total: Option<u64>,
+    over: bool,
     retry: Retry,
 }
 
@@ -159,6 +176,12 @@ impl Visit for Fields {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.record_u64(field, u64::try_from(value).unwrap_or(0));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "over" {
+            self.over = value;
+        }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -183,7 +206,9 @@ impl<S: Subscriber> Layer<S> for ProgressLayer {
         let mut f = Fields::default();
         event.record(&mut f);
         if event.metadata().target() == TARGET {
-            if let (Some(read), Some(total)) = (f.read, f.total) {
+            if f.over {
+                self.reads_over();
+            } else if let (Some(read), Some(total)) = (f.read, f.total) {
                 self.reads(read, total);
             }
         } else if f.message == "retrying" {
@@ -223,6 +248,10 @@ mod tests {
             assert!(shared.bar.lock().unwrap().is_some(), "reads under way");
             tracing::trace!(target: TARGET, read = 2u64, total = 2u64, "groups read");
             assert!(shared.bar.lock().unwrap().is_none(), "reads done");
+            // Reads that end early (a fatal error, Ctrl-C) leave no bar behind.
+            tracing::trace!(target: TARGET, read = 0u64, total = 5u64, "groups read");
+            drop(ReadsOver);
+            assert!(shared.bar.lock().unwrap().is_none(), "reads over");
         });
     }
 }

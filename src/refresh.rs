@@ -659,10 +659,13 @@ pub async fn read(
         });
     }
     let mut out = ReadOutcome::default();
-    // How far the reads are, for a terminal (`progress`); nothing reads these otherwise.
+    // How far the reads are, for a terminal (`progress`); nothing reads these otherwise. The
+    // guard says the reads are over however they end (done, a fatal error, or the future
+    // dropped by Ctrl-C), so no bar outlives them.
     let total = groups.len() as u64;
     let mut read: u64 = 0;
     tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");
+    let _over = crate::progress::ReadsOver;
     while let Some(joined) = tasks.join_next().await {
         read += 1;
         tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");

@@ -35,31 +35,17 @@ pub fn wall_clock_now() -> UnixTime {
 /// With `json`, the report is one JSON document on stdout ([`crate::report`]) and nothing else
 /// is printed; the exit code is the same.
 pub fn validate(config_path: &Path, strict: bool, json: bool) -> Result<u8, Error> {
-    use crate::report::{Problem, Report};
     let checked = validate_checks(config_path, strict);
     if json {
-        let (report, code) = match &checked {
-            Ok((summary, warnings, key_warning)) => {
-                let mut problems: Vec<Problem> = warnings
-                    .iter()
-                    .map(|w| Problem::from_diagnostic(w, "desired"))
-                    .collect();
-                problems.extend(key_warning.iter().map(|w| Problem {
-                    file: None,
-                    line: None,
-                    column: None,
-                    severity: "warning",
-                    message: w.clone(),
-                    code: "secret",
-                }));
-                (Report::passed(*summary, problems), exit::OK)
-            }
-            Err(e) => (Report::failed(e), e.exit_code()),
-        };
+        let (report, code) = crate::report::Report::of(&checked);
         print_stdout(&format!("{}\n", report.to_json()))?;
         return Ok(code);
     }
-    let (s, warnings, _) = checked?;
+    let crate::report::Checked {
+        summary: s,
+        warnings,
+        ..
+    } = checked?;
     let mut err = anstream::stderr().lock();
     for w in &warnings {
         let _ = writeln!(err, "{w}");
@@ -81,17 +67,7 @@ pub fn validate(config_path: &Path, strict: bool, json: bool) -> Result<u8, Erro
 /// `validate`'s checks: what loaded, the desired files' warnings, and the secret key's shape
 /// warning (already logged; `validate --json` also reports it). With `strict` a warning is an
 /// error.
-fn validate_checks(
-    config_path: &Path,
-    strict: bool,
-) -> Result<
-    (
-        crate::report::Summary,
-        Vec<crate::diag::Diagnostic>,
-        Option<String>,
-    ),
-    Error,
-> {
+fn validate_checks(config_path: &Path, strict: bool) -> Result<crate::report::Checked, Error> {
     let config = load_config(config_path)?;
     let (files, _) = desired::discover(&config.desired);
     let mut desired =
@@ -129,7 +105,11 @@ fn validate_checks(
         marks: desired.pair_count(),
         files: files.len(),
     };
-    Ok((summary, warnings, key_warning))
+    Ok(crate::report::Checked {
+        summary,
+        warnings,
+        key_warning,
+    })
 }
 
 /// Writes `text` to stdout.

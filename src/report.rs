@@ -20,6 +20,17 @@ pub struct Summary {
     pub files: usize,
 }
 
+/// What `validate`'s checks found in a run that passed.
+#[derive(Clone, Debug, Default)]
+pub struct Checked {
+    /// The counts of what loaded.
+    pub summary: Summary,
+    /// The desired files' warnings.
+    pub warnings: Vec<Diagnostic>,
+    /// The secret key's shape warning (already logged), if the key could be read.
+    pub key_warning: Option<String>,
+}
+
 /// One problem, where it is and how bad.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -93,6 +104,29 @@ impl Problem {
 }
 
 impl Report {
+    /// The report of `validate`'s checks, and the exit code: the text report's.
+    pub fn of(checked: &Result<Checked, Error>) -> (Self, u8) {
+        match checked {
+            Ok(c) => {
+                let mut problems: Vec<Problem> = c
+                    .warnings
+                    .iter()
+                    .map(|w| Problem::from_diagnostic(w, "desired"))
+                    .collect();
+                problems.extend(c.key_warning.iter().map(|w| Problem {
+                    file: None,
+                    line: None,
+                    column: None,
+                    severity: "warning",
+                    message: w.clone(),
+                    code: "secret",
+                }));
+                (Report::passed(c.summary, problems), crate::error::exit::OK)
+            }
+            Err(e) => (Report::failed(e), e.exit_code()),
+        }
+    }
+
     /// The report of a run that passed with `warnings`.
     pub fn passed(summary: Summary, warnings: Vec<Problem>) -> Self {
         Report::new(Some(summary), warnings)

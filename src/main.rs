@@ -158,7 +158,11 @@ enum Command {
     },
     /// Print the JSON Schema of the desired-file format (for editors: yaml-language-server).
     Schema,
-    /// Print a shell completion script, generated from this CLI.
+    /// Print a static shell completion script (subcommands and flags), generated from this CLI.
+    ///
+    /// For completion that also offers the group IDs, accounts and marks the state records
+    /// (`state show <TAB>`), source the dynamic script instead: `source <(COMPLETE=bash
+    /// marksync)` (or zsh, fish, elvish, powershell); it asks marksync on each TAB.
     Completions {
         /// The shell.
         #[arg(value_enum)]

@@ -461,17 +461,17 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8, progress: bool) {
     );
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
+    // The progress layer sees its events whatever the log filter says; it draws only when
+    // stderr is a terminal. Log lines are written around its bar.
+    let progress =
+        marksync::progress::ProgressLayer::new(progress && std::io::stderr().is_terminal());
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(progress.log_writer())
         // Colours on a terminal only: journald and log files get plain text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
-    // The progress layer sees its events whatever the log filter says; it draws only when
-    // stderr is a terminal.
-    let progress =
-        marksync::progress::ProgressLayer::new(progress && std::io::stderr().is_terminal())
-            .with_filter(tracing_subscriber::filter::filter_fn(
-                marksync::progress::ProgressLayer::wants,
-            ));
+    let progress = progress.with_filter(tracing_subscriber::filter::filter_fn(
+        marksync::progress::ProgressLayer::wants,
+    ));
     let registry = tracing_subscriber::registry().with(progress);
     match format {
         LogFormat::Text => registry.with(fmt.with_filter(filter)).init(),

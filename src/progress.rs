@@ -122,6 +122,50 @@ impl ProgressLayer {
     }
 }
 
+/// Where the log lines go: stderr, written while the bar (if one is drawn) is lifted, so that a
+/// warning during the reads does not land in the middle of the bar's line.
+#[derive(Clone)]
+pub struct LogWriter {
+    shared: Arc<Shared>,
+}
+
+impl ProgressLayer {
+    /// The writer for the log layer.
+    pub fn log_writer(&self) -> LogWriter {
+        LogWriter {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A clone, so that the lock is not held while writing.
+        let bar = self
+            .shared
+            .bar
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match bar {
+            Some(b) if !b.is_hidden() => b.suspend(|| std::io::stderr().write(buf)),
+            _ => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 /// What a `retrying` event says.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Retry {

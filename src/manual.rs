@@ -97,7 +97,7 @@ const FILES: &[(&str, &str)] = &[
     (
         "STATE.intents",
         "The calls in flight (marks being set or cleared), so that a crash leaves nothing \
-         unaccounted for; folded into the state at the next load.",
+         unaccounted for; read with the state, folded into it (and removed) by the next save.",
     ),
     (
         "STATE.lock",

@@ -32,52 +32,92 @@ pub fn wall_clock_now() -> UnixTime {
 /// `marksync validate`: load the config and every desired file; print every problem.
 ///
 /// With `strict`, warnings are errors: the run fails (exit 1) and they are reported as errors.
-pub fn validate(config_path: &Path, strict: bool) -> Result<u8, Error> {
+/// With `json`, the report is one JSON document on stdout ([`crate::report`]) and nothing else
+/// is printed; the exit code is the same.
+pub fn validate(config_path: &Path, strict: bool, json: bool) -> Result<u8, Error> {
+    let checked = validate_checks(config_path, strict);
+    if json {
+        let (report, code) = crate::report::Report::of(&checked);
+        print_stdout(&format!("{}\n", report.to_json()))?;
+        return Ok(code);
+    }
+    let crate::report::Checked {
+        summary: s,
+        warnings,
+        ..
+    } = checked?;
+    let mut err = anstream::stderr().lock();
+    for w in &warnings {
+        let _ = writeln!(err, "{w}");
+    }
+    println!(
+        "OK: {} {} with {} {} and {} {} in {} {}.",
+        s.groups,
+        render::plural(s.groups, "group", "groups"),
+        s.members,
+        render::plural(s.members, "member", "members"),
+        s.marks,
+        render::plural(s.marks, "mark", "marks"),
+        s.files,
+        render::plural(s.files, "file", "files"),
+    );
+    Ok(exit::OK)
+}
+
+/// `validate`'s checks: what loaded, the desired files' warnings, and the secret key's shape
+/// warning (already logged; `validate --json` also reports it). With `strict` a warning is an
+/// error.
+fn validate_checks(config_path: &Path, strict: bool) -> Result<crate::report::Checked, Error> {
     let config = load_config(config_path)?;
     let (files, _) = desired::discover(&config.desired);
-    let desired = if strict {
-        let desired =
-            desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
-        if !desired.warnings.is_empty() {
-            let errors = desired
-                .warnings
-                .into_iter()
-                .map(|mut w| {
-                    w.severity = crate::diag::Severity::Error;
-                    w.message.push_str(" (an error with --strict)");
-                    w
-                })
-                .collect();
-            return Err(Error::Desired(crate::diag::Diagnostics(errors)));
-        }
-        desired
-    } else {
-        load_desired(&config)?
-    };
+    let mut desired =
+        desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
+    let warnings = std::mem::take(&mut desired.warnings);
+    if strict && !warnings.is_empty() {
+        let errors = warnings
+            .into_iter()
+            .map(|mut w| {
+                w.severity = crate::diag::Severity::Error;
+                w.message.push_str(" (an error with --strict)");
+                w
+            })
+            .collect();
+        return Err(Error::Desired(crate::diag::Diagnostics(errors)));
+    }
     // The secret key, when one can be read (validate itself needs none): a key that is not 64
     // lower-case hex digits is warned about while loading, and refused with --strict.
-    if config.endpoint != crate::config::Endpoint::Embedded
+    let key_warning = if config.endpoint != crate::config::Endpoint::Embedded
         && let Ok(key) = crate::engine::secret_key(&config)
-        && strict
-        && let Some(warning) = key.shape_warning()
     {
+        key.shape_warning()
+    } else {
+        None
+    };
+    if strict && let Some(warning) = key_warning {
         return Err(Error::Secret(crate::tim::usersig::SecretError::Mistyped(
             warning,
         )));
     }
-    let members: usize = desired.groups.values().map(|g| g.members.len()).sum();
-    println!(
-        "OK: {} {} with {} {} and {} {} in {} {}.",
-        desired.groups.len(),
-        render::plural(desired.groups.len(), "group", "groups"),
+    let members = desired.groups.values().map(|g| g.members.len()).sum();
+    let summary = crate::report::Summary {
+        groups: desired.groups.len(),
         members,
-        render::plural(members, "member", "members"),
-        desired.pair_count(),
-        render::plural(desired.pair_count(), "mark", "marks"),
-        files.len(),
-        render::plural(files.len(), "file", "files"),
-    );
-    Ok(exit::OK)
+        marks: desired.pair_count(),
+        files: files.len(),
+    };
+    Ok(crate::report::Checked {
+        summary,
+        warnings,
+        key_warning,
+    })
+}
+
+/// Writes `text` to stdout.
+fn print_stdout(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write output", e))
 }
 
 /// Options of `marksync plan`.

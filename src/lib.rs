@@ -10,15 +10,19 @@
 //! - [`diag`]: diagnostics with `path:line:column` and the offending line.
 //! - [`yaml`]: what every YAML reader shares (options, permissive scalars, ordered mappings).
 //! - [`input`]: reading input files safely (regular files only, bounded size).
+//! - [`manual`]: the manual pages of `marksync man`, one per command (pure).
 //! - [`config`]: the config file, checked key by key.
 //! - [`desired`]: desired files -> desired state (pure parsing, parallel loading);
 //!   [`desired::cache`]: the daemon's incremental view of them.
 //! - [`state`]: the state file: versioned JSON, atomic save, lock, intents for crash safety.
 //! - [`plan`]: `(desired, state, now, policy) -> Plan`, minimal batches, the guard (pure).
+//! - [`progress`]: reads and retries drawn on a terminal for long one-shot work (a tracing layer).
 //! - [`render`]: the human plan and the `--json` contract.
+//! - [`report`]: the JSON document of `validate --json` (pure).
 //! - [`saved_plan`]: the file of `plan --out` / `apply FILE` and why one is refused (pure checks).
 //! - [`schema`]: the desired files' JSON Schema, for editors (`marksync schema`).
 //! - [`clock`]: the one source of "now" outside the pure core (swappable in tests).
+//! - [`completion`]: dynamic shell completion of group IDs, accounts and marks from the state.
 //! - [`tim`]: the only code that knows the service's wire format: UserSig, client, error codes.
 //! - [`version`]: the version, commit and build date `--version` names.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
@@ -36,6 +40,7 @@
 pub mod apply;
 pub mod clock;
 pub mod cmd;
+pub mod completion;
 pub mod config;
 pub mod daemon;
 pub mod desired;
@@ -45,11 +50,14 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod progress;
 pub mod refresh;
 pub mod render;
+pub mod report;
 pub mod saved_plan;
 pub mod schema;
 pub mod state;

@@ -70,6 +70,10 @@ enum Command {
         /// Treat warnings (such as accounts with unusual characters) as errors: exit 1.
         #[arg(long)]
         strict: bool,
+        /// Print every problem (file, line, column, severity, message, code) as one JSON
+        /// document on stdout, for editors and CI annotations; the exit code is the same.
+        #[arg(long)]
+        json: bool,
     },
     /// Print what `apply` would do.
     Plan {
@@ -164,14 +168,23 @@ enum Command {
     },
     /// Print the JSON Schema of the desired-file format (for editors: yaml-language-server).
     Schema,
-    /// Print a shell completion script, generated from this CLI.
+    /// Print a static shell completion script (subcommands and flags), generated from this CLI.
+    ///
+    /// For completion that also offers the group IDs, accounts and marks the state records
+    /// (`state show <TAB>`), source the dynamic script instead: `source <(COMPLETE=bash
+    /// marksync)` (or zsh, fish, elvish, powershell); it asks marksync on each TAB.
     Completions {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), generated from this CLI.
-    Man,
+    /// Print the manual page (roff), generated from this CLI; with --dir, write every page.
+    Man {
+        /// Write marksync.1 and one page per subcommand (marksync-plan.1, ...) into DIR
+        /// (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -247,8 +260,77 @@ fn print(text: &[u8]) -> Result<u8, marksync::error::Error> {
     Ok(marksync::error::exit::OK)
 }
 
+/// `marksync man`: the main page on stdout, or every page written into `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<u8, marksync::error::Error> {
+    use marksync::error::Error;
+    let pages = marksync::manual::pages(cli_command())
+        .map_err(|e| Error::io("cannot render the manual pages", e))?;
+    let Some(dir) = dir else {
+        return print(&pages[0].roff);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    for page in &pages {
+        let path = dir.join(page.file_name());
+        std::fs::write(&path, &page.roff)
+            .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    }
+    print(
+        format!(
+            "Wrote {} manual pages to {} (marksync.1 and one per subcommand).\n",
+            pages.len(),
+            dir.display()
+        )
+        .as_bytes(),
+    )
+}
+
+/// The CLI with the completers of values only the state knows (group IDs, accounts, marks),
+/// for dynamic completion: the shell runs `COMPLETE=SHELL marksync -- WORDS...` on each TAB.
+fn completing_cli() -> clap::Command {
+    use clap_complete::engine::ArgValueCompleter;
+    use marksync::completion::{self, Context};
+    let words: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip_while(|a| a != "--")
+        .skip(1)
+        .collect();
+    // bash and zsh say which word is completed; the other shells complete the last.
+    let completing = std::env::var("_CLAP_COMPLETE_INDEX")
+        .ok()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(words.len().saturating_sub(1));
+    let context = Context::from_words(&words, completing, std::env::var("MARKSYNC_CONFIG").ok());
+    let completer = |f: fn(&Context, &str) -> Vec<clap_complete::engine::CompletionCandidate>| {
+        let context = context.clone();
+        ArgValueCompleter::new(move |current: &std::ffi::OsStr| {
+            f(&context, &current.to_string_lossy())
+        })
+    };
+    let (groups, accounts, marks) = (
+        completer(completion::groups),
+        completer(completion::accounts),
+        completer(completion::marks),
+    );
+    cli_command().mut_subcommand("state", |state| {
+        state
+            .mut_subcommand("list", |c| c.mut_arg("group", |a| a.add(groups.clone())))
+            .mut_subcommand("show", |c| {
+                c.mut_arg("group", |a| a.add(groups.clone()))
+                    .mut_arg("account", |a| a.add(accounts.clone()))
+            })
+            .mut_subcommand("rm", |c| {
+                c.mut_arg("group", |a| a.add(groups.clone()))
+                    .mut_arg("account", |a| a.add(accounts.clone()))
+                    .mut_arg("mark", |a| a.add(marks.clone()))
+            })
+    })
+}
+
 fn main() -> ExitCode {
     use clap::FromArgMatches;
+    // `COMPLETE=bash marksync` prints the registration script; with words after `--`, the
+    // candidates. Without `COMPLETE` this returns at once.
+    clap_complete::CompleteEnv::with_factory(completing_cli).complete();
     let cli = match cli_command()
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))
@@ -256,10 +338,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
     };
-    init_tracing(cli.log_format, cli.verbose, cli.quiet);
+    // Progress is drawn for one-shot commands on a terminal; the daemon and the emulator log.
+    let one_shot = !matches!(cli.command, Command::Run { .. } | Command::Emulator { .. });
+    init_tracing(cli.log_format, cli.verbose, cli.quiet, one_shot);
     let config = cmd::config_path(cli.config);
     let result = match cli.command {
-        Command::Validate { strict } => cmd::validate(&config, strict),
+        Command::Validate { strict, json } => cmd::validate(&config, strict, json),
         Command::Plan {
             json,
             markdown,
@@ -326,13 +410,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cli_command(), "marksync", &mut buf);
             print(&buf)
         }
-        Command::Man => {
-            let mut buf = Vec::new();
-            clap_mangen::Man::new(cli_command())
-                .render(&mut buf)
-                .map_err(|e| marksync::error::Error::io("cannot render the manual page", e))
-                .and_then(|()| print(&buf))
-        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::State(StateCommand::List { group, json }) => {
             cmd::state_list(&config, group.as_ref(), json)
         }
@@ -379,7 +457,10 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
+fn init_tracing(format: LogFormat, verbose: u8, quiet: u8, progress: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::prelude::*;
     let level = match (verbose, quiet) {
         (0, 0) => "info",
         (_, 1) => "warn",
@@ -394,15 +475,21 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
     );
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("marksync={level},warn")));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // The progress layer sees its events whatever the log filter says; it draws only when
+    // stderr is a terminal. Log lines are written around its bar.
+    let progress =
+        marksync::progress::ProgressLayer::new(progress && std::io::stderr().is_terminal());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(progress.log_writer())
         // Colours on a terminal only: journald and log files get plain text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let progress = progress.with_filter(tracing_subscriber::filter::filter_fn(
+        marksync::progress::ProgressLayer::wants,
+    ));
+    let registry = tracing_subscriber::registry().with(progress);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(fmt.with_filter(filter)).init(),
+        LogFormat::Json => registry.with(fmt.json().with_filter(filter)).init(),
     }
 }
 

@@ -659,7 +659,16 @@ pub async fn read(
         });
     }
     let mut out = ReadOutcome::default();
+    // How far the reads are, for a terminal (`progress`); nothing reads these otherwise. The
+    // guard says the reads are over however they end (done, a fatal error, or the future
+    // dropped by Ctrl-C), so no bar outlives them.
+    let total = groups.len() as u64;
+    let mut read: u64 = 0;
+    tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");
+    let _over = crate::progress::ReadsOver;
     while let Some(joined) = tasks.join_next().await {
+        read += 1;
+        tracing::trace!(target: crate::progress::TARGET, read, total, "groups read");
         let (group, result) = match joined {
             Ok(r) => r,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

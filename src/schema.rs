@@ -57,12 +57,14 @@ impl JsonSchema for MarkDoc {
             "description": "A mark: 500 (always online for 72 h, renewed by marksync), 600 \
                 (hidden from the online list), or an integer >= 1000. Plain decimal: not 0x3E8, \
                 1_000 or 1e3. At most 10 distinct marks per group.",
+            // No `anyOf`: a validator reports a failed `anyOf` as "not valid under any of the
+            // given schemas", hiding why. Below 1000, only 500 and 600 ("is not one of").
             "type": "integer",
-            "anyOf": [
-                {"const": 500},
-                {"const": 600},
-                {"minimum": 1000, "maximum": u32::MAX}
-            ]
+            "minimum": 500,
+            "maximum": u32::MAX,
+            "if": {"maximum": 999},
+            "then": {"enum": [500, 600]},
+            "unevaluatedProperties": false
         })
     }
 }
@@ -76,15 +78,18 @@ impl JsonSchema for AccountDoc {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        let mut string = account_key();
-        string.insert("type".into(), "string".into());
-        json_schema!({
-            "description": "An account, read as written: `007` or `no` are those exact \
-                strings for marksync (YAML tools may show them as a number or a boolean, which \
-                is why integers are accepted here). Non-empty, at most 32 bytes, no whitespace \
-                or invisible characters.",
-            "anyOf": [Value::Object(string), {"type": "integer"}, {"type": "boolean"}]
-        })
+        // The string rules apply to strings only, so no `anyOf` is needed (see `MarkDoc`).
+        let mut schema = account_key();
+        schema.insert(
+            "description".into(),
+            "An account, read as written: `007` or `no` are those exact strings for marksync \
+             (YAML tools may show them as a number or a boolean, which is why integers are \
+             accepted here). Non-empty, at most 32 bytes, no whitespace or invisible characters."
+                .into(),
+        );
+        schema.insert("type".into(), json!(["string", "integer", "boolean"]));
+        schema.insert("unevaluatedProperties".into(), false.into());
+        Schema::from(schema)
     }
 }
 
@@ -117,6 +122,12 @@ pub fn desired_schema() -> Value {
     // Optional, but never null: a section with no value is an error (a cut-off file).
     group["members"]["type"] = json!("object");
     group["marks"]["type"] = json!("object");
+    // A mapping where a list belongs (a section indented under a member or a mark) is refused
+    // by `type`; `unevaluatedProperties: false` (which applies to mappings only) also names its
+    // keys, so the editor points at `markz`, not at the whole value. The same holds for an
+    // account or a mark written as a mapping (`MarkDoc`, `AccountDoc`).
+    group["members"]["additionalProperties"]["unevaluatedProperties"] = json!(false);
+    group["marks"]["additionalProperties"]["unevaluatedProperties"] = json!(false);
     group["members"]["propertyNames"] = Value::Object(account_key());
     group["marks"]["propertyNames"] = json!({
         "description": "A mark, as a key: 500, 600 or an integer >= 1000, plain decimal.",

@@ -112,6 +112,14 @@ fn typos_and_values_marksync_refuses_are_refused() {
         ),
         ("mark 0", r#"{"groups": {"g": {"members": {"a": [0]}}}}"#),
         (
+            "mark 700",
+            r#"{"groups": {"g": {"members": {"a": [700]}}}}"#,
+        ),
+        (
+            "a mark past u32",
+            r#"{"groups": {"g": {"members": {"a": [4294967296]}}}}"#,
+        ),
+        (
             "a fractional mark",
             r#"{"groups": {"g": {"members": {"a": [1000.5]}}}}"#,
         ),
@@ -160,4 +168,61 @@ fn typos_and_values_marksync_refuses_are_refused() {
     // The typo's error names the key, so the editor can point at it.
     let typo: Value = serde_json::from_str(r#"{"groups": {"g": {"memebrs": {}}}}"#).unwrap();
     assert!(errors(&v, &typo).join("\n").contains("memebrs"));
+}
+
+/// Issue 16: a typo used to be reported as "is not valid under any of the given schemas" (an
+/// `anyOf` that hid its branches' errors). Every misspelled or misplaced key is now named by an
+/// error of its own, and no error is an `anyOf`/`oneOf` summary.
+#[test]
+fn a_misspelled_or_misplaced_key_is_named_and_no_error_hides_behind_any_of() {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let v = validator();
+    let cases = [
+        (
+            "markz",
+            r#"{"groups": {"g": {"members": {"a": {"markz": [1000]}}}}}"#,
+        ),
+        (
+            "memberz",
+            r#"{"groups": {"g": {"marks": {"1000": {"memberz": ["a"]}}}}}"#,
+        ),
+        (
+            "accout",
+            r#"{"groups": {"g": {"marks": {"1000": [{"accout": "a"}]}}}}"#,
+        ),
+        (
+            "mark",
+            r#"{"groups": {"g": {"members": {"a": [{"mark": 1000}]}}}}"#,
+        ),
+        ("memebrs", r#"{"groups": {"g": {"memebrs": {}}}}"#),
+        ("sdkappid", r#"{"sdkappid": 1400000000, "groups": {}}"#),
+    ];
+    for (key, json) in cases {
+        let value: Value = serde_json::from_str(json).unwrap();
+        let errors: Vec<_> = v.iter_errors(&value).collect();
+        let all = errors
+            .iter()
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect::<Vec<_>>();
+        assert!(
+            errors.iter().any(|e| match e.kind() {
+                Kind::AdditionalProperties { unexpected }
+                | Kind::UnevaluatedProperties { unexpected } => unexpected == &[key.to_string()],
+                _ => false,
+            }),
+            "{json}: no error names `{key}`: {all:?}"
+        );
+        assert!(
+            !errors
+                .iter()
+                .any(|e| matches!(e.kind(), Kind::AnyOf { .. } | Kind::OneOfNotValid { .. })),
+            "{json}: {all:?}"
+        );
+    }
+    // A mark out of range says which marks there are, not "any of the given schemas".
+    let low: Value =
+        serde_json::from_str(r#"{"groups": {"g": {"members": {"a": [999]}}}}"#).unwrap();
+    let text = errors(&v, &low).join("\n");
+    assert!(text.contains("500") && text.contains("600"), "{text}");
+    assert!(!text.contains("anyOf"), "{text}");
 }

@@ -252,16 +252,16 @@ pub async fn run(
     };
     let st = state::load(&config.state, config.sdkappid)?;
     let connection = engine::connect(&config, clock.clone()).await?;
+    // Where calls go: the base URL (a region's domain, or the `endpoint` URL), or `embedded`.
     let endpoint = match &config.endpoint {
-        Endpoint::Embedded => "embedded",
-        Endpoint::Region(_) => "region",
-        Endpoint::Url(_) => "url",
+        Endpoint::Embedded => "embedded".to_owned(),
+        _ => engine::endpoint_urls(&config)?.0,
     };
     tracing::info!(
         state = %config.state.display(),
         serial = st.serial,
         managed = st.managed_count(),
-        endpoint,
+        endpoint = %endpoint,
         dry_run = opts.dry_run,
         "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
         st.serial,

@@ -197,6 +197,17 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Why a retryable call is retried, in a few words (`HTTP 503 Service Unavailable`,
+    /// `error code 70500`), for the progress line on a terminal.
+    pub fn retry_reason(&self) -> String {
+        match self {
+            CallError::Transport { detail, .. } => detail.clone(),
+            CallError::Unavailable { code, .. } => format!("error code {code}"),
+            CallError::RateLimited { code, .. } => format!("the rate limit (error code {code})"),
+            other => other.to_string(),
+        }
+    }
+
     /// A short stable label for metrics (`outcome` label of the calls counter).
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -534,7 +545,16 @@ impl Client {
                 Some(_) if stop() => return Err(give_up),
                 Some(delay) => {
                     let delay = delay.max(min_wait);
-                    tracing::debug!(path, attempts, ?delay, error = %give_up, "retrying");
+                    // Also drawn on a terminal by `progress` (reason, wait, attempt of max).
+                    tracing::debug!(
+                        path,
+                        attempts,
+                        max_attempts = inner.config.max_attempts,
+                        wait_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        reason = %give_up.retry_reason(),
+                        error = %give_up,
+                        "retrying"
+                    );
                     tokio::time::sleep(delay).await;
                     last_failure = Some(give_up);
                 }

@@ -187,6 +187,11 @@ impl Checker<'_> {
                                     if name.contains("://") { "a URL".to_string() } else { format!("{name:?}") }
                                 ),
                             );
+                            // The line may hold the URL itself: a secret, not to be echoed into
+                            // a CI log.
+                            if let Some(d) = self.errors.last_mut() {
+                                d.source_line = None;
+                            }
                         }
                     }
                 }

@@ -65,6 +65,8 @@ pub fn validate(config_path: &Path, strict: bool) -> Result<u8, Error> {
             warning,
         )));
     }
+    // The webhook URLs (`notify:`): readable, not readable by others, usable; never printed.
+    crate::notify::Notifier::check(&config)?;
     let members: usize = desired.groups.values().map(|g| g.members.len()).sum();
     println!(
         "OK: {} {} with {} {} and {} {} in {} {}.",
@@ -369,7 +371,13 @@ pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     runtime()?.block_on(async {
         let interrupts = apply_signals()?;
-        apply_until(&config, opts, Arc::new(SystemClock), interrupts).await
+        // Built first: a webhook URL that cannot be read stops the apply before anything is sent.
+        let notifier = crate::notify::Notifier::new(&config, Arc::default())?;
+        let result = apply_until(&config, opts, Arc::new(SystemClock), interrupts).await;
+        if !opts.dry_run {
+            notifier.after_apply(&result).await;
+        }
+        result
     })
 }
 

@@ -266,20 +266,15 @@ impl Checker<'_> {
             let name = match &item.value {
                 Value::Scalar(Scalar::Str(s)) => s.as_str(),
                 other => {
-                    let message = format!(
-                        "`{key}.on` lists events by name, found {}",
-                        other.kind()
-                    );
+                    let message =
+                        format!("`{key}.on` lists events by name, found {}", other.kind());
                     self.err(&item.referenced, message);
                     continue;
                 }
             };
             match Event::parse(name) {
                 Some(e) if !events.contains(&e) => events.push(e),
-                Some(_) => self.err(
-                    &item.referenced,
-                    format!("`{key}.on` lists {name} twice"),
-                ),
+                Some(_) => self.err(&item.referenced, format!("`{key}.on` lists {name} twice")),
                 None => self.err(
                     &item.referenced,
                     format!(

@@ -130,7 +130,12 @@ fn markdown(m: &Message, details: &str) -> String {
 
 /// Plain text (Feishu's text message).
 fn plain(m: &Message, details: &str) -> String {
-    let mut out = format!("marksync (app {}) {}: {}", m.app, m.event.label(), m.summary);
+    let mut out = format!(
+        "marksync (app {}) {}: {}",
+        m.app,
+        m.event.label(),
+        m.summary
+    );
     if !details.is_empty() {
         out.push_str("\n\n");
         out.push_str(details);

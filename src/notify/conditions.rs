@@ -48,10 +48,7 @@ impl Conditions {
                 Some(Transition {
                     send: Event::Recovered,
                     condition,
-                    summary: format!(
-                        "{} cleared{now} (it began with: {was})",
-                        condition.label()
-                    ),
+                    summary: format!("{} cleared{now} (it began with: {was})", condition.label()),
                 })
             }
             _ => None,

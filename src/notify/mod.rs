@@ -107,7 +107,12 @@ impl Notifier {
             .connect_timeout(ATTEMPT_TIMEOUT / 2)
             .user_agent(concat!("marksync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|_| Error::io("cannot build the notification client", std::io::Error::other("TLS setup failed")))?;
+            .map_err(|_| {
+                Error::io(
+                    "cannot build the notification client",
+                    std::io::Error::other("TLS setup failed"),
+                )
+            })?;
         let (pending, _) = watch::channel(0usize);
         let pending = Arc::new(pending);
         let mut targets = Vec::new();
@@ -151,7 +156,13 @@ impl Notifier {
     /// A message goes out only when it starts (the condition's event) or clears (`recovered`,
     /// to the entries that take both `recovered` and the condition's event); reporting the same
     /// state again sends nothing. `details` is only used when a message goes out.
-    pub fn condition(&self, event: Event, up: bool, summary: &str, details: impl FnOnce() -> String) {
+    pub fn condition(
+        &self,
+        event: Event,
+        up: bool,
+        summary: &str,
+        details: impl FnOnce() -> String,
+    ) {
         if self.targets.is_empty() {
             return;
         }
@@ -191,7 +202,8 @@ impl Notifier {
             && let Some((dropped, _)) = queue.pop_front()
         {
             self.pending.send_modify(|n| *n = n.saturating_sub(1));
-            self.metrics.record_notify_dropped(target.entry.format.label());
+            self.metrics
+                .record_notify_dropped(target.entry.format.label());
             tracing::warn!(
                 notify = target.index,
                 format = target.entry.format.label(),
@@ -313,7 +325,12 @@ async fn deliver(
             }
             Err(f) if f.retry => match delays.next() {
                 Some(wait) => {
-                    tracing::debug!(notify = target.index, format = format.label(), "notification attempt {attempts} failed ({}); retrying in {wait:?}", f.what);
+                    tracing::debug!(
+                        notify = target.index,
+                        format = format.label(),
+                        "notification attempt {attempts} failed ({}); retrying in {wait:?}",
+                        f.what
+                    );
                     tokio::time::sleep(wait).await;
                 }
                 None => break f,
@@ -344,7 +361,10 @@ async fn post(
 ) -> Result<(), body::Failure> {
     let sent = client
         .post(url.0.as_str())
-        .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        )
         .body(body.to_vec())
         .send()
         .await;
@@ -436,8 +456,9 @@ fn read_url(entry: &NotifyEntry) -> Result<WebhookUrl, String> {
         }
         UrlSource::Env(name) => {
             let from = format!("environment variable {name}");
-            let value = std::env::var_os(name)
-                .ok_or_else(|| format!("{from} (`url_env`) is not set; set it to the webhook URL"))?;
+            let value = std::env::var_os(name).ok_or_else(|| {
+                format!("{from} (`url_env`) is not set; set it to the webhook URL")
+            })?;
             (value.into_encoded_bytes(), from)
         }
     };

@@ -22,11 +22,9 @@ fn body_json(format: Format, m: &Message) -> Value {
 /// The keys of a JSON object, sorted, recursively for nested objects: the shape a vendor checks.
 fn shape(v: &Value) -> Value {
     match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), shape(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
         Value::String(_) => json!("string"),
         Value::Number(_) => json!("number"),
         other => other.clone(),
@@ -35,7 +33,11 @@ fn shape(v: &Value) -> Value {
 
 #[test]
 fn every_format_has_its_vendors_documented_shape() {
-    let m = message(Event::ApplyFailed, "apply failed (exit 1)", "stopped by a fatal API error");
+    let m = message(
+        Event::ApplyFailed,
+        "apply failed (exit 1)",
+        "stopped by a fatal API error",
+    );
     let cases = [
         (
             Format::Json,
@@ -70,9 +72,19 @@ fn every_format_has_its_vendors_documented_shape() {
         "marksync: apply_failed"
     );
     assert_eq!(body_json(Format::Feishu, &m)["msg_type"], "text");
-    for format in [Format::Slack, Format::Wecom, Format::Dingtalk, Format::Feishu] {
+    for format in [
+        Format::Slack,
+        Format::Wecom,
+        Format::Dingtalk,
+        Format::Feishu,
+    ] {
         let text = body_json(format, &m).to_string();
-        for needle in ["1400000000", "apply_failed", "apply failed (exit 1)", "fatal API error"] {
+        for needle in [
+            "1400000000",
+            "apply_failed",
+            "apply failed (exit 1)",
+            "fatal API error",
+        ] {
             assert!(text.contains(needle), "{format:?} lacks {needle}: {text}");
         }
     }
@@ -91,7 +103,11 @@ fn slack_text_escapes_its_control_characters() {
 fn every_body_fits_its_vendors_limit_with_a_note_of_the_cut() {
     // Multi-byte characters and JSON escapes (quotes, newlines) on purpose.
     let details = "群组 \"g\" 第 1 行\n".repeat(2000);
-    let m = message(Event::DesiredInvalid, "desired files do not parse", &details);
+    let m = message(
+        Event::DesiredInvalid,
+        "desired files do not parse",
+        &details,
+    );
     let text_of = |format: Format| -> String {
         let v = body_json(format, &m);
         match format {
@@ -109,7 +125,10 @@ fn every_body_fits_its_vendors_limit_with_a_note_of_the_cut() {
     assert!(text_of(Format::Json).len() <= body::MAX_DETAILS_BYTES);
     for format in Format::ALL {
         let text = text_of(format);
-        assert!(text.contains("more bytes cut"), "{format:?}: no note of the cut");
+        assert!(
+            text.contains("more bytes cut"),
+            "{format:?}: no note of the cut"
+        );
         // Close to the limit, not far below it: the cut keeps what fits.
         assert!(text.len() > 3000, "{format:?}: {} bytes", text.len());
     }
@@ -132,23 +151,77 @@ fn answers_are_judged_as_each_vendor_documents_them() {
     let ok = |f: Format, status: u16, body: &str| judge(f, status, body.as_bytes(), url);
     assert_eq!(ok(Format::Json, 204, ""), Ok(()));
     assert_eq!(ok(Format::Slack, 200, "ok"), Ok(()));
-    assert_eq!(ok(Format::Wecom, 200, r#"{"errcode":0,"errmsg":"ok"}"#), Ok(()));
-    assert_eq!(ok(Format::Dingtalk, 200, r#"{"errcode":0,"errmsg":"ok"}"#), Ok(()));
-    assert_eq!(ok(Format::Feishu, 200, r#"{"code":0,"data":{},"msg":"success"}"#), Ok(()));
-    assert_eq!(ok(Format::Feishu, 200, r#"{"StatusCode":0,"StatusMessage":"success"}"#), Ok(()));
+    assert_eq!(
+        ok(Format::Wecom, 200, r#"{"errcode":0,"errmsg":"ok"}"#),
+        Ok(())
+    );
+    assert_eq!(
+        ok(Format::Dingtalk, 200, r#"{"errcode":0,"errmsg":"ok"}"#),
+        Ok(())
+    );
+    assert_eq!(
+        ok(
+            Format::Feishu,
+            200,
+            r#"{"code":0,"data":{},"msg":"success"}"#
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        ok(
+            Format::Feishu,
+            200,
+            r#"{"StatusCode":0,"StatusMessage":"success"}"#
+        ),
+        Ok(())
+    );
 
     // HTTP 200 with an error code in the body is a failure, not a delivery.
-    let e = ok(Format::Wecom, 200, r#"{"errcode":93000,"errmsg":"invalid webhook url, key 693a91f6-secret-key"}"#).unwrap_err();
+    let e = ok(
+        Format::Wecom,
+        200,
+        r#"{"errcode":93000,"errmsg":"invalid webhook url, key 693a91f6-secret-key"}"#,
+    )
+    .unwrap_err();
     assert!(!e.retry);
     assert!(e.what.contains("errcode 93000"), "{}", e.what);
-    assert!(!e.what.contains("693a91f6-secret-key"), "the key leaked: {}", e.what);
-    let e = ok(Format::Dingtalk, 200, r#"{"errcode":310000,"errmsg":"keywords not in content"}"#).unwrap_err();
-    assert!(e.what.contains("errcode 310000") && e.what.contains("keywords"), "{}", e.what);
+    assert!(
+        !e.what.contains("693a91f6-secret-key"),
+        "the key leaked: {}",
+        e.what
+    );
+    let e = ok(
+        Format::Dingtalk,
+        200,
+        r#"{"errcode":310000,"errmsg":"keywords not in content"}"#,
+    )
+    .unwrap_err();
+    assert!(
+        e.what.contains("errcode 310000") && e.what.contains("keywords"),
+        "{}",
+        e.what
+    );
     let e = ok(Format::Feishu, 200, r#"{"code":19021,"msg":"sign match fail or timestamp is not within one hour from current time"}"#).unwrap_err();
     assert!(e.what.contains("code 19021"), "{}", e.what);
     // A vendor's rate limit is worth another try.
-    assert!(ok(Format::Wecom, 200, r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#).unwrap_err().retry);
-    assert!(ok(Format::Dingtalk, 200, r#"{"errcode":130101,"errmsg":"send too fast"}"#).unwrap_err().retry);
+    assert!(
+        ok(
+            Format::Wecom,
+            200,
+            r#"{"errcode":45009,"errmsg":"api freq out of limit"}"#
+        )
+        .unwrap_err()
+        .retry
+    );
+    assert!(
+        ok(
+            Format::Dingtalk,
+            200,
+            r#"{"errcode":130101,"errmsg":"send too fast"}"#
+        )
+        .unwrap_err()
+        .retry
+    );
     // A 200 without the documented code is not taken as delivered.
     let e = ok(Format::Wecom, 200, "<html>proxy</html>").unwrap_err();
     assert!(e.what.contains("errcode"), "{}", e.what);
@@ -158,7 +231,11 @@ fn answers_are_judged_as_each_vendor_documents_them() {
     assert!(ok(Format::Slack, 429, "").unwrap_err().retry);
     let e = ok(Format::Slack, 404, "no_service").unwrap_err();
     assert!(!e.retry);
-    assert!(e.what.contains("HTTP 404") && e.what.contains("no_service"), "{}", e.what);
+    assert!(
+        e.what.contains("HTTP 404") && e.what.contains("no_service"),
+        "{}",
+        e.what
+    );
     assert!(!ok(Format::Json, 302, "").unwrap_err().retry);
 }
 
@@ -180,7 +257,8 @@ fn a_condition_sends_once_when_it_starts_and_once_when_it_clears() {
     }
     // Another condition is independent.
     assert_eq!(
-        c.observe(Event::GuardRefused, true, "clears 90%").map(|t| t.send),
+        c.observe(Event::GuardRefused, true, "clears 90%")
+            .map(|t| t.send),
         Some(Event::GuardRefused)
     );
     let cleared = c.observe(Event::Drift, false, "no drift").unwrap();
@@ -211,7 +289,10 @@ fn webhook_urls_must_be_https_or_loopback_http_and_are_never_quoted() {
         let e = check_url(bad).unwrap_err();
         assert!(!e.contains("secret-token"), "{e}");
     }
-    assert_eq!(format!("{:?}", WebhookUrl("https://x/secret".into())), "WebhookUrl(***)");
+    assert_eq!(
+        format!("{:?}", WebhookUrl("https://x/secret".into())),
+        "WebhookUrl(***)"
+    );
 }
 
 fn config(extra: &str) -> Result<Config, String> {
@@ -273,7 +354,10 @@ fn notify_mistakes_are_reported_at_their_place() {
             "notify:\n  - {url_file: a, format: json, url: b}\n",
             "unknown key `url`",
         ),
-        ("notify: {url_file: a}\n", "`notify` must be a list of webhooks"),
+        (
+            "notify: {url_file: a}\n",
+            "`notify` must be a list of webhooks",
+        ),
     ];
     for (text, expected) in cases {
         let e = config(text).unwrap_err();
@@ -307,7 +391,10 @@ fn a_url_file_others_can_read_is_refused_and_a_missing_variable_named() {
     // Not a usable URL: said without quoting it.
     std::fs::write(&file, "http://hooks.example.com/secret-token\n").unwrap();
     let e = Notifier::check(&c).unwrap_err().to_string();
-    assert!(e.contains("plain http is only allowed to this machine"), "{e}");
+    assert!(
+        e.contains("plain http is only allowed to this machine"),
+        "{e}"
+    );
     assert!(!e.contains("secret-token"), "{e}");
 
     c.notify[0].url = UrlSource::Env("MARKSYNC_TEST_SURELY_UNSET_HOOK".into());

@@ -147,6 +147,18 @@ impl Checker<'_> {
             .map(|(i, item)| self.notify_entry(i, item, base))
             .collect();
         if self.errors.len() != before {
+            for d in &mut self.errors[before..] {
+                // A URL written into the config (`url: https://...`) is a secret: the message
+                // says where it belongs, and the line holding it is not echoed into a CI log.
+                if d.source_line.as_deref().is_some_and(|l| l.contains("://")) {
+                    d.source_line = None;
+                    if d.message.starts_with("unknown key") {
+                        d.message.push_str(
+                            "; the webhook URL is a secret: put it in a file named by `url_file` (mode 600) or in an environment variable named by `url_env`, never in the config",
+                        );
+                    }
+                }
+            }
             return None;
         }
         entries.into_iter().collect()

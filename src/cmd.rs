@@ -127,6 +127,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let refreshed = if opts.refresh {
         let r = runtime()?.block_on(async {
             let mut interrupts = apply_signals()?;
+            let notifier = crate::notify::Notifier::new(&config, Arc::default())?;
             let connection = connect(&config, Arc::new(SystemClock)).await?;
             let r = refresh_unless_interrupted(
                 &connection.client,
@@ -138,6 +139,9 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             .await;
             if let Some(embedded) = connection.embedded {
                 let _ = embedded.shutdown().await;
+            }
+            if let Ok(Ok(refreshed)) = &r {
+                notifier.after_refresh(refreshed).await;
             }
             Ok::<_, Error>(r)
         })?;

@@ -315,3 +315,76 @@ fn the_daemon_tells_a_broken_desired_file_once_and_its_repair_once() {
         bodies[1]
     );
 }
+
+/// `plan --refresh` (the scheduled drift check where no daemon runs) posts `drift` when the
+/// refresh finds drift that needs calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_refresh_posts_drift() {
+    use marksync::clock::ManualClock;
+    use marksync::cmd::{self, ApplyOptions, PlanOptions};
+    use marksync::emulator::{Emulator, EmulatorConfig, GroupType};
+
+    const G: &str = "@TGS#notify";
+    let hook = Receiver::answering(200, "");
+    let emu = common::within(Emulator::start(EmulatorConfig::new(
+        common::APP,
+        common::KEY,
+        common::ADMIN,
+    )))
+    .await
+    .unwrap();
+    emu.create_group(G, GroupType::AVChatRoom).unwrap();
+    common::within(emu.set_online(G, &["alice"])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.key"), format!("{}\n", common::KEY)).unwrap();
+    let hook_file = dir.path().join("hook.url");
+    std::fs::write(&hook_file, hook.url()).unwrap();
+    std::fs::set_permissions(&hook_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(dir.path().join("marks")).unwrap();
+    std::fs::write(
+        dir.path().join("marks/g.yaml"),
+        format!("groups:\n  \"{G}\":\n    members:\n      alice: [1000]\n"),
+    )
+    .unwrap();
+    let text = format!(
+        "sdkappid: {}\nidentifier: {}\nsecret_key_file: secret.key\nendpoint: {}\n\
+         desired: marks/\nstate: state/marksync.json\n\
+         notify: [{{url_file: hook.url, format: json, on: [drift]}}]\n",
+        common::APP,
+        common::ADMIN,
+        emu.base_url()
+    );
+    let path = dir.path().join("marksync.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let config = marksync::config::parse(&path, &text).unwrap();
+    // Applied a minute ago, so a refresh can judge it (newer marks are "not checked").
+    let clock = ManualClock::new(cmd::wall_clock_now() - 60);
+    let opts = ApplyOptions::default();
+    let applied = cmd::apply_with(&config, &opts, Arc::new(clock));
+    assert_eq!(common::within(applied).await.unwrap(), exit::OK);
+    // Offline drops the mark; back online, nobody told marksync.
+    common::within(emu.set_offline(G, &["alice"]))
+        .await
+        .unwrap();
+    common::within(emu.set_online(G, &["alice"])).await.unwrap();
+    emu.advance_clock(41);
+
+    // `cmd::plan` has a runtime of its own: run it on a thread of its own.
+    let code = tokio::task::spawn_blocking(move || {
+        let opts = PlanOptions {
+            detailed_exitcode: true,
+            refresh: true,
+            ..PlanOptions::default()
+        };
+        cmd::plan(&path, &opts)
+    });
+    assert_eq!(common::within(code).await.unwrap().unwrap(), exit::CHANGES);
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    assert_eq!(bodies[0]["event"], "drift");
+    assert!(
+        bodies[0]["details"].as_str().unwrap().starts_with("1 lost"),
+        "{}",
+        bodies[0]
+    );
+}

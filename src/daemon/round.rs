@@ -284,12 +284,7 @@ impl Daemon {
                     } else {
                         "a refresh found no drift that needs calls"
                     },
-                    || {
-                        format!(
-                            "{} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
-                            counts.lost, counts.offline, counts.gone, counts.unmanaged, counts.adopted, counts.not_checked
-                        )
-                    },
+                    || crate::notify::drift_line(&counts),
                 );
                 tracing::info!(
                     lost = counts.lost,

@@ -269,6 +269,31 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// After `plan --refresh` (the scheduled drift check where no daemon runs, SPEC section
+    /// 12): `drift` when the refresh found drift that needs calls, then waits up to
+    /// [`APPLY_FLUSH`] for its delivery.
+    pub async fn after_refresh(&self, refreshed: &crate::refresh::Refreshed) {
+        if self.targets.is_empty() || !refreshed.classified.needs_calls() {
+            return;
+        }
+        self.event(
+            Event::Drift,
+            "a refresh found drift: marks the service lost or holds without the desired files; `marksync apply` repairs it",
+            &drift_line(&refreshed.classified.counts()),
+        );
+        self.flush(APPLY_FLUSH).await;
+    }
+}
+
+/// The drift counts, in one line.
+pub fn drift_line(c: &crate::refresh::DriftCounts) -> String {
+    format!(
+        "{} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
+        c.lost, c.offline, c.gone, c.unmanaged, c.adopted, c.not_checked
+    )
+}
+
 /// Delivers `target`'s queue, oldest first, for as long as the notifier lives.
 async fn work(
     target: Arc<Target>,

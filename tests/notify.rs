@@ -388,3 +388,59 @@ async fn plan_refresh_posts_drift() {
         bodies[0]
     );
 }
+
+/// The daemon: a plan the guard refuses is told once (with the refusal), however many rounds
+/// it is refused, and told `recovered` once the desired files no longer clear too much.
+#[test]
+fn the_daemon_tells_a_guard_refusal_once_and_its_end_once() {
+    let hook = Receiver::answering(200, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::daemon::config("embedded");
+    config.insert(
+        "guard",
+        "{ max_clear_fraction: 0.25, min_clears: 1 }".into(),
+    );
+    config.insert(
+        "notify",
+        "[{url_file: hook.url, format: json, on: [guard_refused, recovered]}]".into(),
+    );
+    let path = common::daemon::write_config(dir.path(), &config);
+    let hook_file = dir.path().join("hook.url");
+    std::fs::write(&hook_file, hook.url()).unwrap();
+    std::fs::set_permissions(&hook_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let desired = dir.path().join("marks/physics.yaml");
+    let both = "groups:\n  \"@TGS#2PHYS101\":\n    marks:\n      1002: [student01, student02]\n";
+    std::fs::write(&desired, both).unwrap();
+    let mut daemon = common::daemon::Daemon::spawn(&path, dir.path().join("daemon.log"), |_| {});
+    daemon.wait_ready();
+    daemon.wait_reconciles("startup", 1.0);
+
+    // Clearing both marks is 100% of what is managed: refused, told once, with the refusal.
+    common::write_atomic(&desired, "groups:\n  \"@TGS#2PHYS101\":\n    members: {}\n");
+    let bodies = hook.wait_bodies(1, Duration::from_secs(20));
+    assert_eq!(bodies[0]["event"], "guard_refused", "{bodies:#?}");
+    assert!(
+        bodies[0]["details"].as_str().unwrap().contains("2"),
+        "{}",
+        bodies[0]
+    );
+    // Another refused round (a file event with the same refusal): nothing more.
+    common::write_atomic(
+        &desired,
+        "groups:\n  \"@TGS#2PHYS101\":\n    members: {}\n# again\n",
+    );
+    daemon.wait_reconciles("files", 2.0);
+    assert_eq!(hook.bodies().len(), 1, "{:#?}", hook.bodies());
+
+    common::write_atomic(&desired, both);
+    let bodies = hook.wait_bodies(2, Duration::from_secs(20));
+    assert_eq!(bodies[1]["event"], "recovered", "{bodies:#?}");
+    assert!(
+        bodies[1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("guard_refused cleared"),
+        "{}",
+        bodies[1]
+    );
+}

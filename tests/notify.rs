@@ -241,6 +241,14 @@ fn apply_through_the_binary_posts_apply_failed() {
     );
     assert_eq!(emu.calls(), calls, "nothing may be sent");
     assert!(!out.stderr.contains(&hook.url()));
+    // `validate` says so too.
+    let out = common::cli::marksync(dir.path(), &["validate"]);
+    assert_eq!(out.code, i32::from(exit::ERROR));
+    assert!(
+        out.stderr.contains("marksync.yaml:") && out.stderr.contains("mode 644"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The daemon: a desired file that breaks is told once, however many rounds it stays broken,
@@ -442,5 +450,76 @@ fn the_daemon_tells_a_guard_refusal_once_and_its_end_once() {
             .contains("guard_refused cleared"),
         "{}",
         bodies[1]
+    );
+}
+
+/// A full queue drops its oldest message and counts it; what is kept is delivered in order.
+#[tokio::test]
+async fn a_full_queue_drops_the_oldest_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Receiver::answering(200, "");
+    let config = config_with(dir.path(), &[(&hook.url(), "json", "")]);
+    let metrics = Arc::new(Metrics::new());
+    let notifier = Notifier::new(&config, metrics.clone()).unwrap();
+    // The test's runtime has one thread: the delivery task starts only once this one waits, so
+    // all 40 are queued first.
+    let extra = 8;
+    let total = marksync::notify::QUEUE_CAPACITY + extra;
+    for i in 0..total {
+        notifier.event(Event::Takeover, &format!("message {i}"), "");
+    }
+    assert!(notifier.flush(Duration::from_secs(20)).await);
+    let summaries: Vec<String> = hook
+        .bodies()
+        .iter()
+        .map(|b| b["summary"].as_str().unwrap().to_string())
+        .collect();
+    let kept: Vec<String> = (extra..total).map(|i| format!("message {i}")).collect();
+    assert_eq!(summaries, kept);
+    assert_eq!(
+        metric(&metrics, "marksync_notify_dropped_total{format=\"json\"}"),
+        extra as f64
+    );
+    // The notifier's Debug output (a log, a panic message) never holds the URL.
+    let debug = format!("{notifier:?}");
+    assert!(
+        !debug.contains(&hook.url()) && debug.contains("***"),
+        "{debug}"
+    );
+}
+
+/// `apply` through the binary: a plan the guard refuses posts `guard_refused` with the refusal,
+/// and the exit code stays 3.
+#[test]
+fn apply_through_the_binary_posts_guard_refused() {
+    let hook = Receiver::answering(200, "");
+    let config = format!(
+        "{}guard: {{ max_clear_fraction: 0.25, min_clears: 1 }}\n\
+         notify: [{{url_file: hook.url, format: feishu}}]\n",
+        common::cli::EMBEDDED_CONFIG
+    );
+    let both = "groups:\n  \"@TGS#2PHYS101\":\n    marks:\n      1002: [student01, student02]\n";
+    let dir = common::cli::embedded_dir(&config, both);
+    let hook_file = dir.path().join("hook.url");
+    std::fs::write(&hook_file, hook.url()).unwrap();
+    std::fs::set_permissions(&hook_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = common::cli::marksync(dir.path(), &["apply"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(hook.bodies().is_empty(), "a success is not told");
+
+    std::fs::write(
+        dir.path().join("marks/physics.yaml"),
+        "groups:\n  \"@TGS#2PHYS101\":\n    members: {}\n",
+    )
+    .unwrap();
+    let out = common::cli::marksync(dir.path(), &["apply"]);
+    assert_eq!(out.code, i32::from(exit::MASS_CLEAR), "{}", out.stderr);
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    assert_eq!(bodies[0]["msg_type"], "text");
+    let text = bodies[0]["content"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("guard_refused") && text.contains("nothing was sent"),
+        "{text}"
     );
 }

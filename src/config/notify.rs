@@ -185,6 +185,16 @@ impl Checker<'_> {
                 "url_file" => {
                     has_file = true;
                     file = self.path(&val, &format!("{key}.url_file"), base);
+                    if file
+                        .as_ref()
+                        .is_some_and(|f| f.to_string_lossy().contains("://"))
+                    {
+                        file = None;
+                        self.err(
+                            &val.referenced,
+                            format!("`{key}.url_file` names a file holding the webhook URL, found a URL; write the URL into a file of mode 600 and name that file"),
+                        );
+                    }
                 }
                 "url_env" => {
                     has_env = true;
@@ -199,11 +209,6 @@ impl Checker<'_> {
                                     if name.contains("://") { "a URL".to_string() } else { format!("{name:?}") }
                                 ),
                             );
-                            // The line may hold the URL itself: a secret, not to be echoed into
-                            // a CI log.
-                            if let Some(d) = self.errors.last_mut() {
-                                d.source_line = None;
-                            }
                         }
                     }
                 }

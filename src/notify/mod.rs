@@ -187,12 +187,23 @@ impl Notifier {
             summary,
             details,
         };
+        let mut queued = 0;
         for target in &self.targets {
             let wanted = target.entry.wants(event)
                 && condition.is_none_or(|c| c == event || target.entry.wants(c));
             if wanted {
                 self.enqueue(target, event, body::body(target.entry.format, &message));
+                queued += 1;
             }
+        }
+        if queued > 0 {
+            tracing::info!(
+                event = event.label(),
+                webhooks = queued,
+                "notifying {}: {}",
+                event.label(),
+                message.summary
+            );
         }
     }
 

@@ -98,6 +98,8 @@ fn validate_checks(config_path: &Path, strict: bool) -> Result<crate::report::Ch
             warning,
         )));
     }
+    // The webhook URLs (`notify:`): readable, not readable by others, usable; never printed.
+    crate::notify::Notifier::check(&config)?;
     let members = desired.groups.values().map(|g| g.members.len()).sum();
     let summary = crate::report::Summary {
         groups: desired.groups.len(),
@@ -170,6 +172,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let refreshed = if opts.refresh {
         let r = runtime()?.block_on(async {
             let mut interrupts = apply_signals()?;
+            let notifier = crate::notify::Notifier::new(&config, Arc::default())?;
             let connection = connect(&config, Arc::new(SystemClock)).await?;
             let r = refresh_unless_interrupted(
                 &connection.client,
@@ -181,6 +184,9 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
             .await;
             if let Some(embedded) = connection.embedded {
                 let _ = embedded.shutdown().await;
+            }
+            if let Ok(Ok(refreshed)) = &r {
+                notifier.after_refresh(refreshed).await;
             }
             Ok::<_, Error>(r)
         })?;
@@ -454,7 +460,13 @@ pub fn apply(config_path: &Path, opts: &ApplyOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
     runtime()?.block_on(async {
         let interrupts = apply_signals()?;
-        apply_until(&config, opts, Arc::new(SystemClock), interrupts).await
+        // Built first: a webhook URL that cannot be read stops the apply before anything is sent.
+        let notifier = crate::notify::Notifier::new(&config, Arc::default())?;
+        let result = apply_until(&config, opts, Arc::new(SystemClock), interrupts).await;
+        if !opts.dry_run {
+            notifier.after_apply(&result).await;
+        }
+        result
     })
 }
 

@@ -29,6 +29,7 @@
 //! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
 //! - [`refresh`]: reads the live marks, classifies drift (pure), and the refreshed state.
 //! - [`metrics`]: the daemon's Prometheus metrics.
+//! - [`notify`]: notifications to chat webhooks (`notify:`): bodies, once-per-change, delivery.
 //! - [`http`]: the daemon's HTTP listener: callbacks, `/healthz`, `/readyz`, `/metrics`.
 //! - [`error`]: typed errors, their exit codes and metric labels.
 //! - [`engine`]: what commands and the daemon share: load, plan, secret, connect, runtime.
@@ -53,6 +54,7 @@ pub mod input;
 pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod plan;
 pub mod progress;
 pub mod refresh;

@@ -23,6 +23,9 @@
 //! | `marksync_drift_marks` | gauge, per kind, as of the last refresh | `kind` (lost, offline, gone, unmanaged, adopted, not_checked) |
 //! | `marksync_last_refresh_timestamp_seconds` | gauge (0: never) | |
 //! | `marksync_endpoint_failovers_total` | counter | |
+//! | `marksync_notify_delivered_total` | counter | `format`, `event` |
+//! | `marksync_notify_failures_total` | counter (after retries) | `format`, `event` |
+//! | `marksync_notify_dropped_total` | counter (queue full: the oldest dropped) | `format` |
 //! | `marksync_build_info` | gauge (always 1) | `version`, `commit` |
 //!
 //! The documented label combinations are created at zero up front, so `rate()` and `increase()`
@@ -161,6 +164,22 @@ struct KindLabel {
     kind: String,
 }
 
+/// Labels of the notification counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatEvent {
+    /// The `notify:` entry's format.
+    format: String,
+    /// The event sent.
+    event: String,
+}
+
+/// Labels of the dropped-notifications counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabel {
+    /// The `notify:` entry's format.
+    format: String,
+}
+
 /// Labels of the reconciles counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerOutcome {
@@ -211,6 +230,12 @@ pub struct Metrics {
     last_refresh: Gauge,
     /// `marksync_endpoint_failovers_total`: mirrors the client's own count.
     failovers: Counter,
+    /// `marksync_notify_delivered_total{format,event}`.
+    notify_delivered: Family<FormatEvent, Counter>,
+    /// `marksync_notify_failures_total{format,event}`.
+    notify_failures: Family<FormatEvent, Counter>,
+    /// `marksync_notify_dropped_total{format}`.
+    notify_dropped: Family<FormatLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -319,6 +344,24 @@ impl Metrics {
             "Times calls switched from the main endpoint to the backup endpoint",
             failovers.clone(),
         );
+        let notify_delivered = Family::<FormatEvent, Counter>::default();
+        registry.register(
+            "notify_delivered",
+            "Notifications a webhook accepted, by format and event",
+            notify_delivered.clone(),
+        );
+        let notify_failures = Family::<FormatEvent, Counter>::default();
+        registry.register(
+            "notify_failures",
+            "Notifications not delivered after retries (an error status or an error in the body), by format and event",
+            notify_failures.clone(),
+        );
+        let notify_dropped = Family::<FormatLabel, Counter>::default();
+        registry.register(
+            "notify_dropped",
+            "Notifications dropped unsent because the webhook's queue was full (the oldest go first)",
+            notify_dropped.clone(),
+        );
 
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
@@ -351,6 +394,9 @@ impl Metrics {
             drift,
             last_refresh,
             failovers,
+            notify_delivered,
+            notify_failures,
+            notify_dropped,
         };
         for kind in crate::refresh::DriftKind::ALL {
             drop(m.drift.get_or_create(&KindLabel {
@@ -401,6 +447,44 @@ impl Metrics {
                 })
                 .set(counts.get(kind) as i64);
         }
+    }
+
+    /// Lists the notification series of a configured `format` at zero, for every event (the
+    /// notifier calls this once per `notify:` entry, so unused formats add no series).
+    pub fn init_notify(&self, format: &str, events: &[&str]) {
+        drop(self.notify_dropped.get_or_create(&FormatLabel {
+            format: format.to_owned(),
+        }));
+        for event in events {
+            let labels = FormatEvent {
+                format: format.to_owned(),
+                event: (*event).to_owned(),
+            };
+            drop(self.notify_delivered.get_or_create(&labels));
+            drop(self.notify_failures.get_or_create(&labels));
+        }
+    }
+
+    /// Counts a notification delivered (`ok`) or given up on after retries.
+    pub fn record_notify(&self, format: &str, event: &str, ok: bool) {
+        let labels = FormatEvent {
+            format: format.to_owned(),
+            event: event.to_owned(),
+        };
+        if ok {
+            self.notify_delivered.get_or_create(&labels).inc();
+        } else {
+            self.notify_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Counts a notification dropped from a full queue.
+    pub fn record_notify_dropped(&self, format: &str) {
+        self.notify_dropped
+            .get_or_create(&FormatLabel {
+                format: format.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets `marksync_last_refresh_timestamp_seconds`.

@@ -191,6 +191,9 @@ cases! {
         two_documents,
         identifier_tab,
         duration_number_out_of_range,
+        // Issue 16: notifications.
+        notify_mistakes,
+        notify_ok,
     ],
     fs: [
         comment_only_file,

@@ -19,6 +19,7 @@ use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
 pub mod fs;
+pub mod notify;
 pub use fs::{callback_token_permission_warning, load, read_callback_token};
 
 /// Where the service is reached.
@@ -99,6 +100,8 @@ pub struct Config {
     /// The most (account, mark) pairs that aliases (`*name`, `<<`) may add across all desired
     /// files together, so that a small file cannot expand past the deployment's memory.
     pub max_alias_pairs: usize,
+    /// Webhooks told about drift, failures and refusals (`notify:`, SPEC section 12).
+    pub notify: Vec<notify::NotifyEntry>,
 }
 
 impl Config {
@@ -234,6 +237,7 @@ const KEYS: &[&str] = &[
     "offline_error_codes",
     "saved_plan_max_age",
     "max_alias_pairs",
+    "notify",
 ];
 
 /// Checks the bytes of a config file: UTF-8, then [`parse`].
@@ -468,6 +472,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         Some(v) => c.guard(v),
         None => Some(Guard::default()),
     };
+    let notify = match take("notify") {
+        Some(v) => c.notify(v, &base),
+        None => Some(Vec::new()),
+    };
     let http = match take("http") {
         Some(v) => c.http(v, &base).map(Some),
         None => Some(None),
@@ -545,6 +553,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         offline_error_codes: offline_error_codes.ok_or_else(missing)?,
         saved_plan_max_age: saved_plan_max_age.ok_or_else(missing)?,
         max_alias_pairs: max_alias_pairs.ok_or_else(missing)?,
+        notify: notify.ok_or_else(missing)?,
     })
 }
 

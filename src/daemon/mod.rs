@@ -195,6 +195,10 @@ struct Daemon {
     callback_waiting: bool,
     /// Calls planned by the last reconcile (for `callback_not_before`).
     last_round_calls: usize,
+    /// Tells the team when a condition starts or clears (`notify:`, SPEC section 12).
+    notifier: crate::notify::Notifier,
+    /// What the round that just ended did, for an `apply_failed` notification.
+    round_detail: Option<String>,
 }
 
 /// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
@@ -251,6 +255,7 @@ pub async fn run(
         Some(state::lock(&config.state)?)
     };
     let st = state::load(&config.state, config.sdkappid)?;
+    let notifier = crate::notify::Notifier::new(&config, metrics.clone())?;
     let connection = engine::connect(&config, clock.clone()).await?;
     // Where calls go: the base URL (a region's domain, or the `endpoint` URL), or `embedded`.
     let endpoint = match &config.endpoint {
@@ -308,6 +313,8 @@ pub async fn run(
         callback_not_before: None,
         callback_waiting: false,
         last_round_calls: 0,
+        notifier,
+        round_detail: None,
     };
 
     let mut watcher = watch_files(
@@ -482,6 +489,7 @@ pub async fn run(
     if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
         state::save(&daemon.config.state, &mut daemon.state)?;
     }
+    daemon.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
     tracing::info!("marksync stopped");
     Ok(exit::OK)
 }
@@ -634,6 +642,12 @@ impl Daemon {
                     );
                 }
                 self.metrics.set_desired_errors(problems.error_count());
+                self.notifier.condition(
+                    crate::config::notify::Event::DesiredInvalid,
+                    true,
+                    "desired files do not parse; keeping the last good desired state and renewing mark 500 only",
+                    || text.clone(),
+                );
                 self.desired_problems = Some(text);
                 self.desired_problems_at = Some(problems.location_summary());
                 self.publish_readiness();
@@ -649,6 +663,12 @@ impl Daemon {
             tracing::info!("desired files parse again");
         }
         self.metrics.set_desired_errors(0);
+        self.notifier.condition(
+            crate::config::notify::Event::DesiredInvalid,
+            false,
+            "desired files parse again",
+            String::new,
+        );
         self.publish_readiness();
         was_broken
     }
@@ -673,6 +693,11 @@ impl Daemon {
                         "reload: a new `max_alias_pairs` needs a restart; keeping the old one"
                     );
                 }
+                if config.notify != self.config.notify {
+                    tracing::warn!(
+                        "reload: `notify` changes need a restart; keeping the old webhooks"
+                    );
+                }
                 if config.http != self.config.http {
                     tracing::warn!(
                         "reload: `http` changes need a restart; keeping the old listener"
@@ -692,7 +717,9 @@ impl Daemon {
                 );
                 let old_endpoint = self.config.endpoint.clone();
                 let max_alias_pairs = self.config.max_alias_pairs; // the desired cache's
+                let notify = std::mem::take(&mut self.config.notify); // the notifier's
                 self.config = config;
+                self.config.notify = notify;
                 self.config.max_alias_pairs = max_alias_pairs;
                 (
                     self.config.state,

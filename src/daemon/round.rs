@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::systemd::{notify, watchdog_period};
 use super::{Daemon, Input, Trigger, interval, schedule, sleep_until_opt};
 use crate::apply::{self, Outcome};
+use crate::config::notify::Event;
 use crate::engine::SHUTDOWN_GRACE;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
@@ -27,10 +28,18 @@ impl Daemon {
         match (self.desired.desired(), self.desired_problems.is_some()) {
             (Some(desired), false) => {
                 let full = plan::plan(desired, &self.state, now, &policy);
-                if self.opts.allow_mass_clear {
-                    return full;
-                }
-                match full.check_guard(&self.config.guard) {
+                let verdict = if self.opts.allow_mass_clear {
+                    Ok(())
+                } else {
+                    full.check_guard(&self.config.guard)
+                };
+                self.notifier.condition(
+                    Event::GuardRefused,
+                    verdict.is_err(),
+                    "the mass-clear guard refused the plan: renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear",
+                    || verdict.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+                );
+                match verdict {
                     Ok(()) => full,
                     Err(refusal) => {
                         tracing::error!(
@@ -154,11 +163,16 @@ impl Daemon {
                 );
                 // What was confirmed before the cut is in memory only: save it on the way out.
                 self.mark_dirty();
+                self.round_detail = Some(format!(
+                    "calls in flight did not finish within {}s of the shutdown",
+                    SHUTDOWN_GRACE.as_secs()
+                ));
                 self.finish_round(trigger, "failed", false);
             }
             Some(Err(e)) => {
                 tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
                 self.mark_dirty();
+                self.round_detail = Some(format!("cannot save state: {e}"));
                 self.finish_round(trigger, "failed", false);
             }
             Some(Ok(applied)) => {
@@ -176,6 +190,15 @@ impl Daemon {
                 } else {
                     "ok"
                 };
+                let fatal = applied
+                    .fatal
+                    .as_ref()
+                    .map(|f| format!("\nstopped by a fatal API error: {f}"));
+                self.round_detail = Some(format!(
+                    "{}{}",
+                    crate::render::apply_line(&t),
+                    fatal.unwrap_or_default()
+                ));
                 self.finish_round(trigger, outcome, outcome == "ok");
                 match &applied.fatal {
                     Some(fatal) => {
@@ -252,6 +275,17 @@ impl Daemon {
                 }
                 self.metrics.set_drift(&counts);
                 self.metrics.set_last_refresh(self.clock.now());
+                let needs_calls = r.classified.needs_calls();
+                self.notifier.condition(
+                    Event::Drift,
+                    needs_calls,
+                    if needs_calls {
+                        "a refresh found drift: marks the service lost or holds without the desired files; repairing"
+                    } else {
+                        "a refresh found no drift that needs calls"
+                    },
+                    || crate::notify::drift_line(&counts),
+                );
                 tracing::info!(
                     lost = counts.lost,
                     offline = counts.offline,
@@ -289,6 +323,20 @@ impl Daemon {
     }
 
     pub(super) fn finish_round(&mut self, trigger: Trigger, outcome: &str, ok: bool) {
+        // Once per change: a failed or partial round starts `apply_failed`, a round whose calls
+        // all succeeded (or that had none to send) clears it.
+        let detail = self.round_detail.take().unwrap_or_default();
+        let failed = matches!(outcome, "failed" | "partial");
+        self.notifier.condition(
+            Event::ApplyFailed,
+            failed,
+            &format!(
+                "reconcile ({}) {}",
+                trigger.label(),
+                if failed { outcome } else { "succeeded" }
+            ),
+            || detail,
+        );
         let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
             ("refused", false)
         } else {

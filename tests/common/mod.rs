@@ -3,8 +3,8 @@
 //! polling, a child process killed on drop, a tiny blocking HTTP client, addresses read from a
 //! server's log, bench flags, `/proc`), `emulator.rs` (in-process and standalone emulators,
 //! fake endpoints), `daemon.rs` (`marksync run` under test), `cli.rs` (one-shot runs against
-//! `endpoint: embedded`) and `flood.rs` (a connection flood against the listener, and a real
-//! client measured during it). Every server a test talks to
+//! `endpoint: embedded`) `flood.rs` (a connection flood against the listener, and a real
+//! client measured during it) and `receiver.rs` (a webhook receiver for notifications). Every server a test talks to
 //! binds port 0 itself and reports the address it got; nothing picks a port and hopes it stays
 //! free.
 //!
@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod flood;
+pub mod receiver;
 
 mod emulator;
 mod marks;

@@ -224,7 +224,11 @@ fn cli_command() -> clap::Command {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         marksync::version::version_line(&marksync::version::build_info())
     });
-    Cli::command().version(VERSION.as_str())
+    Cli::command()
+        .version(VERSION.as_str())
+        .mut_subcommand("emulator", |c| {
+            c.after_help(marksync::emulator::control_help())
+        })
 }
 
 /// Writes `text` to stdout; a closed pipe (`marksync man | head`) is not an error worth a trace.

@@ -235,7 +235,7 @@ pub enum EmulatorError {
     )]
     NotLoopback(SocketAddr),
     /// Binding the listen address failed (in use, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_problem(source))]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -245,6 +245,19 @@ pub enum EmulatorError {
     /// The server stopped with an I/O error.
     #[error("emulator server failed: {0}")]
     Serve(#[source] io::Error),
+}
+
+/// Why a bind failed, in an operator's words.
+fn bind_problem(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "the port is in use (another emulator or program holds it); choose another with --listen".into()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges); choose another with --listen".into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// A refused control operation (unknown group, duplicate group).
@@ -415,6 +428,24 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// What `marksync emulator --help` says after its options: the control API's routes and what the
+/// virtual clock moves.
+pub fn control_help() -> String {
+    let mut out = String::from(
+        "Control API (loopback Host only; a POST needs Content-Type: application/json):\n",
+    );
+    for (method, path, what) in http::CONTROL_ROUTES {
+        out.push_str(&format!("  {method:<6} {path:<26} {what}\n"));
+    }
+    out.push_str(
+        "\nThe virtual clock (clock/advance, clock/set) is the emulator's only: it moves UserSig\n\
+         expiry, mark 500's 72 h and the 40 s after which get_members retakes its snapshot.\n\
+         marksync's own clock stays real: its renewals (renew_margin) and the 40 s in which a\n\
+         refresh leaves a just-confirmed mark \"not checked\" do not move with it.",
+    );
+    out
 }
 
 /// Serves the emulator on `listener` until `shutdown` completes, then finishes in-flight calls.

@@ -150,7 +150,22 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("/{GET_MEMBERS}"), post(get_members))
         .merge(control)
         .fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            persist_after,
+        ))
         .with_state(shared)
+}
+
+/// After every request, the world file (`endpoint: embedded`) gets what the request changed.
+async fn persist_after(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    shared.persist();
+    response
 }
 
 /// What every control API request must be, so that a web page cannot drive the emulator (a

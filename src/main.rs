@@ -396,8 +396,8 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8) {
     }
 }
 
-/// The log filter: `MARKSYNC_LOG`, else the conventional `RUST_LOG` (container images and
-/// manifests set that one), else marksync at `level` and everything else at `warn`.
+/// The log filter: `MARKSYNC_LOG` (what the shipped image and manifests set), else the
+/// conventional `RUST_LOG`, else marksync at `level` and everything else at `warn`.
 fn log_directives(marksync_log: Option<String>, rust_log: Option<String>, level: &str) -> String {
     [marksync_log, rust_log]
         .into_iter()

@@ -14,8 +14,8 @@ use marksync::model::{Account, GroupId, Mark};
 const AFTER_HELP: &str = "\
 Examples:
   marksync validate                      check the config and every desired file
-  marksync plan --out plan.json          review the changes and save them for apply
-  marksync apply plan.json               apply exactly the reviewed plan (refused if stale)
+  marksync plan --out plan.bin           review the changes and save them for apply
+  marksync apply plan.bin                apply exactly the reviewed plan (refused if stale)
   marksync apply                         plan and apply (asks for 'yes' on a terminal)
   marksync state show '@TGS#a6I4ZUUGO'   what the state records for a group
   marksync run                           the daemon

@@ -1089,3 +1089,40 @@ fn a_corrupt_embedded_world_file_is_refused_with_its_name_and_the_way_out() {
         "{\"format_version\": 1, \"groups\": ["
     );
 }
+
+/// Issue 16: `--help` and the README call the saved plan by one name.
+#[test]
+fn the_help_and_the_readme_name_the_saved_plan_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = common::cli::marksync(dir.path(), &["--help"]);
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    let name = help
+        .stdout
+        .split("--out ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the help's examples save a plan")
+        .to_string();
+    assert!(
+        help.stdout.contains(&format!("marksync apply {name}")),
+        "{}",
+        help.stdout
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("--out {name}")),
+        "README never says --out {name}"
+    );
+    assert!(
+        readme.contains(&format!("apply {name}")),
+        "README never says apply {name}"
+    );
+    for other in ["plan.bin", "plan.json"].iter().filter(|o| **o != name) {
+        assert!(
+            !readme.contains(&format!("--out {other}"))
+                && !readme.contains(&format!("apply {other}")),
+            "the README saves the plan as {other}, the help as {name}"
+        );
+    }
+}

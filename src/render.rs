@@ -492,12 +492,9 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
         // Nothing the refresh could judge differs: that is not drift, and must not read as it.
         let _ = writeln!(
             out,
-            "Refreshed: no drift found; {} not checked: {}.",
-            format!(
-                "{} {}",
-                unchecked.len(),
-                plural(unchecked.len(), "mark", "marks")
-            ),
+            "Refreshed: no drift found; {} {} not checked: {}.",
+            unchecked.len(),
+            plural(unchecked.len(), "mark", "marks"),
             not_checked_reasons(&unchecked)
         );
         if !verbose {

@@ -1577,3 +1577,45 @@ fn every_series_the_dashboard_and_rules_use_is_served_and_documented() {
     }
     assert!(problems.is_empty(), "{problems:#?}\nserved: {served:?}");
 }
+
+/// Issue 16: the Kubernetes manifest reads `desired: /git/repo/marks`, below the symlink
+/// git-sync swaps on every commit (`/git/repo -> .worktrees/<hash>`, the old checkout then
+/// deleted). Every swap is applied, not only the first, and so is an edit made in place in the
+/// checkout the link points to after a swap.
+#[test]
+fn every_git_sync_swap_of_a_linked_desired_directory_is_applied() {
+    let mut env = Env::new();
+    env.set("desired", "git/repo/marks");
+    let (a, b) = example();
+    let checkout = |env: &Env, hash: &str, want: &Marks| {
+        env.write(
+            &format!("git/.worktrees/{hash}/marksync.yaml"),
+            "sdkappid: 1\n",
+        );
+        env.write(&format!("git/.worktrees/{hash}/marks/a.yaml"), &yaml(want));
+    };
+    // git-sync's swap: a new link renamed over the old one, then the old checkout removed.
+    let swap = |env: &Env, from: &str, to: &str| {
+        let tmp = env.path("git/.repo-tmp");
+        std::os::unix::fs::symlink(format!(".worktrees/{to}"), &tmp).unwrap();
+        std::fs::rename(&tmp, env.path("git/repo")).unwrap();
+        std::fs::remove_dir_all(env.path(&format!("git/.worktrees/{from}"))).unwrap();
+    };
+    checkout(&env, "c1", &a);
+    std::os::unix::fs::symlink(".worktrees/c1", env.path("git/repo")).unwrap();
+    let _d = env.start();
+    env.wait_live(&a);
+
+    checkout(&env, "c2", &union(&[&a, &b]));
+    swap(&env, "c1", "c2");
+    env.wait_live(&union(&[&a, &b]));
+
+    checkout(&env, "c3", &b);
+    swap(&env, "c2", "c3");
+    env.wait_live(&b);
+
+    // In place, in the checkout the link now points to.
+    let c = marks(&[("@TGS#2B", "alice", &[1002])]);
+    env.write("git/.worktrees/c3/marks/a.yaml", &yaml(&c));
+    env.wait_live(&c);
+}

@@ -1208,3 +1208,34 @@ async fn emulator_help_lists_every_control_route_and_each_one_is_served() {
         assert!(status != 404 && status != 405, "{method} {path}: {status}");
     }
 }
+
+/// Issue 16: an emulator with a world file (`endpoint: embedded`) finds the world the last one
+/// left; two at once on the same file never write an older view over a newer one.
+#[tokio::test]
+async fn a_world_file_carries_the_world_to_the_next_emulator_and_is_never_overwritten_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = marksync::emulator::world_file_beside(&dir.path().join("state.json"));
+    let with_file = || {
+        let mut cfg = config();
+        cfg.world_file = Some(file.clone());
+        cfg
+    };
+    let first = within(Emulator::start(with_file())).await.unwrap();
+    let second = within(Emulator::start(with_file())).await.unwrap();
+    first.create_group(G, GroupType::AVChatRoom).unwrap();
+    within(first.set_online(G, &["ann"])).await.unwrap();
+    first.set_marks_as_other(G, &["ann"], &[1000]).unwrap();
+    // The second started before the first wrote: its view is older, so it must not write.
+    second
+        .create_group("@TGS#other", GroupType::AVChatRoom)
+        .unwrap();
+    within(first.shutdown()).await.unwrap();
+    within(second.shutdown()).await.unwrap();
+
+    let next = within(Emulator::start(with_file())).await.unwrap();
+    assert_eq!(next.marks_of(G), marks(&[("ann", &[1000])]));
+    assert!(!next.groups().contains_key("@TGS#other"));
+    // Without a world file nothing is read.
+    let plain = within(Emulator::start(config())).await.unwrap();
+    assert!(plain.groups().is_empty());
+}

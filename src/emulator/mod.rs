@@ -282,13 +282,24 @@ pub struct CallbackDelivery {
     pub result: Result<CallbackReply, CallbackError>,
 }
 
+/// The world file as this process last read or wrote it.
+#[derive(Default)]
+struct Saved {
+    /// The file's bytes then (empty: there was no file).
+    on_disk: Vec<u8>,
+    /// The world as rendered then: an unchanged world is not written again.
+    world: Vec<u8>,
+    /// Another process wrote the file meanwhile: this one no longer writes it (said once).
+    conflict: bool,
+}
+
 /// Everything the emulator's handlers share.
 struct Shared {
     cfg: EmulatorConfig,
     inner: Mutex<Inner>,
-    /// With a world file: the bytes last written, held while writing, so that saves happen in
-    /// the order of the snapshots they write and an unchanged world is not written again.
-    saved: Mutex<Vec<u8>>,
+    /// With a world file: what was last read or written, held while writing, so that saves
+    /// happen in the order of the snapshots they write.
+    saved: Mutex<Saved>,
     /// For sending callbacks; an initialisation error is reported when a callback is sent.
     client: Result<reqwest::Client, String>,
 }
@@ -314,21 +325,25 @@ impl Shared {
         Shared {
             cfg,
             inner: Mutex::new(Inner::default()),
-            saved: Mutex::new(Vec::new()),
+            saved: Mutex::new(Saved::default()),
             client: callbacks::client(),
         }
     }
 
     /// A new emulator's shared part, its world read from the world file when there is one.
     fn load(cfg: EmulatorConfig) -> io::Result<Self> {
-        let world = match &cfg.world_file {
+        let (world, on_disk) = match &cfg.world_file {
             Some(path) => world_file::load(path, cfg.sdkappid)?,
-            None => world::World::default(),
+            None => (world::World::default(), Vec::new()),
         };
         let shared = Shared::new(cfg);
-        let bytes = world_file::render(&world, shared.cfg.sdkappid);
+        let rendered = world_file::render(&world, shared.cfg.sdkappid);
         shared.lock().world = world;
-        *shared.saved.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
+        *shared.saved.lock().unwrap_or_else(|e| e.into_inner()) = Saved {
+            on_disk,
+            world: rendered,
+            conflict: false,
+        };
         Ok(shared)
     }
 
@@ -340,11 +355,26 @@ impl Shared {
         };
         let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
         let bytes = world_file::render(&self.lock().world, self.cfg.sdkappid);
-        if *saved == bytes {
+        if saved.conflict || saved.world == bytes {
+            return;
+        }
+        // Another process with the same state (a daemon and a `plan --refresh`, both embedded)
+        // wrote it since: writing this process's older view over it would lose that one's marks.
+        if std::fs::read(path).unwrap_or_default() != saved.on_disk {
+            saved.conflict = true;
+            tracing::error!(
+                "another marksync process changed the embedded emulator's world in {} while this \
+                 one ran; this run's changes to it are not saved (run one process at a time \
+                 against endpoint: embedded)",
+                path.display()
+            );
             return;
         }
         match world_file::save(path, &bytes) {
-            Ok(()) => *saved = bytes,
+            Ok(()) => {
+                saved.on_disk = bytes.clone();
+                saved.world = bytes;
+            }
             Err(e) => tracing::error!(
                 "cannot save the embedded emulator's world to {}: {e}; the next run will not \
                  see the marks this one set",

@@ -47,11 +47,12 @@ fn refused(path: &Path, why: impl std::fmt::Display) -> io::Error {
     )
 }
 
-/// The world saved at `path` for `sdkappid`: empty when there is no file yet.
-pub(super) fn load(path: &Path, sdkappid: u64) -> io::Result<World> {
+/// The world saved at `path` for `sdkappid` and the file's bytes: an empty world and no bytes
+/// when there is no file yet.
+pub(super) fn load(path: &Path, sdkappid: u64) -> io::Result<(World, Vec<u8>)> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(World::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((World::default(), Vec::new())),
         Err(e) => {
             return Err(io::Error::new(
                 e.kind(),
@@ -87,7 +88,7 @@ pub(super) fn load(path: &Path, sdkappid: u64) -> io::Result<World> {
             ),
         ));
     }
-    Ok(file.world)
+    Ok((file.world, bytes))
 }
 
 /// The file's bytes for `world`.
@@ -135,13 +136,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_beside(&dir.path().join("state/marksync.json"));
         assert!(path.ends_with("state/marksync.json.emulator.json"));
-        assert!(load(&path, 7).unwrap().view(None, 0).is_empty());
+        assert!(load(&path, 7).unwrap().0.view(None, 0).is_empty());
         let mut world = World::default();
         world
             .create_group("@TGS#a", super::super::GroupType::AVChatRoom)
             .unwrap();
         save(&path, &render(&world, 7)).unwrap();
-        assert!(load(&path, 7).unwrap().view(None, 0).contains_key("@TGS#a"));
+        assert!(
+            load(&path, 7)
+                .unwrap()
+                .0
+                .view(None, 0)
+                .contains_key("@TGS#a")
+        );
 
         let other = load(&path, 8).unwrap_err().to_string();
         assert!(other.contains("the world of app 7"), "{other}");

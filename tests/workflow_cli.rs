@@ -307,7 +307,7 @@ fn help_shows_examples_exit_codes_and_global_flags_once() {
     assert_eq!(help.code, 0);
     for want in [
         "Examples:",
-        "marksync apply plan.json",
+        "marksync apply plan.bin",
         "Exit codes:",
         "130",
     ] {

@@ -1231,7 +1231,7 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
     };
     emu.auto_create_groups = demo;
     emu.members_online_by_default = demo;
-    tracing::info!(%listen, sdkappid = emu.sdkappid, admin = %emu.admin_identifier, "emulator listening");
+    // `run_standalone` logs "listening" once the address is bound, never before.
     runtime()?.block_on(crate::emulator::run_standalone(emu, listen))?;
     Ok(exit::OK)
 }

@@ -124,6 +124,10 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             emu.auto_create_groups = true;
             emu.members_online_by_default = true;
             emu.max_calls_per_second = 200;
+            // Each process starts its own emulator: its world is kept beside the state, so the
+            // next command sees the marks this one set. (A state URL would put it beside the
+            // config instead.)
+            emu.world_file = Some(crate::emulator::world_file_beside(&config.state));
             let emulator = Emulator::start(emu)
                 .await
                 .map_err(Error::EmbeddedEmulator)?;

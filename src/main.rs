@@ -14,8 +14,8 @@ use marksync::model::{Account, GroupId, Mark};
 const AFTER_HELP: &str = "\
 Examples:
   marksync validate                      check the config and every desired file
-  marksync plan --out plan.json          review the changes and save them for apply
-  marksync apply plan.json               apply exactly the reviewed plan (refused if stale)
+  marksync plan --out plan.bin           review the changes and save them for apply
+  marksync apply plan.bin                apply exactly the reviewed plan (refused if stale)
   marksync apply                         plan and apply (asks for 'yes' on a terminal)
   marksync state show '@TGS#a6I4ZUUGO'   what the state records for a group
   marksync run                           the daemon
@@ -247,7 +247,11 @@ fn cli_command() -> clap::Command {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         marksync::version::version_line(&marksync::version::build_info())
     });
-    Cli::command().version(VERSION.as_str())
+    Cli::command()
+        .version(VERSION.as_str())
+        .mut_subcommand("emulator", |c| {
+            c.after_help(marksync::emulator::control_help())
+        })
 }
 
 /// Writes `text` to stdout; a closed pipe (`marksync man | head`) is not an error worth a trace.
@@ -493,8 +497,8 @@ fn init_tracing(format: LogFormat, verbose: u8, quiet: u8, progress: bool) {
     }
 }
 
-/// The log filter: `MARKSYNC_LOG`, else the conventional `RUST_LOG` (container images and
-/// manifests set that one), else marksync at `level` and everything else at `warn`.
+/// The log filter: `MARKSYNC_LOG` (what the shipped image and manifests set), else the
+/// conventional `RUST_LOG`, else marksync at `level` and everything else at `warn`.
 fn log_directives(marksync_log: Option<String>, rust_log: Option<String>, level: &str) -> String {
     [marksync_log, rust_log]
         .into_iter()

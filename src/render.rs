@@ -510,6 +510,11 @@ fn drift_counts_text(counts: &DriftCounts) -> String {
 /// blank line, so the plan follows.
 pub fn drift(classified: &Classified, verbose: bool) -> String {
     let total = classified.drift.len();
+    let unchecked: Vec<&Drift> = classified
+        .drift
+        .iter()
+        .filter(|d| d.kind == DriftKind::NotChecked)
+        .collect();
     if total == 0 {
         let mut out = String::from("Refreshed: the service holds what the state records.\n");
         unnameable(&mut out, &classified.unnameable, verbose);
@@ -518,12 +523,42 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
         return out;
     }
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{BOLD}Drift{BOLD:#}: {total} {} to report ({}).",
-        plural(total, "mark", "marks"),
-        drift_counts_text(&classified.counts())
-    );
+    let drifted = total - unchecked.len();
+    if drifted == 0 {
+        // Nothing the refresh could judge differs: that is not drift, and must not read as it.
+        let _ = writeln!(
+            out,
+            "Refreshed: no drift found; {} {} not checked: {}.",
+            unchecked.len(),
+            plural(unchecked.len(), "mark", "marks"),
+            not_checked_reasons(&unchecked)
+        );
+        if !verbose {
+            unnameable(&mut out, &classified.unnameable, verbose);
+            over_capacity(&mut out, &classified.over_capacity);
+            out.push('\n');
+            return out;
+        }
+    } else {
+        let mut counts = classified.counts();
+        counts.not_checked = 0;
+        let _ = write!(
+            out,
+            "{BOLD}Drift{BOLD:#}: {drifted} {} to report ({})",
+            plural(drifted, "mark", "marks"),
+            drift_counts_text(&counts)
+        );
+        if unchecked.is_empty() {
+            out.push_str(".\n");
+        } else {
+            let _ = writeln!(
+                out,
+                "; {} more not checked: {}.",
+                unchecked.len(),
+                not_checked_reasons(&unchecked)
+            );
+        }
+    }
     let mut by_group: BTreeMap<&GroupId, Vec<&Drift>> = BTreeMap::new();
     for d in &classified.drift {
         by_group.entry(&d.group).or_default().push(d);
@@ -575,6 +610,35 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
     over_capacity(&mut out, &classified.over_capacity);
     out.push('\n');
     out
+}
+
+/// `12 confirmed too recently to judge (...), 3 ...`: why marks were not checked, by reason.
+fn not_checked_reasons(unchecked: &[&Drift]) -> String {
+    use crate::refresh::NotChecked;
+    [
+        (
+            NotChecked::Recent,
+            "confirmed too recently to judge (the listing lags up to 40 s: refresh again later)",
+        ),
+        (
+            NotChecked::FullListing,
+            "beyond a full listing (1000 members: absence is no evidence)",
+        ),
+        (
+            NotChecked::InFlight,
+            "left unknown by an interrupted apply (the plan sends them again)",
+        ),
+    ]
+    .iter()
+    .filter_map(|(reason, words)| {
+        let n = unchecked
+            .iter()
+            .filter(|d| d.reason == Some(*reason))
+            .count();
+        (n > 0).then(|| format!("{n} {words}"))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// One warning per mark whose holders after the plan exceed the service's 1000 per mark.
@@ -977,7 +1041,8 @@ mod tests {
         let short = anstream::adapter::strip_str(&super::drift(&c, false)).to_string();
         assert_eq!(
             short,
-            "Drift: 4 marks to report (2 lost, 1 unmanaged, 1 not checked).\n\
+            "Drift: 3 marks to report (2 lost, 1 unmanaged); 1 more not checked: 1 beyond a full listing \
+             (1000 members: absence is no evidence).\n\
              \x20 group @TGS#a: 2 lost, 1 unmanaged\n\
              \x20 group @TGS#b: 1 not checked\n\n"
         );
@@ -998,6 +1063,15 @@ mod tests {
         assert_eq!(
             super::drift(&Classified::default(), true),
             "Refreshed: the service holds what the state records.\n\n"
+        );
+        // Issue 16: marks only "not checked" are no drift and must not read as drift.
+        let mut recent = c.clone();
+        recent.drift.retain(|d| d.kind == DriftKind::NotChecked);
+        recent.drift[0].reason = Some(crate::refresh::NotChecked::Recent);
+        assert_eq!(
+            anstream::adapter::strip_str(&super::drift(&recent, false)).to_string(),
+            "Refreshed: no drift found; 1 mark not checked: 1 confirmed too recently to judge \
+             (the listing lags up to 40 s: refresh again later).\n\n"
         );
     }
 

@@ -1518,3 +1518,111 @@ fn an_empty_callback_token_credential_means_no_token() {
         d.proc.stderr()
     );
 }
+
+/// Issue 16: every `marksync_` series the shipped dashboard and alert rules use is one the
+/// running binary serves on `/metrics`, and one the README's metrics table lists.
+#[test]
+fn every_series_the_dashboard_and_rules_use_is_served_and_documented() {
+    let (_env, d, _, _) = running();
+    let text = d.metrics();
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("marksync_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            // A word that merely contains the prefix (`xmarksync_`) is not a series.
+            let before = rest[..at].chars().last();
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                out.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+        out
+    };
+    // Samples as served (`name{...} value` or `name value`), histogram parts included.
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let table: String = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("| `marksync_"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documented = names(&table);
+    let mut problems = Vec::new();
+    for file in [
+        "deploy/grafana/marksync.json",
+        "deploy/prometheus/marksync-rules.yaml",
+    ] {
+        let used = names(&std::fs::read_to_string(root.join(file)).unwrap());
+        assert!(!used.is_empty(), "{file} uses no series?");
+        for name in used {
+            if !served.contains(&name) {
+                problems.push(format!("{file}: {name} is not served on /metrics"));
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|b| served.contains(&format!("{b}_bucket")))
+                })
+                .unwrap_or(&name);
+            if !documented.contains(base) {
+                problems.push(format!(
+                    "{file}: {base} is not in the README's metrics table"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}\nserved: {served:?}");
+}
+
+/// Issue 16: the Kubernetes manifest reads `desired: /git/repo/marks`, below the symlink
+/// git-sync swaps on every commit (`/git/repo -> .worktrees/<hash>`, the old checkout then
+/// deleted). Every swap is applied, not only the first, and so is an edit made in place in the
+/// checkout the link points to after a swap.
+#[test]
+fn every_git_sync_swap_of_a_linked_desired_directory_is_applied() {
+    let mut env = Env::new();
+    env.set("desired", "git/repo/marks");
+    let (a, b) = example();
+    let checkout = |env: &Env, hash: &str, want: &Marks| {
+        env.write(
+            &format!("git/.worktrees/{hash}/marksync.yaml"),
+            "sdkappid: 1\n",
+        );
+        env.write(&format!("git/.worktrees/{hash}/marks/a.yaml"), &yaml(want));
+    };
+    // git-sync's swap: a new link renamed over the old one, then the old checkout removed.
+    let swap = |env: &Env, from: &str, to: &str| {
+        let tmp = env.path("git/.repo-tmp");
+        std::os::unix::fs::symlink(format!(".worktrees/{to}"), &tmp).unwrap();
+        std::fs::rename(&tmp, env.path("git/repo")).unwrap();
+        std::fs::remove_dir_all(env.path(&format!("git/.worktrees/{from}"))).unwrap();
+    };
+    checkout(&env, "c1", &a);
+    std::os::unix::fs::symlink(".worktrees/c1", env.path("git/repo")).unwrap();
+    let _d = env.start();
+    env.wait_live(&a);
+
+    checkout(&env, "c2", &union(&[&a, &b]));
+    swap(&env, "c1", "c2");
+    env.wait_live(&union(&[&a, &b]));
+
+    checkout(&env, "c3", &b);
+    swap(&env, "c2", "c3");
+    env.wait_live(&b);
+
+    // In place, in the checkout the link now points to.
+    let c = marks(&[("@TGS#2B", "alice", &[1002])]);
+    env.write("git/.worktrees/c3/marks/a.yaml", &yaml(&c));
+    env.wait_live(&c);
+}

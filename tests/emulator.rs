@@ -1127,3 +1127,115 @@ async fn the_control_api_refuses_web_pages_and_posts_callbacks_only_to_loopback(
         );
     }
 }
+
+/// Issue 16: `marksync emulator` on a taken port fails with an error naming the address, and
+/// never says "listening" first (an operator would read that as a running emulator).
+#[test]
+fn the_binary_on_a_taken_port_fails_clearly_and_never_says_listening() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::cli::marksync(dir.path(), &["emulator", "--listen", &addr]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen on {addr}: the port is in use")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("listening"), "{}", out.stderr);
+}
+
+/// Issue 16: `marksync emulator --help` lists every control route the emulator serves, and
+/// each route it lists answers (neither the unknown-path 404 nor a 405).
+#[tokio::test]
+async fn emulator_help_lists_every_control_route_and_each_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = common::cli::marksync(dir.path(), &["emulator", "--help"]);
+    assert_eq!(help.code, 0, "{}", help.stderr);
+    let listed: Vec<(String, String)> = help
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (method, path) = (words.next()?, words.next()?);
+            path.starts_with("/emulator/")
+                .then(|| (method.to_string(), path.to_string()))
+        })
+        .collect();
+    // Every route of the router, read from its source, is in the help.
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/http.rs"),
+    )
+    .unwrap();
+    let router = &source[source.find("fn router(").unwrap()..];
+    let router = &router[..router.find("\n}\n").unwrap()];
+    let mut routed = Vec::new();
+    for chunk in router.split(".route(\"").skip(1) {
+        let path = &chunk[..chunk.find('"').unwrap()];
+        let handlers = &chunk[..chunk.find("))").map_or(chunk.len(), |i| i + 2)];
+        for (call, method) in [("get(", "GET"), ("post(", "POST"), ("delete(", "DELETE")] {
+            if handlers.contains(call) && path.starts_with("/emulator/") {
+                routed.push((method.to_string(), path.to_string()));
+            }
+        }
+    }
+    assert!(routed.len() >= 15, "{routed:?}");
+    for route in &routed {
+        assert!(
+            listed.contains(route),
+            "{route:?} missing from:\n{}",
+            help.stdout
+        );
+    }
+    assert!(
+        help.stdout.contains("marksync's own clock stays real"),
+        "{}",
+        help.stdout
+    );
+    // Each listed route is served (a bad body is a 4xx of the route itself, not 404/405).
+    let h = Harness::start(config()).await;
+    for (method, path) in &listed {
+        let req = h
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}{path}", h.emu.base_url()),
+            )
+            .header("content-type", "application/json")
+            .body("{}");
+        let status = within(req.send()).await.unwrap().status().as_u16();
+        assert!(status != 404 && status != 405, "{method} {path}: {status}");
+    }
+}
+
+/// Issue 16: an emulator with a world file (`endpoint: embedded`) finds the world the last one
+/// left; two at once on the same file never write an older view over a newer one.
+#[tokio::test]
+async fn a_world_file_carries_the_world_to_the_next_emulator_and_is_never_overwritten_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = marksync::emulator::world_file_beside(&dir.path().join("state.json"));
+    let with_file = || {
+        let mut cfg = config();
+        cfg.world_file = Some(file.clone());
+        cfg
+    };
+    let first = within(Emulator::start(with_file())).await.unwrap();
+    let second = within(Emulator::start(with_file())).await.unwrap();
+    first.create_group(G, GroupType::AVChatRoom).unwrap();
+    within(first.set_online(G, &["ann"])).await.unwrap();
+    first.set_marks_as_other(G, &["ann"], &[1000]).unwrap();
+    // The second started before the first wrote: its view is older, so it must not write.
+    second
+        .create_group("@TGS#other", GroupType::AVChatRoom)
+        .unwrap();
+    within(first.shutdown()).await.unwrap();
+    within(second.shutdown()).await.unwrap();
+
+    let next = within(Emulator::start(with_file())).await.unwrap();
+    assert_eq!(next.marks_of(G), marks(&[("ann", &[1000])]));
+    assert!(!next.groups().contains_key("@TGS#other"));
+    // Without a world file nothing is read.
+    let plain = within(Emulator::start(config())).await.unwrap();
+    assert!(plain.groups().is_empty());
+}

@@ -305,12 +305,7 @@ fn help_shows_examples_exit_codes_and_global_flags_once() {
     let dir = tempfile::tempdir().unwrap();
     let help = marksync(dir.path(), &["--help"]);
     assert_eq!(help.code, 0);
-    for want in [
-        "Examples:",
-        "marksync apply plan.json",
-        "Exit codes:",
-        "130",
-    ] {
+    for want in ["Examples:", "marksync apply plan.bin", "Exit codes:", "130"] {
         assert!(help.stdout.contains(want), "{want}: {}", help.stdout);
     }
     let sub = marksync(dir.path(), &["apply", "--help"]);

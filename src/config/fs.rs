@@ -110,14 +110,14 @@ pub fn read_callback_token(path: &Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
-/// The warning to log when the callback token file is readable or writable by group or others
-/// (the secret key file's rule, `tim::usersig::warn_if_loose`); `None` when only its owner can
-/// read it. Not for the systemd credential directory, whose modes systemd sets.
+/// The warning to log when the callback token file is loose by the secret key file's rule
+/// (`tim::usersig::loose_mode`: readable by others or a foreign group, writable by anyone but
+/// its owner); `None` otherwise. Not for the systemd credential directory, whose modes systemd sets.
 pub fn callback_token_permission_warning(path: &Path) -> Option<String> {
     let mode = crate::tim::usersig::loose_mode(path)?;
     Some(format!(
-        "the callback token file {} is readable by group or others (mode {mode:03o}); \
-         restrict it with chmod 600",
+        "the callback token file {} is readable by others or by a group that is not this \
+         process's own, or writable by its group (mode {mode:03o}); restrict it with chmod 600 (or 0440 with marksync's own group)",
         path.display()
     ))
 }

@@ -421,7 +421,9 @@ pub async fn run(
         if refresh.as_ref().map(|i| i.period()) != daemon.config.refresh_every {
             refresh = daemon.config.refresh_every.map(interval);
         }
-        if watcher.debounce != daemon.config.debounce {
+        // A reload's new debounce, or a symlink on the desired path re-pointed (git-sync): the
+        // OS watch is on the directory the path led to, so it is restarted on the new one.
+        if watcher.debounce != daemon.config.debounce || watcher.moved() {
             match watch_files(
                 daemon.desired.root(),
                 daemon.config.debounce,
@@ -429,7 +431,7 @@ pub async fn run(
             ) {
                 Ok(w) => watcher = w,
                 Err(e) => tracing::error!(
-                    "reload: cannot restart the file watcher; keeping the old one: {}",
+                    "cannot restart the file watcher; keeping the old one: {}",
                     describe_watch_error(&e)
                 ),
             }

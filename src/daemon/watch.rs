@@ -1,7 +1,7 @@
 //! The file watcher: notify on the desired directory, debounced by [`Debounce`] into one
 //! `FilesChanged` input per burst of events.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,11 @@ use super::schedule::Debounce;
 pub(super) struct FileWatch {
     /// The debounce it was started with: a reload with another one restarts the watcher.
     pub(super) debounce: Duration,
+    /// The directory watched recursively, as configured (through any symlinks).
+    target: PathBuf,
+    /// Where `target` led when the watch began: the OS watches that directory, not the path,
+    /// so once a symlink on the path is re-pointed the watch must be restarted ([`Self::moved`]).
+    resolved: Option<PathBuf>,
     /// Dropping it stops the OS watch.
     _watcher: notify::RecommendedWatcher,
     /// The debounce task, aborted on drop.
@@ -28,11 +33,27 @@ impl Drop for FileWatch {
     }
 }
 
+impl FileWatch {
+    /// Whether the watched path now leads to another directory than when the watch began (git-sync
+    /// re-pointed `/git/repo`): the watch is then on the old checkout and must be restarted. An
+    /// unresolvable path (mid-swap) is not taken as moved.
+    pub(super) fn moved(&self) -> bool {
+        self.resolved.is_some()
+            && std::fs::canonicalize(&self.target).is_ok_and(|now| Some(now) != self.resolved)
+    }
+}
+
 /// Watches the desired directory (or a single file's directory). Any event but a read counts as
 /// "maybe changed": content hashes decide.
 ///
 /// Reads are ignored because the daemon's own refresh opens every directory it walks: counted,
 /// each refresh would cause the next one, once per debounce period, forever.
+///
+/// The OS watches the directory a path leads to, not the path: when a symlink on the path is
+/// re-pointed (git-sync's `/git/repo` swap below `desired: /git/repo/marks`), the recursive watch
+/// stays on the old target. So the directory holding each such symlink is watched too (not
+/// recursively; only events naming the link count), and the daemon restarts the watch once the
+/// path leads elsewhere ([`FileWatch::moved`]).
 pub(super) fn watch_files(
     root: &Path,
     debounce: Duration,
@@ -50,13 +71,15 @@ pub(super) fn watch_files(
             RecursiveMode::NonRecursive,
         )
     };
+    let links = symlinks_on(&target);
     let wake = Arc::new(tokio::sync::Notify::new());
     let waker = wake.clone();
     let watched = target.clone();
+    let watched_links = links.clone();
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event) => {
-                if counts(&event, &watched) {
+                if counts(&event, &watched, &watched_links) {
                     waker.notify_one();
                 }
             }
@@ -66,12 +89,31 @@ pub(super) fn watch_files(
             }
         })?;
     watcher.watch(&target, mode)?;
+    for link in &links {
+        if let Some(dir) = link.parent().filter(|p| !p.as_os_str().is_empty()) {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        }
+    }
     let task = tokio::spawn(debounce_files(wake, debounce, sender));
     Ok(FileWatch {
         debounce,
+        resolved: std::fs::canonicalize(&target).ok(),
+        target,
         _watcher: watcher,
         task,
     })
+}
+
+/// The symbolic links on `path` itself and its ancestors (`/git/repo` for `/git/repo/marks`).
+fn symlinks_on(path: &Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .filter(|a| {
+            a.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// Whether an event from the watch on `target` may mean the desired files changed: anything but
@@ -79,19 +121,19 @@ pub(super) fn watch_files(
 /// which git-sync rewrites constantly; discovery skips dot-names, so nothing there is read).
 /// Names starting with `..` are not dot-names here: a Kubernetes ConfigMap swaps its content
 /// through `..data` and `..<timestamp>` directories, which discovery reaches through symlinks.
-fn counts(event: &notify::Event, target: &Path) -> bool {
+/// From the watches of the directories holding `links`, only events naming a link count.
+fn counts(event: &notify::Event, target: &Path, links: &[PathBuf]) -> bool {
     use notify::event::{AccessKind, AccessMode, EventKind};
     let read = matches!(event.kind, EventKind::Access(kind)
         if kind != AccessKind::Close(AccessMode::Write));
-    let hidden = |path: &Path| {
-        path.strip_prefix(target).is_ok_and(|below| {
-            below.components().any(|c| {
-                let name = c.as_os_str().as_encoded_bytes();
-                name.starts_with(b".") && !name.starts_with(b"..")
-            })
-        })
+    let relevant = |path: &Path| match path.strip_prefix(target) {
+        Ok(below) => !below.components().any(|c| {
+            let name = c.as_os_str().as_encoded_bytes();
+            name.starts_with(b".") && !name.starts_with(b"..")
+        }),
+        Err(_) => links.is_empty() || links.iter().any(|l| l == path),
     };
-    !read && (event.paths.is_empty() || !event.paths.iter().all(|p| hidden(p)))
+    !read && (event.paths.is_empty() || event.paths.iter().any(|p| relevant(p)))
 }
 
 /// Sends one `FilesChanged` per burst of wake-ups, as [`Debounce`] decides.
@@ -191,7 +233,7 @@ mod tests {
         ];
         for (kind, paths, want) in cases {
             assert_eq!(
-                counts(&event(*kind, paths), root),
+                counts(&event(*kind, paths), root, &[]),
                 *want,
                 "{kind:?} {paths:?}"
             );
@@ -199,7 +241,28 @@ mod tests {
         let dotted = Path::new("/home/ops/.config/desired");
         assert!(counts(
             &event(write, &["/home/ops/.config/desired/a.yaml"]),
-            dotted
+            dotted,
+            &[]
+        ));
+        // Below a linked root: the link's swap counts, its siblings do not.
+        let linked = Path::new("/git/repo/marks");
+        let links = [PathBuf::from("/git/repo")];
+        let rename = EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::Both));
+        assert!(counts(
+            &event(rename, &["/git/.repo-tmp", "/git/repo"]),
+            linked,
+            &links
+        ));
+        assert!(!counts(
+            &event(write, &["/git/.git/FETCH_HEAD"]),
+            linked,
+            &links
+        ));
+        assert!(!counts(&event(write, &["/git/other"]), linked, &links));
+        assert!(counts(
+            &event(write, &["/git/repo/marks/a.yaml"]),
+            linked,
+            &links
         ));
     }
 

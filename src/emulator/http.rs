@@ -49,6 +49,81 @@ pub(super) async fn serve(
         .await
 }
 
+/// The control API as `marksync emulator --help` lists it: method(s), path, what it does. A test
+/// holds it to the routes of [`router`].
+pub(crate) const CONTROL_ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/emulator/groups",
+        "every group: members, presence, marks",
+    ),
+    (
+        "POST",
+        "/emulator/groups/create",
+        "{group_id, type?}: create a group (AVChatRoom by default)",
+    ),
+    (
+        "POST",
+        "/emulator/groups/dissolve",
+        "{group_id}: dissolve it (calls then get 10010)",
+    ),
+    (
+        "POST",
+        "/emulator/members",
+        "{group_id, accounts, state: online|offline|left}",
+    ),
+    (
+        "GET",
+        "/emulator/marks",
+        "?group_id=G: the live marks of a group",
+    ),
+    ("POST", "/emulator/marks", "{group_id}: the same"),
+    (
+        "POST",
+        "/emulator/marks/set",
+        "{group_id, accounts, marks}: set marks as another tool would",
+    ),
+    (
+        "POST",
+        "/emulator/marks/clear",
+        "{group_id, accounts, marks}: clear them the same way",
+    ),
+    ("GET", "/emulator/faults", "the fault rules"),
+    (
+        "POST",
+        "/emulator/faults",
+        "{kind, code|status|ms, rate, count, path, after}: add a fault",
+    ),
+    ("DELETE", "/emulator/faults", "remove every fault"),
+    ("POST", "/emulator/faults/clear", "remove every fault"),
+    ("GET", "/emulator/clock", "the emulator's virtual clock"),
+    (
+        "POST",
+        "/emulator/clock/advance",
+        "{seconds}: move the virtual clock (see below)",
+    ),
+    (
+        "POST",
+        "/emulator/clock/set",
+        "{now}: set it (Unix seconds)",
+    ),
+    (
+        "GET",
+        "/emulator/stats",
+        "calls counted (?log=true adds the call log)",
+    ),
+    (
+        "POST",
+        "/emulator/reset",
+        "no groups, faults or statistics; clock offset 0",
+    ),
+    (
+        "POST",
+        "/emulator/callbacks",
+        "{url, token?, command, body}: a signed callback to loopback",
+    ),
+];
+
 fn router(shared: Arc<Shared>) -> Router {
     let control = Router::new()
         .route("/emulator/groups", get(groups))
@@ -75,7 +150,22 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("/{GET_MEMBERS}"), post(get_members))
         .merge(control)
         .fallback(unknown_path)
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            persist_after,
+        ))
         .with_state(shared)
+}
+
+/// After every request, the world file (`endpoint: embedded`) gets what the request changed.
+async fn persist_after(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    shared.persist();
+    response
 }
 
 /// What every control API request must be, so that a web page cannot drive the emulator (a

@@ -113,6 +113,7 @@ mod callbacks;
 mod http;
 mod traffic;
 mod world;
+mod world_file;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -131,6 +132,7 @@ use crate::model::UnixTime;
 pub use callbacks::{CallbackError, CallbackReply, MEMBER_STATE_CHANGE};
 pub use traffic::{CallRecord, Fault, FaultKind, FaultState, Stats};
 pub use world::{GroupType, GroupView, MemberState, MemberView};
+pub use world_file::path_beside as world_file_beside;
 
 /// How the emulator behaves. [`EmulatorConfig::new`] gives the service's own limits; the demo
 /// conveniences are off.
@@ -169,6 +171,10 @@ pub struct EmulatorConfig {
     pub callback_url: Option<String>,
     /// The callback token: when set, callbacks carry `RequestTime` and `Sign`. Never printed.
     pub callback_token: Option<String>,
+    /// Where the world (groups, members, marks) is kept between runs: read at start, written
+    /// after every request and control call that changed it. `endpoint: embedded` sets it (a
+    /// new emulator per process); `None` keeps the world in memory only.
+    pub world_file: Option<std::path::PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -188,6 +194,7 @@ impl EmulatorConfig {
             members_cache_secs: 40,
             callback_url: None,
             callback_token: None,
+            world_file: None,
         }
     }
 
@@ -222,6 +229,7 @@ impl fmt::Debug for EmulatorConfig {
                 "callback_token",
                 &self.callback_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("world_file", &self.world_file)
             .finish()
     }
 }
@@ -235,7 +243,7 @@ pub enum EmulatorError {
     )]
     NotLoopback(SocketAddr),
     /// Binding the listen address failed (in use, no permission).
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_problem(source))]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -245,6 +253,19 @@ pub enum EmulatorError {
     /// The server stopped with an I/O error.
     #[error("emulator server failed: {0}")]
     Serve(#[source] io::Error),
+}
+
+/// Why a bind failed, in an operator's words.
+fn bind_problem(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => {
+            "the port is in use (another emulator or program holds it); choose another with --listen".into()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges); choose another with --listen".into()
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// A refused control operation (unknown group, duplicate group).
@@ -261,10 +282,24 @@ pub struct CallbackDelivery {
     pub result: Result<CallbackReply, CallbackError>,
 }
 
+/// The world file as this process last read or wrote it.
+#[derive(Default)]
+struct Saved {
+    /// The file's bytes then (empty: there was no file).
+    on_disk: Vec<u8>,
+    /// The world as rendered then: an unchanged world is not written again.
+    world: Vec<u8>,
+    /// Another process wrote the file meanwhile: this one no longer writes it (said once).
+    conflict: bool,
+}
+
 /// Everything the emulator's handlers share.
 struct Shared {
     cfg: EmulatorConfig,
     inner: Mutex<Inner>,
+    /// With a world file: what was last read or written, held while writing, so that saves
+    /// happen in the order of the snapshots they write.
+    saved: Mutex<Saved>,
     /// For sending callbacks; an initialisation error is reported when a callback is sent.
     client: Result<reqwest::Client, String>,
 }
@@ -290,7 +325,61 @@ impl Shared {
         Shared {
             cfg,
             inner: Mutex::new(Inner::default()),
+            saved: Mutex::new(Saved::default()),
             client: callbacks::client(),
+        }
+    }
+
+    /// A new emulator's shared part, its world read from the world file when there is one.
+    fn load(cfg: EmulatorConfig) -> io::Result<Self> {
+        let (world, on_disk) = match &cfg.world_file {
+            Some(path) => world_file::load(path, cfg.sdkappid)?,
+            None => (world::World::default(), Vec::new()),
+        };
+        let shared = Shared::new(cfg);
+        let rendered = world_file::render(&world, shared.cfg.sdkappid);
+        shared.lock().world = world;
+        *shared.saved.lock().unwrap_or_else(|e| e.into_inner()) = Saved {
+            on_disk,
+            world: rendered,
+            conflict: false,
+        };
+        Ok(shared)
+    }
+
+    /// Writes the world to the world file if it changed since the last write. A failure is
+    /// logged as an error naming the file: the next run would not see this run's changes.
+    fn persist(&self) {
+        let Some(path) = &self.cfg.world_file else {
+            return;
+        };
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = world_file::render(&self.lock().world, self.cfg.sdkappid);
+        if saved.conflict || saved.world == bytes {
+            return;
+        }
+        // Another process with the same state (a daemon and a `plan --refresh`, both embedded)
+        // wrote it since: writing this process's older view over it would lose that one's marks.
+        if std::fs::read(path).unwrap_or_default() != saved.on_disk {
+            saved.conflict = true;
+            tracing::error!(
+                "another marksync process changed the embedded emulator's world in {} while this \
+                 one ran; this run's changes to it are not saved (run one process at a time \
+                 against endpoint: embedded)",
+                path.display()
+            );
+            return;
+        }
+        match world_file::save(path, &bytes) {
+            Ok(()) => {
+                saved.on_disk = bytes.clone();
+                saved.world = bytes;
+            }
+            Err(e) => tracing::error!(
+                "cannot save the embedded emulator's world to {}: {e}; the next run will not \
+                 see the marks this one set",
+                path.display()
+            ),
         }
     }
 
@@ -417,13 +506,31 @@ impl Shared {
     }
 }
 
+/// What `marksync emulator --help` says after its options: the control API's routes and what the
+/// virtual clock moves.
+pub fn control_help() -> String {
+    let mut out = String::from(
+        "Control API (loopback Host only; a POST needs Content-Type: application/json):\n",
+    );
+    for (method, path, what) in http::CONTROL_ROUTES {
+        out.push_str(&format!("  {method:<6} {path:<26} {what}\n"));
+    }
+    out.push_str(
+        "\nThe virtual clock (clock/advance, clock/set) is the emulator's only: it moves UserSig\n\
+         expiry, mark 500's 72 h and the 40 s after which get_members retakes its snapshot.\n\
+         marksync's own clock stays real: its renewals (renew_margin) and the 40 s in which a\n\
+         refresh leaves a just-confirmed mark \"not checked\" do not move with it.",
+    );
+    out
+}
+
 /// Serves the emulator on `listener` until `shutdown` completes, then finishes in-flight calls.
 pub async fn serve(
     cfg: EmulatorConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    http::serve(Arc::new(Shared::new(cfg)), listener, shutdown).await
+    http::serve(Arc::new(Shared::load(cfg)?), listener, shutdown).await
 }
 
 /// Runs the emulator on `listen` (loopback only) until Ctrl-C or SIGTERM: the body of
@@ -487,9 +594,9 @@ pub struct Emulator {
 impl Emulator {
     /// Binds `127.0.0.1:0` and serves in a background task.
     pub async fn start(cfg: EmulatorConfig) -> io::Result<Emulator> {
+        let shared = Arc::new(Shared::load(cfg)?);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(cfg));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(http::serve(shared.clone(), listener, async {
             // A dropped sender also means stop.
@@ -546,20 +653,16 @@ impl Emulator {
 
     /// Creates a group (again, fresh, if it was dissolved).
     pub fn create_group(&self, group: &str, kind: GroupType) -> Result<(), ControlError> {
-        self.shared
-            .lock()
-            .world
-            .create_group(group, kind)
-            .map_err(ControlError)
+        let created = self.shared.lock().world.create_group(group, kind);
+        self.shared.persist();
+        created.map_err(ControlError)
     }
 
     /// Dissolves a group: calls for it then fail with 10010.
     pub fn dissolve_group(&self, group: &str) -> Result<(), ControlError> {
-        self.shared
-            .lock()
-            .world
-            .dissolve_group(group)
-            .map_err(ControlError)
+        let dissolved = self.shared.lock().world.dissolve_group(group);
+        self.shared.persist();
+        dissolved.map_err(ControlError)
     }
 
     /// Sets the presence of `accounts`, sending member-state callbacks when a callback URL is
@@ -571,7 +674,9 @@ impl Emulator {
         state: MemberState,
     ) -> Result<Vec<CallbackDelivery>, ControlError> {
         let accounts: Vec<String> = accounts.iter().map(|a| (*a).to_owned()).collect();
-        self.shared.set_members(group, &accounts, state).await
+        let changes = self.shared.set_members(group, &accounts, state).await;
+        self.shared.persist();
+        changes
     }
 
     /// Joins `accounts` or brings them back online.
@@ -605,7 +710,9 @@ impl Emulator {
         accounts: &[&str],
         marks: &[u32],
     ) -> Result<BTreeMap<String, Vec<u32>>, ControlError> {
-        self.shared.modify_as_other(group, accounts, marks, true)
+        let set = self.shared.modify_as_other(group, accounts, marks, true);
+        self.shared.persist();
+        set
     }
 
     /// Deletes `marks` from `accounts` "as another tool would" (see
@@ -616,7 +723,9 @@ impl Emulator {
         accounts: &[&str],
         marks: &[u32],
     ) -> Result<BTreeMap<String, Vec<u32>>, ControlError> {
-        self.shared.modify_as_other(group, accounts, marks, false)
+        let cleared = self.shared.modify_as_other(group, accounts, marks, false);
+        self.shared.persist();
+        cleared
     }
 
     /// Live marks of the members of `group` that carry any, at virtual now (unknown group:
@@ -661,6 +770,7 @@ impl Emulator {
     /// Back to the start: no groups, faults or statistics, clock offset 0.
     pub fn reset(&self) {
         self.shared.reset();
+        self.shared.persist();
     }
 
     /// Sends a callback to `url` signed with `token` (if any) at the real now, and returns the

@@ -52,7 +52,8 @@ pub enum MemberState {
 pub(crate) type Refusal = (i64, String);
 
 /// One member of a group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Member {
     /// Whether the member's client is connected. A live mark 500 makes an offline member count
     /// as online anyway.
@@ -91,7 +92,8 @@ impl Member {
 }
 
 /// One group.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Group {
     /// Only AVChatRoom accepts marks.
     kind: GroupType,
@@ -102,7 +104,9 @@ struct Group {
     /// The next `join_seq`; starts at 1 so that cursor 0 means "from the start".
     next_join_seq: u64,
     /// What `get_members` answers from: the online members as they were when it was taken
-    /// (virtual time), kept for [`Rules::listing_cache_secs`].
+    /// (virtual time), kept for [`Rules::listing_cache_secs`]. Not kept in a world file: a new
+    /// process lists the world as it is.
+    #[serde(skip)]
     listing: Option<(UnixTime, Vec<ListedMember>)>,
 }
 
@@ -222,8 +226,9 @@ pub(crate) struct Rules {
     pub listing_cache_secs: i64,
 }
 
-/// Every group the emulator knows.
-#[derive(Debug, Default)]
+/// Every group the emulator knows. It serializes as the embedded emulator's world file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct World {
     groups: BTreeMap<String, Group>,
 }

@@ -105,7 +105,7 @@ impl SecretKey {
     /// Every source is checked by [`SecretKey::parse`]. A configured source that cannot be read
     /// is an error (the next source is not tried: the operator asked for that one). Files are
     /// read only if they are regular files of at most [`crate::input::MAX_SECRET_BYTES`]. A
-    /// `secret_key_file` readable by group or others is used, with a warning logged. Errors name
+    /// `secret_key_file` readable by others or a foreign group is used, with a warning logged. Errors name
     /// the file, never its content.
     pub fn from_sources(
         secret_key_file: Option<&Path>,
@@ -270,7 +270,7 @@ fn describe_non_hex(c: char) -> String {
     }
 }
 
-/// Logs a warning when the key file at `path` is readable by group or others. Not for the
+/// Logs a warning when the key file at `path` is loose ([`loose_mode`]). Not for the
 /// systemd credential directory (systemd sets its modes), nor for the embedded emulator's demo
 /// key (it guards nothing).
 pub fn warn_if_loose(path: &Path) {
@@ -278,21 +278,39 @@ pub fn warn_if_loose(path: &Path) {
         tracing::warn!(
             path = %path.display(),
             mode = %format!("{mode:03o}"),
-            "the secret key file is readable by group or others; restrict it with chmod 600"
+            "the secret key file is readable by others or by a group that is not this process's own, or writable by its group; restrict it with chmod 600 (or 0440 with marksync's own group)"
         );
     }
 }
 
-/// The permission bits of `path` when group or others may read or write it.
+/// The permission bits of `path` when anyone but its owner and the process's own group may read
+/// it, or anyone but its owner may write it.
 pub(crate) fn loose_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    is_loose(mode).then_some(mode)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    let own_gid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_gid_from_status(&status));
+    is_loose(mode, meta.gid(), own_gid).then_some(mode)
 }
 
-/// Whether a file mode lets anyone but the owner at the file.
-fn is_loose(mode: u32) -> bool {
-    mode & 0o077 != 0
+/// Whether a file mode lets anyone but the owner at the file, except reading by `own_gid` (the
+/// process's effective group) when the file has that group: a Kubernetes Secret mounted 0440
+/// with `fsGroup` equal to `runAsGroup` is readable by the daemon's group only, and root-owned
+/// files cannot be 0400 to a non-root daemon. Others' bits and group writes are always loose;
+/// so is any group bit when the process's group is unknown.
+fn is_loose(mode: u32, file_gid: u32, own_gid: Option<u32>) -> bool {
+    let others = mode & 0o007 != 0;
+    let group_write = mode & 0o020 != 0;
+    let foreign_group_read = mode & 0o040 != 0 && own_gid != Some(file_gid);
+    others || group_write || foreign_group_read
+}
+
+/// The effective group ID from `/proc/self/status` text (`Gid: real effective saved fs`).
+fn effective_gid_from_status(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("Gid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The six fields of a UserSig, as [`verify`] decoded them.
@@ -925,11 +943,31 @@ mod tests {
     }
 
     #[test]
-    fn key_file_permission_warning_is_for_group_or_other_bits() {
-        assert!(!is_loose(0o600));
-        assert!(!is_loose(0o400));
-        assert!(is_loose(0o640));
-        assert!(is_loose(0o604));
-        assert!(is_loose(0o644));
+    fn key_file_permission_warning_is_for_others_group_writes_and_foreign_groups() {
+        let own = Some(10001);
+        // (mode, the file's group, loose)
+        let cases = [
+            (0o600, 10001, false),
+            (0o400, 0, false),
+            // The Kubernetes Secret mount: root-owned, group fsGroup = the process's group.
+            (0o440, 10001, false),
+            (0o640, 10001, false),
+            (0o440, 100, true),
+            (0o640, 100, true),
+            (0o660, 10001, true),
+            (0o604, 10001, true),
+            (0o644, 10001, true),
+            (0o444, 10001, true),
+        ];
+        for (mode, gid, loose) in cases {
+            assert_eq!(is_loose(mode, gid, own), loose, "{mode:o} gid {gid}");
+        }
+        // When the process's group cannot be told, any group bit is loose.
+        assert!(is_loose(0o440, 10001, None));
+        assert_eq!(
+            effective_gid_from_status("Name:\tx\nGid:\t5\t10001\t10001\t10001\n"),
+            Some(10001)
+        );
+        assert_eq!(effective_gid_from_status("Name:\tx\n"), None);
     }
 }

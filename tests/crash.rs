@@ -5,7 +5,7 @@
 //! `apply` must leave the emulator holding exactly the desired marks (none stray, none missing),
 //! `plan` must find nothing left to do, and every state file written along the way must parse.
 //!
-//! `cargo test` runs a short version (a few kills of each). The full run, as the README quotes
+//! `cargo test` runs a short version (a few kills of each). The full run, as docs/reliability.md quotes
 //! it:
 //!
 //! ```text

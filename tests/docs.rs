@@ -137,7 +137,9 @@ fn problems_of(page: &Path) -> Vec<String> {
         }
         let Some(anchor) = anchor else { continue };
         if file.extension().is_none_or(|e| e != "md") {
-            problems.push(format!("{shown}:{line}: {target}: an anchor into a non-Markdown file"));
+            problems.push(format!(
+                "{shown}:{line}: {target}: an anchor into a non-Markdown file"
+            ));
             continue;
         }
         if !anchors(&std::fs::read_to_string(&file).unwrap()).contains(anchor) {
@@ -153,10 +155,16 @@ fn problems_of(page: &Path) -> Vec<String> {
 fn slugs_follow_githubs_rules() {
     for (heading, expected) in [
         ("Quick start", "quick-start"),
-        ("Configuration (`marksync.yaml`)", "configuration-marksyncyaml"),
+        (
+            "Configuration (`marksync.yaml`)",
+            "configuration-marksyncyaml",
+        ),
         ("The daemon (`marksync run`)", "the-daemon-marksync-run"),
         ("What `apply` does", "what-apply-does"),
-        ("Troubleshooting by error code", "troubleshooting-by-error-code"),
+        (
+            "Troubleshooting by error code",
+            "troubleshooting-by-error-code",
+        ),
         ("A [linked](x.md) word, and_more", "a-linked-word-and_more"),
     ] {
         assert_eq!(slug(heading), expected, "{heading}");

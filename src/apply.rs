@@ -27,7 +27,6 @@
 //! Architecture invariant: only confirmed results enter the confirmed part of the state.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::clock::Clock;
 use crate::model::{Account, GroupId, Mark, MarkSet};
 use crate::plan::{Call, Command, Plan};
-use crate::state::{self, State, StateError};
+use crate::state::{State, StateError, StateStore};
 use crate::tim::client::{CallError, Client};
 use crate::tim::wire::{CommandType, MemberMarks, ModifyUserInfoRequest};
 
@@ -150,12 +149,12 @@ impl Default for Settings {
     }
 }
 
-/// Executes `plan`, recording results into `state` and saving it to `state_path`.
+/// Executes `plan`, recording results into `state` and saving it to `store`.
 /// `on_call` sees every call's outcome as it is folded in (for output and metrics).
 pub async fn execute(
     plan: Arc<Plan>,
     state: &mut State,
-    state_path: &Path,
+    store: &dyn StateStore,
     client: &Client,
     clock: &dyn Clock,
     settings: &Settings,
@@ -171,7 +170,7 @@ pub async fn execute(
     // 1. Intents first, for sets and clears alike: a crash after this point leaves no
     // unaccounted mark.
     let fresh = record_intents(&plan, state);
-    if let Err(e) = state::save_intents(state_path, state) {
+    if let Err(e) = store.save_intents(state).await {
         // Nothing is sent: the state keeps what it had.
         for (call, added) in plan.calls.iter().zip(&fresh) {
             for (account, marks) in added {
@@ -252,7 +251,7 @@ pub async fn execute(
             elapsed,
         });
         if save_failed.is_none() && last_save.elapsed() >= SAVE_EVERY {
-            if let Err(e) = state::save(state_path, state) {
+            if let Err(e) = store.save(state).await {
                 tracing::error!("cannot save state: {e}; no new call is sent");
                 halt.store(true, Ordering::SeqCst);
                 save_failed = Some(e);
@@ -261,7 +260,7 @@ pub async fn execute(
         }
     }
     while tasks.join_next().await.is_some() {}
-    let saved = state::save(state_path, state);
+    let saved = store.save(state).await;
     if let Some(e) = save_failed {
         return Err(e);
     }

@@ -17,7 +17,8 @@ use crate::desired;
 use crate::emulator::EmulatorConfig;
 pub use crate::engine::compute_plan;
 use crate::engine::{
-    SHUTDOWN_GRACE, connect, load_config, load_desired, policy, refresh_state, runtime, secret_key,
+    SHUTDOWN_GRACE, connect, load_config, load_desired, lock_request, policy, refresh_state,
+    runtime, secret_key,
 };
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
@@ -102,8 +103,13 @@ pub struct PlanOptions {
 /// written and no lock is taken; a saved plan carries the refresh's state changes).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
     let config = load_config(config_path)?;
+    let store = state::open(&config)?;
     if let Some(out) = &opts.out {
-        crate::saved_plan::check_destination(out, &files_read(&config), &config.desired)?;
+        crate::saved_plan::check_destination(
+            out,
+            &files_read(&config, store.as_ref()),
+            &config.desired,
+        )?;
     }
     let mut now = SystemClock.now();
     // The digest is taken before the files are loaded: a file edited while planning then makes
@@ -121,9 +127,11 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
         },
         None => None,
     };
-    let (desired, mut state, mut plan) = compute_plan(&config, opts.reassert, now)?;
+    let runtime = runtime()?;
+    let (desired, mut state, mut plan) =
+        runtime.block_on(compute_plan(&config, store.as_ref(), opts.reassert, now))?;
     let refreshed = if opts.refresh {
-        let r = runtime()?.block_on(async {
+        let r = runtime.block_on(async {
             let mut interrupts = apply_signals()?;
             let connection = connect(&config, Arc::new(SystemClock)).await?;
             let r = refresh_unless_interrupted(
@@ -141,7 +149,9 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
         })?;
         let r = match r {
             Ok(r) => r?,
-            Err(signal) => return Ok(interrupted_during_refresh("Plan", signal, &config.state)),
+            Err(signal) => {
+                return Ok(interrupted_during_refresh("Plan", signal, store.as_ref()));
+            }
         };
         warn_unread(&r);
         now = SystemClock.now();
@@ -219,7 +229,7 @@ pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
 /// The files marksync reads that `plan --out` must never replace, with what each is: the
 /// config, the secret key (file or systemd credential), the callback token, the state, and the
 /// state's sidecars beside the path given and beside the file it links to.
-fn files_read(config: &Config) -> Vec<(&'static str, PathBuf)> {
+fn files_read(config: &Config, store: &dyn state::StateStore) -> Vec<(&'static str, PathBuf)> {
     let mut files = vec![("config file", config.path.clone())];
     if let Some(key) = &config.secret_key_file {
         files.push(("secret key file", key.clone()));
@@ -237,16 +247,7 @@ fn files_read(config: &Config) -> Vec<(&'static str, PathBuf)> {
     {
         files.push(("callback token file", token));
     }
-    let mut states = vec![config.state.clone()];
-    if let Ok(target) = config.state.canonicalize() {
-        states.push(target);
-    }
-    for st in states {
-        files.push(("state backup", state::backup_path(&st)));
-        files.push(("state intents sidecar", state::intents_path(&st)));
-        files.push(("state lock", state::lock_path(&st)));
-        files.push(("state file", st));
-    }
+    files.extend(store.local_files());
     files
 }
 
@@ -350,12 +351,12 @@ async fn refresh_unless_interrupted(
 }
 
 /// Tells the user that `what` stopped during a refresh's reads: nothing sent, nothing written.
-fn interrupted_during_refresh(what: &str, signal: Interrupt, state: &Path) -> u8 {
+fn interrupted_during_refresh(what: &str, signal: Interrupt, store: &dyn state::StateStore) -> u8 {
     let _ = writeln!(
         anstream::stderr(),
         "{what} interrupted by {} during the refresh's reads: nothing was sent and the state ({}) was not changed.",
         signal.name(),
-        state.display()
+        store.describe()
     );
     signal.exit_code()
 }
@@ -453,18 +454,23 @@ pub async fn apply_until(
     clock: Arc<dyn Clock>,
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
+    let store = state::open(config)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(state::lock(&config.state)?)
+        Some(store.lock(&lock_request(config, "apply", false)).await?)
     };
     let mut now = clock.now();
     let (desired, mut st, mut plan, saved_changes) = match &opts.saved {
         None => {
-            let (desired, st, plan) = compute_plan(config, opts.reassert, now)?;
+            let (desired, st, plan) =
+                compute_plan(config, store.as_ref(), opts.reassert, now).await?;
             (desired, st, plan, false)
         }
-        Some(path) => load_saved_plan(config, path, now, opts.dry_run)?,
+        Some(path) => {
+            let st = store.load(config.sdkappid).await?;
+            load_saved_plan(config, st, path, now, opts.dry_run)?
+        }
     };
     // With --refresh the connection is made first: the plan depends on what the service holds.
     // (A saved plan is applied exactly: the CLI refuses --refresh with one.)
@@ -486,7 +492,7 @@ pub async fn apply_until(
                 if let Some(embedded) = c.embedded {
                     let _ = embedded.shutdown().await;
                 }
-                return Ok(interrupted_during_refresh("Apply", signal, &config.state));
+                return Ok(interrupted_during_refresh("Apply", signal, store.as_ref()));
             }
         };
         warn_unread(&r);
@@ -528,7 +534,7 @@ pub async fn apply_until(
     if state_changed && !opts.dry_run && plan.calls.is_empty() {
         // Nothing to send, but the state changed: keep it. `apply::execute` saves only when it
         // sends calls.
-        state::save(&config.state, &mut st)?;
+        store.save(&mut st).await?;
     }
     if opts.dry_run || plan.is_empty() {
         if let Some(c) = connection.take().and_then(|c| c.embedded) {
@@ -612,7 +618,7 @@ pub async fn apply_until(
         let work = crate::apply::execute(
             plan,
             &mut st,
-            &config.state,
+            store.as_ref(),
             &connection.client,
             clock.as_ref(),
             &settings,
@@ -649,14 +655,14 @@ pub async fn apply_until(
         None => {
             // The cut calls' marks are still intents in `st`: saving keeps them unknown, so the
             // next run sets or clears them again.
-            state::save(&config.state, &mut st)?;
+            store.save(&mut st).await?;
             let signal = interrupted.unwrap_or(Interrupt::Int);
             let _ = writeln!(
                 anstream::stderr(),
                 "Apply interrupted by {}: calls in flight did not finish within {}s. The state ({}) records what the service confirmed; the marks of the unfinished calls are recorded as unknown and the next apply sends them again.",
                 signal.name(),
                 SHUTDOWN_GRACE.as_secs(),
-                config.state.display()
+                store.describe()
             );
             return Ok(signal.exit_code());
         }
@@ -678,7 +684,7 @@ pub async fn apply_until(
             render::totals(t),
             t.skipped,
             render::plural(t.skipped, "mark", "marks"),
-            config.state.display()
+            store.describe()
         );
         return Ok(signal.exit_code());
     }
@@ -749,13 +755,14 @@ pub async fn import_until(
     clock: Arc<dyn Clock>,
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
+    let store = state::open(config)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(state::lock(&config.state)?)
+        Some(store.lock(&lock_request(config, "import", false)).await?)
     };
     let desired = load_desired(config)?;
-    let mut st = state::load(&config.state, config.sdkappid)?;
+    let mut st = store.load(config.sdkappid).await?;
     let connection = connect(config, clock.clone()).await?;
     let r = refresh_unless_interrupted(
         &connection.client,
@@ -770,7 +777,9 @@ pub async fn import_until(
     }
     let r = match r {
         Ok(r) => r?,
-        Err(signal) => return Ok(interrupted_during_refresh("Import", signal, &config.state)),
+        Err(signal) => {
+            return Ok(interrupted_during_refresh("Import", signal, store.as_ref()));
+        }
     };
     warn_unread(&r);
     let changes = &r.classified.changes;
@@ -799,19 +808,19 @@ pub async fn import_until(
         writeln!(
             out,
             "Dry run: the state ({}) was not written.",
-            config.state.display()
+            store.describe()
         )
         .map_err(write_err)?;
     } else if !changes.is_empty() {
-        state::save(&config.state, &mut st)?;
-        writeln!(out, "State saved to {}.", config.state.display()).map_err(write_err)?;
+        store.save(&mut st).await?;
+        writeln!(out, "State saved to {}.", store.describe()).map_err(write_err)?;
     } else {
         writeln!(out, "The state already records what the service holds.").map_err(write_err)?;
     }
     Ok(exit::OK)
 }
 
-/// `apply FILE`'s planning step: the state (under the caller's lock), the saved plan, the
+/// `apply FILE`'s planning step: given the state (read under the caller's lock), the saved plan, the
 /// checks that it still fits (app, already applied, state serial, desired files, age), and the
 /// proof that it is what planning gives: the plan is made again from the state (with the saved
 /// refresh changes applied) and the desired files, at the saved `created_at` and with the saved
@@ -821,12 +830,12 @@ pub async fn import_until(
 /// was changed (it must be saved even when there is no call).
 fn load_saved_plan(
     config: &Config,
+    mut st: state::State,
     path: &Path,
     now: UnixTime,
     dry_run: bool,
 ) -> Result<(desired::DesiredState, state::State, crate::plan::Plan, bool), Error> {
     use crate::saved_plan::{SavedPlan, desired_digest};
-    let mut st = state::load(&config.state, config.sdkappid)?;
     let saved = SavedPlan::read(path)?;
     let digest = desired_digest(&config.desired)?;
     saved
@@ -947,7 +956,8 @@ pub fn state_list(
     json: bool,
 ) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    let st = state::load(&config.state, config.sdkappid)?;
+    let store = state::open(&config)?;
+    let st = runtime()?.block_on(store.load(config.sdkappid))?;
     let groups = state::inspect::list(&st, group)?;
     let mut out = anstream::stdout().lock();
     let text = if json {
@@ -973,7 +983,7 @@ pub fn state_list(
                 );
             }
         }
-        t += &format!("State {} (serial {}).\n", config.state.display(), st.serial);
+        t += &format!("State {} (serial {}).\n", store.describe(), st.serial);
         t
     };
     out.write_all(text.as_bytes())
@@ -991,7 +1001,8 @@ pub fn state_show(
     json: bool,
 ) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    let st = state::load(&config.state, config.sdkappid)?;
+    let store = state::open(&config)?;
+    let st = runtime()?.block_on(store.load(config.sdkappid))?;
     let now = SystemClock.now();
     let members = state::inspect::show(&st, group, account, now)?;
     let text = if json {
@@ -1039,10 +1050,16 @@ pub fn state_rm(
     mark: Option<crate::model::Mark>,
 ) -> Result<u8, Error> {
     let config = load_config(config_path)?;
-    let _lock = state::lock(&config.state)?;
-    let mut st = state::load(&config.state, config.sdkappid)?;
-    let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
-    state::save(&config.state, &mut st)?;
+    let store = state::open(&config)?;
+    let (st, forgotten) = runtime()?.block_on(async {
+        let _lock = store
+            .lock(&lock_request(&config, "state rm", false))
+            .await?;
+        let mut st = store.load(config.sdkappid).await?;
+        let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
+        store.save(&mut st).await?;
+        Ok::<_, Error>((st, forgotten))
+    })?;
     let what = match (account, mark) {
         (None, _) => format!(
             "group {group} ({} {}, {} {})",
@@ -1059,13 +1076,18 @@ pub fn state_rm(
         (Some(a), Some(m)) => format!("mark {m} of {a} in {group}"),
     };
     println!(
-        "Forgot {what}: the state ({}, serial {}, previous generation in {}) no longer records it. \
+        "Forgot {what}: the state ({}, serial {}{}) no longer records it. \
          Nothing was cleared on the service; marksync no longer manages it unless a desired file \
          declares it.",
-        config.state.display(),
+        store.describe(),
         st.serial,
-        // Beside the file the state path stands for (a symlink's target).
-        state::backup_path(&state::target(&config.state).unwrap_or(config.state.clone())).display()
+        store
+            .local_files()
+            .into_iter()
+            .rev()
+            .find(|(what, _)| *what == "state backup")
+            .map(|(_, bak)| format!(", previous generation in {}", bak.display()))
+            .unwrap_or_default()
     );
     Ok(exit::OK)
 }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
 use crate::refresh;
-use crate::state;
+use crate::state::{self, LockRequest, StateStore};
 use crate::tim::client::{Client, ClientConfig};
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::tim::usersig::SecretKey;
@@ -29,7 +29,12 @@ pub fn load_config(path: &Path) -> Result<Config, Error> {
 
 /// Loads the desired state and prints its warnings to stderr.
 pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
-    let desired = desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
+    load_desired_from(&config.desired, config.max_alias_pairs)
+}
+
+/// [`load_desired`] of the directory or file `root`.
+fn load_desired_from(root: &Path, max_alias_pairs: usize) -> Result<DesiredState, Error> {
+    let desired = desired::load(root, max_alias_pairs).map_err(Error::Desired)?;
     print_warnings(&desired.warnings);
     Ok(desired)
 }
@@ -53,26 +58,40 @@ pub fn policy(config: &Config, reassert: bool) -> Policy {
 }
 
 /// Loads everything `plan` and `apply` need and computes the plan (no lock, no network).
-pub fn compute_plan(
+pub async fn compute_plan(
     config: &Config,
+    store: &dyn StateStore,
     reassert: bool,
     now: UnixTime,
 ) -> Result<(DesiredState, state::State, Plan), Error> {
     // The desired files and the state are independent reads of about the same size (a million
-    // marks each): read the state on a thread of its own meanwhile. A problem in the desired
-    // files is still reported first.
-    let (desired, state) = std::thread::scope(|s| {
-        let state = s.spawn(|| state::load(&config.state, config.sdkappid));
-        let desired = load_desired(config);
-        let state = state
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (desired, state)
-    });
-    let desired = desired?;
+    // marks each): read the desired files on a thread of their own meanwhile. A problem in the
+    // desired files is still reported first.
+    let (root, max_alias_pairs) = (config.desired.clone(), config.max_alias_pairs);
+    let desired = tokio::task::spawn_blocking(move || load_desired_from(&root, max_alias_pairs));
+    let state = store.load(config.sdkappid).await;
+    let desired = desired
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
     let state = state?;
     let plan = plan::plan(&desired, &state, now, &policy(config, reassert));
     Ok((desired, state, plan))
+}
+
+/// What a command takes the state's lock for: `command` names it to whoever finds the lock
+/// held; `takes_callbacks` puts this process's callback address in the lock (a daemon's), so a
+/// standby can forward callbacks to it.
+pub fn lock_request(config: &Config, command: &str, takes_callbacks: bool) -> LockRequest {
+    LockRequest {
+        command: command.to_string(),
+        wait: Duration::ZERO,
+        ttl: config.lock_ttl,
+        address: config
+            .http
+            .as_ref()
+            .filter(|_| takes_callbacks)
+            .map(|h| h.listen.to_string()),
+    }
 }
 
 /// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.

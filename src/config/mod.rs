@@ -11,10 +11,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan::Guard;
+pub use crate::state::Location;
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
@@ -53,6 +54,18 @@ impl Http {
     }
 }
 
+/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
+/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateStoreSettings {
+    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
+    pub endpoint: Option<String>,
+    /// The store's region.
+    pub region: Option<String>,
+    /// Allow a plain-http endpoint (a store on this machine or a private network).
+    pub allow_http: bool,
+}
+
 /// A loaded, checked config. Paths are absolute or relative to the working directory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -68,8 +81,14 @@ pub struct Config {
     pub endpoint: Endpoint,
     /// The desired directory or file.
     pub desired: PathBuf,
-    /// The state file.
-    pub state: PathBuf,
+    /// Where the state lives: a file, or an object in an object store (SPEC 4, 11).
+    pub state: Location,
+    /// How long a remote lock lasts without renewal (SPEC 11): a crashed holder's lock expires
+    /// after this.
+    pub lock_ttl: Duration,
+    /// Settings of the object store behind an `s3://` state, when the environment's are not
+    /// enough (`state_store:`).
+    pub state_store: Option<StateStoreSettings>,
     /// The shared rate limit for all calls.
     pub max_calls_per_second: u32,
     /// Renew mark 500 this long before its 72 h run out.
@@ -112,6 +131,7 @@ impl Config {
             ("usersig_ttl", self.usersig_ttl),
             ("renew_margin", self.renew_margin),
             ("saved_plan_max_age", self.saved_plan_max_age),
+            ("lock_ttl", self.lock_ttl),
         ];
         out.extend(self.refresh_every.map(|d| ("refresh_every", d)));
         out
@@ -170,6 +190,11 @@ pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
         Duration::from_secs(MINUTE),
         Duration::from_secs(30 * DAY),
     ),
+    (
+        "lock_ttl",
+        Duration::from_secs(10),
+        Duration::from_secs(10 * MINUTE),
+    ),
 ];
 
 /// The allowed range of the duration key `key`, if it is one.
@@ -196,7 +221,15 @@ pub fn duration_bounds_for(key: &str, endpoint: &Endpoint) -> Option<(Duration, 
         Endpoint::Region(_) => false,
     };
     Some(
-        if local && key != "usersig_ttl" && key != "renew_margin" && key != "saved_plan_max_age" {
+        if local
+            && ![
+                "usersig_ttl",
+                "renew_margin",
+                "saved_plan_max_age",
+                "lock_ttl",
+            ]
+            .contains(&key)
+        {
             (lo.min(EMULATOR_MIN_PERIOD), hi)
         } else {
             (lo, hi)
@@ -234,6 +267,8 @@ const KEYS: &[&str] = &[
     "offline_error_codes",
     "saved_plan_max_age",
     "max_alias_pairs",
+    "lock_ttl",
+    "state_store",
 ];
 
 /// Checks the bytes of a config file: UTF-8, then [`parse`].
@@ -411,8 +446,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         }
     };
     let state = match take("state") {
-        Some(v) => c.path(&v, "state", &base),
-        None => Some(base.join("state/marksync.json")),
+        Some(v) => c.state(&v, &base),
+        None => Some(Location::File(base.join("state/marksync.json"))),
+    };
+    let state_store = match take("state_store") {
+        Some(v) => {
+            let at = v.referenced;
+            let settings = c.state_store(v);
+            if matches!(state, Some(Location::File(_))) {
+                c.err(
+                    &at,
+                    "`state_store` applies to a state in an object store (`state: s3://BUCKET/KEY`), \
+                     but `state` is a local file: remove `state_store`, or set `state` to the URL",
+                );
+                None
+            } else {
+                settings.map(Some)
+            }
+        }
+        None => Some(None),
     };
     let max_calls_per_second = match take("max_calls_per_second") {
         Some(v) => c
@@ -449,6 +501,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let reassert_every = duration("reassert_every", Duration::from_secs(30 * 60));
     let debounce = duration("debounce", Duration::from_millis(300));
     let usersig_ttl = duration("usersig_ttl", Duration::from_secs(7 * 86400));
+    let lock_ttl = duration("lock_ttl", Duration::from_secs(30));
     let saved_plan_max_age = duration(
         "saved_plan_max_age",
         Duration::from_secs(crate::saved_plan::DEFAULT_MAX_AGE_SECS as u64),
@@ -532,6 +585,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         endpoint: endpoint.ok_or_else(missing)?,
         desired: desired.ok_or_else(missing)?,
         state: state.ok_or_else(missing)?,
+        lock_ttl: lock_ttl.ok_or_else(missing)?,
+        state_store: state_store.ok_or_else(missing)?,
         max_calls_per_second: max_calls_per_second.ok_or_else(missing)?,
         renew_margin: renew_margin.ok_or_else(missing)?,
         retry_pending_every: retry_pending_every.ok_or_else(missing)?,
@@ -546,6 +601,93 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         saved_plan_max_age: saved_plan_max_age.ok_or_else(missing)?,
         max_alias_pairs: max_alias_pairs.ok_or_else(missing)?,
     })
+}
+
+/// The URL schemes of the object stores `state:` takes (SPEC 11).
+pub const STATE_URL_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
+
+/// What a `state` value is: `Ok(None)` a path, `Ok(Some(url))` an object store's URL, `Err` why
+/// it is neither (in the user's terms, with what to write instead).
+fn state_location(s: &str) -> Result<Option<String>, String> {
+    // A scheme as RFC 3986 has it: a letter, then letters, digits, `+`, `-`, `.`.
+    let scheme_len = s
+        .char_indices()
+        .take_while(|&(i, ch)| {
+            ch.is_ascii_alphabetic() || (i > 0 && (ch.is_ascii_digit() || "+-.".contains(ch)))
+        })
+        .count();
+    let (scheme, rest) = s.split_at(scheme_len);
+    let Some(after_colon) = rest.strip_prefix(':') else {
+        return Ok(None);
+    };
+    let lower = scheme.to_ascii_lowercase();
+    let served = STATE_URL_SCHEMES.contains(&lower.as_str());
+    let Some(url_rest) = after_colon.strip_prefix("//") else {
+        // `s3:/b/k` or `s3:b/k`: a store's URL with a slash missing. Any other `x:/...` is as
+        // likely a mistyped URL as a path; `./` says which.
+        if served || after_colon.starts_with('/') {
+            let hint = if served {
+                format!(
+                    "did you mean {lower}://{}? ",
+                    after_colon.trim_start_matches('/')
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "looks like a URL with a slash missing; {hint}For a local path with a colon \
+                 in it, write it as ./{s}"
+            ));
+        }
+        return Ok(None);
+    };
+    if scheme.is_empty() {
+        return Ok(None);
+    }
+    if served && scheme != lower {
+        return Err(format!(
+            "URL schemes are written in lower case: did you mean {lower}://{url_rest}?"
+        ));
+    }
+    match lower.as_str() {
+        "s3" | "gs" | "az" => {
+            let (bucket, key) = url_rest.split_once('/').unwrap_or((url_rest, ""));
+            if bucket.is_empty() || key.is_empty() {
+                return Err(format!(
+                    "a state URL needs a bucket and an object key: {lower}://BUCKET/KEY, such as \
+                     {lower}://my-bucket/marksync/state.json"
+                ));
+            }
+            if key.ends_with('/') {
+                return Err(format!(
+                    "the object key ends with `/`, so it names a folder; name the state object, \
+                     such as {lower}://{bucket}/{key}state.json"
+                ));
+            }
+            Ok(Some(s.to_string()))
+        }
+        "file" => Err(format!(
+            "a file URL; write the path itself: {}",
+            if url_rest.starts_with('/') {
+                url_rest.to_string()
+            } else {
+                url_rest
+                    .split_once('/')
+                    .map_or(url_rest, |(_, p)| p)
+                    .to_string()
+            }
+        )),
+        "http" | "https" => Err(
+            "an http URL is not a state store; for an S3-compatible store (Tencent Cloud COS, \
+             MinIO...) write state: s3://BUCKET/KEY and put the store's URL in \
+             `state_store.endpoint`"
+                .to_string(),
+        ),
+        _ => Err(format!(
+            "unknown scheme `{scheme}://`; `state` is a local path or a URL of an object store \
+             (s3://, gs://, az://)"
+        )),
+    }
 }
 
 fn unknown_key(key: &str, known: &[&str]) -> String {
@@ -643,6 +785,93 @@ impl Checker<'_> {
             return None;
         }
         Some(base.join(s))
+    }
+
+    /// The `state` value: a path, or the URL of an object store this build serves. A value with
+    /// `SCHEME://` is a URL, never a path, and so is one that looks like a store's URL with a
+    /// slash missing (`s3:/b/k`, `s3:b/k`): read as a path, it would quietly make a folder
+    /// named `s3:` beside the config while the team believes the state is in the bucket. `./`
+    /// before a path makes it a path whatever it holds.
+    fn state(&mut self, v: &Spanned<Value>, base: &Path) -> Option<Location> {
+        let Value::Scalar(Scalar::Str(s)) = &v.value else {
+            return self.path(v, "state", base).map(Location::File);
+        };
+        match state_location(s) {
+            Ok(Some(url)) => Some(Location::Object(url)),
+            Ok(None) => self.path(v, "state", base).map(Location::File),
+            Err(message) => {
+                self.err(&v.referenced, format!("`state` {s:?}: {message}"));
+                None
+            }
+        }
+    }
+
+    /// `state_store: {endpoint, region, allow_http}`.
+    fn state_store(&mut self, v: Spanned<Value>) -> Option<StateStoreSettings> {
+        let before = self.errors.len();
+        let mut out = StateStoreSettings::default();
+        let mut endpoint_at = v.referenced;
+        let keys = ["endpoint", "region", "allow_http"];
+        for (k, val) in self.map(v, "state_store", &keys)? {
+            match k.value.as_str() {
+                "endpoint" => {
+                    endpoint_at = val.referenced;
+                    let Some(s) = self.string(&val, "state_store.endpoint") else {
+                        continue;
+                    };
+                    let host = s
+                        .strip_prefix("https://")
+                        .or_else(|| s.strip_prefix("http://"))
+                        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+                    match host {
+                        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => {
+                            out.endpoint = Some(s)
+                        }
+                        _ => self.err(
+                            &val.referenced,
+                            format!(
+                                "`state_store.endpoint` must be an https:// URL such as \
+                                 https://cos.ap-singapore.myqcloud.com, found {s:?}"
+                            ),
+                        ),
+                    }
+                }
+                "region" => {
+                    if let Some(s) = self.string(&val, "state_store.region") {
+                        if s.trim().is_empty() {
+                            self.err(&val.referenced, "`state_store.region` must not be empty");
+                        } else {
+                            out.region = Some(s);
+                        }
+                    }
+                }
+                _ => match &val.value {
+                    Value::Scalar(Scalar::Bool(b)) => out.allow_http = *b,
+                    other => {
+                        let message = format!(
+                            "`state_store.allow_http` must be true or false, found {}",
+                            other.kind()
+                        );
+                        self.err(&val.referenced, message);
+                    }
+                },
+            }
+        }
+        if self.errors.len() == before
+            && !out.allow_http
+            && out
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
+        {
+            self.err(
+                &endpoint_at,
+                "`state_store.endpoint` is plain http: the store's answers (the state) and the \
+                 requests' signatures would cross the network unencrypted. Use https, or add \
+                 `allow_http: true` for a store on this machine or a private network",
+            );
+        }
+        (self.errors.len() == before).then_some(out)
     }
 
     /// The admin account: the service's account rules, and the text as written (YAML would read
@@ -904,7 +1133,7 @@ impl Checker<'_> {
 
 /// A plain scalar as the user wrote it at `at`, for messages about YAML's number resolution
 /// (`007`, not the `7` it resolved to). `None` when it cannot be found.
-fn written(text: &str, at: &Location) -> Option<String> {
+fn written(text: &str, at: &serde_saphyr::Location) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(at.line()).ok()?.checked_sub(1)?)?;

@@ -48,7 +48,7 @@ use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
-use crate::state::{self, State};
+use crate::state::{self, State, StateStore};
 use systemd::{notify, watchdog_period};
 use watch::{describe_watch_error, watch_files};
 
@@ -134,6 +134,8 @@ struct Daemon {
     config: Config,
     opts: RunOptions,
     clock: Arc<dyn Clock>,
+    /// Where the state is kept (locked by `run` for the daemon's life, unless a dry run).
+    store: Arc<dyn StateStore>,
     state: State,
     desired: DesiredCache,
     /// The last desired-file problems, logged once per change.
@@ -238,19 +240,21 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let mut config = engine::load_config(config_path)?;
-    // Resolved once, for the daemon's life: the lock and every save are beside this file, even
-    // if a symlinked state path is re-pointed while it runs (a restart picks the new target).
-    config.state = state::target(&config.state).map_err(|source| state::StateError::Read {
-        path: config.state.clone(),
-        source,
-    })?;
+    let config = engine::load_config(config_path)?;
+    // Opened once, for the daemon's life: the lock and every save go to the state the lock was
+    // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
+    // new target).
+    let store = state::open(&config)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(state::lock(&config.state)?)
+        Some(
+            store
+                .lock(&engine::lock_request(&config, "run", true))
+                .await?,
+        )
     };
-    let st = state::load(&config.state, config.sdkappid)?;
+    let st = store.load(config.sdkappid).await?;
     let connection = engine::connect(&config, clock.clone()).await?;
     let endpoint = match &config.endpoint {
         Endpoint::Embedded => "embedded",
@@ -258,7 +262,7 @@ pub async fn run(
         Endpoint::Url(_) => "url",
     };
     tracing::info!(
-        state = %config.state.display(),
+        state = %store.describe(),
         serial = st.serial,
         managed = st.managed_count(),
         endpoint,
@@ -279,6 +283,7 @@ pub async fn run(
         config,
         opts,
         clock,
+        store,
         state: st,
         desired_problems: None,
         desired_problems_at: None,
@@ -374,7 +379,7 @@ pub async fn run(
                 Some(input) = inputs.recv() => input,
                 () = sleep_or_forever(renewal) => Input::RenewalDue,
                 () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
-                    daemon.flush_state();
+                    daemon.flush_state().await;
                     continue;
                 }
                 () = sleep_until_opt(daemon.calls_paused_until) => {
@@ -480,7 +485,7 @@ pub async fn run(
 
     notify(&[sd_notify::NotifyState::Stopping]);
     if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
-        state::save(&daemon.config.state, &mut daemon.state)?;
+        daemon.store.save(&mut daemon.state).await?;
     }
     tracing::info!("marksync stopped");
     Ok(exit::OK)
@@ -549,10 +554,10 @@ impl Daemon {
     /// Saves state changes made outside a reconcile (callbacks) and updates the gauges they
     /// move, so neither `/metrics` nor a restart after a crash waits for the next non-empty
     /// reconcile, which could be hours away.
-    fn flush_state(&mut self) {
+    async fn flush_state(&mut self) {
         if self.opts.dry_run {
             self.dirty_since = None;
-        } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
+        } else if let Err(e) = self.store.save(&mut self.state).await {
             tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
             // Retry at the next period rather than in a tight loop.
             self.dirty_since = Some(Instant::now());
@@ -657,10 +662,13 @@ impl Daemon {
     fn reload(&mut self) {
         match engine::load_config(&self.config_path) {
             Ok(config) => {
-                let state = state::target(&config.state).unwrap_or(config.state.clone());
-                if state != self.config.state || config.sdkappid != self.config.sdkappid {
+                if config.state != self.config.state
+                    || config.state_store != self.config.state_store
+                    || config.lock_ttl != self.config.lock_ttl
+                    || config.sdkappid != self.config.sdkappid
+                {
                     tracing::warn!(
-                        "reload: `state` and `sdkappid` changes need a restart; keeping the old ones"
+                        "reload: `state`, `state_store`, `lock_ttl` and `sdkappid` changes need a restart; keeping the old ones"
                     );
                 }
                 if config.desired != self.config.desired {
@@ -686,6 +694,8 @@ impl Daemon {
                 }
                 let keep = (
                     self.config.state.clone(),
+                    self.config.state_store.clone(),
+                    self.config.lock_ttl,
                     self.config.sdkappid,
                     self.config.desired.clone(),
                     self.config.http.clone(),
@@ -696,6 +706,8 @@ impl Daemon {
                 self.config.max_alias_pairs = max_alias_pairs;
                 (
                     self.config.state,
+                    self.config.state_store,
+                    self.config.lock_ttl,
                     self.config.sdkappid,
                     self.config.desired,
                     self.config.http,

@@ -87,7 +87,7 @@ impl Daemon {
         };
         let metrics = self.metrics.clone();
         let client = self.connection.client.clone();
-        let state_path = self.config.state.clone();
+        let store = self.store.clone();
         let clock = self.clock.clone();
         let stop = self.stop.clone();
         let mut audit = super::audit::Audit::new(&self.state, &plan);
@@ -96,7 +96,7 @@ impl Daemon {
             let work = apply::execute(
                 plan,
                 &mut self.state,
-                &state_path,
+                store.as_ref(),
                 &client,
                 clock.as_ref(),
                 &settings,

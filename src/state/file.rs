@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -440,20 +441,34 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
 
 /// A state in a local file: the [`StateStore`] over the functions above. The flock is the
 /// one-writer guarantee, so writes need no version check.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileStore {
+    /// The path as configured (what messages name).
     path: PathBuf,
+    /// The file the path stood for when the lock was taken: from then on every read and write
+    /// goes there, beside the lock, even if a symbolic link is re-pointed meanwhile (a restart
+    /// picks the new target).
+    pinned: OnceLock<PathBuf>,
 }
 
 impl FileStore {
     /// The store for the state file at `path` (a symbolic link is written through, see [`target`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            pinned: OnceLock::new(),
+        }
     }
 
-    /// The configured path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file to read and write: the pinned one once locked, else what the path stands for now.
+    fn real(
+        &self,
+        err: impl FnOnce(PathBuf, io::Error) -> StateError,
+    ) -> Result<PathBuf, StateError> {
+        match self.pinned.get() {
+            Some(p) => Ok(p.clone()),
+            None => target(&self.path).map_err(|e| err(self.path.clone(), e)),
+        }
     }
 }
 
@@ -474,19 +489,34 @@ impl StateStore for FileStore {
     }
 
     fn load(&self, sdkappid: u64) -> StoreFuture<'_, State> {
-        Box::pin(async move { load(&self.path, sdkappid) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Read { path, source })?;
+            load_at(&real, sdkappid).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn save<'a>(&'a self, state: &'a mut State) -> StoreFuture<'a, ()> {
-        Box::pin(async move { save(&self.path, state) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Write { path, source })?;
+            save_at(&real, state).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn save_intents<'a>(&'a self, state: &'a State) -> StoreFuture<'a, ()> {
-        Box::pin(async move { save_intents(&self.path, state) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Write { path, source })?;
+            save_intents_at(&real, state).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn lock<'a>(&'a self, _request: &'a LockRequest) -> StoreFuture<'a, Box<dyn StoreLock>> {
-        Box::pin(async move { lock(&self.path).map(|l| Box::new(l) as Box<dyn StoreLock>) })
+        Box::pin(async move {
+            let real = target(&self.path).map_err(lock_error(&lock_path(&self.path)))?;
+            let held = lock_at(&real).map_err(|e| named(e, &self.path, &real))?;
+            // A second lock of the same store (never done) would keep the first pin.
+            let _ = self.pinned.set(real);
+            Ok(Box::new(held) as Box<dyn StoreLock>)
+        })
     }
 
     fn holder(&self) -> StoreFuture<'_, Option<LockHolder>> {
@@ -511,10 +541,7 @@ impl StateStore for FileStore {
 
     fn pull(&self, _serial: Option<u64>) -> StoreFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let real = target(&self.path).map_err(|source| StateError::Read {
-                path: self.path.clone(),
-                source,
-            })?;
+            let real = self.real(|path, source| StateError::Read { path, source })?;
             std::fs::read(&real).map_err(|source| StateError::Read {
                 path: self.path.clone(),
                 source,
@@ -523,12 +550,20 @@ impl StateStore for FileStore {
     }
 
     fn local_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let st = target(&self.path).unwrap_or_else(|_| self.path.clone());
-        vec![
-            ("state", self.path.clone()),
-            ("state backup", backup_path(&st)),
-            ("state intents sidecar", intents_path(&st)),
-            ("state lock", lock_path(&st)),
-        ]
+        // Beside the path given and beside the file it stands for (a symbolic link's target).
+        let mut states = vec![self.path.clone()];
+        if let Ok(real) = self.real(|path, source| StateError::Read { path, source })
+            && real != self.path
+        {
+            states.push(real);
+        }
+        let mut files = Vec::new();
+        for st in states {
+            files.push(("state backup", backup_path(&st)));
+            files.push(("state intents sidecar", intents_path(&st)));
+            files.push(("state lock", lock_path(&st)));
+            files.push(("state file", st));
+        }
+        files
     }
 }

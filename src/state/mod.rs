@@ -28,10 +28,12 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod file;
 pub mod inspect;
+mod open;
 pub mod store;
 pub use file::{
     FileStore, Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
 };
+pub use open::open;
 pub use store::{
     Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,
 };
@@ -121,6 +123,14 @@ pub enum StateError {
         /// Who wrote, as far as the store says.
         writer: String,
     },
+    /// The state's store cannot be used by this build or with these settings.
+    #[error("state {state}: {detail}")]
+    Unavailable {
+        /// The state's path or URL.
+        state: String,
+        /// Why, and what to do.
+        detail: String,
+    },
     /// The lock file cannot be created or locked.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -168,6 +178,7 @@ impl StateError {
             },
             Locked { path, pid } => Locked { path: f(path), pid },
             Conflict { state, writer } => Conflict { state, writer },
+            Unavailable { state, detail } => Unavailable { state, detail },
             Lock { path, source } => Lock {
                 path: f(path),
                 source,
@@ -186,6 +197,7 @@ impl StateError {
             StateError::Write { .. } => "write",
             StateError::Locked { .. } => "locked",
             StateError::Conflict { .. } => "conflict",
+            StateError::Unavailable { .. } => "unavailable",
             StateError::Lock { .. } => "lock",
         }
     }

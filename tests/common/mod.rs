@@ -40,3 +40,12 @@ pub const ADMIN: &str = "administrator";
 pub const BIN: &str = env!("CARGO_BIN_EXE_marksync");
 /// How often [`poll`] looks.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// The state file of a config whose `state` is a path (every test config but the object
+/// store's).
+pub fn state_file(config: &marksync::config::Config) -> &std::path::Path {
+    match &config.state {
+        marksync::config::Location::File(path) => path,
+        other => panic!("this test needs a state file, the config names {other:?}"),
+    }
+}

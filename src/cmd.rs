@@ -1,11 +1,10 @@
 //! The commands behind the CLI. Each takes its options, does its work and returns the exit code
 //! for success or an [`Error`] that knows its own. `main` only parses arguments and calls here.
 
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,8 +16,8 @@ use crate::desired;
 use crate::emulator::EmulatorConfig;
 pub use crate::engine::compute_plan;
 use crate::engine::{
-    SHUTDOWN_GRACE, connect, load_config, load_desired, lock_request, policy, refresh_state,
-    runtime, secret_key,
+    SHUTDOWN_GRACE, connect, load_config, load_desired, lock_request, policy, runtime, secret_key,
+    until_stopped,
 };
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
@@ -334,8 +333,8 @@ async fn first_signal(interrupts: &mut watch::Receiver<Option<Interrupt>>) -> In
     }
 }
 
-/// A refresh (see [`refresh_state`]) unless a signal on `interrupts` comes first: then its reads
-/// are abandoned at once and the signal is returned. The reads change nothing anywhere, and
+/// A refresh ([`crate::refresh::refresh`]) unless a signal on `interrupts` comes first: then its
+/// reads are abandoned at once and the signal is returned. The reads change nothing anywhere, and
 /// `state` changes only when they all finished, so an abandoned refresh leaves it as it was.
 async fn refresh_unless_interrupted(
     client: &crate::tim::client::Client,
@@ -344,9 +343,18 @@ async fn refresh_unless_interrupted(
     clock: &dyn Clock,
     interrupts: &mut watch::Receiver<Option<Interrupt>>,
 ) -> Result<Result<crate::refresh::Refreshed, Error>, Interrupt> {
-    tokio::select! {
-        r = refresh_state(client, desired, state, clock) => Ok(r),
-        signal = first_signal(interrupts) => Err(signal),
+    let reads = crate::refresh::refresh(client, desired, state, clock);
+    let ended = until_stopped(
+        reads,
+        first_signal(interrupts),
+        &AtomicBool::new(false),
+        Duration::ZERO,
+        |_| {},
+    )
+    .await;
+    match (ended.output, ended.by) {
+        (Some(r), _) => Ok(r.map_err(Error::from)),
+        (None, by) => Err(by.unwrap_or(Interrupt::Int)),
     }
 }
 
@@ -560,23 +568,21 @@ pub async fn apply_until(
             std::io::stdout().is_terminal(),
         );
         if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
-            // Read on a thread of its own, so that Ctrl-C at the question stops at once (the
-            // first signal, not only the second): nothing has been sent yet.
-            write!(out, "\n{APPROVAL_PROMPT} ")
-                .and_then(|()| out.flush())
-                .map_err(write_err)?;
+            // Asked and read on a thread of its own, so that Ctrl-C at the question stops at
+            // once (the first signal, not only the second): nothing has been sent yet.
+            out.flush().map_err(write_err)?;
             let (tx, rx) = tokio::sync::oneshot::channel();
             std::thread::spawn(move || {
-                let mut line = String::new();
-                let read = std::io::stdin().read_line(&mut line).map(|_| line);
-                let _ = tx.send(read);
+                let answer =
+                    read_approval(&mut std::io::stdin().lock(), &mut anstream::stdout().lock());
+                let _ = tx.send(answer);
             });
             tokio::select! {
                 answer = rx => {
-                    let line = answer
+                    let approved = answer
                         .map_err(|_| Error::io("cannot read the approval", std::io::Error::other("reader gone")))?
                         .map_err(|e| Error::io("cannot read the approval", e))?;
-                    if !is_approval(&line) {
+                    if !approved {
                         return Err(Error::Cancelled);
                     }
                 }
@@ -613,7 +619,7 @@ pub async fn apply_until(
     if !opts.json {
         writeln!(out).map_err(write_err)?;
     }
-    let mut interrupted: Option<Interrupt> = None;
+    let interrupted: Option<Interrupt>;
     let result = {
         let work = crate::apply::execute(
             plan,
@@ -636,18 +642,25 @@ pub async fn apply_until(
                 }
             },
         );
-        until_interrupted(work, &mut interrupts, &stop, SHUTDOWN_GRACE, |signal| {
-            interrupted = Some(signal);
-            progress.suspend(|| {
-                let _ = writeln!(
-                    anstream::stderr(),
-                    "{}: sending no new calls; waiting up to {}s for the calls in flight, then saving the state (again to stop at once)",
-                    signal.name(),
-                    SHUTDOWN_GRACE.as_secs()
-                );
-            });
-        })
-        .await
+        let ended = until_stopped(
+            work,
+            first_signal(&mut interrupts),
+            &stop,
+            SHUTDOWN_GRACE,
+            |signal| {
+                progress.suspend(|| {
+                    let _ = writeln!(
+                        anstream::stderr(),
+                        "{}: sending no new calls; waiting up to {}s for the calls in flight, then saving the state (again to stop at once)",
+                        signal.name(),
+                        SHUTDOWN_GRACE.as_secs()
+                    );
+                });
+            },
+        )
+        .await;
+        interrupted = ended.by;
+        ended.output
     };
     progress.finish_and_clear();
     let applied = match result {
@@ -880,47 +893,6 @@ fn load_saved_plan(
         st.last_saved_plan = Some(saved.plan_id.clone());
     }
     Ok((desired, st, plan, changed))
-}
-
-/// Runs `work` to its end, unless a signal arrives on `interrupts`: then `stop` is set (so the
-/// work sends nothing new), `on_signal` is told, and the work gets `grace` more to finish.
-/// Returns its output, or `None` when the grace ran out (the work is dropped).
-pub async fn until_interrupted<T>(
-    work: impl Future<Output = T>,
-    interrupts: &mut watch::Receiver<Option<Interrupt>>,
-    stop: &AtomicBool,
-    grace: Duration,
-    mut on_signal: impl FnMut(Interrupt),
-) -> Option<T> {
-    tokio::pin!(work);
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut listening = true;
-    loop {
-        tokio::select! {
-            r = &mut work => return Some(r),
-            changed = interrupts.changed(), if listening && deadline.is_none() => {
-                if changed.is_err() {
-                    // The sender is gone: no signal can come any more.
-                    listening = false;
-                    continue;
-                }
-                let Some(signal) = *interrupts.borrow() else {
-                    continue;
-                };
-                stop.store(true, Ordering::SeqCst);
-                deadline = Some(tokio::time::Instant::now() + grace);
-                on_signal(signal);
-            }
-            () = sleep_until_opt(deadline) => return None,
-        }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A progress bar on stderr for applies long enough to need one, on a terminal only.

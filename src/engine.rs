@@ -3,9 +3,11 @@
 //! embedded emulator), and the async runtime. `cmd` (one-shot commands) and `daemon` (`marksync
 //! run`) both sit on top of this layer; it knows neither of them.
 
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -16,7 +18,6 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
-use crate::refresh;
 use crate::state::{self, LockRequest, StateStore};
 use crate::tim::client::{Client, ClientConfig};
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
@@ -161,27 +162,43 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     Ok(Connection { client, embedded })
 }
 
-/// Reads the live marks of what the desired files and `state` name (SPEC section 10) and makes
-/// `state` (in memory) agree with what was seen: lost, offline and gone marks forgotten, live
-/// desired marks adopted. Plan from `state` afterwards. Groups that could not be read are left as
-/// they are (never treated as absent) and listed in [`refresh::Refreshed::unread`]; the caller
-/// reports them. Shared by `plan --refresh`, `apply --refresh`, `import` and the daemon.
-pub async fn refresh_state(
-    client: &Client,
-    desired: &DesiredState,
-    state: &mut state::State,
-    clock: &dyn Clock,
-) -> Result<refresh::Refreshed, Error> {
-    // `refresh` reads, then classifies at `now`: the reading time comes from the listings.
-    let groups = refresh::to_read(desired, state);
-    let read = refresh::read(client, &groups, refresh::DEFAULT_PARALLEL_GROUPS).await?;
-    let classified = refresh::classify(desired, state, &read.facts, clock.now());
-    classified.changes.apply(state);
-    Ok(refresh::Refreshed {
-        classified,
-        unread: read.unread,
-        calls: read.calls,
-    })
+/// How work that a stop request may cut short ended ([`until_stopped`]).
+#[derive(Debug)]
+pub struct Stopped<T, S> {
+    /// The work's output; `None` when it was cut (the grace ran out, or there was none).
+    pub output: Option<T>,
+    /// The stop request, if one came.
+    pub by: Option<S>,
+}
+
+/// Runs `work` until it ends, unless `stop_requested` resolves first: then `stop` is set (so the
+/// work starts nothing new: no new call), `on_stop` is told, and the work gets `grace` more to
+/// finish (calls in flight); with a zero grace it is abandoned at once (reads, which change
+/// nothing until they all finished). The one shutdown rule of `apply`, `import`, `plan
+/// --refresh` and the daemon.
+pub async fn until_stopped<T, S>(
+    work: impl Future<Output = T>,
+    stop_requested: impl Future<Output = S>,
+    stop: &AtomicBool,
+    grace: Duration,
+    on_stop: impl FnOnce(&S),
+) -> Stopped<T, S> {
+    tokio::pin!(work);
+    let by = tokio::select! {
+        output = &mut work => return Stopped { output: Some(output), by: None },
+        by = stop_requested => by,
+    };
+    stop.store(true, Ordering::SeqCst);
+    on_stop(&by);
+    let output = if grace.is_zero() {
+        None
+    } else {
+        tokio::time::timeout(grace, work).await.ok()
+    };
+    Stopped {
+        output,
+        by: Some(by),
+    }
 }
 
 /// The main and backup base URLs of a config that calls the service (not `embedded`, which has
@@ -222,6 +239,67 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // tokio's paused clock: the durations are exact and nothing waits for real.
+
+    /// Work that takes `ms` and says so.
+    async fn work(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "done"
+    }
+
+    /// A stop request after `ms`.
+    async fn stop_after(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "SIGTERM"
+    }
+
+    const GRACE: Duration = Duration::from_millis(300);
+
+    #[tokio::test(start_paused = true)]
+    async fn work_without_a_stop_request_runs_to_its_end() {
+        let stop = AtomicBool::new(false);
+        let never = std::future::pending::<&str>();
+        let r = until_stopped(work(50), never, &stop, GRACE, |_| panic!("no stop")).await;
+        assert_eq!((r.output, r.by), (Some("done"), None));
+        assert!(!stop.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_request_sets_stop_and_the_work_in_flight_finishes_within_the_grace() {
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let r = until_stopped(work(150), stop_after(20), &stop, GRACE, |s| seen.push(*s)).await;
+        assert_eq!(r.output, Some("done"), "finished within the grace");
+        assert_eq!(r.by, Some("SIGTERM"));
+        assert!(
+            stop.load(Ordering::SeqCst),
+            "no new calls after the request"
+        );
+        assert_eq!(seen, ["SIGTERM"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_still_running_when_the_grace_runs_out_is_cut() {
+        let stop = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let r = until_stopped(work(60_000), stop_after(20), &stop, GRACE, |_| {}).await;
+        assert_eq!((r.output, r.by), (None, Some("SIGTERM")));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(20) + GRACE,
+            "cut exactly at the grace"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_grace_the_work_is_abandoned_at_once() {
+        let stop = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let r = until_stopped(work(60_000), stop_after(20), &stop, Duration::ZERO, |_| {}).await;
+        assert_eq!((r.output, r.by), (None, Some("SIGTERM")));
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
+    }
 
     fn urls(extra: &str) -> (String, Option<String>) {
         let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{extra}");

@@ -65,6 +65,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::desired::DesiredState;
 use crate::model::{
     Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_MARK, Mark, MarkSet, UnixTime,
@@ -706,16 +707,18 @@ pub struct Refreshed {
 /// The whole refresh: reads what [`to_read`] names through `client` (groups in parallel, up to
 /// [`DEFAULT_PARALLEL_GROUPS`]), [`classify`]s it, and applies the changes to `state` (in memory;
 /// saving is the caller's). Then `plan::plan(desired, state, now, policy)` sends what the drift
-/// needs. `now` is the caller's clock reading, after the reads.
+/// needs. Groups that could not be read are left as they are (never treated as absent) and
+/// listed in [`Refreshed::unread`]; the caller reports them. The reading time is `clock`'s, after
+/// the reads.
 pub async fn refresh(
     client: &Client,
     desired: &DesiredState,
     state: &mut State,
-    now: UnixTime,
+    clock: &dyn Clock,
 ) -> Result<Refreshed, RefreshError> {
     let groups = to_read(desired, state);
     let read = read(client, &groups, DEFAULT_PARALLEL_GROUPS).await?;
-    let classified = classify(desired, state, &read.facts, now);
+    let classified = classify(desired, state, &read.facts, clock.now());
     classified.changes.apply(state);
     Ok(Refreshed {
         classified,

@@ -687,33 +687,15 @@ impl SavedPlan {
         Self::from_bytes(path, &bytes)
     }
 
-    /// Writes the plan atomically: a temporary file in the same directory, fsync, rename over
-    /// `path`, fsync of the directory. A crash leaves the old file or the new one, never half.
-    ///
-    /// `state::write_atomically` is the same recipe, but private to the state module (and tied
-    /// to its errors and `.bak`); a saved plan needs no backup generation.
+    /// Writes the plan atomically ([`crate::state::write_atomically`]): a crash leaves the old
+    /// file or the new one, never half.
     pub fn write(&self, path: &Path) -> Result<(), SavedPlanError> {
-        let werr = |source: io::Error| SavedPlanError::Write {
-            path: path.into(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".marksync-plan-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(werr)?;
-        tmp.as_file_mut()
-            .write_all(&self.to_bytes())
-            .map_err(werr)?;
-        tmp.as_file().sync_all().map_err(werr)?;
-        tmp.persist(path).map_err(|e| werr(e.error))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(werr)
+        crate::state::write_atomically(path, |w| w.write_all(&self.to_bytes()), || Ok(())).map_err(
+            |(_, source)| SavedPlanError::Write {
+                path: path.into(),
+                source,
+            },
+        )
     }
 }
 

@@ -555,6 +555,9 @@ impl Daemon {
     /// move, so neither `/metrics` nor a restart after a crash waits for the next non-empty
     /// reconcile, which could be hours away.
     async fn flush_state(&mut self) {
+        // The gauges describe the state in memory: published before it is written, so whoever
+        // sees the new file sees them too.
+        self.refresh_counts();
         if self.opts.dry_run {
             self.dirty_since = None;
         } else if let Err(e) = self.store.save(&mut self.state).await {
@@ -564,7 +567,6 @@ impl Daemon {
         } else {
             self.dirty_since = None;
         }
-        self.refresh_counts();
     }
 
     /// A member came online or went offline (SPEC section 4 and 8). The service drops every mark

@@ -2,6 +2,7 @@
 //! while the files are broken or the guard refuses), then [`apply::execute`], the same code as
 //! `marksync apply`, with systemd kept informed and SIGTERM honoured while it runs.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,20 +11,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::systemd::{notify, watchdog_period};
-use super::{Daemon, Input, Trigger, interval, schedule, sleep_until_opt};
+use super::{Daemon, Input, Trigger, interval, schedule};
 use crate::apply::{self, Outcome};
-use crate::engine::SHUTDOWN_GRACE;
+use crate::engine::{SHUTDOWN_GRACE, until_stopped};
 use crate::model::UnixTime;
-use crate::plan::{self, Plan, Policy};
+use crate::plan::{self, Plan};
 
 impl Daemon {
     /// The plan of this round: the full plan when the desired files are good, else renewals of
     /// mark 500 only (nothing else changes while the files are broken).
     pub(super) fn plan(&mut self, now: UnixTime) -> Plan {
-        let policy = Policy {
-            renew_margin_secs: self.config.renew_margin.as_secs() as i64,
-            reassert: std::mem::take(&mut self.reassert_due),
-        };
+        let policy = crate::engine::policy(&self.config, std::mem::take(&mut self.reassert_due));
         match (self.desired.desired(), self.desired_problems.is_some()) {
             (Some(desired), false) => {
                 let full = plan::plan(desired, &self.state, now, &policy);
@@ -118,34 +116,19 @@ impl Daemon {
                     }
                 },
             );
-            tokio::pin!(work);
-            let mut deadline: Option<Instant> = None;
-            // Keep systemd informed during long reconciles: watchdog pings once running, start-timeout
-            // extensions during the first reconcile (it runs before READY=1).
-            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
-            let ready = self.ready;
-            loop {
-                tokio::select! {
-                    r = &mut work => break Some(r),
-                    _ = keepalive.tick() => {
-                        if ready {
-                            notify(&[sd_notify::NotifyState::Watchdog]);
-                        } else {
-                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
-                        }
-                    }
-                    Some(input) = inputs.recv(), if deadline.is_none() => {
-                        if matches!(input, Input::Shutdown) {
-                            tracing::info!("shutdown requested during a reconcile: no new calls; waiting for calls in flight");
-                            stop.store(true, Ordering::SeqCst);
-                            deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-                        } else {
-                            deferred.push(input);
-                        }
-                    }
-                    () = sleep_until_opt(deadline) => break None,
-                }
-            }
+            let ended = until_stopped(
+                keep_systemd_informed(work, self.ready),
+                shutdown_requested(inputs, deferred),
+                &stop,
+                SHUTDOWN_GRACE,
+                |()| {
+                    tracing::info!(
+                        "shutdown requested during a reconcile: no new calls; waiting for calls in flight"
+                    )
+                },
+            )
+            .await;
+            ended.output
         };
         match result {
             None => {
@@ -212,37 +195,21 @@ impl Daemon {
             return;
         };
         let client = self.connection.client.clone();
-        let stop = self.stop.clone();
-        let ready = self.ready;
-        let result = {
-            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
-            let work = crate::engine::refresh_state(
-                &client,
-                desired,
-                &mut self.state,
-                self.clock.as_ref(),
-            );
-            tokio::pin!(work);
-            loop {
-                tokio::select! {
-                    r = &mut work => break r,
-                    _ = keepalive.tick() => {
-                        if ready {
-                            notify(&[sd_notify::NotifyState::Watchdog]);
-                        } else {
-                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
-                        }
-                    }
-                    Some(input) = inputs.recv() => {
-                        if matches!(input, Input::Shutdown) {
-                            tracing::info!("shutdown requested during a refresh: reads abandoned, state unchanged");
-                            stop.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        deferred.push(input);
-                    }
-                }
-            }
+        let reads = crate::refresh::refresh(&client, desired, &mut self.state, self.clock.as_ref());
+        let ended = until_stopped(
+            keep_systemd_informed(reads, self.ready),
+            shutdown_requested(inputs, deferred),
+            &self.stop,
+            Duration::ZERO,
+            |()| {
+                tracing::info!(
+                    "shutdown requested during a refresh: reads abandoned, state unchanged"
+                )
+            },
+        )
+        .await;
+        let Some(result) = ended.output else {
+            return;
         };
         match result {
             Ok(r) => {
@@ -266,7 +233,7 @@ impl Daemon {
                 );
                 self.last_drift = Some(counts);
             }
-            Err(crate::error::Error::Refresh(e)) if e.is_no_permission() => {
+            Err(e) if e.is_no_permission() => {
                 tracing::error!("refresh turned off until SIGHUP, relying on reassert_every: {e}");
                 self.refresh_off = true;
             }
@@ -309,5 +276,37 @@ impl Daemon {
             )
         });
         self.publish_readiness();
+    }
+}
+
+/// Resolves when a shutdown arrives on `inputs`; every other input that arrives meanwhile goes
+/// to `deferred` (the next round's).
+async fn shutdown_requested(inputs: &mut mpsc::Receiver<Input>, deferred: &mut Vec<Input>) {
+    while let Some(input) = inputs.recv().await {
+        if matches!(input, Input::Shutdown) {
+            return;
+        }
+        deferred.push(input);
+    }
+    // Nobody can ask any more.
+    std::future::pending().await
+}
+
+/// Runs `work`, keeping systemd informed meanwhile: watchdog pings once the daemon is `ready`,
+/// start-timeout extensions during the first reconcile (it runs before READY=1).
+async fn keep_systemd_informed<T>(work: impl Future<Output = T>, ready: bool) -> T {
+    tokio::pin!(work);
+    let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = keepalive.tick() => {
+                if ready {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                }
+            }
+        }
     }
 }

@@ -222,38 +222,33 @@ fn save_intents_at(path: &Path, state: &State) -> Result<(), StateError> {
         serial: Some(state.serial),
         intents: state.intents.clone(),
     };
-    write_atomically(
-        &sidecar,
-        |w| serde_json::to_writer(w, &file).map_err(io::Error::other),
-        || Ok(()),
-    )
-    .map_err(|(_, e)| e)
+    write_atomically(&sidecar, |w| json_line(w, &file), || Ok(())).map_err(|(_, source)| {
+        StateError::Write {
+            path: sidecar.clone(),
+            source,
+        }
+    })
 }
 
 /// Whether a failed [`write_atomically`] had already renamed the new file into place (only the
 /// directory's fsync failed): then the new content is what the path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Renamed {
+pub enum Renamed {
+    /// The old file (if any) is still in place.
     No,
+    /// The new file is in place, but maybe not durably.
     Yes,
 }
 
-/// Writes `path` through a temporary file in the same directory: fsync, `before_rename`, rename,
-/// fsync the directory.
-fn write_atomically(
+/// Writes `path` through a temporary file in the same directory: `write`, fsync,
+/// `before_rename`, rename, fsync the directory. A crash at any instant leaves the old file or
+/// the new one, never a mix. The one atomic write (the state, its intents, a saved plan).
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
     before_rename: impl FnOnce() -> io::Result<()>,
-) -> Result<(), (Renamed, StateError)> {
-    let werr = |source: io::Error| {
-        (
-            Renamed::No,
-            StateError::Write {
-                path: path.into(),
-                source,
-            },
-        )
-    };
+) -> Result<(), (Renamed, io::Error)> {
+    let werr = |source: io::Error| (Renamed::No, source);
     // A FIFO, a device or a directory where the file goes is not replaced (the load refuses
     // one too): renaming over a link's target would replace, say, /dev/null itself.
     if let Ok(meta) = std::fs::symlink_metadata(path)
@@ -277,7 +272,6 @@ fn write_atomically(
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write(&mut w).map_err(werr)?;
-        w.write_all(b"\n").map_err(werr)?;
         w.flush().map_err(werr)?;
     }
     tmp.as_file().sync_all().map_err(werr)?;
@@ -285,8 +279,14 @@ fn write_atomically(
     tmp.persist(path).map_err(|e| werr(e.error))?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| (Renamed::Yes, werr(e).1))?;
+        .map_err(|e| (Renamed::Yes, e))?;
     Ok(())
+}
+
+/// A JSON document and a newline, as the state and its intents are written.
+fn json_line(w: &mut BufWriter<&mut File>, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, value).map_err(io::Error::other)?;
+    w.write_all(b"\n")
 }
 
 /// Writes the state atomically: temporary file in the same directory, fsync, keep the current
@@ -320,12 +320,9 @@ fn save_at(path: &Path, state: &mut State) -> Result<(), StateError> {
         }
         Ok(())
     };
-    let written = write_atomically(
-        path,
-        |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
-        keep_backup,
-    );
-    if let Err((renamed, e)) = written {
+    let written = write_atomically(path, |w| json_line(w, &*state), keep_backup);
+    if let Err((renamed, source)) = written {
+        let e = werr(source);
         // Once the new file is in place its serial is the one on disk, durable or not.
         if renamed == Renamed::No {
             state.serial = previous;

@@ -31,7 +31,8 @@ pub mod inspect;
 mod open;
 pub mod store;
 pub use file::{
-    FileStore, Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+    FileStore, Lock, Renamed, backup_path, intents_path, load, lock, lock_path, save, save_intents,
+    target, write_atomically,
 };
 pub use open::open;
 pub use store::{

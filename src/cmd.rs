@@ -4,8 +4,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -14,10 +12,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::desired;
 use crate::emulator::EmulatorConfig;
-pub use crate::engine::compute_plan;
 use crate::engine::{
-    SHUTDOWN_GRACE, connect, load_config, load_desired, lock_request, policy, runtime, secret_key,
-    until_stopped,
+    SHUTDOWN_GRACE, Session, load_config, load_desired, policy, runtime, secret_key,
 };
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
@@ -101,64 +97,50 @@ pub struct PlanOptions {
 /// With `refresh`, read the live marks first (a copy of the state is refreshed; nothing is
 /// written and no lock is taken; a saved plan carries the refresh's state changes).
 pub fn plan(config_path: &Path, opts: &PlanOptions) -> Result<u8, Error> {
-    let config = load_config(config_path)?;
-    let store = state::open(&config)?;
+    let mut session = Session::open(load_config(config_path)?, Arc::new(SystemClock))?;
     if let Some(out) = &opts.out {
         crate::saved_plan::check_destination(
             out,
-            &files_read(&config, store.as_ref()),
-            &config.desired,
+            &files_read(&session.config, session.store()),
+            &session.config.desired,
         )?;
     }
-    let mut now = SystemClock.now();
     // The digest is taken before the files are loaded: a file edited while planning then makes
     // the digest differ from what `apply FILE` finds, and the plan is refused rather than
     // applied against files nobody reviewed.
     let digest = match &opts.out {
-        Some(_) => match crate::saved_plan::desired_digest(&config.desired) {
+        Some(_) => match crate::saved_plan::desired_digest(&session.config.desired) {
             Ok(d) => Some(d),
             Err(e) => {
                 // The loader's report (every problem, with locations) says more than the
                 // digest's first one.
-                load_desired(&config)?;
+                load_desired(&session.config)?;
                 return Err(e.into());
             }
         },
         None => None,
     };
     let runtime = runtime()?;
-    let (desired, mut state, mut plan) =
-        runtime.block_on(compute_plan(&config, store.as_ref(), opts.reassert, now))?;
+    let (desired, mut state) = runtime.block_on(session.load())?;
     let refreshed = if opts.refresh {
         let r = runtime.block_on(async {
             let mut interrupts = apply_signals()?;
-            let connection = connect(&config, Arc::new(SystemClock)).await?;
-            let r = refresh_unless_interrupted(
-                &connection.client,
-                &desired,
-                &mut state,
-                &SystemClock,
-                &mut interrupts,
-            )
-            .await;
-            if let Some(embedded) = connection.embedded {
-                let _ = embedded.shutdown().await;
-            }
-            Ok::<_, Error>(r)
+            let r =
+                refresh_or_stop(&mut session, &desired, &mut state, &mut interrupts, "Plan").await;
+            session.disconnect().await;
+            r
         })?;
-        let r = match r {
-            Ok(r) => r?,
-            Err(signal) => {
-                return Ok(interrupted_during_refresh("Plan", signal, store.as_ref()));
-            }
-        };
-        warn_unread(&r);
-        now = SystemClock.now();
-        plan = crate::plan::plan(&desired, &state, now, &policy(&config, opts.reassert));
-        Some(r)
+        match r {
+            Ok(r) => Some(r),
+            Err(code) => return Ok(code),
+        }
     } else {
         None
     };
+    // Planned once, from the state as refreshed.
+    let now = session.clock().now();
+    let plan = session.plan(&desired, &state, now, opts.reassert);
+    let config = &session.config;
     if let (Some(path), Some(desired_digest)) = (&opts.out, digest) {
         let provenance = crate::saved_plan::Provenance {
             created_at: now,
@@ -333,28 +315,31 @@ async fn first_signal(interrupts: &mut watch::Receiver<Option<Interrupt>>) -> In
     }
 }
 
-/// A refresh ([`crate::refresh::refresh`]) unless a signal on `interrupts` comes first: then its
-/// reads are abandoned at once and the signal is returned. The reads change nothing anywhere, and
-/// `state` changes only when they all finished, so an abandoned refresh leaves it as it was.
-async fn refresh_unless_interrupted(
-    client: &crate::tim::client::Client,
+/// A refresh through `session` unless a signal on `interrupts` comes first: then its reads are
+/// abandoned at once (they change nothing anywhere, and the state changes only when they all
+/// finished), the user is told that `what` stopped, and `Err` holds the exit code. Groups that
+/// could not be read are reported.
+async fn refresh_or_stop(
+    session: &mut Session,
     desired: &desired::DesiredState,
     state: &mut state::State,
-    clock: &dyn Clock,
     interrupts: &mut watch::Receiver<Option<Interrupt>>,
-) -> Result<Result<crate::refresh::Refreshed, Error>, Interrupt> {
-    let reads = crate::refresh::refresh(client, desired, state, clock);
-    let ended = until_stopped(
-        reads,
-        first_signal(interrupts),
-        &AtomicBool::new(false),
-        Duration::ZERO,
-        |_| {},
-    )
-    .await;
-    match (ended.output, ended.by) {
-        (Some(r), _) => Ok(r.map_err(Error::from)),
-        (None, by) => Err(by.unwrap_or(Interrupt::Int)),
+    what: &str,
+) -> Result<Result<crate::refresh::Refreshed, u8>, Error> {
+    let ended = session
+        .refresh(desired, state, first_signal(interrupts), |_| {})
+        .await?;
+    match ended.output {
+        Some(r) => {
+            let r = r?;
+            warn_unread(&r);
+            Ok(Ok(r))
+        }
+        None => Ok(Err(interrupted_during_refresh(
+            what,
+            ended.by.unwrap_or(Interrupt::Int),
+            session.store(),
+        ))),
     }
 }
 
@@ -462,59 +447,49 @@ pub async fn apply_until(
     clock: Arc<dyn Clock>,
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
-    let store = state::open(config)?;
+    let mut session = Session::open(config.clone(), clock)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(store.lock(&lock_request(config, "apply", false)).await?)
+        Some(session.lock("apply", false).await?)
     };
-    let mut now = clock.now();
-    let (desired, mut st, mut plan, saved_changes) = match &opts.saved {
-        None => {
-            let (desired, st, plan) =
-                compute_plan(config, store.as_ref(), opts.reassert, now).await?;
-            (desired, st, plan, false)
-        }
-        Some(path) => {
-            let st = store.load(config.sdkappid).await?;
-            load_saved_plan(config, st, path, now, opts.dry_run)?
-        }
+    let code = apply_in(&mut session, opts, &mut interrupts).await;
+    session.disconnect().await;
+    code
+}
+
+/// What `apply` is about to do: the state (refreshed, or with the saved plan's changes), the
+/// plan, and what to show with it.
+struct Prepared {
+    desired: desired::DesiredState,
+    st: state::State,
+    plan: crate::plan::Plan,
+    refreshed: Option<crate::refresh::Refreshed>,
+    /// The state records something new even without a call (a refresh's or a saved plan's
+    /// changes, a saved plan's ID): it is saved even when the plan is empty.
+    state_changed: bool,
+    /// When the plan was made.
+    now: UnixTime,
+}
+
+/// `apply` under its lock: prepare, show, guard, approve, send, report.
+async fn apply_in(
+    session: &mut Session,
+    opts: &ApplyOptions,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<u8, Error> {
+    let Prepared {
+        desired,
+        mut st,
+        plan,
+        refreshed,
+        state_changed,
+        now,
+    } = match prepare_apply(session, opts, interrupts).await? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
     };
-    // With --refresh the connection is made first: the plan depends on what the service holds.
-    // (A saved plan is applied exactly: the CLI refuses --refresh with one.)
-    let mut connection = None;
-    let mut refreshed = None;
-    if opts.refresh && opts.saved.is_none() {
-        let c = connect(config, clock.clone()).await?;
-        let r = refresh_unless_interrupted(
-            &c.client,
-            &desired,
-            &mut st,
-            clock.as_ref(),
-            &mut interrupts,
-        )
-        .await;
-        let r = match r {
-            Ok(r) => r?,
-            Err(signal) => {
-                if let Some(embedded) = c.embedded {
-                    let _ = embedded.shutdown().await;
-                }
-                return Ok(interrupted_during_refresh("Apply", signal, store.as_ref()));
-            }
-        };
-        warn_unread(&r);
-        now = clock.now();
-        plan = crate::plan::plan(&desired, &st, now, &policy(config, opts.reassert));
-        connection = Some(c);
-        refreshed = Some(r);
-    }
-    // The refresh (or the saved plan's refresh) changed what the state records: forgotten or
-    // adopted marks, and a saved plan's ID, are kept even when no call is needed.
-    let state_changed = saved_changes
-        || refreshed
-            .as_ref()
-            .is_some_and(|r| !r.classified.changes.is_empty());
+    let config = &session.config;
     let mut out = anstream::stdout();
     let write_err = |e| Error::io("cannot write output", e);
     if opts.json {
@@ -542,12 +517,9 @@ pub async fn apply_until(
     if state_changed && !opts.dry_run && plan.calls.is_empty() {
         // Nothing to send, but the state changed: keep it. `apply::execute` saves only when it
         // sends calls.
-        store.save(&mut st).await?;
+        session.save(&mut st).await?;
     }
     if opts.dry_run || plan.is_empty() {
-        if let Some(c) = connection.take().and_then(|c| c.embedded) {
-            let _ = c.shutdown().await;
-        }
         if opts.json {
             writeln!(out, "{}", serde_json::json!({"summary": Totals::default()}))
                 .map_err(write_err)?;
@@ -561,39 +533,99 @@ pub async fn apply_until(
         }
         return Ok(exit::OK);
     }
-    {
-        use std::io::IsTerminal;
-        let terminal = (
-            std::io::stdin().is_terminal(),
-            std::io::stdout().is_terminal(),
-        );
-        if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
-            // Asked and read on a thread of its own, so that Ctrl-C at the question stops at
-            // once (the first signal, not only the second): nothing has been sent yet.
-            out.flush().map_err(write_err)?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let answer =
-                    read_approval(&mut std::io::stdin().lock(), &mut anstream::stdout().lock());
-                let _ = tx.send(answer);
-            });
-            tokio::select! {
-                answer = rx => {
-                    let approved = answer
-                        .map_err(|_| Error::io("cannot read the approval", std::io::Error::other("reader gone")))?
-                        .map_err(|e| Error::io("cannot read the approval", e))?;
-                    if !approved {
-                        return Err(Error::Cancelled);
-                    }
+    if let Some(code) = approve(opts, &mut out, interrupts).await? {
+        return Ok(code);
+    }
+    send(session, opts, plan, &mut st, interrupts).await
+}
+
+/// The state and the plan `apply` sends: a saved plan's, checked; or planned from the desired
+/// files and the state, refreshed first with `--refresh` (planned once, after the refresh).
+/// `Err` holds the exit code of a signal during the refresh.
+async fn prepare_apply(
+    session: &mut Session,
+    opts: &ApplyOptions,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<Result<Prepared, u8>, Error> {
+    if let Some(path) = &opts.saved {
+        // A saved plan is applied exactly: the CLI refuses --refresh with one.
+        let now = session.clock().now();
+        let st = session.load_state().await?;
+        let (desired, st, plan, state_changed) =
+            load_saved_plan(&session.config, st, path, now, opts.dry_run)?;
+        return Ok(Ok(Prepared {
+            desired,
+            st,
+            plan,
+            refreshed: None,
+            state_changed,
+            now,
+        }));
+    }
+    let (desired, mut st) = session.load().await?;
+    let refreshed = if opts.refresh {
+        match refresh_or_stop(session, &desired, &mut st, interrupts, "Apply").await? {
+            Ok(r) => Some(r),
+            Err(code) => return Ok(Err(code)),
+        }
+    } else {
+        None
+    };
+    let now = session.clock().now();
+    let plan = session.plan(&desired, &st, now, opts.reassert);
+    // Forgotten or adopted marks are kept even when no call is needed.
+    let state_changed = refreshed
+        .as_ref()
+        .is_some_and(|r| !r.classified.changes.is_empty());
+    Ok(Ok(Prepared {
+        desired,
+        st,
+        plan,
+        refreshed,
+        state_changed,
+        now,
+    }))
+}
+
+/// Asks for approval when a person is at a terminal (and `--auto-approve` was not given);
+/// `Some` exit code when the apply stops here (a signal: nothing was sent).
+async fn approve(
+    opts: &ApplyOptions,
+    out: &mut impl Write,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<Option<u8>, Error> {
+    use std::io::IsTerminal;
+    let terminal = (
+        std::io::stdin().is_terminal(),
+        std::io::stdout().is_terminal(),
+    );
+    if needs_approval(terminal.0, terminal.1, opts.auto_approve) {
+        // Asked and read on a thread of its own, so that Ctrl-C at the question stops at
+        // once (the first signal, not only the second): nothing has been sent yet.
+        out.flush()
+            .map_err(|e| Error::io("cannot write output", e))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let answer =
+                read_approval(&mut std::io::stdin().lock(), &mut anstream::stdout().lock());
+            let _ = tx.send(answer);
+        });
+        tokio::select! {
+            answer = rx => {
+                let approved = answer
+                    .map_err(|_| Error::io("cannot read the approval", std::io::Error::other("reader gone")))?
+                    .map_err(|e| Error::io("cannot read the approval", e))?;
+                if !approved {
+                    return Err(Error::Cancelled);
                 }
-                signal = first_signal(&mut interrupts) => {
-                    let _ = writeln!(
-                        anstream::stderr(),
-                        "\nApply interrupted by {} at the approval question: nothing was sent.",
-                        signal.name()
-                    );
-                    return Ok(signal.exit_code());
-                }
+            }
+            signal = first_signal(interrupts) => {
+                let _ = writeln!(
+                    anstream::stderr(),
+                    "\nApply interrupted by {} at the approval question: nothing was sent.",
+                    signal.name()
+                );
+                return Ok(Some(signal.exit_code()));
             }
         }
     }
@@ -603,30 +635,34 @@ pub async fn apply_until(
             "Apply interrupted by {} before any call: nothing was sent.",
             signal.name()
         );
-        return Ok(signal.exit_code());
+        return Ok(Some(signal.exit_code()));
     }
-    let connection = match connection {
-        Some(c) => c,
-        None => connect(config, clock.clone()).await?,
-    };
+    Ok(None)
+}
+
+/// Sends `plan`, printing each call's outcome, and reports the totals; a signal stops it (no new
+/// call; the calls in flight get [`SHUTDOWN_GRACE`]) and the state is saved either way.
+async fn send(
+    session: &mut Session,
+    opts: &ApplyOptions,
+    plan: crate::plan::Plan,
+    st: &mut state::State,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<u8, Error> {
+    let mut out = anstream::stdout();
+    let write_err = |e| Error::io("cannot write output", e);
     let progress = progress_bar(plan.calls.len());
     let settings = crate::apply::Settings {
-        offline_error_codes: config.offline_error_codes.clone(),
+        offline_error_codes: session.config.offline_error_codes.clone(),
         ..crate::apply::Settings::default()
     };
-    let stop = settings.stop.clone();
-    let plan = Arc::new(plan);
     if !opts.json {
         writeln!(out).map_err(write_err)?;
     }
-    let interrupted: Option<Interrupt>;
-    let result = {
-        let work = crate::apply::execute(
+    let ended = session
+        .execute(
             plan,
-            &mut st,
-            store.as_ref(),
-            &connection.client,
-            clock.as_ref(),
+            st,
             &settings,
             |report| {
                 progress.inc(1);
@@ -641,12 +677,7 @@ pub async fn apply_until(
                     progress.println(anstream::adapter::strip_str(&line).to_string());
                 }
             },
-        );
-        let ended = until_stopped(
-            work,
-            first_signal(&mut interrupts),
-            &stop,
-            SHUTDOWN_GRACE,
+            first_signal(interrupts),
             |signal| {
                 progress.suspend(|| {
                     let _ = writeln!(
@@ -658,29 +689,26 @@ pub async fn apply_until(
                 });
             },
         )
-        .await;
-        interrupted = ended.by;
-        ended.output
-    };
+        .await?;
     progress.finish_and_clear();
-    let applied = match result {
+    let applied = match ended.output {
         Some(r) => r?,
         None => {
             // The cut calls' marks are still intents in `st`: saving keeps them unknown, so the
             // next run sets or clears them again.
-            store.save(&mut st).await?;
-            let signal = interrupted.unwrap_or(Interrupt::Int);
+            session.save(st).await?;
+            let signal = ended.by.unwrap_or(Interrupt::Int);
             let _ = writeln!(
                 anstream::stderr(),
                 "Apply interrupted by {}: calls in flight did not finish within {}s. The state ({}) records what the service confirmed; the marks of the unfinished calls are recorded as unknown and the next apply sends them again.",
                 signal.name(),
                 SHUTDOWN_GRACE.as_secs(),
-                store.describe()
+                session.store().describe()
             );
             return Ok(signal.exit_code());
         }
     };
-    if let Some(signal) = interrupted {
+    if let Some(signal) = ended.by {
         let t = &applied.totals;
         if opts.json {
             writeln!(
@@ -697,7 +725,7 @@ pub async fn apply_until(
             render::totals(t),
             t.skipped,
             render::plural(t.skipped, "mark", "marks"),
-            store.describe()
+            session.store().describe()
         );
         return Ok(signal.exit_code());
     }
@@ -705,15 +733,12 @@ pub async fn apply_until(
         writeln!(out, "{}", serde_json::json!({"summary": applied.totals})).map_err(write_err)?;
     } else {
         let line = render::apply_line(&applied.totals);
-        let line = if matches!(config.endpoint, config::Endpoint::Embedded) {
+        let line = if matches!(session.config.endpoint, config::Endpoint::Embedded) {
             render::against_embedded(&line)
         } else {
             line
         };
         writeln!(out, "\n{line}").map_err(write_err)?;
-    }
-    if let Some(embedded) = connection.embedded {
-        let _ = embedded.shutdown().await;
     }
     if let Some(fatal) = applied.fatal {
         return Err(Error::Api(fatal));
@@ -768,33 +793,19 @@ pub async fn import_until(
     clock: Arc<dyn Clock>,
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
-    let store = state::open(config)?;
+    let mut session = Session::open(config.clone(), clock)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(store.lock(&lock_request(config, "import", false)).await?)
+        Some(session.lock("import", false).await?)
     };
-    let desired = load_desired(config)?;
-    let mut st = store.load(config.sdkappid).await?;
-    let connection = connect(config, clock.clone()).await?;
-    let r = refresh_unless_interrupted(
-        &connection.client,
-        &desired,
-        &mut st,
-        clock.as_ref(),
-        &mut interrupts,
-    )
-    .await;
-    if let Some(embedded) = connection.embedded {
-        let _ = embedded.shutdown().await;
-    }
-    let r = match r {
-        Ok(r) => r?,
-        Err(signal) => {
-            return Ok(interrupted_during_refresh("Import", signal, store.as_ref()));
-        }
+    let (desired, mut st) = session.load().await?;
+    let r = refresh_or_stop(&mut session, &desired, &mut st, &mut interrupts, "Import").await;
+    session.disconnect().await;
+    let r = match r? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
     };
-    warn_unread(&r);
     let changes = &r.classified.changes;
     let mut out = anstream::stdout().lock();
     let write_err = |e| Error::io("cannot write output", e);
@@ -807,12 +818,12 @@ pub async fn import_until(
         "Import{}: {adopted} {} adopted, {forgotten} forgotten, {} unmanaged left alone{}, {} not checked; {} read {}, no write call.",
         if opts.dry_run { " (dry run)" } else { "" },
         render::plural(adopted, "mark", "marks"),
-        counts.unmanaged,
+        counts.get(crate::refresh::DriftKind::Unmanaged),
         match r.classified.unnameable.len() {
             0 => String::new(),
             n => format!(" (and {})", render::unnameable_count(n)),
         },
-        counts.not_checked,
+        counts.get(crate::refresh::DriftKind::NotChecked),
         r.calls,
         render::plural(r.calls as usize, "call", "calls"),
     )
@@ -821,12 +832,12 @@ pub async fn import_until(
         writeln!(
             out,
             "Dry run: the state ({}) was not written.",
-            store.describe()
+            session.store().describe()
         )
         .map_err(write_err)?;
     } else if !changes.is_empty() {
-        store.save(&mut st).await?;
-        writeln!(out, "State saved to {}.", store.describe()).map_err(write_err)?;
+        session.save(&mut st).await?;
+        writeln!(out, "State saved to {}.", session.store().describe()).map_err(write_err)?;
     } else {
         writeln!(out, "The state already records what the service holds.").map_err(write_err)?;
     }
@@ -927,9 +938,9 @@ pub fn state_list(
     group: Option<&crate::model::GroupId>,
     json: bool,
 ) -> Result<u8, Error> {
-    let config = load_config(config_path)?;
-    let store = state::open(&config)?;
-    let st = runtime()?.block_on(store.load(config.sdkappid))?;
+    let session = Session::open(load_config(config_path)?, Arc::new(SystemClock))?;
+    let st = runtime()?.block_on(session.load_state())?;
+    let store = session.store();
     let groups = state::inspect::list(&st, group)?;
     let mut out = anstream::stdout().lock();
     let text = if json {
@@ -972,10 +983,9 @@ pub fn state_show(
     account: Option<&crate::model::Account>,
     json: bool,
 ) -> Result<u8, Error> {
-    let config = load_config(config_path)?;
-    let store = state::open(&config)?;
-    let st = runtime()?.block_on(store.load(config.sdkappid))?;
-    let now = SystemClock.now();
+    let session = Session::open(load_config(config_path)?, Arc::new(SystemClock))?;
+    let st = runtime()?.block_on(session.load_state())?;
+    let now = session.clock().now();
     let members = state::inspect::show(&st, group, account, now)?;
     let text = if json {
         serde_json::json!({"serial": st.serial, "members": members}).to_string() + "\n"
@@ -1021,17 +1031,15 @@ pub fn state_rm(
     account: Option<&crate::model::Account>,
     mark: Option<crate::model::Mark>,
 ) -> Result<u8, Error> {
-    let config = load_config(config_path)?;
-    let store = state::open(&config)?;
+    let session = Session::open(load_config(config_path)?, Arc::new(SystemClock))?;
     let (st, forgotten) = runtime()?.block_on(async {
-        let _lock = store
-            .lock(&lock_request(&config, "state rm", false))
-            .await?;
-        let mut st = store.load(config.sdkappid).await?;
+        let _lock = session.lock("state rm", false).await?;
+        let mut st = session.load_state().await?;
         let forgotten = state::inspect::rm(&mut st, group, account, mark)?;
-        store.save(&mut st).await?;
+        session.save(&mut st).await?;
         Ok::<_, Error>((st, forgotten))
     })?;
+    let store = session.store();
     let what = match (account, mark) {
         (None, _) => format!(
             "group {group} ({} {}, {} {})",

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::apply;
 use crate::clock::Clock;
 use crate::config::{self, Config, Endpoint};
 use crate::desired::{self, DesiredState};
@@ -18,7 +19,8 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
-use crate::state::{self, LockRequest, StateStore};
+use crate::refresh::{self, RefreshError, Refreshed};
+use crate::state::{self, LockRequest, StateStore, StoreLock};
 use crate::tim::client::{Client, ClientConfig};
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::tim::usersig::SecretKey;
@@ -58,25 +60,173 @@ pub fn policy(config: &Config, reassert: bool) -> Policy {
     }
 }
 
-/// Loads everything `plan` and `apply` need and computes the plan (no lock, no network).
-pub async fn compute_plan(
-    config: &Config,
-    store: &dyn StateStore,
-    reassert: bool,
-    now: UnixTime,
-) -> Result<(DesiredState, state::State, Plan), Error> {
-    // The desired files and the state are independent reads of about the same size (a million
-    // marks each): read the desired files on a thread of their own meanwhile. A problem in the
-    // desired files is still reported first.
-    let (root, max_alias_pairs) = (config.desired.clone(), config.max_alias_pairs);
-    let desired = tokio::task::spawn_blocking(move || load_desired_from(&root, max_alias_pairs));
-    let state = store.load(config.sdkappid).await;
-    let desired = desired
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
-    let state = state?;
-    let plan = plan::plan(&desired, &state, now, &policy(config, reassert));
-    Ok((desired, state, plan))
+/// One run of the engine, for a command or the daemon: it owns the config, the clock, the state
+/// store and (once connected) the client, and offers what every caller does with them: lock,
+/// load, refresh, plan, execute, save. `apply`, `import`, `plan` and the daemon's round are thin
+/// callers; none of them knows where the state is kept.
+pub struct Session {
+    /// The config this session runs on (the daemon replaces it on reload, keeping `state`).
+    pub config: Config,
+    /// Where "now" comes from (tests drive it).
+    clock: Arc<dyn Clock>,
+    /// Where the state is kept.
+    store: Arc<dyn StateStore>,
+    /// The API client, made on first need: planning alone never connects.
+    connection: Option<Connection>,
+}
+
+impl Session {
+    /// A session on `config`'s state store; nothing is read and nothing connects yet.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Session, Error> {
+        let store = state::open(&config)?;
+        Ok(Session {
+            config,
+            clock,
+            store,
+            connection: None,
+        })
+    }
+
+    /// The state store (for messages: its description, the local files it owns).
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Takes the state's one-writer lock for `command` (see [`lock_request`]).
+    pub async fn lock(
+        &self,
+        command: &str,
+        takes_callbacks: bool,
+    ) -> Result<Box<dyn StoreLock>, Error> {
+        let request = lock_request(&self.config, command, takes_callbacks);
+        Ok(self.store.lock(&request).await?)
+    }
+
+    /// Reads the state.
+    pub async fn load_state(&self) -> Result<state::State, Error> {
+        Ok(self.store.load(self.config.sdkappid).await?)
+    }
+
+    /// Reads the desired files and the state, at the same time: they are independent reads of
+    /// about the same size (a million marks each). A problem in the desired files is reported
+    /// first.
+    pub async fn load(&self) -> Result<(DesiredState, state::State), Error> {
+        let (root, max_alias_pairs) = (self.config.desired.clone(), self.config.max_alias_pairs);
+        let desired =
+            tokio::task::spawn_blocking(move || load_desired_from(&root, max_alias_pairs));
+        let state = self.store.load(self.config.sdkappid).await;
+        let desired = desired
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok((desired, state?))
+    }
+
+    /// The plan from `desired` and `state` at `now`, with the config's policy.
+    pub fn plan(
+        &self,
+        desired: &DesiredState,
+        state: &state::State,
+        now: UnixTime,
+        reassert: bool,
+    ) -> Plan {
+        plan::plan(desired, state, now, &policy(&self.config, reassert))
+    }
+
+    /// The API client, connecting (or starting the embedded emulator) on first use.
+    pub async fn client(&mut self) -> Result<&Client, Error> {
+        if self.connection.is_none() {
+            self.connection = Some(connect(&self.config, self.clock.clone()).await?);
+        }
+        Ok(&self.connection.as_ref().expect("connected above").client)
+    }
+
+    /// Builds the client again from the config (after a reload): the old one stays if the new
+    /// one cannot be built.
+    pub async fn reconnect(&mut self) -> Result<(), Error> {
+        let connection = connect(&self.config, self.clock.clone()).await?;
+        if let Some(old) = self.connection.replace(connection)
+            && let Some(embedded) = old.embedded
+        {
+            let _ = embedded.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Reads the live marks of what `desired` and `state` name and makes `state` (in memory)
+    /// agree (SPEC section 10), unless `stop_requested` resolves first: then the reads are
+    /// abandoned at once and `state` is as it was ([`until_stopped`] with no grace).
+    pub async fn refresh<S>(
+        &mut self,
+        desired: &DesiredState,
+        state: &mut state::State,
+        stop_requested: impl Future<Output = S>,
+        on_stop: impl FnOnce(&S),
+    ) -> Result<Stopped<Result<Refreshed, RefreshError>, S>, Error> {
+        let clock = self.clock.clone();
+        let client = self.client().await?.clone();
+        let reads = refresh::refresh(&client, desired, state, clock.as_ref());
+        let stop = AtomicBool::new(false);
+        Ok(until_stopped(reads, stop_requested, &stop, Duration::ZERO, on_stop).await)
+    }
+
+    /// Executes `plan` ([`apply::execute`]), saving to the store, until `stop_requested`
+    /// resolves: then no new call starts and the calls in flight get [`SHUTDOWN_GRACE`] to
+    /// finish. When they do not, the state is left to the caller to save (the cut calls' marks
+    /// are still intents in it: the next run settles them).
+    pub async fn execute<S>(
+        &mut self,
+        plan: Plan,
+        state: &mut state::State,
+        settings: &apply::Settings,
+        on_call: impl FnMut(apply::CallReport<'_>),
+        stop_requested: impl Future<Output = S>,
+        on_stop: impl FnOnce(&S),
+    ) -> Result<Stopped<Result<apply::Applied, state::StateError>, S>, Error> {
+        let clock = self.clock.clone();
+        let client = self.client().await?.clone();
+        let work = apply::execute(
+            Arc::new(plan),
+            state,
+            self.store.as_ref(),
+            &client,
+            clock.as_ref(),
+            settings,
+            on_call,
+        );
+        Ok(until_stopped(
+            work,
+            stop_requested,
+            &settings.stop,
+            SHUTDOWN_GRACE,
+            on_stop,
+        )
+        .await)
+    }
+
+    /// Saves `state` to the store.
+    pub async fn save(&self, state: &mut state::State) -> Result<(), state::StateError> {
+        self.store.save(state).await
+    }
+
+    /// The client's failover count so far (none before connecting).
+    pub fn failovers(&self) -> u64 {
+        self.connection
+            .as_ref()
+            .map_or(0, |c| c.client.endpoint_stats().failovers)
+    }
+
+    /// Drops the client, and stops the embedded emulator if one runs: the session's calls are
+    /// over.
+    pub async fn disconnect(&mut self) {
+        if let Some(embedded) = self.connection.take().and_then(|c| c.embedded) {
+            let _ = embedded.shutdown().await;
+        }
+    }
 }
 
 /// What a command takes the state's lock for: `command` names it to whoever finds the lock

@@ -160,7 +160,8 @@ pub enum DriftKind {
 }
 
 impl DriftKind {
-    /// Every kind, in report order.
+    /// Every kind, in report order (the order of declaration: [`DriftCounts`] is indexed by
+    /// the discriminant).
     pub const ALL: [DriftKind; 6] = [
         DriftKind::Lost,
         DriftKind::Offline,
@@ -257,54 +258,47 @@ pub struct OverCapacity {
     pub unnameable: usize,
 }
 
-/// Counts per kind: `summary.drift` of `plan --json`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DriftCounts {
-    /// See [`DriftKind::Lost`].
-    pub lost: usize,
-    /// See [`DriftKind::Offline`].
-    pub offline: usize,
-    /// See [`DriftKind::Gone`].
-    pub gone: usize,
-    /// See [`DriftKind::Unmanaged`].
-    pub unmanaged: usize,
-    /// See [`DriftKind::Adopted`].
-    pub adopted: usize,
-    /// See [`DriftKind::NotChecked`].
-    pub not_checked: usize,
-}
+/// Counts per kind: `summary.drift` of `plan --json`. A map from [`DriftKind`] (every kind
+/// present, zero or not), so a new kind is counted, reported and exported everywhere without a
+/// list of fields to keep in step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriftCounts([usize; DriftKind::ALL.len()]);
 
 impl DriftCounts {
     /// Counts the drift list.
     pub fn of(drift: &[Drift]) -> Self {
         let mut c = DriftCounts::default();
         for d in drift {
-            *c.get_mut(d.kind) += 1;
+            c.0[d.kind as usize] += 1;
         }
         c
     }
 
     /// The count of one kind.
     pub fn get(&self, kind: DriftKind) -> usize {
-        match kind {
-            DriftKind::Lost => self.lost,
-            DriftKind::Offline => self.offline,
-            DriftKind::Gone => self.gone,
-            DriftKind::Unmanaged => self.unmanaged,
-            DriftKind::Adopted => self.adopted,
-            DriftKind::NotChecked => self.not_checked,
-        }
+        self.0[kind as usize]
     }
 
-    fn get_mut(&mut self, kind: DriftKind) -> &mut usize {
-        match kind {
-            DriftKind::Lost => &mut self.lost,
-            DriftKind::Offline => &mut self.offline,
-            DriftKind::Gone => &mut self.gone,
-            DriftKind::Unmanaged => &mut self.unmanaged,
-            DriftKind::Adopted => &mut self.adopted,
-            DriftKind::NotChecked => &mut self.not_checked,
+    /// Every kind with its count, in report order.
+    pub fn iter(&self) -> impl Iterator<Item = (DriftKind, usize)> + '_ {
+        DriftKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+
+    /// The drifted marks of every kind together.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+}
+
+impl Serialize for DriftCounts {
+    /// `{"lost": 2, "offline": 0, ...}`: every kind, in report order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(DriftKind::ALL.len()))?;
+        for (kind, n) in self.iter() {
+            map.serialize_entry(kind.as_str(), &n)?;
         }
+        map.end()
     }
 }
 

@@ -448,7 +448,7 @@ pub fn write_json_plan(
 }
 
 /// Drift kinds in words, for the human drift section.
-fn drift_words(kind: DriftKind) -> &'static str {
+pub fn drift_words(kind: DriftKind) -> &'static str {
     match kind {
         DriftKind::Lost => "lost",
         DriftKind::Offline => "offline",

@@ -118,16 +118,9 @@ impl Env {
     }
 
     async fn plan(&self, reassert: bool) -> Plan {
-        let store = state::open(&self.config).unwrap();
-        cmd::compute_plan(
-            &self.config,
-            store.as_ref(),
-            reassert,
-            cmd::wall_clock_now(),
-        )
-        .await
-        .unwrap()
-        .2
+        common::plan_at(&self.config, reassert, cmd::wall_clock_now())
+            .await
+            .1
     }
 
     fn state(&self) -> State {
@@ -214,10 +207,7 @@ impl Env {
             ))
             .await
             .unwrap();
-        let (_, mut st, plan) =
-            cmd::compute_plan(&self.config, store.as_ref(), false, cmd::wall_clock_now())
-                .await
-                .unwrap();
+        let (mut st, plan) = common::plan_at(&self.config, false, cmd::wall_clock_now()).await;
         before();
         within(apply::execute(
             Arc::new(plan),
@@ -249,14 +239,7 @@ impl Env {
             ))
             .await
             .unwrap();
-        let (_, mut st, plan) = cmd::compute_plan(
-            &self.config,
-            store.as_ref(),
-            reassert,
-            cmd::wall_clock_now(),
-        )
-        .await
-        .unwrap();
+        let (mut st, plan) = common::plan_at(&self.config, reassert, cmd::wall_clock_now()).await;
         let settings = apply::Settings {
             offline_error_codes: self.config.offline_error_codes.clone(),
             ..apply::Settings::default()

@@ -105,11 +105,7 @@ impl Env {
     }
 
     async fn plan_is_empty(&self) -> bool {
-        let store = state::open(&self.config).unwrap();
-        let (_, _, plan) =
-            cmd::compute_plan(&self.config, store.as_ref(), false, cmd::wall_clock_now())
-                .await
-                .unwrap();
+        let (_, plan) = common::plan_at(&self.config, false, cmd::wall_clock_now()).await;
         plan.is_empty()
     }
 

@@ -341,10 +341,7 @@ async fn a_renewal_falling_due_between_plan_and_apply_is_no_reason_to_refuse() {
     clock.set(t0 + 60 * 3600 - 10);
     emu.set_clock(t0 + 60 * 3600 - 10);
     let now = clock.now();
-    let store = state::open(&config).unwrap();
-    let (_, st, plan) = cmd::compute_plan(&config, store.as_ref(), false, now)
-        .await
-        .unwrap();
+    let (st, plan) = common::plan_at(&config, false, now).await;
     assert_eq!(plan.summary.renew, 0);
     let provenance = Provenance {
         created_at: now,
@@ -380,9 +377,7 @@ async fn a_renewal_falling_due_between_plan_and_apply_is_no_reason_to_refuse() {
         "the saved call was applied"
     );
     // The renewal is the next plan's business.
-    let (_, _, next) = cmd::compute_plan(&config, store.as_ref(), false, clock.now())
-        .await
-        .unwrap();
+    let (_, next) = common::plan_at(&config, false, clock.now()).await;
     assert_eq!(next.summary.renew, 1);
 }
 

@@ -43,12 +43,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Endpoint};
 use crate::desired::cache::{DesiredCache, Refresh};
-use crate::engine::{self, Connection};
+use crate::engine::{self, Session};
 use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
-use crate::state::{self, State, StateStore};
+use crate::state::State;
 use systemd::{notify, watchdog_period};
 use watch::{describe_watch_error, watch_files};
 
@@ -131,18 +131,16 @@ const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// The daemon's mutable world, owned by the main loop.
 struct Daemon {
     config_path: PathBuf,
-    config: Config,
+    /// The config, the clock, the state store and the client (the state is locked by `run` for
+    /// the daemon's life, unless a dry run).
+    session: Session,
     opts: RunOptions,
-    clock: Arc<dyn Clock>,
-    /// Where the state is kept (locked by `run` for the daemon's life, unless a dry run).
-    store: Arc<dyn StateStore>,
     state: State,
     desired: DesiredCache,
     /// The last desired-file problems, logged once per change.
     desired_problems: Option<String>,
     /// Where they are (count, first file and line) without the source text, for `/readyz`.
     desired_problems_at: Option<String>,
-    connection: Connection,
     metrics: Arc<Metrics>,
     readiness: tokio::sync::watch::Sender<Readiness>,
     /// Set by the reassert timer, consumed by the next reconcile.
@@ -240,29 +238,26 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let config = engine::load_config(config_path)?;
-    // Opened once, for the daemon's life: the lock and every save go to the state the lock was
+    // One session for the daemon's life: the lock and every save go to the state the lock was
     // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
     // new target).
-    let store = state::open(&config)?;
+    let mut session = Session::open(engine::load_config(config_path)?, clock)?;
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(
-            store
-                .lock(&engine::lock_request(&config, "run", true))
-                .await?,
-        )
+        Some(session.lock("run", true).await?)
     };
-    let st = store.load(config.sdkappid).await?;
-    let connection = engine::connect(&config, clock.clone()).await?;
+    let st = session.load_state().await?;
+    // Connected before the first round, so a config the client refuses stops the start.
+    session.client().await?;
+    let config = &session.config;
     let endpoint = match &config.endpoint {
         Endpoint::Embedded => "embedded",
         Endpoint::Region(_) => "region",
         Endpoint::Url(_) => "url",
     };
     tracing::info!(
-        state = %store.describe(),
+        state = %session.store().describe(),
         serial = st.serial,
         managed = st.managed_count(),
         endpoint,
@@ -280,14 +275,11 @@ pub async fn run(
     let mut daemon = Daemon {
         config_path: config_path.to_path_buf(),
         desired: DesiredCache::new(config.desired.clone(), config.max_alias_pairs),
-        config,
+        session,
         opts,
-        clock,
-        store,
         state: st,
         desired_problems: None,
         desired_problems_at: None,
-        connection,
         metrics,
         readiness,
         reassert_due: false,
@@ -317,14 +309,14 @@ pub async fn run(
 
     let mut watcher = watch_files(
         daemon.desired.root(),
-        daemon.config.debounce,
+        daemon.session.config.debounce,
         sender.clone(),
     )
     .map_err(|source| Error::Watch {
         root: daemon.desired.root().to_path_buf(),
         source,
     })?;
-    let _http = match daemon.config.http.clone() {
+    let _http = match daemon.session.config.http.clone() {
         None => None,
         Some(http) => {
             let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
@@ -332,8 +324,8 @@ pub async fn run(
                 daemon.metrics.clone(),
                 readiness_rx,
                 events_tx,
-                daemon.config.sdkappid,
-                daemon.clock.clone(),
+                daemon.session.config.sdkappid,
+                daemon.session.clock().clone(),
             );
             let listener = crate::http::start(&http, state).await?;
             let callbacks = sender.clone();
@@ -359,9 +351,9 @@ pub async fn run(
     daemon.report_status();
     tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
 
-    let mut retry = interval(daemon.config.retry_pending_every);
-    let mut reassert = interval(daemon.config.reassert_every);
-    let mut refresh = daemon.config.refresh_every.map(interval);
+    let mut retry = interval(daemon.session.config.retry_pending_every);
+    let mut reassert = interval(daemon.session.config.reassert_every);
+    let mut refresh = daemon.session.config.refresh_every.map(interval);
     let mut watchdog = interval(watchdog_period());
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
@@ -410,19 +402,19 @@ pub async fn run(
             break;
         }
         // A reload's new periods, debounce and connection take effect now.
-        if retry.period() != daemon.config.retry_pending_every {
-            retry = interval(daemon.config.retry_pending_every);
+        if retry.period() != daemon.session.config.retry_pending_every {
+            retry = interval(daemon.session.config.retry_pending_every);
         }
-        if reassert.period() != daemon.config.reassert_every {
-            reassert = interval(daemon.config.reassert_every);
+        if reassert.period() != daemon.session.config.reassert_every {
+            reassert = interval(daemon.session.config.reassert_every);
         }
-        if refresh.as_ref().map(|i| i.period()) != daemon.config.refresh_every {
-            refresh = daemon.config.refresh_every.map(interval);
+        if refresh.as_ref().map(|i| i.period()) != daemon.session.config.refresh_every {
+            refresh = daemon.session.config.refresh_every.map(interval);
         }
-        if watcher.debounce != daemon.config.debounce {
+        if watcher.debounce != daemon.session.config.debounce {
             match watch_files(
                 daemon.desired.root(),
-                daemon.config.debounce,
+                daemon.session.config.debounce,
                 sender.clone(),
             ) {
                 Ok(w) => watcher = w,
@@ -433,9 +425,8 @@ pub async fn run(
             }
         }
         if std::mem::take(&mut daemon.reconnect) {
-            match engine::connect(&daemon.config, daemon.clock.clone()).await {
-                Ok(connection) => {
-                    daemon.connection = connection;
+            match daemon.session.reconnect().await {
+                Ok(()) => {
                     daemon.failovers_seen = 0;
                     // A new key or endpoint may be the fix for the fatal code: try it now.
                     if daemon.calls_paused_until.take().is_some() {
@@ -473,7 +464,7 @@ pub async fn run(
                 daemon.callback_not_before = Some(schedule::next_callback_round(
                     started,
                     daemon.last_round_calls,
-                    daemon.config.max_calls_per_second,
+                    daemon.session.config.max_calls_per_second,
                 ));
             }
             daemon.report_status();
@@ -485,7 +476,7 @@ pub async fn run(
 
     notify(&[sd_notify::NotifyState::Stopping]);
     if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
-        daemon.store.save(&mut daemon.state).await?;
+        daemon.session.save(&mut daemon.state).await?;
     }
     tracing::info!("marksync stopped");
     Ok(exit::OK)
@@ -525,7 +516,7 @@ impl Daemon {
                     note(Trigger::Reassert, &mut trigger);
                 }
                 Input::Refresh => {
-                    if self.config.refresh_every.is_some() && !self.refresh_off {
+                    if self.session.config.refresh_every.is_some() && !self.refresh_off {
                         self.refresh_due = true;
                         note(Trigger::Refresh, &mut trigger);
                     }
@@ -560,7 +551,7 @@ impl Daemon {
         self.refresh_counts();
         if self.opts.dry_run {
             self.dirty_since = None;
-        } else if let Err(e) = self.store.save(&mut self.state).await {
+        } else if let Err(e) = self.session.save(&mut self.state).await {
             tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
             // Retry at the next period rather than in a tight loop.
             self.dirty_since = Some(Instant::now());
@@ -664,64 +655,66 @@ impl Daemon {
     fn reload(&mut self) {
         match engine::load_config(&self.config_path) {
             Ok(config) => {
-                if config.state != self.config.state
-                    || config.state_store != self.config.state_store
-                    || config.lock_ttl != self.config.lock_ttl
-                    || config.sdkappid != self.config.sdkappid
+                if config.state != self.session.config.state
+                    || config.state_store != self.session.config.state_store
+                    || config.lock_ttl != self.session.config.lock_ttl
+                    || config.sdkappid != self.session.config.sdkappid
                 {
                     tracing::warn!(
                         "reload: `state`, `state_store`, `lock_ttl` and `sdkappid` changes need a restart; keeping the old ones"
                     );
                 }
-                if config.desired != self.config.desired {
+                if config.desired != self.session.config.desired {
                     tracing::warn!(
                         "reload: a new `desired` path needs a restart; keeping the old one"
                     );
                 }
-                if config.max_alias_pairs != self.config.max_alias_pairs {
+                if config.max_alias_pairs != self.session.config.max_alias_pairs {
                     tracing::warn!(
                         "reload: a new `max_alias_pairs` needs a restart; keeping the old one"
                     );
                 }
-                if config.http != self.config.http {
+                if config.http != self.session.config.http {
                     tracing::warn!(
                         "reload: `http` changes need a restart; keeping the old listener"
                     );
                 }
                 let embedded = |c: &Config| matches!(c.endpoint, Endpoint::Embedded);
-                if embedded(&config) != embedded(&self.config) {
+                if embedded(&config) != embedded(&self.session.config) {
                     tracing::warn!(
                         "reload: switching to or from `endpoint: embedded` needs a restart; keeping the old endpoint"
                     );
                 }
                 let keep = (
-                    self.config.state.clone(),
-                    self.config.state_store.clone(),
-                    self.config.lock_ttl,
-                    self.config.sdkappid,
-                    self.config.desired.clone(),
-                    self.config.http.clone(),
+                    self.session.config.state.clone(),
+                    self.session.config.state_store.clone(),
+                    self.session.config.lock_ttl,
+                    self.session.config.sdkappid,
+                    self.session.config.desired.clone(),
+                    self.session.config.http.clone(),
                 );
-                let old_endpoint = self.config.endpoint.clone();
-                let max_alias_pairs = self.config.max_alias_pairs; // the desired cache's
-                self.config = config;
-                self.config.max_alias_pairs = max_alias_pairs;
+                let old_endpoint = self.session.config.endpoint.clone();
+                let max_alias_pairs = self.session.config.max_alias_pairs; // the desired cache's
+                self.session.config = config;
+                self.session.config.max_alias_pairs = max_alias_pairs;
                 (
-                    self.config.state,
-                    self.config.state_store,
-                    self.config.lock_ttl,
-                    self.config.sdkappid,
-                    self.config.desired,
-                    self.config.http,
+                    self.session.config.state,
+                    self.session.config.state_store,
+                    self.session.config.lock_ttl,
+                    self.session.config.sdkappid,
+                    self.session.config.desired,
+                    self.session.config.http,
                 ) = keep;
-                if embedded(&self.config) || matches!(old_endpoint, Endpoint::Embedded) {
-                    self.config.endpoint = old_endpoint;
+                if embedded(&self.session.config) || matches!(old_endpoint, Endpoint::Embedded) {
+                    self.session.config.endpoint = old_endpoint;
                 } else {
                     // Endpoint, identifier, secret key (possibly rotated in place), rate and
                     // UserSig validity: the main loop rebuilds the client before the next round.
                     self.reconnect = true;
                 }
-                if std::mem::take(&mut self.refresh_off) && self.config.refresh_every.is_some() {
+                if std::mem::take(&mut self.refresh_off)
+                    && self.session.config.refresh_every.is_some()
+                {
                     tracing::info!("reload: refresh is on again");
                 }
                 tracing::info!("reload: config re-read");
@@ -745,13 +738,13 @@ impl Daemon {
             .desired
             .desired()
             .filter(|_| self.desired_problems.is_none());
-        let margin = self.config.renew_margin.as_secs() as i64;
-        let now = self.clock.now();
+        let margin = self.session.config.renew_margin.as_secs() as i64;
+        let now = self.session.clock().now();
         let due = schedule::next_renewal_at(&self.state, desired, margin, now)?;
         Some(schedule::renewal_wait(
             due,
             self.last_reconcile_at,
-            self.config.retry_pending_every,
+            self.session.config.retry_pending_every,
             now,
         ))
     }
@@ -765,7 +758,7 @@ impl Daemon {
         self.metrics
             .set_mark500_earliest_expiry(schedule::earliest_500_expiry(
                 &self.state,
-                self.clock.now(),
+                self.session.clock().now(),
             ));
     }
 
@@ -786,15 +779,13 @@ impl Daemon {
             (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => match &self.last_drift {
                 // Drift is normal (members go offline): reported, never "not ready".
-                Some(c)
-                    if c.lost + c.offline + c.gone + c.unmanaged + c.adopted + c.not_checked
-                        > 0 =>
-                {
-                    format!(
-                        "ok; drift at the last refresh: {} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
-                        c.lost, c.offline, c.gone, c.unmanaged, c.adopted, c.not_checked
-                    )
-                }
+                Some(c) if c.total() > 0 => format!(
+                    "ok; drift at the last refresh: {}",
+                    c.iter()
+                        .map(|(kind, n)| format!("{n} {}", crate::render::drift_words(kind)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 _ => "ok".into(),
             },
             (None, None) => "desired files not loaded yet".into(),

@@ -3,7 +3,6 @@
 //! `marksync apply`, with systemd kept informed and SIGTERM honoured while it runs.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::time::Instant;
 use super::systemd::{notify, watchdog_period};
 use super::{Daemon, Input, Trigger, interval, schedule};
 use crate::apply::{self, Outcome};
-use crate::engine::{SHUTDOWN_GRACE, until_stopped};
+use crate::engine::SHUTDOWN_GRACE;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan};
 
@@ -21,14 +20,15 @@ impl Daemon {
     /// The plan of this round: the full plan when the desired files are good, else renewals of
     /// mark 500 only (nothing else changes while the files are broken).
     pub(super) fn plan(&mut self, now: UnixTime) -> Plan {
-        let policy = crate::engine::policy(&self.config, std::mem::take(&mut self.reassert_due));
+        let policy =
+            crate::engine::policy(&self.session.config, std::mem::take(&mut self.reassert_due));
         match (self.desired.desired(), self.desired_problems.is_some()) {
             (Some(desired), false) => {
                 let full = plan::plan(desired, &self.state, now, &policy);
                 if self.opts.allow_mass_clear {
                     return full;
                 }
-                match full.check_guard(&self.config.guard) {
+                match full.check_guard(&self.session.config.guard) {
                     Ok(()) => full,
                     Err(refusal) => {
                         tracing::error!(
@@ -57,7 +57,7 @@ impl Daemon {
                 return;
             }
         }
-        let now = self.clock.now();
+        let now = self.session.clock().now();
         self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
         self.last_round_calls = plan.summary.calls;
@@ -80,55 +80,47 @@ impl Daemon {
             return;
         }
         let settings = apply::Settings {
-            offline_error_codes: self.config.offline_error_codes.clone(),
+            offline_error_codes: self.session.config.offline_error_codes.clone(),
             stop: self.stop.clone(),
         };
         let metrics = self.metrics.clone();
-        let client = self.connection.client.clone();
-        let store = self.store.clone();
-        let clock = self.clock.clone();
-        let stop = self.stop.clone();
         let mut audit = super::audit::Audit::new(&self.state, &plan);
-        let plan = Arc::new(plan);
-        let result = {
-            let work = apply::execute(
-                plan,
-                &mut self.state,
-                store.as_ref(),
-                &client,
-                clock.as_ref(),
-                &settings,
-                |report| {
-                    let outcome = super::audit::outcome_label(report.outcome);
-                    metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
-                    let call = report.call;
-                    if let Outcome::Failed(e) = report.outcome {
-                        tracing::warn!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, kind = e.metric_label(), "call failed: {e}");
-                    } else {
-                        tracing::info!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, elapsed_ms = report.elapsed.as_millis() as u64, "call");
-                    }
-                    for change in audit.record(call, report.outcome) {
-                        let (before, after) = (
-                            super::audit::marks_text(&change.before),
-                            super::audit::marks_text(&change.after),
-                        );
-                        tracing::debug!(group = %change.group, account = %change.account, before, after, "member marks {before} -> {after}");
-                    }
-                },
-            );
-            let ended = until_stopped(
-                keep_systemd_informed(work, self.ready),
-                shutdown_requested(inputs, deferred),
-                &stop,
-                SHUTDOWN_GRACE,
-                |()| {
-                    tracing::info!(
-                        "shutdown requested during a reconcile: no new calls; waiting for calls in flight"
-                    )
-                },
-            )
-            .await;
-            ended.output
+        let on_call = |report: apply::CallReport<'_>| {
+            let outcome = super::audit::outcome_label(report.outcome);
+            metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
+            let call = report.call;
+            if let Outcome::Failed(e) = report.outcome {
+                tracing::warn!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, kind = e.metric_label(), "call failed: {e}");
+            } else {
+                tracing::info!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, elapsed_ms = report.elapsed.as_millis() as u64, "call");
+            }
+            for change in audit.record(call, report.outcome) {
+                let (before, after) = (
+                    super::audit::marks_text(&change.before),
+                    super::audit::marks_text(&change.after),
+                );
+                tracing::debug!(group = %change.group, account = %change.account, before, after, "member marks {before} -> {after}");
+            }
+        };
+        let work = self.session.execute(
+            plan,
+            &mut self.state,
+            &settings,
+            on_call,
+            shutdown_requested(inputs, deferred),
+            |()| {
+                tracing::info!(
+                    "shutdown requested during a reconcile: no new calls; waiting for calls in flight"
+                )
+            },
+        );
+        let result = match keep_systemd_informed(work, self.ready).await {
+            Ok(ended) => ended.output,
+            Err(e) => {
+                tracing::error!(kind = e.metric_label(), "cannot connect: {e}");
+                self.finish_round(trigger, "failed", false);
+                return;
+            }
         };
         match result {
             None => {
@@ -194,21 +186,29 @@ impl Daemon {
         else {
             return;
         };
-        let client = self.connection.client.clone();
-        let reads = crate::refresh::refresh(&client, desired, &mut self.state, self.clock.as_ref());
-        let ended = until_stopped(
-            keep_systemd_informed(reads, self.ready),
+        let reads = self.session.refresh(
+            desired,
+            &mut self.state,
             shutdown_requested(inputs, deferred),
-            &self.stop,
-            Duration::ZERO,
             |()| {
                 tracing::info!(
                     "shutdown requested during a refresh: reads abandoned, state unchanged"
                 )
             },
-        )
-        .await;
+        );
+        let ended = match keep_systemd_informed(reads, self.ready).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::warn!(
+                    kind = e.metric_label(),
+                    "refresh failed; planning from the recorded state: {e}"
+                );
+                return;
+            }
+        };
         let Some(result) = ended.output else {
+            // A shutdown came: the reads were abandoned, and no round follows.
+            self.stop.store(true, Ordering::SeqCst);
             return;
         };
         match result {
@@ -218,14 +218,13 @@ impl Daemon {
                     self.mark_dirty();
                 }
                 self.metrics.set_drift(&counts);
-                self.metrics.set_last_refresh(self.clock.now());
+                self.metrics.set_last_refresh(self.session.clock().now());
                 tracing::info!(
-                    lost = counts.lost,
-                    offline = counts.offline,
-                    gone = counts.gone,
-                    unmanaged = counts.unmanaged,
-                    adopted = counts.adopted,
-                    not_checked = counts.not_checked,
+                    drift = %counts
+                        .iter()
+                        .map(|(kind, n)| format!("{}={n}", kind.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     unnameable_holders = r.classified.unnameable.len(),
                     unread = r.unread.len(),
                     reads = r.calls,
@@ -249,7 +248,7 @@ impl Daemon {
 
     /// Mirrors the client's failover count into the metric.
     pub(super) fn observe_failovers(&mut self) {
-        let total = self.connection.client.endpoint_stats().failovers;
+        let total = self.session.failovers();
         self.metrics
             .record_failovers(total.saturating_sub(self.failovers_seen));
         self.failovers_seen = self.failovers_seen.max(total);
@@ -266,7 +265,7 @@ impl Daemon {
         self.observe_failovers();
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
-            self.metrics.set_last_success(self.clock.now());
+            self.metrics.set_last_success(self.session.clock().now());
         }
         self.refresh_counts();
         self.last_failure = (!ok).then(|| {

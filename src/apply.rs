@@ -37,8 +37,7 @@ use crate::clock::Clock;
 use crate::model::{Account, GroupId, Mark, MarkSet};
 use crate::plan::{Call, Command, Plan};
 use crate::state::{State, StateError, StateStore};
-use crate::tim::client::{CallError, Client};
-use crate::tim::wire::{CommandType, MemberMarks, ModifyUserInfoRequest};
+use crate::tim::client::{CallError, Client, MarkChange};
 
 /// How many groups have calls in flight at once. The rate limiter sets the pace; this only bounds
 /// the number of waiting tasks and open requests.
@@ -322,22 +321,14 @@ async fn send(
     offline_codes: &[i64],
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Outcome {
-    let request = ModifyUserInfoRequest {
-        group_id: call.group.as_str().to_string(),
-        command_type: match call.command {
-            Command::Set => CommandType::Set,
-            Command::Clear => CommandType::Delete,
-        },
-        member_list: call
-            .members
-            .iter()
-            .map(|(a, m)| MemberMarks {
-                account: a.as_str().to_string(),
-                marks: m.iter().map(Mark::get).collect(),
-            })
-            .collect(),
+    let change = match call.command {
+        Command::Set => MarkChange::Set,
+        Command::Clear => MarkChange::Delete,
     };
-    match client.modify_user_info_unless(&request, stop).await {
+    match client
+        .modify_marks_unless(&call.group, change, &call.members, stop)
+        .await
+    {
         Ok(response) => match call.command {
             Command::Clear => Outcome::Done {
                 confirmed: call.members.clone(),
@@ -345,9 +336,8 @@ async fn send(
             },
             Command::Set => {
                 let listed: BTreeMap<&str, &[u32]> = response
-                    .member_list
                     .iter()
-                    .map(|m| (m.account.as_str(), m.marks.as_slice()))
+                    .map(|(account, marks)| (account.as_str(), marks.as_slice()))
                     .collect();
                 let mut confirmed = Vec::new();
                 let mut pending = Vec::new();

@@ -61,9 +61,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest saved plan read: a plan touching a million marks is about 40 MB.
 pub const MAX_SAVED_PLAN_BYTES: u64 = 1 << 30;
 
-/// The default of the config key `saved_plan_max_age`.
-pub const DEFAULT_MAX_AGE_SECS: i64 = 24 * 3600;
-
 /// What to do about any refusal.
 const REDO: &str = "run `marksync plan --out FILE` again, review it, and apply the new file";
 

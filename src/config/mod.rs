@@ -205,6 +205,9 @@ pub fn duration_bounds(key: &str) -> Option<(Duration, Duration)> {
         .map(|&(_, lo, hi)| (lo, hi))
 }
 
+/// How old a saved plan may be by default when `apply FILE` applies it (`saved_plan_max_age`).
+pub const DEFAULT_SAVED_PLAN_MAX_AGE: Duration = Duration::from_secs(DAY);
+
 /// The shortest period any timer may have against the local emulator.
 pub const EMULATOR_MIN_PERIOD: Duration = Duration::from_secs(1);
 
@@ -502,10 +505,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let debounce = duration("debounce", Duration::from_millis(300));
     let usersig_ttl = duration("usersig_ttl", Duration::from_secs(7 * 86400));
     let lock_ttl = duration("lock_ttl", Duration::from_secs(30));
-    let saved_plan_max_age = duration(
-        "saved_plan_max_age",
-        Duration::from_secs(crate::saved_plan::DEFAULT_MAX_AGE_SECS as u64),
-    );
+    let saved_plan_max_age = duration("saved_plan_max_age", DEFAULT_SAVED_PLAN_MAX_AGE);
     // Optional: off when unset.
     let refresh_every = match take("refresh_every") {
         Some(v) => c

@@ -123,6 +123,21 @@ pub struct RunOptions {
     pub allow_mass_clear: bool,
 }
 
+/// What a batch of inputs asks for ([`Daemon::absorb`]).
+struct Absorbed {
+    /// The reconcile to run, if any.
+    trigger: Option<Trigger>,
+    /// SIGHUP came: re-read the config.
+    reload: bool,
+    /// Desired files changed: re-read them.
+    files_changed: bool,
+}
+
+/// Records that `t` asks for a reconcile: the most significant trigger names it.
+fn note(t: Trigger, trigger: &mut Option<Trigger>) {
+    *trigger = Some(trigger.map_or(t, |old| old.min(t)));
+}
+
 /// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
 /// enough to batch a wave of callbacks into one write at a million marks, short enough that a
 /// crash loses little.
@@ -397,10 +412,11 @@ pub async fn run(
         while let Ok(more) = inputs.try_recv() {
             batch.push(more);
         }
-        let trigger = daemon.absorb(batch);
+        let absorbed = daemon.absorb(batch);
         if daemon.stop.load(Ordering::SeqCst) {
             break;
         }
+        let trigger = daemon.read_again(absorbed);
         // A reload's new periods, debounce and connection take effect now.
         if retry.period() != daemon.session.config.retry_pending_every {
             retry = interval(daemon.session.config.retry_pending_every);
@@ -483,28 +499,20 @@ pub async fn run(
 }
 
 impl Daemon {
-    /// Folds a batch of inputs into the daemon's flags; returns the trigger of the reconcile to
-    /// run, if any (the most significant one, for the metric label).
-    fn absorb(&mut self, batch: Vec<Input>) -> Option<Trigger> {
+    /// Folds a batch of inputs into the daemon's flags, reading nothing: returns the trigger of
+    /// the reconcile to run, if any (the most significant one, for the metric label), and what
+    /// must be read again ([`Daemon::read_again`] does the reading).
+    fn absorb(&mut self, batch: Vec<Input>) -> Absorbed {
         let mut trigger: Option<Trigger> = None;
-        let note = |t: Trigger, trigger: &mut Option<Trigger>| {
-            *trigger = Some(trigger.map_or(t, |old| old.min(t)));
-        };
+        let (mut reload, mut files_changed) = (false, false);
         for input in batch {
             match input {
                 Input::Shutdown => {
                     tracing::info!("shutting down: finishing calls in flight");
                     self.stop.store(true, Ordering::SeqCst);
                 }
-                Input::Reload => {
-                    self.reload();
-                    note(Trigger::Reload, &mut trigger);
-                }
-                Input::FilesChanged => {
-                    if self.refresh_desired() {
-                        note(Trigger::Files, &mut trigger);
-                    }
-                }
+                Input::Reload => reload = true,
+                Input::FilesChanged => files_changed = true,
                 Input::RenewalDue => note(Trigger::Renewal, &mut trigger),
                 Input::RetryPending => {
                     if self.pending_count() > 0 {
@@ -534,6 +542,24 @@ impl Daemon {
                     }
                 }
             }
+        }
+        Absorbed {
+            trigger,
+            reload,
+            files_changed,
+        }
+    }
+
+    /// The file I/O a batch asked for: SIGHUP re-reads the config (and the desired files), a
+    /// file event the desired files. Returns the batch's trigger with theirs folded in.
+    fn read_again(&mut self, absorbed: Absorbed) -> Option<Trigger> {
+        let mut trigger = absorbed.trigger;
+        if absorbed.reload {
+            self.reload();
+            note(Trigger::Reload, &mut trigger);
+        }
+        if absorbed.files_changed && self.refresh_desired() {
+            note(Trigger::Files, &mut trigger);
         }
         trigger
     }

@@ -21,6 +21,7 @@
 //! desired state, keeps renewing mark 500, and changes nothing else.
 
 mod audit;
+mod health;
 mod round;
 mod schedule;
 mod signals;
@@ -49,6 +50,7 @@ use crate::http::{CallbackEvent, HttpState, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
 use crate::state::State;
+use health::Health;
 use systemd::{notify, watchdog_period};
 use watch::{describe_watch_error, watch_files};
 
@@ -143,8 +145,10 @@ fn note(t: Trigger, trigger: &mut Option<Trigger>) {
 /// crash loses little.
 const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 
-/// The daemon's mutable world, owned by the main loop.
+/// The daemon's mutable world, owned by the main loop; each part owns one concern.
 struct Daemon {
+    /// The state's one-writer lock, held for the daemon's life (none in a dry run).
+    _lock: Option<Box<dyn crate::state::StoreLock>>,
     config_path: PathBuf,
     /// The config, the clock, the state store and the client (the state is locked by `run` for
     /// the daemon's life, unless a dry run).
@@ -152,50 +156,28 @@ struct Daemon {
     opts: RunOptions,
     state: State,
     desired: DesiredCache,
-    /// The last desired-file problems, logged once per change.
-    desired_problems: Option<String>,
-    /// Where they are (count, first file and line) without the source text, for `/readyz`.
-    desired_problems_at: Option<String>,
     metrics: Arc<Metrics>,
-    readiness: tokio::sync::watch::Sender<Readiness>,
-    /// Set by the reassert timer, consumed by the next reconcile.
-    reassert_due: bool,
-    /// Set by the refresh timer, consumed by the next reconcile (which refreshes first).
-    refresh_due: bool,
-    /// Set after a `get_members` permission refusal: no refresh until SIGHUP.
-    refresh_off: bool,
-    /// The drift counts of the last refresh, for `/readyz`.
-    last_drift: Option<crate::refresh::DriftCounts>,
     /// The client's failover count when last looked at (for the failovers counter).
     failovers_seen: u64,
     /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
     /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
     /// at shutdown, whichever comes first.
     dirty_since: Option<Instant>,
-    /// Whether a reconcile has finished: `/readyz` is 503 until then.
-    reconciled: bool,
-    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
-    reconnect: bool,
-    /// Whether the last reconcile ended without failures.
-    last_ok: bool,
-    /// Why the last reconcile did not succeed, if it did not.
-    last_failure: Option<String>,
-    /// Desired marks not confirmed, as of the last [`Daemon::refresh_counts`].
-    pending: usize,
-    /// Whether READY=1 was sent (the first reconcile is over).
-    ready: bool,
     /// When the last reconcile started (clock time): a mark 500 renewal due before then was
     /// attempted, so it is retried after `retry_pending_every`, not at once.
     last_reconcile_at: Option<UnixTime>,
-    /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
-    guard_refused: bool,
     /// Shared with apply: set on SIGTERM to stop sending new calls.
     stop: Arc<std::sync::atomic::AtomicBool>,
-    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
-    reread_backoff: schedule::Backoff,
-    /// When to read the desired files again because the last read failed on I/O: such a
-    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
-    reread_at: Option<Instant>,
+    /// What `/readyz`, the metrics and systemd's status line report.
+    health: Health,
+    /// When calls may be made: the pause after fatal codes, and callbacks' share of the budget.
+    pause: CallPause,
+    /// What the next round must do besides planning (reassert, refresh, read again, reconnect).
+    due: Due,
+}
+
+/// When calls may be made: the pause after fatal codes, and callbacks' share of the budget.
+struct CallPause {
     /// Waits without API calls after a fatal code (a bad signature, say), doubling while the
     /// code comes back, so a broken key cannot run into the service's 70050 block.
     fatal_backoff: schedule::Backoff,
@@ -210,6 +192,23 @@ struct Daemon {
     callback_waiting: bool,
     /// Calls planned by the last reconcile (for `callback_not_before`).
     last_round_calls: usize,
+}
+
+/// What the next round must do besides planning.
+struct Due {
+    /// Set by the reassert timer, consumed by the next reconcile.
+    reassert_due: bool,
+    /// Set by the refresh timer, consumed by the next reconcile (which refreshes first).
+    refresh_due: bool,
+    /// Set after a `get_members` permission refusal: no refresh until SIGHUP.
+    refresh_off: bool,
+    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
+    reread_backoff: schedule::Backoff,
+    /// When to read the desired files again because the last read failed on I/O: such a
+    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
+    reread_at: Option<Instant>,
+    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
+    reconnect: bool,
 }
 
 /// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
@@ -253,75 +252,7 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    // One session for the daemon's life: the lock and every save go to the state the lock was
-    // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
-    // new target).
-    let mut session = Session::open(engine::load_config(config_path)?, clock)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(session.lock("run", true).await?)
-    };
-    let st = session.load_state().await?;
-    // Connected before the first round, so a config the client refuses stops the start.
-    session.client().await?;
-    let config = &session.config;
-    let endpoint = match &config.endpoint {
-        Endpoint::Embedded => "embedded",
-        Endpoint::Region(_) => "region",
-        Endpoint::Url(_) => "url",
-    };
-    tracing::info!(
-        state = %session.store().describe(),
-        serial = st.serial,
-        managed = st.managed_count(),
-        endpoint,
-        dry_run = opts.dry_run,
-        "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
-        st.serial,
-        st.managed_count(),
-        crate::render::plural(st.managed_count(), "mark", "marks"),
-    );
-    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
-        desired_ok: false,
-        last_reconcile_ok: false,
-        detail: "starting".into(),
-    });
-    let mut daemon = Daemon {
-        config_path: config_path.to_path_buf(),
-        desired: DesiredCache::new(config.desired.clone(), config.max_alias_pairs),
-        session,
-        opts,
-        state: st,
-        desired_problems: None,
-        desired_problems_at: None,
-        metrics,
-        readiness,
-        reassert_due: false,
-        refresh_due: false,
-        refresh_off: false,
-        last_drift: None,
-        failovers_seen: 0,
-        dirty_since: None,
-        reconciled: false,
-        reconnect: false,
-        last_ok: true,
-        guard_refused: false,
-        ready: false,
-        pending: 0,
-        last_reconcile_at: None,
-        last_failure: None,
-        stop: Arc::default(),
-        reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
-        reread_at: None,
-        fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
-        calls_paused_until: None,
-        held: None,
-        callback_not_before: None,
-        callback_waiting: false,
-        last_round_calls: 0,
-    };
-
+    let (mut daemon, readiness_rx) = Daemon::start(config_path, opts, clock, metrics).await?;
     let mut watcher = watch_files(
         daemon.desired.root(),
         daemon.session.config.debounce,
@@ -331,29 +262,7 @@ pub async fn run(
         root: daemon.desired.root().to_path_buf(),
         source,
     })?;
-    let _http = match daemon.session.config.http.clone() {
-        None => None,
-        Some(http) => {
-            let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-            let state = HttpState::new(
-                daemon.metrics.clone(),
-                readiness_rx,
-                events_tx,
-                daemon.session.config.sdkappid,
-                daemon.session.clock().clone(),
-            );
-            let listener = crate::http::start(&http, state).await?;
-            let callbacks = sender.clone();
-            tokio::spawn(async move {
-                while let Some(event) = events_rx.recv().await {
-                    if callbacks.send(Input::Callback(event)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            Some(listener)
-        }
-    };
+    let _http = start_listener(&daemon, readiness_rx, &sender).await?;
 
     daemon.refresh_desired();
     // Inputs that arrive during the startup reconcile form the first round after it.
@@ -362,14 +271,11 @@ pub async fn run(
         .reconcile(Trigger::Startup, &mut inputs, &mut deferred)
         .await;
     notify(&[sd_notify::NotifyState::Ready]);
-    daemon.ready = true;
+    daemon.health.ready = true;
     daemon.report_status();
     tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
 
-    let mut retry = interval(daemon.session.config.retry_pending_every);
-    let mut reassert = interval(daemon.session.config.reassert_every);
-    let mut refresh = daemon.session.config.refresh_every.map(interval);
-    let mut watchdog = interval(watchdog_period());
+    let mut timers = Timers::new(&daemon.session.config);
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
@@ -377,7 +283,7 @@ pub async fn run(
         let mut batch = std::mem::take(&mut deferred);
         if batch.is_empty() {
             // While calls are paused, a renewal that comes due waits for the pause to end.
-            let renewal = if daemon.calls_paused_until.is_some() {
+            let renewal = if daemon.pause.calls_paused_until.is_some() {
                 None
             } else {
                 daemon.next_renewal_in()
@@ -389,21 +295,21 @@ pub async fn run(
                     daemon.flush_state().await;
                     continue;
                 }
-                () = sleep_until_opt(daemon.calls_paused_until) => {
-                    daemon.calls_paused_until = None;
+                () = sleep_until_opt(daemon.pause.calls_paused_until) => {
+                    daemon.pause.calls_paused_until = None;
                     Input::BackoffOver
                 }
                 () = sleep_until_opt(
-                    daemon.callback_not_before.filter(|_| daemon.callback_waiting)
+                    daemon.pause.callback_not_before.filter(|_| daemon.pause.callback_waiting)
                 ) => Input::CallbackRoundDue,
-                () = sleep_until_opt(daemon.reread_at) => {
-                    daemon.reread_at = None;
+                () = sleep_until_opt(daemon.due.reread_at) => {
+                    daemon.due.reread_at = None;
                     Input::FilesChanged
                 }
-                _ = retry.tick() => Input::RetryPending,
-                _ = reassert.tick() => Input::Reassert,
-                () = tick_opt(&mut refresh) => Input::Refresh,
-                _ = watchdog.tick() => {
+                _ = timers.retry.tick() => Input::RetryPending,
+                _ = timers.reassert.tick() => Input::Reassert,
+                () = tick_opt(&mut timers.refresh) => Input::Refresh,
+                _ = timers.watchdog.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     continue;
                 }
@@ -418,15 +324,7 @@ pub async fn run(
         }
         let trigger = daemon.read_again(absorbed);
         // A reload's new periods, debounce and connection take effect now.
-        if retry.period() != daemon.session.config.retry_pending_every {
-            retry = interval(daemon.session.config.retry_pending_every);
-        }
-        if reassert.period() != daemon.session.config.reassert_every {
-            reassert = interval(daemon.session.config.reassert_every);
-        }
-        if refresh.as_ref().map(|i| i.period()) != daemon.session.config.refresh_every {
-            refresh = daemon.session.config.refresh_every.map(interval);
-        }
+        timers.follow(&daemon.session.config);
         if watcher.debounce != daemon.session.config.debounce {
             match watch_files(
                 daemon.desired.root(),
@@ -440,53 +338,9 @@ pub async fn run(
                 ),
             }
         }
-        if std::mem::take(&mut daemon.reconnect) {
-            match daemon.session.reconnect().await {
-                Ok(()) => {
-                    daemon.failovers_seen = 0;
-                    // A new key or endpoint may be the fix for the fatal code: try it now.
-                    if daemon.calls_paused_until.take().is_some() {
-                        tracing::info!(
-                            "reload: new API client; the pause after a fatal API error ends"
-                        );
-                        daemon.held = None;
-                    }
-                }
-                Err(e) => tracing::error!(
-                    kind = e.metric_label(),
-                    "reload: cannot build the API client from the new config; keeping the old one: {e}"
-                ),
-            }
-        }
-        if let Some(trigger) = trigger
-            && daemon.calls_paused_until.is_some()
-        {
-            daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
-        } else if let Some(trigger) = trigger
-            && trigger == Trigger::Callback
-            && daemon
-                .callback_not_before
-                .is_some_and(|t| Instant::now() < t)
-        {
-            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
-            // only make marks unknown, so each member is re-sent once when the round runs.
-            daemon.callback_waiting = true;
-        } else if let Some(trigger) = trigger {
-            let started = Instant::now();
-            daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
-            // Every reconcile sends what callbacks made unknown.
-            daemon.callback_waiting = false;
-            if trigger == Trigger::Callback {
-                daemon.callback_not_before = Some(schedule::next_callback_round(
-                    started,
-                    daemon.last_round_calls,
-                    daemon.session.config.max_calls_per_second,
-                ));
-            }
-            daemon.report_status();
-            if daemon.stop.load(Ordering::SeqCst) {
-                break;
-            }
+        daemon.reconnect_if_asked().await;
+        if let Some(trigger) = trigger {
+            daemon.run_round(trigger, &mut inputs, &mut deferred).await;
         }
     }
 
@@ -496,6 +350,215 @@ pub async fn run(
     }
     tracing::info!("marksync stopped");
     Ok(exit::OK)
+}
+
+/// Serves callbacks, `/healthz`, `/readyz` and `/metrics` when the config asks for it; callbacks
+/// become [`Input::Callback`]s on `sender`.
+async fn start_listener(
+    daemon: &Daemon,
+    readiness_rx: tokio::sync::watch::Receiver<Readiness>,
+    sender: &mpsc::Sender<Input>,
+) -> Result<Option<crate::http::Listener>, Error> {
+    let Some(http) = daemon.session.config.http.clone() else {
+        return Ok(None);
+    };
+    let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
+    let state = HttpState::new(
+        daemon.metrics.clone(),
+        readiness_rx,
+        events_tx,
+        daemon.session.config.sdkappid,
+        daemon.session.clock().clone(),
+    );
+    let listener = crate::http::start(&http, state).await?;
+    let callbacks = sender.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            if callbacks.send(Input::Callback(event)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Some(listener))
+}
+
+/// The periodic inputs: retry pending, reassert, refresh, watchdog.
+struct Timers {
+    retry: tokio::time::Interval,
+    reassert: tokio::time::Interval,
+    refresh: Option<tokio::time::Interval>,
+    watchdog: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(config: &Config) -> Timers {
+        Timers {
+            retry: interval(config.retry_pending_every),
+            reassert: interval(config.reassert_every),
+            refresh: config.refresh_every.map(interval),
+            watchdog: interval(watchdog_period()),
+        }
+    }
+
+    /// Restarts the timers whose period a reload changed.
+    fn follow(&mut self, config: &Config) {
+        if self.retry.period() != config.retry_pending_every {
+            self.retry = interval(config.retry_pending_every);
+        }
+        if self.reassert.period() != config.reassert_every {
+            self.reassert = interval(config.reassert_every);
+        }
+        if self.refresh.as_ref().map(|i| i.period()) != config.refresh_every {
+            self.refresh = config.refresh_every.map(interval);
+        }
+    }
+}
+
+impl Daemon {
+    /// Opens the session, takes the lock (unless a dry run), reads the state and connects: the
+    /// daemon before its first round, and the receiver of its readiness for the listener.
+    async fn start(
+        config_path: &Path,
+        opts: RunOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Daemon, tokio::sync::watch::Receiver<Readiness>), Error> {
+        // One session for the daemon's life: the lock and every save go to the state the lock was
+        // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
+        // new target).
+        let mut session = Session::open(engine::load_config(config_path)?, clock)?;
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(session.lock("run", true).await?)
+        };
+        let st = session.load_state().await?;
+        // Connected before the first round, so a config the client refuses stops the start.
+        session.client().await?;
+        let config = &session.config;
+        let endpoint = match &config.endpoint {
+            Endpoint::Embedded => "embedded",
+            Endpoint::Region(_) => "region",
+            Endpoint::Url(_) => "url",
+        };
+        tracing::info!(
+            state = %session.store().describe(),
+            serial = st.serial,
+            managed = st.managed_count(),
+            endpoint,
+            dry_run = opts.dry_run,
+            "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
+            st.serial,
+            st.managed_count(),
+            crate::render::plural(st.managed_count(), "mark", "marks"),
+        );
+        let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
+            desired_ok: false,
+            last_reconcile_ok: false,
+            detail: "starting".into(),
+        });
+        let desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
+        let daemon = Daemon {
+            _lock: lock,
+            config_path: config_path.to_path_buf(),
+            session,
+            opts,
+            state: st,
+            desired,
+            metrics,
+            failovers_seen: 0,
+            dirty_since: None,
+            last_reconcile_at: None,
+            stop: Arc::default(),
+            health: Health {
+                desired_problems: None,
+                desired_problems_at: None,
+                readiness,
+                last_drift: None,
+                reconciled: false,
+                last_ok: true,
+                last_failure: None,
+                pending: 0,
+                ready: false,
+                guard_refused: false,
+            },
+            pause: CallPause {
+                fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
+                calls_paused_until: None,
+                held: None,
+                callback_not_before: None,
+                callback_waiting: false,
+                last_round_calls: 0,
+            },
+            due: Due {
+                reassert_due: false,
+                refresh_due: false,
+                refresh_off: false,
+                reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
+                reread_at: None,
+                reconnect: false,
+            },
+        };
+        Ok((daemon, readiness_rx))
+    }
+
+    /// Rebuilds the client when a reload asked for it; the old one stays if the new one fails.
+    async fn reconnect_if_asked(&mut self) {
+        if !std::mem::take(&mut self.due.reconnect) {
+            return;
+        }
+        match self.session.reconnect().await {
+            Ok(()) => {
+                self.failovers_seen = 0;
+                // A new key or endpoint may be the fix for the fatal code: try it now.
+                if self.pause.calls_paused_until.take().is_some() {
+                    tracing::info!(
+                        "reload: new API client; the pause after a fatal API error ends"
+                    );
+                    self.pause.held = None;
+                }
+            }
+            Err(e) => tracing::error!(
+                kind = e.metric_label(),
+                "reload: cannot build the API client from the new config; keeping the old one: {e}"
+            ),
+        }
+    }
+
+    /// Runs the round `trigger` asks for, unless calls are paused (it is held until the pause
+    /// ends) or it is callbacks' and their share of the budget is spent (it waits for it).
+    async fn run_round(
+        &mut self,
+        trigger: Trigger,
+        inputs: &mut mpsc::Receiver<Input>,
+        deferred: &mut Vec<Input>,
+    ) {
+        if self.pause.calls_paused_until.is_some() {
+            self.pause.held = Some(self.pause.held.map_or(trigger, |held| held.min(trigger)));
+        } else if trigger == Trigger::Callback
+            && self
+                .pause
+                .callback_not_before
+                .is_some_and(|t| Instant::now() < t)
+        {
+            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
+            // only make marks unknown, so each member is re-sent once when the round runs.
+            self.pause.callback_waiting = true;
+        } else {
+            let started = Instant::now();
+            self.reconcile(trigger, inputs, deferred).await;
+            // Every reconcile sends what callbacks made unknown.
+            self.pause.callback_waiting = false;
+            if trigger == Trigger::Callback {
+                self.pause.callback_not_before = Some(schedule::next_callback_round(
+                    started,
+                    self.pause.last_round_calls,
+                    self.session.config.max_calls_per_second,
+                ));
+            }
+            self.report_status();
+        }
+    }
 }
 
 impl Daemon {
@@ -520,12 +583,12 @@ impl Daemon {
                     }
                 }
                 Input::Reassert => {
-                    self.reassert_due = true;
+                    self.due.reassert_due = true;
                     note(Trigger::Reassert, &mut trigger);
                 }
                 Input::Refresh => {
-                    if self.session.config.refresh_every.is_some() && !self.refresh_off {
-                        self.refresh_due = true;
+                    if self.session.config.refresh_every.is_some() && !self.due.refresh_off {
+                        self.due.refresh_due = true;
                         note(Trigger::Refresh, &mut trigger);
                     }
                 }
@@ -536,7 +599,7 @@ impl Daemon {
                 }
                 Input::CallbackRoundDue => note(Trigger::Callback, &mut trigger),
                 Input::BackoffOver => {
-                    if let Some(held) = self.held.take() {
+                    if let Some(held) = self.pause.held.take() {
                         tracing::info!("the pause after a fatal API error is over");
                         note(held, &mut trigger);
                     }
@@ -604,12 +667,12 @@ impl Daemon {
     fn refresh_desired(&mut self) -> bool {
         let refresh = self.desired.refresh();
         if self.desired.last_unreadable {
-            let wait = self.reread_backoff.next_wait();
+            let wait = self.due.reread_backoff.next_wait();
             tracing::warn!("desired files could not be read; reading them again in {wait:?}");
-            self.reread_at = Some(Instant::now() + wait);
+            self.due.reread_at = Some(Instant::now() + wait);
         } else {
-            self.reread_backoff.reset();
-            self.reread_at = None;
+            self.due.reread_backoff.reset();
+            self.due.reread_at = None;
         }
         match refresh {
             // Back to parsing with the last good content: reconcile all the same, since what
@@ -621,7 +684,7 @@ impl Daemon {
                     .desired()
                     .map_or((0, 0), |d| (d.groups.len(), d.pair_count()));
                 let total = self.desired.file_count();
-                let verb = if self.reconciled {
+                let verb = if self.health.reconciled {
                     "reloaded"
                 } else {
                     "loaded"
@@ -650,7 +713,7 @@ impl Daemon {
             }
             Refresh::Broken(problems) => {
                 let text = problems.to_string();
-                if self.desired_problems.as_deref() != Some(text.as_str()) {
+                if self.health.desired_problems.as_deref() != Some(text.as_str()) {
                     tracing::error!(
                         errors = problems.error_count(),
                         "desired files do not parse; keeping the last good desired state and renewing mark 500 only: {}",
@@ -658,8 +721,8 @@ impl Daemon {
                     );
                 }
                 self.metrics.set_desired_errors(problems.error_count());
-                self.desired_problems = Some(text);
-                self.desired_problems_at = Some(problems.location_summary());
+                self.health.desired_problems = Some(text);
+                self.health.desired_problems_at = Some(problems.location_summary());
                 self.publish_readiness();
                 false
             }
@@ -668,7 +731,7 @@ impl Daemon {
 
     /// Records that the desired files parse; returns whether they did not before.
     fn set_desired_ok(&mut self) -> bool {
-        let was_broken = self.desired_problems.take().is_some();
+        let was_broken = self.health.desired_problems.take().is_some();
         if was_broken {
             tracing::info!("desired files parse again");
         }
@@ -736,9 +799,9 @@ impl Daemon {
                 } else {
                     // Endpoint, identifier, secret key (possibly rotated in place), rate and
                     // UserSig validity: the main loop rebuilds the client before the next round.
-                    self.reconnect = true;
+                    self.due.reconnect = true;
                 }
-                if std::mem::take(&mut self.refresh_off)
+                if std::mem::take(&mut self.due.refresh_off)
                     && self.session.config.refresh_every.is_some()
                 {
                     tracing::info!("reload: refresh is on again");
@@ -763,7 +826,7 @@ impl Daemon {
         let desired = self
             .desired
             .desired()
-            .filter(|_| self.desired_problems.is_none());
+            .filter(|_| self.health.desired_problems.is_none());
         let margin = self.session.config.renew_margin.as_secs() as i64;
         let now = self.session.clock().now();
         let due = schedule::next_renewal_at(&self.state, desired, margin, now)?;
@@ -773,72 +836,6 @@ impl Daemon {
             self.session.config.retry_pending_every,
             now,
         ))
-    }
-
-    /// Recomputes the state's gauges (one walk of the desired marks for the pending count, kept
-    /// for the `STATUS=` line).
-    fn refresh_counts(&mut self) {
-        self.pending = self.pending_count();
-        self.metrics.set_managed(self.state.managed_count());
-        self.metrics.set_pending(self.pending);
-        self.metrics
-            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(
-                &self.state,
-                self.session.clock().now(),
-            ));
-    }
-
-    /// Desired marks the state does not hold yet (offline members, failures).
-    fn pending_count(&self) -> usize {
-        schedule::pending_count(&self.state, self.desired.desired())
-    }
-
-    /// What `/readyz` says: ready when the desired files parse and the last reconcile succeeded.
-    fn publish_readiness(&self) {
-        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
-        let detail = match (&self.desired_problems, &self.last_failure) {
-            (Some(_), _) => format!(
-                "desired files do not parse: {} (every problem, with its source line, is in the log)",
-                self.desired_problems_at.as_deref().unwrap_or("see the log")
-            ),
-            (None, Some(f)) => f.clone(),
-            (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
-            (None, None) if desired_ok => match &self.last_drift {
-                // Drift is normal (members go offline): reported, never "not ready".
-                Some(c) if c.total() > 0 => format!(
-                    "ok; drift at the last refresh: {}",
-                    c.iter()
-                        .map(|(kind, n)| format!("{n} {}", crate::render::drift_words(kind)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => "ok".into(),
-            },
-            (None, None) => "desired files not loaded yet".into(),
-        };
-        // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
-        // of a reconcile that has not happened.
-        let _ = self.readiness.send(Readiness {
-            desired_ok,
-            last_reconcile_ok: self.reconciled && self.last_failure.is_none(),
-            detail,
-        });
-    }
-
-    /// The `STATUS=` line systemd shows.
-    fn report_status(&self) {
-        let desired = if self.desired_problems.is_some() {
-            "desired files broken (last good kept)"
-        } else {
-            "desired ok"
-        };
-        let status = format!(
-            "{desired}; {} managed marks, {} pending; last reconcile {}",
-            self.state.managed_count(),
-            self.pending,
-            if self.last_ok { "ok" } else { "failed" }
-        );
-        notify(&[sd_notify::NotifyState::Status(&status)]);
     }
 }
 

@@ -20,9 +20,14 @@ impl Daemon {
     /// The plan of this round: the full plan when the desired files are good, else renewals of
     /// mark 500 only (nothing else changes while the files are broken).
     pub(super) fn plan(&mut self, now: UnixTime) -> Plan {
-        let policy =
-            crate::engine::policy(&self.session.config, std::mem::take(&mut self.reassert_due));
-        match (self.desired.desired(), self.desired_problems.is_some()) {
+        let policy = crate::engine::policy(
+            &self.session.config,
+            std::mem::take(&mut self.due.reassert_due),
+        );
+        match (
+            self.desired.desired(),
+            self.health.desired_problems.is_some(),
+        ) {
             (Some(desired), false) => {
                 let full = plan::plan(desired, &self.state, now, &policy);
                 if self.opts.allow_mass_clear {
@@ -34,7 +39,7 @@ impl Daemon {
                         tracing::error!(
                             "{refusal}; renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear"
                         );
-                        self.guard_refused = true;
+                        self.health.guard_refused = true;
                         schedule::renewals_only(&self.state, now, &policy)
                     }
                 }
@@ -51,7 +56,7 @@ impl Daemon {
         inputs: &mut mpsc::Receiver<Input>,
         deferred: &mut Vec<Input>,
     ) {
-        if std::mem::take(&mut self.refresh_due) {
+        if std::mem::take(&mut self.due.refresh_due) {
             self.refresh(inputs, deferred).await;
             if self.stop.load(Ordering::SeqCst) {
                 return;
@@ -60,7 +65,7 @@ impl Daemon {
         let now = self.session.clock().now();
         self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
-        self.last_round_calls = plan.summary.calls;
+        self.pause.last_round_calls = plan.summary.calls;
         self.metrics.set_managed(self.state.managed_count());
         if plan.is_empty() {
             self.finish_round(trigger, "no_changes", true);
@@ -114,7 +119,7 @@ impl Daemon {
                 )
             },
         );
-        let result = match keep_systemd_informed(work, self.ready).await {
+        let result = match keep_systemd_informed(work, self.health.ready).await {
             Ok(ended) => ended.output,
             Err(e) => {
                 tracing::error!(kind = e.metric_label(), "cannot connect: {e}");
@@ -154,17 +159,17 @@ impl Daemon {
                 self.finish_round(trigger, outcome, outcome == "ok");
                 match &applied.fatal {
                     Some(fatal) => {
-                        let pause = self.fatal_backoff.next_wait();
-                        self.calls_paused_until = Some(Instant::now() + pause);
+                        let pause = self.pause.fatal_backoff.next_wait();
+                        self.pause.calls_paused_until = Some(Instant::now() + pause);
                         let text = format!(
                             "fatal API error: {fatal}; no API calls for {}s",
                             pause.as_secs()
                         );
                         tracing::error!(kind = fatal.metric_label(), "{text}");
-                        self.last_failure = Some(text);
+                        self.health.last_failure = Some(text);
                         self.publish_readiness();
                     }
-                    None => self.fatal_backoff.reset(),
+                    None => self.pause.fatal_backoff.reset(),
                 }
             }
         }
@@ -182,7 +187,7 @@ impl Daemon {
         let Some(desired) = self
             .desired
             .desired()
-            .filter(|_| self.desired_problems.is_none())
+            .filter(|_| self.health.desired_problems.is_none())
         else {
             return;
         };
@@ -196,7 +201,7 @@ impl Daemon {
                 )
             },
         );
-        let ended = match keep_systemd_informed(reads, self.ready).await {
+        let ended = match keep_systemd_informed(reads, self.health.ready).await {
             Ok(ended) => ended,
             Err(e) => {
                 tracing::warn!(
@@ -230,11 +235,11 @@ impl Daemon {
                     reads = r.calls,
                     "refreshed the live marks"
                 );
-                self.last_drift = Some(counts);
+                self.health.last_drift = Some(counts);
             }
             Err(e) if e.is_no_permission() => {
                 tracing::error!("refresh turned off until SIGHUP, relying on reassert_every: {e}");
-                self.refresh_off = true;
+                self.due.refresh_off = true;
             }
             Err(e) => {
                 tracing::warn!(
@@ -255,20 +260,20 @@ impl Daemon {
     }
 
     pub(super) fn finish_round(&mut self, trigger: Trigger, outcome: &str, ok: bool) {
-        let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
+        let (outcome, ok) = if std::mem::take(&mut self.health.guard_refused) {
             ("refused", false)
         } else {
             (outcome, ok)
         };
-        self.last_ok = ok;
-        self.reconciled = true;
+        self.health.last_ok = ok;
+        self.health.reconciled = true;
         self.observe_failovers();
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
             self.metrics.set_last_success(self.session.clock().now());
         }
         self.refresh_counts();
-        self.last_failure = (!ok).then(|| {
+        self.health.last_failure = (!ok).then(|| {
             format!(
                 "last reconcile ({}) did not succeed: {outcome}",
                 trigger.label()

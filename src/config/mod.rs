@@ -19,8 +19,13 @@ pub use crate::state::Location;
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
+mod duration;
 pub mod fs;
+mod state;
+#[cfg(test)]
+use duration::{short, unit_typo};
 pub use fs::{callback_token_permission_warning, load, read_callback_token};
+pub use state::{STATE_URL_SCHEMES, StateStoreSettings};
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,18 +57,6 @@ impl Http {
     pub fn unsigned_beyond_loopback(&self) -> bool {
         self.callback_token_file.is_none() && !self.listen.ip().is_loopback()
     }
-}
-
-/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
-/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateStoreSettings {
-    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
-    pub endpoint: Option<String>,
-    /// The store's region.
-    pub region: Option<String>,
-    /// Allow a plain-http endpoint (a store on this machine or a private network).
-    pub allow_http: bool,
 }
 
 /// A loaded, checked config. Paths are absolute or relative to the working directory.
@@ -603,93 +596,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     })
 }
 
-/// The URL schemes of the object stores `state:` takes (SPEC 11).
-pub const STATE_URL_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
-
-/// What a `state` value is: `Ok(None)` a path, `Ok(Some(url))` an object store's URL, `Err` why
-/// it is neither (in the user's terms, with what to write instead).
-fn state_location(s: &str) -> Result<Option<String>, String> {
-    // A scheme as RFC 3986 has it: a letter, then letters, digits, `+`, `-`, `.`.
-    let scheme_len = s
-        .char_indices()
-        .take_while(|&(i, ch)| {
-            ch.is_ascii_alphabetic() || (i > 0 && (ch.is_ascii_digit() || "+-.".contains(ch)))
-        })
-        .count();
-    let (scheme, rest) = s.split_at(scheme_len);
-    let Some(after_colon) = rest.strip_prefix(':') else {
-        return Ok(None);
-    };
-    let lower = scheme.to_ascii_lowercase();
-    let served = STATE_URL_SCHEMES.contains(&lower.as_str());
-    let Some(url_rest) = after_colon.strip_prefix("//") else {
-        // `s3:/b/k` or `s3:b/k`: a store's URL with a slash missing. Any other `x:/...` is as
-        // likely a mistyped URL as a path; `./` says which.
-        if served || after_colon.starts_with('/') {
-            let hint = if served {
-                format!(
-                    "did you mean {lower}://{}? ",
-                    after_colon.trim_start_matches('/')
-                )
-            } else {
-                String::new()
-            };
-            return Err(format!(
-                "looks like a URL with a slash missing; {hint}For a local path with a colon \
-                 in it, write it as ./{s}"
-            ));
-        }
-        return Ok(None);
-    };
-    if scheme.is_empty() {
-        return Ok(None);
-    }
-    if served && scheme != lower {
-        return Err(format!(
-            "URL schemes are written in lower case: did you mean {lower}://{url_rest}?"
-        ));
-    }
-    match lower.as_str() {
-        "s3" | "gs" | "az" => {
-            let (bucket, key) = url_rest.split_once('/').unwrap_or((url_rest, ""));
-            if bucket.is_empty() || key.is_empty() {
-                return Err(format!(
-                    "a state URL needs a bucket and an object key: {lower}://BUCKET/KEY, such as \
-                     {lower}://my-bucket/marksync/state.json"
-                ));
-            }
-            if key.ends_with('/') {
-                return Err(format!(
-                    "the object key ends with `/`, so it names a folder; name the state object, \
-                     such as {lower}://{bucket}/{key}state.json"
-                ));
-            }
-            Ok(Some(s.to_string()))
-        }
-        "file" => Err(format!(
-            "a file URL; write the path itself: {}",
-            if url_rest.starts_with('/') {
-                url_rest.to_string()
-            } else {
-                url_rest
-                    .split_once('/')
-                    .map_or(url_rest, |(_, p)| p)
-                    .to_string()
-            }
-        )),
-        "http" | "https" => Err(
-            "an http URL is not a state store; for an S3-compatible store (Tencent Cloud COS, \
-             MinIO...) write state: s3://BUCKET/KEY and put the store's URL in \
-             `state_store.endpoint`"
-                .to_string(),
-        ),
-        _ => Err(format!(
-            "unknown scheme `{scheme}://`; `state` is a local path or a URL of an object store \
-             (s3://, gs://, az://)"
-        )),
-    }
-}
-
 fn unknown_key(key: &str, known: &[&str]) -> String {
     let close = known.iter().find(|k| strsim_close(key, k));
     match close {
@@ -787,93 +693,6 @@ impl Checker<'_> {
         Some(base.join(s))
     }
 
-    /// The `state` value: a path, or the URL of an object store this build serves. A value with
-    /// `SCHEME://` is a URL, never a path, and so is one that looks like a store's URL with a
-    /// slash missing (`s3:/b/k`, `s3:b/k`): read as a path, it would quietly make a folder
-    /// named `s3:` beside the config while the team believes the state is in the bucket. `./`
-    /// before a path makes it a path whatever it holds.
-    fn state(&mut self, v: &Spanned<Value>, base: &Path) -> Option<Location> {
-        let Value::Scalar(Scalar::Str(s)) = &v.value else {
-            return self.path(v, "state", base).map(Location::File);
-        };
-        match state_location(s) {
-            Ok(Some(url)) => Some(Location::Object(url)),
-            Ok(None) => self.path(v, "state", base).map(Location::File),
-            Err(message) => {
-                self.err(&v.referenced, format!("`state` {s:?}: {message}"));
-                None
-            }
-        }
-    }
-
-    /// `state_store: {endpoint, region, allow_http}`.
-    fn state_store(&mut self, v: Spanned<Value>) -> Option<StateStoreSettings> {
-        let before = self.errors.len();
-        let mut out = StateStoreSettings::default();
-        let mut endpoint_at = v.referenced;
-        let keys = ["endpoint", "region", "allow_http"];
-        for (k, val) in self.map(v, "state_store", &keys)? {
-            match k.value.as_str() {
-                "endpoint" => {
-                    endpoint_at = val.referenced;
-                    let Some(s) = self.string(&val, "state_store.endpoint") else {
-                        continue;
-                    };
-                    let host = s
-                        .strip_prefix("https://")
-                        .or_else(|| s.strip_prefix("http://"))
-                        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
-                    match host {
-                        Some(h) if !h.is_empty() && !h.contains(char::is_whitespace) => {
-                            out.endpoint = Some(s)
-                        }
-                        _ => self.err(
-                            &val.referenced,
-                            format!(
-                                "`state_store.endpoint` must be an https:// URL such as \
-                                 https://cos.ap-singapore.myqcloud.com, found {s:?}"
-                            ),
-                        ),
-                    }
-                }
-                "region" => {
-                    if let Some(s) = self.string(&val, "state_store.region") {
-                        if s.trim().is_empty() {
-                            self.err(&val.referenced, "`state_store.region` must not be empty");
-                        } else {
-                            out.region = Some(s);
-                        }
-                    }
-                }
-                _ => match &val.value {
-                    Value::Scalar(Scalar::Bool(b)) => out.allow_http = *b,
-                    other => {
-                        let message = format!(
-                            "`state_store.allow_http` must be true or false, found {}",
-                            other.kind()
-                        );
-                        self.err(&val.referenced, message);
-                    }
-                },
-            }
-        }
-        if self.errors.len() == before
-            && !out.allow_http
-            && out
-                .endpoint
-                .as_deref()
-                .is_some_and(|e| e.starts_with("http://"))
-        {
-            self.err(
-                &endpoint_at,
-                "`state_store.endpoint` is plain http: the store's answers (the state) and the \
-                 requests' signatures would cross the network unencrypted. Use https, or add \
-                 `allow_http: true` for a store on this machine or a private network",
-            );
-        }
-        (self.errors.len() == before).then_some(out)
-    }
-
     /// The admin account: the service's account rules, and the text as written (YAML would read
     /// `007` as the number 7, and the service would be asked for another account).
     fn identifier(&mut self, v: &Spanned<Value>) -> Option<String> {
@@ -907,92 +726,6 @@ impl Checker<'_> {
             ),
         };
         self.err(&v.referenced, message);
-        None
-    }
-
-    /// A duration within the key's bounds ([`DURATION_BOUNDS`]).
-    fn duration(
-        &mut self,
-        v: &Spanned<Value>,
-        key: &str,
-        bounds: Option<(Duration, Duration)>,
-    ) -> Option<Duration> {
-        let s = match &v.value {
-            Value::Scalar(Scalar::Str(s)) => s,
-            Value::Scalar(scalar @ (Scalar::Int(_) | Scalar::Float(_))) if !matches!(scalar, Scalar::Float(f) if !f.is_finite()) =>
-            {
-                let written = written(self.text, &v.referenced).unwrap_or_else(|| scalar.text());
-                let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
-                let range = format!("between {} and {}", short(lo), short(hi));
-                // Only a suggestion that is in range: `renew_margin: 12` is not 12s.
-                let fits: Vec<(&str, String)> = ["s", "m", "h"]
-                    .into_iter()
-                    .map(|unit| (unit, format!("{written}{unit}")))
-                    .filter(|(_, text)| {
-                        humantime::parse_duration(text).is_ok_and(|d| (lo..=hi).contains(&d))
-                    })
-                    .collect();
-                let message = match fits.first() {
-                    Some(("s", seconds)) => format!(
-                        "`{key}` needs a unit: write {seconds} for seconds (durations look like 90s, 5m or 12h)"
-                    ),
-                    Some(_) => format!(
-                        "`{key}` needs a unit, and {written}s would be out of range ({range}): write {}",
-                        fits.iter()
-                            .map(|f| f.1.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ),
-                    None => format!(
-                        "`{key}` needs a unit (durations look like 90s, 5m or 12h) and must be {range}"
-                    ),
-                };
-                self.err(&v.referenced, message);
-                return None;
-            }
-            other => {
-                let found = match other {
-                    Value::Scalar(scalar @ Scalar::Float(_)) => {
-                        written(self.text, &v.referenced).unwrap_or_else(|| scalar.text())
-                    }
-                    other => other.kind().to_string(),
-                };
-                self.err(
-                    &v.referenced,
-                    format!("`{key}` must be a duration such as 90s, 5m or 12h, found {found}"),
-                );
-                return None;
-            }
-        };
-        let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
-        let range = format!("between {} and {}", short(lo), short(hi));
-        let parsed = match humantime::parse_duration(s) {
-            Ok(d) => d,
-            Err(humantime::DurationError::NumberOverflow) => {
-                self.err(
-                    &v.referenced,
-                    format!("`{key}` must be {range}, found {}", s.trim()),
-                );
-                return None;
-            }
-            Err(e) => {
-                self.err(
-                    &v.referenced,
-                    format!("`{key}`: {s:?} is not a duration ({e}); write it like 90s, 5m or 12h"),
-                );
-                return None;
-            }
-        };
-        if (lo..=hi).contains(&parsed) {
-            return Some(parsed);
-        }
-        let hint = unit_typo(s, lo, hi)
-            .map(|fix| format!("; did you mean {fix}?"))
-            .unwrap_or_default();
-        self.err(
-            &v.referenced,
-            format!("`{key}` must be {range}, found {}{hint}", s.trim()),
-        );
         None
     }
 
@@ -1142,52 +875,6 @@ fn written(text: &str, at: &serde_saphyr::Location) -> Option<String> {
     let end = rest.find(" #").unwrap_or(rest.len());
     let rest = rest[..end].split([',', '}', ']']).next()?.trim();
     (!rest.is_empty() && rest.len() <= 64).then(|| rest.to_string())
-}
-
-/// A duration the way users write it: `300ms`, `90s`, `30m`, `12h`, `7d` (the largest unit that
-/// divides it).
-fn short(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, per) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= per && ms.is_multiple_of(per) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
-}
-
-/// For an out-of-range duration of one number and one unit, the same number with a unit one
-/// slip of the finger away that is in range: a letter too many or too few (`30ms` for `30m`,
-/// `300s` for `300ms`) or the wrong case (`1M`, a month, for `1m`). Other units are not offered:
-/// `72h` is not a typo of `72m`.
-fn unit_typo(text: &str, lo: Duration, hi: Duration) -> Option<String> {
-    const UNITS: [(&str, Duration); 5] = [
-        ("ms", Duration::from_millis(1)),
-        ("s", Duration::from_secs(1)),
-        ("m", Duration::from_secs(MINUTE)),
-        ("h", Duration::from_secs(HOUR)),
-        ("d", Duration::from_secs(DAY)),
-    ];
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit())?;
-    let n: u32 = text[..digits].parse().ok()?;
-    let unit = text[digits..].trim();
-    let mut best: Option<(usize, String)> = None;
-    for (candidate, per) in UNITS {
-        let distance = strsim::levenshtein(unit, candidate);
-        let slip = (distance == 1 && unit.len() != candidate.len())
-            || (candidate != unit && candidate.eq_ignore_ascii_case(unit));
-        let fits = per.checked_mul(n).is_some_and(|d| (lo..=hi).contains(&d));
-        if slip && fits && best.as_ref().is_none_or(|(b, _)| distance < *b) {
-            best = Some((distance, format!("{n}{candidate}")));
-        }
-    }
-    best.map(|(_, fix)| fix)
 }
 
 /// The config path: `-c FILE`, else `$MARKSYNC_CONFIG`, else `./marksync.yaml`. The caller

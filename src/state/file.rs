@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::store::{Generation, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock};
-use super::{FORMAT_VERSION, State, StateError, parse};
+use super::{FORMAT_VERSION, Place, State, StateError, parse};
 use crate::model::{Account, GroupId, MarkSet};
 
 /// The `.bak` path of a state path.
@@ -89,8 +89,8 @@ fn named(e: StateError, given: &Path, real: &Path) -> StateError {
             intents_path,
             lock_path,
         ] {
-            if p == side(real) {
-                return side(given);
+            if p == Place::from(side(real)) {
+                return side(given).into();
             }
         }
         p
@@ -106,7 +106,7 @@ fn load_at(path: &Path, sdkappid: u64) -> Result<State, StateError> {
             if bak.exists() {
                 return Err(StateError::MissingWithBackup {
                     path: path.into(),
-                    bak,
+                    bak: bak.into(),
                 });
             }
             let mut state = State::new(sdkappid);
@@ -166,25 +166,25 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
             return Err(StateError::Read {
-                path: sidecar,
+                path: sidecar.into(),
                 source,
             });
         }
     };
     let file: IntentsFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-        path: sidecar.clone(),
+        path: sidecar.clone().into(),
         detail: e.to_string(),
-        bak: backup_path(path),
+        bak: backup_path(path).into(),
     })?;
     if file.format_version != FORMAT_VERSION {
         return Err(StateError::Version {
-            path: sidecar,
+            path: sidecar.into(),
             found: file.format_version,
         });
     }
     if file.sdkappid != state.sdkappid {
         return Err(StateError::OtherApp {
-            path: sidecar,
+            path: sidecar.into(),
             found: file.sdkappid,
             expected: state.sdkappid,
         });
@@ -224,7 +224,7 @@ fn save_intents_at(path: &Path, state: &State) -> Result<(), StateError> {
     };
     write_atomically(&sidecar, |w| json_line(w, &file), || Ok(())).map_err(|(_, source)| {
         StateError::Write {
-            path: sidecar.clone(),
+            path: sidecar.clone().into(),
             source,
         }
     })
@@ -359,7 +359,10 @@ impl Drop for Lock {
 /// Turns an I/O error about the lock file `path` into a [`StateError::Lock`] naming it.
 fn lock_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + use<> {
     let path = path.to_path_buf();
-    move |source| StateError::Lock { path, source }
+    move |source| StateError::Lock {
+        path: path.into(),
+        source,
+    }
 }
 
 /// Takes the exclusive lock for `state_path` (beside its [`target`]), or says which pid holds it.
@@ -391,7 +394,7 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) && is_link() => {
             return Err(StateError::Lock {
-                path: path.clone(),
+                path: path.clone().into(),
                 source: io::Error::other(
                     "it is a symbolic link; marksync creates this file itself and never follows \
                      a link there: remove the link",
@@ -408,7 +411,7 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
             "not a regular file"
         };
         return Err(StateError::Lock {
-            path: path.clone(),
+            path: path.clone().into(),
             source: io::Error::other(format!(
                 "it is {what}; marksync creates this file itself: remove it"
             )),
@@ -424,7 +427,12 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
                 pid: text.trim().parse().ok(),
             });
         }
-        Err(std::fs::TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(StateError::Lock {
+                path: path.into(),
+                source,
+            });
+        }
     }
     let write_pid = |f: &mut File| -> io::Result<()> {
         f.set_len(0)?;
@@ -487,21 +495,30 @@ impl StateStore for FileStore {
 
     fn load(&self, sdkappid: u64) -> StoreFuture<'_, State> {
         Box::pin(async move {
-            let real = self.real(|path, source| StateError::Read { path, source })?;
+            let real = self.real(|path, source| StateError::Read {
+                path: path.into(),
+                source,
+            })?;
             load_at(&real, sdkappid).map_err(|e| named(e, &self.path, &real))
         })
     }
 
     fn save<'a>(&'a self, state: &'a mut State) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let real = self.real(|path, source| StateError::Write { path, source })?;
+            let real = self.real(|path, source| StateError::Write {
+                path: path.into(),
+                source,
+            })?;
             save_at(&real, state).map_err(|e| named(e, &self.path, &real))
         })
     }
 
     fn save_intents<'a>(&'a self, state: &'a State) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let real = self.real(|path, source| StateError::Write { path, source })?;
+            let real = self.real(|path, source| StateError::Write {
+                path: path.into(),
+                source,
+            })?;
             save_intents_at(&real, state).map_err(|e| named(e, &self.path, &real))
         })
     }
@@ -523,7 +540,7 @@ impl StateStore for FileStore {
     fn unlock<'a>(&'a self, _lock_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             Err(StateError::Lock {
-                path: lock_path(&self.path),
+                path: lock_path(&self.path).into(),
                 source: io::Error::other(
                     "a local state's lock is released by the system when its holder exits; \
                      there is nothing to unlock",
@@ -538,9 +555,12 @@ impl StateStore for FileStore {
 
     fn pull(&self, _serial: Option<u64>) -> StoreFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let real = self.real(|path, source| StateError::Read { path, source })?;
+            let real = self.real(|path, source| StateError::Read {
+                path: path.into(),
+                source,
+            })?;
             std::fs::read(&real).map_err(|source| StateError::Read {
-                path: self.path.clone(),
+                path: self.path.clone().into(),
                 source,
             })
         })
@@ -549,8 +569,10 @@ impl StateStore for FileStore {
     fn local_files(&self) -> Vec<(&'static str, PathBuf)> {
         // Beside the path given and beside the file it stands for (a symbolic link's target).
         let mut states = vec![self.path.clone()];
-        if let Ok(real) = self.real(|path, source| StateError::Read { path, source })
-            && real != self.path
+        if let Ok(real) = self.real(|path, source| StateError::Read {
+            path: path.into(),
+            source,
+        }) && real != self.path
         {
             states.push(real);
         }

@@ -35,6 +35,17 @@ pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
     load_desired_from(&config.desired, config.max_alias_pairs)
 }
 
+/// [`load_desired`], showing `seen` the bytes of every file as read ([`desired::load_seeing`]).
+pub fn load_desired_seeing(
+    config: &Config,
+    seen: &(dyn Fn(&Path, &[u8]) + Sync),
+) -> Result<DesiredState, Error> {
+    let desired = desired::load_seeing(&config.desired, config.max_alias_pairs, seen)
+        .map_err(Error::Desired)?;
+    print_warnings(&desired.warnings);
+    Ok(desired)
+}
+
 /// [`load_desired`] of the directory or file `root`.
 fn load_desired_from(root: &Path, max_alias_pairs: usize) -> Result<DesiredState, Error> {
     let desired = desired::load(root, max_alias_pairs).map_err(Error::Desired)?;

@@ -838,22 +838,32 @@ pub fn desired_digest(root: &Path) -> Result<String, SavedPlanError> {
     }
     let mut read = Vec::with_capacity(files.len());
     for file in files {
-        let rel = if file == root {
-            file.file_name().map(PathBuf::from).unwrap_or_default()
-        } else {
-            file.strip_prefix(root).unwrap_or(&file).to_path_buf()
-        };
-        let rel: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
         let bytes = crate::input::read_regular(&file, crate::input::MAX_DESIRED_BYTES)
             .map_err(|e| SavedPlanError::Desired(format!("{}: {e}", file.display())))?;
-        read.push((rel.join("/"), bytes));
+        read.push((file, bytes));
     }
-    Ok(digest_files(
-        read.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
-    ))
+    Ok(digest_read(root, &read))
+}
+
+/// [`digest_files`] of files read under `root` (as the desired loader shows them), named as
+/// [`desired_digest`] names them.
+pub fn digest_read(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> String {
+    let named: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(file, bytes)| {
+            let rel = if file == root {
+                file.file_name().map(PathBuf::from).unwrap_or_default()
+            } else {
+                file.strip_prefix(root).unwrap_or(file).to_path_buf()
+            };
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (rel.join("/"), bytes.as_slice())
+        })
+        .collect();
+    digest_files(named.iter().map(|(p, b)| (p.as_str(), *b)))
 }
 
 mod destination;

@@ -11,7 +11,7 @@ use crate::apply::Totals;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::desired;
-use crate::engine::{SHUTDOWN_GRACE, Session, load_config, load_desired, policy, runtime};
+use crate::engine::{SHUTDOWN_GRACE, Session, load_config, policy, runtime};
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
 use crate::render;
@@ -421,9 +421,26 @@ fn load_saved_plan(
     now: UnixTime,
     dry_run: bool,
 ) -> Result<(desired::DesiredState, state::State, crate::plan::Plan, bool), Error> {
-    use crate::saved_plan::{SavedPlan, desired_digest};
+    use crate::saved_plan::{SavedPlan, desired_digest, digest_read};
     let saved = SavedPlan::read(path)?;
-    let digest = desired_digest(&config.desired)?;
+    // One read of the desired files: the digest is taken from the very bytes that are parsed, so
+    // the plan is checked against exactly the files it is made from.
+    let read = std::sync::Mutex::new(Vec::new());
+    let loaded = crate::engine::load_desired_seeing(config, &|file, bytes| {
+        read.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((file.to_path_buf(), bytes.to_vec()));
+    });
+    let digest = match &loaded {
+        Ok(_) => digest_read(
+            &config.desired,
+            &read
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ),
+        // Files that do not load: a tree changed since the plan is still named as such first.
+        Err(_) => desired_digest(&config.desired)?,
+    };
     saved
         .check(
             config.sdkappid,
@@ -437,9 +454,7 @@ fn load_saved_plan(
             path: path.to_path_buf(),
             reason,
         })?;
-    // The digest matched. Whatever the loader reads now (the files could change in between), the
-    // plan made from it must be the saved one, so a race can only cause a refusal.
-    let desired = load_desired(config)?;
+    let desired = loaded?;
     let stale = |reason| Error::StalePlan {
         path: path.to_path_buf(),
         reason,

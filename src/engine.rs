@@ -150,10 +150,11 @@ impl Session {
 
     /// The API client, connecting (or starting the embedded emulator) on first use.
     pub async fn client(&mut self) -> Result<&Client, Error> {
-        if self.connection.is_none() {
-            self.connection = Some(connect(&self.config, self.clock.clone()).await?);
-        }
-        Ok(&self.connection.as_ref().expect("connected above").client)
+        let connection = match self.connection.take() {
+            Some(c) => c,
+            None => connect(&self.config, self.clock.clone()).await?,
+        };
+        Ok(&self.connection.insert(connection).client)
     }
 
     /// Builds the client again from the config (after a reload): the old one stays if the new

@@ -143,7 +143,7 @@ pub fn state_rm(
             .local_files()
             .into_iter()
             .rev()
-            .find(|(what, _)| *what == "state backup")
+            .find(|(what, _)| *what == state::file::BACKUP_FILE)
             .map(|(_, bak)| format!(", previous generation in {}", bak.display()))
             .unwrap_or_default()
     );

@@ -14,6 +14,9 @@ use super::store::{Generation, LockHolder, LockRequest, StateStore, StoreFuture,
 use super::{FORMAT_VERSION, Place, State, StateError, parse};
 use crate::model::{Account, GroupId, MarkSet};
 
+/// What [`StateStore::local_files`] calls the previous generation of a state file.
+pub const BACKUP_FILE: &str = "state backup";
+
 /// The `.bak` path of a state path.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -578,7 +581,7 @@ impl StateStore for FileStore {
         }
         let mut files = Vec::new();
         for st in states {
-            files.push(("state backup", backup_path(&st)));
+            files.push((BACKUP_FILE, backup_path(&st)));
             files.push(("state intents sidecar", intents_path(&st)));
             files.push(("state lock", lock_path(&st)));
             files.push(("state file", st));

@@ -82,7 +82,7 @@ async fn run(label: &str, calls: usize, client_rate: u32, enforce: bool) {
     cc.max_calls_per_second = client_rate;
     let client = Client::new(cc, Arc::new(SystemClock)).expect("client");
     let dir = tempfile::tempdir().expect("tempdir");
-    let state_path = dir.path().join("state.json");
+    let store = marksync::state::FileStore::new(dir.path().join("state.json"));
 
     let start = Instant::now();
     let applied = tokio::time::timeout(
@@ -90,7 +90,7 @@ async fn run(label: &str, calls: usize, client_rate: u32, enforce: bool) {
         apply::execute(
             Arc::new(plan),
             &mut state,
-            &state_path,
+            &store,
             &client,
             &SystemClock,
             &Settings::default(),

@@ -87,7 +87,7 @@ async fn example() {
     let took = start.elapsed();
     let adopted = refresh::classify(&d, &state, &read.facts, 0)
         .counts()
-        .adopted;
+        .get(refresh::DriftKind::Adopted);
     println!(
         "example ({} groups, {} marks):",
         d.groups.len(),
@@ -175,7 +175,7 @@ fn classification() {
          ({} lost, {} not checked: each online listing holds 1,000, the window)",
         d.pair_count(),
         took.as_secs_f64(),
-        counts.lost,
-        counts.not_checked,
+        counts.get(refresh::DriftKind::Lost),
+        counts.get(refresh::DriftKind::NotChecked),
     );
 }

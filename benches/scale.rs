@@ -374,8 +374,14 @@ fn phases(config_path: &Path) {
     let desired =
         marksync::desired::load(&config.desired, config.max_alias_pairs).expect("desired");
     let load_desired = t.elapsed();
+    let store = marksync::state::open(&config).expect("store");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let t = Instant::now();
-    let state = marksync::state::load(&config.state, config.sdkappid).expect("state");
+    let state = runtime
+        .block_on(store.load(config.sdkappid))
+        .expect("state");
     let load_state = t.elapsed();
     let t = Instant::now();
     let plan = marksync::plan::plan(&desired, &state, NOW, &marksync::plan::Policy::default());

@@ -27,7 +27,6 @@
 //! Architecture invariant: only confirmed results enter the confirmed part of the state.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,9 +36,8 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::clock::Clock;
 use crate::model::{Account, GroupId, Mark, MarkSet};
 use crate::plan::{Call, Command, Plan};
-use crate::state::{self, State, StateError};
-use crate::tim::client::{CallError, Client};
-use crate::tim::wire::{CommandType, MemberMarks, ModifyUserInfoRequest};
+use crate::state::{State, StateError, StateStore};
+use crate::tim::client::{CallError, Client, MarkChange};
 
 /// How many groups have calls in flight at once. The rate limiter sets the pace; this only bounds
 /// the number of waiting tasks and open requests.
@@ -150,12 +148,12 @@ impl Default for Settings {
     }
 }
 
-/// Executes `plan`, recording results into `state` and saving it to `state_path`.
+/// Executes `plan`, recording results into `state` and saving it to `store`.
 /// `on_call` sees every call's outcome as it is folded in (for output and metrics).
 pub async fn execute(
     plan: Arc<Plan>,
     state: &mut State,
-    state_path: &Path,
+    store: &dyn StateStore,
     client: &Client,
     clock: &dyn Clock,
     settings: &Settings,
@@ -171,7 +169,7 @@ pub async fn execute(
     // 1. Intents first, for sets and clears alike: a crash after this point leaves no
     // unaccounted mark.
     let fresh = record_intents(&plan, state);
-    if let Err(e) = state::save_intents(state_path, state) {
+    if let Err(e) = store.save_intents(state).await {
         // Nothing is sent: the state keeps what it had.
         for (call, added) in plan.calls.iter().zip(&fresh) {
             for (account, marks) in added {
@@ -252,7 +250,7 @@ pub async fn execute(
             elapsed,
         });
         if save_failed.is_none() && last_save.elapsed() >= SAVE_EVERY {
-            if let Err(e) = state::save(state_path, state) {
+            if let Err(e) = store.save(state).await {
                 tracing::error!("cannot save state: {e}; no new call is sent");
                 halt.store(true, Ordering::SeqCst);
                 save_failed = Some(e);
@@ -261,7 +259,7 @@ pub async fn execute(
         }
     }
     while tasks.join_next().await.is_some() {}
-    let saved = state::save(state_path, state);
+    let saved = store.save(state).await;
     if let Some(e) = save_failed {
         return Err(e);
     }
@@ -323,22 +321,14 @@ async fn send(
     offline_codes: &[i64],
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Outcome {
-    let request = ModifyUserInfoRequest {
-        group_id: call.group.as_str().to_string(),
-        command_type: match call.command {
-            Command::Set => CommandType::Set,
-            Command::Clear => CommandType::Delete,
-        },
-        member_list: call
-            .members
-            .iter()
-            .map(|(a, m)| MemberMarks {
-                account: a.as_str().to_string(),
-                marks: m.iter().map(Mark::get).collect(),
-            })
-            .collect(),
+    let change = match call.command {
+        Command::Set => MarkChange::Set,
+        Command::Clear => MarkChange::Delete,
     };
-    match client.modify_user_info_unless(&request, stop).await {
+    match client
+        .modify_marks_unless(&call.group, change, &call.members, stop)
+        .await
+    {
         Ok(response) => match call.command {
             Command::Clear => Outcome::Done {
                 confirmed: call.members.clone(),
@@ -346,9 +336,8 @@ async fn send(
             },
             Command::Set => {
                 let listed: BTreeMap<&str, &[u32]> = response
-                    .member_list
                     .iter()
-                    .map(|m| (m.account.as_str(), m.marks.as_slice()))
+                    .map(|(account, marks)| (account.as_str(), marks.as_slice()))
                     .collect();
                 let mut confirmed = Vec::new();
                 let mut pending = Vec::new();

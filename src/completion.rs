@@ -74,7 +74,11 @@ impl Context {
     /// The state the config names, if both load.
     fn state(&self) -> Option<State> {
         let config = crate::config::load(&self.config).ok()?;
-        state::load(&config.state, config.sdkappid).ok()
+        // A state in an object store offers nothing: a network read on every TAB is too slow.
+        match &config.state {
+            state::Location::File(path) => state::load(path, config.sdkappid).ok(),
+            state::Location::Object(_) => None,
+        }
     }
 }
 

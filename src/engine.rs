@@ -3,11 +3,14 @@
 //! embedded emulator), and the async runtime. `cmd` (one-shot commands) and `daemon` (`marksync
 //! run`) both sit on top of this layer; it knows neither of them.
 
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::apply;
 use crate::clock::Clock;
 use crate::config::{self, Config, Endpoint};
 use crate::desired::{self, DesiredState};
@@ -16,8 +19,8 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::Error;
 use crate::model::UnixTime;
 use crate::plan::{self, Plan, Policy};
-use crate::refresh;
-use crate::state;
+use crate::refresh::{self, RefreshError, Refreshed};
+use crate::state::{self, LockRequest, StateStore, StoreLock};
 use crate::tim::client::{Client, ClientConfig};
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::tim::usersig::SecretKey;
@@ -29,7 +32,23 @@ pub fn load_config(path: &Path) -> Result<Config, Error> {
 
 /// Loads the desired state and prints its warnings to stderr.
 pub fn load_desired(config: &Config) -> Result<DesiredState, Error> {
-    let desired = desired::load(&config.desired, config.max_alias_pairs).map_err(Error::Desired)?;
+    load_desired_from(&config.desired, config.max_alias_pairs)
+}
+
+/// [`load_desired`], showing `seen` the bytes of every file as read ([`desired::load_seeing`]).
+pub fn load_desired_seeing(
+    config: &Config,
+    seen: &(dyn Fn(&Path, &[u8]) + Sync),
+) -> Result<DesiredState, Error> {
+    let desired = desired::load_seeing(&config.desired, config.max_alias_pairs, seen)
+        .map_err(Error::Desired)?;
+    print_warnings(&desired.warnings);
+    Ok(desired)
+}
+
+/// [`load_desired`] of the directory or file `root`.
+fn load_desired_from(root: &Path, max_alias_pairs: usize) -> Result<DesiredState, Error> {
+    let desired = desired::load(root, max_alias_pairs).map_err(Error::Desired)?;
     print_warnings(&desired.warnings);
     Ok(desired)
 }
@@ -52,27 +71,190 @@ pub fn policy(config: &Config, reassert: bool) -> Policy {
     }
 }
 
-/// Loads everything `plan` and `apply` need and computes the plan (no lock, no network).
-pub fn compute_plan(
-    config: &Config,
-    reassert: bool,
-    now: UnixTime,
-) -> Result<(DesiredState, state::State, Plan), Error> {
-    // The desired files and the state are independent reads of about the same size (a million
-    // marks each): read the state on a thread of its own meanwhile. A problem in the desired
-    // files is still reported first.
-    let (desired, state) = std::thread::scope(|s| {
-        let state = s.spawn(|| state::load(&config.state, config.sdkappid));
-        let desired = load_desired(config);
-        let state = state
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (desired, state)
-    });
-    let desired = desired?;
-    let state = state?;
-    let plan = plan::plan(&desired, &state, now, &policy(config, reassert));
-    Ok((desired, state, plan))
+/// One run of the engine, for a command or the daemon: it owns the config, the clock, the state
+/// store and (once connected) the client, and offers what every caller does with them: lock,
+/// load, refresh, plan, execute, save. `apply`, `import`, `plan` and the daemon's round are thin
+/// callers; none of them knows where the state is kept.
+pub struct Session {
+    /// The config this session runs on (the daemon replaces it on reload, keeping `state`).
+    pub config: Config,
+    /// Where "now" comes from (tests drive it).
+    clock: Arc<dyn Clock>,
+    /// Where the state is kept.
+    store: Arc<dyn StateStore>,
+    /// The API client, made on first need: planning alone never connects.
+    connection: Option<Connection>,
+}
+
+impl Session {
+    /// A session on `config`'s state store; nothing is read and nothing connects yet.
+    pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Session, Error> {
+        let store = state::open(&config)?;
+        Ok(Session {
+            config,
+            clock,
+            store,
+            connection: None,
+        })
+    }
+
+    /// The state store (for messages: its description, the local files it owns).
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Takes the state's one-writer lock for `command` (see [`lock_request`]).
+    pub async fn lock(
+        &self,
+        command: &str,
+        takes_callbacks: bool,
+    ) -> Result<Box<dyn StoreLock>, Error> {
+        let request = lock_request(&self.config, command, takes_callbacks);
+        Ok(self.store.lock(&request).await?)
+    }
+
+    /// Reads the state.
+    pub async fn load_state(&self) -> Result<state::State, Error> {
+        Ok(self.store.load(self.config.sdkappid).await?)
+    }
+
+    /// Reads the desired files and the state, at the same time: they are independent reads of
+    /// about the same size (a million marks each). A problem in the desired files is reported
+    /// first.
+    pub async fn load(&self) -> Result<(DesiredState, state::State), Error> {
+        let (root, max_alias_pairs) = (self.config.desired.clone(), self.config.max_alias_pairs);
+        let desired =
+            tokio::task::spawn_blocking(move || load_desired_from(&root, max_alias_pairs));
+        let state = self.store.load(self.config.sdkappid).await;
+        let desired = desired
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        Ok((desired, state?))
+    }
+
+    /// The plan from `desired` and `state` at `now`, with the config's policy.
+    pub fn plan(
+        &self,
+        desired: &DesiredState,
+        state: &state::State,
+        now: UnixTime,
+        reassert: bool,
+    ) -> Plan {
+        plan::plan(desired, state, now, &policy(&self.config, reassert))
+    }
+
+    /// The API client, connecting (or starting the embedded emulator) on first use.
+    pub async fn client(&mut self) -> Result<&Client, Error> {
+        let connection = match self.connection.take() {
+            Some(c) => c,
+            None => connect(&self.config, self.clock.clone()).await?,
+        };
+        Ok(&self.connection.insert(connection).client)
+    }
+
+    /// Builds the client again from the config (after a reload): the old one stays if the new
+    /// one cannot be built.
+    pub async fn reconnect(&mut self) -> Result<(), Error> {
+        let connection = connect(&self.config, self.clock.clone()).await?;
+        if let Some(old) = self.connection.replace(connection)
+            && let Some(embedded) = old.embedded
+        {
+            let _ = embedded.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Reads the live marks of what `desired` and `state` name and makes `state` (in memory)
+    /// agree (SPEC section 10), unless `stop_requested` resolves first: then the reads are
+    /// abandoned at once and `state` is as it was ([`until_stopped`] with no grace).
+    pub async fn refresh<S>(
+        &mut self,
+        desired: &DesiredState,
+        state: &mut state::State,
+        stop_requested: impl Future<Output = S>,
+        on_stop: impl FnOnce(&S),
+    ) -> Result<Stopped<Result<Refreshed, RefreshError>, S>, Error> {
+        let clock = self.clock.clone();
+        let client = self.client().await?.clone();
+        let reads = refresh::refresh(&client, desired, state, clock.as_ref());
+        let stop = AtomicBool::new(false);
+        Ok(until_stopped(reads, stop_requested, &stop, Duration::ZERO, on_stop).await)
+    }
+
+    /// Executes `plan` ([`apply::execute`]), saving to the store, until `stop_requested`
+    /// resolves: then no new call starts and the calls in flight get [`SHUTDOWN_GRACE`] to
+    /// finish. When they do not, the state is left to the caller to save (the cut calls' marks
+    /// are still intents in it: the next run settles them).
+    pub async fn execute<S>(
+        &mut self,
+        plan: Plan,
+        state: &mut state::State,
+        settings: &apply::Settings,
+        on_call: impl FnMut(apply::CallReport<'_>),
+        stop_requested: impl Future<Output = S>,
+        on_stop: impl FnOnce(&S),
+    ) -> Result<Stopped<Result<apply::Applied, state::StateError>, S>, Error> {
+        let clock = self.clock.clone();
+        let client = self.client().await?.clone();
+        let work = apply::execute(
+            Arc::new(plan),
+            state,
+            self.store.as_ref(),
+            &client,
+            clock.as_ref(),
+            settings,
+            on_call,
+        );
+        Ok(until_stopped(
+            work,
+            stop_requested,
+            &settings.stop,
+            SHUTDOWN_GRACE,
+            on_stop,
+        )
+        .await)
+    }
+
+    /// Saves `state` to the store.
+    pub async fn save(&self, state: &mut state::State) -> Result<(), state::StateError> {
+        self.store.save(state).await
+    }
+
+    /// The client's failover count so far (none before connecting).
+    pub fn failovers(&self) -> u64 {
+        self.connection
+            .as_ref()
+            .map_or(0, |c| c.client.endpoint_stats().failovers)
+    }
+
+    /// Drops the client, and stops the embedded emulator if one runs: the session's calls are
+    /// over.
+    pub async fn disconnect(&mut self) {
+        if let Some(embedded) = self.connection.take().and_then(|c| c.embedded) {
+            let _ = embedded.shutdown().await;
+        }
+    }
+}
+
+/// What a command takes the state's lock for: `command` names it to whoever finds the lock
+/// held; `takes_callbacks` puts this process's callback address in the lock (a daemon's), so a
+/// standby can forward callbacks to it.
+pub fn lock_request(config: &Config, command: &str, takes_callbacks: bool) -> LockRequest {
+    LockRequest {
+        command: command.to_string(),
+        wait: Duration::ZERO,
+        ttl: config.lock_ttl,
+        address: config
+            .http
+            .as_ref()
+            .filter(|_| takes_callbacks)
+            .map(|h| h.listen.to_string()),
+    }
 }
 
 /// The secret key from the file, `$MARKSYNC_SECRET_KEY` or `$CREDENTIALS_DIRECTORY/secret-key`.
@@ -124,10 +306,13 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
             emu.auto_create_groups = true;
             emu.members_online_by_default = true;
             emu.max_calls_per_second = 200;
-            // Each process starts its own emulator: its world is kept beside the state, so the
-            // next command sees the marks this one set. (A state URL would put it beside the
-            // config instead.)
-            emu.world_file = Some(crate::emulator::world_file_beside(&config.state));
+            // Each process starts its own emulator: its world is kept beside the state (or the
+            // config, for a state in an object store), so the next command sees the marks this
+            // one set.
+            emu.world_file = Some(crate::emulator::world_file_beside(match &config.state {
+                crate::state::Location::File(path) => path,
+                crate::state::Location::Object(_) => &config.path,
+            }));
             let emulator = Emulator::start(emu)
                 .await
                 .map_err(Error::EmbeddedEmulator)?;
@@ -146,27 +331,43 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     Ok(Connection { client, embedded })
 }
 
-/// Reads the live marks of what the desired files and `state` name (SPEC section 10) and makes
-/// `state` (in memory) agree with what was seen: lost, offline and gone marks forgotten, live
-/// desired marks adopted. Plan from `state` afterwards. Groups that could not be read are left as
-/// they are (never treated as absent) and listed in [`refresh::Refreshed::unread`]; the caller
-/// reports them. Shared by `plan --refresh`, `apply --refresh`, `import` and the daemon.
-pub async fn refresh_state(
-    client: &Client,
-    desired: &DesiredState,
-    state: &mut state::State,
-    clock: &dyn Clock,
-) -> Result<refresh::Refreshed, Error> {
-    // `refresh` reads, then classifies at `now`: the reading time comes from the listings.
-    let groups = refresh::to_read(desired, state);
-    let read = refresh::read(client, &groups, refresh::DEFAULT_PARALLEL_GROUPS).await?;
-    let classified = refresh::classify(desired, state, &read.facts, clock.now());
-    classified.changes.apply(state);
-    Ok(refresh::Refreshed {
-        classified,
-        unread: read.unread,
-        calls: read.calls,
-    })
+/// How work that a stop request may cut short ended ([`until_stopped`]).
+#[derive(Debug)]
+pub struct Stopped<T, S> {
+    /// The work's output; `None` when it was cut (the grace ran out, or there was none).
+    pub output: Option<T>,
+    /// The stop request, if one came.
+    pub by: Option<S>,
+}
+
+/// Runs `work` until it ends, unless `stop_requested` resolves first: then `stop` is set (so the
+/// work starts nothing new: no new call), `on_stop` is told, and the work gets `grace` more to
+/// finish (calls in flight); with a zero grace it is abandoned at once (reads, which change
+/// nothing until they all finished). The one shutdown rule of `apply`, `import`, `plan
+/// --refresh` and the daemon.
+pub async fn until_stopped<T, S>(
+    work: impl Future<Output = T>,
+    stop_requested: impl Future<Output = S>,
+    stop: &AtomicBool,
+    grace: Duration,
+    on_stop: impl FnOnce(&S),
+) -> Stopped<T, S> {
+    tokio::pin!(work);
+    let by = tokio::select! {
+        output = &mut work => return Stopped { output: Some(output), by: None },
+        by = stop_requested => by,
+    };
+    stop.store(true, Ordering::SeqCst);
+    on_stop(&by);
+    let output = if grace.is_zero() {
+        None
+    } else {
+        tokio::time::timeout(grace, work).await.ok()
+    };
+    Stopped {
+        output,
+        by: Some(by),
+    }
 }
 
 /// The main and backup base URLs of a config that calls the service (not `embedded`, which has
@@ -207,6 +408,67 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // tokio's paused clock: the durations are exact and nothing waits for real.
+
+    /// Work that takes `ms` and says so.
+    async fn work(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "done"
+    }
+
+    /// A stop request after `ms`.
+    async fn stop_after(ms: u64) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "SIGTERM"
+    }
+
+    const GRACE: Duration = Duration::from_millis(300);
+
+    #[tokio::test(start_paused = true)]
+    async fn work_without_a_stop_request_runs_to_its_end() {
+        let stop = AtomicBool::new(false);
+        let never = std::future::pending::<&str>();
+        let r = until_stopped(work(50), never, &stop, GRACE, |_| panic!("no stop")).await;
+        assert_eq!((r.output, r.by), (Some("done"), None));
+        assert!(!stop.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_request_sets_stop_and_the_work_in_flight_finishes_within_the_grace() {
+        let stop = AtomicBool::new(false);
+        let mut seen = Vec::new();
+        let r = until_stopped(work(150), stop_after(20), &stop, GRACE, |s| seen.push(*s)).await;
+        assert_eq!(r.output, Some("done"), "finished within the grace");
+        assert_eq!(r.by, Some("SIGTERM"));
+        assert!(
+            stop.load(Ordering::SeqCst),
+            "no new calls after the request"
+        );
+        assert_eq!(seen, ["SIGTERM"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_still_running_when_the_grace_runs_out_is_cut() {
+        let stop = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let r = until_stopped(work(60_000), stop_after(20), &stop, GRACE, |_| {}).await;
+        assert_eq!((r.output, r.by), (None, Some("SIGTERM")));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(20) + GRACE,
+            "cut exactly at the grace"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_grace_the_work_is_abandoned_at_once() {
+        let stop = AtomicBool::new(false);
+        let started = tokio::time::Instant::now();
+        let r = until_stopped(work(60_000), stop_after(20), &stop, Duration::ZERO, |_| {}).await;
+        assert_eq!((r.output, r.by), (None, Some("SIGTERM")));
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
+    }
 
     fn urls(extra: &str) -> (String, Option<String>) {
         let text = format!("sdkappid: 1\nidentifier: a\ndesired: m\n{extra}");

@@ -65,6 +65,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::desired::DesiredState;
 use crate::model::{
     Account, GroupId, MARK_500_LIFETIME_SECS, MAX_MEMBERS_PER_MARK, Mark, MarkSet, UnixTime,
@@ -159,7 +160,8 @@ pub enum DriftKind {
 }
 
 impl DriftKind {
-    /// Every kind, in report order.
+    /// Every kind, in report order (the order of declaration: [`DriftCounts`] is indexed by
+    /// the discriminant).
     pub const ALL: [DriftKind; 6] = [
         DriftKind::Lost,
         DriftKind::Offline,
@@ -256,54 +258,53 @@ pub struct OverCapacity {
     pub unnameable: usize,
 }
 
-/// Counts per kind: `summary.drift` of `plan --json`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DriftCounts {
-    /// See [`DriftKind::Lost`].
-    pub lost: usize,
-    /// See [`DriftKind::Offline`].
-    pub offline: usize,
-    /// See [`DriftKind::Gone`].
-    pub gone: usize,
-    /// See [`DriftKind::Unmanaged`].
-    pub unmanaged: usize,
-    /// See [`DriftKind::Adopted`].
-    pub adopted: usize,
-    /// See [`DriftKind::NotChecked`].
-    pub not_checked: usize,
-}
+/// Counts per kind: `summary.drift` of `plan --json`. A map from [`DriftKind`] (every kind
+/// present, zero or not), so a new kind is counted, reported and exported everywhere without a
+/// list of fields to keep in step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriftCounts([usize; DriftKind::ALL.len()]);
 
 impl DriftCounts {
     /// Counts the drift list.
     pub fn of(drift: &[Drift]) -> Self {
         let mut c = DriftCounts::default();
         for d in drift {
-            *c.get_mut(d.kind) += 1;
+            c.0[d.kind as usize] += 1;
         }
         c
     }
 
     /// The count of one kind.
     pub fn get(&self, kind: DriftKind) -> usize {
-        match kind {
-            DriftKind::Lost => self.lost,
-            DriftKind::Offline => self.offline,
-            DriftKind::Gone => self.gone,
-            DriftKind::Unmanaged => self.unmanaged,
-            DriftKind::Adopted => self.adopted,
-            DriftKind::NotChecked => self.not_checked,
-        }
+        self.0[kind as usize]
     }
 
-    fn get_mut(&mut self, kind: DriftKind) -> &mut usize {
-        match kind {
-            DriftKind::Lost => &mut self.lost,
-            DriftKind::Offline => &mut self.offline,
-            DriftKind::Gone => &mut self.gone,
-            DriftKind::Unmanaged => &mut self.unmanaged,
-            DriftKind::Adopted => &mut self.adopted,
-            DriftKind::NotChecked => &mut self.not_checked,
+    /// Every kind with its count, in report order.
+    pub fn iter(&self) -> impl Iterator<Item = (DriftKind, usize)> + '_ {
+        DriftKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+
+    /// The drifted marks of every kind together.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+
+    /// The same counts with `kind` left out (zero).
+    pub fn without(mut self, kind: DriftKind) -> Self {
+        self.0[kind as usize] = 0;
+        self
+    }
+}
+
+impl Serialize for DriftCounts {
+    /// `{"lost": 2, "offline": 0, ...}`: every kind, in report order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(DriftKind::ALL.len()))?;
+        for (kind, n) in self.iter() {
+            map.serialize_entry(kind.as_str(), &n)?;
         }
+        map.end()
     }
 }
 
@@ -715,16 +716,18 @@ pub struct Refreshed {
 /// The whole refresh: reads what [`to_read`] names through `client` (groups in parallel, up to
 /// [`DEFAULT_PARALLEL_GROUPS`]), [`classify`]s it, and applies the changes to `state` (in memory;
 /// saving is the caller's). Then `plan::plan(desired, state, now, policy)` sends what the drift
-/// needs. `now` is the caller's clock reading, after the reads.
+/// needs. Groups that could not be read are left as they are (never treated as absent) and
+/// listed in [`Refreshed::unread`]; the caller reports them. The reading time is `clock`'s, after
+/// the reads.
 pub async fn refresh(
     client: &Client,
     desired: &DesiredState,
     state: &mut State,
-    now: UnixTime,
+    clock: &dyn Clock,
 ) -> Result<Refreshed, RefreshError> {
     let groups = to_read(desired, state);
     let read = read(client, &groups, DEFAULT_PARALLEL_GROUPS).await?;
-    let classified = classify(desired, state, &read.facts, now);
+    let classified = classify(desired, state, &read.facts, clock.now());
     classified.changes.apply(state);
     Ok(Refreshed {
         classified,

@@ -484,7 +484,7 @@ pub fn write_json_plan_guarded(
 }
 
 /// Drift kinds in words, for the human drift section.
-fn drift_words(kind: DriftKind) -> &'static str {
+pub fn drift_words(kind: DriftKind) -> &'static str {
     match kind {
         DriftKind::Lost => "lost",
         DriftKind::Offline => "offline",
@@ -540,8 +540,9 @@ pub fn drift(classified: &Classified, verbose: bool) -> String {
             return out;
         }
     } else {
-        let mut counts = classified.counts();
-        counts.not_checked = 0;
+        let counts = classified
+            .counts()
+            .without(crate::refresh::DriftKind::NotChecked);
         let _ = write!(
             out,
             "{BOLD}Drift{BOLD:#}: {drifted} {} to report ({})",

@@ -62,9 +62,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The largest saved plan read: a plan touching a million marks is about 40 MB.
 pub const MAX_SAVED_PLAN_BYTES: u64 = 1 << 30;
 
-/// The default of the config key `saved_plan_max_age`.
-pub const DEFAULT_MAX_AGE_SECS: i64 = 24 * 3600;
-
 /// What to do about any refusal: the message's last line.
 const REDO: &str =
     "\nWhat to do: run `marksync plan --out FILE` again, review the new plan, and apply it";
@@ -709,33 +706,15 @@ impl SavedPlan {
         Self::from_bytes(path, &bytes)
     }
 
-    /// Writes the plan atomically: a temporary file in the same directory, fsync, rename over
-    /// `path`, fsync of the directory. A crash leaves the old file or the new one, never half.
-    ///
-    /// `state::write_atomically` is the same recipe, but private to the state module (and tied
-    /// to its errors and `.bak`); a saved plan needs no backup generation.
+    /// Writes the plan atomically ([`crate::state::write_atomically`]): a crash leaves the old
+    /// file or the new one, never half.
     pub fn write(&self, path: &Path) -> Result<(), SavedPlanError> {
-        let werr = |source: io::Error| SavedPlanError::Write {
-            path: path.into(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".marksync-plan-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(werr)?;
-        tmp.as_file_mut()
-            .write_all(&self.to_bytes())
-            .map_err(werr)?;
-        tmp.as_file().sync_all().map_err(werr)?;
-        tmp.persist(path).map_err(|e| werr(e.error))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(werr)
+        crate::state::write_atomically(path, |w| w.write_all(&self.to_bytes()), || Ok(())).map_err(
+            |(_, source)| SavedPlanError::Write {
+                path: path.into(),
+                source,
+            },
+        )
     }
 }
 
@@ -881,22 +860,32 @@ pub fn desired_digest(root: &Path) -> Result<String, SavedPlanError> {
     }
     let mut read = Vec::with_capacity(files.len());
     for file in files {
-        let rel = if file == root {
-            file.file_name().map(PathBuf::from).unwrap_or_default()
-        } else {
-            file.strip_prefix(root).unwrap_or(&file).to_path_buf()
-        };
-        let rel: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
         let bytes = crate::input::read_regular(&file, crate::input::MAX_DESIRED_BYTES)
             .map_err(|e| SavedPlanError::Desired(format!("{}: {e}", file.display())))?;
-        read.push((rel.join("/"), bytes));
+        read.push((file, bytes));
     }
-    Ok(digest_files(
-        read.iter().map(|(p, b)| (p.as_str(), b.as_slice())),
-    ))
+    Ok(digest_read(root, &read))
+}
+
+/// [`digest_files`] of files read under `root` (as the desired loader shows them), named as
+/// [`desired_digest`] names them.
+pub fn digest_read(root: &Path, files: &[(PathBuf, Vec<u8>)]) -> String {
+    let named: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(file, bytes)| {
+            let rel = if file == root {
+                file.file_name().map(PathBuf::from).unwrap_or_default()
+            } else {
+                file.strip_prefix(root).unwrap_or(file).to_path_buf()
+            };
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (rel.join("/"), bytes.as_slice())
+        })
+        .collect();
+    digest_files(named.iter().map(|(p, b)| (p.as_str(), *b)))
 }
 
 mod destination;

@@ -76,7 +76,7 @@ impl Env {
     }
 
     fn state_path(&self) -> &Path {
-        &self.config.state
+        common::state_file(&self.config)
     }
 
     /// Brings every member of `want` online and makes `want` the desired files.
@@ -117,10 +117,10 @@ impl Env {
         self.apply(ApplyOptions::default()).await
     }
 
-    fn plan(&self, reassert: bool) -> Plan {
-        cmd::compute_plan(&self.config, reassert, cmd::wall_clock_now())
-            .unwrap()
-            .2
+    async fn plan(&self, reassert: bool) -> Plan {
+        common::plan_at(&self.config, reassert, cmd::wall_clock_now())
+            .await
+            .1
     }
 
     fn state(&self) -> State {
@@ -198,14 +198,21 @@ impl Env {
         before: impl FnOnce(),
         mut on_call: impl FnMut(&Outcome),
     ) -> Result<Applied, state::StateError> {
-        let _lock = state::lock(self.state_path()).unwrap();
-        let (_, mut st, plan) =
-            cmd::compute_plan(&self.config, false, cmd::wall_clock_now()).unwrap();
+        let store = state::open(&self.config).unwrap();
+        let _lock = store
+            .lock(&marksync::engine::lock_request(
+                &self.config,
+                "apply",
+                false,
+            ))
+            .await
+            .unwrap();
+        let (mut st, plan) = common::plan_at(&self.config, false, cmd::wall_clock_now()).await;
         before();
         within(apply::execute(
             Arc::new(plan),
             &mut st,
-            self.state_path(),
+            store.as_ref(),
             client,
             &SystemClock,
             settings,
@@ -223,9 +230,16 @@ impl Env {
 
     /// One apply through `apply::execute` (lock, plan, execute), collecting outcomes.
     async fn execute(&self, client: &Client, reassert: bool) -> (Applied, Vec<Outcome>) {
-        let _lock = state::lock(self.state_path()).unwrap();
-        let (_, mut st, plan) =
-            cmd::compute_plan(&self.config, reassert, cmd::wall_clock_now()).unwrap();
+        let store = state::open(&self.config).unwrap();
+        let _lock = store
+            .lock(&marksync::engine::lock_request(
+                &self.config,
+                "apply",
+                false,
+            ))
+            .await
+            .unwrap();
+        let (mut st, plan) = common::plan_at(&self.config, reassert, cmd::wall_clock_now()).await;
         let settings = apply::Settings {
             offline_error_codes: self.config.offline_error_codes.clone(),
             ..apply::Settings::default()
@@ -234,7 +248,7 @@ impl Env {
         let applied = within(apply::execute(
             Arc::new(plan),
             &mut st,
-            self.state_path(),
+            store.as_ref(),
             client,
             &SystemClock,
             &settings,
@@ -292,7 +306,7 @@ async fn second_apply_sends_no_calls() {
     env.applied(&want).await;
     let calls = env.emu.call_count();
     let serial = env.state().serial;
-    assert!(env.plan(false).is_empty());
+    assert!(env.plan(false).await.is_empty());
     assert_eq!(env.apply_default().await, exit::OK);
     assert_eq!(
         env.emu.call_count(),
@@ -343,7 +357,7 @@ async fn an_edit_sends_exactly_the_lower_bound_of_calls_and_converges() {
         ("y".to_string(), vec![1003]),
     ]);
     env.desire(&after);
-    let plan = env.plan(false);
+    let plan = env.plan(false).await;
     let bound = lower_bound(&plan);
     assert_eq!(bound, 3 + 2);
     assert_eq!(plan.calls.len(), bound);
@@ -379,7 +393,7 @@ async fn offline_members_stay_pending_and_are_set_once_online() {
     assert_eq!(env.live(), only_on);
     assert_eq!(env.confirmed(), only_on, "pending marks are not confirmed");
     assert!(env.state().intents.is_empty(), "nor left as intents");
-    assert_eq!(env.plan(false).summary.set, 3, "still planned");
+    assert_eq!(env.plan(false).await.summary.set, 3, "still planned");
 
     env.emu.set_online("@TGS#a", &["off"]).await.unwrap();
     env.emu.set_online("@TGS#b", &["off2"]).await.unwrap();
@@ -404,7 +418,10 @@ async fn marks_dropped_by_going_offline_come_back_with_reassert() {
     // The host keeps 500 through a disconnection (that is what 500 is for).
     env.emu.set_offline("@TGS#a", &["host"]).await.unwrap();
     assert!(!env.live()["@TGS#a"].contains_key("u1"));
-    assert!(env.plan(false).is_empty(), "a plain plan cannot see it");
+    assert!(
+        env.plan(false).await.is_empty(),
+        "a plain plan cannot see it"
+    );
 
     let calls = env.emu.call_count();
     let opts = ApplyOptions {
@@ -453,7 +470,7 @@ async fn ten_marks_of_a_thousand_members_converge_and_clears_free_capacity_first
         json: true, // one line per call instead of 10,000 plan lines
         ..ApplyOptions::default()
     };
-    assert_eq!(env.plan(false).calls.len(), 2, ">500 members: split");
+    assert_eq!(env.plan(false).await.calls.len(), 2, ">500 members: split");
     assert_eq!(env.apply(opts.clone()).await, exit::OK);
     env.assert_converged(&want);
 
@@ -474,7 +491,7 @@ async fn ten_marks_of_a_thousand_members_converge_and_clears_free_capacity_first
         }
     }
     env.desire(&want);
-    let plan = env.plan(false);
+    let plan = env.plan(false).await;
     assert_eq!(plan.calls.len(), lower_bound(&plan));
     let opts = ApplyOptions {
         allow_mass_clear: false,
@@ -547,7 +564,7 @@ async fn converges_under(kind: FaultKind, after: bool) {
     for want in [&a, &b] {
         env.desire(want);
         let mut applies = 0;
-        while !env.plan(false).is_empty() {
+        while !env.plan(false).await.is_empty() {
             applies += 1;
             assert!(applies <= 6, "{kind:?}: not converged after 6 applies");
             let (applied, _) = env.execute(&client, false).await;
@@ -703,7 +720,7 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
     let mut rest = after.clone();
     rest.remove("@TGS#gone");
     env.desire(&rest);
-    assert!(env.plan(false).is_empty());
+    assert!(env.plan(false).await.is_empty());
     env.assert_converged(&rest);
 }
 
@@ -767,7 +784,7 @@ async fn a_symlinked_state_is_written_through_and_tells_the_truth_after_the_link
         second,
         "the state read through the new link"
     );
-    assert!(env.plan(false).is_empty());
+    assert!(env.plan(false).await.is_empty());
 }
 
 #[tokio::test]
@@ -966,7 +983,7 @@ async fn intents_left_by_a_crash_are_cleared_and_foreign_marks_are_not() {
     st.intend(&g, &acc("u1"), [mark(1002)]);
     state::save(env.state_path(), &mut st).unwrap();
 
-    let plan = env.plan(false);
+    let plan = env.plan(false).await;
     assert_eq!(plan.summary.clear, 2);
     assert_eq!(env.apply_default().await, exit::OK);
     assert_eq!(
@@ -1008,7 +1025,7 @@ async fn a_clear_whose_answer_was_lost_is_unknown_and_the_mark_is_set_again_when
     // Desired again: the mark is unknown, so it is set again (not "No changes").
     env.desire(&want);
     assert_eq!(
-        env.plan(false).summary.set,
+        env.plan(false).await.summary.set,
         1,
         "the unknown mark is planned"
     );
@@ -1087,7 +1104,7 @@ async fn a_state_save_failing_mid_apply_stops_new_calls_and_keeps_every_mark_acc
     env.emu.clear_faults();
     // Every mark is still accounted for: what was sent is confirmed or intended.
     std::fs::remove_dir_all(env.state_path()).unwrap();
-    let plan = env.plan(false);
+    let plan = env.plan(false).await;
     assert_eq!(plan.summary.set, 24, "every mark is planned again");
     assert_eq!(env.apply_default().await, exit::OK);
     env.assert_converged(&want);
@@ -1128,7 +1145,7 @@ async fn clearing_an_offline_member_forgets_the_marks_instead_of_failing_forever
         env.confirmed(),
         marks(&[("@TGS#a", "left", &[500]), ("@TGS#a", "stays", &[1000])])
     );
-    let plan = env.plan(false);
+    let plan = env.plan(false).await;
     assert_eq!(
         (plan.summary.set, plan.summary.clear),
         (0, 1),
@@ -1360,7 +1377,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
     let status = within(apply.wait()).await.unwrap();
     assert!(!status.success(), "it was killed mid-way: {status:?}");
 
-    let st = state::load(&config.state, APP).expect("the state survives kill -9");
+    let st = state::load(common::state_file(&config), APP).expect("the state survives kill -9");
     assert!(
         !st.intents.is_empty(),
         "killed before the end, so some intents are unresolved"
@@ -1385,7 +1402,7 @@ async fn kill_9_mid_apply_then_apply_again_leaves_exactly_the_desired_marks() {
 
     let live = tokio::task::block_in_place(|| emu.marks());
     assert_eq!(live, want, "exactly the desired marks, no stray ones");
-    let st = state::load(&config.state, APP).unwrap();
+    let st = state::load(common::state_file(&config), APP).unwrap();
     assert!(st.intents.is_empty());
     assert_eq!(st.managed_count(), 600);
     let out = run(marksync(&cfg_path, &["plan", "--detailed-exitcode"])).await;
@@ -1404,7 +1421,7 @@ async fn a_second_concurrent_apply_process_exits_5_naming_the_holder() {
         .spawn()
         .unwrap();
     let pid = first.id().unwrap();
-    let lock = state::lock_path(&config.state);
+    let lock = state::lock_path(common::state_file(&config));
     wait_until("the first apply's lock", async || {
         std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == pid.to_string())
     })
@@ -1421,7 +1438,7 @@ async fn a_second_concurrent_apply_process_exits_5_naming_the_holder() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st = state::load(&config.state, APP).expect("intact and parseable");
+    let st = state::load(common::state_file(&config), APP).expect("intact and parseable");
     assert!(st.intents.is_empty());
     assert_eq!(st.managed_count(), 1000);
 }

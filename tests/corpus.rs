@@ -134,6 +134,9 @@ cases! {
     ],
     config: [
         bad_duration,
+        state_in_object_store_ok,
+        state_url_and_store_mistakes,
+        state_url_slash_missing,
         bad_region,
         config_is_list,
         debounce_300s_typo,

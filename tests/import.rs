@@ -104,13 +104,13 @@ impl Env {
         .unwrap()
     }
 
-    fn plan_is_empty(&self) -> bool {
-        let (_, _, plan) = cmd::compute_plan(&self.config, false, cmd::wall_clock_now()).unwrap();
+    async fn plan_is_empty(&self) -> bool {
+        let (_, plan) = common::plan_at(&self.config, false, cmd::wall_clock_now()).await;
         plan.is_empty()
     }
 
     fn recorded(&self) -> Vec<(String, u32)> {
-        let st = state::load(&self.config.state, APP).unwrap();
+        let st = state::load(self.state_path(), APP).unwrap();
         let mut out = Vec::new();
         for accounts in st.groups.values() {
             for (a, c) in accounts {
@@ -124,7 +124,7 @@ impl Env {
     }
 
     fn state_path(&self) -> &Path {
-        &self.config.state
+        common::state_file(&self.config)
     }
 }
 
@@ -149,7 +149,7 @@ async fn import_into_an_empty_state_records_declared_live_marks_without_a_write(
     assert_eq!(env.import(false).await, exit::OK);
     assert_eq!(env.writes(), 0, "import never sends a write call");
     assert_eq!(env.recorded(), pairs(&[("alice", 1000), ("bob", 1001)]));
-    assert!(env.plan_is_empty(), "the next plan has nothing to do");
+    assert!(env.plan_is_empty().await, "the next plan has nothing to do");
     // The undeclared mark is left alone on the service.
     assert_eq!(env.emu.marks_of(G).get("carol"), Some(&vec![1002]));
 }
@@ -166,14 +166,14 @@ async fn import_into_an_existing_state_adopts_the_missing_marks_and_keeps_the_re
     env.age_listing();
     env.desire("      alice: [1000]\n      bob: [1001]\n");
     assert!(
-        !env.plan_is_empty(),
+        !env.plan_is_empty().await,
         "without import, the plan would set bob's mark again"
     );
 
     assert_eq!(env.import(false).await, exit::OK);
     assert_eq!(env.writes(), writes, "import never sends a write call");
     assert_eq!(env.recorded(), pairs(&[("alice", 1000), ("bob", 1001)]));
-    assert!(env.plan_is_empty(), "the next plan has nothing to do");
+    assert!(env.plan_is_empty().await, "the next plan has nothing to do");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +186,7 @@ async fn imported_mark_500_of_unknown_age_is_renewed_by_the_next_apply() {
     assert_eq!(env.writes(), 0);
     assert_eq!(env.recorded(), pairs(&[("host", 500)]));
     assert!(
-        !env.plan_is_empty(),
+        !env.plan_is_empty().await,
         "a mark 500 of unknown age is renewed at once"
     );
 }
@@ -201,7 +201,10 @@ async fn apply_refresh_heals_a_member_who_went_offline_and_came_back() {
     within(env.emu.set_online(G, &["alice"])).await.unwrap();
     env.age_listing();
     assert!(!env.emu.marks_of(G).contains_key("alice"));
-    assert!(env.plan_is_empty(), "the recorded state cannot see it");
+    assert!(
+        env.plan_is_empty().await,
+        "the recorded state cannot see it"
+    );
 
     // plan --refresh --detailed-exitcode sees it (run on a thread of its own: it has a runtime).
     let path = env.config.path.clone();
@@ -223,7 +226,7 @@ async fn apply_refresh_heals_a_member_who_went_offline_and_came_back() {
 
     assert_eq!(env.apply(true).await, exit::OK);
     assert_eq!(env.emu.marks_of(G).get("alice"), Some(&vec![1000]));
-    assert!(env.plan_is_empty());
+    assert!(env.plan_is_empty().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

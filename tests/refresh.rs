@@ -122,7 +122,7 @@ async fn a_failed_read_is_never_absent() {
         ..Fault::always(FaultKind::ErrorCode { code: 10002 })
     })
     .unwrap();
-    let r = within(refresh::refresh(&client, &d, &mut state, clock.now()))
+    let r = within(refresh::refresh(&client, &d, &mut state, clock.as_ref()))
         .await
         .unwrap();
     assert!(r.classified.drift.is_empty(), "{:?}", r.classified.drift);
@@ -153,7 +153,7 @@ async fn a_failed_read_is_never_absent() {
     })
     .unwrap();
     // One 502, then answers: retried, and a real answer is classified (u holds no 1000: lost).
-    let r = within(refresh::refresh(&client, &d, &mut state, clock.now()))
+    let r = within(refresh::refresh(&client, &d, &mut state, clock.as_ref()))
         .await
         .unwrap();
     assert!(r.unread.is_empty());
@@ -177,7 +177,7 @@ async fn no_permission_stops_the_refresh_and_names_the_console_switch() {
             &client,
             &desired(&[("u", &[1000])]),
             &mut state,
-            clock.now(),
+            clock.as_ref(),
         ))
         .await
         .unwrap_err();
@@ -233,14 +233,14 @@ async fn drift_kinds_end_to_end_with_the_40s_staleness() {
     // Within 40 s the service still answers from its snapshot: nothing drifted yet.
     advance(&emu, &clock, 20);
     let mut early = state.clone();
-    let r = within(refresh::refresh(&client, &d, &mut early, clock.now()))
+    let r = within(refresh::refresh(&client, &d, &mut early, clock.as_ref()))
         .await
         .unwrap();
     assert!(r.classified.drift.is_empty(), "{:?}", r.classified.drift);
 
     // Past it, the drift shows.
     advance(&emu, &clock, 21);
-    let r = within(refresh::refresh(&client, &d, &mut state, clock.now()))
+    let r = within(refresh::refresh(&client, &d, &mut state, clock.as_ref()))
         .await
         .unwrap();
     let drift: Vec<String> = r

@@ -341,7 +341,7 @@ async fn a_renewal_falling_due_between_plan_and_apply_is_no_reason_to_refuse() {
     clock.set(t0 + 60 * 3600 - 10);
     emu.set_clock(t0 + 60 * 3600 - 10);
     let now = clock.now();
-    let (_, st, plan) = cmd::compute_plan(&config, false, now).unwrap();
+    let (st, plan) = common::plan_at(&config, false, now).await;
     assert_eq!(plan.summary.renew, 0);
     let provenance = Provenance {
         created_at: now,
@@ -370,14 +370,14 @@ async fn a_renewal_falling_due_between_plan_and_apply_is_no_reason_to_refuse() {
         calls + 1,
         "the saved set, not the renewal"
     );
-    let st = state::load(&config.state, APP).unwrap();
+    let st = state::load(common::state_file(&config), APP).unwrap();
     assert!(
         st.confirmed(&common::g(GROUP), &common::a("guest"))
             .is_some(),
         "the saved call was applied"
     );
     // The renewal is the next plan's business.
-    let (_, _, next) = cmd::compute_plan(&config, false, clock.now()).unwrap();
+    let (_, next) = common::plan_at(&config, false, clock.now()).await;
     assert_eq!(next.summary.renew, 1);
 }
 

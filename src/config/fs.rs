@@ -44,8 +44,10 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
 /// compared resolved (symbolic links followed where they exist).
 fn state_inside_desired(config: &Config) -> Option<String> {
     use crate::state::{backup_path, intents_path, lock_path, target};
+    let super::Location::File(state) = &config.state else {
+        return None;
+    };
     let desired = target(&config.desired).ok()?;
-    let state = &config.state;
     // The path's own place (its directory resolved), and the file it stands for.
     let place = match (state.parent(), state.file_name()) {
         (Some(dir), Some(name)) => target(dir).ok().map(|d| d.join(name)),

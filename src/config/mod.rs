@@ -11,16 +11,22 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_saphyr::{Location, Spanned};
+use serde_saphyr::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan::Guard;
+pub use crate::state::Location;
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
+mod duration;
 pub mod fs;
 pub mod notify;
+mod state;
+#[cfg(test)]
+use duration::{short, unit_typo};
 pub use fs::{callback_token_permission_warning, load, read_callback_token};
+pub use state::{STATE_URL_SCHEMES, StateStoreSettings};
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +75,14 @@ pub struct Config {
     pub endpoint: Endpoint,
     /// The desired directory or file.
     pub desired: PathBuf,
-    /// The state file.
-    pub state: PathBuf,
+    /// Where the state lives: a file, or an object in an object store (SPEC 4, 11).
+    pub state: Location,
+    /// How long a remote lock lasts without renewal (SPEC 11): a crashed holder's lock expires
+    /// after this.
+    pub lock_ttl: Duration,
+    /// Settings of the object store behind an `s3://` state, when the environment's are not
+    /// enough (`state_store:`).
+    pub state_store: Option<StateStoreSettings>,
     /// The shared rate limit for all calls.
     pub max_calls_per_second: u32,
     /// Renew mark 500 this long before its 72 h run out.
@@ -115,6 +127,7 @@ impl Config {
             ("usersig_ttl", self.usersig_ttl),
             ("renew_margin", self.renew_margin),
             ("saved_plan_max_age", self.saved_plan_max_age),
+            ("lock_ttl", self.lock_ttl),
         ];
         out.extend(self.refresh_every.map(|d| ("refresh_every", d)));
         out
@@ -173,6 +186,11 @@ pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
         Duration::from_secs(MINUTE),
         Duration::from_secs(30 * DAY),
     ),
+    (
+        "lock_ttl",
+        Duration::from_secs(10),
+        Duration::from_secs(10 * MINUTE),
+    ),
 ];
 
 /// The allowed range of the duration key `key`, if it is one.
@@ -182,6 +200,9 @@ pub fn duration_bounds(key: &str) -> Option<(Duration, Duration)> {
         .find(|(k, _, _)| *k == key)
         .map(|&(_, lo, hi)| (lo, hi))
 }
+
+/// How old a saved plan may be by default when `apply FILE` applies it (`saved_plan_max_age`).
+pub const DEFAULT_SAVED_PLAN_MAX_AGE: Duration = Duration::from_secs(DAY);
 
 /// The shortest period any timer may have against the local emulator.
 pub const EMULATOR_MIN_PERIOD: Duration = Duration::from_secs(1);
@@ -199,7 +220,15 @@ pub fn duration_bounds_for(key: &str, endpoint: &Endpoint) -> Option<(Duration, 
         Endpoint::Region(_) => false,
     };
     Some(
-        if local && key != "usersig_ttl" && key != "renew_margin" && key != "saved_plan_max_age" {
+        if local
+            && ![
+                "usersig_ttl",
+                "renew_margin",
+                "saved_plan_max_age",
+                "lock_ttl",
+            ]
+            .contains(&key)
+        {
             (lo.min(EMULATOR_MIN_PERIOD), hi)
         } else {
             (lo, hi)
@@ -238,6 +267,8 @@ const KEYS: &[&str] = &[
     "saved_plan_max_age",
     "max_alias_pairs",
     "notify",
+    "lock_ttl",
+    "state_store",
 ];
 
 /// Checks the bytes of a config file: UTF-8, then [`parse`].
@@ -415,8 +446,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         }
     };
     let state = match take("state") {
-        Some(v) => c.path(&v, "state", &base),
-        None => Some(base.join("state/marksync.json")),
+        Some(v) => c.state(&v, &base),
+        None => Some(Location::File(base.join("state/marksync.json"))),
+    };
+    let state_store = match take("state_store") {
+        Some(v) => {
+            let at = v.referenced;
+            let settings = c.state_store(v);
+            if matches!(state, Some(Location::File(_))) {
+                c.err(
+                    &at,
+                    "`state_store` applies to a state in an object store (`state: s3://BUCKET/KEY`), \
+                     but `state` is a local file: remove `state_store`, or set `state` to the URL",
+                );
+                None
+            } else {
+                settings.map(Some)
+            }
+        }
+        None => Some(None),
     };
     let max_calls_per_second = match take("max_calls_per_second") {
         Some(v) => c
@@ -453,10 +501,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let reassert_every = duration("reassert_every", Duration::from_secs(30 * 60));
     let debounce = duration("debounce", Duration::from_millis(300));
     let usersig_ttl = duration("usersig_ttl", Duration::from_secs(7 * 86400));
-    let saved_plan_max_age = duration(
-        "saved_plan_max_age",
-        Duration::from_secs(crate::saved_plan::DEFAULT_MAX_AGE_SECS as u64),
-    );
+    let lock_ttl = duration("lock_ttl", Duration::from_secs(30));
+    let saved_plan_max_age = duration("saved_plan_max_age", DEFAULT_SAVED_PLAN_MAX_AGE);
     // Optional: off when unset.
     let refresh_every = match take("refresh_every") {
         Some(v) => c
@@ -540,6 +586,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
         endpoint: endpoint.ok_or_else(missing)?,
         desired: desired.ok_or_else(missing)?,
         state: state.ok_or_else(missing)?,
+        lock_ttl: lock_ttl.ok_or_else(missing)?,
+        state_store: state_store.ok_or_else(missing)?,
         max_calls_per_second: max_calls_per_second.ok_or_else(missing)?,
         renew_margin: renew_margin.ok_or_else(missing)?,
         retry_pending_every: retry_pending_every.ok_or_else(missing)?,
@@ -690,92 +738,6 @@ impl Checker<'_> {
         None
     }
 
-    /// A duration within the key's bounds ([`DURATION_BOUNDS`]).
-    fn duration(
-        &mut self,
-        v: &Spanned<Value>,
-        key: &str,
-        bounds: Option<(Duration, Duration)>,
-    ) -> Option<Duration> {
-        let s = match &v.value {
-            Value::Scalar(Scalar::Str(s)) => s,
-            Value::Scalar(scalar @ (Scalar::Int(_) | Scalar::Float(_))) if !matches!(scalar, Scalar::Float(f) if !f.is_finite()) =>
-            {
-                let written = written(self.text, &v.referenced).unwrap_or_else(|| scalar.text());
-                let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
-                let range = format!("between {} and {}", short(lo), short(hi));
-                // Only a suggestion that is in range: `renew_margin: 12` is not 12s.
-                let fits: Vec<(&str, String)> = ["s", "m", "h"]
-                    .into_iter()
-                    .map(|unit| (unit, format!("{written}{unit}")))
-                    .filter(|(_, text)| {
-                        humantime::parse_duration(text).is_ok_and(|d| (lo..=hi).contains(&d))
-                    })
-                    .collect();
-                let message = match fits.first() {
-                    Some(("s", seconds)) => format!(
-                        "`{key}` needs a unit: write {seconds} for seconds (durations look like 90s, 5m or 12h)"
-                    ),
-                    Some(_) => format!(
-                        "`{key}` needs a unit, and {written}s would be out of range ({range}): write {}",
-                        fits.iter()
-                            .map(|f| f.1.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" or ")
-                    ),
-                    None => format!(
-                        "`{key}` needs a unit (durations look like 90s, 5m or 12h) and must be {range}"
-                    ),
-                };
-                self.err(&v.referenced, message);
-                return None;
-            }
-            other => {
-                let found = match other {
-                    Value::Scalar(scalar @ Scalar::Float(_)) => {
-                        written(self.text, &v.referenced).unwrap_or_else(|| scalar.text())
-                    }
-                    other => other.kind().to_string(),
-                };
-                self.err(
-                    &v.referenced,
-                    format!("`{key}` must be a duration such as 90s, 5m or 12h, found {found}"),
-                );
-                return None;
-            }
-        };
-        let (lo, hi) = bounds.unwrap_or((Duration::from_millis(1), Duration::MAX));
-        let range = format!("between {} and {}", short(lo), short(hi));
-        let parsed = match humantime::parse_duration(s) {
-            Ok(d) => d,
-            Err(humantime::DurationError::NumberOverflow) => {
-                self.err(
-                    &v.referenced,
-                    format!("`{key}` must be {range}, found {}", s.trim()),
-                );
-                return None;
-            }
-            Err(e) => {
-                self.err(
-                    &v.referenced,
-                    format!("`{key}`: {s:?} is not a duration ({e}); write it like 90s, 5m or 12h"),
-                );
-                return None;
-            }
-        };
-        if (lo..=hi).contains(&parsed) {
-            return Some(parsed);
-        }
-        let hint = unit_typo(s, lo, hi)
-            .map(|fix| format!("; did you mean {fix}?"))
-            .unwrap_or_default();
-        self.err(
-            &v.referenced,
-            format!("`{key}` must be {range}, found {}{hint}", s.trim()),
-        );
-        None
-    }
-
     /// The entries whose key is one of `known`, each once: an unknown key is reported with a
     /// suggestion, a repeated one with `duplicate(key, line of the first)`.
     fn known_entries(
@@ -913,7 +875,7 @@ impl Checker<'_> {
 
 /// A plain scalar as the user wrote it at `at`, for messages about YAML's number resolution
 /// (`007`, not the `7` it resolved to). `None` when it cannot be found.
-fn written(text: &str, at: &Location) -> Option<String> {
+fn written(text: &str, at: &serde_saphyr::Location) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(at.line()).ok()?.checked_sub(1)?)?;
@@ -922,52 +884,6 @@ fn written(text: &str, at: &Location) -> Option<String> {
     let end = rest.find(" #").unwrap_or(rest.len());
     let rest = rest[..end].split([',', '}', ']']).next()?.trim();
     (!rest.is_empty() && rest.len() <= 64).then(|| rest.to_string())
-}
-
-/// A duration the way users write it: `300ms`, `90s`, `30m`, `12h`, `7d` (the largest unit that
-/// divides it).
-fn short(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, per) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= per && ms.is_multiple_of(per) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
-}
-
-/// For an out-of-range duration of one number and one unit, the same number with a unit one
-/// slip of the finger away that is in range: a letter too many or too few (`30ms` for `30m`,
-/// `300s` for `300ms`) or the wrong case (`1M`, a month, for `1m`). Other units are not offered:
-/// `72h` is not a typo of `72m`.
-fn unit_typo(text: &str, lo: Duration, hi: Duration) -> Option<String> {
-    const UNITS: [(&str, Duration); 5] = [
-        ("ms", Duration::from_millis(1)),
-        ("s", Duration::from_secs(1)),
-        ("m", Duration::from_secs(MINUTE)),
-        ("h", Duration::from_secs(HOUR)),
-        ("d", Duration::from_secs(DAY)),
-    ];
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit())?;
-    let n: u32 = text[..digits].parse().ok()?;
-    let unit = text[digits..].trim();
-    let mut best: Option<(usize, String)> = None;
-    for (candidate, per) in UNITS {
-        let distance = strsim::levenshtein(unit, candidate);
-        let slip = (distance == 1 && unit.len() != candidate.len())
-            || (candidate != unit && candidate.eq_ignore_ascii_case(unit));
-        let fits = per.checked_mul(n).is_some_and(|d| (lo..=hi).contains(&d));
-        if slip && fits && best.as_ref().is_none_or(|(b, _)| distance < *b) {
-            best = Some((distance, format!("{n}{candidate}")));
-        }
-    }
-    best.map(|(_, fix)| fix)
 }
 
 /// The config path: `-c FILE`, else `$MARKSYNC_CONFIG`, else `./marksync.yaml`. The caller

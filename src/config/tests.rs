@@ -9,7 +9,7 @@ fn minimal_config_gets_defaults_and_relative_paths() {
     let c = check("sdkappid: 1400000000\nidentifier: administrator\ndesired: marks/\n").unwrap();
     assert_eq!(c.sdkappid, 1_400_000_000);
     assert_eq!(c.desired, Path::new("conf/marks/"));
-    assert_eq!(c.state, Path::new("conf/state/marksync.json"));
+    assert_eq!(c.state, Location::File("conf/state/marksync.json".into()));
     assert_eq!(c.endpoint, Endpoint::Region(Region::China));
     assert_eq!(c.max_calls_per_second, 200);
     assert_eq!(c.renew_margin, Duration::from_secs(12 * 3600));
@@ -501,5 +501,133 @@ fn a_callback_token_file_readable_by_group_or_others_gets_the_key_files_warning(
             assert!(w.contains("chmod 600"), "{w}");
             assert!(!w.contains("xxxxyyyy"), "{w}");
         }
+    }
+}
+
+#[test]
+fn state_is_a_path_or_a_served_url_and_never_a_url_read_as_a_path() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    let state = |value: &str| check(&format!("{base}state: {value}\n")).map(|c| c.state);
+    assert_eq!(
+        state("s.json").unwrap(),
+        Location::File("conf/s.json".into())
+    );
+    // `./` makes anything a path, colon and all.
+    assert_eq!(
+        state("./s3:/x.json").unwrap(),
+        Location::File("conf/./s3:/x.json".into())
+    );
+    for url in [
+        "s3://bucket/marksync/state.json",
+        "gs://bucket/state.json",
+        "az://container/state.json",
+    ] {
+        assert_eq!(state(url).unwrap(), Location::Object(url.into()), "{url}");
+    }
+    // (value, what the error must say): each at `state`'s line and column.
+    for (value, says) in [
+        (
+            "file:///srv/state.json",
+            "write the path itself: /srv/state.json",
+        ),
+        ("http://store.example/state.json", "is not a state store"),
+        ("https://store.example/b/state.json", "state_store.endpoint"),
+        (
+            "S3://bucket/state.json",
+            "did you mean s3://bucket/state.json?",
+        ),
+        (
+            "s3:/bucket/state.json",
+            "did you mean s3://bucket/state.json?",
+        ),
+        (
+            "s3:bucket/state.json",
+            "did you mean s3://bucket/state.json?",
+        ),
+        ("s3://bucket", "needs a bucket and an object key"),
+        ("s3://bucket/", "needs a bucket and an object key"),
+        ("s3:///state.json", "needs a bucket and an object key"),
+        ("s3://bucket/dir/", "ends with `/`"),
+        ("ftp://host/state.json", "unknown scheme `ftp://`"),
+    ] {
+        let e = state(value).expect_err(value);
+        assert!(
+            e.contains("conf/marksync.yaml:4:8: error: `state`"),
+            "{value}: not located at the value:\n{e}"
+        );
+        assert!(e.contains(says), "{value}: missing {says:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn lock_ttl_defaults_to_30s_and_is_held_to_10s_to_10m() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\n";
+    assert_eq!(check(base).unwrap().lock_ttl, Duration::from_secs(30));
+    assert_eq!(
+        check(&format!("{base}lock_ttl: 2m\n")).unwrap().lock_ttl,
+        Duration::from_secs(120)
+    );
+    for (value, says) in [
+        ("5s", "`lock_ttl` must be between 10s and 10m, found 5s"),
+        ("11m", "`lock_ttl` must be between 10s and 10m, found 11m"),
+        ("30", "`lock_ttl` needs a unit"),
+    ] {
+        let e = check(&format!("{base}lock_ttl: {value}\n")).expect_err(value);
+        assert!(e.contains("conf/marksync.yaml:4:11"), "{value}: {e}");
+        assert!(e.contains(says), "{value}: missing {says:?} in:\n{e}");
+    }
+    // Not relaxed against the emulator: a lease shorter than a slow store's answer is no lease.
+    assert!(check(&format!("{base}endpoint: embedded\nlock_ttl: 2s\n")).is_err());
+}
+
+#[test]
+fn state_store_settings_are_checked_and_only_taken_for_an_object_state() {
+    let base = "sdkappid: 1\nidentifier: a\ndesired: m\nstate: s3://b/k.json\n";
+    let c = check(&format!(
+        "{base}state_store: {{ endpoint: \"https://cos.ap-singapore.myqcloud.com\", region: ap-singapore }}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.state_store,
+        Some(StateStoreSettings {
+            endpoint: Some("https://cos.ap-singapore.myqcloud.com".into()),
+            region: Some("ap-singapore".into()),
+            allow_http: false,
+        })
+    );
+    let c = check(&format!(
+        "{base}state_store: {{ endpoint: \"http://127.0.0.1:8333\", allow_http: true }}\n"
+    ))
+    .unwrap();
+    assert!(c.state_store.unwrap().allow_http);
+    assert_eq!(check(base).unwrap().state_store, None);
+    for (text, says) in [
+        (
+            format!("{base}state_store: {{ endpoint: \"http://127.0.0.1:8333\" }}\n"),
+            "`state_store.endpoint` is plain http",
+        ),
+        (
+            format!("{base}state_store: {{ endpoint: \"store.example\" }}\n"),
+            "`state_store.endpoint` must be an https:// URL",
+        ),
+        (
+            format!("{base}state_store: {{ region: \"\" }}\n"),
+            "`state_store.region` must not be empty",
+        ),
+        (
+            format!("{base}state_store: {{ allow_http: \"true\" }}\n"),
+            "`state_store.allow_http` must be true or false",
+        ),
+        (
+            format!("{base}state_store: {{ bucket: b }}\n"),
+            "unknown key `bucket`",
+        ),
+        (
+            "sdkappid: 1\nidentifier: a\ndesired: m\nstate_store: { region: x }\n".to_string(),
+            "`state_store` applies to a state in an object store",
+        ),
+    ] {
+        let e = check(&text).expect_err(&text);
+        assert!(e.contains(says), "missing {says:?} in:\n{e}");
     }
 }

@@ -21,6 +21,7 @@
 //! desired state, keeps renewing mark 500, and changes nothing else.
 
 mod audit;
+mod health;
 mod round;
 mod schedule;
 mod signals;
@@ -43,12 +44,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Endpoint};
 use crate::desired::cache::{DesiredCache, Refresh};
-use crate::engine::{self, Connection};
+use crate::engine::{self, Session};
 use crate::error::{Error, exit};
 use crate::http::{CallbackEvent, HttpState, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
-use crate::state::{self, State};
+use crate::state::State;
+use health::Health;
 use systemd::{notify, watchdog_period};
 use watch::{describe_watch_error, watch_files};
 
@@ -123,64 +125,63 @@ pub struct RunOptions {
     pub allow_mass_clear: bool,
 }
 
+/// What a batch of inputs asks for ([`Daemon::absorb`]).
+struct Absorbed {
+    /// The reconcile to run, if any.
+    trigger: Option<Trigger>,
+    /// SIGHUP came: re-read the config.
+    reload: bool,
+    /// Desired files changed: re-read them.
+    files_changed: bool,
+}
+
+/// Records that `t` asks for a reconcile: the most significant trigger names it.
+fn note(t: Trigger, trigger: &mut Option<Trigger>) {
+    *trigger = Some(trigger.map_or(t, |old| old.min(t)));
+}
+
 /// How long state changes made outside a reconcile (offline callbacks) may stay unsaved: long
 /// enough to batch a wave of callbacks into one write at a million marks, short enough that a
 /// crash loses little.
 const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 
-/// The daemon's mutable world, owned by the main loop.
+/// The daemon's mutable world, owned by the main loop; each part owns one concern.
 struct Daemon {
+    /// The state's one-writer lock, held for the daemon's life (none in a dry run).
+    _lock: Option<Box<dyn crate::state::StoreLock>>,
     config_path: PathBuf,
-    config: Config,
+    /// The config, the clock, the state store and the client (the state is locked by `run` for
+    /// the daemon's life, unless a dry run).
+    session: Session,
     opts: RunOptions,
-    clock: Arc<dyn Clock>,
     state: State,
     desired: DesiredCache,
-    /// The last desired-file problems, logged once per change.
-    desired_problems: Option<String>,
-    /// Where they are (count, first file and line) without the source text, for `/readyz`.
-    desired_problems_at: Option<String>,
-    connection: Connection,
     metrics: Arc<Metrics>,
-    readiness: tokio::sync::watch::Sender<Readiness>,
-    /// Set by the reassert timer, consumed by the next reconcile.
-    reassert_due: bool,
-    /// Set by the refresh timer, consumed by the next reconcile (which refreshes first).
-    refresh_due: bool,
-    /// Set after a `get_members` permission refusal: no refresh until SIGHUP.
-    refresh_off: bool,
-    /// The drift counts of the last refresh, for `/readyz`.
-    last_drift: Option<crate::refresh::DriftCounts>,
     /// The client's failover count when last looked at (for the failovers counter).
     failovers_seen: u64,
     /// Since when the in-memory state holds changes the file does not (callbacks forgot marks;
     /// a reconcile was cut short): saved [`STATE_FLUSH_AFTER`] later, by the next reconcile, or
     /// at shutdown, whichever comes first.
     dirty_since: Option<Instant>,
-    /// Whether a reconcile has finished: `/readyz` is 503 until then.
-    reconciled: bool,
-    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
-    reconnect: bool,
-    /// Whether the last reconcile ended without failures.
-    last_ok: bool,
-    /// Why the last reconcile did not succeed, if it did not.
-    last_failure: Option<String>,
-    /// Desired marks not confirmed, as of the last [`Daemon::refresh_counts`].
-    pending: usize,
-    /// Whether READY=1 was sent (the first reconcile is over).
-    ready: bool,
     /// When the last reconcile started (clock time): a mark 500 renewal due before then was
     /// attempted, so it is retried after `retry_pending_every`, not at once.
     last_reconcile_at: Option<UnixTime>,
-    /// Whether this round's plan was refused by the mass-clear guard (the reconcile outcome).
-    guard_refused: bool,
     /// Shared with apply: set on SIGTERM to stop sending new calls.
     stop: Arc<std::sync::atomic::AtomicBool>,
-    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
-    reread_backoff: schedule::Backoff,
-    /// When to read the desired files again because the last read failed on I/O: such a
-    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
-    reread_at: Option<Instant>,
+    /// What `/readyz`, the metrics and systemd's status line report.
+    health: Health,
+    /// When calls may be made: the pause after fatal codes, and callbacks' share of the budget.
+    pause: CallPause,
+    /// What the next round must do besides planning (reassert, refresh, read again, reconnect).
+    due: Due,
+    /// Tells the team when a condition starts or clears (`notify:`).
+    notifier: crate::notify::Notifier,
+    /// What went wrong in this round, for the `apply_failed` message.
+    round_detail: Option<String>,
+}
+
+/// When calls may be made: the pause after fatal codes, and callbacks' share of the budget.
+struct CallPause {
     /// Waits without API calls after a fatal code (a bad signature, say), doubling while the
     /// code comes back, so a broken key cannot run into the service's 70050 block.
     fatal_backoff: schedule::Backoff,
@@ -195,10 +196,23 @@ struct Daemon {
     callback_waiting: bool,
     /// Calls planned by the last reconcile (for `callback_not_before`).
     last_round_calls: usize,
-    /// Tells the team when a condition starts or clears (`notify:`, SPEC section 12).
-    notifier: crate::notify::Notifier,
-    /// What the round that just ended did, for an `apply_failed` notification.
-    round_detail: Option<String>,
+}
+
+/// What the next round must do besides planning.
+struct Due {
+    /// Set by the reassert timer, consumed by the next reconcile.
+    reassert_due: bool,
+    /// Set by the refresh timer, consumed by the next reconcile (which refreshes first).
+    refresh_due: bool,
+    /// Set after a `get_members` permission refusal: no refresh until SIGHUP.
+    refresh_off: bool,
+    /// Waits between reads of desired files that could not be read (I/O, not parse, problems).
+    reread_backoff: schedule::Backoff,
+    /// When to read the desired files again because the last read failed on I/O: such a
+    /// problem (`EMFILE`, a rename in progress) can clear with no file event to say so.
+    reread_at: Option<Instant>,
+    /// Set by a reload: rebuild the API client from the new config before the next reconcile.
+    reconnect: bool,
 }
 
 /// The first pause in API calls after a fatal code; doubles up to [`FATAL_PAUSE_MAX`] while
@@ -242,113 +256,17 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let mut config = engine::load_config(config_path)?;
-    // Resolved once, for the daemon's life: the lock and every save are beside this file, even
-    // if a symlinked state path is re-pointed while it runs (a restart picks the new target).
-    config.state = state::target(&config.state).map_err(|source| state::StateError::Read {
-        path: config.state.clone(),
-        source,
-    })?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(state::lock(&config.state)?)
-    };
-    let st = state::load(&config.state, config.sdkappid)?;
-    let notifier = crate::notify::Notifier::new(&config, metrics.clone())?;
-    let connection = engine::connect(&config, clock.clone()).await?;
-    // Where calls go: the base URL (a region's domain, or the `endpoint` URL), or `embedded`.
-    let endpoint = match &config.endpoint {
-        Endpoint::Embedded => "embedded".to_owned(),
-        _ => engine::endpoint_urls(&config)?.0,
-    };
-    tracing::info!(
-        state = %config.state.display(),
-        serial = st.serial,
-        managed = st.managed_count(),
-        endpoint = %endpoint,
-        dry_run = opts.dry_run,
-        "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
-        st.serial,
-        st.managed_count(),
-        crate::render::plural(st.managed_count(), "mark", "marks"),
-    );
-    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
-        desired_ok: false,
-        last_reconcile_ok: false,
-        detail: "starting".into(),
-    });
-    let mut daemon = Daemon {
-        config_path: config_path.to_path_buf(),
-        desired: DesiredCache::new(config.desired.clone(), config.max_alias_pairs),
-        config,
-        opts,
-        clock,
-        state: st,
-        desired_problems: None,
-        desired_problems_at: None,
-        connection,
-        metrics,
-        readiness,
-        reassert_due: false,
-        refresh_due: false,
-        refresh_off: false,
-        last_drift: None,
-        failovers_seen: 0,
-        dirty_since: None,
-        reconciled: false,
-        reconnect: false,
-        last_ok: true,
-        guard_refused: false,
-        ready: false,
-        pending: 0,
-        last_reconcile_at: None,
-        last_failure: None,
-        stop: Arc::default(),
-        reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
-        reread_at: None,
-        fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
-        calls_paused_until: None,
-        held: None,
-        callback_not_before: None,
-        callback_waiting: false,
-        last_round_calls: 0,
-        notifier,
-        round_detail: None,
-    };
-
+    let (mut daemon, readiness_rx) = Daemon::start(config_path, opts, clock, metrics).await?;
     let mut watcher = watch_files(
         daemon.desired.root(),
-        daemon.config.debounce,
+        daemon.session.config.debounce,
         sender.clone(),
     )
     .map_err(|source| Error::Watch {
         root: daemon.desired.root().to_path_buf(),
         source,
     })?;
-    let _http = match daemon.config.http.clone() {
-        None => None,
-        Some(http) => {
-            let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-            let state = HttpState::new(
-                daemon.metrics.clone(),
-                readiness_rx,
-                events_tx,
-                daemon.config.sdkappid,
-                daemon.clock.clone(),
-            );
-            let listener = crate::http::start(&http, state).await?;
-            let callbacks = sender.clone();
-            tokio::spawn(async move {
-                while let Some(event) = events_rx.recv().await {
-                    if callbacks.send(Input::Callback(event)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            Some(listener)
-        }
-    };
+    let _http = start_listener(&daemon, readiness_rx, &sender).await?;
 
     daemon.refresh_desired();
     // Inputs that arrive during the startup reconcile form the first round after it.
@@ -357,14 +275,11 @@ pub async fn run(
         .reconcile(Trigger::Startup, &mut inputs, &mut deferred)
         .await;
     notify(&[sd_notify::NotifyState::Ready]);
-    daemon.ready = true;
+    daemon.health.ready = true;
     daemon.report_status();
     tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
 
-    let mut retry = interval(daemon.config.retry_pending_every);
-    let mut reassert = interval(daemon.config.reassert_every);
-    let mut refresh = daemon.config.refresh_every.map(interval);
-    let mut watchdog = interval(watchdog_period());
+    let mut timers = Timers::new(&daemon.session.config);
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
@@ -372,7 +287,7 @@ pub async fn run(
         let mut batch = std::mem::take(&mut deferred);
         if batch.is_empty() {
             // While calls are paused, a renewal that comes due waits for the pause to end.
-            let renewal = if daemon.calls_paused_until.is_some() {
+            let renewal = if daemon.pause.calls_paused_until.is_some() {
                 None
             } else {
                 daemon.next_renewal_in()
@@ -381,24 +296,24 @@ pub async fn run(
                 Some(input) = inputs.recv() => input,
                 () = sleep_or_forever(renewal) => Input::RenewalDue,
                 () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
-                    daemon.flush_state();
+                    daemon.flush_state().await;
                     continue;
                 }
-                () = sleep_until_opt(daemon.calls_paused_until) => {
-                    daemon.calls_paused_until = None;
+                () = sleep_until_opt(daemon.pause.calls_paused_until) => {
+                    daemon.pause.calls_paused_until = None;
                     Input::BackoffOver
                 }
                 () = sleep_until_opt(
-                    daemon.callback_not_before.filter(|_| daemon.callback_waiting)
+                    daemon.pause.callback_not_before.filter(|_| daemon.pause.callback_waiting)
                 ) => Input::CallbackRoundDue,
-                () = sleep_until_opt(daemon.reread_at) => {
-                    daemon.reread_at = None;
+                () = sleep_until_opt(daemon.due.reread_at) => {
+                    daemon.due.reread_at = None;
                     Input::FilesChanged
                 }
-                _ = retry.tick() => Input::RetryPending,
-                _ = reassert.tick() => Input::Reassert,
-                () = tick_opt(&mut refresh) => Input::Refresh,
-                _ = watchdog.tick() => {
+                _ = timers.retry.tick() => Input::RetryPending,
+                _ = timers.reassert.tick() => Input::Reassert,
+                () = tick_opt(&mut timers.refresh) => Input::Refresh,
+                _ = timers.watchdog.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog]);
                     continue;
                 }
@@ -407,26 +322,19 @@ pub async fn run(
         while let Ok(more) = inputs.try_recv() {
             batch.push(more);
         }
-        let trigger = daemon.absorb(batch);
+        let absorbed = daemon.absorb(batch);
         if daemon.stop.load(Ordering::SeqCst) {
             break;
         }
+        let trigger = daemon.read_again(absorbed);
         // A reload's new periods, debounce and connection take effect now.
-        if retry.period() != daemon.config.retry_pending_every {
-            retry = interval(daemon.config.retry_pending_every);
-        }
-        if reassert.period() != daemon.config.reassert_every {
-            reassert = interval(daemon.config.reassert_every);
-        }
-        if refresh.as_ref().map(|i| i.period()) != daemon.config.refresh_every {
-            refresh = daemon.config.refresh_every.map(interval);
-        }
+        timers.follow(&daemon.session.config);
         // A reload's new debounce, or a symlink on the desired path re-pointed (git-sync): the
         // OS watch is on the directory the path led to, so it is restarted on the new one.
-        if watcher.debounce != daemon.config.debounce || watcher.moved() {
+        if watcher.debounce != daemon.session.config.debounce || watcher.moved() {
             match watch_files(
                 daemon.desired.root(),
-                daemon.config.debounce,
+                daemon.session.config.debounce,
                 sender.clone(),
             ) {
                 Ok(w) => watcher = w,
@@ -436,89 +344,248 @@ pub async fn run(
                 ),
             }
         }
-        if std::mem::take(&mut daemon.reconnect) {
-            match engine::connect(&daemon.config, daemon.clock.clone()).await {
-                Ok(connection) => {
-                    daemon.connection = connection;
-                    daemon.failovers_seen = 0;
-                    // A new key or endpoint may be the fix for the fatal code: try it now.
-                    if daemon.calls_paused_until.take().is_some() {
-                        tracing::info!(
-                            "reload: new API client; the pause after a fatal API error ends"
-                        );
-                        daemon.held = None;
-                    }
-                }
-                Err(e) => tracing::error!(
-                    kind = e.metric_label(),
-                    "reload: cannot build the API client from the new config; keeping the old one: {e}"
-                ),
-            }
-        }
-        if let Some(trigger) = trigger
-            && daemon.calls_paused_until.is_some()
-        {
-            daemon.held = Some(daemon.held.map_or(trigger, |held| held.min(trigger)));
-        } else if let Some(trigger) = trigger
-            && trigger == Trigger::Callback
-            && daemon
-                .callback_not_before
-                .is_some_and(|t| Instant::now() < t)
-        {
-            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
-            // only make marks unknown, so each member is re-sent once when the round runs.
-            daemon.callback_waiting = true;
-        } else if let Some(trigger) = trigger {
-            let started = Instant::now();
-            daemon.reconcile(trigger, &mut inputs, &mut deferred).await;
-            // Every reconcile sends what callbacks made unknown.
-            daemon.callback_waiting = false;
-            if trigger == Trigger::Callback {
-                daemon.callback_not_before = Some(schedule::next_callback_round(
-                    started,
-                    daemon.last_round_calls,
-                    daemon.config.max_calls_per_second,
-                ));
-            }
-            daemon.report_status();
-            if daemon.stop.load(Ordering::SeqCst) {
-                break;
-            }
+        daemon.reconnect_if_asked().await;
+        if let Some(trigger) = trigger {
+            daemon.run_round(trigger, &mut inputs, &mut deferred).await;
         }
     }
 
     notify(&[sd_notify::NotifyState::Stopping]);
     if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
-        state::save(&daemon.config.state, &mut daemon.state)?;
+        daemon.session.save(&mut daemon.state).await?;
     }
     daemon.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
     tracing::info!("marksync stopped");
     Ok(exit::OK)
 }
 
+/// Serves callbacks, `/healthz`, `/readyz` and `/metrics` when the config asks for it; callbacks
+/// become [`Input::Callback`]s on `sender`.
+async fn start_listener(
+    daemon: &Daemon,
+    readiness_rx: tokio::sync::watch::Receiver<Readiness>,
+    sender: &mpsc::Sender<Input>,
+) -> Result<Option<crate::http::Listener>, Error> {
+    let Some(http) = daemon.session.config.http.clone() else {
+        return Ok(None);
+    };
+    let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
+    let state = HttpState::new(
+        daemon.metrics.clone(),
+        readiness_rx,
+        events_tx,
+        daemon.session.config.sdkappid,
+        daemon.session.clock().clone(),
+    );
+    let listener = crate::http::start(&http, state).await?;
+    let callbacks = sender.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events_rx.recv().await {
+            if callbacks.send(Input::Callback(event)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Some(listener))
+}
+
+/// The periodic inputs: retry pending, reassert, refresh, watchdog.
+struct Timers {
+    retry: tokio::time::Interval,
+    reassert: tokio::time::Interval,
+    refresh: Option<tokio::time::Interval>,
+    watchdog: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(config: &Config) -> Timers {
+        Timers {
+            retry: interval(config.retry_pending_every),
+            reassert: interval(config.reassert_every),
+            refresh: config.refresh_every.map(interval),
+            watchdog: interval(watchdog_period()),
+        }
+    }
+
+    /// Restarts the timers whose period a reload changed.
+    fn follow(&mut self, config: &Config) {
+        if self.retry.period() != config.retry_pending_every {
+            self.retry = interval(config.retry_pending_every);
+        }
+        if self.reassert.period() != config.reassert_every {
+            self.reassert = interval(config.reassert_every);
+        }
+        if self.refresh.as_ref().map(|i| i.period()) != config.refresh_every {
+            self.refresh = config.refresh_every.map(interval);
+        }
+    }
+}
+
 impl Daemon {
-    /// Folds a batch of inputs into the daemon's flags; returns the trigger of the reconcile to
-    /// run, if any (the most significant one, for the metric label).
-    fn absorb(&mut self, batch: Vec<Input>) -> Option<Trigger> {
-        let mut trigger: Option<Trigger> = None;
-        let note = |t: Trigger, trigger: &mut Option<Trigger>| {
-            *trigger = Some(trigger.map_or(t, |old| old.min(t)));
+    /// Opens the session, takes the lock (unless a dry run), reads the state and connects: the
+    /// daemon before its first round, and the receiver of its readiness for the listener.
+    async fn start(
+        config_path: &Path,
+        opts: RunOptions,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Daemon, tokio::sync::watch::Receiver<Readiness>), Error> {
+        // One session for the daemon's life: the lock and every save go to the state the lock was
+        // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
+        // new target).
+        let mut session = Session::open(engine::load_config(config_path)?, clock)?;
+        let lock = if opts.dry_run {
+            None
+        } else {
+            Some(session.lock("run", true).await?)
         };
+        let st = session.load_state().await?;
+        // Connected before the first round, so a config the client refuses stops the start.
+        session.client().await?;
+        let config = &session.config;
+        let notifier = crate::notify::Notifier::new(config, metrics.clone())?;
+        // Where calls go: the base URL (a region's domain, or the `endpoint` URL), or `embedded`.
+        let endpoint = match &config.endpoint {
+            Endpoint::Embedded => "embedded".to_owned(),
+            _ => engine::endpoint_urls(config)?.0,
+        };
+        tracing::info!(
+            state = %session.store().describe(),
+            serial = st.serial,
+            managed = st.managed_count(),
+            endpoint = %endpoint,
+            dry_run = opts.dry_run,
+            "state loaded: serial {}, {} managed {}; endpoint {endpoint}",
+            st.serial,
+            st.managed_count(),
+            crate::render::plural(st.managed_count(), "mark", "marks"),
+        );
+        let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
+            desired_ok: false,
+            last_reconcile_ok: false,
+            detail: "starting".into(),
+        });
+        let desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
+        let daemon = Daemon {
+            _lock: lock,
+            config_path: config_path.to_path_buf(),
+            session,
+            opts,
+            state: st,
+            desired,
+            metrics,
+            failovers_seen: 0,
+            dirty_since: None,
+            last_reconcile_at: None,
+            stop: Arc::default(),
+            health: Health {
+                desired_problems: None,
+                desired_problems_at: None,
+                readiness,
+                last_drift: None,
+                reconciled: false,
+                last_ok: true,
+                last_failure: None,
+                pending: 0,
+                ready: false,
+                guard_refused: false,
+            },
+            pause: CallPause {
+                fatal_backoff: schedule::Backoff::new(FATAL_PAUSE_FIRST, FATAL_PAUSE_MAX),
+                calls_paused_until: None,
+                held: None,
+                callback_not_before: None,
+                callback_waiting: false,
+                last_round_calls: 0,
+            },
+            due: Due {
+                reassert_due: false,
+                refresh_due: false,
+                refresh_off: false,
+                reread_backoff: schedule::Backoff::new(REREAD_FIRST, REREAD_MAX),
+                reread_at: None,
+                reconnect: false,
+            },
+            notifier,
+            round_detail: None,
+        };
+        Ok((daemon, readiness_rx))
+    }
+
+    /// Rebuilds the client when a reload asked for it; the old one stays if the new one fails.
+    async fn reconnect_if_asked(&mut self) {
+        if !std::mem::take(&mut self.due.reconnect) {
+            return;
+        }
+        match self.session.reconnect().await {
+            Ok(()) => {
+                self.failovers_seen = 0;
+                // A new key or endpoint may be the fix for the fatal code: try it now.
+                if self.pause.calls_paused_until.take().is_some() {
+                    tracing::info!(
+                        "reload: new API client; the pause after a fatal API error ends"
+                    );
+                    self.pause.held = None;
+                }
+            }
+            Err(e) => tracing::error!(
+                kind = e.metric_label(),
+                "reload: cannot build the API client from the new config; keeping the old one: {e}"
+            ),
+        }
+    }
+
+    /// Runs the round `trigger` asks for, unless calls are paused (it is held until the pause
+    /// ends) or it is callbacks' and their share of the budget is spent (it waits for it).
+    async fn run_round(
+        &mut self,
+        trigger: Trigger,
+        inputs: &mut mpsc::Receiver<Input>,
+        deferred: &mut Vec<Input>,
+    ) {
+        if self.pause.calls_paused_until.is_some() {
+            self.pause.held = Some(self.pause.held.map_or(trigger, |held| held.min(trigger)));
+        } else if trigger == Trigger::Callback
+            && self
+                .pause
+                .callback_not_before
+                .is_some_and(|t| Instant::now() < t)
+        {
+            // Callbacks' re-sends wait for their share of the budget; meanwhile more callbacks
+            // only make marks unknown, so each member is re-sent once when the round runs.
+            self.pause.callback_waiting = true;
+        } else {
+            let started = Instant::now();
+            self.reconcile(trigger, inputs, deferred).await;
+            // Every reconcile sends what callbacks made unknown.
+            self.pause.callback_waiting = false;
+            if trigger == Trigger::Callback {
+                self.pause.callback_not_before = Some(schedule::next_callback_round(
+                    started,
+                    self.pause.last_round_calls,
+                    self.session.config.max_calls_per_second,
+                ));
+            }
+            self.report_status();
+        }
+    }
+}
+
+impl Daemon {
+    /// Folds a batch of inputs into the daemon's flags, reading nothing: returns the trigger of
+    /// the reconcile to run, if any (the most significant one, for the metric label), and what
+    /// must be read again ([`Daemon::read_again`] does the reading).
+    fn absorb(&mut self, batch: Vec<Input>) -> Absorbed {
+        let mut trigger: Option<Trigger> = None;
+        let (mut reload, mut files_changed) = (false, false);
         for input in batch {
             match input {
                 Input::Shutdown => {
                     tracing::info!("shutting down: finishing calls in flight");
                     self.stop.store(true, Ordering::SeqCst);
                 }
-                Input::Reload => {
-                    self.reload();
-                    note(Trigger::Reload, &mut trigger);
-                }
-                Input::FilesChanged => {
-                    if self.refresh_desired() {
-                        note(Trigger::Files, &mut trigger);
-                    }
-                }
+                Input::Reload => reload = true,
+                Input::FilesChanged => files_changed = true,
                 Input::RenewalDue => note(Trigger::Renewal, &mut trigger),
                 Input::RetryPending => {
                     if self.pending_count() > 0 {
@@ -526,12 +593,12 @@ impl Daemon {
                     }
                 }
                 Input::Reassert => {
-                    self.reassert_due = true;
+                    self.due.reassert_due = true;
                     note(Trigger::Reassert, &mut trigger);
                 }
                 Input::Refresh => {
-                    if self.config.refresh_every.is_some() && !self.refresh_off {
-                        self.refresh_due = true;
+                    if self.session.config.refresh_every.is_some() && !self.due.refresh_off {
+                        self.due.refresh_due = true;
                         note(Trigger::Refresh, &mut trigger);
                     }
                 }
@@ -542,12 +609,30 @@ impl Daemon {
                 }
                 Input::CallbackRoundDue => note(Trigger::Callback, &mut trigger),
                 Input::BackoffOver => {
-                    if let Some(held) = self.held.take() {
+                    if let Some(held) = self.pause.held.take() {
                         tracing::info!("the pause after a fatal API error is over");
                         note(held, &mut trigger);
                     }
                 }
             }
+        }
+        Absorbed {
+            trigger,
+            reload,
+            files_changed,
+        }
+    }
+
+    /// The file I/O a batch asked for: SIGHUP re-reads the config (and the desired files), a
+    /// file event the desired files. Returns the batch's trigger with theirs folded in.
+    fn read_again(&mut self, absorbed: Absorbed) -> Option<Trigger> {
+        let mut trigger = absorbed.trigger;
+        if absorbed.reload {
+            self.reload();
+            note(Trigger::Reload, &mut trigger);
+        }
+        if absorbed.files_changed && self.refresh_desired() {
+            note(Trigger::Files, &mut trigger);
         }
         trigger
     }
@@ -559,17 +644,19 @@ impl Daemon {
     /// Saves state changes made outside a reconcile (callbacks) and updates the gauges they
     /// move, so neither `/metrics` nor a restart after a crash waits for the next non-empty
     /// reconcile, which could be hours away.
-    fn flush_state(&mut self) {
+    async fn flush_state(&mut self) {
+        // The gauges describe the state in memory: published before it is written, so whoever
+        // sees the new file sees them too.
+        self.refresh_counts();
         if self.opts.dry_run {
             self.dirty_since = None;
-        } else if let Err(e) = state::save(&self.config.state, &mut self.state) {
+        } else if let Err(e) = self.session.save(&mut self.state).await {
             tracing::error!(kind = e.metric_label(), "cannot save state: {e}");
             // Retry at the next period rather than in a tight loop.
             self.dirty_since = Some(Instant::now());
         } else {
             self.dirty_since = None;
         }
-        self.refresh_counts();
     }
 
     /// A member came online or went offline (SPEC section 4 and 8). The service drops every mark
@@ -590,12 +677,12 @@ impl Daemon {
     fn refresh_desired(&mut self) -> bool {
         let refresh = self.desired.refresh();
         if self.desired.last_unreadable {
-            let wait = self.reread_backoff.next_wait();
+            let wait = self.due.reread_backoff.next_wait();
             tracing::warn!("desired files could not be read; reading them again in {wait:?}");
-            self.reread_at = Some(Instant::now() + wait);
+            self.due.reread_at = Some(Instant::now() + wait);
         } else {
-            self.reread_backoff.reset();
-            self.reread_at = None;
+            self.due.reread_backoff.reset();
+            self.due.reread_at = None;
         }
         match refresh {
             // Back to parsing with the last good content: reconcile all the same, since what
@@ -607,7 +694,7 @@ impl Daemon {
                     .desired()
                     .map_or((0, 0), |d| (d.groups.len(), d.pair_count()));
                 let total = self.desired.file_count();
-                let verb = if self.reconciled {
+                let verb = if self.health.reconciled {
                     "reloaded"
                 } else {
                     "loaded"
@@ -636,7 +723,7 @@ impl Daemon {
             }
             Refresh::Broken(problems) => {
                 let text = problems.to_string();
-                if self.desired_problems.as_deref() != Some(text.as_str()) {
+                if self.health.desired_problems.as_deref() != Some(text.as_str()) {
                     tracing::error!(
                         errors = problems.error_count(),
                         "desired files do not parse; keeping the last good desired state and renewing mark 500 only: {}",
@@ -650,8 +737,8 @@ impl Daemon {
                     "desired files do not parse; keeping the last good desired state and renewing mark 500 only",
                     || text.clone(),
                 );
-                self.desired_problems = Some(text);
-                self.desired_problems_at = Some(problems.location_summary());
+                self.health.desired_problems = Some(text);
+                self.health.desired_problems_at = Some(problems.location_summary());
                 self.publish_readiness();
                 false
             }
@@ -660,7 +747,7 @@ impl Daemon {
 
     /// Records that the desired files parse; returns whether they did not before.
     fn set_desired_ok(&mut self) -> bool {
-        let was_broken = self.desired_problems.take().is_some();
+        let was_broken = self.health.desired_problems.take().is_some();
         if was_broken {
             tracing::info!("desired files parse again");
         }
@@ -679,64 +766,73 @@ impl Daemon {
     fn reload(&mut self) {
         match engine::load_config(&self.config_path) {
             Ok(config) => {
-                let state = state::target(&config.state).unwrap_or(config.state.clone());
-                if state != self.config.state || config.sdkappid != self.config.sdkappid {
+                if config.state != self.session.config.state
+                    || config.state_store != self.session.config.state_store
+                    || config.lock_ttl != self.session.config.lock_ttl
+                    || config.sdkappid != self.session.config.sdkappid
+                {
                     tracing::warn!(
-                        "reload: `state` and `sdkappid` changes need a restart; keeping the old ones"
+                        "reload: `state`, `state_store`, `lock_ttl` and `sdkappid` changes need a restart; keeping the old ones"
                     );
                 }
-                if config.desired != self.config.desired {
+                if config.desired != self.session.config.desired {
                     tracing::warn!(
                         "reload: a new `desired` path needs a restart; keeping the old one"
                     );
                 }
-                if config.max_alias_pairs != self.config.max_alias_pairs {
+                if config.max_alias_pairs != self.session.config.max_alias_pairs {
                     tracing::warn!(
                         "reload: a new `max_alias_pairs` needs a restart; keeping the old one"
                     );
                 }
-                if config.notify != self.config.notify {
+                if config.notify != self.session.config.notify {
                     tracing::warn!(
                         "reload: `notify` changes need a restart; keeping the old webhooks"
                     );
                 }
-                if config.http != self.config.http {
+                if config.http != self.session.config.http {
                     tracing::warn!(
                         "reload: `http` changes need a restart; keeping the old listener"
                     );
                 }
                 let embedded = |c: &Config| matches!(c.endpoint, Endpoint::Embedded);
-                if embedded(&config) != embedded(&self.config) {
+                if embedded(&config) != embedded(&self.session.config) {
                     tracing::warn!(
                         "reload: switching to or from `endpoint: embedded` needs a restart; keeping the old endpoint"
                     );
                 }
                 let keep = (
-                    self.config.state.clone(),
-                    self.config.sdkappid,
-                    self.config.desired.clone(),
-                    self.config.http.clone(),
+                    self.session.config.state.clone(),
+                    self.session.config.state_store.clone(),
+                    self.session.config.lock_ttl,
+                    self.session.config.sdkappid,
+                    self.session.config.desired.clone(),
+                    self.session.config.http.clone(),
                 );
-                let old_endpoint = self.config.endpoint.clone();
-                let max_alias_pairs = self.config.max_alias_pairs; // the desired cache's
-                let notify = std::mem::take(&mut self.config.notify); // the notifier's
-                self.config = config;
-                self.config.notify = notify;
-                self.config.max_alias_pairs = max_alias_pairs;
+                let old_endpoint = self.session.config.endpoint.clone();
+                let max_alias_pairs = self.session.config.max_alias_pairs; // the desired cache's
+                let notify = std::mem::take(&mut self.session.config.notify); // the notifier's
+                self.session.config = config;
+                self.session.config.notify = notify;
+                self.session.config.max_alias_pairs = max_alias_pairs;
                 (
-                    self.config.state,
-                    self.config.sdkappid,
-                    self.config.desired,
-                    self.config.http,
+                    self.session.config.state,
+                    self.session.config.state_store,
+                    self.session.config.lock_ttl,
+                    self.session.config.sdkappid,
+                    self.session.config.desired,
+                    self.session.config.http,
                 ) = keep;
-                if embedded(&self.config) || matches!(old_endpoint, Endpoint::Embedded) {
-                    self.config.endpoint = old_endpoint;
+                if embedded(&self.session.config) || matches!(old_endpoint, Endpoint::Embedded) {
+                    self.session.config.endpoint = old_endpoint;
                 } else {
                     // Endpoint, identifier, secret key (possibly rotated in place), rate and
                     // UserSig validity: the main loop rebuilds the client before the next round.
-                    self.reconnect = true;
+                    self.due.reconnect = true;
                 }
-                if std::mem::take(&mut self.refresh_off) && self.config.refresh_every.is_some() {
+                if std::mem::take(&mut self.due.refresh_off)
+                    && self.session.config.refresh_every.is_some()
+                {
                     tracing::info!("reload: refresh is on again");
                 }
                 tracing::info!("reload: config re-read");
@@ -759,84 +855,16 @@ impl Daemon {
         let desired = self
             .desired
             .desired()
-            .filter(|_| self.desired_problems.is_none());
-        let margin = self.config.renew_margin.as_secs() as i64;
-        let now = self.clock.now();
+            .filter(|_| self.health.desired_problems.is_none());
+        let margin = self.session.config.renew_margin.as_secs() as i64;
+        let now = self.session.clock().now();
         let due = schedule::next_renewal_at(&self.state, desired, margin, now)?;
         Some(schedule::renewal_wait(
             due,
             self.last_reconcile_at,
-            self.config.retry_pending_every,
+            self.session.config.retry_pending_every,
             now,
         ))
-    }
-
-    /// Recomputes the state's gauges (one walk of the desired marks for the pending count, kept
-    /// for the `STATUS=` line).
-    fn refresh_counts(&mut self) {
-        self.pending = self.pending_count();
-        self.metrics.set_managed(self.state.managed_count());
-        self.metrics.set_pending(self.pending);
-        self.metrics
-            .set_mark500_earliest_expiry(schedule::earliest_500_expiry(
-                &self.state,
-                self.clock.now(),
-            ));
-    }
-
-    /// Desired marks the state does not hold yet (offline members, failures).
-    fn pending_count(&self) -> usize {
-        schedule::pending_count(&self.state, self.desired.desired())
-    }
-
-    /// What `/readyz` says: ready when the desired files parse and the last reconcile succeeded.
-    fn publish_readiness(&self) {
-        let desired_ok = self.desired.desired().is_some() && self.desired_problems.is_none();
-        let detail = match (&self.desired_problems, &self.last_failure) {
-            (Some(_), _) => format!(
-                "desired files do not parse: {} (every problem, with its source line, is in the log)",
-                self.desired_problems_at.as_deref().unwrap_or("see the log")
-            ),
-            (None, Some(f)) => f.clone(),
-            (None, None) if !self.reconciled => "the first reconcile is in progress".into(),
-            (None, None) if desired_ok => match &self.last_drift {
-                // Drift is normal (members go offline): reported, never "not ready".
-                Some(c)
-                    if c.lost + c.offline + c.gone + c.unmanaged + c.adopted + c.not_checked
-                        > 0 =>
-                {
-                    format!(
-                        "ok; drift at the last refresh: {} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
-                        c.lost, c.offline, c.gone, c.unmanaged, c.adopted, c.not_checked
-                    )
-                }
-                _ => "ok".into(),
-            },
-            (None, None) => "desired files not loaded yet".into(),
-        };
-        // Not ready before the first reconcile is over: "last reconcile healthy" cannot be true
-        // of a reconcile that has not happened.
-        let _ = self.readiness.send(Readiness {
-            desired_ok,
-            last_reconcile_ok: self.reconciled && self.last_failure.is_none(),
-            detail,
-        });
-    }
-
-    /// The `STATUS=` line systemd shows.
-    fn report_status(&self) {
-        let desired = if self.desired_problems.is_some() {
-            "desired files broken (last good kept)"
-        } else {
-            "desired ok"
-        };
-        let status = format!(
-            "{desired}; {} managed marks, {} pending; last reconcile {}",
-            self.state.managed_count(),
-            self.pending,
-            if self.last_ok { "ok" } else { "failed" }
-        );
-        notify(&[sd_notify::NotifyState::Status(&status)]);
     }
 }
 

@@ -2,7 +2,7 @@
 //! while the files are broken or the guard refuses), then [`apply::execute`], the same code as
 //! `marksync apply`, with systemd kept informed and SIGTERM honoured while it runs.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,28 +10,31 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::systemd::{notify, watchdog_period};
-use super::{Daemon, Input, Trigger, interval, schedule, sleep_until_opt};
+use super::{Daemon, Input, Trigger, interval, schedule};
 use crate::apply::{self, Outcome};
 use crate::config::notify::Event;
 use crate::engine::SHUTDOWN_GRACE;
 use crate::model::UnixTime;
-use crate::plan::{self, Plan, Policy};
+use crate::plan::{self, Plan};
 
 impl Daemon {
     /// The plan of this round: the full plan when the desired files are good, else renewals of
     /// mark 500 only (nothing else changes while the files are broken).
     pub(super) fn plan(&mut self, now: UnixTime) -> Plan {
-        let policy = Policy {
-            renew_margin_secs: self.config.renew_margin.as_secs() as i64,
-            reassert: std::mem::take(&mut self.reassert_due),
-        };
-        match (self.desired.desired(), self.desired_problems.is_some()) {
+        let policy = crate::engine::policy(
+            &self.session.config,
+            std::mem::take(&mut self.due.reassert_due),
+        );
+        match (
+            self.desired.desired(),
+            self.health.desired_problems.is_some(),
+        ) {
             (Some(desired), false) => {
                 let full = plan::plan(desired, &self.state, now, &policy);
                 let verdict = if self.opts.allow_mass_clear {
                     Ok(())
                 } else {
-                    full.check_guard(&self.config.guard)
+                    full.check_guard(&self.session.config.guard)
                 };
                 self.notifier.condition(
                     Event::GuardRefused,
@@ -45,7 +48,7 @@ impl Daemon {
                         tracing::error!(
                             "{refusal}; renewing mark 500 only until the desired files change or the daemon runs with --allow-mass-clear"
                         );
-                        self.guard_refused = true;
+                        self.health.guard_refused = true;
                         schedule::renewals_only(&self.state, now, &policy)
                     }
                 }
@@ -62,16 +65,16 @@ impl Daemon {
         inputs: &mut mpsc::Receiver<Input>,
         deferred: &mut Vec<Input>,
     ) {
-        if std::mem::take(&mut self.refresh_due) {
+        if std::mem::take(&mut self.due.refresh_due) {
             self.refresh(inputs, deferred).await;
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
         }
-        let now = self.clock.now();
+        let now = self.session.clock().now();
         self.last_reconcile_at = Some(now);
         let plan = self.plan(now);
-        self.last_round_calls = plan.summary.calls;
+        self.pause.last_round_calls = plan.summary.calls;
         self.metrics.set_managed(self.state.managed_count());
         if plan.is_empty() {
             self.finish_round(trigger, "no_changes", true);
@@ -91,69 +94,46 @@ impl Daemon {
             return;
         }
         let settings = apply::Settings {
-            offline_error_codes: self.config.offline_error_codes.clone(),
+            offline_error_codes: self.session.config.offline_error_codes.clone(),
             stop: self.stop.clone(),
         };
         let metrics = self.metrics.clone();
-        let client = self.connection.client.clone();
-        let state_path = self.config.state.clone();
-        let clock = self.clock.clone();
-        let stop = self.stop.clone();
         let mut audit = super::audit::Audit::new(&self.state, &plan);
-        let plan = Arc::new(plan);
-        let result = {
-            let work = apply::execute(
-                plan,
-                &mut self.state,
-                &state_path,
-                &client,
-                clock.as_ref(),
-                &settings,
-                |report| {
-                    let outcome = super::audit::outcome_label(report.outcome);
-                    metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
-                    let call = report.call;
-                    if let Outcome::Failed(e) = report.outcome {
-                        tracing::warn!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, kind = e.metric_label(), "call failed: {e}");
-                    } else {
-                        tracing::info!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, elapsed_ms = report.elapsed.as_millis() as u64, "call");
-                    }
-                    for change in audit.record(call, report.outcome) {
-                        let (before, after) = (
-                            super::audit::marks_text(&change.before),
-                            super::audit::marks_text(&change.after),
-                        );
-                        tracing::debug!(group = %change.group, account = %change.account, before, after, "member marks {before} -> {after}");
-                    }
-                },
-            );
-            tokio::pin!(work);
-            let mut deadline: Option<Instant> = None;
-            // Keep systemd informed during long reconciles: watchdog pings once running, start-timeout
-            // extensions during the first reconcile (it runs before READY=1).
-            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
-            let ready = self.ready;
-            loop {
-                tokio::select! {
-                    r = &mut work => break Some(r),
-                    _ = keepalive.tick() => {
-                        if ready {
-                            notify(&[sd_notify::NotifyState::Watchdog]);
-                        } else {
-                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
-                        }
-                    }
-                    Some(input) = inputs.recv(), if deadline.is_none() => {
-                        if matches!(input, Input::Shutdown) {
-                            tracing::info!("shutdown requested during a reconcile: no new calls; waiting for calls in flight");
-                            stop.store(true, Ordering::SeqCst);
-                            deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-                        } else {
-                            deferred.push(input);
-                        }
-                    }
-                    () = sleep_until_opt(deadline) => break None,
-                }
+        let on_call = |report: apply::CallReport<'_>| {
+            let outcome = super::audit::outcome_label(report.outcome);
+            metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
+            let call = report.call;
+            if let Outcome::Failed(e) = report.outcome {
+                tracing::warn!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, kind = e.metric_label(), "call failed: {e}");
+            } else {
+                tracing::info!(group = %call.group, command = call.command.as_str(), members = call.members.len(), outcome, elapsed_ms = report.elapsed.as_millis() as u64, "call");
+            }
+            for change in audit.record(call, report.outcome) {
+                let (before, after) = (
+                    super::audit::marks_text(&change.before),
+                    super::audit::marks_text(&change.after),
+                );
+                tracing::debug!(group = %change.group, account = %change.account, before, after, "member marks {before} -> {after}");
+            }
+        };
+        let work = self.session.execute(
+            plan,
+            &mut self.state,
+            &settings,
+            on_call,
+            shutdown_requested(inputs, deferred),
+            |()| {
+                tracing::info!(
+                    "shutdown requested during a reconcile: no new calls; waiting for calls in flight"
+                )
+            },
+        );
+        let result = match keep_systemd_informed(work, self.health.ready).await {
+            Ok(ended) => ended.output,
+            Err(e) => {
+                tracing::error!(kind = e.metric_label(), "cannot connect: {e}");
+                self.finish_round(trigger, "failed", false);
+                return;
             }
         };
         match result {
@@ -202,17 +182,17 @@ impl Daemon {
                 self.finish_round(trigger, outcome, outcome == "ok");
                 match &applied.fatal {
                     Some(fatal) => {
-                        let pause = self.fatal_backoff.next_wait();
-                        self.calls_paused_until = Some(Instant::now() + pause);
+                        let pause = self.pause.fatal_backoff.next_wait();
+                        self.pause.calls_paused_until = Some(Instant::now() + pause);
                         let text = format!(
                             "fatal API error: {fatal}; no API calls for {}s",
                             pause.as_secs()
                         );
                         tracing::error!(kind = fatal.metric_label(), "{text}");
-                        self.last_failure = Some(text);
+                        self.health.last_failure = Some(text);
                         self.publish_readiness();
                     }
-                    None => self.fatal_backoff.reset(),
+                    None => self.pause.fatal_backoff.reset(),
                 }
             }
         }
@@ -230,42 +210,34 @@ impl Daemon {
         let Some(desired) = self
             .desired
             .desired()
-            .filter(|_| self.desired_problems.is_none())
+            .filter(|_| self.health.desired_problems.is_none())
         else {
             return;
         };
-        let client = self.connection.client.clone();
-        let stop = self.stop.clone();
-        let ready = self.ready;
-        let result = {
-            let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
-            let work = crate::engine::refresh_state(
-                &client,
-                desired,
-                &mut self.state,
-                self.clock.as_ref(),
-            );
-            tokio::pin!(work);
-            loop {
-                tokio::select! {
-                    r = &mut work => break r,
-                    _ = keepalive.tick() => {
-                        if ready {
-                            notify(&[sd_notify::NotifyState::Watchdog]);
-                        } else {
-                            notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
-                        }
-                    }
-                    Some(input) = inputs.recv() => {
-                        if matches!(input, Input::Shutdown) {
-                            tracing::info!("shutdown requested during a refresh: reads abandoned, state unchanged");
-                            stop.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                        deferred.push(input);
-                    }
-                }
+        let reads = self.session.refresh(
+            desired,
+            &mut self.state,
+            shutdown_requested(inputs, deferred),
+            |()| {
+                tracing::info!(
+                    "shutdown requested during a refresh: reads abandoned, state unchanged"
+                )
+            },
+        );
+        let ended = match keep_systemd_informed(reads, self.health.ready).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                tracing::warn!(
+                    kind = e.metric_label(),
+                    "refresh failed; planning from the recorded state: {e}"
+                );
+                return;
             }
+        };
+        let Some(result) = ended.output else {
+            // A shutdown came: the reads were abandoned, and no round follows.
+            self.stop.store(true, Ordering::SeqCst);
+            return;
         };
         match result {
             Ok(r) => {
@@ -274,7 +246,7 @@ impl Daemon {
                     self.mark_dirty();
                 }
                 self.metrics.set_drift(&counts);
-                self.metrics.set_last_refresh(self.clock.now());
+                self.metrics.set_last_refresh(self.session.clock().now());
                 let needs_calls = r.classified.needs_calls();
                 self.notifier.condition(
                     Event::Drift,
@@ -287,22 +259,21 @@ impl Daemon {
                     || crate::notify::drift_line(&counts),
                 );
                 tracing::info!(
-                    lost = counts.lost,
-                    offline = counts.offline,
-                    gone = counts.gone,
-                    unmanaged = counts.unmanaged,
-                    adopted = counts.adopted,
-                    not_checked = counts.not_checked,
+                    drift = %counts
+                        .iter()
+                        .map(|(kind, n)| format!("{}={n}", kind.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                     unnameable_holders = r.classified.unnameable.len(),
                     unread = r.unread.len(),
                     reads = r.calls,
                     "refreshed the live marks"
                 );
-                self.last_drift = Some(counts);
+                self.health.last_drift = Some(counts);
             }
-            Err(crate::error::Error::Refresh(e)) if e.is_no_permission() => {
+            Err(e) if e.is_no_permission() => {
                 tracing::error!("refresh turned off until SIGHUP, relying on reassert_every: {e}");
-                self.refresh_off = true;
+                self.due.refresh_off = true;
             }
             Err(e) => {
                 tracing::warn!(
@@ -316,7 +287,7 @@ impl Daemon {
 
     /// Mirrors the client's failover count into the metric.
     pub(super) fn observe_failovers(&mut self) {
-        let total = self.connection.client.endpoint_stats().failovers;
+        let total = self.session.failovers();
         self.metrics
             .record_failovers(total.saturating_sub(self.failovers_seen));
         self.failovers_seen = self.failovers_seen.max(total);
@@ -337,25 +308,57 @@ impl Daemon {
             ),
             || detail,
         );
-        let (outcome, ok) = if std::mem::take(&mut self.guard_refused) {
+        let (outcome, ok) = if std::mem::take(&mut self.health.guard_refused) {
             ("refused", false)
         } else {
             (outcome, ok)
         };
-        self.last_ok = ok;
-        self.reconciled = true;
+        self.health.last_ok = ok;
+        self.health.reconciled = true;
         self.observe_failovers();
         self.metrics.record_reconcile(trigger.label(), outcome);
         if ok {
-            self.metrics.set_last_success(self.clock.now());
+            self.metrics.set_last_success(self.session.clock().now());
         }
         self.refresh_counts();
-        self.last_failure = (!ok).then(|| {
+        self.health.last_failure = (!ok).then(|| {
             format!(
                 "last reconcile ({}) did not succeed: {outcome}",
                 trigger.label()
             )
         });
         self.publish_readiness();
+    }
+}
+
+/// Resolves when a shutdown arrives on `inputs`; every other input that arrives meanwhile goes
+/// to `deferred` (the next round's).
+async fn shutdown_requested(inputs: &mut mpsc::Receiver<Input>, deferred: &mut Vec<Input>) {
+    while let Some(input) = inputs.recv().await {
+        if matches!(input, Input::Shutdown) {
+            return;
+        }
+        deferred.push(input);
+    }
+    // Nobody can ask any more.
+    std::future::pending().await
+}
+
+/// Runs `work`, keeping systemd informed meanwhile: watchdog pings once the daemon is `ready`,
+/// start-timeout extensions during the first reconcile (it runs before READY=1).
+async fn keep_systemd_informed<T>(work: impl Future<Output = T>, ready: bool) -> T {
+    tokio::pin!(work);
+    let mut keepalive = interval(watchdog_period().min(Duration::from_secs(10)));
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = keepalive.tick() => {
+                if ready {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                } else {
+                    notify(&[sd_notify::NotifyState::ExtendTimeoutUsec(30_000_000)]);
+                }
+            }
+        }
     }
 }

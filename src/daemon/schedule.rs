@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::desired::{DesiredGroup, DesiredState};
-use crate::http::{CallbackEvent, MemberEvent};
 use crate::model::{MARK_500_LIFETIME_SECS, Mark, MarkSet, UnixTime};
 use crate::plan::{self, Plan, Policy};
 use crate::state::State;
+use crate::tim::callback::{CallbackEvent, MemberEvent};
 
 /// When the earliest renewal of a desired mark 500 is due; with `desired` `None` (the desired
 /// files are broken, so every confirmed 500 is renewed, see [`renewals_only`]) of any held one.

@@ -6,16 +6,30 @@ use super::*;
 /// case, names starting with a dot skipped, symlinks followed) or from a single file. Aliases
 /// may add at most `max_alias_pairs` pairs across all the files (the config's key).
 pub fn load(path: &Path, max_alias_pairs: usize) -> Result<DesiredState, Diagnostics> {
+    load_seeing(path, max_alias_pairs, &|_, _| {})
+}
+
+/// [`load`], showing `seen` the bytes of every file it read, as read: what is digested (a saved
+/// plan's check) is then exactly what is parsed, from one read.
+pub fn load_seeing(
+    path: &Path,
+    max_alias_pairs: usize,
+    seen: &(dyn Fn(&Path, &[u8]) + Sync),
+) -> Result<DesiredState, Diagnostics> {
     let (files, mut diags) = discover(path);
     type Read = (PathBuf, ParseResult, Vec<Declared>, Vec<u8>);
     let parsed: Vec<Read> = files
         .into_par_iter()
         .map(|file| match read_file(&file) {
-            Ok(bytes) => match parse_file_declaring(&file, &bytes, max_alias_pairs) {
-                (Ok(f), _) => (file, Ok(f), Vec::new(), Vec::new()),
-                // What it declares all the same (and its text), for conflicts with other files.
-                (Err(d), declared) => (file, Err(d), declared, bytes),
-            },
+            Ok(bytes) => {
+                seen(&file, &bytes);
+                match parse_file_declaring(&file, &bytes, max_alias_pairs) {
+                    (Ok(f), _) => (file, Ok(f), Vec::new(), Vec::new()),
+                    // What it declares all the same (and its text), for conflicts with other
+                    // files.
+                    (Err(d), declared) => (file, Err(d), declared, bytes),
+                }
+            }
             Err(d) => (file, Err(vec![d]), Vec::new(), Vec::new()),
         })
         .collect();

@@ -25,7 +25,7 @@ use crate::model::{Account, GroupId, MAX_MARKS_PER_GROUP, MAX_MEMBERS_PER_MARK, 
 use crate::yaml::{Entries, MapOr, Scalar, ScalarVisitor, visit_known_keys};
 
 use check::*;
-pub use fs::{discover, is_desired_name, load, read_file};
+pub use fs::{discover, is_desired_name, load, load_seeing, read_file};
 use raw::*;
 
 pub mod cache;

@@ -61,6 +61,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
+pub use crate::tim::callback::{CallbackEvent, MemberEvent};
 
 pub mod forward;
 pub mod logging;
@@ -98,41 +99,6 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.desired_ok && self.last_reconcile_ok
     }
-}
-
-/// Whether the members of a [`CallbackEvent`] came online or went offline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MemberEvent {
-    /// Online or joined: re-send the member's desired marks at once.
-    Online,
-    /// Offline or left: the service dropped their marks except 500.
-    Offline,
-}
-
-impl From<Presence> for MemberEvent {
-    fn from(p: Presence) -> Self {
-        match p {
-            Presence::Online => MemberEvent::Online,
-            Presence::Offline => MemberEvent::Offline,
-        }
-    }
-}
-
-/// A verified presence callback, for the daemon. Accounts the service sent that are not valid
-/// accounts are left out (logged at debug); a callback with none left yields no event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallbackEvent {
-    /// The group.
-    pub group: GroupId,
-    /// The members concerned, in the order sent (never empty).
-    pub accounts: Vec<Account>,
-    /// Online or offline.
-    pub event: MemberEvent,
-    /// When it happened (unix seconds), by [`event_at`]: the callback's `EventTime`, else the
-    /// moment the listener received it. Stamped here, not when the daemon gets to the event
-    /// (which may be after a long reconcile), so the daemon can tell an event older than a
-    /// mark's confirmation from a newer one.
-    pub at: UnixTime,
 }
 
 /// How far a callback's `EventTime` may be from the listener's clock and still be believed. The

@@ -299,10 +299,10 @@ impl Notifier {
 
 /// The drift counts, in one line.
 pub fn drift_line(c: &crate::refresh::DriftCounts) -> String {
-    format!(
-        "{} lost, {} offline, {} gone, {} unmanaged, {} adopted, {} not checked",
-        c.lost, c.offline, c.gone, c.unmanaged, c.adopted, c.not_checked
-    )
+    c.iter()
+        .map(|(kind, n)| format!("{n} {}", kind.as_str().replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Delivers `target`'s queue, oldest first, for as long as the notifier lives.

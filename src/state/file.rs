@@ -4,14 +4,18 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
 use super::store::{Generation, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock};
-use super::{FORMAT_VERSION, State, StateError, parse};
+use super::{FORMAT_VERSION, Place, State, StateError, parse};
 use crate::model::{Account, GroupId, MarkSet};
+
+/// What [`StateStore::local_files`] calls the previous generation of a state file.
+pub const BACKUP_FILE: &str = "state backup";
 
 /// The `.bak` path of a state path.
 pub fn backup_path(path: &Path) -> PathBuf {
@@ -88,8 +92,8 @@ fn named(e: StateError, given: &Path, real: &Path) -> StateError {
             intents_path,
             lock_path,
         ] {
-            if p == side(real) {
-                return side(given);
+            if p == Place::from(side(real)) {
+                return side(given).into();
             }
         }
         p
@@ -105,7 +109,7 @@ fn load_at(path: &Path, sdkappid: u64) -> Result<State, StateError> {
             if bak.exists() {
                 return Err(StateError::MissingWithBackup {
                     path: path.into(),
-                    bak,
+                    bak: bak.into(),
                 });
             }
             let mut state = State::new(sdkappid);
@@ -165,25 +169,25 @@ fn merge_intents(path: &Path, state: &mut State) -> Result<(), StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => {
             return Err(StateError::Read {
-                path: sidecar,
+                path: sidecar.into(),
                 source,
             });
         }
     };
     let file: IntentsFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-        path: sidecar.clone(),
+        path: sidecar.clone().into(),
         detail: e.to_string(),
-        bak: backup_path(path),
+        bak: backup_path(path).into(),
     })?;
     if file.format_version != FORMAT_VERSION {
         return Err(StateError::Version {
-            path: sidecar,
+            path: sidecar.into(),
             found: file.format_version,
         });
     }
     if file.sdkappid != state.sdkappid {
         return Err(StateError::OtherApp {
-            path: sidecar,
+            path: sidecar.into(),
             found: file.sdkappid,
             expected: state.sdkappid,
         });
@@ -221,38 +225,33 @@ fn save_intents_at(path: &Path, state: &State) -> Result<(), StateError> {
         serial: Some(state.serial),
         intents: state.intents.clone(),
     };
-    write_atomically(
-        &sidecar,
-        |w| serde_json::to_writer(w, &file).map_err(io::Error::other),
-        || Ok(()),
-    )
-    .map_err(|(_, e)| e)
+    write_atomically(&sidecar, |w| json_line(w, &file), || Ok(())).map_err(|(_, source)| {
+        StateError::Write {
+            path: sidecar.clone().into(),
+            source,
+        }
+    })
 }
 
 /// Whether a failed [`write_atomically`] had already renamed the new file into place (only the
 /// directory's fsync failed): then the new content is what the path holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Renamed {
+pub enum Renamed {
+    /// The old file (if any) is still in place.
     No,
+    /// The new file is in place, but maybe not durably.
     Yes,
 }
 
-/// Writes `path` through a temporary file in the same directory: fsync, `before_rename`, rename,
-/// fsync the directory.
-fn write_atomically(
+/// Writes `path` through a temporary file in the same directory: `write`, fsync,
+/// `before_rename`, rename, fsync the directory. A crash at any instant leaves the old file or
+/// the new one, never a mix. The one atomic write (the state, its intents, a saved plan).
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> io::Result<()>,
     before_rename: impl FnOnce() -> io::Result<()>,
-) -> Result<(), (Renamed, StateError)> {
-    let werr = |source: io::Error| {
-        (
-            Renamed::No,
-            StateError::Write {
-                path: path.into(),
-                source,
-            },
-        )
-    };
+) -> Result<(), (Renamed, io::Error)> {
+    let werr = |source: io::Error| (Renamed::No, source);
     // A FIFO, a device or a directory where the file goes is not replaced (the load refuses
     // one too): renaming over a link's target would replace, say, /dev/null itself.
     if let Ok(meta) = std::fs::symlink_metadata(path)
@@ -276,7 +275,6 @@ fn write_atomically(
     {
         let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         write(&mut w).map_err(werr)?;
-        w.write_all(b"\n").map_err(werr)?;
         w.flush().map_err(werr)?;
     }
     tmp.as_file().sync_all().map_err(werr)?;
@@ -284,8 +282,14 @@ fn write_atomically(
     tmp.persist(path).map_err(|e| werr(e.error))?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| (Renamed::Yes, werr(e).1))?;
+        .map_err(|e| (Renamed::Yes, e))?;
     Ok(())
+}
+
+/// A JSON document and a newline, as the state and its intents are written.
+fn json_line(w: &mut BufWriter<&mut File>, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *w, value).map_err(io::Error::other)?;
+    w.write_all(b"\n")
 }
 
 /// Writes the state atomically: temporary file in the same directory, fsync, keep the current
@@ -319,12 +323,9 @@ fn save_at(path: &Path, state: &mut State) -> Result<(), StateError> {
         }
         Ok(())
     };
-    let written = write_atomically(
-        path,
-        |w| serde_json::to_writer(w, &*state).map_err(io::Error::other),
-        keep_backup,
-    );
-    if let Err((renamed, e)) = written {
+    let written = write_atomically(path, |w| json_line(w, &*state), keep_backup);
+    if let Err((renamed, source)) = written {
+        let e = werr(source);
         // Once the new file is in place its serial is the one on disk, durable or not.
         if renamed == Renamed::No {
             state.serial = previous;
@@ -361,7 +362,10 @@ impl Drop for Lock {
 /// Turns an I/O error about the lock file `path` into a [`StateError::Lock`] naming it.
 fn lock_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + use<> {
     let path = path.to_path_buf();
-    move |source| StateError::Lock { path, source }
+    move |source| StateError::Lock {
+        path: path.into(),
+        source,
+    }
 }
 
 /// Takes the exclusive lock for `state_path` (beside its [`target`]), or says which pid holds it.
@@ -393,7 +397,7 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) && is_link() => {
             return Err(StateError::Lock {
-                path: path.clone(),
+                path: path.clone().into(),
                 source: io::Error::other(
                     "it is a symbolic link; marksync creates this file itself and never follows \
                      a link there: remove the link",
@@ -410,7 +414,7 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
             "not a regular file"
         };
         return Err(StateError::Lock {
-            path: path.clone(),
+            path: path.clone().into(),
             source: io::Error::other(format!(
                 "it is {what}; marksync creates this file itself: remove it"
             )),
@@ -426,7 +430,12 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
                 pid: text.trim().parse().ok(),
             });
         }
-        Err(std::fs::TryLockError::Error(source)) => return Err(StateError::Lock { path, source }),
+        Err(std::fs::TryLockError::Error(source)) => {
+            return Err(StateError::Lock {
+                path: path.into(),
+                source,
+            });
+        }
     }
     let write_pid = |f: &mut File| -> io::Result<()> {
         f.set_len(0)?;
@@ -440,20 +449,34 @@ fn lock_at(state_path: &Path) -> Result<Lock, StateError> {
 
 /// A state in a local file: the [`StateStore`] over the functions above. The flock is the
 /// one-writer guarantee, so writes need no version check.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileStore {
+    /// The path as configured (what messages name).
     path: PathBuf,
+    /// The file the path stood for when the lock was taken: from then on every read and write
+    /// goes there, beside the lock, even if a symbolic link is re-pointed meanwhile (a restart
+    /// picks the new target).
+    pinned: OnceLock<PathBuf>,
 }
 
 impl FileStore {
     /// The store for the state file at `path` (a symbolic link is written through, see [`target`]).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            pinned: OnceLock::new(),
+        }
     }
 
-    /// The configured path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file to read and write: the pinned one once locked, else what the path stands for now.
+    fn real(
+        &self,
+        err: impl FnOnce(PathBuf, io::Error) -> StateError,
+    ) -> Result<PathBuf, StateError> {
+        match self.pinned.get() {
+            Some(p) => Ok(p.clone()),
+            None => target(&self.path).map_err(|e| err(self.path.clone(), e)),
+        }
     }
 }
 
@@ -474,19 +497,43 @@ impl StateStore for FileStore {
     }
 
     fn load(&self, sdkappid: u64) -> StoreFuture<'_, State> {
-        Box::pin(async move { load(&self.path, sdkappid) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Read {
+                path: path.into(),
+                source,
+            })?;
+            load_at(&real, sdkappid).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn save<'a>(&'a self, state: &'a mut State) -> StoreFuture<'a, ()> {
-        Box::pin(async move { save(&self.path, state) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Write {
+                path: path.into(),
+                source,
+            })?;
+            save_at(&real, state).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn save_intents<'a>(&'a self, state: &'a State) -> StoreFuture<'a, ()> {
-        Box::pin(async move { save_intents(&self.path, state) })
+        Box::pin(async move {
+            let real = self.real(|path, source| StateError::Write {
+                path: path.into(),
+                source,
+            })?;
+            save_intents_at(&real, state).map_err(|e| named(e, &self.path, &real))
+        })
     }
 
     fn lock<'a>(&'a self, _request: &'a LockRequest) -> StoreFuture<'a, Box<dyn StoreLock>> {
-        Box::pin(async move { lock(&self.path).map(|l| Box::new(l) as Box<dyn StoreLock>) })
+        Box::pin(async move {
+            let real = target(&self.path).map_err(lock_error(&lock_path(&self.path)))?;
+            let held = lock_at(&real).map_err(|e| named(e, &self.path, &real))?;
+            // A second lock of the same store (never done) would keep the first pin.
+            let _ = self.pinned.set(real);
+            Ok(Box::new(held) as Box<dyn StoreLock>)
+        })
     }
 
     fn holder(&self) -> StoreFuture<'_, Option<LockHolder>> {
@@ -496,7 +543,7 @@ impl StateStore for FileStore {
     fn unlock<'a>(&'a self, _lock_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             Err(StateError::Lock {
-                path: lock_path(&self.path),
+                path: lock_path(&self.path).into(),
                 source: io::Error::other(
                     "a local state's lock is released by the system when its holder exits; \
                      there is nothing to unlock",
@@ -511,24 +558,34 @@ impl StateStore for FileStore {
 
     fn pull(&self, _serial: Option<u64>) -> StoreFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let real = target(&self.path).map_err(|source| StateError::Read {
-                path: self.path.clone(),
+            let real = self.real(|path, source| StateError::Read {
+                path: path.into(),
                 source,
             })?;
             std::fs::read(&real).map_err(|source| StateError::Read {
-                path: self.path.clone(),
+                path: self.path.clone().into(),
                 source,
             })
         })
     }
 
     fn local_files(&self) -> Vec<(&'static str, PathBuf)> {
-        let st = target(&self.path).unwrap_or_else(|_| self.path.clone());
-        vec![
-            ("state", self.path.clone()),
-            ("state backup", backup_path(&st)),
-            ("state intents sidecar", intents_path(&st)),
-            ("state lock", lock_path(&st)),
-        ]
+        // Beside the path given and beside the file it stands for (a symbolic link's target).
+        let mut states = vec![self.path.clone()];
+        if let Ok(real) = self.real(|path, source| StateError::Read {
+            path: path.into(),
+            source,
+        }) && real != self.path
+        {
+            states.push(real);
+        }
+        let mut files = Vec::new();
+        for st in states {
+            files.push((BACKUP_FILE, backup_path(&st)));
+            files.push(("state intents sidecar", intents_path(&st)));
+            files.push(("state lock", lock_path(&st)));
+            files.push(("state file", st));
+        }
+        files
     }
 }

@@ -28,16 +28,68 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod file;
 pub mod inspect;
+mod open;
 pub mod store;
 pub use file::{
-    FileStore, Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
+    FileStore, Lock, Renamed, backup_path, intents_path, load, lock, lock_path, save, save_intents,
+    target, write_atomically,
 };
+pub use open::open;
 pub use store::{
     Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,
 };
 
 /// The version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// What a state error is about: a file or an object, as its store names it (`state.json`,
+/// `state.json.bak`, `s3://bucket/state.json`). Errors speak of places in the user's terms,
+/// whichever store is in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place(String);
+
+impl Place {
+    /// The place as shown.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&Path> for Place {
+    fn from(path: &Path) -> Self {
+        Place(path.display().to_string())
+    }
+}
+
+impl From<PathBuf> for Place {
+    fn from(path: PathBuf) -> Self {
+        Place::from(path.as_path())
+    }
+}
+
+impl From<&PathBuf> for Place {
+    fn from(path: &PathBuf) -> Self {
+        Place::from(path.as_path())
+    }
+}
+
+impl From<String> for Place {
+    fn from(description: String) -> Self {
+        Place(description)
+    }
+}
+
+impl From<&str> for Place {
+    fn from(description: &str) -> Self {
+        Place(description.to_string())
+    }
+}
 
 /// Errors reading, writing or locking the state.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +98,7 @@ pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// Why.
         source: io::Error,
     },
@@ -56,11 +108,11 @@ pub enum StateError {
     )]
     Corrupt {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// The JSON error with its line and column.
         detail: String,
         /// The backup file.
-        bak: PathBuf,
+        bak: Place,
     },
     /// Written by another version of marksync.
     #[error(
@@ -68,7 +120,7 @@ pub enum StateError {
     )]
     Version {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// The version found.
         found: u32,
     },
@@ -78,7 +130,7 @@ pub enum StateError {
     )]
     OtherApp {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// The state's sdkappid.
         found: u64,
         /// The config's sdkappid.
@@ -90,15 +142,15 @@ pub enum StateError {
     )]
     MissingWithBackup {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// The backup file.
-        bak: PathBuf,
+        bak: Place,
     },
     /// Writing failed; the previous state is intact.
     #[error("cannot save state file {path}: {source}")]
     Write {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// Why.
         source: io::Error,
     },
@@ -106,7 +158,7 @@ pub enum StateError {
     #[error("state {path} is locked by another marksync process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked {
         /// The state file.
-        path: PathBuf,
+        path: Place,
         /// The holder's pid, when it wrote one.
         pid: Option<u32>,
     },
@@ -121,11 +173,19 @@ pub enum StateError {
         /// Who wrote, as far as the store says.
         writer: String,
     },
+    /// The state's store cannot be used by this build or with these settings.
+    #[error("state {state}: {detail}")]
+    Unavailable {
+        /// The state's path or URL.
+        state: String,
+        /// Why, and what to do.
+        detail: String,
+    },
     /// The lock file cannot be created or locked.
     #[error("cannot lock {path}: {source}")]
     Lock {
         /// The lock file.
-        path: PathBuf,
+        path: Place,
         /// Why.
         source: io::Error,
     },
@@ -133,7 +193,7 @@ pub enum StateError {
 
 impl StateError {
     /// The same error with every path it names passed through `f`.
-    fn map_paths(self, f: impl Fn(PathBuf) -> PathBuf) -> Self {
+    fn map_paths(self, f: impl Fn(Place) -> Place) -> Self {
         use StateError::*;
         match self {
             Read { path, source } => Read {
@@ -168,6 +228,7 @@ impl StateError {
             },
             Locked { path, pid } => Locked { path: f(path), pid },
             Conflict { state, writer } => Conflict { state, writer },
+            Unavailable { state, detail } => Unavailable { state, detail },
             Lock { path, source } => Lock {
                 path: f(path),
                 source,
@@ -186,6 +247,7 @@ impl StateError {
             StateError::Write { .. } => "write",
             StateError::Locked { .. } => "locked",
             StateError::Conflict { .. } => "conflict",
+            StateError::Unavailable { .. } => "unavailable",
             StateError::Lock { .. } => "lock",
         }
     }
@@ -392,7 +454,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     let corrupt = |e: serde_json::Error| StateError::Corrupt {
         path: path.into(),
         detail: e.to_string(),
-        bak: backup_path(path),
+        bak: backup_path(path).into(),
     };
     /// Only the version, read when the full parse fails.
     #[derive(Deserialize)]
@@ -417,7 +479,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
                         "the state file holds {kind}, not a state; restore {} or run `marksync import`",
                         bak.display()
                     ),
-                    bak,
+                    bak: bak.into(),
                 });
             }
             let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
@@ -427,7 +489,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
                 None => Err(StateError::Corrupt {
                     path: path.into(),
                     detail: "no format_version".into(),
-                    bak: backup_path(path),
+                    bak: backup_path(path).into(),
                 }),
             }
         }

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::UnixTime;
+use crate::model::{Account, GroupId, UnixTime};
 
 /// Presence changes in audio-video groups (top edition): `EventType` Online or Offline.
 pub const MEMBER_STATE_CHANGE: &str = "Group.CallbackOnMemberStateChange";
@@ -359,6 +359,41 @@ impl CallbackReplyBody {
             error_code: 1,
         }
     }
+}
+
+/// Whether the members of a [`CallbackEvent`] came online or went offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemberEvent {
+    /// Online or joined: re-send the member's desired marks at once.
+    Online,
+    /// Offline or left: the service dropped their marks except 500.
+    Offline,
+}
+
+impl From<Presence> for MemberEvent {
+    fn from(p: Presence) -> Self {
+        match p {
+            Presence::Online => MemberEvent::Online,
+            Presence::Offline => MemberEvent::Offline,
+        }
+    }
+}
+
+/// A verified presence callback, for the daemon. Accounts the service sent that are not valid
+/// accounts are left out (logged at debug); a callback with none left yields no event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackEvent {
+    /// The group.
+    pub group: GroupId,
+    /// The members concerned, in the order sent (never empty).
+    pub accounts: Vec<Account>,
+    /// Online or offline.
+    pub event: MemberEvent,
+    /// When it happened (unix seconds), by `http::event_at`: the callback's `EventTime`, else the
+    /// moment the listener received it. Stamped here, not when the daemon gets to the event
+    /// (which may be after a long reconcile), so the daemon can tell an event older than a
+    /// mark's confirmation from a newer one.
+    pub at: UnixTime,
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::clock::Clock;
-use crate::model::UnixTime;
+use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 use crate::tim::codes::{self, ErrorClass};
 use crate::tim::endpoint::{EndpointError, validate_base_url};
 use crate::tim::pace::Pacer;
@@ -38,6 +38,15 @@ use crate::tim::usersig::{self, SecretKey};
 use crate::tim::wire::{self, GetMembersRequest, GetMembersResponse};
 use crate::tim::wire::{ModifyUserInfoRequest, ModifyUserInfoResponse};
 pub use listing::{ListError, LiveGroup, LiveListing, MAX_LISTING_PAGES};
+
+/// What a [`Client::modify_marks_unless`] call does to the marks it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkChange {
+    /// Set them.
+    Set,
+    /// Delete them.
+    Delete,
+}
 
 /// Everything the client needs to know; [`ClientConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
@@ -409,6 +418,38 @@ impl Client {
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<ModifyUserInfoResponse, CallError> {
         self.call(wire::MODIFY_USER_INFO, req, stop).await
+    }
+
+    /// Sets or deletes marks of members of `group` ([`Client::modify_user_info_unless`]), in
+    /// the model's terms: callers never see the wire format. Returns the members the answer
+    /// lists, with their marks (for a set: the ones the service applied).
+    pub async fn modify_marks_unless(
+        &self,
+        group: &GroupId,
+        change: MarkChange,
+        members: &[(Account, MarkSet)],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<(String, Vec<u32>)>, CallError> {
+        let request = ModifyUserInfoRequest {
+            group_id: group.as_str().to_string(),
+            command_type: match change {
+                MarkChange::Set => wire::CommandType::Set,
+                MarkChange::Delete => wire::CommandType::Delete,
+            },
+            member_list: members
+                .iter()
+                .map(|(a, m)| wire::MemberMarks {
+                    account: a.as_str().to_string(),
+                    marks: m.iter().map(Mark::get).collect(),
+                })
+                .collect(),
+        };
+        let response = self.modify_user_info_unless(&request, stop).await?;
+        Ok(response
+            .member_list
+            .into_iter()
+            .map(|m| (m.account, m.marks))
+            .collect())
     }
 
     /// Reads one page of online members (`get_members`).

@@ -41,3 +41,26 @@ pub const ADMIN: &str = "administrator";
 pub const BIN: &str = env!("CARGO_BIN_EXE_marksync");
 /// How often [`poll`] looks.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// The state file of a config whose `state` is a path (every test config but the object
+/// store's).
+pub fn state_file(config: &marksync::config::Config) -> &std::path::Path {
+    match &config.state {
+        marksync::config::Location::File(path) => path,
+        other => panic!("this test needs a state file, the config names {other:?}"),
+    }
+}
+
+/// The state and the plan at `now`, loaded and planned through the engine session as `plan` and
+/// `apply` do.
+pub async fn plan_at(
+    config: &marksync::config::Config,
+    reassert: bool,
+    now: marksync::model::UnixTime,
+) -> (marksync::state::State, marksync::plan::Plan) {
+    let clock = std::sync::Arc::new(marksync::clock::SystemClock);
+    let session = marksync::engine::Session::open(config.clone(), clock).expect("store opens");
+    let (desired, state) = session.load().await.expect("desired files and state load");
+    let plan = session.plan(&desired, &state, now, reassert);
+    (state, plan)
+}

@@ -28,10 +28,12 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod file;
 pub mod inspect;
+pub mod object;
 pub mod store;
 pub use file::{
     FileStore, Lock, backup_path, intents_path, load, lock, lock_path, save, save_intents, target,
 };
+pub use object::{ObjectStore, StoreSettings};
 pub use store::{
     Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,
 };
@@ -121,6 +123,26 @@ pub enum StateError {
         /// Who wrote, as far as the store says.
         writer: String,
     },
+    /// An object store refused or failed a request, or holds something marksync cannot use.
+    #[error("state {state}: {detail}")]
+    Remote {
+        /// The state's URL.
+        state: String,
+        /// What happened, and what to do.
+        detail: String,
+    },
+    /// Another process holds the state's lock object (SPEC 11).
+    #[error(
+        "state {state} is locked by `{}` (pid {} on {}) since {}, lease until {}; wait with --lock-timeout, or if that process is gone run `marksync state unlock {}`",
+        holder.command, holder.pid, holder.host, rfc3339(holder.started),
+        holder.expires.map(rfc3339).unwrap_or_else(|| "its exit".into()), holder.id
+    )]
+    HeldBy {
+        /// The state's URL.
+        state: String,
+        /// Who holds it.
+        holder: Box<LockHolder>,
+    },
     /// The lock file cannot be created or locked.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -168,6 +190,8 @@ impl StateError {
             },
             Locked { path, pid } => Locked { path: f(path), pid },
             Conflict { state, writer } => Conflict { state, writer },
+            Remote { state, detail } => Remote { state, detail },
+            HeldBy { state, holder } => HeldBy { state, holder },
             Lock { path, source } => Lock {
                 path: f(path),
                 source,
@@ -186,9 +210,17 @@ impl StateError {
             StateError::Write { .. } => "write",
             StateError::Locked { .. } => "locked",
             StateError::Conflict { .. } => "conflict",
+            StateError::Remote { .. } => "remote",
+            StateError::HeldBy { .. } => "locked",
             StateError::Lock { .. } => "lock",
         }
     }
+}
+
+/// A unix time as RFC 3339 (UTC), for messages.
+fn rfc3339(t: UnixTime) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Confirmation times of one member's marks, sorted by mark.

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod daemon;
 pub mod flood;
+pub mod s3;
 
 mod emulator;
 mod marks;

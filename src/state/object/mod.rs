@@ -395,13 +395,7 @@ impl ObjectStore {
     /// first whose serial passes `upto`). An entry missing in between is an error.
     async fn replay(&self, entries: &[u64], upto: Option<u64>) -> Result<State, StateError> {
         let base = entries[0];
-        let bytes = self.fetch(base).await?;
-        let mut state = super::parse(std::path::Path::new(&self.entry_url(base)), &bytes).map_err(
-            |e| match e {
-                StateError::Corrupt { detail, .. } => self.corrupt(base, detail),
-                other => other,
-            },
-        )?;
+        let mut state = self.snapshot(base, &self.fetch(base).await?)?;
         for (i, &seq) in entries.iter().enumerate().skip(1) {
             if seq != base + i as u64 {
                 return Err(self.corrupt(
@@ -410,6 +404,15 @@ impl ObjectStore {
                 ));
             }
             let bytes = self.fetch(seq).await?;
+            if is_snapshot(seq) {
+                // Only when replaying to an older serial: the newest snapshot starts a load.
+                let snapshot = self.snapshot(seq, &bytes)?;
+                if upto.is_some_and(|n| snapshot.serial > n) {
+                    break;
+                }
+                state = snapshot;
+                continue;
+            }
             let entry: Entry = serde_json::from_slice(&bytes).map_err(|e| self.corrupt(seq, e))?;
             if entry.format_version != FORMAT_VERSION {
                 return Err(StateError::Version {
@@ -432,6 +435,14 @@ impl ObjectStore {
             journal::apply(&mut state, entry);
         }
         Ok(state)
+    }
+
+    /// Parses the snapshot at entry `seq`.
+    fn snapshot(&self, seq: u64, bytes: &[u8]) -> Result<State, StateError> {
+        super::parse(std::path::Path::new(&self.entry_url(seq)), bytes).map_err(|e| match e {
+            StateError::Corrupt { detail, .. } => self.corrupt(seq, detail),
+            other => other,
+        })
     }
 
     /// The kept snapshots, newest first: entry number, serial, and listing.
@@ -459,7 +470,7 @@ impl ObjectStore {
                     .map_err(|e| self.corrupt(seq, format!("serial metadata: {e}")))?,
                 None => {
                     let bytes = self.fetch(seq).await?;
-                    super::parse(std::path::Path::new(&self.entry_url(seq)), &bytes)?.serial
+                    self.snapshot(seq, &bytes)?.serial
                 }
             };
             out.push((seq, serial, meta));

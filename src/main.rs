@@ -188,6 +188,38 @@ enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the state as a state file (`state pull > f.json`, then `state: f.json`), or a kept
+    /// generation of it.
+    Pull {
+        /// A kept generation's serial (`marksync state history`).
+        #[arg(long, value_name = "N")]
+        serial: Option<u64>,
+    },
+    /// Replace the state with a state file (how a state moves between a file and a store).
+    /// Takes the lock; refuses unsettled intents and a serial not higher than the current one.
+    Push {
+        /// The state file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace the state even when the file's serial is not higher.
+        #[arg(long)]
+        force: bool,
+        /// Wait this long for another holder of the lock (default: fail at once, naming it).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
+    },
+    /// The kept generations of the state, newest first.
+    History {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a stale lock by its id (the lock error names it).
+    Unlock {
+        /// The lock's id.
+        #[arg(value_name = "LOCK_ID")]
+        lock_id: String,
+    },
     /// Forget a group, a member or one mark: marksync stops managing it; nothing is cleared on
     /// the service. Takes the lock; the previous state is kept as `.bak`.
     Rm {
@@ -201,6 +233,10 @@ enum StateCommand {
         #[arg(value_parser = mark, requires = "account")]
         mark: Option<Mark>,
     },
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 2m)"))
 }
 
 fn group_id(s: &str) -> Result<GroupId, String> {
@@ -327,6 +363,20 @@ fn main() -> ExitCode {
             account,
             json,
         }) => cmd::state_show(&config, &group, account.as_ref(), json),
+        Command::State(StateCommand::Pull { serial }) => {
+            cmd::state_remote::state_pull(&config, serial)
+        }
+        Command::State(StateCommand::Push {
+            file,
+            force,
+            lock_timeout,
+        }) => cmd::state_remote::state_push(&config, &file, force, lock_timeout),
+        Command::State(StateCommand::History { json }) => {
+            cmd::state_remote::state_history(&config, json)
+        }
+        Command::State(StateCommand::Unlock { lock_id }) => {
+            cmd::state_remote::state_unlock(&config, &lock_id)
+        }
         Command::State(StateCommand::Rm {
             group,
             account,

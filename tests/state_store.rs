@@ -420,3 +420,64 @@ async fn s3_a_dead_holders_lock_is_taken_over_after_ttl_and_unlock_checks_the_id
     })
     .await;
 }
+
+both!(file_push_pull, s3_push_pull, push_pull);
+/// `state pull` then `state push` moves a state; push refuses unsettled intents, a serial not
+/// higher than the current one (unless forced), and waits on no one when another holds the lock.
+async fn push_pull(f: &Fresh) {
+    use marksync::cmd::state_remote::push_in;
+    let file = std::path::Path::new("moved.json");
+    let req = request("state push", Duration::ZERO, Duration::from_secs(10));
+    let mut st = sample(4);
+    f.store.save(&mut st).await.unwrap();
+    f.store.save(&mut st).await.unwrap();
+    let pulled = f.store.pull(None).await.unwrap();
+    // The same serial: refused, and --force replaces.
+    let err = push_in(f.store.as_ref(), file, &pulled, APP, &req, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not higher") && err.contains("--force"),
+        "{err}"
+    );
+    let serial = push_in(f.store.as_ref(), file, &pulled, APP, &req, true)
+        .await
+        .unwrap();
+    assert_eq!(serial, 3);
+    // A newer state with a change goes in as it is.
+    let mut newer = marksync::state::parse(file, &pulled).unwrap();
+    newer.serial = 10;
+    newer.confirm(&g("@TGS#p"), &a("q"), [m(1000)], 5);
+    let bytes = serde_json::to_vec(&newer).unwrap();
+    assert_eq!(
+        push_in(f.store.as_ref(), file, &bytes, APP, &req, false)
+            .await
+            .unwrap(),
+        11
+    );
+    let seen = (f.again)().load(APP).await.unwrap();
+    newer.serial = 11;
+    assert_eq!(seen, newer);
+    // Unsettled intents: refused before anything else.
+    newer.serial = 20;
+    newer.intend(&g("@TGS#p"), &a("q"), [m(1001)]);
+    let bytes = serde_json::to_vec(&newer).unwrap();
+    let err = push_in(f.store.as_ref(), file, &bytes, APP, &req, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unsettled intents"), "{err}");
+    // Another holder: exit 5, naming it.
+    newer.intents.clear();
+    let bytes = serde_json::to_vec(&newer).unwrap();
+    let _held = (f.again)()
+        .lock(&request("run", Duration::ZERO, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let err = push_in(f.store.as_ref(), file, &bytes, APP, &req, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 5, "{err}");
+    assert_eq!((f.again)().load(APP).await.unwrap().serial, 11);
+}

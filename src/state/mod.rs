@@ -123,12 +123,12 @@ pub enum StateError {
         /// Who wrote, as far as the store says.
         writer: String,
     },
-    /// An object store refused or failed a request, or holds something marksync cannot use.
+    /// The state's store cannot be used by this build or with these settings.
     #[error("state {state}: {detail}")]
-    Remote {
-        /// The state's URL.
+    Unavailable {
+        /// The state's path or URL.
         state: String,
-        /// What happened, and what to do.
+        /// Why, and what to do.
         detail: String,
     },
     /// Another process holds the state's lock object (SPEC 11).
@@ -190,7 +190,7 @@ impl StateError {
             },
             Locked { path, pid } => Locked { path: f(path), pid },
             Conflict { state, writer } => Conflict { state, writer },
-            Remote { state, detail } => Remote { state, detail },
+            Unavailable { state, detail } => Unavailable { state, detail },
             HeldBy { state, holder } => HeldBy { state, holder },
             Lock { path, source } => Lock {
                 path: f(path),
@@ -210,7 +210,7 @@ impl StateError {
             StateError::Write { .. } => "write",
             StateError::Locked { .. } => "locked",
             StateError::Conflict { .. } => "conflict",
-            StateError::Remote { .. } => "remote",
+            StateError::Unavailable { .. } => "unavailable",
             StateError::HeldBy { .. } => "locked",
             StateError::Lock { .. } => "lock",
         }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::super::StateError;
 use super::super::store::{LockHolder, LockRequest, StoreLock};
-use super::{Remote, unix_now};
+use super::{store_error, unix_now};
 
 /// The first pause between two looks at a held lock; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -32,7 +32,7 @@ pub(super) struct Place {
 
 impl Place {
     fn remote(&self, what: &str, e: object_store::Error) -> StateError {
-        Remote::new(&self.state, what, e).into()
+        store_error(&self.state, what, e)
     }
 
     /// The lock object's holder and ETag, if there is one.
@@ -47,7 +47,7 @@ impl Place {
             .bytes()
             .await
             .map_err(|e| self.remote("cannot read its lock object", e))?;
-        let holder = serde_json::from_slice(&bytes).map_err(|e| StateError::Remote {
+        let holder = serde_json::from_slice(&bytes).map_err(|e| StateError::Unavailable {
             state: self.state.clone(),
             detail: format!(
                 "its lock object {} is not a marksync lock ({e}); if no marksync holds it, remove it with `marksync state unlock`",
@@ -72,7 +72,7 @@ impl Place {
         match self.store.put_opts(&self.path, body.into(), opts).await {
             Ok(r) => match r.e_tag {
                 Some(t) => Ok(Some(t)),
-                None => Err(StateError::Remote {
+                None => Err(StateError::Unavailable {
                     state: self.state.clone(),
                     detail: "the store returned no ETag for the lock object, so the lock cannot be renewed safely".into(),
                 }),

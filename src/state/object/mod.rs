@@ -43,8 +43,8 @@ pub struct StoreSettings {
     pub endpoint: Option<String>,
     /// The region.
     pub region: Option<String>,
-    /// Whether a plain `http://` endpoint is allowed.
-    pub allow_http: Option<bool>,
+    /// Allow a plain `http://` endpoint (else `AWS_ALLOW_HTTP` decides).
+    pub allow_http: bool,
 }
 
 /// The metadata key naming the writer of a journal entry (`x-amz-meta-marksync-writer` on S3).
@@ -82,26 +82,20 @@ impl std::fmt::Debug for ObjectStore {
     }
 }
 
-/// An object-store failure, phrased for the user.
-pub(crate) struct Remote;
-
-impl Remote {
-    /// `state URL: WHAT (the store said: ...)`.
-    #[allow(clippy::new_ret_no_self)]
-    pub(crate) fn new(state: &str, what: &str, e: object_store::Error) -> StateError {
-        let said = match &e {
-            object_store::Error::NotFound { .. } => "not found".to_string(),
-            object_store::Error::Generic { source, .. } => source.to_string(),
-            object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => {
-                "access denied: check the credentials (AWS_ACCESS_KEY_ID, a web identity token, an instance role) and the bucket policy".to_string()
-            }
-            other => other.to_string(),
-        };
-        StateError::Remote {
-            state: state.to_string(),
-            detail: format!("{what} (the store said: {said})"),
-        }
+/// An object-store failure, phrased for the user: `state URL: WHAT (the store said: ...)`.
+pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> StateError {
+    let said = match &e {
+        object_store::Error::NotFound { .. } => "not found".to_string(),
+        object_store::Error::Generic { source, .. } => source.to_string(),
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => "access denied: check the credentials \
+             (AWS_ACCESS_KEY_ID, a web identity token, an instance role) and the bucket policy"
+            .to_string(),
+        other => other.to_string(),
+    };
+    StateError::Unavailable {
+        state: state.to_string(),
+        detail: format!("{what} (the store said: {said})"),
     }
 }
 
@@ -136,7 +130,7 @@ impl ObjectStore {
         settings: &StoreSettings,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, StateError> {
-        let bad = |detail: String| StateError::Remote {
+        let bad = |detail: String| StateError::Unavailable {
             state: url.to_string(),
             detail,
         };
@@ -176,8 +170,8 @@ impl ObjectStore {
                     b = b.with_region(r);
                 }
                 let mut client = client;
-                if let Some(h) = settings.allow_http {
-                    client = client.with_allow_http(h);
+                if settings.allow_http {
+                    client = client.with_allow_http(true);
                 } else if let Some(h) =
                     b.get_config_value(&object_store::aws::AmazonS3ConfigKey::Client(
                         object_store::ClientConfigKey::AllowHttp,
@@ -210,7 +204,7 @@ impl ObjectStore {
                 )));
             }
         };
-        let store = built.map_err(|e| Remote::new(url, "cannot set up the store client", e))?;
+        let store = built.map_err(|e| store_error(url, "cannot set up the store client", e))?;
         let key = Path::from(key);
         let lock_path = Path::from(format!("{key}.lock"));
         Ok(ObjectStore {
@@ -242,7 +236,7 @@ impl ObjectStore {
     }
 
     fn remote(&self, what: &str, e: object_store::Error) -> StateError {
-        Remote::new(&self.url, what, e)
+        store_error(&self.url, what, e)
     }
 
     fn entry_path(&self, seq: u64) -> Path {
@@ -295,7 +289,7 @@ impl ObjectStore {
                     };
                     self.store.put_opts(&probe, b"probe".to_vec().into(), opts)
                 };
-                let refuse = |what: &str| StateError::Remote {
+                let refuse = |what: &str| StateError::Unavailable {
                     state: self.url.clone(),
                     detail: format!(
                         "this store ignores conditional writes ({what}), so two writers could overwrite each other's state unnoticed; marksync refuses to use it. Use a store that honours If-None-Match and If-Match (Amazon S3, Tencent COS, MinIO, SeaweedFS, GCS, Azure), or a local state file"
@@ -359,7 +353,7 @@ impl ObjectStore {
     }
 
     fn corrupt(&self, seq: u64, detail: impl std::fmt::Display) -> StateError {
-        StateError::Remote {
+        StateError::Unavailable {
             state: self.url.clone(),
             detail: format!(
                 "journal entry {} is corrupt ({detail}); it was not used. `marksync state history` lists the kept snapshots, `marksync state pull --serial N` prints one",
@@ -481,7 +475,7 @@ impl ObjectStore {
     /// The state at serial `n`, replayed from the newest kept snapshot at or before it.
     async fn at_serial(&self, n: u64) -> Result<State, StateError> {
         let snapshots = self.snapshots().await?;
-        let not_kept = || StateError::Remote {
+        let not_kept = || StateError::Unavailable {
             state: self.url.clone(),
             detail: format!(
                 "serial {n} is not kept; the kept snapshots have serials {} (`marksync state history`)",
@@ -688,13 +682,13 @@ impl StateStore for ObjectStore {
     fn unlock<'a>(&'a self, lock_id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let Some((holder, _)) = self.lock.read().await? else {
-                return Err(StateError::Remote {
+                return Err(StateError::Unavailable {
                     state: self.url.clone(),
                     detail: format!("it is not locked (no lock {lock_id} to remove)"),
                 });
             };
             if holder.id != lock_id {
-                return Err(StateError::Remote {
+                return Err(StateError::Unavailable {
                     state: self.url.clone(),
                     detail: format!(
                         "its lock is {} (held by {} pid {} on {}), not {lock_id}; nothing was removed",
@@ -731,7 +725,7 @@ impl StateStore for ObjectStore {
                 Some(n) => Some(self.at_serial(n).await?),
             };
             let Some(state) = state else {
-                return Err(StateError::Remote {
+                return Err(StateError::Unavailable {
                     state: self.url.clone(),
                     detail: "nothing is stored there yet".into(),
                 });

@@ -481,3 +481,45 @@ async fn push_pull(f: &Fresh) {
     assert_eq!(err.exit_code(), 5, "{err}");
     assert_eq!((f.again)().load(APP).await.unwrap().serial, 11);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_store_that_ignores_conditional_writes_is_refused_on_first_use() {
+    let Some(s3) = common::s3::s3() else { return };
+    within(async {
+        let url = format!(
+            "s3://{}/t{}/state.json",
+            common::s3::OPEN_BUCKET,
+            std::process::id()
+        );
+        let env = vec![
+            (
+                "AWS_ENDPOINT_URL".to_string(),
+                format!("http://{}", s3.forgetful_addr),
+            ),
+            ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+            ("AWS_SKIP_SIGNATURE".to_string(), "true".to_string()),
+            ("AWS_REGION".to_string(), "us-east-1".to_string()),
+        ];
+        let store = ObjectStore::open(&url, &StoreSettings::default(), env.clone()).unwrap();
+        let mut st = sample(1);
+        let err = store.save(&mut st).await.unwrap_err().to_string();
+        assert!(err.contains("ignores conditional writes"), "{err}");
+        let err = store
+            .lock(&request("apply", Duration::ZERO, Duration::from_secs(10)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ignores conditional writes"), "{err}");
+        // The same bucket through the plain relay honours them: it is the headers, not the bucket.
+        let env: Vec<_> = env
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "AWS_ENDPOINT_URL" => (k, s3.endpoint.clone()),
+                _ => (k, v),
+            })
+            .collect();
+        let honest = ObjectStore::open(&url, &StoreSettings::default(), env).unwrap();
+        honest.save(&mut st).await.unwrap();
+    })
+    .await;
+}

@@ -30,6 +30,8 @@ pub const ACCESS_KEY: &str = "marksynctest";
 pub const SECRET_KEY: &str = "marksynctest-secret";
 /// The bucket every test uses (under its own prefix).
 pub const BUCKET: &str = "marksync";
+/// A bucket that takes unsigned requests, for [`S3::forgetful`].
+pub const OPEN_BUCKET: &str = "open";
 
 /// How long the server may take to start (it starts in 3 to 8 seconds on a busy machine).
 const START_LIMIT: Duration = Duration::from_secs(120);
@@ -40,6 +42,9 @@ pub struct S3 {
     pub endpoint: String,
     /// The relay's address.
     pub addr: SocketAddr,
+    /// A relay that hides `If-None-Match` and `If-Match` from the server: a store that ignores
+    /// conditional writes, as some S3-compatible stores do (unsigned requests, [`OPEN_BUCKET`]).
+    pub forgetful_addr: SocketAddr,
     /// The server's directory (data, log, socket).
     pub dir: PathBuf,
     /// Kept so the server lives as long as this value (the pipe closes when it goes).
@@ -57,7 +62,8 @@ weed server -dir="$D/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=fa
 w=$!
 trap 'set +e; kill -9 $w 2>/dev/null; wait $w 2>/dev/null; [ -e "$D/ready" ] && rm -rf "$D"' EXIT
 i=0
-until echo "s3.bucket.create -name marksync; s3.bucket.list" | weed shell -master=127.0.0.1:9333 2>>"$D/shell.log" | grep -q '^  marksync'; do
+until echo "s3.bucket.create -name marksync; s3.bucket.create -name open; s3.bucket.list" |
+    weed shell -master=127.0.0.1:9333 2>>"$D/shell.log" | grep -q '^  open'; do
   i=$((i+1)); [ "$i" -gt 200 ] && exit 1
   sleep 0.5
 done
@@ -97,10 +103,15 @@ impl S3 {
             .unwrap()
             .keep();
         std::fs::create_dir_all(dir.join("data")).unwrap();
+        // The bucket `open` takes unsigned requests: the forgetful relay ([`S3::forgetful`])
+        // rewrites headers, which would break a signature.
         let config = serde_json::json!({"identities": [{
             "name": "marksync-test",
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]
+        }, {
+            "name": "anonymous",
+            "actions": [format!("Read:{OPEN_BUCKET}"), format!("Write:{OPEN_BUCKET}"), format!("List:{OPEN_BUCKET}")]
         }]});
         std::fs::write(dir.join("s3.json"), config.to_string()).unwrap();
         let mut child = Command::new("unshare")
@@ -133,10 +144,15 @@ impl S3 {
         );
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || relay(listener, sock));
+        let forgetful = TcpListener::bind("127.0.0.1:0").unwrap();
+        let forgetful_addr = forgetful.local_addr().unwrap();
+        let sock2 = sock.clone();
+        std::thread::spawn(move || relay(listener, sock, false));
+        std::thread::spawn(move || relay(forgetful, sock2, true));
         S3 {
             endpoint: format!("http://{addr}"),
             addr,
+            forgetful_addr,
             dir,
             _child: Mutex::new((child, stdin)),
         }
@@ -172,8 +188,9 @@ impl S3 {
     }
 }
 
-/// Relays every connection to `listener` to the Unix socket `sock`, both ways.
-fn relay(listener: TcpListener, sock: PathBuf) {
+/// Relays every connection to `listener` to the Unix socket `sock`, both ways; with `forget`,
+/// renames the conditional headers of requests (same length, so nothing else moves).
+fn relay(listener: TcpListener, sock: PathBuf, forget: bool) {
     for tcp in listener.incoming() {
         let Ok(tcp) = tcp else { continue };
         let Ok(unix) = UnixStream::connect(&sock) else {
@@ -182,7 +199,22 @@ fn relay(listener: TcpListener, sock: PathBuf) {
         let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
         let (mut unix_r, mut tcp_w) = (unix, tcp);
         std::thread::spawn(move || {
-            let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+            if forget {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = std::io::Read::read(&mut tcp_r, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = &mut buf[..n];
+                    rename(chunk, b"if-none-match:", b"x-ignored-hdr:");
+                    rename(chunk, b"if-match:", b"x-ignore:");
+                    if unix_w.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+            } else {
+                let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+            }
             let _ = unix_w.shutdown(std::net::Shutdown::Write);
         });
         std::thread::spawn(move || {
@@ -190,6 +222,19 @@ fn relay(listener: TcpListener, sock: PathBuf) {
             let _ = tcp_w.flush();
             let _ = tcp_w.shutdown(std::net::Shutdown::Write);
         });
+    }
+}
+
+/// Replaces every `from` in `buf` by `to` (of the same length).
+fn rename(buf: &mut [u8], from: &[u8], to: &[u8]) {
+    let mut i = 0;
+    while i + from.len() <= buf.len() {
+        if buf[i..i + from.len()].eq_ignore_ascii_case(from) {
+            buf[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
     }
 }
 

@@ -523,3 +523,66 @@ async fn s3_a_store_that_ignores_conditional_writes_is_refused_on_first_use() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_intents_that_fall_on_a_snapshot_keep_the_saved_state_and_serial() {
+    let Some(s3) = common::s3::s3() else { return };
+    within(async {
+        let url = s3.url("state.json");
+        let store = object_store(&url);
+        let mut st = sample(3);
+        for _ in 0..64 {
+            store.save(&mut st).await.unwrap();
+        }
+        // Entry 64 is a snapshot: it holds the saved state with the new intents, and an
+        // unsaved confirmation in memory does not leak into it.
+        let mut working = st.clone();
+        working.confirm(&g("@TGS#a"), &a("unsaved"), [m(1000)], 1);
+        working.intend(&g("@TGS#a"), &a("u1"), [m(1003)]);
+        store.save_intents(&working).await.unwrap();
+        let seen = object_store(&url).load(APP).await.unwrap();
+        let mut expected = st.clone();
+        expected.intents = working.intents.clone();
+        assert_eq!(seen, expected);
+        assert_eq!(store.history().await.unwrap()[0].serial, 64);
+        working.drop_intents(&g("@TGS#a"), &a("u1"), [m(1003)]);
+        store.save(&mut working).await.unwrap();
+        assert_eq!(object_store(&url).load(APP).await.unwrap(), working);
+    })
+    .await;
+}
+
+#[test]
+fn s3_credentials_never_reach_debug_or_errors() {
+    let env = vec![
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            "AKIDSECRETKEYID".to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            "very-secret-value".to_string(),
+        ),
+        (
+            "AWS_SESSION_TOKEN".to_string(),
+            "session-token-value".to_string(),
+        ),
+    ];
+    let store = ObjectStore::open("s3://b/k.json", &StoreSettings::default(), env).unwrap();
+    let shown = format!("{store:?} {}", store.describe());
+    for secret in [
+        "AKIDSECRETKEYID",
+        "very-secret-value",
+        "session-token-value",
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let err = ObjectStore::open("s3://bucket-only", &StoreSettings::default(), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("s3://BUCKET/KEY"), "{err}");
+    let err = ObjectStore::open("ftp://b/k", &StoreSettings::default(), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ftp://") && err.contains("s3://"), "{err}");
+}

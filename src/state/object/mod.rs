@@ -566,29 +566,24 @@ impl ObjectStore {
         Ok(tail)
     }
 
-    /// Writes the snapshot at `seq` (compacting), or the entry `entry` there.
+    /// Writes `next` as the next entry: the whole state at a snapshot's number (then compacts),
+    /// else `entry(previous state, next)`. Returns the entry's number.
     async fn append(
         &self,
-        tail: &mut Tail,
-        next: State,
-        entry: impl FnOnce(&State) -> Entry,
-    ) -> Result<(), StateError> {
+        tail: &Tail,
+        next: &State,
+        entry: impl FnOnce(Option<&State>, &State) -> Entry,
+    ) -> Result<u64, StateError> {
         let seq = tail.seq.map_or(0, |s| s + 1);
         let body = if is_snapshot(seq) {
-            let mut b = serde_json::to_vec(&next).expect("a state serializes");
+            let mut b = serde_json::to_vec(next).expect("a state serializes");
             b.push(b'\n');
             b
         } else {
-            let prev = tail.state.as_ref().expect("a known tail");
-            serde_json::to_vec(&entry(prev)).expect("an entry serializes")
+            serde_json::to_vec(&entry(tail.state.as_ref(), next)).expect("an entry serializes")
         };
         self.create(seq, next.serial, body).await?;
-        tail.seq = Some(seq);
-        tail.state = Some(next);
-        if is_snapshot(seq) {
-            self.compact(seq).await;
-        }
-        Ok(())
+        Ok(seq)
     }
 
     /// Deletes the entries older than the oldest kept snapshot, oldest first. A failure
@@ -643,12 +638,25 @@ impl StateStore for ObjectStore {
             self.check_conditional_writes().await?;
             let mut tail = self.tail.lock().await;
             let tail = self.known_tail(&mut tail, state.sdkappid).await?;
-            let mut next = state.clone();
-            next.serial += 1;
-            let serial = next.serial;
-            self.append(tail, next.clone(), |prev| journal::delta(prev, &next))
-                .await?;
-            state.serial = serial;
+            state.serial += 1;
+            let seq = match self
+                .append(tail, state, |prev, next| {
+                    journal::delta(prev.expect("a known tail"), next)
+                })
+                .await
+            {
+                Ok(seq) => seq,
+                Err(e) => {
+                    state.serial -= 1;
+                    return Err(e);
+                }
+            };
+            // The one copy a save costs: what the next delta is taken against.
+            tail.seq = Some(seq);
+            tail.state = Some(state.clone());
+            if is_snapshot(seq) {
+                self.compact(seq).await;
+            }
             Ok(())
         })
     }
@@ -658,11 +666,23 @@ impl StateStore for ObjectStore {
             self.check_conditional_writes().await?;
             let mut tail = self.tail.lock().await;
             let tail = self.known_tail(&mut tail, state.sdkappid).await?;
-            // The confirmed marks stay as last saved: only a save changes them (and the serial).
-            let mut next = tail.state.clone().expect("a known tail");
-            next.intents = state.intents.clone();
-            let entry = journal::intents(&next);
-            self.append(tail, next, |_| entry).await
+            // The confirmed marks and the serial stay as last saved: only a save changes them.
+            // The new intents go into the kept state, and back out if the write fails.
+            let mut kept = tail.state.take().expect("a known tail");
+            let before = std::mem::replace(&mut kept.intents, state.intents.clone());
+            let written = self
+                .append(tail, &kept, |_, next| journal::intents(next))
+                .await;
+            if written.is_err() {
+                kept.intents = before;
+            }
+            tail.state = Some(kept);
+            let seq = written?;
+            tail.seq = Some(seq);
+            if is_snapshot(seq) {
+                self.compact(seq).await;
+            }
+            Ok(())
         })
     }
 

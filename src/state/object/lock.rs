@@ -125,7 +125,17 @@ pub(super) async fn acquire(
             return Ok(ObjectLock::start(place.clone(), holder, tag, ttl, at));
         }
         let Some((other, tag)) = place.read().await? else {
-            // Released in between: try again at once.
+            // Released in between: try again, a bounded number of times.
+            if started.elapsed() > request.wait + ttl {
+                return Err(StateError::Unavailable {
+                    state: place.state.clone(),
+                    detail: format!(
+                        "its lock object {} is refused as existing and yet not found; check the store",
+                        place.path
+                    ),
+                });
+            }
+            tokio::time::sleep(FIRST_BACKOFF).await;
             continue;
         };
         let since = match &seen {

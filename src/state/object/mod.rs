@@ -338,6 +338,32 @@ impl ObjectStore {
         Ok(entries)
     }
 
+    /// Fetches entries `seqs`, up to 16 at a time; their bytes in the same order.
+    async fn fetch_all(&self, seqs: &[u64]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(16) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, &seq) in chunk.iter().enumerate() {
+                let (store, path) = (self.store.clone(), self.entry_path(seq));
+                tasks.spawn(async move {
+                    let got = match store.get(&path).await {
+                        Ok(g) => g.bytes().await,
+                        Err(e) => Err(e),
+                    };
+                    (i, seq, got)
+                });
+            }
+            let mut got = vec![Vec::new(); chunk.len()];
+            while let Some(done) = tasks.join_next().await {
+                let (i, seq, bytes) = done.expect("a fetch task does not panic");
+                let what = format!("cannot read {}", self.entry_url(seq));
+                got[i] = bytes.map_err(|e| self.remote(&what, e))?.to_vec();
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
     async fn fetch(&self, seq: u64) -> Result<Vec<u8>, StateError> {
         let what = format!("cannot read {}", self.entry_url(seq));
         let got = self
@@ -389,7 +415,6 @@ impl ObjectStore {
     /// first whose serial passes `upto`). An entry missing in between is an error.
     async fn replay(&self, entries: &[u64], upto: Option<u64>) -> Result<State, StateError> {
         let base = entries[0];
-        let mut state = self.snapshot(base, &self.fetch(base).await?)?;
         for (i, &seq) in entries.iter().enumerate().skip(1) {
             if seq != base + i as u64 {
                 return Err(self.corrupt(
@@ -397,7 +422,21 @@ impl ObjectStore {
                     format!("it is missing, and entry {seq} follows"),
                 ));
             }
-            let bytes = self.fetch(seq).await?;
+        }
+        // The deltas up to the next snapshot are fetched together (a store's round trip is tens
+        // of milliseconds, and there may be 63 of them); a later snapshot, only on the way to
+        // an older serial, is fetched when reached.
+        let deltas = entries[1..]
+            .iter()
+            .position(|s| is_snapshot(*s))
+            .map_or(entries.len(), |p| p + 1);
+        let mut fetched = self.fetch_all(&entries[1..deltas]).await?.into_iter();
+        let mut state = self.snapshot(base, &self.fetch(base).await?)?;
+        for &seq in &entries[1..] {
+            let bytes = match fetched.next() {
+                Some(b) => b,
+                None => self.fetch(seq).await?,
+            };
             if is_snapshot(seq) {
                 // Only when replaying to an older serial: the newest snapshot starts a load.
                 let snapshot = self.snapshot(seq, &bytes)?;

@@ -236,7 +236,8 @@ enum StateCommand {
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 2m)"))
+    humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is not a duration: write it with a unit, like 30s or 2m"))
 }
 
 fn group_id(s: &str) -> Result<GroupId, String> {

@@ -586,3 +586,40 @@ fn s3_credentials_never_reach_debug_or_errors() {
         .to_string();
     assert!(err.contains("ftp://") && err.contains("s3://"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_holder_cut_off_from_the_store_loses_its_lease_by_the_deadline() {
+    let Some(s3) = common::s3::s3() else { return };
+    within(async {
+        let url = s3.url("state.json");
+        let relay = s3.cuttable();
+        let store = ObjectStore::open(&url, &StoreSettings::default(), relay.env(s3)).unwrap();
+        let ttl = Duration::from_secs(1);
+        let held = store
+            .lock(&request("run", Duration::ZERO, ttl))
+            .await
+            .unwrap();
+        tokio::time::sleep(ttl).await;
+        assert!(!held.lost(), "renewed while the store answers");
+        relay.cut();
+        let deadline = held.lease_deadline().unwrap();
+        common::wait_until("the lease to be lost", async || held.lost()).await;
+        let now = tokio::time::Instant::now();
+        assert!(
+            now <= deadline + ttl,
+            "lost {:?} after the deadline",
+            now - deadline
+        );
+        assert!(
+            held.lease_deadline().unwrap() <= now,
+            "no renewal went through"
+        );
+        // Another process (reaching the store) takes the lease over once it is unchanged for ttl.
+        let other = object_store(&url);
+        let took = other.lock(&request("run", ttl * 5, ttl)).await;
+        assert!(took.is_ok(), "{:?}", took.err());
+        drop(held);
+        assert_eq!(other.holder().await.unwrap().unwrap().command, "run");
+    })
+    .await;
+}

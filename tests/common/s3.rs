@@ -225,6 +225,76 @@ fn relay(listener: TcpListener, sock: PathBuf, forget: bool) {
     }
 }
 
+/// A relay of its own to the server that a test can cut: while cut, open connections are shut
+/// and new ones are accepted but never answered, as when the network between a process and its
+/// store fails. Give a process [`Cut::endpoint`] instead of [`S3::endpoint`].
+pub struct Cut {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl S3 {
+    /// A relay that [`Cut::cut`] can cut.
+    pub fn cuttable(&self) -> Cut {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let sock = self.dir.join("s3.sock");
+        let (c, o) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                o.lock().unwrap().push(tcp.try_clone().unwrap());
+                if c.load(Ordering::SeqCst) {
+                    continue; // held open, never answered
+                }
+                let Ok(unix) = UnixStream::connect(&sock) else {
+                    continue;
+                };
+                let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+                let (mut unix_r, mut tcp_w) = (unix, tcp);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+                    let _ = unix_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+                    let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Cut {
+            endpoint,
+            cut,
+            open,
+        }
+    }
+}
+
+impl Cut {
+    /// Cuts: shuts every open connection; new ones hang.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// The standard AWS environment that reaches the server through this relay.
+    pub fn env(&self, s3: &S3) -> Vec<(String, String)> {
+        s3.env()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "AWS_ENDPOINT_URL" => (k, self.endpoint.clone()),
+                _ => (k, v),
+            })
+            .collect()
+    }
+}
+
 /// Replaces every `from` in `buf` by `to` (of the same length).
 fn rename(buf: &mut [u8], from: &[u8], to: &[u8]) {
     let mut i = 0;

@@ -285,7 +285,8 @@ impl StoreLock for ObjectLock {
 impl Drop for ObjectLock {
     fn drop(&mut self) {
         self.renewals.abort();
-        if self.lease.lost.load(Ordering::SeqCst) {
+        // A lost or expired lease may be someone else's by now (and the store may not answer).
+        if self.lost() {
             return;
         }
         let place = self.place.clone();

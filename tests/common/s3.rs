@@ -3,14 +3,14 @@
 //! `marksync`; each test works under its own key prefix ([`S3::url`]).
 //!
 //! `weed server` binds a dozen fixed ports (master, volume, filer, their gRPC ports) and no port
-//! 0, so it runs in a network namespace of its own (`unshare -rnm`, with a private `/tmp` for the
-//! sockets it creates there): its ports collide with nothing, and parallel test binaries each run
-//! their own. Its S3 API listens on a Unix socket in the test's directory; the test binds
+//! 0, so it runs in a network namespace of its own (`unshare -nm`, `-rnm` unless root; a private
+//! `/tmp` for the sockets it creates there): its ports collide with nothing, and parallel test
+//! binaries each run their own. Its S3 API listens on a Unix socket in the test's directory; the test binds
 //! `127.0.0.1:0` and relays each connection to that socket, so clients (and the `marksync`
 //! binary) reach it at the address the test got. The server reads its stdin until end of file:
 //! when the test process ends, however it ends, the pipe closes and the server is killed.
 //!
-//! When `weed` (or `unshare`) is missing, [`s3`] returns `None` after a loud SKIPPED line; in CI
+//! When `weed` (or `unshare`, or `ip`) is missing, [`s3`] returns `None` after a loud SKIPPED line; in CI
 //! it panics instead (`require_tool`).
 
 use std::io::Write;
@@ -82,8 +82,9 @@ pub fn s3() -> Option<&'static S3> {
                 || !require_tool(
                     "for the S3 tests' private network",
                     "unshare",
-                    &["-rnm", "true"],
+                    &[unshare_flags(), "true"],
                 )
+                || !require_tool("for the S3 tests' private network", "ip", &["-V"])
             {
                 return None;
             }
@@ -115,7 +116,7 @@ impl S3 {
         }]});
         std::fs::write(dir.join("s3.json"), config.to_string()).unwrap();
         let mut child = Command::new("unshare")
-            .args(["-rnm", "sh", "-c", SCRIPT])
+            .args([unshare_flags(), "sh", "-c", SCRIPT])
             .env("D", &dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -185,6 +186,17 @@ impl S3 {
             cmd.env_remove(k);
         }
         cmd.envs(self.env());
+    }
+}
+
+/// A network and mount namespace; a user namespace too unless this is root (root has the
+/// rights already, and a container may forbid user namespaces).
+fn unshare_flags() -> &'static str {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        "-nm"
+    } else {
+        "-rnm"
     }
 }
 

@@ -623,3 +623,44 @@ async fn s3_a_holder_cut_off_from_the_store_loses_its_lease_by_the_deadline() {
     })
     .await;
 }
+
+/// Through the binary (a file state until the config's `state:` takes a URL): `state pull`
+/// prints a state file that `state push` takes back, refusing the same serial, and the exit
+/// codes and messages of `history` and `unlock`.
+#[test]
+fn cli_state_pull_push_history_unlock() {
+    use common::cli::{EMBEDDED_CONFIG, embedded_dir, marksync};
+    let desired = "groups:\n  \"@TGS#2PHYS101\":\n    members:\n      ms_chen: [1000]\n";
+    let dir = embedded_dir(EMBEDDED_CONFIG, desired);
+    let d = dir.path();
+    assert_eq!(marksync(d, &["-q", "apply"]).code, 0);
+    let pulled = marksync(d, &["state", "pull"]);
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    let st =
+        marksync::state::parse(std::path::Path::new("pulled"), pulled.stdout.as_bytes()).unwrap();
+    assert_eq!(st.serial, 1);
+    std::fs::write(d.join("moved.json"), &pulled.stdout).unwrap();
+    let same = marksync(d, &["state", "push", "moved.json"]);
+    assert_eq!(same.code, 1);
+    assert!(same.stderr.contains("not higher"), "{}", same.stderr);
+    let forced = marksync(d, &["state", "push", "--force", "moved.json"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert!(forced.stdout.contains("now serial 2"), "{}", forced.stdout);
+    let history = marksync(d, &["state", "history", "--json"]);
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    assert!(
+        history.stdout.contains("\"generations\":[]"),
+        "{}",
+        history.stdout
+    );
+    let unlock = marksync(d, &["state", "unlock", "0123"]);
+    assert_eq!(unlock.code, 1);
+    assert!(
+        unlock.stderr.contains("nothing to unlock"),
+        "{}",
+        unlock.stderr
+    );
+    let bad = marksync(d, &["state", "push", "--lock-timeout", "5", "moved.json"]);
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("with a unit"), "{}", bad.stderr);
+}

@@ -664,3 +664,29 @@ fn cli_state_pull_push_history_unlock() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("with a unit"), "{}", bad.stderr);
 }
+
+/// A write whose answer was lost (the store kept it; a retry then finds the object there) is the
+/// same write, not another writer: the identical object is taken as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_retried_write_that_had_landed_is_not_a_conflict() {
+    let Some(s3) = common::s3::s3() else { return };
+    within(async {
+        use marksync::state::object::journal;
+        let url = s3.url("state.json");
+        let store = object_store(&url);
+        let mut st = sample(3);
+        store.save(&mut st).await.unwrap();
+        let before = st.clone();
+        st.confirm(&g("@TGS#a"), &a("late"), [m(1000)], 7);
+        let mut next = st.clone();
+        next.serial += 1;
+        // What the save is about to write at entry 1, already there.
+        let body = serde_json::to_vec(&journal::delta(&before, &next)).unwrap();
+        let entry = ObjPath::from(format!("{}/journal/{:020}.json", key(&url), 1));
+        bucket().put(&entry, body.into()).await.unwrap();
+        store.save(&mut st).await.unwrap();
+        assert_eq!(st.serial, 2);
+        assert_eq!(object_store(&url).load(APP).await.unwrap(), st);
+    })
+    .await;
+}

@@ -542,7 +542,8 @@ impl ObjectStore {
         Ok(state)
     }
 
-    /// Creates entry `seq` with `body`. Another writer's entry there is a conflict naming it.
+    /// Creates entry `seq` with `body`. Another writer's entry there is a conflict naming it;
+    /// the very same bytes there are this write, landed (a retry after an answer was lost).
     async fn create(&self, seq: u64, serial: u64, body: Vec<u8>) -> Result<(), StateError> {
         let mut attributes = Attributes::new();
         attributes.insert(
@@ -559,36 +560,49 @@ impl ObjectStore {
             attributes,
             ..Default::default()
         };
+        let payload = object_store::PutPayload::from(body);
         match self
             .store
-            .put_opts(&self.entry_path(seq), body.into(), opts)
+            .put_opts(&self.entry_path(seq), payload.clone(), opts)
             .await
         {
             Ok(_) => Ok(()),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Err(StateError::Conflict {
-                state: self.url.clone(),
-                writer: self.who_wrote(seq).await,
-            }),
+            ) => self.landed_or_conflict(seq, &payload).await,
             Err(e) => Err(self.remote(&format!("cannot write {}", self.entry_url(seq)), e)),
         }
     }
 
-    /// Who wrote entry `seq`, as its metadata says.
-    async fn who_wrote(&self, seq: u64) -> String {
-        let opts = object_store::GetOptions {
-            head: true,
-            ..Default::default()
+    /// Whether entry `seq` holds exactly `mine` (then `Ok`), else the conflict naming its writer
+    /// as its metadata says.
+    async fn landed_or_conflict(
+        &self,
+        seq: u64,
+        mine: &object_store::PutPayload,
+    ) -> Result<(), StateError> {
+        let at = self.entry_url(seq);
+        let writer = match self.store.get(&self.entry_path(seq)).await {
+            Ok(got) => {
+                let named = got
+                    .attributes
+                    .get(&Attribute::Metadata(WRITER_META.into()))
+                    .map(|w| w.as_ref().to_string());
+                if let Ok(theirs) = got.bytes().await
+                    && theirs.len() == mine.content_length()
+                    && mine.iter().flat_map(|b| b.iter()).eq(theirs.iter())
+                {
+                    return Ok(());
+                }
+                format!("{}, in {at}", named.as_deref().unwrap_or("unnamed"))
+            }
+            Err(_) => format!("unknown, in {at}"),
         };
-        match self.store.get_opts(&self.entry_path(seq), opts).await {
-            Ok(r) => match r.attributes.get(&Attribute::Metadata(WRITER_META.into())) {
-                Some(w) => format!("{}, in {}", w.as_ref(), self.entry_url(seq)),
-                None => format!("unnamed, in {}", self.entry_url(seq)),
-            },
-            Err(_) => format!("unknown, in {}", self.entry_url(seq)),
-        }
+        Err(StateError::Conflict {
+            state: self.url.clone(),
+            writer,
+        })
     }
 
     /// The tail, read from the store if this process has not read it yet.

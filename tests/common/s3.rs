@@ -208,33 +208,47 @@ fn relay(listener: TcpListener, sock: PathBuf, forget: bool) {
         let Ok(unix) = UnixStream::connect(&sock) else {
             continue;
         };
-        let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
-        let (mut unix_r, mut tcp_w) = (unix, tcp);
-        std::thread::spawn(move || {
-            if forget {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n) = std::io::Read::read(&mut tcp_r, &mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    let chunk = &mut buf[..n];
-                    rename(chunk, b"if-none-match:", b"x-ignored-hdr:");
-                    rename(chunk, b"if-match:", b"x-ignore:");
-                    if unix_w.write_all(chunk).is_err() {
-                        break;
-                    }
-                }
-            } else {
-                let _ = std::io::copy(&mut tcp_r, &mut unix_w);
-            }
-            let _ = unix_w.shutdown(std::net::Shutdown::Write);
-        });
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut unix_r, &mut tcp_w);
-            let _ = tcp_w.flush();
-            let _ = tcp_w.shutdown(std::net::Shutdown::Write);
-        });
+        pipe(tcp, unix, forget);
     }
+}
+
+/// Copies both ways between a client's connection and the server's socket, renaming the
+/// conditional headers with `forget`. When either side ends or fails, both connections are
+/// shut completely: a client must never send a request into a connection the server has left
+/// (it would wait for an answer until its timeout).
+fn pipe(tcp: TcpStream, unix: UnixStream, forget: bool) {
+    let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+    let ends = || {
+        let (t, u) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
+        move || {
+            let _ = t.shutdown(std::net::Shutdown::Both);
+            let _ = u.shutdown(std::net::Shutdown::Both);
+        }
+    };
+    let (end, end2) = (ends(), ends());
+    let (mut unix_r, mut tcp_w) = (unix, tcp);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = std::io::Read::read(&mut tcp_r, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let chunk = &mut buf[..n];
+            if forget {
+                rename(chunk, b"if-none-match:", b"x-ignored-hdr:");
+                rename(chunk, b"if-match:", b"x-ignore:");
+            }
+            if unix_w.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        end();
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+        let _ = tcp_w.flush();
+        end2();
+    });
 }
 
 /// A relay of its own to the server that a test can cut: while cut, open connections are shut
@@ -266,16 +280,7 @@ impl S3 {
                 let Ok(unix) = UnixStream::connect(&sock) else {
                     continue;
                 };
-                let (mut tcp_r, mut unix_w) = (tcp.try_clone().unwrap(), unix.try_clone().unwrap());
-                let (mut unix_r, mut tcp_w) = (unix, tcp);
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut tcp_r, &mut unix_w);
-                    let _ = unix_w.shutdown(std::net::Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut unix_r, &mut tcp_w);
-                    let _ = tcp_w.shutdown(std::net::Shutdown::Write);
-                });
+                pipe(tcp, unix, false);
             }
         });
         Cut {

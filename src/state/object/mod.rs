@@ -692,21 +692,23 @@ impl StateStore for ObjectStore {
             let mut tail = self.tail.lock().await;
             let tail = self.known_tail(&mut tail, state.sdkappid).await?;
             state.serial += 1;
-            let seq = match self
-                .append(tail, state, |prev, next| {
-                    journal::delta(prev.expect("a known tail"), next)
-                })
-                .await
-            {
+            // The change since the last save: the entry to write (unless this number is a
+            // snapshot's), and what brings the kept copy up to `state` without copying it.
+            let change = journal::delta(tail.state.as_ref().expect("a known tail"), state);
+            let entry = change.clone();
+            let seq = match self.append(tail, state, |_, _| entry).await {
                 Ok(seq) => seq,
                 Err(e) => {
                     state.serial -= 1;
                     return Err(e);
                 }
             };
-            // The one copy a save costs: what the next delta is taken against.
+            journal::apply(tail.state.as_mut().expect("a known tail"), change);
+            debug_assert!(
+                tail.state.as_ref() == Some(&*state),
+                "the kept copy follows"
+            );
             tail.seq = Some(seq);
-            tail.state = Some(state.clone());
             if is_snapshot(seq) {
                 self.compact(seq).await;
             }

@@ -620,12 +620,12 @@ impl ObjectStore {
     }
 
     /// Writes `next` as the next entry: the whole state at a snapshot's number (then compacts),
-    /// else `entry(previous state, next)`. Returns the entry's number.
+    /// else the entry `entry` gives. Returns the entry's number.
     async fn append(
         &self,
         tail: &Tail,
         next: &State,
-        entry: impl FnOnce(Option<&State>, &State) -> Entry,
+        entry: impl FnOnce() -> Vec<u8>,
     ) -> Result<u64, StateError> {
         let seq = tail.seq.map_or(0, |s| s + 1);
         let body = if is_snapshot(seq) {
@@ -633,7 +633,7 @@ impl ObjectStore {
             b.push(b'\n');
             b
         } else {
-            serde_json::to_vec(&entry(tail.state.as_ref(), next)).expect("an entry serializes")
+            entry()
         };
         self.create(seq, next.serial, body).await?;
         Ok(seq)
@@ -667,6 +667,11 @@ impl ObjectStore {
     }
 }
 
+/// A journal entry's bytes.
+fn to_json(entry: &Entry) -> Vec<u8> {
+    serde_json::to_vec(entry).expect("an entry serializes")
+}
+
 /// A fresh lock id: 16 random hex digits.
 fn new_lock_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -695,8 +700,8 @@ impl StateStore for ObjectStore {
             // The change since the last save: the entry to write (unless this number is a
             // snapshot's), and what brings the kept copy up to `state` without copying it.
             let change = journal::delta(tail.state.as_ref().expect("a known tail"), state);
-            let entry = change.clone();
-            let seq = match self.append(tail, state, |_, _| entry).await {
+            let written = self.append(tail, state, || to_json(&change)).await;
+            let seq = match written {
                 Ok(seq) => seq,
                 Err(e) => {
                     state.serial -= 1;
@@ -726,7 +731,7 @@ impl StateStore for ObjectStore {
             let mut kept = tail.state.take().expect("a known tail");
             let before = std::mem::replace(&mut kept.intents, state.intents.clone());
             let written = self
-                .append(tail, &kept, |_, next| journal::intents(next))
+                .append(tail, &kept, || to_json(&journal::intents(&kept)))
                 .await;
             if written.is_err() {
                 kept.intents = before;

@@ -150,6 +150,11 @@ impl S3 {
         let sock2 = sock.clone();
         std::thread::spawn(move || relay(listener, sock, false));
         std::thread::spawn(move || relay(forgetful, sock2, true));
+        // On a thread of its own: the first caller may be inside a runtime.
+        let endpoint = format!("http://{addr}");
+        std::thread::spawn(move || warm_up(&endpoint))
+            .join()
+            .expect("SeaweedFS takes a first write");
         S3 {
             endpoint: format!("http://{addr}"),
             addr,
@@ -186,6 +191,39 @@ impl S3 {
             cmd.env_remove(k);
         }
         cmd.envs(self.env());
+    }
+}
+
+/// Writes one object into each bucket, waiting as long as it takes (bounded): the first write
+/// to a bucket makes the server create its volumes, which takes seconds on a busy machine, longer
+/// than a client under test waits for one request.
+fn warm_up(endpoint: &str) {
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for bucket in [BUCKET, OPEN_BUCKET] {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_region("us-east-1")
+            .with_endpoint(endpoint)
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(START_LIMIT)
+                    .with_allow_http(true),
+            )
+            .build()
+            .unwrap();
+        let path = object_store::path::Path::from("warm-up");
+        rt.block_on(async {
+            tokio::time::timeout(START_LIMIT, store.put(&path, b"warm".to_vec().into()))
+                .await
+                .expect("the first write to SeaweedFS within START_LIMIT")
+                .expect("the first write to SeaweedFS");
+        });
     }
 }
 

@@ -72,6 +72,8 @@ pub struct ObjectStore {
 struct Tail {
     seq: Option<u64>,
     state: Option<State>,
+    /// Whether this process compacted since it started writing.
+    compacted: bool,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -639,6 +641,15 @@ impl ObjectStore {
         Ok(seq)
     }
 
+    /// Compacts after a snapshot, and after this process's first write (a writer killed between
+    /// its snapshot and the compaction left that to the next one).
+    async fn after_write(&self, tail: &mut Tail, seq: u64) {
+        if is_snapshot(seq) || !tail.compacted {
+            self.compact(seq - seq % journal::SNAPSHOT_EVERY).await;
+            tail.compacted = true;
+        }
+    }
+
     /// Deletes the entries older than the oldest kept snapshot, oldest first. A failure
     /// leaves garbage that the next compaction removes, never a gap.
     async fn compact(&self, newest: u64) {
@@ -714,9 +725,7 @@ impl StateStore for ObjectStore {
                 "the kept copy follows"
             );
             tail.seq = Some(seq);
-            if is_snapshot(seq) {
-                self.compact(seq).await;
-            }
+            self.after_write(tail, seq).await;
             Ok(())
         })
     }
@@ -739,9 +748,7 @@ impl StateStore for ObjectStore {
             tail.state = Some(kept);
             let seq = written?;
             tail.seq = Some(seq);
-            if is_snapshot(seq) {
-                self.compact(seq).await;
-            }
+            self.after_write(tail, seq).await;
             Ok(())
         })
     }

@@ -113,8 +113,9 @@ impl Session {
         &self,
         command: &str,
         takes_callbacks: bool,
+        wait: Duration,
     ) -> Result<Box<dyn StoreLock>, Error> {
-        let request = lock_request(&self.config, command, takes_callbacks);
+        let request = lock_request(&self.config, command, takes_callbacks, wait);
         Ok(self.store.lock(&request).await?)
     }
 
@@ -244,10 +245,15 @@ impl Session {
 /// What a command takes the state's lock for: `command` names it to whoever finds the lock
 /// held; `takes_callbacks` puts this process's callback address in the lock (a daemon's), so a
 /// standby can forward callbacks to it.
-pub fn lock_request(config: &Config, command: &str, takes_callbacks: bool) -> LockRequest {
+pub fn lock_request(
+    config: &Config,
+    command: &str,
+    takes_callbacks: bool,
+    wait: Duration,
+) -> LockRequest {
     LockRequest {
         command: command.to_string(),
-        wait: Duration::ZERO,
+        wait,
         ttl: config.lock_ttl,
         address: config
             .http

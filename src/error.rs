@@ -123,7 +123,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::State(StateError::Locked { .. }) => exit::LOCKED,
+            Error::State(StateError::Locked { .. } | StateError::HeldBy { .. }) => exit::LOCKED,
             Error::MassClear(_) => exit::MASS_CLEAR,
             _ => exit::ERROR,
         }

@@ -129,6 +129,10 @@ enum Command {
         /// Read the live marks first and plan from what the service holds (drift).
         #[arg(long, conflicts_with = "plan_file")]
         refresh: bool,
+        /// Wait this long for another holder of the state's lock (default: fail at once, naming
+        /// it, exit 5).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
     },
     /// Read the live marks and record, without a single write call, those the desired files
     /// declare (builds or repairs the state).
@@ -136,6 +140,10 @@ enum Command {
         /// Show what would be recorded; never write the state.
         #[arg(long)]
         dry_run: bool,
+        /// Wait this long for another holder of the state's lock (default: fail at once, naming
+        /// it, exit 5).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
     },
     /// The daemon: reconcile at start, then on file changes, timers, callbacks and SIGHUP.
     Run {
@@ -145,6 +153,10 @@ enum Command {
         /// Let plans through the mass-clear guard.
         #[arg(long)]
         allow_mass_clear: bool,
+        /// Wait this long for another holder of the state's lock (default: fail at once, naming
+        /// it, exit 5).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
     },
     /// Run the local API emulator on a loopback address.
     Emulator {
@@ -211,6 +223,38 @@ enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the state as a state file (`state pull > f.json`, then `state: f.json`), or a kept
+    /// generation of it.
+    Pull {
+        /// A kept generation's serial (`marksync state history`).
+        #[arg(long, value_name = "N")]
+        serial: Option<u64>,
+    },
+    /// Replace the state with a state file (how a state moves between a file and a store).
+    /// Takes the lock; refuses unsettled intents and a serial not higher than the current one.
+    Push {
+        /// The state file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace the state even when the file's serial is not higher.
+        #[arg(long)]
+        force: bool,
+        /// Wait this long for another holder of the lock (default: fail at once, naming it).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
+    },
+    /// The kept generations of the state, newest first.
+    History {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a stale lock by its id (the lock error names it).
+    Unlock {
+        /// The lock's id.
+        #[arg(value_name = "LOCK_ID")]
+        lock_id: String,
+    },
     /// Forget a group, a member or one mark: marksync stops managing it; nothing is cleared on
     /// the service. Takes the lock; the previous state is kept as `.bak`.
     Rm {
@@ -223,7 +267,16 @@ enum StateCommand {
         /// Only this mark of the member.
         #[arg(value_parser = mark, requires = "account")]
         mark: Option<Mark>,
+        /// Wait this long for another holder of the state's lock (default: fail at once, naming
+        /// it, exit 5).
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
+        lock_timeout: std::time::Duration,
     },
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is not a duration: write it with a unit, like 30s or 2m"))
 }
 
 fn group_id(s: &str) -> Result<GroupId, String> {
@@ -377,6 +430,7 @@ fn main() -> ExitCode {
             allow_mass_clear,
             reassert,
             refresh,
+            lock_timeout,
         } => cmd::apply(
             &config,
             &cmd::ApplyOptions {
@@ -388,13 +442,18 @@ fn main() -> ExitCode {
                 verbose: cli.verbose > 0,
                 saved: plan_file,
                 auto_approve,
+                lock_timeout,
             },
         ),
-        Command::Import { dry_run } => cmd::import(
+        Command::Import {
+            dry_run,
+            lock_timeout,
+        } => cmd::import(
             &config,
             &cmd::ImportOptions {
                 dry_run,
                 verbose: cli.verbose > 0,
+                lock_timeout,
             },
         ),
         Command::Emulator { listen, demo } => cmd::emulator(&config, listen, demo),
@@ -423,19 +482,36 @@ fn main() -> ExitCode {
             account,
             json,
         }) => cmd::state_show(&config, &group, account.as_ref(), json),
+        Command::State(StateCommand::Pull { serial }) => {
+            cmd::state_remote::state_pull(&config, serial)
+        }
+        Command::State(StateCommand::Push {
+            file,
+            force,
+            lock_timeout,
+        }) => cmd::state_remote::state_push(&config, &file, force, lock_timeout),
+        Command::State(StateCommand::History { json }) => {
+            cmd::state_remote::state_history(&config, json)
+        }
+        Command::State(StateCommand::Unlock { lock_id }) => {
+            cmd::state_remote::state_unlock(&config, &lock_id)
+        }
         Command::State(StateCommand::Rm {
             group,
             account,
             mark,
-        }) => cmd::state_rm(&config, &group, account.as_ref(), mark),
+            lock_timeout,
+        }) => cmd::state_rm(&config, &group, account.as_ref(), mark, lock_timeout),
         Command::Run {
             dry_run,
             allow_mass_clear,
+            lock_timeout,
         } => marksync::daemon::main(
             &config,
             marksync::daemon::RunOptions {
                 dry_run,
                 allow_mass_clear,
+                lock_timeout,
             },
         ),
     };

@@ -204,6 +204,7 @@ impl Env {
                 &self.config,
                 "apply",
                 false,
+                std::time::Duration::ZERO,
             ))
             .await
             .unwrap();
@@ -236,6 +237,7 @@ impl Env {
                 &self.config,
                 "apply",
                 false,
+                std::time::Duration::ZERO,
             ))
             .await
             .unwrap();

@@ -75,6 +75,7 @@ impl Env {
         let opts = ImportOptions {
             dry_run,
             verbose: true,
+            ..ImportOptions::default()
         };
         within(cmd::import_with(&self.config, &opts, Arc::new(SystemClock)))
             .await

@@ -20,6 +20,9 @@ use crate::state;
 /// Options of `marksync apply`.
 #[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
+    /// How long to wait for another holder of the state's lock (`--lock-timeout`; zero fails at
+    /// once, naming it).
+    pub lock_timeout: std::time::Duration,
     /// Print the plan object, one JSON line per call and a summary line.
     pub json: bool,
     /// Plan and print; never call the API or write state.
@@ -113,7 +116,7 @@ pub async fn apply_until(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(session.lock("apply", false).await?)
+        Some(session.lock("apply", false, opts.lock_timeout).await?)
     };
     let code = apply_in(&mut session, opts, &mut interrupts).await;
     session.disconnect().await;

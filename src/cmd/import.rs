@@ -18,6 +18,9 @@ use crate::render;
 pub struct ImportOptions {
     /// Show what would be recorded; never write the state.
     pub dry_run: bool,
+    /// How long to wait for another holder of the state's lock (`--lock-timeout`; zero fails at
+    /// once, naming it).
+    pub lock_timeout: std::time::Duration,
     /// List every adopted, forgotten and unmanaged mark.
     pub verbose: bool,
 }
@@ -60,7 +63,7 @@ pub async fn import_until(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(session.lock("import", false).await?)
+        Some(session.lock("import", false, opts.lock_timeout).await?)
     };
     let (desired, mut st) = session.load().await?;
     let r = refresh_or_stop(&mut session, &desired, &mut st, &mut interrupts, "Import").await;

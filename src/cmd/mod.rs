@@ -24,6 +24,7 @@ mod apply;
 mod import;
 mod signals;
 mod state;
+pub mod state_remote;
 mod state_rm_note;
 
 pub use apply::*;

@@ -108,10 +108,11 @@ pub fn state_rm(
     group: &crate::model::GroupId,
     account: Option<&crate::model::Account>,
     mark: Option<crate::model::Mark>,
+    lock_timeout: std::time::Duration,
 ) -> Result<u8, Error> {
     let session = Session::open(load_config(config_path)?, Arc::new(SystemClock))?;
     let (st, forgotten, pairs) = runtime()?.block_on(async {
-        let _lock = session.lock("state rm", false).await?;
+        let _lock = session.lock("state rm", false, lock_timeout).await?;
         let mut st = session.load_state().await?;
         let pairs = super::state_rm_note::recorded(&st, group, account, mark);
         let forgotten = state::inspect::rm(&mut st, group, account, mark)?;

@@ -121,6 +121,9 @@ impl Trigger {
 pub struct RunOptions {
     /// Plan and log, never call the API or write state.
     pub dry_run: bool,
+    /// How long to wait for another holder of the state's lock (`--lock-timeout`; zero fails at
+    /// once, naming it).
+    pub lock_timeout: std::time::Duration,
     /// Let plans through the mass-clear guard.
     pub allow_mass_clear: bool,
 }
@@ -437,7 +440,7 @@ impl Daemon {
         let lock = if opts.dry_run {
             None
         } else {
-            Some(session.lock("run", true).await?)
+            Some(session.lock("run", true, opts.lock_timeout).await?)
         };
         let st = session.load_state().await?;
         // Connected before the first round, so a config the client refuses stops the start.

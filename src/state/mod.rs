@@ -28,12 +28,14 @@ use crate::model::{Account, GroupId, Mark, MarkSet, UnixTime};
 
 pub mod file;
 pub mod inspect;
+pub mod object;
 mod open;
 pub mod store;
 pub use file::{
     FileStore, Lock, Renamed, backup_path, intents_path, load, lock, lock_path, save, save_intents,
     target, write_atomically,
 };
+pub use object::{ObjectStore, StoreSettings};
 pub use open::open;
 pub use store::{
     Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,
@@ -181,6 +183,18 @@ pub enum StateError {
         /// Why, and what to do.
         detail: String,
     },
+    /// Another process holds the state's lock object (SPEC 11).
+    #[error(
+        "state {state} is locked by `{}` (pid {} on {}) since {}, lease until {}; wait with --lock-timeout, or if that process is gone run `marksync state unlock {}`",
+        holder.command, holder.pid, holder.host, rfc3339(holder.started),
+        holder.expires.map(rfc3339).unwrap_or_else(|| "its exit".into()), holder.id
+    )]
+    HeldBy {
+        /// The state's URL.
+        state: String,
+        /// Who holds it.
+        holder: Box<LockHolder>,
+    },
     /// The lock file cannot be created or locked.
     #[error("cannot lock {path}: {source}")]
     Lock {
@@ -229,6 +243,7 @@ impl StateError {
             Locked { path, pid } => Locked { path: f(path), pid },
             Conflict { state, writer } => Conflict { state, writer },
             Unavailable { state, detail } => Unavailable { state, detail },
+            HeldBy { state, holder } => HeldBy { state, holder },
             Lock { path, source } => Lock {
                 path: f(path),
                 source,
@@ -248,9 +263,16 @@ impl StateError {
             StateError::Locked { .. } => "locked",
             StateError::Conflict { .. } => "conflict",
             StateError::Unavailable { .. } => "unavailable",
+            StateError::HeldBy { .. } => "locked",
             StateError::Lock { .. } => "lock",
         }
     }
+}
+
+/// A unix time as RFC 3339 (UTC), for messages.
+fn rfc3339(t: UnixTime) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Confirmation times of one member's marks, sorted by mark.

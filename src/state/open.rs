@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::StateError;
 use super::file::FileStore;
+use super::object::{ObjectStore, StoreSettings};
 use super::store::{Location, StateStore};
 use crate::config::Config;
 
@@ -12,11 +13,21 @@ use crate::config::Config;
 pub fn open(config: &Config) -> Result<Arc<dyn StateStore>, StateError> {
     match &config.state {
         Location::File(path) => Ok(Arc::new(FileStore::new(path.clone()))),
-        Location::Object(url) => Err(StateError::Unavailable {
-            state: url.clone(),
-            detail: "this build of marksync keeps the state in a local file only; an object \
-                     store's state is not served yet. Set `state` to a path"
-                .into(),
-        }),
+        Location::Object(url) => {
+            let settings = config
+                .state_store
+                .as_ref()
+                .map(|s| StoreSettings {
+                    endpoint: s.endpoint.clone(),
+                    region: s.region.clone(),
+                    allow_http: s.allow_http,
+                })
+                .unwrap_or_default();
+            Ok(Arc::new(ObjectStore::open(
+                url,
+                &settings,
+                std::env::vars(),
+            )?))
+        }
     }
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod daemon;
 pub mod flood;
 pub mod receiver;
+pub mod s3;
 
 mod emulator;
 mod marks;

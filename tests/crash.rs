@@ -95,6 +95,8 @@ struct World {
     n: usize,
     /// Whether the state path is a symbolic link into `volume/` (checked after every kill).
     linked: bool,
+    /// The state in the local S3 server (SeaweedFS) at this URL, instead of a file.
+    s3: Option<(&'static common::s3::S3, String)>,
 }
 
 impl World {
@@ -110,6 +112,7 @@ impl World {
             tally: Tally::default(),
             n: 0,
             linked: false,
+            s3: None,
         };
         // Start from a full roster, so the first rounds have clears to make.
         for g in 0..GROUPS {
@@ -141,6 +144,16 @@ impl World {
         w
     }
 
+    /// [`World::new`] with the state in the local S3 server; `None` (skipped loudly; a failure
+    /// in CI) when it cannot run here.
+    fn new_in_s3(seed: u64) -> Option<World> {
+        let s3 = common::s3::s3()?;
+        let mut w = World::new(seed);
+        w.s3 = Some((s3, s3.url("crash/marksync.json")));
+        w.write_config(200);
+        Some(w)
+    }
+
     /// The link is still a link and nothing of the state's lives beside it.
     fn check_link(&self) {
         let link = self.state_path();
@@ -169,6 +182,10 @@ impl World {
         config.insert("max_calls_per_second", rate.to_string());
         config.insert("debounce", "50ms".into());
         config.remove("http");
+        if let Some((_, url)) = &self.s3 {
+            config.insert("state", url.clone());
+            config.insert("lock_ttl", "10s".into());
+        }
         common::daemon::write_config(self.dir.path(), &config);
     }
 
@@ -226,16 +243,24 @@ impl World {
             .env_remove("MARKSYNC_CONFIG")
             .env_remove("MARKSYNC_LOG")
             .env_remove("NOTIFY_SOCKET");
+        if let Some((s3, _)) = &self.s3 {
+            s3.apply_env(&mut c);
+        }
         c
     }
 
     fn spawn(&mut self, program: Program) -> Proc {
         self.n += 1;
-        let args: &[&str] = match program {
-            Program::Apply => &["apply", "--allow-mass-clear"],
-            Program::Run => &["run", "--allow-mass-clear"],
-            Program::ApplyRefresh => &["apply", "--refresh", "--allow-mass-clear"],
+        let mut args: Vec<&str> = match program {
+            Program::Apply => vec!["apply", "--allow-mass-clear"],
+            Program::Run => vec!["run", "--allow-mass-clear"],
+            Program::ApplyRefresh => vec!["apply", "--refresh", "--allow-mass-clear"],
         };
+        if self.s3.is_some() {
+            // The killed holder's lease runs out after `lock_ttl`; the next one waits for it.
+            args.extend(["--lock-timeout", "60s"]);
+        }
+        let args = &args[..];
         let log = self.path(&format!("logs/{:03}-{program:?}.log", self.n));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         Proc::spawn(&mut self.command(args), log)
@@ -332,6 +357,7 @@ impl World {
         } else {
             let in_flight = self.emu.in_flight();
             proc.kill9();
+            self.unlock_dead_holder();
             *self.tally.killed.entry(name).or_default() += 1;
             if in_flight > 0 {
                 *self.tally.mid_flight.entry(name).or_default() += 1;
@@ -375,6 +401,12 @@ impl World {
         if self.linked {
             self.check_link();
         }
+        if self.s3.is_some() {
+            // The store's journal, read as the next process reads it.
+            self.stored_state();
+            self.tally.states_parsed += 1;
+            return;
+        }
         // The file the state path stands for: its sidecars live beside it.
         let path = marksync::state::target(&self.state_path()).unwrap();
         if path.exists() || marksync::state::intents_path(&path).exists() {
@@ -390,6 +422,39 @@ impl World {
             });
             self.tally.states_parsed += 1;
         }
+    }
+
+    /// With the state in S3: removes the killed process's lock with `marksync state unlock ID`,
+    /// as an operator does after a crash, so the next round need not wait out its lease.
+    fn unlock_dead_holder(&mut self) {
+        let Some((s3, url)) = &self.s3 else { return };
+        let store = marksync::state::ObjectStore::open(
+            url,
+            &marksync::state::StoreSettings::default(),
+            s3.env(),
+        )
+        .unwrap();
+        let holder = common::runtime().block_on(async {
+            use marksync::state::StateStore;
+            store.holder().await.unwrap()
+        });
+        if let Some(holder) = holder {
+            let (status, _) = self.run_to_end(&["state", "unlock", &holder.id]);
+            assert!(status.success(), "state unlock (seed {})", self.seed);
+        }
+    }
+
+    /// The state as stored (`state pull`, which reads a file or the object store's journal
+    /// alike); a state that cannot be read fails the test.
+    fn stored_state(&mut self) -> marksync::state::State {
+        let (status, out) = self.run_to_end(&["state", "pull"]);
+        assert!(
+            status.success(),
+            "state pull (seed {}): {status}",
+            self.seed
+        );
+        marksync::state::parse(std::path::Path::new("pulled"), out.as_bytes())
+            .unwrap_or_else(|e| panic!("the stored state after a kill (seed {}): {e}", self.seed))
     }
 
     /// 20% of `get_members` pages cut short, a listing that is fresh (the emulator's clock past
@@ -540,7 +605,7 @@ fn finish(w: &mut World, started: Instant) {
         Some(0),
         "seed {seed}: plan after the clean apply:\n{plan_out}"
     );
-    let st = marksync::state::load(&w.state_path(), APP).unwrap();
+    let st = w.stored_state();
     assert!(
         st.intents.is_empty(),
         "seed {seed}: intents left: {:?}",
@@ -623,4 +688,43 @@ fn kill_9_apply_refresh_with_short_pages_then_one_refreshed_apply_leaves_exactly
         Some(0),
         "seed {seed}: plan after the refreshed apply:\n{plan_out}"
     );
+}
+
+#[test]
+fn kill_9_apply_and_run_with_the_state_in_s3_then_one_clean_apply_leaves_exactly_the_desired_marks()
+{
+    // Each kill leaves a lease the next process waits out (`lock_ttl`, 10 s at least): fewer
+    // rounds by default than the file suite.
+    let rounds = env_usize("MARKSYNC_CRASH_ROUNDS").unwrap_or(2);
+    let seed = seed();
+    let Some(mut w) = World::new_in_s3(seed) else {
+        return;
+    };
+    eprintln!(
+        "crash suite, state in S3: seed {seed} (MARKSYNC_CRASH_SEED={seed} replays it), {rounds} kills of apply and of run"
+    );
+    let started = Instant::now();
+    let mut attempts = 0;
+    loop {
+        let (apply_kills, run_kills) = (
+            count(&w.tally.killed, "apply"),
+            count(&w.tally.killed, "run"),
+        );
+        if apply_kills >= rounds && run_kills >= rounds {
+            break;
+        }
+        attempts += 1;
+        assert!(
+            attempts < rounds * 6 + 10,
+            "too few kills landed (seed {seed})"
+        );
+        let program = if run_kills >= rounds || (apply_kills < rounds && attempts % 2 == 1) {
+            Program::Apply
+        } else {
+            Program::Run
+        };
+        w.round(program);
+    }
+    finish(&mut w, started);
+    assert!(!w.path("state").exists(), "nothing of the state on disk");
 }

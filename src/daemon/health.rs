@@ -60,13 +60,7 @@ impl Daemon {
             (None, None) if !self.health.reconciled => "the first reconcile is in progress".into(),
             (None, None) if desired_ok => match &self.health.last_drift {
                 // Drift is normal (members go offline): reported, never "not ready".
-                Some(c) if c.total() > 0 => format!(
-                    "ok; drift at the last refresh: {}",
-                    c.iter()
-                        .map(|(kind, n)| format!("{n} {}", crate::render::drift_words(kind)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                Some(c) if c.total() > 0 => drift_detail(c),
                 _ => "ok".into(),
             },
             (None, None) => "desired files not loaded yet".into(),
@@ -94,5 +88,73 @@ impl Daemon {
             if self.health.last_ok { "ok" } else { "failed" }
         );
         notify(&[sd_notify::NotifyState::Status(&status)]);
+    }
+}
+
+/// `/readyz`'s words for the last refresh: marks it could not judge ("not checked") are not
+/// drift, and must not read as drift.
+fn drift_detail(c: &crate::refresh::DriftCounts) -> String {
+    use crate::refresh::DriftKind;
+    let unchecked = c.get(DriftKind::NotChecked);
+    let drift = c.without(DriftKind::NotChecked);
+    let mut text = if drift.total() == 0 {
+        "ok; the last refresh found no drift".to_string()
+    } else {
+        format!(
+            "ok; drift at the last refresh: {}",
+            drift
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(kind, n)| format!("{n} {}", crate::render::drift_words(kind)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    if unchecked > 0 {
+        text.push_str(&format!(
+            "; {unchecked} {} not checked",
+            crate::render::plural(unchecked, "mark", "marks")
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::drift_detail;
+    use crate::model::{Account, GroupId, Mark};
+    use crate::refresh::{Drift, DriftCounts, DriftKind, NotChecked};
+
+    fn counts(kinds: &[DriftKind]) -> DriftCounts {
+        let drift: Vec<Drift> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| Drift {
+                group: GroupId::new("@TGS#a").unwrap(),
+                account: Account::from_string(format!("m{i}")).unwrap(),
+                mark: Mark::new(1000).unwrap(),
+                kind,
+                reason: (kind == DriftKind::NotChecked).then_some(NotChecked::Recent),
+                desired: true,
+            })
+            .collect();
+        DriftCounts::of(&drift)
+    }
+
+    #[test]
+    fn marks_not_checked_are_not_reported_as_drift() {
+        use DriftKind::*;
+        assert_eq!(
+            drift_detail(&counts(&[NotChecked, NotChecked])),
+            "ok; the last refresh found no drift; 2 marks not checked"
+        );
+        assert_eq!(
+            drift_detail(&counts(&[Lost, NotChecked])),
+            "ok; drift at the last refresh: 1 lost; 1 mark not checked"
+        );
+        assert_eq!(
+            drift_detail(&counts(&[Offline, Offline])),
+            "ok; drift at the last refresh: 2 offline"
+        );
     }
 }

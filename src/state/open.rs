@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::StateError;
 use super::file::FileStore;
-use super::object::{ObjectStore, StoreSettings};
+use super::object::ObjectStore;
 use super::store::{Location, StateStore};
 use crate::config::Config;
 
@@ -14,15 +14,7 @@ pub fn open(config: &Config) -> Result<Arc<dyn StateStore>, StateError> {
     match &config.state {
         Location::File(path) => Ok(Arc::new(FileStore::new(path.clone()))),
         Location::Object(url) => {
-            let settings = config
-                .state_store
-                .as_ref()
-                .map(|s| StoreSettings {
-                    endpoint: s.endpoint.clone(),
-                    region: s.region.clone(),
-                    allow_http: s.allow_http,
-                })
-                .unwrap_or_default();
+            let settings = config.state_store.clone().unwrap_or_default();
             Ok(Arc::new(ObjectStore::open(
                 url,
                 &settings,

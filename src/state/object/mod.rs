@@ -37,15 +37,7 @@ use journal::{Entry, is_snapshot};
 
 /// Object-store settings from the config (`state_store:`); each one overrides its variable of
 /// the standard environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// The S3 endpoint (an S3-compatible store: COS, MinIO, Ceph, SeaweedFS).
-    pub endpoint: Option<String>,
-    /// The region.
-    pub region: Option<String>,
-    /// Allow a plain `http://` endpoint (else `AWS_ALLOW_HTTP` decides).
-    pub allow_http: bool,
-}
+pub use crate::config::StateStoreSettings as StoreSettings;
 
 /// The metadata key naming the writer of a journal entry (`x-amz-meta-marksync-writer` on S3).
 const WRITER_META: &str = "marksync-writer";

@@ -116,7 +116,12 @@ pub async fn apply_until(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(session.lock("apply", false, opts.lock_timeout).await?)
+        // A signal while waiting for the lock (`--lock-timeout`) ends the wait: nothing was
+        // read or sent yet.
+        tokio::select! {
+            held = session.lock("apply", false, opts.lock_timeout) => Some(held?),
+            signal = first_signal(&mut interrupts) => return Ok(interrupted_waiting(signal)),
+        }
     };
     let code = apply_in(&mut session, opts, &mut interrupts).await;
     session.disconnect().await;

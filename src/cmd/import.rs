@@ -63,7 +63,10 @@ pub async fn import_until(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(session.lock("import", false, opts.lock_timeout).await?)
+        tokio::select! {
+            held = session.lock("import", false, opts.lock_timeout) => Some(held?),
+            signal = first_signal(&mut interrupts) => return Ok(interrupted_waiting(signal)),
+        }
     };
     let (desired, mut st) = session.load().await?;
     let r = refresh_or_stop(&mut session, &desired, &mut st, &mut interrupts, "Import").await;

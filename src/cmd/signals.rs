@@ -45,6 +45,17 @@ impl Interrupt {
     }
 }
 
+/// Says that `signal` ended a wait for the state's lock (nothing was read or sent) and returns
+/// its exit code.
+pub(super) fn interrupted_waiting(signal: Interrupt) -> u8 {
+    let _ = writeln!(
+        anstream::stderr(),
+        "{}: stopped while waiting for the state's lock; nothing was sent and the state was not changed",
+        signal.name()
+    );
+    signal.exit_code()
+}
+
 /// Installs `apply`'s SIGINT/SIGTERM handlers: the first signal is published on the returned
 /// channel (the apply stops sending and saves); a second one exits the process at once with the
 /// signal's code. That is safe: every mark in flight is recorded in the intents sidecar before

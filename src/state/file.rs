@@ -526,10 +526,36 @@ impl StateStore for FileStore {
         })
     }
 
-    fn lock<'a>(&'a self, _request: &'a LockRequest) -> StoreFuture<'a, Box<dyn StoreLock>> {
+    fn lock<'a>(&'a self, request: &'a LockRequest) -> StoreFuture<'a, Box<dyn StoreLock>> {
         Box::pin(async move {
             let real = target(&self.path).map_err(lock_error(&lock_path(&self.path)))?;
-            let held = lock_at(&real).map_err(|e| named(e, &self.path, &real))?;
+            // `--lock-timeout`: try again, with a growing pause, until the holder lets go or the
+            // wait is over; then the holder is named as without a wait.
+            let deadline = tokio::time::Instant::now() + request.wait;
+            let mut pause = std::time::Duration::from_millis(50);
+            let mut said = false;
+            let held = loop {
+                match lock_at(&real) {
+                    Err(StateError::Locked { pid, .. })
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        if !std::mem::replace(&mut said, true) {
+                            tracing::warn!(
+                                "waiting up to {} for the state's lock, held by {}",
+                                humantime::format_duration(request.wait),
+                                pid.map_or("another marksync process".to_string(), |p| format!(
+                                    "pid {p}"
+                                ))
+                            );
+                        }
+                        let left = deadline - tokio::time::Instant::now();
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                    }
+                    other => break other,
+                }
+            }
+            .map_err(|e| named(e, &self.path, &real))?;
             // A second lock of the same store (never done) would keep the first pin.
             let _ = self.pinned.set(real);
             Ok(Box::new(held) as Box<dyn StoreLock>)

@@ -607,3 +607,40 @@ fn a_dropped_lock_is_free_while_another_descriptor_still_shares_it() {
     assert!(again.is_ok(), "{:?}", again.err());
     drop(shared);
 }
+
+/// `--lock-timeout` on a local state: the lock is taken once its holder lets go within the
+/// wait; without a wait, or past it, the holder is named at once (exit 5).
+#[test]
+fn a_file_lock_waits_for_its_holder_as_long_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let store = FileStore::new(&path);
+    let request = |wait| LockRequest {
+        command: "apply".into(),
+        wait,
+        ttl: std::time::Duration::from_secs(30),
+        address: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let held = lock(&path).unwrap();
+    let refused = rt.block_on(store.lock(&request(std::time::Duration::ZERO)));
+    assert!(
+        matches!(refused, Err(StateError::Locked { .. })),
+        "{refused:?}"
+    );
+    let refused = rt.block_on(store.lock(&request(std::time::Duration::from_millis(200))));
+    assert!(
+        matches!(refused, Err(StateError::Locked { .. })),
+        "{refused:?}"
+    );
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    let taken = rt.block_on(store.lock(&request(std::time::Duration::from_secs(30))));
+    assert!(taken.is_ok(), "{taken:?}");
+    releaser.join().unwrap();
+}

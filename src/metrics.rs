@@ -12,6 +12,7 @@
 //! | `marksync_call_duration_seconds` | histogram | `command` |
 //! | `marksync_reconciles_total` | counter | `trigger`, `outcome` |
 //! | `marksync_managed_marks` | gauge | |
+//! | `marksync_leader` | gauge: 1 while this daemon holds the state's lock (active), 0 while it stands by | |
 //! | `marksync_pending_marks` | gauge | |
 //! | `marksync_mark500_earliest_expiry_timestamp_seconds` | gauge (0: none) | |
 //! | `marksync_desired_errors` | gauge | |
@@ -208,6 +209,8 @@ pub struct Metrics {
     reconciles: Family<TriggerOutcome, Counter>,
     /// `marksync_managed_marks`.
     managed: Gauge,
+    /// `marksync_leader`.
+    leader: Gauge,
     /// `marksync_pending_marks`.
     pending: Gauge,
     /// `marksync_mark500_earliest_expiry_timestamp_seconds`.
@@ -274,6 +277,12 @@ impl Metrics {
             "managed_marks",
             "Member marks confirmed set by marksync (pairs of member and mark)",
             managed.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this daemon holds the state's lock and acts, 0 while it stands by",
+            leader.clone(),
         );
         let pending = Gauge::default();
         registry.register(
@@ -383,6 +392,7 @@ impl Metrics {
             call_latency,
             reconciles,
             managed,
+            leader,
             pending,
             mark500_expiry,
             desired_errors,
@@ -559,6 +569,11 @@ impl Metrics {
         self.callback_events_dropped.inc();
     }
 
+    /// Sets whether this daemon is the active one (`marksync_leader`).
+    pub fn set_leader(&self, active: bool) {
+        self.leader.set(i64::from(active));
+    }
+
     /// Sets how many (member, mark) pairs the state holds as confirmed.
     pub fn set_managed(&self, n: usize) {
         self.managed.set(saturating_i64(n));
@@ -623,6 +638,7 @@ mod tests {
             r#"marksync_call_duration_seconds_count{command="set"}"#,
             r#"marksync_reconciles_total{trigger="reload",outcome="no_changes"}"#,
             "marksync_managed_marks",
+            "marksync_leader",
             "marksync_pending_marks",
             r#"marksync_drift_marks{kind="lost"}"#,
             r#"marksync_drift_marks{kind="not_checked"}"#,

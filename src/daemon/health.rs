@@ -71,6 +71,7 @@ impl Daemon {
             desired_ok,
             last_reconcile_ok: self.health.reconciled && self.health.last_failure.is_none(),
             detail,
+            standby: None,
         });
     }
 

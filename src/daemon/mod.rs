@@ -467,6 +467,7 @@ impl Daemon {
             desired_ok: false,
             last_reconcile_ok: false,
             detail: "starting".into(),
+            standby: None,
         });
         let desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
         let daemon = Daemon {

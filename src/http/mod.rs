@@ -92,12 +92,15 @@ pub struct Readiness {
     pub last_reconcile_ok: bool,
     /// One line for humans saying why not ready (or the last outcome); the body of a 503.
     pub detail: String,
+    /// A standby daemon (SPEC 11): ready while its desired files load, whatever `last_reconcile_ok`
+    /// says (it makes no round); `/readyz` answers `standby` and this line.
+    pub standby: Option<String>,
 }
 
 impl Readiness {
-    /// Ready means both flags are set.
+    /// Ready means both flags are set (a standby needs only its desired files).
     pub fn is_ready(&self) -> bool {
-        self.desired_ok && self.last_reconcile_ok
+        self.desired_ok && (self.last_reconcile_ok || self.standby.is_some())
     }
 }
 
@@ -495,7 +498,9 @@ async fn healthz() -> &'static str {
 /// warning on a line of its own, if any.
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     let r = s.readiness.borrow().clone();
-    let (status, mut body) = if r.is_ready() {
+    let (status, mut body) = if let Some(line) = r.standby.as_ref().filter(|_| r.is_ready()) {
+        (StatusCode::OK, format!("standby: {line}"))
+    } else if r.is_ready() {
         (StatusCode::OK, "ready".to_owned())
     } else if r.detail.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready".to_owned())

@@ -603,6 +603,7 @@ async fn healthz_readyz_and_metrics() {
         desired_ok: false,
         last_reconcile_ok: true,
         detail: "groups.yaml:3:5: mark 1001 out of range".into(),
+        ..Readiness::default()
     });
     let r = s.get("/readyz").await;
     assert_eq!(r.status().as_u16(), 503);
@@ -614,12 +615,14 @@ async fn healthz_readyz_and_metrics() {
         desired_ok: true,
         last_reconcile_ok: false,
         detail: "last reconcile failed".into(),
+        ..Readiness::default()
     });
     assert_eq!(s.get("/readyz").await.status().as_u16(), 503);
     s.ready.send_replace(Readiness {
         desired_ok: true,
         last_reconcile_ok: true,
         detail: "ok".into(),
+        ..Readiness::default()
     });
     let r = s.get("/readyz").await;
     assert_eq!(r.status().as_u16(), 200);
@@ -851,6 +854,7 @@ async fn readyz_warns_when_unsigned_callbacks_are_served_beyond_loopback() {
         desired_ok: true,
         last_reconcile_ok: true,
         detail: "ok".into(),
+        ..Readiness::default()
     });
     let (status, body) = get().await;
     assert_eq!(status, 200);
@@ -972,4 +976,28 @@ async fn a_standby_without_a_reachable_active_daemon_answers_503_and_counts_it()
         "2"
     );
     drop(silent);
+}
+
+#[tokio::test]
+async fn a_standby_is_ready_while_its_desired_files_load_and_says_so() {
+    let s = Server::signed().await;
+    s.ready.send_replace(Readiness {
+        desired_ok: true,
+        last_reconcile_ok: false,
+        detail: String::new(),
+        standby: Some("`run` (pid 7 on host-a) is active".into()),
+    });
+    let r = s.get("/readyz").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        within(r.text()).await.unwrap(),
+        "standby: `run` (pid 7 on host-a) is active"
+    );
+    s.ready.send_replace(Readiness {
+        desired_ok: false,
+        last_reconcile_ok: false,
+        detail: "marks/a.yaml:3:5: mark 1001 out of range".into(),
+        standby: Some("`run` (pid 7 on host-a) is active".into()),
+    });
+    assert_eq!(s.get("/readyz").await.status().as_u16(), 503);
 }

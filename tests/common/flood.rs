@@ -218,6 +218,7 @@ async fn start_listener() -> (
         desired_ok: true,
         last_reconcile_ok: true,
         detail: String::new(),
+        standby: None,
     });
     let (events, mut rx) = mpsc::channel(1024);
     let state = HttpState::new(

@@ -346,6 +346,11 @@ fn startup_reconciles_then_ready_and_sigterm_saves_state() {
     env.wait_live(&union(&[&a, &b]));
     assert_eq!(d.reconciles("startup"), 1.0);
     assert_eq!(d.get("/healthz").0, 200);
+    assert_eq!(
+        d.metric("marksync_leader"),
+        1.0,
+        "the one daemon of its state acts"
+    );
     // The startup line names where calls go: the URL, not the kind of endpoint.
     let log = d.proc.stderr();
     let url = env.config["endpoint"].clone();

@@ -442,6 +442,8 @@ impl Daemon {
         } else {
             Some(session.lock("run", true, opts.lock_timeout).await?)
         };
+        // The one daemon that acts on this state (a dry run acts on nothing).
+        metrics.set_leader(lock.is_some());
         let st = session.load_state().await?;
         // Connected before the first round, so a config the client refuses stops the start.
         session.client().await?;

@@ -333,8 +333,21 @@ pub async fn connect(config: &Config, clock: Arc<dyn Clock>) -> Result<Connectio
     cc.usersig_ttl = config.usersig_ttl;
     cc.max_calls_per_second = config.max_calls_per_second;
     cc.backup_url = backup_url;
+    // Under a remote state's lease, one attempt must fit between the last moment an attempt may
+    // start and `lock_ttl/3` before the lease ends (SPEC 11): see `lease_margin`.
+    if matches!(config.state, crate::state::Location::Object(_)) {
+        cc.request_timeout = cc.request_timeout.min(config.lock_ttl / 6);
+    }
     let client = Client::new(cc, clock).map_err(Error::Client)?;
     Ok(Connection { client, embedded })
+}
+
+/// How long before its lease ends a holder of a remote state's lock stops starting calls: the
+/// `lock_ttl/3` that SPEC 11 keeps clear, plus one attempt (whose timeout is `lock_ttl/6` at
+/// most), so the last attempt ends `lock_ttl/3` before the lease. Renewed every `lock_ttl/3`, a
+/// healthy lease never comes this close (it keeps at least `2/3` of `lock_ttl`).
+pub fn lease_margin(config: &Config) -> Duration {
+    config.lock_ttl / 3 + config.lock_ttl / 6
 }
 
 /// How work that a stop request may cut short ended ([`until_stopped`]).

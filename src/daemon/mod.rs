@@ -25,6 +25,7 @@ mod health;
 mod round;
 mod schedule;
 mod signals;
+mod standby;
 mod systemd;
 mod watch;
 
@@ -151,7 +152,7 @@ const STATE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// The daemon's mutable world, owned by the main loop; each part owns one concern.
 struct Daemon {
     /// The state's one-writer lock, held for the daemon's life (none in a dry run).
-    _lock: Option<Box<dyn crate::state::StoreLock>>,
+    lock: Option<Arc<dyn crate::state::StoreLock>>,
     config_path: PathBuf,
     /// The config, the clock, the state store and the client (the state is locked by `run` for
     /// the daemon's life, unless a dry run).
@@ -259,7 +260,48 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let (mut daemon, readiness_rx) = Daemon::start(config_path, opts, clock, metrics).await?;
+    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
+        desired_ok: false,
+        last_reconcile_ok: false,
+        detail: "starting".into(),
+        standby: None,
+    });
+    let (role, role_rx) = tokio::sync::watch::channel(crate::http::forward::Role::Active);
+    let config = engine::load_config(config_path)?;
+    // A remote state may be held by another daemon: this one stands by until it can act, with
+    // its listener up (`/readyz` says `standby`, callbacks go to the active daemon). A local
+    // state's lock is taken first, as always: a second daemon exits 5 before binding a port.
+    let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
+    let mut http = None;
+    let mut held = None;
+    if remote {
+        http = start_listener(
+            &config,
+            &metrics,
+            &clock,
+            readiness_rx.clone(),
+            role_rx.clone(),
+            &sender,
+        )
+        .await?;
+        match standby::lead(
+            &config,
+            opts.lock_timeout,
+            &metrics,
+            http.as_ref().map(|l: &crate::http::Listener| l.addr),
+            &readiness,
+            &role,
+            &mut inputs,
+        )
+        .await?
+        {
+            standby::Lead::Taken(lock) => held = Some(lock),
+            standby::Lead::Stopped => return Ok(exit::OK),
+        }
+        role.send_replace(crate::http::forward::Role::Active);
+    }
+    let mut daemon = Daemon::start(config_path, opts, clock, metrics, readiness, held).await?;
+    let lease_lost = watch_the_lease(&daemon, &sender);
     let mut watcher = watch_files(
         daemon.desired.root(),
         daemon.session.config.debounce,
@@ -269,7 +311,18 @@ pub async fn run(
         root: daemon.desired.root().to_path_buf(),
         source,
     })?;
-    let _http = start_listener(&daemon, readiness_rx, &sender).await?;
+    if !remote {
+        http = start_listener(
+            &daemon.session.config,
+            &daemon.metrics,
+            daemon.session.clock(),
+            readiness_rx,
+            role_rx,
+            &sender,
+        )
+        .await?;
+    }
+    let _http = http;
 
     daemon.refresh_desired();
     // Inputs that arrive during the startup reconcile form the first round after it.
@@ -358,6 +411,14 @@ pub async fn run(
         daemon.session.save(&mut daemon.state).await?;
     }
     daemon.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
+    if lease_lost.load(Ordering::SeqCst) {
+        return Err(Error::State(crate::state::StateError::Unavailable {
+            state: daemon.session.store().describe(),
+            detail: "this daemon lost the state's lease (or could not renew it in time) and \
+                     stopped acting; restarted, it stands by while another daemon acts"
+                .into(),
+        }));
+    }
     tracing::info!("marksync stopped");
     Ok(exit::OK)
 }
@@ -365,21 +426,27 @@ pub async fn run(
 /// Serves callbacks, `/healthz`, `/readyz` and `/metrics` when the config asks for it; callbacks
 /// become [`Input::Callback`]s on `sender`.
 async fn start_listener(
-    daemon: &Daemon,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<dyn Clock>,
     readiness_rx: tokio::sync::watch::Receiver<Readiness>,
+    role_rx: tokio::sync::watch::Receiver<crate::http::forward::Role>,
     sender: &mpsc::Sender<Input>,
 ) -> Result<Option<crate::http::Listener>, Error> {
-    let Some(http) = daemon.session.config.http.clone() else {
+    let Some(http) = config.http.clone() else {
         return Ok(None);
     };
     let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-    let state = HttpState::new(
-        daemon.metrics.clone(),
-        readiness_rx,
-        events_tx,
-        daemon.session.config.sdkappid,
-        daemon.session.clock().clone(),
-    );
+    let state = HttpState {
+        role: role_rx,
+        ..HttpState::new(
+            metrics.clone(),
+            readiness_rx,
+            events_tx,
+            config.sdkappid,
+            clock.clone(),
+        )
+    };
     let listener = crate::http::start(&http, state).await?;
     let callbacks = sender.clone();
     tokio::spawn(async move {
@@ -390,6 +457,53 @@ async fn start_listener(
         }
     });
     Ok(Some(listener))
+}
+
+/// Watches a remote state's lease while the daemon acts: when it was lost, or is about to end
+/// without renewal (the store stopped answering), no call starts any more (the stop flag every
+/// attempt checks), and the daemon shuts down with an error, so that its supervisor restarts it
+/// as a standby and the daemon that took over acts alone. Returns the flag that says so.
+fn watch_the_lease(
+    daemon: &Daemon,
+    sender: &mpsc::Sender<Input>,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Some(lock) = daemon
+        .lock
+        .as_ref()
+        .filter(|l| l.lease_deadline().is_some())
+    else {
+        return lost;
+    };
+    // Weak: the daemon's own reference is the one that releases the lock, while the runtime
+    // still runs (a lock dropped at the runtime's shutdown could not reach the store).
+    let lock = Arc::downgrade(lock);
+    let margin = engine::lease_margin(&daemon.session.config);
+    let (stop, sender, flag) = (daemon.stop.clone(), sender.clone(), lost.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(lock) = lock.upgrade() else { return };
+            let ending = lock
+                .lease_deadline()
+                .is_some_and(|d| d.saturating_duration_since(tokio::time::Instant::now()) < margin);
+            if lock.lost() || ending {
+                stop.store(true, Ordering::SeqCst);
+                flag.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    "the state's lease {}: no call starts any more; stopping so that a standby acts",
+                    if lock.lost() {
+                        "was lost"
+                    } else {
+                        "is about to end without renewal"
+                    }
+                );
+                let _ = sender.send(Input::Shutdown).await;
+                return;
+            }
+        }
+    });
+    lost
 }
 
 /// The periodic inputs: retry pending, reassert, refresh, watchdog.
@@ -432,15 +546,18 @@ impl Daemon {
         opts: RunOptions,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
-    ) -> Result<(Daemon, tokio::sync::watch::Receiver<Readiness>), Error> {
+        readiness: tokio::sync::watch::Sender<Readiness>,
+        held: Option<Box<dyn crate::state::StoreLock>>,
+    ) -> Result<Daemon, Error> {
         // One session for the daemon's life: the lock and every save go to the state the lock was
         // taken on, even if a symlinked state path is re-pointed while it runs (a restart picks the
         // new target).
         let mut session = Session::open(engine::load_config(config_path)?, clock)?;
-        let lock = if opts.dry_run {
-            None
-        } else {
-            Some(session.lock("run", true, opts.lock_timeout).await?)
+        // Taken already when this daemon stood by for a remote state's lock.
+        let lock = match held {
+            Some(lock) => Some(lock),
+            None if opts.dry_run => None,
+            None => Some(session.lock("run", true, opts.lock_timeout).await?),
         };
         // The one daemon that acts on this state (a dry run acts on nothing).
         metrics.set_leader(lock.is_some());
@@ -465,15 +582,9 @@ impl Daemon {
             st.managed_count(),
             crate::render::plural(st.managed_count(), "mark", "marks"),
         );
-        let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
-            desired_ok: false,
-            last_reconcile_ok: false,
-            detail: "starting".into(),
-            standby: None,
-        });
         let desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
         let daemon = Daemon {
-            _lock: lock,
+            lock: lock.map(Arc::from),
             config_path: config_path.to_path_buf(),
             session,
             opts,
@@ -515,7 +626,7 @@ impl Daemon {
             notifier,
             round_detail: None,
         };
-        Ok((daemon, readiness_rx))
+        Ok(daemon)
     }
 
     /// Rebuilds the client when a reload asked for it; the old one stays if the new one fails.

@@ -1,0 +1,117 @@
+//! Standby daemons (SPEC 11): `run` on several hosts with one remote state. The daemon that
+//! holds the state's lock acts; the others wait here. A standby makes no round and sends no call:
+//! it reads its desired files once (so `/readyz` says whether they load), answers `/readyz` with
+//! `standby`, relays callbacks to the active daemon (whose address is in the lock), keeps
+//! systemd's watchdog fed, and tries for the lock again and again. The store's lock takes over a
+//! holder only after seeing its lock unchanged for `lock_ttl` on this process's clock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Input;
+use super::systemd::{notify, watchdog_period};
+use crate::config::Config;
+use crate::engine;
+use crate::error::Error;
+use crate::http::Readiness;
+use crate::http::forward::Role;
+use crate::metrics::Metrics;
+use crate::state::{self, LockHolder, StateError, StateStore, StoreLock};
+
+/// What waiting for the lock came to.
+pub(super) enum Lead {
+    /// This daemon holds the lock: it acts.
+    Taken(Box<dyn StoreLock>),
+    /// A signal came while standing by: exit.
+    Stopped,
+}
+
+/// Takes the state's lock, standing by while another daemon holds it. `address` is where this
+/// daemon's listener is bound (recorded in the lock, so a standby can relay callbacks here).
+pub(super) async fn lead(
+    config: &Config,
+    lock_timeout: std::time::Duration,
+    metrics: &Metrics,
+    address: Option<SocketAddr>,
+    readiness: &watch::Sender<Readiness>,
+    role: &watch::Sender<Role>,
+    inputs: &mut mpsc::Receiver<Input>,
+) -> Result<Lead, Error> {
+    let store = state::open(config)?;
+    let mut request = engine::lock_request(config, "run", true, lock_timeout);
+    if let Some(a) = address {
+        request.address = Some(a.to_string());
+    }
+    let holder = match store.lock(&request).await {
+        Ok(held) => return Ok(Lead::Taken(held)),
+        Err(StateError::HeldBy { holder, .. }) => holder,
+        Err(e) => return Err(e.into()),
+    };
+    metrics.set_leader(false);
+    // Read once: a standby whose desired files do not load is not ready to take over.
+    let desired_ok = match engine::load_desired(config) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!("standby: the desired files do not load: {e}");
+            false
+        }
+    };
+    let publish = |holder: &LockHolder| {
+        let line = format!(
+            "`{}` (pid {} on {}) is active",
+            holder.command, holder.pid, holder.host
+        );
+        tracing::info!("standby: {line}; taking over if its lease runs out");
+        notify(&[sd_notify::NotifyState::Status(&format!("standby: {line}"))]);
+        role.send_replace(Role::Standby {
+            active: holder.address.clone(),
+        });
+        readiness.send_replace(Readiness {
+            desired_ok,
+            last_reconcile_ok: false,
+            detail: String::new(),
+            standby: Some(line),
+        });
+    };
+    publish(&holder);
+    notify(&[sd_notify::NotifyState::Ready]);
+    // Each attempt waits long enough to see a dead holder's lock unchanged for `lock_ttl`.
+    request.wait = config.lock_ttl * 2;
+    let attempt = |store: Arc<dyn StateStore>, request: state::LockRequest| {
+        tokio::spawn(async move { store.lock(&request).await })
+    };
+    let mut pending = attempt(store.clone(), request.clone());
+    let mut watchdog = tokio::time::interval(watchdog_period());
+    loop {
+        tokio::select! {
+            input = inputs.recv() => {
+                if matches!(input, Some(Input::Shutdown) | None) {
+                    pending.abort();
+                    tracing::info!("standby: shutting down");
+                    return Ok(Lead::Stopped);
+                }
+                // File changes, reloads and timers mean nothing to a standby: it reads the
+                // desired files again when it takes over.
+            }
+            _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            done = &mut pending => match done {
+                Ok(Ok(held)) => {
+                    tracing::warn!("standby: took over the state's lock; this daemon now acts");
+                    return Ok(Lead::Taken(held));
+                }
+                Ok(Err(StateError::HeldBy { holder, .. })) => {
+                    publish(&holder);
+                    pending = attempt(store.clone(), request.clone());
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("standby: cannot read the state's lock: {e}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    pending = attempt(store.clone(), request.clone());
+                }
+                Err(e) => return Err(Error::io("standby", std::io::Error::other(e.to_string()))),
+            },
+        }
+    }
+}

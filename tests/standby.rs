@@ -1,0 +1,139 @@
+//! Standby daemons (SPEC 11), as real processes against a real S3 server (SeaweedFS) and the
+//! standalone emulator: two `marksync run` on one remote state. The second stands by (`/readyz`
+//! 200 `standby`, `marksync_leader` 0, no call); after the active one is killed (SIGKILL), it
+//! takes over within `lock_ttl` plus a round and applies what the files say.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, config, write_config};
+use common::{StandaloneEmulator, marks, poll};
+
+/// The longest a takeover may take here: `lock_ttl` (10 s) twice over, plus a round, on a busy
+/// machine. Not a speed claim; the test reports the time it took.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(90);
+
+fn setup(
+    dir: &Path,
+    emu: &StandaloneEmulator,
+    url: &str,
+    desired: &common::Marks,
+) -> std::path::PathBuf {
+    let mut c = config(&emu.endpoint());
+    c.insert("state", url.to_string());
+    c.insert("lock_ttl", "10s".into());
+    let path = write_config(dir, &c);
+    common::write_atomic(&dir.join("marks/all.yaml"), &common::yaml(desired));
+    path
+}
+
+#[test]
+fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed() {
+    let Some(s3) = common::s3::s3() else { return };
+    let emu = StandaloneEmulator::start();
+    let url = s3.url("standby/state.json");
+    let first = marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "ann", &[1001])]);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = setup(dir_a.path(), &emu, &url, &first);
+    let config_b = setup(dir_b.path(), &emu, &url, &first);
+
+    let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), |c| s3.apply_env(c));
+    a.wait_ready();
+    poll(
+        "the active daemon to apply",
+        Duration::from_secs(30),
+        || {
+            common::diff(&emu.marks(), &first)
+                .eq(&(vec![], vec![]))
+                .then_some(())
+        },
+    );
+    assert_eq!(a.metric("marksync_leader"), 1.0);
+
+    let mut b = Daemon::spawn(&config_b, dir_b.path().join("b.log"), |c| s3.apply_env(c));
+    b.wait_ready();
+    let (status, body) = b.get("/readyz");
+    assert_eq!(status, 200);
+    assert!(body.starts_with("standby: `run` (pid "), "{body}");
+    assert!(body.contains(&format!("pid {}", a.proc.pid())), "{body}");
+    assert_eq!(b.metric("marksync_leader"), 0.0);
+
+    // The active daemon acts on a change; the standby sends nothing.
+    let second = marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "bob", &[1002])]);
+    common::write_atomic(&dir_a.path().join("marks/all.yaml"), &common::yaml(&second));
+    common::write_atomic(&dir_b.path().join("marks/all.yaml"), &common::yaml(&second));
+    poll(
+        "the active daemon to apply the change",
+        Duration::from_secs(30),
+        || {
+            common::diff(&emu.marks(), &second)
+                .eq(&(vec![], vec![]))
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        common::daemon::metric(&b.metrics(), "marksync_calls_total").unwrap_or(0.0),
+        0.0,
+        "a standby sends no call"
+    );
+
+    // A callback sent to the standby (as a load balancer may) reaches the active daemon.
+    let event = serde_json::json!({
+        "CallbackCommand": "Group.CallbackOnMemberStateChange",
+        "GroupId": "@TGS#1A", "Type": "AVChatRoom", "EventType": "Online",
+        "EventCause": "Join", "MemberList": [{"Member_Account": "bob"}],
+    });
+    let (status, reply) = common::http(
+        b.addr().unwrap(),
+        "POST",
+        &format!(
+            "/callback?SdkAppid={}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json",
+            common::APP
+        ),
+        Some(&event),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let accepted =
+        "marksync_callbacks_total{command=\"Group.CallbackOnMemberStateChange\",outcome=";
+    assert_eq!(
+        common::daemon::metric(&a.metrics(), &format!("{accepted}\"accepted\"}}")),
+        Some(1.0),
+        "the active daemon took it"
+    );
+    assert_eq!(
+        common::daemon::metric(&b.metrics(), &format!("{accepted}\"forwarded\"}}")),
+        Some(1.0),
+        "the standby relayed it"
+    );
+
+    // The active daemon dies; the files change meanwhile; the standby takes over and applies.
+    a.proc.kill9();
+    let killed = Instant::now();
+    let third = marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "cy", &[1003])]);
+    common::write_atomic(&dir_b.path().join("marks/all.yaml"), &common::yaml(&third));
+    poll("the standby to take over", TAKEOVER_LIMIT, || {
+        (b.metric("marksync_leader") == 1.0).then_some(())
+    });
+    let took_over = killed.elapsed();
+    poll("the new active daemon to apply", TAKEOVER_LIMIT, || {
+        common::diff(&emu.marks(), &third)
+            .eq(&(vec![], vec![]))
+            .then_some(())
+    });
+    eprintln!(
+        "standby: took over {:.1?} after the kill, applied {:.1?} after it (lock_ttl 10s)",
+        took_over,
+        killed.elapsed()
+    );
+    b.wait_ready();
+    assert!(
+        !b.get("/readyz").1.starts_with("standby"),
+        "{}",
+        b.get("/readyz").1
+    );
+    b.proc.signal("TERM");
+    assert_eq!(b.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}

@@ -24,6 +24,10 @@ fn setup(
     let mut c = config(&emu.endpoint());
     c.insert("state", url.to_string());
     c.insert("lock_ttl", "10s".into());
+    c.insert(
+        "notify",
+        "[{url_env: MARKSYNC_TEST_HOOK, format: json, on: [takeover]}]".into(),
+    );
     let path = write_config(dir, &c);
     common::write_atomic(&dir.join("marks/all.yaml"), &common::yaml(desired));
     path
@@ -39,7 +43,12 @@ fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed
     let config_a = setup(dir_a.path(), &emu, &url, &first);
     let config_b = setup(dir_b.path(), &emu, &url, &first);
 
-    let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), |c| s3.apply_env(c));
+    let hook = common::receiver::Receiver::answering(200, "");
+    let env = |c: &mut std::process::Command| {
+        s3.apply_env(c);
+        c.env("MARKSYNC_TEST_HOOK", hook.url());
+    };
+    let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), env);
     a.wait_ready();
     poll(
         "the active daemon to apply",
@@ -52,7 +61,7 @@ fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed
     );
     assert_eq!(a.metric("marksync_leader"), 1.0);
 
-    let mut b = Daemon::spawn(&config_b, dir_b.path().join("b.log"), |c| s3.apply_env(c));
+    let mut b = Daemon::spawn(&config_b, dir_b.path().join("b.log"), env);
     b.wait_ready();
     let (status, body) = b.get("/readyz");
     assert_eq!(status, 200);
@@ -128,6 +137,9 @@ fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed
         took_over,
         killed.elapsed()
     );
+    let told = hook.wait_bodies(1, Duration::from_secs(30));
+    assert_eq!(told[0]["event"], "takeover", "{told:?}");
+    assert_eq!(hook.bodies().len(), 1, "told once: {:?}", hook.bodies());
     b.wait_ready();
     assert!(
         !b.get("/readyz").1.starts_with("standby"),

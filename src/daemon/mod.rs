@@ -300,7 +300,17 @@ pub async fn run(
         }
         role.send_replace(crate::http::forward::Role::Active);
     }
+    // Stood by first (`marksync_leader` was 0): the lock was taken over from another daemon.
+    let took_over = held.is_some() && metrics.was_standby();
     let mut daemon = Daemon::start(config_path, opts, clock, metrics, readiness, held).await?;
+    if took_over {
+        daemon.notifier.condition(
+            crate::config::notify::Event::Takeover,
+            true,
+            "this daemon took over the state's lock from one that stopped renewing it, and acts now",
+            || daemon.session.store().describe(),
+        );
+    }
     let lease_lost = watch_the_lease(&daemon, &sender);
     let mut watcher = watch_files(
         daemon.desired.root(),

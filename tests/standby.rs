@@ -149,3 +149,88 @@ fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed
     b.proc.signal("TERM");
     assert_eq!(b.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
 }
+
+/// Three daemons; the active one is cut off from the store (its renewals hang): it stops
+/// starting calls before its lease ends and exits 1, one of the two standbys takes over, the
+/// other keeps standing by, and a change is applied once, by the new active daemon.
+#[test]
+fn a_daemon_cut_off_from_the_store_steps_down_and_one_of_two_standbys_takes_over() {
+    let Some(s3) = common::s3::s3() else { return };
+    let emu = StandaloneEmulator::start();
+    let url = s3.url("standby3/state.json");
+    let first = marks(&[("@TGS#3A", "host", &[1000])]);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let configs: Vec<_> = dirs
+        .iter()
+        .map(|d| setup(d.path(), &emu, &url, &first))
+        .collect();
+    let cut = s3.cuttable();
+    let hook = common::receiver::Receiver::answering(200, "");
+    let mut a = Daemon::spawn(&configs[0], dirs[0].path().join("a.log"), |c| {
+        s3.apply_env(c);
+        c.envs(cut.env(s3));
+        c.env("MARKSYNC_TEST_HOOK", hook.url());
+    });
+    a.wait_ready();
+    let plain = |c: &mut std::process::Command| {
+        s3.apply_env(c);
+        c.env("MARKSYNC_TEST_HOOK", hook.url());
+    };
+    let mut b = Daemon::spawn(&configs[1], dirs[1].path().join("b.log"), plain);
+    let mut c = Daemon::spawn(&configs[2], dirs[2].path().join("c.log"), plain);
+    b.wait_ready();
+    c.wait_ready();
+    assert_eq!(
+        b.metric("marksync_leader") + c.metric("marksync_leader"),
+        0.0
+    );
+
+    cut.cut();
+    let cut_at = Instant::now();
+    let status = a.proc.wait_exit(TAKEOVER_LIMIT);
+    assert_eq!(status.code(), Some(1), "{}", a.proc.stderr());
+    assert!(
+        a.proc.stderr().contains("the state's lease"),
+        "{}",
+        a.proc.stderr()
+    );
+    let stepped_down = cut_at.elapsed();
+    poll("a standby to take over", TAKEOVER_LIMIT, || {
+        (b.metric("marksync_leader") + c.metric("marksync_leader") == 1.0).then_some(())
+    });
+    let took_over = cut_at.elapsed();
+    let (active, standby) = if b.metric("marksync_leader") == 1.0 {
+        (&mut b, &mut c)
+    } else {
+        (&mut c, &mut b)
+    };
+    assert!(standby.get("/readyz").1.starts_with("standby: "));
+
+    let second = marks(&[("@TGS#3A", "host", &[1000]), ("@TGS#3A", "dee", &[1004])]);
+    for d in &dirs[1..] {
+        common::write_atomic(&d.path().join("marks/all.yaml"), &common::yaml(&second));
+    }
+    poll("the new active daemon to apply", TAKEOVER_LIMIT, || {
+        common::diff(&emu.marks(), &second)
+            .eq(&(vec![], vec![]))
+            .then_some(())
+    });
+    assert_eq!(
+        common::daemon::metric(&standby.metrics(), "marksync_calls_total").unwrap_or(0.0),
+        0.0,
+        "the other standby sends nothing"
+    );
+    eprintln!(
+        "standby (network cut): the cut-off daemon exited {stepped_down:.1?} after the cut, a standby took over {took_over:.1?} after it (lock_ttl 10s)"
+    );
+    active.proc.signal("TERM");
+    standby.proc.signal("TERM");
+    assert_eq!(
+        active.proc.wait_exit(Duration::from_secs(30)).code(),
+        Some(0)
+    );
+    assert_eq!(
+        standby.proc.wait_exit(Duration::from_secs(30)).code(),
+        Some(0)
+    );
+}

@@ -35,6 +35,15 @@ pub enum ForwardError {
     /// No active daemon takes callbacks now.
     #[error("this daemon is a standby and no active daemon takes callbacks now")]
     NoActive,
+    /// The active daemon's address is a wildcard (`0.0.0.0`, `::`): from here it would be this
+    /// daemon itself.
+    #[error(
+        "the active daemon listens on {address}, which its peers cannot reach as written; set each daemon's http.listen to an address the others can reach"
+    )]
+    Wildcard {
+        /// The recorded address.
+        address: String,
+    },
     /// The active daemon did not answer in time, or refused the connection.
     #[error("the active daemon at {address} did not answer: {detail}")]
     Unreachable {
@@ -57,6 +66,14 @@ pub async fn forward(
         address: address.to_owned(),
         detail,
     };
+    if address
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+    {
+        return Err(ForwardError::Wildcard {
+            address: address.to_owned(),
+        });
+    }
     let url = format!("http://{address}/callback?{query}");
     let reply = client
         .post(url)

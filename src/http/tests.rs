@@ -975,6 +975,25 @@ async fn a_standby_without_a_reachable_active_daemon_answers_503_and_counts_it()
         standby.callbacks_counted(MEMBER_STATE_CHANGE, "forward_failed"),
         "2"
     );
+
+    // A wildcard address is never relayed to: from here it would be this standby itself.
+    standby.role.send_replace(forward::Role::Standby {
+        active: Some(format!(
+            "0.0.0.0:{}",
+            address(&standby).rsplit(':').next().unwrap()
+        )),
+    });
+    let reply = standby
+        .post_signed(MEMBER_STATE_CHANGE, &online_body(&["alice"]))
+        .await;
+    assert_fail(&reply, 503);
+    assert!(
+        reply.1["ErrorInfo"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach as written"),
+        "{reply:?}"
+    );
     drop(silent);
 }
 

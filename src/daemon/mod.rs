@@ -22,11 +22,13 @@
 
 mod audit;
 mod health;
+mod listener;
 mod round;
 mod schedule;
 mod signals;
 mod standby;
 mod systemd;
+mod timers;
 mod watch;
 
 #[cfg(test)]
@@ -47,12 +49,12 @@ use crate::config::{Config, Endpoint};
 use crate::desired::cache::{DesiredCache, Refresh};
 use crate::engine::{self, Session};
 use crate::error::{Error, exit};
-use crate::http::{CallbackEvent, HttpState, Readiness};
+use crate::http::{CallbackEvent, Readiness};
 use crate::metrics::Metrics;
 use crate::model::UnixTime;
 use crate::state::State;
 use health::Health;
-use systemd::{notify, watchdog_period};
+use systemd::notify;
 use watch::{describe_watch_error, watch_files};
 
 /// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.
@@ -275,7 +277,7 @@ pub async fn run(
     let mut http = None;
     let mut held = None;
     if remote {
-        http = start_listener(
+        http = listener::start_listener(
             &config,
             &metrics,
             &clock,
@@ -311,7 +313,7 @@ pub async fn run(
             || daemon.session.store().describe(),
         );
     }
-    let lease_lost = watch_the_lease(&daemon, &sender);
+    let lease_lost = standby::watch_the_lease(&daemon, &sender);
     let mut watcher = watch_files(
         daemon.desired.root(),
         daemon.session.config.debounce,
@@ -322,7 +324,7 @@ pub async fn run(
         source,
     })?;
     if !remote {
-        http = start_listener(
+        http = listener::start_listener(
             &daemon.session.config,
             &daemon.metrics,
             daemon.session.clock(),
@@ -345,7 +347,7 @@ pub async fn run(
     daemon.report_status();
     tracing::info!(desired = %daemon.desired.root().display(), "marksync is running");
 
-    let mut timers = Timers::new(&daemon.session.config);
+    let mut timers = timers::Timers::new(&daemon.session.config);
     // Checked first too: a SIGTERM during the startup reconcile stops the daemon right after it.
     while !daemon.stop.load(Ordering::SeqCst) {
         // Inputs deferred during the last reconcile form the next round, all together: however
@@ -431,121 +433,6 @@ pub async fn run(
     }
     tracing::info!("marksync stopped");
     Ok(exit::OK)
-}
-
-/// Serves callbacks, `/healthz`, `/readyz` and `/metrics` when the config asks for it; callbacks
-/// become [`Input::Callback`]s on `sender`.
-async fn start_listener(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-    clock: &Arc<dyn Clock>,
-    readiness_rx: tokio::sync::watch::Receiver<Readiness>,
-    role_rx: tokio::sync::watch::Receiver<crate::http::forward::Role>,
-    sender: &mpsc::Sender<Input>,
-) -> Result<Option<crate::http::Listener>, Error> {
-    let Some(http) = config.http.clone() else {
-        return Ok(None);
-    };
-    let (events_tx, mut events_rx) = mpsc::channel::<CallbackEvent>(1024);
-    let state = HttpState {
-        role: role_rx,
-        ..HttpState::new(
-            metrics.clone(),
-            readiness_rx,
-            events_tx,
-            config.sdkappid,
-            clock.clone(),
-        )
-    };
-    let listener = crate::http::start(&http, state).await?;
-    let callbacks = sender.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events_rx.recv().await {
-            if callbacks.send(Input::Callback(event)).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(Some(listener))
-}
-
-/// Watches a remote state's lease while the daemon acts: when it was lost, or is about to end
-/// without renewal (the store stopped answering), no call starts any more (the stop flag every
-/// attempt checks), and the daemon shuts down with an error, so that its supervisor restarts it
-/// as a standby and the daemon that took over acts alone. Returns the flag that says so.
-fn watch_the_lease(
-    daemon: &Daemon,
-    sender: &mpsc::Sender<Input>,
-) -> Arc<std::sync::atomic::AtomicBool> {
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let Some(lock) = daemon
-        .lock
-        .as_ref()
-        .filter(|l| l.lease_deadline().is_some())
-    else {
-        return lost;
-    };
-    // Weak: the daemon's own reference is the one that releases the lock, while the runtime
-    // still runs (a lock dropped at the runtime's shutdown could not reach the store).
-    let lock = Arc::downgrade(lock);
-    let margin = engine::lease_margin(&daemon.session.config);
-    let (stop, sender, flag) = (daemon.stop.clone(), sender.clone(), lost.clone());
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let Some(lock) = lock.upgrade() else { return };
-            let ending = lock
-                .lease_deadline()
-                .is_some_and(|d| d.saturating_duration_since(tokio::time::Instant::now()) < margin);
-            if lock.lost() || ending {
-                stop.store(true, Ordering::SeqCst);
-                flag.store(true, Ordering::SeqCst);
-                tracing::error!(
-                    "the state's lease {}: no call starts any more; stopping so that a standby acts",
-                    if lock.lost() {
-                        "was lost"
-                    } else {
-                        "is about to end without renewal"
-                    }
-                );
-                let _ = sender.send(Input::Shutdown).await;
-                return;
-            }
-        }
-    });
-    lost
-}
-
-/// The periodic inputs: retry pending, reassert, refresh, watchdog.
-struct Timers {
-    retry: tokio::time::Interval,
-    reassert: tokio::time::Interval,
-    refresh: Option<tokio::time::Interval>,
-    watchdog: tokio::time::Interval,
-}
-
-impl Timers {
-    fn new(config: &Config) -> Timers {
-        Timers {
-            retry: interval(config.retry_pending_every),
-            reassert: interval(config.reassert_every),
-            refresh: config.refresh_every.map(interval),
-            watchdog: interval(watchdog_period()),
-        }
-    }
-
-    /// Restarts the timers whose period a reload changed.
-    fn follow(&mut self, config: &Config) {
-        if self.retry.period() != config.retry_pending_every {
-            self.retry = interval(config.retry_pending_every);
-        }
-        if self.reassert.period() != config.reassert_every {
-            self.reassert = interval(config.reassert_every);
-        }
-        if self.refresh.as_ref().map(|i| i.period()) != config.refresh_every {
-            self.refresh = config.refresh_every.map(interval);
-        }
-    }
 }
 
 impl Daemon {

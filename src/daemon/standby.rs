@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use super::Input;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use super::systemd::{notify, watchdog_period};
+use super::{Daemon, Input};
 use crate::config::Config;
 use crate::engine;
 use crate::error::Error;
@@ -114,4 +117,51 @@ pub(super) async fn lead(
             },
         }
     }
+}
+
+/// Watches a remote state's lease while the daemon acts: when it was lost, or is about to end
+/// without renewal (the store stopped answering), no call starts any more (the stop flag every
+/// attempt checks), and the daemon shuts down with an error, so that its supervisor restarts it
+/// as a standby and the daemon that took over acts alone. Returns the flag that says so.
+pub(super) fn watch_the_lease(
+    daemon: &Daemon,
+    sender: &mpsc::Sender<Input>,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Some(lock) = daemon
+        .lock
+        .as_ref()
+        .filter(|l| l.lease_deadline().is_some())
+    else {
+        return lost;
+    };
+    // Weak: the daemon's own reference is the one that releases the lock, while the runtime
+    // still runs (a lock dropped at the runtime's shutdown could not reach the store).
+    let lock = Arc::downgrade(lock);
+    let margin = engine::lease_margin(&daemon.session.config);
+    let (stop, sender, flag) = (daemon.stop.clone(), sender.clone(), lost.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some(lock) = lock.upgrade() else { return };
+            let ending = lock
+                .lease_deadline()
+                .is_some_and(|d| d.saturating_duration_since(tokio::time::Instant::now()) < margin);
+            if lock.lost() || ending {
+                stop.store(true, Ordering::SeqCst);
+                flag.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    "the state's lease {}: no call starts any more; stopping so that a standby acts",
+                    if lock.lost() {
+                        "was lost"
+                    } else {
+                        "is about to end without renewal"
+                    }
+                );
+                let _ = sender.send(Input::Shutdown).await;
+                return;
+            }
+        }
+    });
+    lost
 }

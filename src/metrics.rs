@@ -211,8 +211,6 @@ pub struct Metrics {
     managed: Gauge,
     /// `marksync_leader`.
     leader: Gauge,
-    /// Whether this process has stood by (for the `takeover` notification).
-    stood_by: std::sync::atomic::AtomicBool,
     /// `marksync_pending_marks`.
     pending: Gauge,
     /// `marksync_mark500_earliest_expiry_timestamp_seconds`.
@@ -395,7 +393,6 @@ impl Metrics {
             reconciles,
             managed,
             leader,
-            stood_by: std::sync::atomic::AtomicBool::new(false),
             pending,
             mark500_expiry,
             desired_errors,
@@ -574,16 +571,7 @@ impl Metrics {
 
     /// Sets whether this daemon is the active one (`marksync_leader`).
     pub fn set_leader(&self, active: bool) {
-        if !active {
-            self.stood_by
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         self.leader.set(i64::from(active));
-    }
-
-    /// Whether this process has stood by (`set_leader(false)`) at some point.
-    pub fn was_standby(&self) -> bool {
-        self.stood_by.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sets how many (member, mark) pairs the state holds as confirmed.

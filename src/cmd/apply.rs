@@ -113,15 +113,17 @@ pub async fn apply_until(
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
     let mut session = Session::open(config.clone(), clock)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        // A signal while waiting for the lock (`--lock-timeout`) ends the wait: nothing was
-        // read or sent yet.
-        tokio::select! {
-            held = session.lock("apply", false, opts.lock_timeout) => Some(held?),
-            signal = first_signal(&mut interrupts) => return Ok(interrupted_waiting(signal)),
-        }
+    let _lock = match lock_unless_dry(
+        &session,
+        "apply",
+        opts.dry_run,
+        opts.lock_timeout,
+        &mut interrupts,
+    )
+    .await?
+    {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
     };
     let code = apply_in(&mut session, opts, &mut interrupts).await;
     session.disconnect().await;

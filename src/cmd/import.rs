@@ -60,13 +60,17 @@ pub async fn import_until(
     mut interrupts: watch::Receiver<Option<Interrupt>>,
 ) -> Result<u8, Error> {
     let mut session = Session::open(config.clone(), clock)?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        tokio::select! {
-            held = session.lock("import", false, opts.lock_timeout) => Some(held?),
-            signal = first_signal(&mut interrupts) => return Ok(interrupted_waiting(signal)),
-        }
+    let _lock = match lock_unless_dry(
+        &session,
+        "import",
+        opts.dry_run,
+        opts.lock_timeout,
+        &mut interrupts,
+    )
+    .await?
+    {
+        Ok(lock) => lock,
+        Err(code) => return Ok(code),
     };
     let (desired, mut st) = session.load().await?;
     let r = refresh_or_stop(&mut session, &desired, &mut st, &mut interrupts, "Import").await;

@@ -45,9 +45,27 @@ impl Interrupt {
     }
 }
 
+/// Takes the state's lock for `command` (none in a dry run), waiting up to `wait`
+/// (`--lock-timeout`). A signal during the wait ends it: `Err(exit code)`, nothing read or sent.
+pub(super) async fn lock_unless_dry(
+    session: &crate::engine::Session,
+    command: &str,
+    dry_run: bool,
+    wait: std::time::Duration,
+    interrupts: &mut watch::Receiver<Option<Interrupt>>,
+) -> Result<Result<Option<Box<dyn crate::state::StoreLock>>, u8>, Error> {
+    if dry_run {
+        return Ok(Ok(None));
+    }
+    tokio::select! {
+        held = session.lock(command, false, wait) => Ok(Ok(Some(held?))),
+        signal = first_signal(interrupts) => Ok(Err(interrupted_waiting(signal))),
+    }
+}
+
 /// Says that `signal` ended a wait for the state's lock (nothing was read or sent) and returns
 /// its exit code.
-pub(super) fn interrupted_waiting(signal: Interrupt) -> u8 {
+fn interrupted_waiting(signal: Interrupt) -> u8 {
     let _ = writeln!(
         anstream::stderr(),
         "{}: stopped while waiting for the state's lock; nothing was sent and the state was not changed",

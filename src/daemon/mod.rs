@@ -276,6 +276,7 @@ pub async fn run(
     let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
     let mut http = None;
     let mut held = None;
+    let mut stood_by = false;
     if remote {
         http = listener::start_listener(
             &config,
@@ -297,15 +298,16 @@ pub async fn run(
         )
         .await?
         {
-            standby::Lead::Taken(lock) => held = Some(lock),
+            standby::Lead::Taken { lock, took_over } => {
+                held = Some(lock);
+                stood_by = took_over;
+            }
             standby::Lead::Stopped => return Ok(exit::OK),
         }
         role.send_replace(crate::http::forward::Role::Active);
     }
-    // Stood by first (`marksync_leader` was 0): the lock was taken over from another daemon.
-    let took_over = held.is_some() && metrics.was_standby();
     let mut daemon = Daemon::start(config_path, opts, clock, metrics, readiness, held).await?;
-    if took_over {
+    if stood_by {
         daemon.notifier.condition(
             crate::config::notify::Event::Takeover,
             true,

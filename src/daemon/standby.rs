@@ -25,8 +25,14 @@ use crate::state::{self, LockHolder, StateError, StateStore, StoreLock};
 
 /// What waiting for the lock came to.
 pub(super) enum Lead {
-    /// This daemon holds the lock: it acts.
-    Taken(Box<dyn StoreLock>),
+    /// This daemon holds the lock: it acts. `took_over`: it stood by first, and took the lock
+    /// over from a daemon that stopped renewing it.
+    Taken {
+        /// The lock.
+        lock: Box<dyn StoreLock>,
+        /// Whether it stood by first.
+        took_over: bool,
+    },
     /// A signal came while standing by: exit.
     Stopped,
 }
@@ -48,7 +54,12 @@ pub(super) async fn lead(
         request.address = Some(a.to_string());
     }
     let holder = match store.lock(&request).await {
-        Ok(held) => return Ok(Lead::Taken(held)),
+        Ok(lock) => {
+            return Ok(Lead::Taken {
+                lock,
+                took_over: false,
+            });
+        }
         Err(StateError::HeldBy { holder, .. }) => holder,
         Err(e) => return Err(e.into()),
     };
@@ -102,7 +113,7 @@ pub(super) async fn lead(
             done = &mut pending => match done {
                 Ok(Ok(held)) => {
                     tracing::warn!("standby: took over the state's lock; this daemon now acts");
-                    return Ok(Lead::Taken(held));
+                    return Ok(Lead::Taken { lock: held, took_over: true });
                 }
                 Ok(Err(StateError::HeldBy { holder, .. })) => {
                     publish(&holder);

@@ -97,6 +97,9 @@ pub enum Error {
     /// `state show`/`state rm` named what the state does not record.
     #[error(transparent)]
     NotInState(#[from] crate::state::inspect::NotInState),
+    /// `run --advertise` cannot be used with this config (already phrased).
+    #[error("--advertise: {0}")]
+    Advertise(String),
     /// `apply` on a terminal was not approved with `yes`: nothing sent.
     #[error("Apply cancelled.")]
     Cancelled,
@@ -148,6 +151,7 @@ impl Error {
             Error::SavedPlan(_) => "saved_plan",
             Error::StalePlan { reason, .. } => reason.metric_label(),
             Error::Cancelled => "cancelled",
+            Error::Advertise(_) => "advertise",
             Error::NotInState(_) => "not_in_state",
         }
     }

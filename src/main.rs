@@ -157,6 +157,11 @@ enum Command {
         /// it, exit 5).
         #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0s")]
         lock_timeout: std::time::Duration,
+        /// With the state in an object store: the address standby daemons relay callbacks to,
+        /// recorded in the lock (an IP or DNS name as peers reach this daemon; without a port,
+        /// the listener's). Needed when `http.listen` binds all interfaces, as in a pod.
+        #[arg(long, env = "MARKSYNC_ADVERTISE", value_name = "HOST[:PORT]")]
+        advertise: Option<marksync::http::advertise::Advertise>,
     },
     /// Run the local API emulator on a loopback address.
     Emulator {
@@ -506,12 +511,14 @@ fn main() -> ExitCode {
             dry_run,
             allow_mass_clear,
             lock_timeout,
+            advertise,
         } => marksync::daemon::main(
             &config,
             marksync::daemon::RunOptions {
                 dry_run,
                 allow_mass_clear,
                 lock_timeout,
+                advertise,
             },
         ),
     };

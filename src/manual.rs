@@ -56,12 +56,19 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "Colour even when the output is not a terminal.",
     ),
     (
+        "MARKSYNC_ADVERTISE",
+        "marksync run --advertise: the address (HOST or HOST:PORT) standby daemons relay \
+         callbacks to, when the state is in an object store and http.listen binds all \
+         interfaces (a pod's IP, from the downward API).",
+    ),
+    (
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, \
-         AWS_ENDPOINT_URL, AWS_ALLOW_HTTP",
-        "For a state in an object store (state: s3://BUCKET/KEY): the credentials, region and \
-         endpoint (AWS_ALLOW_HTTP=true for a plain-http endpoint such as a local S3 server). \
-         gs:// and az:// states read their platforms' standard variables. Credentials are \
-         never printed.",
+         AWS_ENDPOINT_URL, AWS_ALLOW_HTTP, AWS_ROLE_ARN, AWS_WEB_IDENTITY_TOKEN_FILE, \
+         AWS_ENDPOINT_URL_STS",
+        "For a state in an object store (state: s3://BUCKET/KEY): the credentials (static keys, \
+         or a web identity token exchanged for AWS_ROLE_ARN's), region and endpoint \
+         (AWS_ALLOW_HTTP=true for a plain-http endpoint such as a local S3 server). gs:// and \
+         az:// states read their platforms' standard variables. Credentials are never printed.",
     ),
     (
         "NOTIFY_SOCKET, WATCHDOG_USEC",

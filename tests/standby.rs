@@ -236,3 +236,127 @@ fn a_daemon_cut_off_from_the_store_steps_down_and_one_of_two_standbys_takes_over
         Some(0)
     );
 }
+
+/// In a pod, `http.listen` binds all interfaces, which is no address a peer can use: the active
+/// daemon is told the one its peers reach (`--advertise`, here from the environment as the
+/// Kubernetes manifest sets it, without a port: the bound one), records it in the lock, and the
+/// standby relays a callback there. A standby on all interfaces without it warns that nobody
+/// could relay to it.
+#[test]
+fn a_standby_relays_callbacks_to_the_address_the_active_daemon_advertises() {
+    let Some(s3) = common::s3::s3() else { return };
+    let emu = StandaloneEmulator::start();
+    let url = s3.url("advertise/state.json");
+    let first = marks(&[("@TGS#AD", "host", &[1000])]);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wildcard = |dir: &Path| {
+        let mut c = config(&emu.endpoint());
+        c.insert("state", url.clone());
+        c.insert("lock_ttl", "10s".into());
+        c.insert(
+            "http",
+            "{ listen: 0.0.0.0:0, allow_unsigned_callbacks: true }".into(),
+        );
+        let path = write_config(dir, &c);
+        common::write_atomic(&dir.join("marks/all.yaml"), &common::yaml(&first));
+        path
+    };
+    let (config_a, config_b) = (wildcard(dir_a.path()), wildcard(dir_b.path()));
+    let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), |c| {
+        s3.apply_env(c);
+        c.env("MARKSYNC_ADVERTISE", "127.0.0.1");
+    });
+    a.wait_ready();
+    assert_eq!(a.metric("marksync_leader"), 1.0);
+    assert!(
+        !a.proc.stderr().contains("no --advertise"),
+        "{}",
+        a.proc.stderr()
+    );
+    let mut b = Daemon::spawn(&config_b, dir_b.path().join("b.log"), |c| {
+        s3.apply_env(c);
+        c.env_remove("MARKSYNC_ADVERTISE");
+    });
+    b.wait_ready();
+    assert!(b.get("/readyz").1.starts_with("standby: "));
+    b.wait_stderr("no --advertise address is set");
+
+    let event = serde_json::json!({
+        "CallbackCommand": "Group.CallbackOnMemberStateChange",
+        "GroupId": "@TGS#AD", "Type": "AVChatRoom", "EventType": "Online",
+        "EventCause": "Join", "MemberList": [{"Member_Account": "host"}],
+    });
+    let (status, reply) = common::http(
+        b.addr().unwrap(),
+        "POST",
+        &format!(
+            "/callback?SdkAppid={}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json",
+            common::APP
+        ),
+        Some(&event),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "relayed to the advertised address: {reply}");
+    let accepted =
+        "marksync_callbacks_total{command=\"Group.CallbackOnMemberStateChange\",outcome=";
+    assert_eq!(
+        common::daemon::metric(&a.metrics(), &format!("{accepted}\"accepted\"}}")),
+        Some(1.0),
+        "the active daemon took it"
+    );
+    for d in [&a, &b] {
+        d.proc.signal("TERM");
+    }
+    assert_eq!(a.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(b.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
+
+/// `--advertise` where it means nothing, or with an address no peer can use, is refused at start
+/// (exit 1, saying why), never ignored.
+#[test]
+fn an_advertised_address_that_cannot_work_is_refused_at_start() {
+    let emu = StandaloneEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&emu.endpoint());
+    let file_state = write_config(dir.path(), &c);
+    let refused = |config: &Path, args: &[&str], env: Option<&str>, says: &str| {
+        let mut cmd = common::cli::marksync_command();
+        cmd.arg("-c").arg(config).arg("run").args(args);
+        match env {
+            Some(v) => cmd.env("MARKSYNC_ADVERTISE", v),
+            None => cmd.env_remove("MARKSYNC_ADVERTISE"),
+        };
+        let out = common::cli::run_bounded(&mut cmd, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} {env:?}: {stderr}");
+    };
+    refused(
+        &file_state,
+        &["--advertise", "0.0.0.0"],
+        None,
+        "wildcard address",
+    );
+    refused(
+        &file_state,
+        &[],
+        Some("$(POD_IP)"),
+        "is not HOST or HOST:PORT",
+    );
+    refused(&file_state, &["--advertise", "10.0.3.7:0"], None, "port 0");
+    refused(
+        &file_state,
+        &[],
+        Some("10.0.3.7"),
+        "the state is a local file",
+    );
+    c.remove("http");
+    c.insert("state", "s3://bucket/state.json".into());
+    let no_listener = write_config(dir.path(), &c);
+    refused(
+        &no_listener,
+        &["--advertise", "10.0.3.7"],
+        None,
+        "no `http.listen`",
+    );
+}

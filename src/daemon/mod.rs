@@ -129,6 +129,35 @@ pub struct RunOptions {
     pub lock_timeout: std::time::Duration,
     /// Let plans through the mass-clear guard.
     pub allow_mass_clear: bool,
+    /// Where standby daemons relay callbacks to (`--advertise`), when not the bound address.
+    pub advertise: Option<crate::http::advertise::Advertise>,
+}
+
+/// Refuses `--advertise` where it would mean nothing: without a listener, or with a local state
+/// (no other daemon can share it, so none relays to this one). Warns when standbys could not
+/// reach this daemon: a listener on all interfaces and no advertised address.
+fn check_advertise(config: &Config, opts: &RunOptions) -> Result<(), Error> {
+    let remote = matches!(config.state, crate::state::Location::Object(_));
+    match (&opts.advertise, &config.http) {
+        (Some(_), None) => Err(Error::Advertise(
+            "the config has no `http.listen`: this daemon takes no callbacks to relay".into(),
+        )),
+        (Some(_), Some(_)) if !remote => Err(Error::Advertise(
+            "the state is a local file: no standby daemon shares it; remove --advertise \
+             (MARKSYNC_ADVERTISE), or keep the state in an object store"
+                .into(),
+        )),
+        (None, Some(http)) if remote && http.listen.ip().is_unspecified() => {
+            tracing::warn!(
+                "http.listen {} binds all interfaces, and no --advertise address is set: \
+                 standby daemons cannot relay callbacks to this one; set --advertise \
+                 (MARKSYNC_ADVERTISE) to the address they reach it at",
+                http.listen
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What a batch of inputs asks for ([`Daemon::absorb`]).
@@ -274,6 +303,7 @@ pub async fn run(
     // its listener up (`/readyz` says `standby`, callbacks go to the active daemon). A local
     // state's lock is taken first, as always: a second daemon exits 5 before binding a port.
     let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
+    check_advertise(&config, &opts)?;
     let mut http = None;
     let mut held = None;
     let mut stood_by = false;
@@ -291,7 +321,11 @@ pub async fn run(
             &config,
             opts.lock_timeout,
             &metrics,
-            http.as_ref().map(|l: &crate::http::Listener| l.addr),
+            http.as_ref()
+                .map(|l: &crate::http::Listener| match &opts.advertise {
+                    Some(a) => a.address(l.addr),
+                    None => l.addr.to_string(),
+                }),
             &readiness,
             &role,
             &mut inputs,

@@ -5,7 +5,6 @@
 //! systemd's watchdog fed, and tries for the lock again and again. The store's lock takes over a
 //! holder only after seeing its lock unchanged for `lock_ttl` on this process's clock.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -37,22 +36,21 @@ pub(super) enum Lead {
     Stopped,
 }
 
-/// Takes the state's lock, standing by while another daemon holds it. `address` is where this
-/// daemon's listener is bound (recorded in the lock, so a standby can relay callbacks here).
+/// Takes the state's lock, standing by while another daemon holds it. `address` is where peers
+/// reach this daemon's listener (`--advertise`, else the bound address), recorded in the lock so
+/// that a standby can relay callbacks here.
 pub(super) async fn lead(
     config: &Config,
     lock_timeout: std::time::Duration,
     metrics: &Metrics,
-    address: Option<SocketAddr>,
+    address: Option<String>,
     readiness: &watch::Sender<Readiness>,
     role: &watch::Sender<Role>,
     inputs: &mut mpsc::Receiver<Input>,
 ) -> Result<Lead, Error> {
     let store = state::open(config)?;
     let mut request = engine::lock_request(config, "run", true, lock_timeout);
-    if let Some(a) = address {
-        request.address = Some(a.to_string());
-    }
+    request.address = address;
     let holder = match store.lock(&request).await {
         Ok(lock) => {
             return Ok(Lead::Taken {

@@ -63,6 +63,7 @@ use crate::model::{Account, GroupId, UnixTime};
 use crate::tim::callback::{self, CallbackQuery, CallbackReplyBody, Parsed, Presence};
 pub use crate::tim::callback::{CallbackEvent, MemberEvent};
 
+pub mod advertise;
 pub mod forward;
 pub mod logging;
 pub mod replay;

@@ -90,10 +90,12 @@ pub const RECONCILE_OUTCOMES: &[&str] = &["ok", "partial", "failed", "refused", 
 /// body), `too_large` (body over the limit), `replayed` (a `(Sign, RequestTime)` accepted
 /// before), `replay_capacity` (too many signed callbacks within the window), `ignored`
 /// (answered OK, nothing to do), `forwarded` (a standby relayed it to the active daemon, which
-/// answered), `forward_failed` (a standby could not relay it).
+/// answered), `forward_failed` (a standby could not relay it), `forward_loop` (relayed by a
+/// standby to another standby, which never relays it again).
 pub const CALLBACK_OUTCOMES: &[&str] = &[
     "forwarded",
     "forward_failed",
+    "forward_loop",
     "accepted",
     "rejected_sign",
     "rejected_time",
@@ -109,6 +111,7 @@ pub const CALLBACK_OUTCOMES: &[&str] = &[
 /// `replay_capacity` (too many signed callbacks within the window to remember another).
 pub const CALLBACK_REFUSAL_REASONS: &[&str] = &[
     "forward_failed",
+    "forward_loop",
     "rejected_sign",
     "rejected_time",
     "rejected_app",

@@ -15,6 +15,12 @@ use axum::http::StatusCode;
 /// (reference section 5), and the standby has spent some of that already.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// The header a standby adds to a callback it relays. A daemon that receives a relayed
+/// callback while standing by refuses it instead of relaying it again: the recorded address of
+/// the active daemon reached a standby (two daemons advertising one address, or a dead pod's IP
+/// given to another replica), and relaying on would loop until the time runs out.
+pub const RELAYED_HEADER: &str = "x-marksync-relayed";
+
 /// Where callbacks go: this daemon acts on them, or relays them to the active one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Role {
@@ -44,6 +50,12 @@ pub enum ForwardError {
         /// The recorded address.
         address: String,
     },
+    /// This standby was sent a callback that another standby relayed: the address recorded
+    /// for the active daemon reaches a standby.
+    #[error(
+        "a standby relayed this callback to this daemon, which is a standby too: the active daemon's recorded address reaches a standby; give each daemon its own --advertise address (or http.listen)"
+    )]
+    Loop,
     /// The active daemon did not answer in time, or refused the connection.
     #[error("the active daemon at {address} did not answer: {detail}")]
     Unreachable {
@@ -78,6 +90,7 @@ pub async fn forward(
     let reply = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(RELAYED_HEADER, "1")
         .body(body)
         .timeout(FORWARD_TIMEOUT)
         .send()

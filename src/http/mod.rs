@@ -530,10 +530,12 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
 async fn relay(
     s: &HttpState,
     active: Option<String>,
+    relayed: bool,
     raw_query: &str,
     body: Bytes,
 ) -> Result<Handled, Refusal> {
     let result = match active {
+        _ if relayed => Err(forward::ForwardError::Loop),
         None => Err(forward::ForwardError::NoActive),
         Some(address) => forward::forward(&s.relay, &address, raw_query, body).await,
     };
@@ -541,7 +543,10 @@ async fn relay(
         Ok((status, body)) => Ok(Handled::Relayed(status, body)),
         Err(e) => Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "forward_failed",
+            match e {
+                forward::ForwardError::Loop => "forward_loop",
+                _ => "forward_failed",
+            },
             e.to_string(),
         )),
     }
@@ -677,6 +682,7 @@ async fn handle_callback(
             }
         }
     }
+    let relayed = request.headers().contains_key(forward::RELAYED_HEADER);
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &()))
         .await
     {
@@ -711,7 +717,7 @@ async fn handle_callback(
         forward::Role::Standby { active } => Some(active.clone()),
     };
     if let Some(active) = standby {
-        return relay(s, active, raw_query, body).await;
+        return relay(s, active, relayed, raw_query, body).await;
     }
     let change = match callback::parse(command, &body) {
         Ok(Parsed::Presence(change)) => change,

@@ -1020,3 +1020,45 @@ async fn a_standby_is_ready_while_its_desired_files_load_and_says_so() {
     });
     assert_eq!(s.get("/readyz").await.status().as_u16(), 503);
 }
+
+/// A standby's recorded active address can reach a standby: the same address advertised by two
+/// daemons, or a dead active pod's IP given to a new replica. Relayed once, a callback is never
+/// relayed again: the standby it reaches answers 503 at once, saying why, instead of passing it
+/// on in a loop until the time runs out.
+#[tokio::test]
+async fn a_relayed_callback_that_reaches_a_standby_is_not_relayed_again() {
+    let mut first = Server::signed().await;
+    let mut second = Server::signed().await;
+    // `second` points at itself; `first` relays to `second`.
+    second.role.send_replace(forward::Role::Standby {
+        active: Some(address(&second)),
+    });
+    first.role.send_replace(forward::Role::Standby {
+        active: Some(address(&second)),
+    });
+    for s in [&first, &second] {
+        let started = std::time::Instant::now();
+        let reply = s
+            .post_signed(MEMBER_STATE_CHANGE, &online_body(&["alice"]))
+            .await;
+        assert_eq!(reply.0, 503, "{reply:?}");
+        assert!(
+            started.elapsed() < forward::FORWARD_TIMEOUT,
+            "answered at once, not at the relay's timeout"
+        );
+        assert!(
+            reply.1["ErrorInfo"]
+                .as_str()
+                .unwrap()
+                .contains("reaches a standby"),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(
+        second.callbacks_counted(MEMBER_STATE_CHANGE, "forward_loop"),
+        "2",
+        "the relayed copies were refused where they arrived"
+    );
+    first.assert_no_event();
+    second.assert_no_event();
+}

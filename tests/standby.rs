@@ -360,3 +360,61 @@ fn an_advertised_address_that_cannot_work_is_refused_at_start() {
         "no `http.listen`",
     );
 }
+
+/// A standby's readiness follows its desired files as they change (git-sync swaps a checkout in
+/// while it stands by): broken at start, it is not ready; fixed, it turns ready (a rolling update
+/// waits for that); broken again, it says so. It still sends nothing.
+#[test]
+fn a_standby_follows_its_desired_files_while_it_waits() {
+    let Some(s3) = common::s3::s3() else { return };
+    let emu = StandaloneEmulator::start();
+    let url = s3.url("standby-files/state.json");
+    let first = marks(&[("@TGS#SF", "host", &[1000])]);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config_a = setup(dir_a.path(), &emu, &url, &first);
+    let config_b = setup(dir_b.path(), &emu, &url, &first);
+    let hook = common::receiver::Receiver::answering(200, "");
+    let env = |c: &mut std::process::Command| {
+        s3.apply_env(c);
+        c.env("MARKSYNC_TEST_HOOK", hook.url());
+    };
+    let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), env);
+    a.wait_ready();
+    let broken = dir_b.path().join("marks/all.yaml");
+    common::write_atomic(&broken, "groups: [not a map\n");
+    let mut b = Daemon::spawn(&config_b, dir_b.path().join("b.log"), env);
+    b.wait_listening();
+    let readyz = |d: &Daemon| d.get("/readyz");
+    poll(
+        "the standby to say it stands by",
+        Duration::from_secs(30),
+        || (readyz(&b).1.contains("standby")).then_some(()),
+    );
+    let (status, body) = readyz(&b);
+    assert_ne!(status, 200, "broken files: not ready: {body}");
+    assert!(body.contains("not ready to take over"), "{body}");
+    assert!(body.contains("all.yaml at line 1"), "where, not what: {body}");
+
+    common::write_atomic(&broken, &common::yaml(&first));
+    poll("the standby to turn ready", Duration::from_secs(30), || {
+        (readyz(&b).0 == 200).then_some(())
+    });
+    assert!(readyz(&b).1.starts_with("standby: "), "{:?}", readyz(&b));
+
+    common::write_atomic(&broken, "groups: [not a map\n");
+    poll(
+        "the standby to turn unready",
+        Duration::from_secs(30),
+        || (readyz(&b).0 != 200).then_some(()),
+    );
+    assert_eq!(
+        common::daemon::metric(&b.metrics(), "marksync_calls_total").unwrap_or(0.0),
+        0.0,
+        "a standby sends no call"
+    );
+    for d in [&a, &b] {
+        d.proc.signal("TERM");
+    }
+    assert_eq!(a.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    assert_eq!(b.proc.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}

@@ -291,6 +291,8 @@ pub async fn run(
     let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
     check_advertise(&config, &opts)?;
     let mut http = None;
+    // A standby watches its desired files too; the daemon keeps that watch when it takes over.
+    let mut watcher = None;
     let mut held = None;
     let mut stood_by = false;
     if remote {
@@ -303,21 +305,28 @@ pub async fn run(
             &sender,
         )
         .await?;
-        match standby::lead(
-            &config,
-            opts.lock_timeout,
-            &metrics,
-            http.as_ref()
-                .map(|l: &crate::http::Listener| match &opts.advertise {
-                    Some(a) => a.address(l.addr),
-                    None => l.addr.to_string(),
-                }),
-            &readiness,
-            &role,
-            &mut inputs,
-        )
-        .await?
-        {
+        let address = http
+            .as_ref()
+            .map(|l: &crate::http::Listener| match &opts.advertise {
+                Some(a) => a.address(l.addr),
+                None => l.addr.to_string(),
+            });
+        let files = watcher.insert(
+            watch_files(&config.desired, config.debounce, sender.clone()).map_err(|source| {
+                Error::Watch {
+                    root: config.desired.clone(),
+                    source,
+                }
+            })?,
+        );
+        let waiting = standby::Waiting {
+            readiness: &readiness,
+            role: &role,
+            files,
+            sender: &sender,
+            inputs: &mut inputs,
+        };
+        match standby::lead(&config, opts.lock_timeout, &metrics, address, waiting).await? {
             standby::Lead::Taken { lock, took_over } => {
                 held = Some(lock);
                 stood_by = took_over;
@@ -336,15 +345,18 @@ pub async fn run(
         );
     }
     let lease_lost = standby::watch_the_lease(&daemon, &sender);
-    let mut watcher = watch_files(
-        daemon.desired.root(),
-        daemon.session.config.debounce,
-        sender.clone(),
-    )
-    .map_err(|source| Error::Watch {
-        root: daemon.desired.root().to_path_buf(),
-        source,
-    })?;
+    let mut watcher = match watcher {
+        Some(w) => w,
+        None => watch_files(
+            daemon.desired.root(),
+            daemon.session.config.debounce,
+            sender.clone(),
+        )
+        .map_err(|source| Error::Watch {
+            root: daemon.desired.root().to_path_buf(),
+            source,
+        })?,
+    };
     if !remote {
         http = listener::start_listener(
             &daemon.session.config,

@@ -1,7 +1,7 @@
 //! Standby daemons (SPEC 11): `run` on several hosts with one remote state. The daemon that
 //! holds the state's lock acts; the others wait here. A standby makes no round and sends no call:
-//! it reads its desired files once (so `/readyz` says whether they load), answers `/readyz` with
-//! `standby`, relays callbacks to the active daemon (whose address is in the lock), keeps
+//! it reads its desired files at start and whenever they change (so `/readyz` says whether they
+//! load), answers `/readyz` with `standby`, relays callbacks to the active daemon (whose address is in the lock), keeps
 //! systemd's watchdog fed, and tries for the lock again and again. The store's lock takes over a
 //! holder only after seeing its lock unchanged for `lock_ttl` on this process's clock.
 
@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::systemd::{notify, watchdog_period};
+use super::watch::{FileWatch, describe_watch_error, watch_files};
 use super::{Daemon, Input};
 use crate::config::Config;
 use crate::engine;
@@ -36,6 +37,17 @@ pub(super) enum Lead {
     Stopped,
 }
 
+/// What a standby watches and reports while it waits: its readiness and role (for the
+/// listener), its desired files (through `files`, which it restarts when git-sync re-points the
+/// path), and its inputs.
+pub(super) struct Waiting<'a> {
+    pub(super) readiness: &'a watch::Sender<Readiness>,
+    pub(super) role: &'a watch::Sender<Role>,
+    pub(super) files: &'a mut FileWatch,
+    pub(super) sender: &'a mpsc::Sender<Input>,
+    pub(super) inputs: &'a mut mpsc::Receiver<Input>,
+}
+
 /// Takes the state's lock, standing by while another daemon holds it. `address` is where peers
 /// reach this daemon's listener (`--advertise`, else the bound address), recorded in the lock so
 /// that a standby can relay callbacks here.
@@ -44,10 +56,15 @@ pub(super) async fn lead(
     lock_timeout: std::time::Duration,
     metrics: &Metrics,
     address: Option<String>,
-    readiness: &watch::Sender<Readiness>,
-    role: &watch::Sender<Role>,
-    inputs: &mut mpsc::Receiver<Input>,
+    waiting: Waiting<'_>,
 ) -> Result<Lead, Error> {
+    let Waiting {
+        readiness,
+        role,
+        files,
+        sender,
+        inputs,
+    } = waiting;
     let store = state::open(config)?;
     let mut request = engine::lock_request(config, "run", true, lock_timeout);
     request.address = address;
@@ -62,32 +79,49 @@ pub(super) async fn lead(
         Err(e) => return Err(e.into()),
     };
     metrics.set_leader(false);
-    // Read once: a standby whose desired files do not load is not ready to take over.
-    let desired_ok = match engine::load_desired(config) {
-        Ok(_) => true,
+    // A standby whose desired files do not load is not ready to take over: it reads them now
+    // and again whenever they change, so that its readiness follows them (a rolling update
+    // waits for it). It keeps nothing it read: it reads them again when it takes over.
+    let read_desired = || match engine::load_desired(config) {
+        Ok(_) => None,
         Err(e) => {
             tracing::error!("standby: the desired files do not load: {e}");
-            false
+            Some(match &e {
+                Error::Desired(problems) => problems.location_summary(),
+                other => other.to_string(),
+            })
         }
     };
-    let publish = |holder: &LockHolder| {
+    let mut problems = read_desired();
+    let mut active: Option<LockHolder> = None;
+    let mut publish = |holder: &LockHolder, problems: &Option<String>| {
         let line = format!(
             "`{}` (pid {} on {}) is active",
             holder.command, holder.pid, holder.host
         );
-        tracing::info!("standby: {line}; taking over if its lease runs out");
+        if active.as_ref().is_none_or(|a| a.id != holder.id) {
+            tracing::info!("standby: {line}; taking over if its lease runs out");
+            active = Some(holder.clone());
+        }
         notify(&[sd_notify::NotifyState::Status(&format!("standby: {line}"))]);
         role.send_replace(Role::Standby {
             active: holder.address.clone(),
         });
         readiness.send_replace(Readiness {
-            desired_ok,
+            desired_ok: problems.is_none(),
             last_reconcile_ok: false,
-            detail: String::new(),
+            detail: match problems {
+                None => String::new(),
+                Some(at) => format!(
+                    "standby ({line}), not ready to take over: desired files do not parse: {at} \
+                     (every problem, with its source line, is in the log)"
+                ),
+            },
             standby: Some(line),
         });
     };
-    publish(&holder);
+    publish(&holder, &problems);
+    let mut holder = holder;
     notify(&[sd_notify::NotifyState::Ready]);
     // Each attempt waits long enough to see a dead holder's lock unchanged for `lock_ttl`.
     request.wait = config.lock_ttl * 2;
@@ -98,23 +132,39 @@ pub(super) async fn lead(
     let mut watchdog = tokio::time::interval(watchdog_period());
     loop {
         tokio::select! {
-            input = inputs.recv() => {
-                if matches!(input, Some(Input::Shutdown) | None) {
+            input = inputs.recv() => match input {
+                Some(Input::Shutdown) | None => {
                     pending.abort();
                     tracing::info!("standby: shutting down");
                     return Ok(Lead::Stopped);
                 }
-                // File changes, reloads and timers mean nothing to a standby: it reads the
-                // desired files again when it takes over.
-            }
+                Some(Input::FilesChanged) => {
+                    problems = read_desired();
+                    publish(&holder, &problems);
+                    // git-sync re-pointed the desired path: watch the new checkout.
+                    if files.moved() {
+                        match watch_files(&config.desired, config.debounce, sender.clone()) {
+                            Ok(w) => *files = w,
+                            Err(e) => tracing::error!(
+                                "standby: cannot restart the file watcher; keeping the old one: {}",
+                                describe_watch_error(&e)
+                            ),
+                        }
+                    }
+                }
+                // Reloads, timers and callbacks' rounds mean nothing to a standby: it reads the
+                // config again when it takes over.
+                Some(_) => {}
+            },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
             done = &mut pending => match done {
                 Ok(Ok(held)) => {
                     tracing::warn!("standby: took over the state's lock; this daemon now acts");
                     return Ok(Lead::Taken { lock: held, took_over: true });
                 }
-                Ok(Err(StateError::HeldBy { holder, .. })) => {
-                    publish(&holder);
+                Ok(Err(StateError::HeldBy { holder: now, .. })) => {
+                    holder = now;
+                    publish(&holder, &problems);
                     pending = attempt(store.clone(), request.clone());
                 }
                 Ok(Err(e)) => {

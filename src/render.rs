@@ -487,8 +487,8 @@ pub fn write_json_plan_guarded(
 }
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
-pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::{Outcome, Skip};
+pub fn human_call(report: &crate::outcome::CallReport<'_>) -> String {
+    use crate::outcome::{Outcome, Skip};
     let call = report.call;
     let head = format!("{} {}", call.command.as_str(), call.group);
     let n = call.members.len();
@@ -540,8 +540,8 @@ pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
 }
 
 /// One applied call as a JSON line.
-pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::{Outcome, Skip};
+pub fn json_call(report: &crate::outcome::CallReport<'_>) -> String {
+    use crate::outcome::{Outcome, Skip};
     let call = report.call;
     fn members(list: &[(crate::model::Account, crate::model::MarkSet)]) -> Vec<JsonMember<'_>> {
         list.iter()
@@ -580,7 +580,7 @@ pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
 
 /// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`,
 /// headed `Apply incomplete:` after any failed call (SPEC 6), so the first word tells the truth.
-pub fn apply_line(t: &crate::apply::Totals) -> String {
+pub fn apply_line(t: &crate::outcome::Totals) -> String {
     let head = if t.failed > 0 {
         "Apply incomplete"
     } else {
@@ -591,7 +591,7 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
 
 /// `N set, N cleared, N renewed, N pending (offline), N failed, N API calls`: what an apply
 /// did, for its last line and for the line of an interrupted one.
-pub fn totals(t: &crate::apply::Totals) -> String {
+pub fn totals(t: &crate::outcome::Totals) -> String {
     format!(
         "{} set, {} cleared, {} renewed, {} pending (offline), {} failed, {} API {}",
         t.set,

@@ -274,7 +274,7 @@ fn the_json_plan_gains_drift_only_with_refresh() {
 
 #[test]
 fn apply_json_summary_uses_the_plan_field_names() {
-    let t = crate::apply::Totals {
+    let t = crate::outcome::Totals {
         set: 1,
         cleared: 2,
         renewed: 3,
@@ -344,7 +344,7 @@ fn summary_line_pluralizes() {
 
 #[test]
 fn the_apply_line_says_incomplete_after_any_failed_call() {
-    let mut t = crate::apply::Totals {
+    let mut t = crate::outcome::Totals {
         set: 3,
         calls: 2,
         ..Default::default()
@@ -359,7 +359,7 @@ fn the_apply_line_says_incomplete_after_any_failed_call() {
 
 #[test]
 fn a_call_not_sent_says_why() {
-    use crate::apply::{CallReport, Outcome, Skip};
+    use crate::outcome::{CallReport, Outcome, Skip};
     let call = plan::Call {
         group: g("@TGS#a"),
         command: plan::Command::Set,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::desired::Origin;
-use crate::model::{Account, GroupId, MarkSet, UnixTime};
+use crate::model::{Account, GroupId, MarkSet, UnixTime, age};
 use crate::plan::{Call, Change, ChangeKind, Plan, Summary};
 use crate::refresh::{Classified, Drift, DriftCounts, OverCapacity, UnnameableHolder};
 use crate::state::State;
@@ -289,18 +289,6 @@ pub fn confirmed_ago(secs: i64) -> String {
         "confirmed in the future: clock skew?".into()
     } else {
         format!("confirmed {} ago", age(secs))
-    }
-}
-
-/// An age such as `61h`, `45m` or `30s`: hours are what matters for mark 500's 72 h.
-pub fn age(secs: i64) -> String {
-    let secs = secs.max(0);
-    if secs >= 2 * 3600 {
-        format!("{}h", secs / 3600)
-    } else if secs >= 120 {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
     }
 }
 

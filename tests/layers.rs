@@ -12,11 +12,18 @@ struct Rule {
     why: &'static str,
 }
 
-const RULES: &[Rule] = &[Rule {
-    from: &["src/render.rs", "src/render"],
-    to: "apply",
-    why: "render shows what happened to calls; those types live in `outcome`, below both",
-}];
+const RULES: &[Rule] = &[
+    Rule {
+        from: &["src/render.rs", "src/render"],
+        to: "apply",
+        why: "render shows what happened to calls; those types live in `outcome`, below both",
+    },
+    Rule {
+        from: &["src/saved_plan.rs", "src/saved_plan"],
+        to: "render",
+        why: "a saved plan needs no output shape; ages are formatted in `model`",
+    },
+];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

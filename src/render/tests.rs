@@ -308,15 +308,6 @@ fn a_renewal_confirmed_in_the_future_says_clock_skew_not_0s_ago() {
 }
 
 #[test]
-fn ages_read_in_the_unit_that_matters() {
-    assert_eq!(age(61 * 3600 + 59), "61h");
-    assert_eq!(age(2 * 3600), "2h");
-    assert_eq!(age(119 * 60), "119m");
-    assert_eq!(age(5), "5s");
-    assert_eq!(age(-5), "0s");
-}
-
-#[test]
 fn summary_line_pluralizes() {
     let s = Summary {
         set: 1,

@@ -23,6 +23,11 @@ const RULES: &[Rule] = &[
         to: "render",
         why: "a saved plan needs no output shape; ages are formatted in `model`",
     },
+    Rule {
+        from: &["src/state"],
+        to: "config",
+        why: "state owns its location and store settings; config parses into them",
+    },
 ];
 
 fn root() -> &'static Path {

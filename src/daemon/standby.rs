@@ -48,7 +48,7 @@ pub(super) async fn lead(
     role: &watch::Sender<Role>,
     inputs: &mut mpsc::Receiver<Input>,
 ) -> Result<Lead, Error> {
-    let store = state::open(config)?;
+    let store = state::open(&config.state, config.state_store.as_ref())?;
     let mut request = engine::lock_request(config, "run", true, lock_timeout);
     if let Some(a) = address {
         request.address = Some(a.to_string());

@@ -374,7 +374,7 @@ fn phases(config_path: &Path) {
     let desired =
         marksync::desired::load(&config.desired, config.max_alias_pairs).expect("desired");
     let load_desired = t.elapsed();
-    let store = marksync::state::open(&config).expect("store");
+    let store = marksync::state::open(&config.state, config.state_store.as_ref()).expect("store");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");

@@ -39,78 +39,16 @@ use crate::plan::{Call, Command, Plan};
 use crate::state::{State, StateError, StateStore};
 use crate::tim::client::{CallError, Client, MarkChange};
 
+/// What [`execute`] reports, per call and in total: part of its signature, defined in
+/// [`crate::outcome`] so that the renderer needs no executor.
+pub use crate::outcome::{CallReport, Outcome, Skip, Totals};
+
 /// How many groups have calls in flight at once. The rate limiter sets the pace; this only bounds
 /// the number of waiting tasks and open requests.
 const GROUPS_IN_FLIGHT: usize = 64;
 
 /// The longest the state goes unsaved while results arrive.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-/// What happened to one call.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The service answered; for sets, `pending` lists the members it left out (offline).
-    Done {
-        /// Members and the marks the service confirmed.
-        confirmed: Vec<(Account, MarkSet)>,
-        /// Members and marks that were not applied because the member was offline.
-        pending: Vec<(Account, MarkSet)>,
-    },
-    /// The group no longer exists (10010/10015): its recorded marks are dropped.
-    GroupGone(CallError),
-    /// The call failed after retries.
-    Failed(CallError),
-    /// Not sent, and why.
-    Skipped(Skip),
-}
-
-/// Why a call was not sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// An earlier call found the group gone: nothing is left to do there.
-    GroupGone,
-    /// This run stopped itself: a fatal code, or a state save that failed.
-    Halted,
-    /// The caller stopped the run (a signal, the daemon's shutdown): the next run plans it again.
-    Stopped,
-}
-
-/// One call's report, for the per-call output lines.
-#[derive(Debug)]
-pub struct CallReport<'a> {
-    /// The call as planned.
-    pub call: &'a Call,
-    /// What happened.
-    pub outcome: &'a Outcome,
-    /// How long the call took, retries included (zero when it was not sent).
-    pub elapsed: Duration,
-}
-
-/// The counts of the final `Apply complete:` line (and, serialized, of `apply --json`'s summary
-/// line).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Totals {
-    /// Marks newly confirmed (including reasserted ones).
-    pub set: usize,
-    /// Marks cleared (`clear` in JSON, the plan's name).
-    #[serde(rename = "clear")]
-    pub cleared: usize,
-    /// Marks 500 renewed (`renew` in JSON, the plan's name).
-    #[serde(rename = "renew")]
-    pub renewed: usize,
-    /// Marks not applied because their member was offline.
-    pub pending: usize,
-    /// Marks in calls that failed or were skipped.
-    pub failed: usize,
-    /// Calls sent (not counting retries).
-    pub calls: usize,
-    /// Groups found gone and forgotten.
-    #[serde(skip)]
-    pub groups_gone: usize,
-    /// Marks in calls not sent because the run was stopped (by a fatal error, or from outside).
-    #[serde(skip)]
-    pub skipped: usize,
-}
 
 /// How an apply ended, beyond the counts.
 #[derive(Debug)]

@@ -89,7 +89,7 @@ pub struct Session {
 impl Session {
     /// A session on `config`'s state store; nothing is read and nothing connects yet.
     pub fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Session, Error> {
-        let store = state::open(&config)?;
+        let store = state::open(&config.state, config.state_store.as_ref())?;
         Ok(Session {
             config,
             clock,

@@ -27,6 +27,8 @@
 //! - [`version`]: the version, commit and build date `--version` names.
 //! - [`emulator`]: the local stand-in for the service (`marksync emulator`, `endpoint: embedded`).
 //! - [`apply`]: runs a plan through the client, folds confirmed results into the state.
+//! - [`outcome`]: what happened to each applied call, and the totals (made by `apply`, shown by
+//!   `render`).
 //! - [`refresh`]: reads the live marks, classifies drift (pure), and the refreshed state.
 //! - [`metrics`]: the daemon's Prometheus metrics.
 //! - [`notify`]: notifications to chat webhooks (`notify:`): bodies, once-per-change, delivery.
@@ -55,6 +57,7 @@ pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod outcome;
 pub mod plan;
 pub mod progress;
 pub mod refresh;

@@ -22,6 +22,18 @@ pub const MARK_500_LIFETIME_SECS: i64 = 72 * 3600;
 /// Seconds since the Unix epoch. The pure core receives time as this value; it never reads a clock.
 pub type UnixTime = i64;
 
+/// An age such as `61h`, `45m` or `30s`: hours are what matters for mark 500's 72 h.
+pub fn age(secs: i64) -> String {
+    let secs = secs.max(0);
+    if secs >= 2 * 3600 {
+        format!("{}h", secs / 3600)
+    } else if secs >= 120 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// What the validated string newtypes share: serialized as the plain string without a copy
 /// (state files hold a million of them), `TryFrom<String>` through the type's `check` (which
 /// `serde(try_from)` deserializes through), and `Display` as written.
@@ -445,6 +457,15 @@ pub(crate) mod test_ids {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_in_the_unit_that_matters() {
+        assert_eq!(age(61 * 3600 + 59), "61h");
+        assert_eq!(age(2 * 3600), "2h");
+        assert_eq!(age(119 * 60), "119m");
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(-5), "0s");
+    }
 
     #[test]
     fn marks_follow_the_service_rules() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::desired::Origin;
-use crate::model::{Account, GroupId, MarkSet, UnixTime};
+use crate::model::{Account, GroupId, MarkSet, UnixTime, age};
 use crate::plan::{Call, Change, ChangeKind, Plan, Summary};
 use crate::refresh::{Classified, Drift, DriftCounts, OverCapacity, UnnameableHolder};
 use crate::state::State;
@@ -292,18 +292,6 @@ pub fn confirmed_ago(secs: i64) -> String {
     }
 }
 
-/// An age such as `61h`, `45m` or `30s`: hours are what matters for mark 500's 72 h.
-pub fn age(secs: i64) -> String {
-    let secs = secs.max(0);
-    if secs >= 2 * 3600 {
-        format!("{}h", secs / 3600)
-    } else if secs >= 120 {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
-    }
-}
-
 /// The `plan --json` object. Field names are a contract (SPEC section 6).
 #[derive(Serialize)]
 pub struct JsonPlan<'a> {
@@ -487,8 +475,8 @@ pub fn write_json_plan_guarded(
 }
 
 /// One applied call, for humans: `set @TGS#a: 9 members confirmed, 2 pending (offline)`.
-pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::{Outcome, Skip};
+pub fn human_call(report: &crate::outcome::CallReport<'_>) -> String {
+    use crate::outcome::{Outcome, Skip};
     let call = report.call;
     let head = format!("{} {}", call.command.as_str(), call.group);
     let n = call.members.len();
@@ -540,8 +528,8 @@ pub fn human_call(report: &crate::apply::CallReport<'_>) -> String {
 }
 
 /// One applied call as a JSON line.
-pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
-    use crate::apply::{Outcome, Skip};
+pub fn json_call(report: &crate::outcome::CallReport<'_>) -> String {
+    use crate::outcome::{Outcome, Skip};
     let call = report.call;
     fn members(list: &[(crate::model::Account, crate::model::MarkSet)]) -> Vec<JsonMember<'_>> {
         list.iter()
@@ -580,7 +568,7 @@ pub fn json_call(report: &crate::apply::CallReport<'_>) -> String {
 
 /// `Apply complete: N set, N cleared, N renewed, N pending (offline), N failed, N API calls.`,
 /// headed `Apply incomplete:` after any failed call (SPEC 6), so the first word tells the truth.
-pub fn apply_line(t: &crate::apply::Totals) -> String {
+pub fn apply_line(t: &crate::outcome::Totals) -> String {
     let head = if t.failed > 0 {
         "Apply incomplete"
     } else {
@@ -591,7 +579,7 @@ pub fn apply_line(t: &crate::apply::Totals) -> String {
 
 /// `N set, N cleared, N renewed, N pending (offline), N failed, N API calls`: what an apply
 /// did, for its last line and for the line of an interrupted one.
-pub fn totals(t: &crate::apply::Totals) -> String {
+pub fn totals(t: &crate::outcome::Totals) -> String {
     format!(
         "{} set, {} cleared, {} renewed, {} pending (offline), {} failed, {} API {}",
         t.set,

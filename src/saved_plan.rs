@@ -276,8 +276,8 @@ pub enum Stale {
     #[error(
         "the saved plan is {age} old, older than saved_plan_max_age ({max}); marks may have \
          changed on the service since; nothing was sent.{REDO}.",
-        age = crate::render::age(*age_secs),
-        max = crate::render::age(*max_age_secs)
+        age = crate::model::age(*age_secs),
+        max = crate::model::age(*max_age_secs)
     )]
     TooOld {
         /// The plan's age in seconds.
@@ -288,7 +288,7 @@ pub enum Stale {
     /// The plan says it was made in the future (a clock stepped back, or an edited file).
     #[error(
         "the saved plan was made {} from now by this machine's clock; nothing was sent.{REDO}.",
-        crate::render::age(*ahead_secs)
+        crate::model::age(*ahead_secs)
     )]
     FromTheFuture {
         /// How far ahead.

@@ -198,7 +198,7 @@ impl Env {
         before: impl FnOnce(),
         mut on_call: impl FnMut(&Outcome),
     ) -> Result<Applied, state::StateError> {
-        let store = state::open(&self.config).unwrap();
+        let store = state::open(&self.config.state, self.config.state_store.as_ref()).unwrap();
         let _lock = store
             .lock(&marksync::engine::lock_request(
                 &self.config,
@@ -231,7 +231,7 @@ impl Env {
 
     /// One apply through `apply::execute` (lock, plan, execute), collecting outcomes.
     async fn execute(&self, client: &Client, reassert: bool) -> (Applied, Vec<Outcome>) {
-        let store = state::open(&self.config).unwrap();
+        let store = state::open(&self.config.state, self.config.state_store.as_ref()).unwrap();
         let _lock = store
             .lock(&marksync::engine::lock_request(
                 &self.config,

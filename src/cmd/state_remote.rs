@@ -15,7 +15,7 @@ use crate::state::{self, Generation, LockRequest, StateError, StateStore};
 
 /// The store the config's `state:` names.
 fn open(config: &Config) -> Result<Arc<dyn StateStore>, Error> {
-    Ok(state::open(config)?)
+    Ok(state::open(&config.state, config.state_store.as_ref())?)
 }
 
 fn write_out(bytes: &[u8]) -> Result<(), Error> {

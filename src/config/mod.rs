@@ -16,6 +16,7 @@ use serde_saphyr::Spanned;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::plan::Guard;
 pub use crate::state::Location;
+use crate::state::StoreSettings;
 use crate::tim::endpoint::{Region, backup_endpoint_url, endpoint_url};
 use crate::yaml::{Scalar, Value};
 
@@ -26,7 +27,7 @@ mod state;
 #[cfg(test)]
 use duration::{short, unit_typo};
 pub use fs::{callback_token_permission_warning, load, read_callback_token};
-pub use state::{STATE_URL_SCHEMES, StateStoreSettings};
+pub use state::STATE_URL_SCHEMES;
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub struct Config {
     pub lock_ttl: Duration,
     /// Settings of the object store behind an `s3://` state, when the environment's are not
     /// enough (`state_store:`).
-    pub state_store: Option<StateStoreSettings>,
+    pub state_store: Option<StoreSettings>,
     /// The shared rate limit for all calls.
     pub max_calls_per_second: u32,
     /// Renew mark 500 this long before its 72 h run out.

@@ -6,19 +6,8 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::{Checker, Location};
+use crate::state::StoreSettings;
 use crate::yaml::{Scalar, Value};
-
-/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
-/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateStoreSettings {
-    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
-    pub endpoint: Option<String>,
-    /// The store's region.
-    pub region: Option<String>,
-    /// Allow a plain-http endpoint (a store on this machine or a private network).
-    pub allow_http: bool,
-}
 
 /// The URL schemes of the object stores `state:` takes (SPEC 11).
 pub const STATE_URL_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
@@ -128,9 +117,9 @@ impl Checker<'_> {
     }
 
     /// `state_store: {endpoint, region, allow_http}`.
-    pub(super) fn state_store(&mut self, v: Spanned<Value>) -> Option<StateStoreSettings> {
+    pub(super) fn state_store(&mut self, v: Spanned<Value>) -> Option<StoreSettings> {
         let before = self.errors.len();
-        let mut out = StateStoreSettings::default();
+        let mut out = StoreSettings::default();
         let mut endpoint_at = v.referenced;
         let keys = ["endpoint", "region", "allow_http"];
         for (k, val) in self.map(v, "state_store", &keys)? {

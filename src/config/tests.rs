@@ -589,7 +589,7 @@ fn state_store_settings_are_checked_and_only_taken_for_an_object_state() {
     .unwrap();
     assert_eq!(
         c.state_store,
-        Some(StateStoreSettings {
+        Some(StoreSettings {
             endpoint: Some("https://cos.ap-singapore.myqcloud.com".into()),
             region: Some("ap-singapore".into()),
             allow_http: false,

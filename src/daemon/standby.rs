@@ -65,7 +65,7 @@ pub(super) async fn lead(
         sender,
         inputs,
     } = waiting;
-    let store = state::open(config)?;
+    let store = state::open(&config.state, config.state_store.as_ref())?;
     let mut request = engine::lock_request(config, "run", true, lock_timeout);
     request.address = address;
     let holder = match store.lock(&request).await {

@@ -274,7 +274,7 @@ fn the_json_plan_gains_drift_only_with_refresh() {
 
 #[test]
 fn apply_json_summary_uses_the_plan_field_names() {
-    let t = crate::apply::Totals {
+    let t = crate::outcome::Totals {
         set: 1,
         cleared: 2,
         renewed: 3,
@@ -308,15 +308,6 @@ fn a_renewal_confirmed_in_the_future_says_clock_skew_not_0s_ago() {
 }
 
 #[test]
-fn ages_read_in_the_unit_that_matters() {
-    assert_eq!(age(61 * 3600 + 59), "61h");
-    assert_eq!(age(2 * 3600), "2h");
-    assert_eq!(age(119 * 60), "119m");
-    assert_eq!(age(5), "5s");
-    assert_eq!(age(-5), "0s");
-}
-
-#[test]
 fn summary_line_pluralizes() {
     let s = Summary {
         set: 1,
@@ -344,7 +335,7 @@ fn summary_line_pluralizes() {
 
 #[test]
 fn the_apply_line_says_incomplete_after_any_failed_call() {
-    let mut t = crate::apply::Totals {
+    let mut t = crate::outcome::Totals {
         set: 3,
         calls: 2,
         ..Default::default()
@@ -359,7 +350,7 @@ fn the_apply_line_says_incomplete_after_any_failed_call() {
 
 #[test]
 fn a_call_not_sent_says_why() {
-    use crate::apply::{CallReport, Outcome, Skip};
+    use crate::outcome::{CallReport, Outcome, Skip};
     let call = plan::Call {
         group: g("@TGS#a"),
         command: plan::Command::Set,

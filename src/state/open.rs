@@ -1,20 +1,23 @@
-//! The one place that turns the config's `state:` into a store (SPEC 4, 11).
+//! The one place that turns a state's location into a store (SPEC 4, 11).
 
 use std::sync::Arc;
 
 use super::StateError;
 use super::file::FileStore;
-use super::object::ObjectStore;
+use super::object::{ObjectStore, StoreSettings};
 use super::store::{Location, StateStore};
-use crate::config::Config;
 
-/// The store the config's `state:` names: a [`FileStore`] for a path; for an object store's URL,
-/// the object store (with `state_store:` and `lock_ttl`).
-pub fn open(config: &Config) -> Result<Arc<dyn StateStore>, StateError> {
-    match &config.state {
+/// The store at `location` (the config's `state:`): a [`FileStore`] for a path; for an object
+/// store's URL, the object store, reached with `settings` (the config's `state_store:`) over the
+/// standard environment.
+pub fn open(
+    location: &Location,
+    settings: Option<&StoreSettings>,
+) -> Result<Arc<dyn StateStore>, StateError> {
+    match location {
         Location::File(path) => Ok(Arc::new(FileStore::new(path.clone()))),
         Location::Object(url) => {
-            let settings = config.state_store.clone().unwrap_or_default();
+            let settings = settings.cloned().unwrap_or_default();
             Ok(Arc::new(ObjectStore::open(
                 url,
                 &settings,

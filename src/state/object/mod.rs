@@ -35,9 +35,17 @@ use crate::model::UnixTime;
 
 use journal::{Entry, is_snapshot};
 
-/// Object-store settings from the config (`state_store:`); each one overrides its variable of
-/// the standard environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
-pub use crate::config::StateStoreSettings as StoreSettings;
+/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
+/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
+    pub endpoint: Option<String>,
+    /// The store's region.
+    pub region: Option<String>,
+    /// Allow a plain-http endpoint (a store on this machine or a private network).
+    pub allow_http: bool,
+}
 
 /// The metadata key naming the writer of a journal entry (`x-amz-meta-marksync-writer` on S3).
 const WRITER_META: &str = "marksync-writer";

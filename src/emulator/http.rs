@@ -183,7 +183,7 @@ async fn control_guard(request: axum::extract::Request, next: axum::middleware::
             StatusCode::MISDIRECTED_REQUEST,
             format!(
                 "the control API answers only requests for a loopback host (localhost, 127.0.0.1, [::1]), not {:?}",
-                crate::http::logging::Escaped(host).to_string()
+                crate::log_escape::Escaped(host).to_string()
             ),
         )
         .into_response();

@@ -1165,10 +1165,10 @@ async fn emulator_help_lists_every_control_route_and_each_one_is_served() {
         .collect();
     // Every route of the router, read from its source, is in the help.
     let source = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/http.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/emulator/http/control.rs"),
     )
     .unwrap();
-    let router = &source[source.find("fn router(").unwrap()..];
+    let router = &source[source.find("fn routes(").unwrap()..];
     let router = &router[..router.find("\n}\n").unwrap()];
     let mut routed = Vec::new();
     for chunk in router.split(".route(\"").skip(1) {

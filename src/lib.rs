@@ -10,6 +10,7 @@
 //! - [`diag`]: diagnostics with `path:line:column` and the offending line.
 //! - [`yaml`]: what every YAML reader shares (options, permissive scalars, ordered mappings).
 //! - [`input`]: reading input files safely (regular files only, bounded size).
+//! - [`log_escape`]: values from outside, escaped for a log line.
 //! - [`manual`]: the manual pages of `marksync man`, one per command (pure).
 //! - [`config`]: the config file, checked key by key.
 //! - [`desired`]: desired files -> desired state (pure parsing, parallel loading);
@@ -53,6 +54,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod log_escape;
 pub mod manual;
 pub mod metrics;
 pub mod model;

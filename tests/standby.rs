@@ -393,7 +393,10 @@ fn a_standby_follows_its_desired_files_while_it_waits() {
     let (status, body) = readyz(&b);
     assert_ne!(status, 200, "broken files: not ready: {body}");
     assert!(body.contains("not ready to take over"), "{body}");
-    assert!(body.contains("all.yaml at line 1"), "where, not what: {body}");
+    assert!(
+        body.contains("all.yaml at line 1"),
+        "where, not what: {body}"
+    );
 
     common::write_atomic(&broken, &common::yaml(&first));
     poll("the standby to turn ready", Duration::from_secs(30), || {

@@ -1,5 +1,5 @@
 //! The daemon in this process, against the emulator in this process: what needs the whole loop
-//! (files, the client, the state) but no signals or systemd (those stay in `tests/daemon.rs`).
+//! (files, the client, the state) but no signals or systemd (those stay in `tests/daemon/`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

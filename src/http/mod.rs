@@ -33,7 +33,7 @@
 //!
 //! Refusals are counted by reason (`marksync_callback_refusals_total`) and logged at most once
 //! per [`logging::REFUSAL_LOG_INTERVAL`] with the number not logged; every value from a request
-//! that reaches a log line is [`logging::Escaped`], so a request cannot forge a log line.
+//! that reaches a log line is [`Escaped`], so a request cannot forge a log line.
 //! A listener serving unsigned callbacks beyond loopback (`allow_unsigned_callbacks`) says so on
 //! `/readyz`, ready or not.
 //!
@@ -68,7 +68,7 @@ pub mod forward;
 pub mod logging;
 pub mod replay;
 
-use logging::Escaped;
+use crate::log_escape::Escaped;
 
 /// Callback bodies larger than this are refused with 413. A presence callback lists at most a
 /// few hundred members of 32 bytes each, far below this.

@@ -269,7 +269,10 @@ fn a_change_during_a_reconcile_runs_exactly_one_more() {
     let files = d.reconciles("files");
     let calls = env.calls();
     env.emu()
-        .inject_fault(Fault::always(FaultKind::Latency { ms: 1000 }))
+        // Long enough that both edits below land while the first call is in flight, even on
+        // a loaded machine (at 1 s the second edit sometimes came after the round: one round
+        // more, a false failure).
+        .inject_fault(Fault::always(FaultKind::Latency { ms: 2500 }))
         .unwrap();
     let b2 = marks(&[("@TGS#2B", "alice", &[1002]), ("@TGS#2B", "bob", &[1003])]);
     env.desire("b.yaml", &b2);
@@ -282,7 +285,7 @@ fn a_change_during_a_reconcile_runs_exactly_one_more() {
     std::thread::sleep(Duration::from_millis(250));
     let a2 = marks(&[("@TGS#1A", "teacher", &[1000])]);
     env.desire("a.yaml", &a2);
-    env.wait_live(&union(&[&a2, &b2, &c]));
+    env.wait_live_within(&union(&[&a2, &b2, &c]), Duration::from_secs(40));
     env.emu().clear_faults();
     env.settled(&d);
     assert_eq!(

@@ -1,0 +1,145 @@
+//! Web identity credentials end to end (SPEC 11: credentials from the crate's standard chain,
+//! web identity / OIDC tokens as CI and Kubernetes service accounts give them): the real
+//! `marksync` binary, with no static keys in its environment, exchanges a token file at an STS
+//! (the fake of `tests/common/sts.rs`, over HTTPS trusted through `SSL_CERT_FILE`) for temporary
+//! credentials, and writes and reads its state in the real S3 server (SeaweedFS) with them.
+
+mod common;
+
+use std::path::Path;
+
+use common::cli::{EMBEDDED_CONFIG, Output, run_bounded, write_embedded};
+use common::s3::{ACCESS_KEY, S3, SECRET_KEY};
+use common::sts::{Role, Sts};
+use marksync::state::{ObjectStore, StateStore, StoreSettings};
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/marksync-ci";
+/// The token the identity provider gave (a JWT in real life); it must never be printed.
+const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.web-identity-token-under-test.c2lnbmF0dXJl";
+const DESIRED: &str = "groups:\n  \"@TGS#2PHYS101\":\n    members:\n      ms_chen: [1000]\n";
+
+/// A directory for `endpoint: embedded` whose state is `url`.
+fn config_dir(url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EMBEDDED_CONFIG.replace("state: state.json", &format!("state: {url}"));
+    write_embedded(dir.path(), &config, DESIRED);
+    dir
+}
+
+/// The fake STS for [`ROLE`] and [`TOKEN`], handing out the S3 server's identity with an empty
+/// session token (SeaweedFS refuses any other with these keys; see the last test).
+fn sts() -> Sts {
+    Sts::start(Role {
+        arn: ROLE.into(),
+        token: TOKEN.into(),
+        credentials: (ACCESS_KEY.into(), SECRET_KEY.into(), String::new()),
+    })
+}
+
+/// Runs `marksync ARGS` in `dir` with exactly this environment (nothing inherited, so no static
+/// key can slip in): the S3 endpoint and region, and web identity through `sts` with the token
+/// file `token_file`.
+fn marksync(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path) -> Output {
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
+        .env("AWS_ROLE_ARN", ROLE)
+        .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+        .env("SSL_CERT_FILE", &sts.ca_file)
+        .args(args)
+        .current_dir(dir);
+    let out = run_bounded(&mut cmd, "");
+    let out = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    for secret in [TOKEN, SECRET_KEY] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "a secret in the output of {args:?}:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    out
+}
+
+#[test]
+fn apply_and_pull_with_a_web_identity_token_and_no_static_keys() {
+    let Some(s3) = common::s3::s3() else { return };
+    let sts = sts();
+    let url = s3.url("wid/state.json");
+    let dir = config_dir(&url);
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+
+    let applied = marksync(dir.path(), &["-q", "apply"], s3, &sts, &token_file);
+    assert_eq!(
+        applied.code,
+        0,
+        "{}\nSTS saw: {:?}",
+        applied.stderr,
+        sts.log()
+    );
+    assert!(sts.granted() >= 1, "STS saw: {:?}", sts.log());
+    assert_eq!(sts.refused(), 0, "STS saw: {:?}", sts.log());
+
+    let pulled = marksync(dir.path(), &["state", "pull"], s3, &sts, &token_file);
+    assert_eq!(pulled.code, 0, "{}", pulled.stderr);
+    let state = marksync::state::parse(Path::new("pulled"), pulled.stdout.as_bytes()).unwrap();
+    assert_eq!(state.serial, 1);
+    assert!(pulled.stdout.contains("ms_chen"), "{}", pulled.stdout);
+
+    // The state is in the bucket: the server's identity, with static keys, reads the same one.
+    let direct = ObjectStore::open(&url, &StoreSettings::default(), s3.env()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let read = rt
+        .block_on(common::within(direct.load(common::APP)))
+        .unwrap();
+    assert_eq!(read, state);
+}
+
+/// Why [`sts`] hands out an empty session token: SeaweedFS (4.48) takes any
+/// `X-Amz-Security-Token` for a session of its own STS and refuses the request
+/// (`InvalidAccessKeyId`) when it is not one, even with a configured identity's keys; the same
+/// keys with an empty token are that identity. If this fails, the server takes a foreign token:
+/// give [`sts`] a real-looking one, as AWS STS does.
+#[test]
+fn seaweedfs_refuses_a_foreign_session_token_with_static_keys() {
+    let Some(s3) = common::s3::s3() else { return };
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let put = |token: &str| {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(common::s3::BUCKET)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .with_token(token)
+            .with_region("us-east-1")
+            .with_endpoint(&s3.endpoint)
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        let path = object_store::path::Path::from(format!("wid-token-probe-{}", token.len()));
+        rt.block_on(common::within(store.put(&path, b"x".to_vec().into())))
+    };
+    let refused = put("FwoGZXIvYXdzEXAMPLEsessiontoken");
+    assert!(
+        matches!(refused, Err(object_store::Error::PermissionDenied { .. })),
+        "{refused:?}"
+    );
+    put("").expect("the identity's keys with an empty session token");
+}

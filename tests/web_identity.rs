@@ -109,6 +109,55 @@ fn apply_and_pull_with_a_web_identity_token_and_no_static_keys() {
     assert_eq!(read, state);
 }
 
+#[test]
+fn a_refused_token_is_a_credentials_error_that_names_web_identity() {
+    let Some(s3) = common::s3::s3() else { return };
+    let sts = sts();
+    let dir = config_dir(&s3.url("wid-refused/state.json"));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}-expired")).unwrap();
+
+    let out = marksync(dir.path(), &["apply"], s3, &sts, &token_file);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(sts.refused() >= 1, "STS saw: {:?}", sts.log());
+    assert_eq!(sts.granted(), 0);
+    let err = &out.stderr;
+    assert!(err.contains("web identity"), "{err}");
+    assert!(err.contains("AccessDenied"), "{err}");
+    assert!(err.contains(ROLE), "{err}");
+    assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
+    for library in ["Error performing", "REDACTED", "non-2xx", "<ErrorResponse"] {
+        assert!(!err.contains(library), "library wording {library:?}: {err}");
+    }
+}
+
+#[test]
+fn a_missing_or_unreadable_token_file_is_named() {
+    let Some(s3) = common::s3::s3() else { return };
+    let sts = sts();
+    let dir = config_dir(&s3.url("wid-missing/state.json"));
+    let missing = dir.path().join("no-such-token");
+    let out = marksync(dir.path(), &["state", "pull"], s3, &sts, &missing);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = &out.stderr;
+    assert!(err.contains("web identity"), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
+    assert!(err.contains("not found"), "{err}");
+    assert!(!err.contains("Failed to read token file"), "{err}");
+    assert_eq!(sts.granted() + sts.refused(), 0, "STS saw: {:?}", sts.log());
+
+    // A directory where the token file should be: unreadable as a file.
+    let out = marksync(dir.path(), &["state", "pull"], s3, &sts, dir.path());
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("web identity"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&dir.path().display().to_string()),
+        "{}",
+        out.stderr
+    );
+}
+
 /// Why [`sts`] hands out an empty session token: SeaweedFS (4.48) takes any
 /// `X-Amz-Security-Token` for a session of its own STS and refuses the request
 /// (`InvalidAccessKeyId`) when it is not one, even with a configured identity's keys; the same

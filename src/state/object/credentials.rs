@@ -72,7 +72,13 @@ impl WebIdentity {
             }
         };
         let sts = format!("STS {} (AWS_ENDPOINT_URL_STS)", self.sts);
-        let text = if let Some(code) = xml_field(said, "Code") {
+        let status = http_status(said);
+        let text = if let Some(status @ 500..) = status {
+            let code = xml_field(said, "Code")
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default();
+            format!("{sts} failed with HTTP {status}{code}; try again later")
+        } else if let Some(code) = xml_field(said, "Code") {
             let message = xml_field(said, "Message")
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
@@ -84,7 +90,7 @@ impl WebIdentity {
             )
         } else if said.contains("Invalid AssumeRoleWithWebIdentity response") {
             format!("{sts} answered, but not with AssumeRoleWithWebIdentity credentials")
-        } else if let Some(status) = http_status(said) {
+        } else if let Some(status) = status {
             format!("{sts} answered HTTP {status}")
         } else {
             format!(
@@ -247,7 +253,17 @@ mod tests {
             (
                 "Error performing POST REDACTED in 3ms - Server returned non-2xx status code: 502 Bad Gateway: ",
                 Ok("tok-123".into()),
-                &["answered HTTP 502"],
+                &["failed with HTTP 502; try again later"],
+            ),
+            (
+                "Error performing POST REDACTED in 3ms - Server returned non-2xx status code: 503 Service Unavailable: <ErrorResponse><Error><Code>ServiceUnavailable</Code></Error></ErrorResponse>",
+                Ok("tok-123".into()),
+                &["failed with HTTP 503 (ServiceUnavailable)"],
+            ),
+            (
+                "Error performing POST REDACTED in 3ms - Server returned non-2xx status code: 404 Not Found: ",
+                Ok("tok-123".into()),
+                &["answered HTTP 404"],
             ),
             (
                 "Error performing POST REDACTED in 3ms - HTTP error: error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",

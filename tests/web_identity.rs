@@ -40,6 +40,11 @@ fn sts() -> Sts {
 /// key can slip in): the S3 endpoint and region, and web identity through `sts` with the token
 /// file `token_file`.
 fn marksync(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path) -> Output {
+    run(dir, args, s3, sts, token_file, true)
+}
+
+/// [`marksync`], with `SSL_CERT_FILE` (the STS's CA) only if `trust`.
+fn run(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path, trust: bool) -> Output {
     let mut cmd = std::process::Command::new(common::BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -51,9 +56,11 @@ fn marksync(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path) ->
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
         .env("AWS_ROLE_ARN", ROLE)
         .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
-        .env("SSL_CERT_FILE", &sts.ca_file)
         .args(args)
         .current_dir(dir);
+    if trust {
+        cmd.env("SSL_CERT_FILE", &sts.ca_file);
+    }
     let out = run_bounded(&mut cmd, "");
     let out = Output {
         code: out.status.code().unwrap_or(-1),
@@ -156,6 +163,27 @@ fn a_missing_or_unreadable_token_file_is_named() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn an_sts_whose_certificate_is_not_trusted_points_at_ssl_cert_file() {
+    let Some(s3) = common::s3::s3() else { return };
+    let sts = sts();
+    let dir = config_dir(&s3.url("wid-untrusted/state.json"));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let out = run(dir.path(), &["state", "pull"], s3, &sts, &token_file, false);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = &out.stderr;
+    assert!(
+        err.contains("cannot get credentials by web identity"),
+        "{err}"
+    );
+    assert!(err.contains(&sts.endpoint), "{err}");
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(err.contains("SSL_CERT_FILE"), "{err}");
+    assert!(!err.contains("Error performing"), "{err}");
+    assert_eq!(sts.granted() + sts.refused(), 0, "STS saw: {:?}", sts.log());
 }
 
 /// Why [`sts`] hands out an empty session token: SeaweedFS (4.48) takes any

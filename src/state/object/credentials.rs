@@ -92,10 +92,15 @@ impl WebIdentity {
             format!("{sts} answered, but not with AssumeRoleWithWebIdentity credentials")
         } else if let Some(status) = status {
             format!("{sts} answered HTTP {status}")
+        } else if said.contains("invalid peer certificate") {
+            format!(
+                "{sts} presented a certificate that is not trusted ({}); a private CA's \
+                 certificate goes in SSL_CERT_FILE",
+                innermost(said)
+            )
         } else {
             format!(
-                "{sts} cannot be reached over https; a private CA's certificate goes in \
-                 SSL_CERT_FILE (the connection said: {})",
+                "{sts} cannot be reached over https (the connection said: {})",
                 innermost(said)
             )
         };
@@ -269,9 +274,14 @@ mod tests {
                 "Error performing POST REDACTED in 3ms - HTTP error: error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
                 Ok("tok-123".into()),
                 &[
-                    "cannot be reached over https",
-                    "SSL_CERT_FILE",
-                    "(the connection said: UnknownIssuer)",
+                    "presented a certificate that is not trusted (UnknownIssuer); a private CA's certificate goes in SSL_CERT_FILE",
+                ],
+            ),
+            (
+                "Error performing POST REDACTED in 3ms, after 2 retries - HTTP error: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)",
+                Ok("tok-123".into()),
+                &[
+                    "cannot be reached over https (the connection said: Connection refused (os error 111))",
                 ],
             ),
         ];

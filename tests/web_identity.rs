@@ -40,11 +40,19 @@ fn sts() -> Sts {
 /// key can slip in): the S3 endpoint and region, and web identity through `sts` with the token
 /// file `token_file`.
 fn marksync(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path) -> Output {
-    run(dir, args, s3, sts, token_file, true)
+    run(dir, args, s3, sts, token_file, true, &[])
 }
 
-/// [`marksync`], with `SSL_CERT_FILE` (the STS's CA) only if `trust`.
-fn run(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path, trust: bool) -> Output {
+/// [`marksync`], with `SSL_CERT_FILE` (the STS's CA) only if `trust`, and `extra` variables.
+fn run(
+    dir: &Path,
+    args: &[&str],
+    s3: &S3,
+    sts: &Sts,
+    token_file: &Path,
+    trust: bool,
+    extra: &[(&str, &str)],
+) -> Output {
     let mut cmd = std::process::Command::new(common::BIN);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -61,6 +69,7 @@ fn run(dir: &Path, args: &[&str], s3: &S3, sts: &Sts, token_file: &Path, trust: 
     if trust {
         cmd.env("SSL_CERT_FILE", &sts.ca_file);
     }
+    cmd.envs(extra.iter().copied());
     let out = run_bounded(&mut cmd, "");
     let out = Output {
         code: out.status.code().unwrap_or(-1),
@@ -165,6 +174,33 @@ fn a_missing_or_unreadable_token_file_is_named() {
     );
 }
 
+/// A CI that maps an undefined secret to `AWS_ACCESS_KEY_ID` gets an empty variable: it is unset,
+/// as the AWS tools take it, and does not hide the web identity token behind an empty key.
+#[test]
+fn empty_static_key_variables_do_not_hide_the_web_identity_token() {
+    let Some(s3) = common::s3::s3() else { return };
+    let sts = sts();
+    let dir = config_dir(&s3.url("wid-empty-keys/state.json"));
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let empty = [
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_SESSION_TOKEN", ""),
+    ];
+    let out = run(
+        dir.path(),
+        &["-q", "apply"],
+        s3,
+        &sts,
+        &token_file,
+        true,
+        &empty,
+    );
+    assert_eq!(out.code, 0, "{}\nSTS saw: {:?}", out.stderr, sts.log());
+    assert!(sts.granted() >= 1, "STS saw: {:?}", sts.log());
+}
+
 #[test]
 fn an_sts_whose_certificate_is_not_trusted_points_at_ssl_cert_file() {
     let Some(s3) = common::s3::s3() else { return };
@@ -172,7 +208,15 @@ fn an_sts_whose_certificate_is_not_trusted_points_at_ssl_cert_file() {
     let dir = config_dir(&s3.url("wid-untrusted/state.json"));
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, TOKEN).unwrap();
-    let out = run(dir.path(), &["state", "pull"], s3, &sts, &token_file, false);
+    let out = run(
+        dir.path(),
+        &["state", "pull"],
+        s3,
+        &sts,
+        &token_file,
+        false,
+        &[],
+    );
     assert_eq!(out.code, 1, "{}", out.stderr);
     let err = &out.stderr;
     assert!(

@@ -159,7 +159,10 @@ impl ObjectStore {
             "s3" | "s3a" => {
                 let mut b = object_store::aws::AmazonS3Builder::new();
                 for (k, v) in env {
+                    // An empty variable is unset, as the AWS tools take it: CI maps an undefined
+                    // secret to "", and an empty key must not hide a web identity token.
                     if k.starts_with("AWS_")
+                        && !v.is_empty()
                         && let Ok(key) = k.to_ascii_lowercase().parse()
                     {
                         b = b.with_config(key, v);

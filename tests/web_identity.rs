@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::cli::{EMBEDDED_CONFIG, Output, run_bounded, write_embedded};
 use common::s3::{ACCESS_KEY, S3, SECRET_KEY};
@@ -33,6 +34,7 @@ fn sts() -> Sts {
         arn: ROLE.into(),
         token: TOKEN.into(),
         credentials: (ACCESS_KEY.into(), SECRET_KEY.into(), String::new()),
+        ttl: Duration::from_secs(3600),
     })
 }
 
@@ -263,4 +265,90 @@ fn seaweedfs_refuses_a_foreign_session_token_with_static_keys() {
         "{refused:?}"
     );
     put("").expect("the identity's keys with an empty session token");
+}
+
+/// A daemon runs longer than its credentials last, and Kubernetes rotates the token file under
+/// it: the daemon exchanges the token again whenever its credentials near their expiry, reads
+/// the file anew each time, and keeps its lease and its work with the rotated token.
+#[test]
+fn a_daemon_renews_its_credentials_with_the_rotated_token() {
+    use common::daemon::{Daemon, config, write_config};
+    let Some(s3) = common::s3::s3() else { return };
+    const ROTATED: &str = "eyJhbGciOiJSUzI1NiJ9.the-rotated-token.c2lnbmF0dXJlMg";
+    // The crate renews credentials with under 300 s left: these are renewed about every 2 s.
+    let sts = Sts::start(Role {
+        arn: ROLE.into(),
+        token: TOKEN.into(),
+        credentials: (ACCESS_KEY.into(), SECRET_KEY.into(), String::new()),
+        ttl: Duration::from_secs(302),
+    });
+    let emu = common::StandaloneEmulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut c = config(&emu.endpoint());
+    c.insert("state", s3.url("wid-daemon/state.json"));
+    c.insert("lock_ttl", "10s".into());
+    let config_path = write_config(d, &c);
+    let token_file = d.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let first = common::marks(&[("@TGS#1A", "host", &[1000])]);
+    common::write_atomic(&d.join("marks/all.yaml"), &common::yaml(&first));
+    let applied = |want: &common::Marks| {
+        let want = want.clone();
+        common::poll("the daemon to apply", Duration::from_secs(60), || {
+            (common::diff(&emu.marks(), &want) == (vec![], vec![])).then_some(())
+        })
+    };
+
+    let mut daemon = Daemon::spawn(&config_path, d.join("daemon.log"), |cmd| {
+        for (k, _) in
+            std::env::vars().filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("SSL_CERT"))
+        {
+            cmd.env_remove(k);
+        }
+        cmd.env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &s3.endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+            .env("AWS_ROLE_ARN", ROLE)
+            .env("AWS_ENDPOINT_URL_STS", &sts.endpoint)
+            .env("SSL_CERT_FILE", &sts.ca_file);
+    });
+    daemon.wait_ready();
+    applied(&first);
+    assert!(sts.granted_for(TOKEN) >= 1, "STS saw: {:?}", sts.log());
+
+    // The token rotates: for a while both are valid, then only the new one.
+    sts.accept(&[TOKEN, ROTATED]);
+    common::write_atomic(&token_file, ROTATED);
+    common::poll(
+        "an exchange with the rotated token",
+        Duration::from_secs(60),
+        || (sts.granted_for(ROTATED) >= 1).then_some(()),
+    );
+    sts.accept(&[ROTATED]);
+    let before = sts.granted_for(ROTATED);
+    common::poll(
+        "a renewal after the old token's end",
+        Duration::from_secs(60),
+        || (sts.granted_for(ROTATED) > before).then_some(()),
+    );
+
+    let second = common::marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "ann", &[1001])]);
+    common::write_atomic(&d.join("marks/all.yaml"), &common::yaml(&second));
+    applied(&second);
+    assert_eq!(
+        daemon.metric("marksync_leader"),
+        1.0,
+        "{}",
+        daemon.proc.stderr()
+    );
+    assert_eq!(sts.refused(), 0, "STS saw: {:?}", sts.log());
+    let log = daemon.proc.stderr();
+    for secret in [TOKEN, ROTATED, SECRET_KEY] {
+        assert!(
+            !log.contains(secret),
+            "a secret in the daemon's log:\n{log}"
+        );
+    }
 }

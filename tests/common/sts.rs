@@ -20,8 +20,10 @@ use std::time::Duration;
 pub struct Role {
     /// The only `RoleArn` it accepts.
     pub arn: String,
-    /// The only `WebIdentityToken` it accepts (the token file's content).
+    /// The `WebIdentityToken` it accepts (the token file's content); [`Sts::accept`] changes it.
     pub token: String,
+    /// How long the credentials it hands out are valid.
+    pub ttl: Duration,
     /// The temporary credentials it answers with: access key, secret key, session token.
     pub credentials: (String, String, String),
 }
@@ -33,6 +35,8 @@ pub struct Sts {
     /// The CA certificate (PEM) that signed the server's certificate: give it as `SSL_CERT_FILE`.
     pub ca_file: PathBuf,
     counts: Arc<Counts>,
+    /// The tokens it accepts now.
+    accepted: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -43,6 +47,8 @@ struct Counts {
     granted: AtomicUsize,
     /// Requests refused (wrong action, role or token).
     refused: AtomicUsize,
+    /// Requests answered with credentials, by token.
+    granted_for: Mutex<std::collections::BTreeMap<String, usize>>,
     /// What each request asked for, for a failing test's message (never the token itself).
     log: Mutex<Vec<String>>,
 }
@@ -81,19 +87,21 @@ impl Sts {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let counts = Arc::new(Counts::default());
+        let accepted = Arc::new(Mutex::new(vec![role.token.clone()]));
         let role = Arc::new(role);
-        let c = counts.clone();
+        let (c, a) = (counts.clone(), accepted.clone());
         std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 let Ok(tcp) = tcp else { continue };
-                let (tls, role, c) = (tls.clone(), role.clone(), c.clone());
-                std::thread::spawn(move || serve(tcp, tls, &role, &c));
+                let (tls, role, c, a) = (tls.clone(), role.clone(), c.clone(), a.clone());
+                std::thread::spawn(move || serve(tcp, tls, &role, &a, &c));
             }
         });
         Sts {
             endpoint: format!("https://{addr}"),
             ca_file,
             counts,
+            accepted,
             _dir: dir,
         }
     }
@@ -101,6 +109,18 @@ impl Sts {
     /// Requests answered with credentials so far.
     pub fn granted(&self) -> usize {
         self.counts.granted.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered with credentials for `token` so far.
+    pub fn granted_for(&self, token: &str) -> usize {
+        let map = self.counts.granted_for.lock().unwrap();
+        map.get(token).copied().unwrap_or(0)
+    }
+
+    /// From now on, accepts exactly `tokens` (as an identity provider does while it rotates a
+    /// token: the old and the new one for a while, then the new one).
+    pub fn accept(&self, tokens: &[&str]) {
+        *self.accepted.lock().unwrap() = tokens.iter().map(|t| t.to_string()).collect();
     }
 
     /// Requests refused so far.
@@ -116,7 +136,13 @@ impl Sts {
 
 /// Serves one connection: one request, one answer, then the connection closes. A client that
 /// does not trust the certificate ends the handshake; nothing is counted then.
-fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, role: &Role, counts: &Counts) {
+fn serve(
+    tcp: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    role: &Role,
+    accepted: &Mutex<Vec<String>>,
+    counts: &Counts,
+) {
     let limit = Some(Duration::from_secs(10));
     tcp.set_read_timeout(limit).unwrap();
     tcp.set_write_timeout(limit).unwrap();
@@ -143,13 +169,20 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, role: &Role, counts: &C
     };
     let action = get("Action").unwrap_or("");
     let arn = get("RoleArn").unwrap_or("");
-    let token_ok = get("WebIdentityToken") == Some(role.token.as_str());
+    let token = get("WebIdentityToken").unwrap_or("");
+    let token_ok = accepted.lock().unwrap().iter().any(|t| t == token);
     counts.log.lock().unwrap().push(format!(
         "Action={action} RoleArn={arn} token {}",
         if token_ok { "matches" } else { "differs" }
     ));
     let (status, xml) = if action == "AssumeRoleWithWebIdentity" && arn == role.arn && token_ok {
         counts.granted.fetch_add(1, Ordering::SeqCst);
+        *counts
+            .granted_for
+            .lock()
+            .unwrap()
+            .entry(token.to_string())
+            .or_default() += 1;
         (
             "200 OK",
             granted(role, get("RoleSessionName").unwrap_or("")),
@@ -220,11 +253,10 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The documented `AssumeRoleWithWebIdentity` answer, credentials valid for an hour.
+/// The documented `AssumeRoleWithWebIdentity` answer, credentials valid for the role's `ttl`.
 fn granted(role: &Role, session: &str) -> String {
     let (key, secret, token) = &role.credentials;
-    let expires =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let expires = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + role.ttl);
     format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleWithWebIdentityResult>

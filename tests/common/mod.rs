@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod flood;
 pub mod receiver;
 pub mod s3;
+pub mod sts;
 
 mod emulator;
 mod marks;

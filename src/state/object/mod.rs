@@ -17,6 +17,7 @@
 //! On first use the store is checked to honour conditional writes; one that ignores them is
 //! refused.
 
+mod credentials;
 pub mod journal;
 pub mod lock;
 
@@ -86,6 +87,14 @@ impl std::fmt::Debug for ObjectStore {
 
 /// An object-store failure, phrased for the user: `state URL: WHAT (the store said: ...)`.
 pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> StateError {
+    if let object_store::Error::Generic { source, .. } = &e
+        && let Some(phrased) = source.downcast_ref::<credentials::CredentialsError>()
+    {
+        return StateError::Unavailable {
+            state: state.to_string(),
+            detail: format!("{what}: {phrased}"),
+        };
+    }
     let said = match &e {
         object_store::Error::NotFound { .. } => "not found".to_string(),
         object_store::Error::Generic { source, .. } => source.to_string(),
@@ -158,7 +167,10 @@ impl ObjectStore {
             "s3" | "s3a" => {
                 let mut b = object_store::aws::AmazonS3Builder::new();
                 for (k, v) in env {
+                    // An empty variable is unset, as the AWS tools take it: CI maps an undefined
+                    // secret to "", and an empty key must not hide a web identity token.
                     if k.starts_with("AWS_")
+                        && !v.is_empty()
                         && let Ok(key) = k.to_ascii_lowercase().parse()
                     {
                         b = b.with_config(key, v);
@@ -181,10 +193,16 @@ impl ObjectStore {
                 {
                     client = client.with_allow_http(matches!(h.trim(), "true" | "1" | "yes"));
                 }
-                b.with_client_options(client)
-                    .with_retry(retry)
-                    .build()
-                    .map(|s| Arc::new(s) as Arc<dyn Backend>)
+                let b = b.with_client_options(client).with_retry(retry);
+                match credentials::WebIdentity::of(&b) {
+                    // The chain's own provider, its failures phrased for the user.
+                    Some(exchange) => b.clone().build().and_then(|chain| {
+                        b.with_credentials(exchange.wrap(chain.credentials().clone()))
+                            .build()
+                    }),
+                    None => b.build(),
+                }
+                .map(|s| Arc::new(s) as Arc<dyn Backend>)
             }
             "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(url)

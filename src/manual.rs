@@ -67,8 +67,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          AWS_ENDPOINT_URL_STS",
         "For a state in an object store (state: s3://BUCKET/KEY): the credentials (static keys, \
          or a web identity token exchanged for AWS_ROLE_ARN's), region and endpoint \
-         (AWS_ALLOW_HTTP=true for a plain-http endpoint such as a local S3 server). gs:// and \
-         az:// states read their platforms' standard variables. Credentials are never printed.",
+         (AWS_ALLOW_HTTP=true for a plain-http endpoint such as a local S3 server; \
+         SSL_CERT_FILE for a store or STS behind a private CA). gs:// and az:// states read \
+         their platforms' standard variables. An empty variable counts as unset. Credentials \
+         are never printed.",
     ),
     (
         "NOTIFY_SOCKET, WATCHDOG_USEC",

@@ -39,10 +39,12 @@ use journal::{Entry, is_snapshot};
 /// the standard environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
 pub use crate::config::StateStoreSettings as StoreSettings;
 
-/// The metadata key naming the writer of a journal entry (`x-amz-meta-marksync-writer` on S3).
-const WRITER_META: &str = "marksync-writer";
-/// The metadata key holding a journal entry's serial.
-const SERIAL_META: &str = "marksync-serial";
+/// The metadata key naming the writer of a journal entry (`x-amz-meta-marksyncwriter` on S3,
+/// `x-ms-meta-marksyncwriter` on Azure). Letters only: Azure refuses a name that is not a C#
+/// identifier (a `-`), and proxies in front of S3-compatible stores may drop a header with `_`.
+const WRITER_META: &str = "marksyncwriter";
+/// The metadata key holding a journal entry's serial (letters only, as [`WRITER_META`]).
+const SERIAL_META: &str = "marksyncserial";
 
 /// A state in an object store. Credentials stay inside the client; `Debug` shows the URL only.
 pub struct ObjectStore {
@@ -185,9 +187,30 @@ impl ObjectStore {
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn Backend>),
             "az" | "azure" | "abfs" | "abfss" => {
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .with_client_options(client)
+                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                let mut b = MicrosoftAzureBuilder::new();
+                for (k, v) in env {
+                    if k == "MSI_ENDPOINT" {
+                        b = b.with_msi_endpoint(v);
+                    } else if k.starts_with("AZURE_")
+                        && let Ok(key) = k.to_ascii_lowercase().parse()
+                    {
+                        b = b.with_config(key, v);
+                    }
+                }
+                b = b.with_url(url);
+                if let Some(e) = &settings.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                let mut client = client;
+                if settings.allow_http {
+                    client = client.with_allow_http(true);
+                } else if let Some(h) = b.get_config_value(&AzureConfigKey::Client(
+                    object_store::ClientConfigKey::AllowHttp,
+                )) {
+                    client = client.with_allow_http(matches!(h.trim(), "true" | "1" | "yes"));
+                }
+                b.with_client_options(client)
                     .with_retry(retry)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn Backend>)

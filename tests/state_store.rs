@@ -779,3 +779,64 @@ azure!(az_intents, intents);
 azure!(az_lock_excludes, lock_excludes);
 azure!(az_other_app, other_app);
 azure!(az_push_pull, push_pull);
+
+/// Through the binary, configured as a user would: `state: az://...`, the account's endpoint in
+/// `state_store:`, the account and its key in the standard `AZURE_STORAGE_*` variables. `apply`
+/// records in the container, `state pull` prints it, a second `apply` has nothing to do, and
+/// nothing is written beside the config.
+#[test]
+fn az_cli_apply_pull_apply_through_the_binary() {
+    use common::cli::{EMBEDDED_CONFIG, embedded_dir, marksync_command, run_bounded};
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    let url = az.url("marksync/state.json");
+    let config = EMBEDDED_CONFIG.replace(
+        "state: state.json",
+        &format!(
+            "state: {url}\nstate_store:\n  endpoint: {}\n  allow_http: true",
+            az.endpoint
+        ),
+    );
+    let desired =
+        "groups:\n  \"@TGS#2PHYS101\":\n    members:\n      ms_chen: [1000]\n      host: [500]\n";
+    let dir = embedded_dir(&config, desired);
+    let run = |args: &[&str]| {
+        let mut cmd = marksync_command();
+        az.apply_env(&mut cmd);
+        cmd.env_remove("AZURE_STORAGE_ENDPOINT")
+            .env_remove("AZURE_ALLOW_HTTP");
+        let out = run_bounded(cmd.args(args).current_dir(dir.path()), "");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = run(&["apply"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Apply complete: 2 set"), "{out}");
+    let (code, pulled, err) = run(&["state", "pull"]);
+    assert_eq!(code, Some(0), "{err}");
+    let st = marksync::state::parse(std::path::Path::new("pulled"), pulled.as_bytes()).unwrap();
+    assert_eq!(st.serial, 1);
+    assert!(
+        st.confirmed(&g("@TGS#2PHYS101"), &a("ms_chen"))
+            .is_some_and(|marks| marks.get(m(1000)).is_some()),
+        "{pulled}"
+    );
+    let (code, out, err) = run(&["apply"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("No changes"),
+        "the second apply has nothing to do: {out}"
+    );
+    let (code, out, err) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The journal is in the container, and nothing named after the URL is beside the config.
+    let journal = ObjPath::from(format!("{}/journal", Remote::Azure.key(&url)));
+    let listed = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(az.container().list_with_delimiter(Some(&journal)))
+        .unwrap()
+        .objects;
+    assert!(!listed.is_empty());
+    assert!(!dir.path().join("az:").exists());
+}

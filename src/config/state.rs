@@ -8,14 +8,19 @@ use serde_saphyr::Spanned;
 use super::{Checker, Location};
 use crate::yaml::{Scalar, Value};
 
-/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
-/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
+/// `state_store: {endpoint, region, account, allow_http}`: where the object store of an `s3://`
+/// or `az://` state is reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`
+/// (S3) and `AZURE_STORAGE_ENDPOINT`, `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_ALLOW_HTTP` (Azure)
+/// (SPEC 11). A key that does not apply to the state's store is an error, never ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateStoreSettings {
-    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
+    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...), or an Azure
+    /// storage account's blob endpoint (a private endpoint, a sovereign cloud, Azurite).
     pub endpoint: Option<String>,
-    /// The store's region.
+    /// The S3 store's region.
     pub region: Option<String>,
+    /// The Azure storage account that holds an `az://` state's container.
+    pub account: Option<String>,
     /// Allow a plain-http endpoint (a store on this machine or a private network).
     pub allow_http: bool,
 }
@@ -107,6 +112,29 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// Why `state_store.KEY` does not apply to a state URL of `scheme`, if it does not: a setting
+/// that the store would ignore is refused, so no one believes it took effect.
+fn not_for_scheme(key: &str, scheme: &str) -> Option<String> {
+    match (scheme, key) {
+        ("gs", _) => Some(format!(
+            "`state_store.{key}` does not apply to a gs:// state: Google Cloud Storage is set \
+             up by its standard environment (GOOGLE_SERVICE_ACCOUNT, \
+             GOOGLE_APPLICATION_CREDENTIALS); remove `state_store`"
+        )),
+        ("az", "region") => Some(
+            "`state_store.region` applies to an s3:// state; an az:// state is located by its \
+             `account` (and `endpoint`): remove `region`"
+                .to_string(),
+        ),
+        ("s3", "account") => Some(
+            "`state_store.account` is the Azure storage account of an az:// state; an s3:// \
+             state names its bucket in the URL: remove `account`"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
 impl Checker<'_> {
     /// The `state` value: a path, or the URL of an object store this build serves. A value with
     /// `SCHEME://` is a URL, never a path, and so is one that looks like a store's URL with a
@@ -127,13 +155,22 @@ impl Checker<'_> {
         }
     }
 
-    /// `state_store: {endpoint, region, allow_http}`.
-    pub(super) fn state_store(&mut self, v: Spanned<Value>) -> Option<StateStoreSettings> {
+    /// `state_store: {endpoint, region, account, allow_http}`, for a state URL of `scheme`
+    /// (`s3`, `gs`, `az`; `None` when `state` did not parse).
+    pub(super) fn state_store(
+        &mut self,
+        v: Spanned<Value>,
+        scheme: Option<&str>,
+    ) -> Option<StateStoreSettings> {
         let before = self.errors.len();
         let mut out = StateStoreSettings::default();
         let mut endpoint_at = v.referenced;
-        let keys = ["endpoint", "region", "allow_http"];
+        let keys = ["endpoint", "region", "account", "allow_http"];
         for (k, val) in self.map(v, "state_store", &keys)? {
+            if let Some(why) = scheme.and_then(|s| not_for_scheme(&k.value, s)) {
+                self.err(&k.referenced, why);
+                continue;
+            }
             match k.value.as_str() {
                 "endpoint" => {
                     endpoint_at = val.referenced;
@@ -163,6 +200,25 @@ impl Checker<'_> {
                             self.err(&val.referenced, "`state_store.region` must not be empty");
                         } else {
                             out.region = Some(s);
+                        }
+                    }
+                }
+                "account" => {
+                    if let Some(s) = self.string(&val, "state_store.account") {
+                        let fits = (3..=24).contains(&s.len())
+                            && s.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                        if fits {
+                            out.account = Some(s);
+                        } else {
+                            self.err(
+                                &val.referenced,
+                                format!(
+                                    "`state_store.account` must be an Azure storage account \
+                                     name (3 to 24 lower-case letters and digits, as in \
+                                     https://NAME.blob.core.windows.net), found {s:?}"
+                                ),
+                            );
                         }
                     }
                 }

@@ -780,8 +780,8 @@ azure!(az_lock_excludes, lock_excludes);
 azure!(az_other_app, other_app);
 azure!(az_push_pull, push_pull);
 
-/// Through the binary, configured as a user would: `state: az://...`, the account's endpoint in
-/// `state_store:`, the account and its key in the standard `AZURE_STORAGE_*` variables. `apply`
+/// Through the binary, configured as a user would: `state: az://...`, the account and its
+/// endpoint in `state_store:`, the key in the standard `AZURE_STORAGE_ACCOUNT_KEY`. `apply`
 /// records in the container, `state pull` prints it, a second `apply` has nothing to do, and
 /// nothing is written beside the config.
 #[test]
@@ -794,8 +794,9 @@ fn az_cli_apply_pull_apply_through_the_binary() {
     let config = EMBEDDED_CONFIG.replace(
         "state: state.json",
         &format!(
-            "state: {url}\nstate_store:\n  endpoint: {}\n  allow_http: true",
-            az.endpoint
+            "state: {url}\nstate_store:\n  endpoint: {}\n  account: {}\n  allow_http: true",
+            az.endpoint,
+            common::azurite::ACCOUNT
         ),
     );
     let desired =
@@ -805,6 +806,7 @@ fn az_cli_apply_pull_apply_through_the_binary() {
         let mut cmd = marksync_command();
         az.apply_env(&mut cmd);
         cmd.env_remove("AZURE_STORAGE_ENDPOINT")
+            .env_remove("AZURE_STORAGE_ACCOUNT_NAME")
             .env_remove("AZURE_ALLOW_HTTP");
         let out = run_bounded(cmd.args(args).current_dir(dir.path()), "");
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -839,4 +841,25 @@ fn az_cli_apply_pull_apply_through_the_binary() {
         .objects;
     assert!(!listed.is_empty());
     assert!(!dir.path().join("az:").exists());
+}
+
+/// An `az://` state without a storage account says where to put one (not the client library's
+/// wording), and the account key never reaches `Debug` or an error.
+#[test]
+fn az_a_missing_account_is_named_in_the_users_terms_and_the_key_is_never_shown() {
+    let err = ObjectStore::open("az://marksync/k.json", &StoreSettings::default(), vec![])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("state_store.account") && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
+        "{err}"
+    );
+    let key = "c2VjcmV0LWF6dXJlLWFjY291bnQta2V5";
+    let env = vec![
+        ("AZURE_STORAGE_ACCOUNT_NAME".to_string(), "acct".to_string()),
+        ("AZURE_STORAGE_ACCOUNT_KEY".to_string(), key.to_string()),
+    ];
+    let store = ObjectStore::open("az://marksync/k.json", &StoreSettings::default(), env).unwrap();
+    let shown = format!("{store:?} {}", store.describe());
+    assert!(!shown.contains(key), "{shown}");
 }

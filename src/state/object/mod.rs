@@ -1,6 +1,6 @@
 //! The state in an object store (SPEC 11): `s3://BUCKET/KEY` (Amazon S3 and S3-compatible
-//! stores; verified against SeaweedFS), and `gs://`, `az://` through the same crate (not verified
-//! here).
+//! stores; verified against SeaweedFS), `az://CONTAINER/KEY` (Azure Blob Storage; verified
+//! against Azurite), and `gs://` through the same crate (not verified here).
 //!
 //! Layout under `KEY`:
 //! - `KEY/journal/{n:020}.json`: the journal ([`journal`]): every [`journal::SNAPSHOT_EVERY`]th
@@ -36,7 +36,8 @@ use crate::model::UnixTime;
 use journal::{Entry, is_snapshot};
 
 /// Object-store settings from the config (`state_store:`); each one overrides its variable of
-/// the standard environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+/// the standard environment (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`;
+/// `AZURE_STORAGE_ENDPOINT`, `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_ALLOW_HTTP`).
 pub use crate::config::StateStoreSettings as StoreSettings;
 
 /// The metadata key naming the writer of a journal entry (`x-amz-meta-marksyncwriter` on S3,
@@ -117,7 +118,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl ObjectStore {
     /// The store for `url` (`s3://BUCKET/KEY`, `gs://BUCKET/KEY`, `az://CONTAINER/KEY`), with
-    /// S3 settings from `env` (the process's environment: `AWS_*`) overridden by `settings`.
+    /// settings from `env` (the process's environment: `AWS_*` for S3, `AZURE_*` for Azure)
+    /// overridden by `settings`.
     /// Credentials come from the crate's standard chain: static keys, a session token, a web
     /// identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`), container and
     /// instance roles. Nothing is contacted yet.
@@ -201,6 +203,25 @@ impl ObjectStore {
                 b = b.with_url(url);
                 if let Some(e) = &settings.endpoint {
                     b = b.with_endpoint(e.clone());
+                }
+                if let Some(a) = &settings.account {
+                    b = b.with_account(a);
+                }
+                let emulator = b
+                    .get_config_value(&AzureConfigKey::UseEmulator)
+                    .is_some_and(|v| {
+                        matches!(
+                            v.trim().to_ascii_lowercase().as_str(),
+                            "true" | "1" | "yes" | "on" | "y"
+                        )
+                    });
+                if b.get_config_value(&AzureConfigKey::AccountName).is_none() && !emulator {
+                    return Err(bad(
+                        "an az:// state needs the Azure storage account that holds the \
+                         container: set `state_store.account` in the config, or \
+                         AZURE_STORAGE_ACCOUNT_NAME"
+                            .into(),
+                    ));
                 }
                 let mut client = client;
                 if settings.allow_http {

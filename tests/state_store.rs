@@ -854,6 +854,24 @@ fn az_a_missing_account_is_named_in_the_users_terms_and_the_key_is_never_shown()
         err.contains("state_store.account") && err.contains("AZURE_STORAGE_ACCOUNT_NAME"),
         "{err}"
     );
+    // The emulator switch reads its address from AZURITE_BLOB_STORAGE_URL and would ignore an
+    // endpoint set beside it: refused, not ignored.
+    let emulator = vec![("AZURE_STORAGE_USE_EMULATOR".to_string(), "true".to_string())];
+    let settings = StoreSettings {
+        endpoint: Some("https://acct.blob.core.windows.net".into()),
+        ..Default::default()
+    };
+    let err = ObjectStore::open("az://marksync/k.json", &settings, emulator.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("AZURE_STORAGE_USE_EMULATOR") && err.contains("AZURITE_BLOB_STORAGE_URL"),
+        "{err}"
+    );
+    assert!(
+        ObjectStore::open("az://marksync/k.json", &StoreSettings::default(), emulator).is_ok(),
+        "the emulator needs no account"
+    );
     let key = "c2VjcmV0LWF6dXJlLWFjY291bnQta2V5";
     let env = vec![
         ("AZURE_STORAGE_ACCOUNT_NAME".to_string(), "acct".to_string()),
@@ -862,4 +880,40 @@ fn az_a_missing_account_is_named_in_the_users_terms_and_the_key_is_never_shown()
     let store = ObjectStore::open("az://marksync/k.json", &StoreSettings::default(), env).unwrap();
     let shown = format!("{store:?} {}", store.describe());
     assert!(!shown.contains(key), "{shown}");
+}
+
+/// The emulator's own switch, as an Azurite user sets it: `AZURE_STORAGE_USE_EMULATOR=true`
+/// and `AZURITE_BLOB_STORAGE_URL`, no `state_store:` (the development account is implied).
+#[test]
+fn az_cli_apply_with_the_emulator_switch() {
+    use common::cli::{EMBEDDED_CONFIG, embedded_dir, marksync_command, run_bounded};
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    let url = az.url("switch/state.json");
+    let config = EMBEDDED_CONFIG.replace("state: state.json", &format!("state: {url}"));
+    let desired = "groups:\n  \"@TGS#2PHYS101\":\n    members:\n      ms_chen: [1000]\n";
+    let dir = embedded_dir(&config, desired);
+    let run = |args: &[&str]| {
+        let mut cmd = marksync_command();
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AZURE")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env("AZURITE_BLOB_STORAGE_URL", format!("http://{}", az.addr));
+        let out = run_bounded(cmd.args(args).current_dir(dir.path()), "");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = run(&["apply"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("Apply complete: 1 set"), "{out}");
+    let (code, out, err) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The same journal, read with the account key and endpoint instead.
+    let seen = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(azure_store(&url).load(APP))
+        .unwrap();
+    assert_eq!(seen.serial, 1);
 }

@@ -215,6 +215,14 @@ impl ObjectStore {
                             "true" | "1" | "yes" | "on" | "y"
                         )
                     });
+                if emulator && b.get_config_value(&AzureConfigKey::Endpoint).is_some() {
+                    return Err(bad(
+                        "AZURE_STORAGE_USE_EMULATOR takes the emulator's address from \
+                         AZURITE_BLOB_STORAGE_URL and would ignore the endpoint set in \
+                         `state_store.endpoint` or AZURE_STORAGE_ENDPOINT: use one or the other"
+                            .into(),
+                    ));
+                }
                 if b.get_config_value(&AzureConfigKey::AccountName).is_none() && !emulator {
                     return Err(bad(
                         "an az:// state needs the Azure storage account that holds the \

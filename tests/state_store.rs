@@ -843,6 +843,45 @@ fn az_cli_apply_pull_apply_through_the_binary() {
     assert!(!dir.path().join("az:").exists());
 }
 
+/// Azure through a gateway that drops `If-None-Match` and `If-Match` (reached with a SAS, which
+/// does not sign them) is refused on first use, for saves and for the lock; the same account
+/// straight to the emulator is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn az_a_store_that_ignores_conditional_writes_is_refused_on_first_use() {
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    within(async {
+        let url = az.url("state.json");
+        let env = |endpoint: String| {
+            vec![
+                (
+                    "AZURE_STORAGE_ACCOUNT_NAME".to_string(),
+                    common::azurite::ACCOUNT.to_string(),
+                ),
+                ("AZURE_STORAGE_SAS_KEY".to_string(), az.sas()),
+                ("AZURE_STORAGE_ENDPOINT".to_string(), endpoint),
+                ("AZURE_ALLOW_HTTP".to_string(), "true".to_string()),
+            ]
+        };
+        let forgetful = env(az.forgetful());
+        let store = ObjectStore::open(&url, &StoreSettings::default(), forgetful).unwrap();
+        let mut st = sample(1);
+        let err = store.save(&mut st).await.unwrap_err().to_string();
+        assert!(err.contains("ignores conditional writes"), "{err}");
+        let err = store
+            .lock(&request("apply", Duration::ZERO, Duration::from_secs(10)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ignores conditional writes"), "{err}");
+        let honest =
+            ObjectStore::open(&url, &StoreSettings::default(), env(az.endpoint.clone())).unwrap();
+        honest.save(&mut st).await.unwrap();
+    })
+    .await;
+}
+
 /// An `az://` state without a storage account says where to put one (not the client library's
 /// wording), and the account key never reaches `Debug` or an error.
 #[test]

@@ -172,6 +172,55 @@ impl Azurite {
         )
     }
 
+    /// An account SAS token (query string) for the blob service, valid for a day: unlike the
+    /// account key's signature, it does not cover the request's headers, so a relay may drop
+    /// some ([`Azurite::forgetful`]).
+    pub fn sas(&self) -> String {
+        let (version, expiry) = ("2021-08-06", "2099-01-01T00:00:00Z");
+        let (permissions, services, types, protocols) = ("rwdlac", "b", "sco", "https,http");
+        let to_sign = format!(
+            "{ACCOUNT}\n{permissions}\n{services}\n{types}\n\n{expiry}\n\n{protocols}\n{version}\n\n"
+        );
+        let signature = sign(&to_sign);
+        let enc = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        format!(
+            "sv={version}&ss={services}&srt={types}&sp={permissions}&se={}&spr={}&sig={}",
+            enc(expiry),
+            enc(protocols),
+            enc(&signature)
+        )
+    }
+
+    /// A relay to the emulator that renames `If-None-Match` and `If-Match` in requests (same
+    /// length, so nothing else moves): a store that ignores conditional writes, as some
+    /// gateways in front of a store do. Reach it with [`Azurite::sas`] (a shared-key signature
+    /// covers those headers and would fail). Its endpoint, `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn forgetful(&self) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/{ACCOUNT}", listener.local_addr().unwrap());
+        let upstream = self.addr;
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
+                else {
+                    continue;
+                };
+                forget_conditions(client, server);
+            }
+        });
+        endpoint
+    }
+
     /// Creates a container (Azure's "Create Container", signed with the account key; the
     /// object-store crate has no call for it).
     fn create_container(&self, name: &str) {
@@ -181,10 +230,7 @@ impl Azurite {
         let to_sign = format!(
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{ACCOUNT}{path}\nrestype:container"
         );
-        let key = base64_decode(ACCOUNT_KEY);
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-        mac.update(to_sign.as_bytes());
-        let signature = base64_encode(&mac.finalize().into_bytes());
+        let signature = sign(&to_sign);
         let request = format!(
             "PUT {path}?restype=container HTTP/1.1\r\nHost: {}\r\nx-ms-date: {date}\r\n\
              x-ms-version: {version}\r\nAuthorization: SharedKey {ACCOUNT}:{signature}\r\n\
@@ -201,6 +247,61 @@ impl Azurite {
             status == "201" || status == "409",
             "Azurite refused to create container {name}:\n{answer}"
         );
+    }
+}
+
+/// The account key's HMAC-SHA256 of `to_sign`, in base64.
+fn sign(to_sign: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&base64_decode(ACCOUNT_KEY)).unwrap();
+    mac.update(to_sign.as_bytes());
+    base64_encode(&mac.finalize().into_bytes())
+}
+
+/// Copies both ways between a client and the emulator, renaming the conditional headers of
+/// requests; when either side ends, both connections are shut.
+fn forget_conditions(client: TcpStream, server: TcpStream) {
+    let shut = |a: &TcpStream, b: &TcpStream| {
+        let (a, b) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+        move || {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    };
+    let (end, end2) = (shut(&client, &server), shut(&client, &server));
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let (mut from_server, mut to_client) = (server, client);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from_client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let chunk = &mut buf[..n];
+            rename(chunk, b"if-none-match:", b"x-ignored-hdr:");
+            rename(chunk, b"if-match:", b"x-ignore:");
+            if to_server.write_all(chunk).is_err() {
+                break;
+            }
+        }
+        end();
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_server, &mut to_client);
+        end2();
+    });
+}
+
+/// Replaces every `from` in `buf` (any case) by `to`, of the same length.
+fn rename(buf: &mut [u8], from: &[u8], to: &[u8]) {
+    let mut i = 0;
+    while i + from.len() <= buf.len() {
+        if buf[i..i + from.len()].eq_ignore_ascii_case(from) {
+            buf[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
     }
 }
 

@@ -956,3 +956,32 @@ fn az_cli_apply_with_the_emulator_switch() {
         .unwrap();
     assert_eq!(seen.serial, 1);
 }
+
+/// A wrong account key is refused in the user's terms, naming Azure's settings (not AWS's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn az_a_wrong_key_is_access_denied_naming_azures_credentials() {
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    within(async {
+        let wrong = "d3Jvbmcta2V5LWZvci1kZXZzdG9yZWFjY291bnQxLXh4eHh4eA==";
+        let env: Vec<_> = az
+            .env()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "AZURE_STORAGE_ACCOUNT_KEY" => (k, wrong.to_string()),
+                _ => (k, v),
+            })
+            .collect();
+        let store =
+            ObjectStore::open(&az.url("state.json"), &StoreSettings::default(), env).unwrap();
+        let err = store.load(APP).await.unwrap_err().to_string();
+        assert!(
+            err.contains("access denied") && err.contains("AZURE_STORAGE_ACCOUNT_KEY"),
+            "{err}"
+        );
+        assert!(!err.contains("AWS_"), "{err}");
+        assert!(!err.contains(wrong), "{err}");
+    })
+    .await;
+}

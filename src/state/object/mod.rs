@@ -81,6 +81,16 @@ impl std::fmt::Debug for ObjectStore {
 
 /// An object-store failure, phrased for the user: `state URL: WHAT (the store said: ...)`.
 pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> StateError {
+    if state.starts_with("az://") && refused_credentials(&e) {
+        return StateError::Unavailable {
+            state: state.to_string(),
+            detail: format!(
+                "{what} (the store said: access denied: check the credentials \
+                 (AZURE_STORAGE_ACCOUNT_KEY, a SAS, a service principal, workload or managed \
+                 identity), the account name and the role on the container)"
+            ),
+        };
+    }
     let said = match &e {
         object_store::Error::NotFound { .. } => "not found".to_string(),
         object_store::Error::Generic { source, .. } => source.to_string(),
@@ -94,6 +104,27 @@ pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> St
         state: state.to_string(),
         detail: format!("{what} (the store said: {said})"),
     }
+}
+
+/// Whether the store refused the request's credentials (HTTP 401 or 403). The crate types this
+/// for object reads and writes but not for a listing, whose refusal comes as a generic error
+/// that carries the status only in its text (pinned: object_store 0.13).
+fn refused_credentials(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("status code: 403") || text.contains("status code: 401") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The current time as unix seconds.

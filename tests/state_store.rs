@@ -985,3 +985,29 @@ async fn az_a_wrong_key_is_access_denied_naming_azures_credentials() {
     })
     .await;
 }
+
+/// A container that does not exist (a typo) is an error saying so in the user's terms, never an
+/// empty state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn az_a_missing_container_is_an_error_never_an_empty_state() {
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    within(async {
+        let store = ObjectStore::open(
+            "az://no-such-container/state.json",
+            &StoreSettings::default(),
+            az.env(),
+        )
+        .unwrap();
+        let err = store.load(APP).await.unwrap_err().to_string();
+        let said = |err: &str| {
+            err.contains("container no-such-container does not exist") && !err.contains("<?xml")
+        };
+        assert!(said(&err), "{err}");
+        let mut st = sample(1);
+        let err = store.save(&mut st).await.unwrap_err().to_string();
+        assert!(said(&err), "{err}");
+    })
+    .await;
+}

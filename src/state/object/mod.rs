@@ -81,6 +81,18 @@ impl std::fmt::Debug for ObjectStore {
 
 /// An object-store failure, phrased for the user: `state URL: WHAT (the store said: ...)`.
 pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> StateError {
+    if let Some(rest) = state.strip_prefix("az://")
+        && says(&e, &["ContainerNotFound"])
+    {
+        let container = rest.split('/').next().unwrap_or(rest);
+        return StateError::Unavailable {
+            state: state.to_string(),
+            detail: format!(
+                "{what}: the container {container} does not exist in this storage account; \
+                 create it (az storage container create --name {container}) or correct the URL"
+            ),
+        };
+    }
     if state.starts_with("az://") && refused_credentials(&e) {
         return StateError::Unavailable {
             state: state.to_string(),
@@ -116,10 +128,15 @@ fn refused_credentials(e: &object_store::Error) -> bool {
     ) {
         return true;
     }
+    says(e, &["status code: 403", "status code: 401"])
+}
+
+/// Whether the text of `e` or of one of its causes holds one of `needles`.
+fn says(e: &object_store::Error, needles: &[&str]) -> bool {
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
         let text = c.to_string();
-        if text.contains("status code: 403") || text.contains("status code: 401") {
+        if needles.iter().any(|n| text.contains(n)) {
             return true;
         }
         cause = c.source();

@@ -75,9 +75,20 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         "s3" | "gs" | "az" => {
             let (bucket, key) = url_rest.split_once('/').unwrap_or((url_rest, ""));
             if bucket.is_empty() || key.is_empty() {
+                let (word, upper) = if lower == "az" {
+                    ("container", "CONTAINER")
+                } else {
+                    ("bucket", "BUCKET")
+                };
                 return Err(format!(
-                    "a state URL needs a bucket and an object key: {lower}://BUCKET/KEY, such as \
-                     {lower}://my-bucket/marksync/state.json"
+                    "a state URL needs a {word} and an object key: {lower}://{upper}/KEY, such as \
+                     {lower}://my-{word}/marksync/state.json"
+                ));
+            }
+            if lower == "az" && !is_container_name(bucket) {
+                return Err(format!(
+                    "`{bucket}` is not an Azure container name (3 to 63 lower-case letters, \
+                     digits and single hyphens, starting and ending with a letter or digit)"
                 ));
             }
             if key.ends_with('/') {
@@ -133,6 +144,18 @@ fn not_for_scheme(key: &str, scheme: &str) -> Option<String> {
         ),
         _ => None,
     }
+}
+
+/// Azure's rule for a container name: 3 to 63 lower-case letters, digits and hyphens, a letter
+/// or digit at each end, no two hyphens in a row.
+fn is_container_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !name.contains("--")
 }
 
 impl Checker<'_> {

@@ -7,7 +7,7 @@
 //! ("successfully listens on http://127.0.0.1:PORT"); the test reads it from its log, so no port
 //! is chosen and hoped free. It keeps its data in a temporary `--location`. It runs under a
 //! shell that reads its stdin until end of file: when the test process ends, however it ends,
-//! the pipe closes and the shell kills the emulator.
+//! the pipe closes and the shell kills the emulator and removes its directory.
 //!
 //! When `azurite-blob` is missing, [`azurite`] returns `None` after a loud SKIPPED line; in CI it
 //! panics instead (`require_tool`).
@@ -52,7 +52,7 @@ const SCRIPT: &str = r#"
 "$AZURITE" --blobHost 127.0.0.1 --blobPort 0 --location "$D/data" --skipApiVersionCheck \
   --disableTelemetry --silent </dev/null >"$D/azurite.log" 2>&1 &
 a=$!
-trap 'kill $a 2>/dev/null; wait $a 2>/dev/null' EXIT
+trap 'kill $a 2>/dev/null; wait $a 2>/dev/null; rm -rf "$D"' EXIT
 read -r _ || true
 "#;
 

@@ -73,6 +73,15 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          are never printed.",
     ),
     (
+        "AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_ENDPOINT, \
+         AZURE_ALLOW_HTTP, AZURE_STORAGE_USE_EMULATOR",
+        "For a state in Azure Blob Storage (state: az://CONTAINER/KEY): the storage account \
+         (or state_store.account), its key (or a SAS, a service principal, workload identity, \
+         a managed identity: the AZURE_* variables of Azure's SDKs), the account's endpoint, \
+         and the emulator switch for Azurite (with AZURITE_BLOB_STORAGE_URL). Credentials are \
+         never printed.",
+    ),
+    (
         "NOTIFY_SOCKET, WATCHDOG_USEC",
         "Set by systemd for Type=notify: marksync run reports readiness and feeds the watchdog.",
     ),

@@ -1,5 +1,5 @@
-//! Kill -9 of a writer of a state in a real S3 store (SeaweedFS, `tests/common/s3.rs`) at random
-//! instants: the journal stays readable at every step (compactions included), nothing a save
+//! Kill -9 of a writer of a state in a real S3 store (SeaweedFS, `tests/common/s3.rs`) and in
+//! Azure Blob Storage's emulator (Azurite, `tests/common/azurite.rs`) at random instants: the journal stays readable at every step (compactions included), nothing a save
 //! reported done goes missing, and the next writer takes the dead one's lock over after ttl.
 //!
 //! The writer is this test binary run again as a child (`writer`, which does nothing unless
@@ -56,11 +56,26 @@ fn writer() {
 #[test]
 fn kill_9_of_a_writer_leaves_a_readable_journal_with_nothing_missing() {
     let Some(s3) = common::s3::s3() else { return };
+    kill_9_rounds(&s3.url("crash.json"), &s3.env());
+}
+
+/// The same against Azure Blob Storage's emulator (`tests/common/azurite.rs`).
+#[test]
+fn az_kill_9_of_a_writer_leaves_a_readable_journal_with_nothing_missing() {
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    kill_9_rounds(&az.url("crash.json"), &az.env());
+}
+
+/// Kills writers of the state at `url` (reached with the environment `env`) at random instants
+/// and checks the journal after each.
+fn kill_9_rounds(url: &str, env: &[(String, String)]) {
+    let open = || ObjectStore::open(url, &StoreSettings::default(), env.to_vec()).unwrap();
     let rounds: usize = std::env::var("MARKSYNC_CRASH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(6);
-    let url = s3.url("crash.json");
     let dir = tempfile::tempdir().unwrap();
     let rt = common::runtime();
     let mut rng = rand::rng();
@@ -69,8 +84,13 @@ fn kill_9_of_a_writer_leaves_a_readable_journal_with_nothing_missing() {
     for round in 0..rounds {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--exact", "writer", "--nocapture", "--test-threads", "1"])
-            .env("MARKSYNC_OBJECT_CRASH_URL", &url);
-        s3.apply_env(&mut cmd);
+            .env("MARKSYNC_OBJECT_CRASH_URL", url);
+        for (k, _) in
+            std::env::vars().filter(|(k, _)| k.starts_with("AWS_") || k.starts_with("AZURE"))
+        {
+            cmd.env_remove(k);
+        }
+        cmd.envs(env.iter().cloned());
         let mut child = common::Proc::spawn(&mut cmd, dir.path().join(format!("w{round}.log")));
         // Until it has saved at least once (taking a dead writer's lock over costs a ttl), then
         // a random while longer: a kill before, during or after a compaction.
@@ -94,11 +114,7 @@ fn kill_9_of_a_writer_leaves_a_readable_journal_with_nothing_missing() {
             .collect();
         let &(saved, serial) = printed.last().unwrap();
         let st = rt
-            .block_on(
-                ObjectStore::open(&url, &StoreSettings::default(), s3.env())
-                    .unwrap()
-                    .load(APP),
-            )
+            .block_on(open().load(APP))
             .unwrap_or_else(|e| panic!("round {round}: the journal is not readable: {e}"));
         // Everything reported saved is there; at most the one save in flight beyond it.
         let held = st.managed_count();
@@ -124,7 +140,7 @@ fn kill_9_of_a_writer_leaves_a_readable_journal_with_nothing_missing() {
     // A writer killed between a snapshot and its compaction leaves 11 snapshots; the next
     // writer's first save compacts.
     let kept = rt.block_on(async {
-        let store = ObjectStore::open(&url, &StoreSettings::default(), s3.env()).unwrap();
+        let store = open();
         let mut st = store.load(APP).await.unwrap();
         store.save(&mut st).await.unwrap();
         store.history().await.unwrap()

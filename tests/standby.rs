@@ -1,5 +1,5 @@
-//! Standby daemons (SPEC 11), as real processes against a real S3 server (SeaweedFS) and the
-//! standalone emulator: two `marksync run` on one remote state. The second stands by (`/readyz`
+//! Standby daemons (SPEC 11), as real processes against a real S3 server (SeaweedFS; the kill
+//! also against Azure's emulator, Azurite) and the standalone emulator: two `marksync run` on one remote state. The second stands by (`/readyz`
 //! 200 `standby`, `marksync_leader` 0, no call); after the active one is killed (SIGKILL), it
 //! takes over within `lock_ttl` plus a round and applies what the files say.
 
@@ -36,16 +36,30 @@ fn setup(
 #[test]
 fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed() {
     let Some(s3) = common::s3::s3() else { return };
+    takeover_after_a_kill(&s3.url("standby/state.json"), &|c| s3.apply_env(c));
+}
+
+/// The same with the state in Azure Blob Storage's emulator (`tests/common/azurite.rs`).
+#[test]
+fn az_a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed() {
+    let Some(az) = common::azurite::azurite() else {
+        return;
+    };
+    takeover_after_a_kill(&az.url("standby/state.json"), &|c| az.apply_env(c));
+}
+
+/// Two daemons on the state at `url`, reached with what `store_env` sets; the active one is
+/// killed and the standby takes over.
+fn takeover_after_a_kill(url: &str, store_env: &dyn Fn(&mut std::process::Command)) {
     let emu = StandaloneEmulator::start();
-    let url = s3.url("standby/state.json");
     let first = marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "ann", &[1001])]);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let config_a = setup(dir_a.path(), &emu, &url, &first);
-    let config_b = setup(dir_b.path(), &emu, &url, &first);
+    let config_a = setup(dir_a.path(), &emu, url, &first);
+    let config_b = setup(dir_b.path(), &emu, url, &first);
 
     let hook = common::receiver::Receiver::answering(200, "");
     let env = |c: &mut std::process::Command| {
-        s3.apply_env(c);
+        store_env(c);
         c.env("MARKSYNC_TEST_HOOK", hook.url());
     };
     let mut a = Daemon::spawn(&config_a, dir_a.path().join("a.log"), env);

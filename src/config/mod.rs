@@ -453,7 +453,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, Diagnostics> {
     let state_store = match take("state_store") {
         Some(v) => {
             let at = v.referenced;
-            let settings = c.state_store(v);
+            let scheme = match &state {
+                Some(Location::Object(url)) => url.split_once("://").map(|u| u.0),
+                _ => None,
+            };
+            let settings = c.state_store(v, scheme);
             if matches!(state, Some(Location::File(_))) {
                 c.err(
                     &at,

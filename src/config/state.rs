@@ -59,9 +59,20 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         "s3" | "gs" | "az" => {
             let (bucket, key) = url_rest.split_once('/').unwrap_or((url_rest, ""));
             if bucket.is_empty() || key.is_empty() {
+                let (word, upper) = if lower == "az" {
+                    ("container", "CONTAINER")
+                } else {
+                    ("bucket", "BUCKET")
+                };
                 return Err(format!(
-                    "a state URL needs a bucket and an object key: {lower}://BUCKET/KEY, such as \
-                     {lower}://my-bucket/marksync/state.json"
+                    "a state URL needs a {word} and an object key: {lower}://{upper}/KEY, such as \
+                     {lower}://my-{word}/marksync/state.json"
+                ));
+            }
+            if lower == "az" && !is_container_name(bucket) {
+                return Err(format!(
+                    "`{bucket}` is not an Azure container name (3 to 63 lower-case letters, \
+                     digits and single hyphens, starting and ending with a letter or digit)"
                 ));
             }
             if key.ends_with('/') {
@@ -96,6 +107,41 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
     }
 }
 
+/// Why `state_store.KEY` does not apply to a state URL of `scheme`, if it does not: a setting
+/// that the store would ignore is refused, so no one believes it took effect.
+fn not_for_scheme(key: &str, scheme: &str) -> Option<String> {
+    match (scheme, key) {
+        ("gs", _) => Some(format!(
+            "`state_store.{key}` does not apply to a gs:// state: Google Cloud Storage is set \
+             up by its standard environment (GOOGLE_SERVICE_ACCOUNT, \
+             GOOGLE_APPLICATION_CREDENTIALS); remove `state_store`"
+        )),
+        ("az", "region") => Some(
+            "`state_store.region` applies to an s3:// state; an az:// state is located by its \
+             `account` (and `endpoint`): remove `region`"
+                .to_string(),
+        ),
+        ("s3", "account") => Some(
+            "`state_store.account` is the Azure storage account of an az:// state; an s3:// \
+             state names its bucket in the URL: remove `account`"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+/// Azure's rule for a container name: 3 to 63 lower-case letters, digits and hyphens, a letter
+/// or digit at each end, no two hyphens in a row.
+fn is_container_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !name.contains("--")
+}
+
 impl Checker<'_> {
     /// The `state` value: a path, or the URL of an object store this build serves. A value with
     /// `SCHEME://` is a URL, never a path, and so is one that looks like a store's URL with a
@@ -116,13 +162,22 @@ impl Checker<'_> {
         }
     }
 
-    /// `state_store: {endpoint, region, allow_http}`.
-    pub(super) fn state_store(&mut self, v: Spanned<Value>) -> Option<StoreSettings> {
+    /// `state_store: {endpoint, region, account, allow_http}`, for a state URL of `scheme`
+    /// (`s3`, `gs`, `az`; `None` when `state` did not parse).
+    pub(super) fn state_store(
+        &mut self,
+        v: Spanned<Value>,
+        scheme: Option<&str>,
+    ) -> Option<StoreSettings> {
         let before = self.errors.len();
         let mut out = StoreSettings::default();
         let mut endpoint_at = v.referenced;
-        let keys = ["endpoint", "region", "allow_http"];
+        let keys = ["endpoint", "region", "account", "allow_http"];
         for (k, val) in self.map(v, "state_store", &keys)? {
+            if let Some(why) = scheme.and_then(|s| not_for_scheme(&k.value, s)) {
+                self.err(&k.referenced, why);
+                continue;
+            }
             match k.value.as_str() {
                 "endpoint" => {
                     endpoint_at = val.referenced;
@@ -152,6 +207,25 @@ impl Checker<'_> {
                             self.err(&val.referenced, "`state_store.region` must not be empty");
                         } else {
                             out.region = Some(s);
+                        }
+                    }
+                }
+                "account" => {
+                    if let Some(s) = self.string(&val, "state_store.account") {
+                        let fits = (3..=24).contains(&s.len())
+                            && s.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                        if fits {
+                            out.account = Some(s);
+                        } else {
+                            self.err(
+                                &val.referenced,
+                                format!(
+                                    "`state_store.account` must be an Azure storage account \
+                                     name (3 to 24 lower-case letters and digits, as in \
+                                     https://NAME.blob.core.windows.net), found {s:?}"
+                                ),
+                            );
                         }
                     }
                 }

@@ -592,6 +592,7 @@ fn state_store_settings_are_checked_and_only_taken_for_an_object_state() {
         Some(StoreSettings {
             endpoint: Some("https://cos.ap-singapore.myqcloud.com".into()),
             region: Some("ap-singapore".into()),
+            account: None,
             allow_http: false,
         })
     );

@@ -4,7 +4,8 @@
 //! server's log, bench flags, `/proc`), `emulator.rs` (in-process and standalone emulators,
 //! fake endpoints), `daemon.rs` (`marksync run` under test), `cli.rs` (one-shot runs against
 //! `endpoint: embedded`) `flood.rs` (a connection flood against the listener, and a real
-//! client measured during it) and `receiver.rs` (a webhook receiver for notifications). Every server a test talks to
+//! client measured during it) and `receiver.rs` (a webhook receiver for notifications), `s3.rs` and `azurite.rs` (real object
+//! stores: SeaweedFS's S3 API and Azure's emulator). Every server a test talks to
 //! binds port 0 itself and reports the address it got; nothing picks a port and hopes it stays
 //! free.
 //!
@@ -12,6 +13,7 @@
 //! (benches). Each test crate uses only some of these, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod cli;
 pub mod daemon;
 pub mod flood;

@@ -1,6 +1,6 @@
 //! The state in an object store (SPEC 11): `s3://BUCKET/KEY` (Amazon S3 and S3-compatible
-//! stores; verified against SeaweedFS), and `gs://`, `az://` through the same crate (not verified
-//! here).
+//! stores; verified against SeaweedFS), `az://CONTAINER/KEY` (Azure Blob Storage; verified
+//! against Azurite), and `gs://` through the same crate (not verified here).
 //!
 //! Layout under `KEY`:
 //! - `KEY/journal/{n:020}.json`: the journal ([`journal`]): every [`journal::SNAPSHOT_EVERY`]th
@@ -36,22 +36,29 @@ use crate::model::UnixTime;
 
 use journal::{Entry, is_snapshot};
 
-/// `state_store: {endpoint, region, allow_http}`: where the object store of an `s3://` state is
-/// reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION` and `AWS_ALLOW_HTTP` (SPEC 11).
+/// `state_store: {endpoint, region, account, allow_http}`: where the object store of an `s3://`
+/// or `az://` state is reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`
+/// (S3) and `AZURE_STORAGE_ENDPOINT`, `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_ALLOW_HTTP` (Azure)
+/// (SPEC 11). A key that does not apply to the state's store is an error, never ignored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...).
+    /// An S3-compatible endpoint URL (Tencent Cloud COS, MinIO, SeaweedFS...), or an Azure
+    /// storage account's blob endpoint (a private endpoint, a sovereign cloud, Azurite).
     pub endpoint: Option<String>,
-    /// The store's region.
+    /// The S3 store's region.
     pub region: Option<String>,
+    /// The Azure storage account that holds an `az://` state's container.
+    pub account: Option<String>,
     /// Allow a plain-http endpoint (a store on this machine or a private network).
     pub allow_http: bool,
 }
 
-/// The metadata key naming the writer of a journal entry (`x-amz-meta-marksync-writer` on S3).
-const WRITER_META: &str = "marksync-writer";
-/// The metadata key holding a journal entry's serial.
-const SERIAL_META: &str = "marksync-serial";
+/// The metadata key naming the writer of a journal entry (`x-amz-meta-marksyncwriter` on S3,
+/// `x-ms-meta-marksyncwriter` on Azure). Letters only: Azure refuses a name that is not a C#
+/// identifier (a `-`), and proxies in front of S3-compatible stores may drop a header with `_`.
+const WRITER_META: &str = "marksyncwriter";
+/// The metadata key holding a journal entry's serial (letters only, as [`WRITER_META`]).
+const SERIAL_META: &str = "marksyncserial";
 
 /// A state in an object store. Credentials stay inside the client; `Debug` shows the URL only.
 pub struct ObjectStore {
@@ -95,6 +102,28 @@ pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> St
             detail: format!("{what}: {phrased}"),
         };
     }
+    if let Some(rest) = state.strip_prefix("az://")
+        && says(&e, &["ContainerNotFound"])
+    {
+        let container = rest.split('/').next().unwrap_or(rest);
+        return StateError::Unavailable {
+            state: state.to_string(),
+            detail: format!(
+                "{what}: the container {container} does not exist in this storage account; \
+                 create it (az storage container create --name {container}) or correct the URL"
+            ),
+        };
+    }
+    if state.starts_with("az://") && refused_credentials(&e) {
+        return StateError::Unavailable {
+            state: state.to_string(),
+            detail: format!(
+                "{what} (the store said: access denied: check the credentials \
+                 (AZURE_STORAGE_ACCOUNT_KEY, a SAS, a service principal, workload or managed \
+                 identity), the account name and the role on the container)"
+            ),
+        };
+    }
     let said = match &e {
         object_store::Error::NotFound { .. } => "not found".to_string(),
         object_store::Error::Generic { source, .. } => source.to_string(),
@@ -108,6 +137,32 @@ pub(crate) fn store_error(state: &str, what: &str, e: object_store::Error) -> St
         state: state.to_string(),
         detail: format!("{what} (the store said: {said})"),
     }
+}
+
+/// Whether the store refused the request's credentials (HTTP 401 or 403). The crate types this
+/// for object reads and writes but not for a listing, whose refusal comes as a generic error
+/// that carries the status only in its text (pinned: object_store 0.13).
+fn refused_credentials(e: &object_store::Error) -> bool {
+    if matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) {
+        return true;
+    }
+    says(e, &["status code: 403", "status code: 401"])
+}
+
+/// Whether the text of `e` or of one of its causes holds one of `needles`.
+fn says(e: &object_store::Error, needles: &[&str]) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if needles.iter().any(|n| text.contains(n)) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The current time as unix seconds.
@@ -132,7 +187,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl ObjectStore {
     /// The store for `url` (`s3://BUCKET/KEY`, `gs://BUCKET/KEY`, `az://CONTAINER/KEY`), with
-    /// S3 settings from `env` (the process's environment: `AWS_*`) overridden by `settings`.
+    /// settings from `env` (the process's environment: `AWS_*` for S3, `AZURE_*` for Azure)
+    /// overridden by `settings`.
     /// Credentials come from the crate's standard chain: static keys, a session token, a web
     /// identity token (`AWS_WEB_IDENTITY_TOKEN_FILE` with `AWS_ROLE_ARN`), container and
     /// instance roles. Nothing is contacted yet.
@@ -211,9 +267,57 @@ impl ObjectStore {
                 .build()
                 .map(|s| Arc::new(s) as Arc<dyn Backend>),
             "az" | "azure" | "abfs" | "abfss" => {
-                object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .with_client_options(client)
+                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                let mut b = MicrosoftAzureBuilder::new();
+                for (k, v) in env {
+                    if k == "MSI_ENDPOINT" {
+                        b = b.with_msi_endpoint(v);
+                    } else if k.starts_with("AZURE_")
+                        && let Ok(key) = k.to_ascii_lowercase().parse()
+                    {
+                        b = b.with_config(key, v);
+                    }
+                }
+                b = b.with_url(url);
+                if let Some(e) = &settings.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if let Some(a) = &settings.account {
+                    b = b.with_account(a);
+                }
+                let emulator = b
+                    .get_config_value(&AzureConfigKey::UseEmulator)
+                    .is_some_and(|v| {
+                        matches!(
+                            v.trim().to_ascii_lowercase().as_str(),
+                            "true" | "1" | "yes" | "on" | "y"
+                        )
+                    });
+                if emulator && b.get_config_value(&AzureConfigKey::Endpoint).is_some() {
+                    return Err(bad(
+                        "AZURE_STORAGE_USE_EMULATOR takes the emulator's address from \
+                         AZURITE_BLOB_STORAGE_URL and would ignore the endpoint set in \
+                         `state_store.endpoint` or AZURE_STORAGE_ENDPOINT: use one or the other"
+                            .into(),
+                    ));
+                }
+                if b.get_config_value(&AzureConfigKey::AccountName).is_none() && !emulator {
+                    return Err(bad(
+                        "an az:// state needs the Azure storage account that holds the \
+                         container: set `state_store.account` in the config, or \
+                         AZURE_STORAGE_ACCOUNT_NAME"
+                            .into(),
+                    ));
+                }
+                let mut client = client;
+                if settings.allow_http {
+                    client = client.with_allow_http(true);
+                } else if let Some(h) = b.get_config_value(&AzureConfigKey::Client(
+                    object_store::ClientConfigKey::AllowHttp,
+                )) {
+                    client = client.with_allow_http(matches!(h.trim(), "true" | "1" | "yes"));
+                }
+                b.with_client_options(client)
                     .with_retry(retry)
                     .build()
                     .map(|s| Arc::new(s) as Arc<dyn Backend>)

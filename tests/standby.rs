@@ -33,6 +33,36 @@ fn setup(
     path
 }
 
+/// Sends `d` an (unsigned) member-state callback: `account` came online in `group`. Returns
+/// the status and body of the reply.
+fn online(d: &Daemon, group: &str, account: &str) -> (u16, String) {
+    let event = serde_json::json!({
+        "CallbackCommand": "Group.CallbackOnMemberStateChange",
+        "GroupId": group, "Type": "AVChatRoom", "EventType": "Online",
+        "EventCause": "Join", "MemberList": [{"Member_Account": account}],
+    });
+    common::http(
+        d.addr().unwrap(),
+        "POST",
+        &format!(
+            "/callback?SdkAppid={}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json",
+            common::APP
+        ),
+        Some(&event),
+    )
+    .unwrap()
+}
+
+/// `d`'s count of member-state callbacks with `outcome`.
+fn callbacks(d: &Daemon, outcome: &str) -> Option<f64> {
+    common::daemon::metric(
+        &d.metrics(),
+        &format!(
+            "marksync_callbacks_total{{command=\"Group.CallbackOnMemberStateChange\",outcome=\"{outcome}\"}}"
+        ),
+    )
+}
+
 #[test]
 fn a_standby_waits_without_calls_and_takes_over_when_the_active_daemon_is_killed() {
     let Some(s3) = common::s3::s3() else { return };
@@ -103,31 +133,15 @@ fn takeover_after_a_kill(url: &str, store_env: &dyn Fn(&mut std::process::Comman
     );
 
     // A callback sent to the standby (as a load balancer may) reaches the active daemon.
-    let event = serde_json::json!({
-        "CallbackCommand": "Group.CallbackOnMemberStateChange",
-        "GroupId": "@TGS#1A", "Type": "AVChatRoom", "EventType": "Online",
-        "EventCause": "Join", "MemberList": [{"Member_Account": "bob"}],
-    });
-    let (status, reply) = common::http(
-        b.addr().unwrap(),
-        "POST",
-        &format!(
-            "/callback?SdkAppid={}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json",
-            common::APP
-        ),
-        Some(&event),
-    )
-    .unwrap();
+    let (status, reply) = online(&b, "@TGS#1A", "bob");
     assert_eq!(status, 200, "{reply}");
-    let accepted =
-        "marksync_callbacks_total{command=\"Group.CallbackOnMemberStateChange\",outcome=";
     assert_eq!(
-        common::daemon::metric(&a.metrics(), &format!("{accepted}\"accepted\"}}")),
+        callbacks(&a, "accepted"),
         Some(1.0),
         "the active daemon took it"
     );
     assert_eq!(
-        common::daemon::metric(&b.metrics(), &format!("{accepted}\"forwarded\"}}")),
+        callbacks(&b, "forwarded"),
         Some(1.0),
         "the standby relayed it"
     );
@@ -295,26 +309,10 @@ fn a_standby_relays_callbacks_to_the_address_the_active_daemon_advertises() {
     assert!(b.get("/readyz").1.starts_with("standby: "));
     b.wait_stderr("no --advertise address is set");
 
-    let event = serde_json::json!({
-        "CallbackCommand": "Group.CallbackOnMemberStateChange",
-        "GroupId": "@TGS#AD", "Type": "AVChatRoom", "EventType": "Online",
-        "EventCause": "Join", "MemberList": [{"Member_Account": "host"}],
-    });
-    let (status, reply) = common::http(
-        b.addr().unwrap(),
-        "POST",
-        &format!(
-            "/callback?SdkAppid={}&CallbackCommand=Group.CallbackOnMemberStateChange&contenttype=json",
-            common::APP
-        ),
-        Some(&event),
-    )
-    .unwrap();
+    let (status, reply) = online(&b, "@TGS#AD", "host");
     assert_eq!(status, 200, "relayed to the advertised address: {reply}");
-    let accepted =
-        "marksync_callbacks_total{command=\"Group.CallbackOnMemberStateChange\",outcome=";
     assert_eq!(
-        common::daemon::metric(&a.metrics(), &format!("{accepted}\"accepted\"}}")),
+        callbacks(&a, "accepted"),
         Some(1.0),
         "the active daemon took it"
     );

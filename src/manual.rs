@@ -69,7 +69,8 @@ const ENVIRONMENT: &[(&str, &str)] = &[
          or a web identity token exchanged for AWS_ROLE_ARN's), region and endpoint \
          (AWS_ALLOW_HTTP=true for a plain-http endpoint such as a local S3 server; \
          SSL_CERT_FILE for a store or STS behind a private CA). An empty variable counts as \
-         unset. gs:// states read Google's standard variables. Credentials are never printed.",
+         unset. Credentials are never printed. (gs:// is refused: Google Cloud Storage is not \
+         verified.)",
     ),
     (
         "AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_ENDPOINT, \

@@ -140,7 +140,7 @@ cases! {
         state_store_azure_ok,
         state_store_azure_mistakes,
         state_store_s3_with_an_azure_account,
-        state_store_gs_takes_no_settings,
+        state_gs_not_supported,
         state_url_azure_container_names,
         bad_region,
         config_is_list,

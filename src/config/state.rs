@@ -10,7 +10,14 @@ use crate::state::StoreSettings;
 use crate::yaml::{Scalar, Value};
 
 /// The URL schemes of the object stores `state:` takes (SPEC 11).
-pub const STATE_URL_SCHEMES: [&str; 3] = ["s3", "gs", "az"];
+pub const STATE_URL_SCHEMES: [&str; 2] = ["s3", "az"];
+
+/// Why `gs://` is refused: Google Cloud Storage is not verified (docs/remote-state.md), and a
+/// store whose conditional writes are unchecked could lose a state silently.
+const GCS_NOT_SUPPORTED: &str = "gs:// (Google Cloud Storage) is not supported: marksync could \
+    not verify that GCS refuses a conflicting write of the state as it must, and an unverified \
+    store could let two writers overwrite each other's state unnoticed. Keep the state in s3:// \
+    (Amazon S3 or an S3-compatible store), az:// (Azure Blob Storage) or a local file";
 
 /// What a `state` value is: `Ok(None)` a path, `Ok(Some(url))` an object store's URL, `Err` why
 /// it is neither (in the user's terms, with what to write instead).
@@ -27,6 +34,9 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         return Ok(None);
     };
     let lower = scheme.to_ascii_lowercase();
+    if lower == "gs" && after_colon.starts_with('/') {
+        return Err(GCS_NOT_SUPPORTED.to_string());
+    }
     let served = STATE_URL_SCHEMES.contains(&lower.as_str());
     let Some(url_rest) = after_colon.strip_prefix("//") else {
         // `s3:/b/k` or `s3:b/k`: a store's URL with a slash missing. Any other `x:/...` is as
@@ -56,7 +66,7 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         ));
     }
     match lower.as_str() {
-        "s3" | "gs" | "az" => {
+        "s3" | "az" => {
             let (bucket, key) = url_rest.split_once('/').unwrap_or((url_rest, ""));
             if bucket.is_empty() || key.is_empty() {
                 let (word, upper) = if lower == "az" {
@@ -102,7 +112,7 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         ),
         _ => Err(format!(
             "unknown scheme `{scheme}://`; `state` is a local path or a URL of an object store \
-             (s3://, gs://, az://)"
+             (s3://, az://)"
         )),
     }
 }
@@ -111,11 +121,6 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
 /// that the store would ignore is refused, so no one believes it took effect.
 fn not_for_scheme(key: &str, scheme: &str) -> Option<String> {
     match (scheme, key) {
-        ("gs", _) => Some(format!(
-            "`state_store.{key}` does not apply to a gs:// state: Google Cloud Storage is set \
-             up by its standard environment (GOOGLE_SERVICE_ACCOUNT, \
-             GOOGLE_APPLICATION_CREDENTIALS); remove `state_store`"
-        )),
         ("az", "region") => Some(
             "`state_store.region` applies to an s3:// state; an az:// state is located by its \
              `account` (and `endpoint`): remove `region`"
@@ -163,7 +168,7 @@ impl Checker<'_> {
     }
 
     /// `state_store: {endpoint, region, account, allow_http}`, for a state URL of `scheme`
-    /// (`s3`, `gs`, `az`; `None` when `state` did not parse).
+    /// (`s3`, `az`; `None` when `state` did not parse).
     pub(super) fn state_store(
         &mut self,
         v: Spanned<Value>,

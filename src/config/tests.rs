@@ -519,7 +519,6 @@ fn state_is_a_path_or_a_served_url_and_never_a_url_read_as_a_path() {
     );
     for url in [
         "s3://bucket/marksync/state.json",
-        "gs://bucket/state.json",
         "az://container/state.json",
     ] {
         assert_eq!(state(url).unwrap(), Location::Object(url.into()), "{url}");
@@ -549,6 +548,19 @@ fn state_is_a_path_or_a_served_url_and_never_a_url_read_as_a_path() {
         ("s3:///state.json", "needs a bucket and an object key"),
         ("s3://bucket/dir/", "ends with `/`"),
         ("ftp://host/state.json", "unknown scheme `ftp://`"),
+        // GCS is not verified (docs/remote-state.md): refused, never served unchecked.
+        (
+            "gs://bucket/state.json",
+            "gs:// (Google Cloud Storage) is not supported",
+        ),
+        (
+            "GS://bucket/state.json",
+            "gs:// (Google Cloud Storage) is not supported",
+        ),
+        (
+            "gs:/bucket/state.json",
+            "gs:// (Google Cloud Storage) is not supported",
+        ),
     ] {
         let e = state(value).expect_err(value);
         assert!(

@@ -22,7 +22,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>>
 pub enum Location {
     /// A local file (relative paths are resolved against the config file's directory).
     File(PathBuf),
-    /// An object in an object store: `s3://BUCKET/KEY` (also `gs://`, `az://`).
+    /// An object in an object store: `s3://BUCKET/KEY` (also `az://`).
     Object(String),
 }
 

@@ -1,6 +1,6 @@
 //! The state in an object store (SPEC 11): `s3://BUCKET/KEY` (Amazon S3 and S3-compatible
-//! stores; verified against SeaweedFS), `az://CONTAINER/KEY` (Azure Blob Storage; verified
-//! against Azurite), and `gs://` through the same crate (not verified here).
+//! stores; verified against SeaweedFS) and `az://CONTAINER/KEY` (Azure Blob Storage; verified
+//! against Azurite). `gs://` is refused by the config: it is not verified.
 //!
 //! Layout under `KEY`:
 //! - `KEY/journal/{n:020}.json`: the journal ([`journal`]): every [`journal::SNAPSHOT_EVERY`]th
@@ -186,7 +186,7 @@ fn host_name() -> String {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
 impl ObjectStore {
-    /// The store for `url` (`s3://BUCKET/KEY`, `gs://BUCKET/KEY`, `az://CONTAINER/KEY`), with
+    /// The store for `url` (`s3://BUCKET/KEY`, `az://CONTAINER/KEY`), with
     /// settings from `env` (the process's environment: `AWS_*` for S3, `AZURE_*` for Azure)
     /// overridden by `settings`.
     /// Credentials come from the crate's standard chain: static keys, a session token, a web
@@ -260,12 +260,6 @@ impl ObjectStore {
                 }
                 .map(|s| Arc::new(s) as Arc<dyn Backend>)
             }
-            "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_url(url)
-                .with_client_options(client)
-                .with_retry(retry)
-                .build()
-                .map(|s| Arc::new(s) as Arc<dyn Backend>),
             "az" | "azure" | "abfs" | "abfss" => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
                 let mut b = MicrosoftAzureBuilder::new();
@@ -324,7 +318,7 @@ impl ObjectStore {
             }
             other => {
                 return Err(bad(format!(
-                    "marksync does not serve {other}:// states; use s3://, gs://, az:// or a file path"
+                    "marksync does not serve {other}:// states; use s3://, az:// or a file path"
                 )));
             }
         };
@@ -416,7 +410,7 @@ impl ObjectStore {
                 let refuse = |what: &str| StateError::Unavailable {
                     state: self.url.clone(),
                     detail: format!(
-                        "this store ignores conditional writes ({what}), so two writers could overwrite each other's state unnoticed; marksync refuses to use it. Use a store that honours If-None-Match and If-Match (Amazon S3, Tencent COS, MinIO, SeaweedFS, GCS, Azure), or a local state file"
+                        "this store ignores conditional writes ({what}), so two writers could overwrite each other's state unnoticed; marksync refuses to use it. Use a store that honours If-None-Match and If-Match (Amazon S3, Tencent COS, MinIO, SeaweedFS, Azure), or a local state file"
                     ),
                 };
                 let first = put(PutMode::Create)

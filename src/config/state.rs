@@ -34,7 +34,8 @@ fn state_location(s: &str) -> Result<Option<String>, String> {
         return Ok(None);
     };
     let lower = scheme.to_ascii_lowercase();
-    if lower == "gs" && after_colon.starts_with('/') {
+    // Whatever follows (`gs:b/k` too, which as a path would make a folder `gs:`).
+    if lower == "gs" {
         return Err(GCS_NOT_SUPPORTED.to_string());
     }
     let served = STATE_URL_SCHEMES.contains(&lower.as_str());

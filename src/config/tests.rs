@@ -561,6 +561,11 @@ fn state_is_a_path_or_a_served_url_and_never_a_url_read_as_a_path() {
             "gs:/bucket/state.json",
             "gs:// (Google Cloud Storage) is not supported",
         ),
+        // With the slashes missing as well: read as a path it would make a folder `gs:`.
+        (
+            "gs:bucket/state.json",
+            "gs:// (Google Cloud Storage) is not supported",
+        ),
     ] {
         let e = state(value).expect_err(value);
         assert!(

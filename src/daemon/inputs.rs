@@ -7,7 +7,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Daemon, Input, Trigger, audit, schedule};
+use tokio::sync::mpsc;
+
+use super::systemd::notify;
+use super::timers::Timers;
+use super::{
+    Daemon, Input, STATE_FLUSH_AFTER, Trigger, audit, schedule, sleep_or_forever, sleep_until_opt,
+    tick_opt,
+};
 use crate::config::{Config, Endpoint};
 use crate::desired::cache::Refresh;
 use crate::engine;
@@ -29,6 +36,48 @@ pub(super) fn note(t: Trigger, trigger: &mut Option<Trigger>) {
 }
 
 impl Daemon {
+    /// Waits for the next input: a message on `inputs`, or a timer (a renewal due, the end of a
+    /// pause, a re-read, a periodic timer). `None` when what woke it was handled here (the
+    /// state's delayed save, a watchdog ping) and there is nothing to absorb.
+    pub(super) async fn next_input(
+        &mut self,
+        timers: &mut Timers,
+        inputs: &mut mpsc::Receiver<Input>,
+    ) -> Option<Input> {
+        // While calls are paused, a renewal that comes due waits for the pause to end.
+        let renewal = if self.pause.calls_paused_until.is_some() {
+            None
+        } else {
+            self.next_renewal_in()
+        };
+        tokio::select! {
+            Some(input) = inputs.recv() => Some(input),
+            () = sleep_or_forever(renewal) => Some(Input::RenewalDue),
+            () = sleep_until_opt(self.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
+                self.flush_state().await;
+                None
+            }
+            () = sleep_until_opt(self.pause.calls_paused_until) => {
+                self.pause.calls_paused_until = None;
+                Some(Input::BackoffOver)
+            }
+            () = sleep_until_opt(
+                self.pause.callback_not_before.filter(|_| self.pause.callback_waiting)
+            ) => Some(Input::CallbackRoundDue),
+            () = sleep_until_opt(self.due.reread_at) => {
+                self.due.reread_at = None;
+                Some(Input::FilesChanged)
+            }
+            _ = timers.retry.tick() => Some(Input::RetryPending),
+            _ = timers.reassert.tick() => Some(Input::Reassert),
+            () = tick_opt(&mut timers.refresh) => Some(Input::Refresh),
+            _ = timers.watchdog.tick() => {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                None
+            }
+        }
+    }
+
     /// Folds a batch of inputs into the daemon's flags, reading nothing: returns the trigger of
     /// the reconcile to run, if any (the most significant one, for the metric label), and what
     /// must be read again ([`Daemon::read_again`] does the reading).

@@ -56,7 +56,7 @@ use crate::model::UnixTime;
 use crate::state::State;
 use health::Health;
 use systemd::notify;
-use watch::{describe_watch_error, watch_files};
+use watch::FileWatch;
 
 /// Everything that can wake the daemon. Timers are inputs too, so the loop has one shape.
 #[derive(Debug)]
@@ -277,98 +277,15 @@ pub async fn run(
     sender: mpsc::Sender<Input>,
     mut inputs: mpsc::Receiver<Input>,
 ) -> Result<u8, Error> {
-    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
-        desired_ok: false,
-        last_reconcile_ok: false,
-        detail: "starting".into(),
-        standby: None,
-    });
-    let (role, role_rx) = tokio::sync::watch::channel(crate::http::forward::Role::Active);
-    let config = engine::load_config(config_path)?;
-    // A remote state may be held by another daemon: this one stands by until it can act, with
-    // its listener up (`/readyz` says `standby`, callbacks go to the active daemon). A local
-    // state's lock is taken first, as always: a second daemon exits 5 before binding a port.
-    let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
-    check_advertise(&config, &opts)?;
-    let mut http = None;
-    // A standby watches its desired files too; the daemon keeps that watch when it takes over.
-    let mut watcher = None;
-    let mut held = None;
-    let mut stood_by = false;
-    if remote {
-        http = listener::start_listener(
-            &config,
-            &metrics,
-            &clock,
-            readiness_rx.clone(),
-            role_rx.clone(),
-            &sender,
-        )
-        .await?;
-        let address = http
-            .as_ref()
-            .map(|l: &crate::http::Listener| match &opts.advertise {
-                Some(a) => a.address(l.addr),
-                None => l.addr.to_string(),
-            });
-        let files = watcher.insert(
-            watch_files(&config.desired, config.debounce, sender.clone()).map_err(|source| {
-                Error::Watch {
-                    root: config.desired.clone(),
-                    source,
-                }
-            })?,
-        );
-        let waiting = standby::Waiting {
-            readiness: &readiness,
-            role: &role,
-            files,
-            sender: &sender,
-            inputs: &mut inputs,
-        };
-        match standby::lead(&config, opts.lock_timeout, &metrics, address, waiting).await? {
-            standby::Lead::Taken { lock, took_over } => {
-                held = Some(lock);
-                stood_by = took_over;
-            }
-            standby::Lead::Stopped => return Ok(exit::OK),
-        }
-        role.send_replace(crate::http::forward::Role::Active);
-    }
-    let mut daemon = Daemon::start(config_path, opts, clock, metrics, readiness, held).await?;
-    if stood_by {
-        daemon.notifier.condition(
-            crate::config::notify::Event::Takeover,
-            true,
-            "this daemon took over the state's lock from one that stopped renewing it, and acts now",
-            || daemon.session.store().describe(),
-        );
-    }
-    let lease_lost = standby::watch_the_lease(&daemon, &sender);
-    let mut watcher = match watcher {
-        Some(w) => w,
-        None => watch_files(
-            daemon.desired.root(),
-            daemon.session.config.debounce,
-            sender.clone(),
-        )
-        .map_err(|source| Error::Watch {
-            root: daemon.desired.root().to_path_buf(),
-            source,
-        })?,
+    let Some(Running {
+        mut daemon,
+        mut watcher,
+        listener: _listener,
+        lease_lost,
+    }) = begin(config_path, opts, clock, metrics, &sender, &mut inputs).await?
+    else {
+        return Ok(exit::OK);
     };
-    if !remote {
-        http = listener::start_listener(
-            &daemon.session.config,
-            &daemon.metrics,
-            daemon.session.clock(),
-            readiness_rx,
-            role_rx,
-            &sender,
-        )
-        .await?;
-    }
-    let _http = http;
 
     daemon.refresh_desired();
     // Inputs that arrive during the startup reconcile form the first round after it.
@@ -388,38 +305,10 @@ pub async fn run(
         // many arrived, they cause exactly one more reconcile.
         let mut batch = std::mem::take(&mut deferred);
         if batch.is_empty() {
-            // While calls are paused, a renewal that comes due waits for the pause to end.
-            let renewal = if daemon.pause.calls_paused_until.is_some() {
-                None
-            } else {
-                daemon.next_renewal_in()
-            };
-            batch.push(tokio::select! {
-                Some(input) = inputs.recv() => input,
-                () = sleep_or_forever(renewal) => Input::RenewalDue,
-                () = sleep_until_opt(daemon.dirty_since.map(|t| t + STATE_FLUSH_AFTER)) => {
-                    daemon.flush_state().await;
-                    continue;
-                }
-                () = sleep_until_opt(daemon.pause.calls_paused_until) => {
-                    daemon.pause.calls_paused_until = None;
-                    Input::BackoffOver
-                }
-                () = sleep_until_opt(
-                    daemon.pause.callback_not_before.filter(|_| daemon.pause.callback_waiting)
-                ) => Input::CallbackRoundDue,
-                () = sleep_until_opt(daemon.due.reread_at) => {
-                    daemon.due.reread_at = None;
-                    Input::FilesChanged
-                }
-                _ = timers.retry.tick() => Input::RetryPending,
-                _ = timers.reassert.tick() => Input::Reassert,
-                () = tick_opt(&mut timers.refresh) => Input::Refresh,
-                _ = timers.watchdog.tick() => {
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                    continue;
-                }
-            });
+            match daemon.next_input(&mut timers, &mut inputs).await {
+                Some(input) => batch.push(input),
+                None => continue,
+            }
         }
         while let Ok(more) = inputs.try_recv() {
             batch.push(more);
@@ -429,47 +318,147 @@ pub async fn run(
             break;
         }
         let trigger = daemon.read_again(absorbed);
-        // A reload's new periods, debounce and connection take effect now.
+        // A reload's new periods, debounce and connection take effect now, and the watch moves
+        // to where the desired path now leads (git-sync re-pointed it).
         timers.follow(&daemon.session.config);
-        // A reload's new debounce, or a symlink on the desired path re-pointed (git-sync): the
-        // OS watch is on the directory the path led to, so it is restarted on the new one.
-        if watcher.debounce != daemon.session.config.debounce || watcher.moved() {
-            match watch_files(
-                daemon.desired.root(),
-                daemon.session.config.debounce,
-                sender.clone(),
-            ) {
-                Ok(w) => watcher = w,
-                Err(e) => tracing::error!(
-                    "cannot restart the file watcher; keeping the old one: {}",
-                    describe_watch_error(&e)
-                ),
-            }
-        }
+        watcher.follow(
+            daemon.desired.root(),
+            daemon.session.config.debounce,
+            &sender,
+        );
         daemon.reconnect_if_asked().await;
         if let Some(trigger) = trigger {
             daemon.run_round(trigger, &mut inputs, &mut deferred).await;
         }
     }
+    daemon.finish(&lease_lost).await
+}
 
-    notify(&[sd_notify::NotifyState::Stopping]);
-    if !daemon.opts.dry_run && daemon.dirty_since.is_some() {
-        daemon.session.save(&mut daemon.state).await?;
+/// A daemon that acts, with what it runs alongside.
+struct Running {
+    daemon: Daemon,
+    /// The watch on the desired files.
+    watcher: FileWatch,
+    /// The HTTP listener, if the config asks for one; dropping it stops it.
+    listener: Option<crate::http::Listener>,
+    /// Set when a remote state's lease is lost ([`standby::watch_the_lease`]).
+    lease_lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Everything before the first reconcile: the config, the lock (standing by while another daemon
+/// holds a remote state's), the daemon's state, the file watch and the listener. `None`: a
+/// signal came while standing by.
+///
+/// A remote state may be held by another daemon: this one stands by until it can act, with its
+/// listener up (`/readyz` says `standby`, callbacks go to the active daemon) and its desired
+/// files watched. A local state's lock is taken first, as always: a second daemon exits 5 before
+/// binding a port.
+async fn begin(
+    config_path: &Path,
+    opts: RunOptions,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    sender: &mpsc::Sender<Input>,
+    inputs: &mut mpsc::Receiver<Input>,
+) -> Result<Option<Running>, Error> {
+    let (readiness, readiness_rx) = tokio::sync::watch::channel(Readiness {
+        desired_ok: false,
+        last_reconcile_ok: false,
+        detail: "starting".into(),
+        standby: None,
+    });
+    let (role, role_rx) = tokio::sync::watch::channel(crate::http::forward::Role::Active);
+    let config = engine::load_config(config_path)?;
+    check_advertise(&config, &opts)?;
+    let remote = matches!(config.state, crate::state::Location::Object(_)) && !opts.dry_run;
+    let (mut listener, mut watcher, mut held, mut took_over) = (None, None, None, false);
+    if remote {
+        listener = listener::start_listener(
+            &config,
+            &metrics,
+            &clock,
+            readiness_rx.clone(),
+            role_rx.clone(),
+            sender,
+        )
+        .await?;
+        let address = listener
+            .as_ref()
+            .map(|l: &crate::http::Listener| match &opts.advertise {
+                Some(a) => a.address(l.addr),
+                None => l.addr.to_string(),
+            });
+        let waiting = standby::Waiting {
+            readiness: &readiness,
+            role: &role,
+            files: watcher.insert(FileWatch::start(&config.desired, config.debounce, sender)?),
+            sender,
+            inputs,
+        };
+        match standby::lead(&config, opts.lock_timeout, &metrics, address, waiting).await? {
+            standby::Lead::Taken { lock, took_over: t } => (held, took_over) = (Some(lock), t),
+            standby::Lead::Stopped => return Ok(None),
+        }
+        role.send_replace(crate::http::forward::Role::Active);
     }
-    daemon.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
-    if lease_lost.load(Ordering::SeqCst) {
-        return Err(Error::State(crate::state::StateError::Unavailable {
-            state: daemon.session.store().describe(),
-            detail: "this daemon lost the state's lease (or could not renew it in time) and \
-                     stopped acting; restarted, it stands by while another daemon acts"
-                .into(),
-        }));
+    let daemon = Daemon::start(config_path, opts, clock, metrics, readiness, held).await?;
+    if took_over {
+        daemon.notifier.condition(
+            crate::config::notify::Event::Takeover,
+            true,
+            "this daemon took over the state's lock from one that stopped renewing it, and acts now",
+            || daemon.session.store().describe(),
+        );
     }
-    tracing::info!("marksync stopped");
-    Ok(exit::OK)
+    let lease_lost = standby::watch_the_lease(&daemon, sender);
+    let watcher = match watcher {
+        Some(w) => w,
+        None => FileWatch::start(
+            daemon.desired.root(),
+            daemon.session.config.debounce,
+            sender,
+        )?,
+    };
+    if !remote {
+        listener = listener::start_listener(
+            &daemon.session.config,
+            &daemon.metrics,
+            daemon.session.clock(),
+            readiness_rx,
+            role_rx,
+            sender,
+        )
+        .await?;
+    }
+    Ok(Some(Running {
+        daemon,
+        watcher,
+        listener,
+        lease_lost,
+    }))
 }
 
 impl Daemon {
+    /// After the loop: saves what is unsaved, delivers pending notifications, and says how the
+    /// daemon ends (an error when it stopped because its lease was lost).
+    async fn finish(mut self, lease_lost: &std::sync::atomic::AtomicBool) -> Result<u8, Error> {
+        notify(&[sd_notify::NotifyState::Stopping]);
+        if !self.opts.dry_run && self.dirty_since.is_some() {
+            self.session.save(&mut self.state).await?;
+        }
+        self.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
+        if lease_lost.load(Ordering::SeqCst) {
+            return Err(Error::State(crate::state::StateError::Unavailable {
+                state: self.session.store().describe(),
+                detail: "this daemon lost the state's lease (or could not renew it in time) and \
+                         stopped acting; restarted, it stands by while another daemon acts"
+                    .into(),
+            }));
+        }
+        tracing::info!("marksync stopped");
+        Ok(exit::OK)
+    }
+
     /// Opens the session, takes the lock (unless a dry run), reads the state and connects: the
     /// daemon before its first round, and the receiver of its readiness for the listener.
     async fn start(

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::systemd::{notify, watchdog_period};
-use super::watch::{FileWatch, describe_watch_error, watch_files};
+use super::watch::FileWatch;
 use super::{Daemon, Input};
 use crate::config::Config;
 use crate::engine;
@@ -142,15 +142,7 @@ pub(super) async fn lead(
                     problems = read_desired();
                     publish(&holder, &problems);
                     // git-sync re-pointed the desired path: watch the new checkout.
-                    if files.moved() {
-                        match watch_files(&config.desired, config.debounce, sender.clone()) {
-                            Ok(w) => *files = w,
-                            Err(e) => tracing::error!(
-                                "standby: cannot restart the file watcher; keeping the old one: {}",
-                                describe_watch_error(&e)
-                            ),
-                        }
-                    }
+                    files.follow(&config.desired, config.debounce, sender);
                 }
                 // Reloads, timers and callbacks' rounds mean nothing to a standby: it reads the
                 // config again when it takes over.

@@ -34,12 +34,39 @@ impl Drop for FileWatch {
 }
 
 impl FileWatch {
+    /// Starts watching `root` ([`watch_files`]); a failure is the daemon's error.
+    pub(super) fn start(
+        root: &Path,
+        debounce: Duration,
+        sender: &mpsc::Sender<Input>,
+    ) -> Result<FileWatch, crate::error::Error> {
+        watch_files(root, debounce, sender.clone()).map_err(|source| crate::error::Error::Watch {
+            root: root.to_path_buf(),
+            source,
+        })
+    }
+
     /// Whether the watched path now leads to another directory than when the watch began (git-sync
     /// re-pointed `/git/repo`): the watch is then on the old checkout and must be restarted. An
     /// unresolvable path (mid-swap) is not taken as moved.
     pub(super) fn moved(&self) -> bool {
         self.resolved.is_some()
             && std::fs::canonicalize(&self.target).is_ok_and(|now| Some(now) != self.resolved)
+    }
+
+    /// Restarts the watch on `root` when the debounce changed (a reload) or the path was
+    /// re-pointed ([`FileWatch::moved`]); keeps the old one, saying so, if that fails.
+    pub(super) fn follow(&mut self, root: &Path, debounce: Duration, sender: &mpsc::Sender<Input>) {
+        if self.debounce == debounce && !self.moved() {
+            return;
+        }
+        match watch_files(root, debounce, sender.clone()) {
+            Ok(w) => *self = w,
+            Err(e) => tracing::error!(
+                "cannot restart the file watcher; keeping the old one: {}",
+                describe_watch_error(&e)
+            ),
+        }
     }
 }
 

@@ -155,10 +155,22 @@ impl Proc {
         self.child.try_wait().unwrap()
     }
 
-    /// Waits (bounded) for the process to exit.
+    /// Waits (bounded) for the process to exit; the panic at the limit shows its stderr.
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let what = format!("process {} to exit", self.pid());
-        poll(&what, limit, || self.exited())
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?}: process {} to exit; its stderr:\n{}",
+                    self.pid(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(super::POLL);
+        }
     }
 }
 

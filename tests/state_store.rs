@@ -1011,3 +1011,53 @@ async fn az_a_missing_container_is_an_error_never_an_empty_state() {
     })
     .await;
 }
+
+remote!(
+    s3_a_holder_whose_lock_was_taken_writes_nothing_more,
+    az_a_holder_whose_lock_was_taken_writes_nothing_more,
+    a_holder_whose_lock_was_taken_writes_nothing_more
+);
+/// A holder that lost its lock (another process took it over: here after `state unlock`) may
+/// still have a save to make, such as a daemon's last one at shutdown. Written, it would be a
+/// write by a process that no longer holds the state: the new holder's next save would then
+/// meet a stranger's entry and stop. The store refuses it, saying why, and the new holder saves
+/// on as if the old one had never been there.
+async fn a_holder_whose_lock_was_taken_writes_nothing_more(r: Remote) {
+    let url = r.url("state.json");
+    let ttl = Duration::from_secs(1);
+    let old = r.open(&url);
+    let mut st = sample(2);
+    old.save(&mut st).await.unwrap();
+    let held = old
+        .lock(&request("run", Duration::ZERO, ttl))
+        .await
+        .unwrap();
+    let id = old.holder().await.unwrap().unwrap().id;
+    let new = r.open(&url);
+    new.unlock(&id).await.unwrap();
+    let _taken = new
+        .lock(&request("run", Duration::ZERO, ttl))
+        .await
+        .unwrap();
+    let mut theirs = new.load(APP).await.unwrap();
+    // The old holder's next renewal (every ttl/3) finds the lock replaced.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !held.lost() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the old holder sees its lock lost");
+
+    st.confirm(&g("@TGS#a"), &a("late"), [m(1009)], 1_700_000_400);
+    let e = old.save(&mut st).await.unwrap_err().to_string();
+    assert!(e.contains("lock"), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    let e = old.save_intents(&st).await.unwrap_err().to_string();
+    assert!(e.contains("nothing was written"), "{e}");
+
+    theirs.confirm(&g("@TGS#a"), &a("new"), [m(1008)], 1_700_000_500);
+    new.save(&mut theirs).await.unwrap();
+    assert_eq!(r.open(&url).load(APP).await.unwrap(), theirs);
+    drop(held);
+}

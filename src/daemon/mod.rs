@@ -444,7 +444,15 @@ impl Daemon {
     async fn finish(mut self, lease_lost: &std::sync::atomic::AtomicBool) -> Result<u8, Error> {
         notify(&[sd_notify::NotifyState::Stopping]);
         if !self.opts.dry_run && self.dirty_since.is_some() {
-            self.session.save(&mut self.state).await?;
+            match self.session.save(&mut self.state).await {
+                Ok(()) => {}
+                // The daemon that takes over acts from the state as last saved; the intents
+                // written before each call let it settle what was in flight.
+                Err(e) if lease_lost.load(Ordering::SeqCst) => {
+                    tracing::warn!("the last changes to the state are not saved: {e}");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.notifier.flush(crate::notify::SHUTDOWN_FLUSH).await;
         if lease_lost.load(Ordering::SeqCst) {

@@ -195,6 +195,29 @@ struct Lease {
     e_tag: Mutex<String>,
 }
 
+/// What the store checks before each write: whether the lock this process took was lost (taken
+/// over by another process, or expired without renewal). A lock released by dropping it fences
+/// nothing: its holder is done.
+#[derive(Clone, Default)]
+pub(super) struct Fence(Option<std::sync::Weak<Lease>>);
+
+impl Fence {
+    /// Whether the lease behind it is lost or over.
+    pub(super) fn lost(&self) -> bool {
+        self.0
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|lease| lease.over())
+    }
+}
+
+impl Lease {
+    /// Lost to another process, or past its deadline.
+    fn over(&self) -> bool {
+        self.lost.load(Ordering::SeqCst) || Instant::now() >= *self.deadline.lock().expect("lease")
+    }
+}
+
 /// A held lock object. Dropping it stops the renewals and removes the object if it is still
 /// this one.
 pub struct ObjectLock {
@@ -233,6 +256,11 @@ impl ObjectLock {
     /// Who holds it: this process.
     pub fn holder(&self) -> &LockHolder {
         &self.holder
+    }
+
+    /// The store's check before a write ([`Fence`]).
+    pub(super) fn fence(&self) -> Fence {
+        Fence(Some(Arc::downgrade(&self.lease)))
     }
 }
 
@@ -277,8 +305,7 @@ impl StoreLock for ObjectLock {
     }
 
     fn lost(&self) -> bool {
-        self.lease.lost.load(Ordering::SeqCst)
-            || Instant::now() >= *self.lease.deadline.lock().expect("lease")
+        self.lease.over()
     }
 }
 

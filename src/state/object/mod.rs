@@ -73,6 +73,8 @@ pub struct ObjectStore {
     tail: tokio::sync::Mutex<Tail>,
     /// Set once the store was seen to honour conditional writes.
     checked: tokio::sync::OnceCell<()>,
+    /// The lock this process took through this store: once it is lost, nothing is written.
+    fence: std::sync::Mutex<lock::Fence>,
 }
 
 /// The newest entry this process knows of, and the state after it.
@@ -345,6 +347,7 @@ impl ObjectStore {
             }),
             tail: tokio::sync::Mutex::new(Tail::default()),
             checked: tokio::sync::OnceCell::new(),
+            fence: std::sync::Mutex::default(),
         })
     }
 
@@ -745,6 +748,16 @@ impl ObjectStore {
         next: &State,
         entry: impl FnOnce() -> Vec<u8>,
     ) -> Result<u64, StateError> {
+        // A holder that lost its lock no longer holds the state: the process that took it over
+        // writes now, and an entry from here would stop it at its next save.
+        if self.fence.lock().expect("fence").lost() {
+            return Err(StateError::Unavailable {
+                state: self.url.clone(),
+                detail: "this process's lock on the state was lost (taken over by another \
+                         process, or expired without renewal); nothing was written"
+                    .into(),
+            });
+        }
         let seq = tail.seq.map_or(0, |s| s + 1);
         let body = if is_snapshot(seq) {
             let mut b = serde_json::to_vec(next).expect("a state serializes");
@@ -874,6 +887,7 @@ impl StateStore for ObjectStore {
             self.check_conditional_writes().await?;
             let me = self.set_me(request);
             let held = lock::acquire(&self.lock, request, &me).await?;
+            *self.fence.lock().expect("fence") = held.fence();
             Ok(Box::new(held) as Box<dyn StoreLock>)
         })
     }

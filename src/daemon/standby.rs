@@ -210,9 +210,28 @@ pub(super) fn watch_the_lease(
                     }
                 );
                 let _ = sender.send(Input::Shutdown).await;
+                exit_if_stuck();
                 return;
             }
         }
     });
     lost
+}
+
+/// How long a daemon that lost its lease may take to stop (its calls in flight, its last save
+/// and its lock's release are each bounded, well within this).
+const STEP_DOWN_LIMIT: Duration = Duration::from_secs(90);
+
+/// A backstop for a daemon stepping down: it no longer acts, and its supervisor restarts it as a
+/// standby only once it has exited; so if anything in its shutdown hangs, it exits anyway after
+/// [`STEP_DOWN_LIMIT`], saying so.
+fn exit_if_stuck() {
+    std::thread::spawn(|| {
+        std::thread::sleep(STEP_DOWN_LIMIT);
+        tracing::error!(
+            "this daemon lost the state's lease {} s ago and has not stopped yet; exiting now",
+            STEP_DOWN_LIMIT.as_secs()
+        );
+        std::process::exit(1);
+    });
 }

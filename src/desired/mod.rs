@@ -287,7 +287,7 @@ fn conflicts_with_failed(files: &[(&Path, Loaded<'_>)]) -> Vec<Diagnostic> {
 /// file (or of one group, for large split files), but every value-level problem (bad mark,
 /// bad account, unknown key, duplicate, limit) is collected.
 ///
-/// JSON files (`*.json`, generated rosters) are read by serde_json ([`json`]) with the same checks
+/// JSON files (`*.json`, generated rosters) are read by serde_json (`json.rs`) with the same checks
 /// and messages, at `file:line:column`. At most
 /// [`crate::diag::MAX_ERRORS_PER_FILE`] errors (or warnings) are returned, then a count of the
 /// rest.

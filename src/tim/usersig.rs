@@ -270,7 +270,8 @@ fn describe_non_hex(c: char) -> String {
     }
 }
 
-/// Logs a warning when the key file at `path` is loose ([`loose_mode`]). Not for the
+/// Logs a warning when the key file at `path` is loose: readable by anyone but its owner and
+/// this process's group, or writable by anyone but its owner. Not for the
 /// systemd credential directory (systemd sets its modes), nor for the embedded emulator's demo
 /// key (it guards nothing).
 pub fn warn_if_loose(path: &Path) {

@@ -147,6 +147,11 @@ fn takeover_after_a_kill(url: &str, store_env: &dyn Fn(&mut std::process::Comman
     );
 
     // The active daemon dies; the files change meanwhile; the standby takes over and applies.
+    // Nothing is in flight at the kill, so every call after it is the new active daemon's, and
+    // it sends only what the change needs: nothing again.
+    a.wait_reconciles("callback", 1.0);
+    emu.settle(Duration::from_secs(10));
+    let calls_before = emu.calls();
     a.proc.kill9();
     let killed = Instant::now();
     let third = marks(&[("@TGS#1A", "host", &[1000]), ("@TGS#1A", "cy", &[1003])]);
@@ -160,6 +165,16 @@ fn takeover_after_a_kill(url: &str, store_env: &dyn Fn(&mut std::process::Comman
             .eq(&(vec![], vec![]))
             .then_some(())
     });
+    let sent = b.metric("marksync_calls_total");
+    assert_eq!(
+        (emu.calls() - calls_before) as f64,
+        sent,
+        "the service saw the new active daemon's calls and no other"
+    );
+    assert!(
+        (1.0..=2.0).contains(&sent),
+        "setting cy and clearing bob takes one call each at most, nothing re-sent: {sent}"
+    );
     eprintln!(
         "standby: took over {:.1?} after the kill, applied {:.1?} after it (lock_ttl 10s)",
         took_over,

@@ -178,32 +178,50 @@ pub(super) fn watch_the_lease(
     daemon: &Daemon,
     sender: &mpsc::Sender<Input>,
 ) -> Arc<std::sync::atomic::AtomicBool> {
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let Some(lock) = daemon
         .lock
         .as_ref()
         .filter(|l| l.lease_deadline().is_some())
     else {
-        return lost;
+        return Arc::new(std::sync::atomic::AtomicBool::new(false));
     };
-    // Weak: the daemon's own reference is the one that releases the lock, while the runtime
-    // still runs (a lock dropped at the runtime's shutdown could not reach the store).
-    let lock = Arc::downgrade(lock);
     let margin = engine::lease_margin(&daemon.session.config);
-    let (stop, sender, flag) = (daemon.stop.clone(), sender.clone(), lost.clone());
+    watch_lease(
+        Arc::downgrade(lock),
+        margin,
+        daemon.stop.clone(),
+        sender.clone(),
+    )
+}
+
+/// [`watch_the_lease`]'s task. It holds the lock weakly, and never across an await: the daemon's
+/// own reference must be the last, so that the lock is released (or let expire) by the daemon
+/// while the runtime runs. Dropped last by this task, after the daemon let go of it at shutdown,
+/// its release waited on a runtime that was shutting down, and the process never exited.
+fn watch_lease(
+    lock: std::sync::Weak<dyn StoreLock>,
+    margin: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sender: mpsc::Sender<Input>,
+) -> Arc<std::sync::atomic::AtomicBool> {
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = lost.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let Some(lock) = lock.upgrade() else { return };
-            let ending = lock
-                .lease_deadline()
-                .is_some_and(|d| d.saturating_duration_since(tokio::time::Instant::now()) < margin);
-            if lock.lost() || ending {
+            let (was_lost, ending) = {
+                let Some(lock) = lock.upgrade() else { return };
+                let ending = lock.lease_deadline().is_some_and(|d| {
+                    d.saturating_duration_since(tokio::time::Instant::now()) < margin
+                });
+                (lock.lost(), ending)
+            };
+            if was_lost || ending {
                 stop.store(true, Ordering::SeqCst);
                 flag.store(true, Ordering::SeqCst);
                 tracing::error!(
                     "the state's lease {}: no call starts any more; stopping so that a standby acts",
-                    if lock.lost() {
+                    if was_lost {
                         "was lost"
                     } else {
                         "is about to end without renewal"
@@ -234,4 +252,57 @@ fn exit_if_stuck() {
         );
         std::process::exit(1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease that is about to end.
+    #[derive(Debug)]
+    struct Ending;
+
+    impl StoreLock for Ending {
+        fn lease_deadline(&self) -> Option<tokio::time::Instant> {
+            Some(tokio::time::Instant::now())
+        }
+        fn lost(&self) -> bool {
+            false
+        }
+    }
+
+    /// The watcher tells the daemon to stop while its input queue is full (the send waits):
+    /// meanwhile it must not hold the lock, or the daemon's drop of it at shutdown would not be
+    /// the last, and the lock's release would run in this task as the runtime shuts down (the
+    /// process then never exited).
+    #[tokio::test]
+    async fn the_lease_watcher_holds_no_lock_while_it_tells_the_daemon_to_stop() {
+        let lock: Arc<dyn StoreLock> = Arc::new(Ending);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sender, inputs) = mpsc::channel(1);
+        sender.try_send(Input::Reassert).unwrap();
+        let lost = watch_lease(
+            Arc::downgrade(&lock),
+            Duration::from_secs(5),
+            stop.clone(),
+            sender,
+        );
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the watcher sees the lease ending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(lost.load(Ordering::SeqCst));
+        assert_eq!(
+            Arc::strong_count(&lock),
+            1,
+            "the daemon's reference is the only one while the watcher waits to send"
+        );
+        // Never drained nor dropped: the watcher's send stays pending, so it never reaches the
+        // step-down backstop (which would end this test process).
+        std::mem::forget(inputs);
+    }
 }

@@ -24,10 +24,10 @@ mod duration;
 pub mod fs;
 pub mod notify;
 mod state;
+pub use crate::state::STATE_URL_SCHEMES;
 #[cfg(test)]
 use duration::{short, unit_typo};
 pub use fs::{callback_token_permission_warning, load, read_callback_token};
-pub use state::STATE_URL_SCHEMES;
 
 /// Where the service is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]

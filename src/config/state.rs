@@ -6,11 +6,8 @@ use std::path::Path;
 use serde_saphyr::Spanned;
 
 use super::{Checker, Location};
-use crate::state::StoreSettings;
+use crate::state::{STATE_URL_SCHEMES, StoreSettings};
 use crate::yaml::{Scalar, Value};
-
-/// The URL schemes of the object stores `state:` takes (SPEC 11).
-pub const STATE_URL_SCHEMES: [&str; 2] = ["s3", "az"];
 
 /// Why `gs://` is refused: Google Cloud Storage is not verified (docs/remote-state.md), and a
 /// store whose conditional writes are unchecked could lose a state silently.

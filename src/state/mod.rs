@@ -35,7 +35,7 @@ pub use file::{
     FileStore, Lock, Renamed, backup_path, intents_path, load, lock, lock_path, save, save_intents,
     target, write_atomically,
 };
-pub use object::{ObjectStore, StoreSettings};
+pub use object::{ObjectStore, STATE_URL_SCHEMES, StoreSettings};
 pub use open::open;
 pub use store::{
     Generation, Location, LockHolder, LockRequest, StateStore, StoreFuture, StoreLock,

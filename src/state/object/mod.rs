@@ -36,6 +36,10 @@ use crate::model::UnixTime;
 
 use journal::{Entry, is_snapshot};
 
+/// The URL schemes of the object stores a state can be kept in (SPEC 11): the ones
+/// [`ObjectStore::open`] serves, and all that the config takes in `state:`.
+pub const STATE_URL_SCHEMES: [&str; 2] = ["s3", "az"];
+
 /// `state_store: {endpoint, region, account, allow_http}`: where the object store of an `s3://`
 /// or `az://` state is reached, overriding `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`
 /// (S3) and `AZURE_STORAGE_ENDPOINT`, `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_ALLOW_HTTP` (Azure)
@@ -167,6 +171,28 @@ fn says(e: &object_store::Error, needles: &[&str]) -> bool {
     false
 }
 
+/// The variables of `env` whose names start with `prefix` that the crate knows, as its config
+/// keys. An empty variable is unset, as the vendors' own tools take it: CI maps an undefined
+/// secret to "", and an empty key must not hide a web identity token or a managed identity.
+fn settings_from<K: std::str::FromStr>(
+    env: impl IntoIterator<Item = (String, String)>,
+    prefix: &str,
+) -> impl Iterator<Item = (K, String)> {
+    env.into_iter().filter_map(move |(k, v)| {
+        let key = (k.starts_with(prefix) && !v.is_empty())
+            .then(|| k.to_ascii_lowercase().parse().ok())??;
+        Some((key, v))
+    })
+}
+
+/// Whether a yes-or-no setting says yes, in the words the crate itself takes for yes.
+fn truthy(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes" | "on" | "y"
+    )
+}
+
 /// The current time as unix seconds.
 pub(crate) fn unix_now() -> UnixTime {
     std::time::SystemTime::now()
@@ -222,17 +248,10 @@ impl ObjectStore {
             ..Default::default()
         };
         let built: Result<Arc<dyn Backend>, object_store::Error> = match scheme {
-            "s3" | "s3a" => {
+            "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::new();
-                for (k, v) in env {
-                    // An empty variable is unset, as the AWS tools take it: CI maps an undefined
-                    // secret to "", and an empty key must not hide a web identity token.
-                    if k.starts_with("AWS_")
-                        && !v.is_empty()
-                        && let Ok(key) = k.to_ascii_lowercase().parse()
-                    {
-                        b = b.with_config(key, v);
-                    }
+                for (key, v) in settings_from(env, "AWS_") {
+                    b = b.with_config(key, v);
                 }
                 b = b.with_url(url);
                 if let Some(e) = &settings.endpoint {
@@ -249,7 +268,7 @@ impl ObjectStore {
                         object_store::ClientConfigKey::AllowHttp,
                     ))
                 {
-                    client = client.with_allow_http(matches!(h.trim(), "true" | "1" | "yes"));
+                    client = client.with_allow_http(truthy(&h));
                 }
                 let b = b.with_client_options(client).with_retry(retry);
                 match credentials::WebIdentity::of(&b) {
@@ -262,17 +281,18 @@ impl ObjectStore {
                 }
                 .map(|s| Arc::new(s) as Arc<dyn Backend>)
             }
-            "az" | "azure" | "abfs" | "abfss" => {
+            "az" => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
                 let mut b = MicrosoftAzureBuilder::new();
-                for (k, v) in env {
-                    if k == "MSI_ENDPOINT" {
-                        b = b.with_msi_endpoint(v);
-                    } else if k.starts_with("AZURE_")
-                        && let Ok(key) = k.to_ascii_lowercase().parse()
-                    {
-                        b = b.with_config(key, v);
-                    }
+                let env: Vec<(String, String)> = env.into_iter().collect();
+                if let Some((_, v)) = env
+                    .iter()
+                    .find(|(k, v)| k == "MSI_ENDPOINT" && !v.is_empty())
+                {
+                    b = b.with_msi_endpoint(v);
+                }
+                for (key, v) in settings_from(env, "AZURE_") {
+                    b = b.with_config(key, v);
                 }
                 b = b.with_url(url);
                 if let Some(e) = &settings.endpoint {
@@ -283,12 +303,7 @@ impl ObjectStore {
                 }
                 let emulator = b
                     .get_config_value(&AzureConfigKey::UseEmulator)
-                    .is_some_and(|v| {
-                        matches!(
-                            v.trim().to_ascii_lowercase().as_str(),
-                            "true" | "1" | "yes" | "on" | "y"
-                        )
-                    });
+                    .is_some_and(|v| truthy(&v));
                 if emulator && b.get_config_value(&AzureConfigKey::Endpoint).is_some() {
                     return Err(bad(
                         "AZURE_STORAGE_USE_EMULATOR takes the emulator's address from \
@@ -311,7 +326,7 @@ impl ObjectStore {
                 } else if let Some(h) = b.get_config_value(&AzureConfigKey::Client(
                     object_store::ClientConfigKey::AllowHttp,
                 )) {
-                    client = client.with_allow_http(matches!(h.trim(), "true" | "1" | "yes"));
+                    client = client.with_allow_http(truthy(&h));
                 }
                 b.with_client_options(client)
                     .with_retry(retry)
@@ -955,5 +970,61 @@ impl StateStore for ObjectStore {
 
     fn local_files(&self) -> Vec<(&'static str, std::path::PathBuf)> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::azure::AzureConfigKey;
+
+    #[test]
+    fn an_empty_variable_is_unset_for_every_store() {
+        let env = || {
+            [
+                ("AZURE_STORAGE_ACCOUNT_NAME", ""),
+                ("AZURE_STORAGE_ACCOUNT_KEY", "k"),
+                ("AZURE_NOT_A_SETTING", "x"),
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_REGION", "ap-singapore"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        };
+        let azure: Vec<(AzureConfigKey, String)> = settings_from(env(), "AZURE_").collect();
+        assert_eq!(azure, [(AzureConfigKey::AccessKey, "k".to_string())]);
+        let aws: Vec<(object_store::aws::AmazonS3ConfigKey, String)> =
+            settings_from(env(), "AWS_").collect();
+        assert_eq!(
+            aws,
+            [(
+                object_store::aws::AmazonS3ConfigKey::Region,
+                "ap-singapore".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn yes_is_what_the_crate_takes_for_yes() {
+        for yes in ["true", "1", "yes", "on", "y", " TRUE "] {
+            assert!(truthy(yes), "{yes}");
+        }
+        for no in ["false", "0", "no", "off", "n", "", "maybe"] {
+            assert!(!truthy(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn every_scheme_the_config_takes_is_served() {
+        for scheme in STATE_URL_SCHEMES {
+            let opened = ObjectStore::open(
+                &format!("{scheme}://bucket/state.json"),
+                &StoreSettings {
+                    account: Some("acct".into()),
+                    ..StoreSettings::default()
+                },
+                Vec::new(),
+            );
+            assert!(opened.is_ok(), "{scheme}: {opened:?}");
+        }
     }
 }

@@ -206,6 +206,20 @@ impl Env {
         client: &Client,
         settings: &apply::Settings,
         before: impl FnOnce(),
+        on_call: impl FnMut(&Outcome),
+    ) -> Result<Applied, state::StateError> {
+        self.lock_plan_execute(client, settings, false, before, on_call)
+            .await
+    }
+
+    /// Takes the lock, plans (re-sending every desired mark if `reassert`), runs `before`, and
+    /// executes through `apply::execute`, showing each outcome to `on_call`.
+    async fn lock_plan_execute(
+        &self,
+        client: &Client,
+        settings: &apply::Settings,
+        reassert: bool,
+        before: impl FnOnce(),
         mut on_call: impl FnMut(&Outcome),
     ) -> Result<Applied, state::StateError> {
         let store = state::open(&self.config.state, self.config.state_store.as_ref()).unwrap();
@@ -218,7 +232,7 @@ impl Env {
             ))
             .await
             .unwrap();
-        let (mut st, plan) = common::plan_at(&self.config, false, cmd::wall_clock_now()).await;
+        let (mut st, plan) = common::plan_at(&self.config, reassert, cmd::wall_clock_now()).await;
         before();
         within(apply::execute(
             Arc::new(plan),
@@ -241,33 +255,17 @@ impl Env {
 
     /// One apply through `apply::execute` (lock, plan, execute), collecting outcomes.
     async fn execute(&self, client: &Client, reassert: bool) -> (Applied, Vec<Outcome>) {
-        let store = state::open(&self.config.state, self.config.state_store.as_ref()).unwrap();
-        let _lock = store
-            .lock(&marksync::engine::lock_request(
-                &self.config,
-                "apply",
-                false,
-                std::time::Duration::ZERO,
-            ))
+        let mut outcomes = Vec::new();
+        let applied = self
+            .lock_plan_execute(
+                client,
+                &self.settings(),
+                reassert,
+                || {},
+                |o| outcomes.push(clone_outcome(o)),
+            )
             .await
             .unwrap();
-        let (mut st, plan) = common::plan_at(&self.config, reassert, cmd::wall_clock_now()).await;
-        let settings = apply::Settings {
-            offline_error_codes: self.config.offline_error_codes.clone(),
-            ..apply::Settings::default()
-        };
-        let mut outcomes = Vec::new();
-        let applied = within(apply::execute(
-            Arc::new(plan),
-            &mut st,
-            store.as_ref(),
-            client,
-            &SystemClock,
-            &settings,
-            |r| outcomes.push(clone_outcome(r.outcome)),
-        ))
-        .await
-        .unwrap();
         (applied, outcomes)
     }
 }

@@ -153,7 +153,7 @@ impl CredentialProvider for Phrased {
 }
 
 /// An error and its sources, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

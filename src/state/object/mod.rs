@@ -160,15 +160,8 @@ fn refused_credentials(e: &object_store::Error) -> bool {
 
 /// Whether the text of `e` or of one of its causes holds one of `needles`.
 fn says(e: &object_store::Error, needles: &[&str]) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if needles.iter().any(|n| text.contains(n)) {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    let said = credentials::error_chain(e);
+    needles.iter().any(|n| said.contains(n))
 }
 
 /// The variables of `env` whose names start with `prefix` that the crate knows, as its config

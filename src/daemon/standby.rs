@@ -16,6 +16,7 @@ use super::systemd::{notify, watchdog_period};
 use super::watch::FileWatch;
 use super::{Daemon, Input};
 use crate::config::Config;
+use crate::desired::cache::{DesiredCache, Refresh};
 use crate::engine;
 use crate::error::Error;
 use crate::http::Readiness;
@@ -80,17 +81,16 @@ pub(super) async fn lead(
     };
     metrics.set_leader(false);
     // A standby whose desired files do not load is not ready to take over: it reads them now
-    // and again whenever they change, so that its readiness follows them (a rolling update
-    // waits for it). It keeps nothing it read: it reads them again when it takes over.
-    let read_desired = || match engine::load_desired(config) {
-        Ok(_) => None,
-        Err(e) => {
-            tracing::error!("standby: the desired files do not load: {e}");
-            Some(match &e {
-                Error::Desired(problems) => problems.location_summary(),
-                other => other.to_string(),
-            })
+    // and again whenever they change (the daemon's incremental reader: only changed files are
+    // parsed again), so that its readiness follows them (a rolling update waits for it). The
+    // daemon reads them afresh when it takes over.
+    let mut desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
+    let mut read_desired = || match desired.refresh() {
+        Refresh::Broken(problems) => {
+            tracing::error!("standby: the desired files do not load:\n{problems}");
+            Some(problems.location_summary())
         }
+        Refresh::Unchanged | Refresh::Changed(_) => None,
     };
     let mut problems = read_desired();
     let mut active: Option<LockHolder> = None;

@@ -139,23 +139,17 @@ impl Azurite {
     /// The standard Azure environment (what `object_store` reads, as a user sets it) that
     /// reaches this emulator with the development account.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
+        super::owned_env(&[
             ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
             ("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY),
             ("AZURE_STORAGE_ENDPOINT", self.endpoint.as_str()),
             ("AZURE_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        ])
     }
 
     /// Sets [`Azurite::env`] on a command (and clears other `AZURE_` settings it may inherit).
     pub fn apply_env(&self, cmd: &mut Command) {
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AZURE")) {
-            cmd.env_remove(k);
-        }
-        cmd.envs(self.env());
+        super::replace_env(cmd, "AZURE", self.env());
     }
 
     /// The raw container, to damage or inspect objects as an outsider would.

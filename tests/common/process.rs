@@ -259,3 +259,19 @@ pub fn require_tool(why: &str, program: &str, args: &[&str]) -> bool {
     eprintln!("\n*** SKIPPED: {what} ***\n*** (in CI this fails; .ci/run installs it) ***\n");
     false
 }
+
+/// `vars` as owned pairs, for a command's environment.
+pub fn owned_env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sets `vars` on `cmd`, first removing every variable starting with `prefix` that it would
+/// inherit (a developer's own `AWS_PROFILE` must not reach a test's store).
+pub fn replace_env(cmd: &mut Command, prefix: &str, vars: Vec<(String, String)>) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with(prefix)) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(vars);
+}

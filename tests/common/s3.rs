@@ -173,24 +173,18 @@ impl S3 {
 
     /// The standard AWS environment that reaches this server.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
+        super::owned_env(&[
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
             ("AWS_ALLOW_HTTP", "true"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        ])
     }
 
     /// Sets [`S3::env`] on a command (and clears other `AWS_` settings it may inherit).
     pub fn apply_env(&self, cmd: &mut Command) {
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
-            cmd.env_remove(k);
-        }
-        cmd.envs(self.env());
+        super::replace_env(cmd, "AWS_", self.env());
     }
 }
 

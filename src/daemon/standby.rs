@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::systemd::{notify, watchdog_period};
 use super::watch::FileWatch;
-use super::{Daemon, Input};
+use super::{Daemon, Input, schedule};
 use crate::config::Config;
 use crate::desired::cache::{DesiredCache, Refresh};
 use crate::engine;
@@ -84,15 +84,29 @@ pub(super) async fn lead(
     // and again whenever they change (the daemon's incremental reader: only changed files are
     // parsed again), so that its readiness follows them (a rolling update waits for it). The
     // daemon reads them afresh when it takes over.
+    // Files that could not be read (not parse: `EMFILE`, a rename in progress) are read again
+    // on the daemon's backoff, since no file event may come to say they can be now.
     let mut desired = DesiredCache::new(config.desired.clone(), config.max_alias_pairs);
-    let mut read_desired = || match desired.refresh() {
-        Refresh::Broken(problems) => {
-            tracing::error!("standby: the desired files do not load:\n{problems}");
-            Some(problems.location_summary())
-        }
-        Refresh::Unchanged | Refresh::Changed(_) => None,
+    let mut reread = schedule::Backoff::new(super::REREAD_FIRST, super::REREAD_MAX);
+    // The problems, if the files do not load, and when to read them again, if they could not
+    // be read.
+    let mut read_desired = || {
+        let problems = match desired.refresh() {
+            Refresh::Broken(problems) => {
+                tracing::error!("standby: the desired files do not load:\n{problems}");
+                Some(problems.location_summary())
+            }
+            Refresh::Unchanged | Refresh::Changed(_) => None,
+        };
+        let again = if desired.last_unreadable {
+            Some(tokio::time::Instant::now() + reread.next_wait())
+        } else {
+            reread.reset();
+            None
+        };
+        (problems, again)
     };
-    let mut problems = read_desired();
+    let (mut problems, mut reread_at) = read_desired();
     let mut active: Option<LockHolder> = None;
     let mut publish = |holder: &LockHolder, problems: &Option<String>| {
         let line = format!(
@@ -139,7 +153,7 @@ pub(super) async fn lead(
                     return Ok(Lead::Stopped);
                 }
                 Some(Input::FilesChanged) => {
-                    problems = read_desired();
+                    (problems, reread_at) = read_desired();
                     publish(&holder, &problems);
                     // git-sync re-pointed the desired path: watch the new checkout.
                     files.follow(&config.desired, config.debounce, sender);
@@ -149,6 +163,10 @@ pub(super) async fn lead(
                 Some(_) => {}
             },
             _ = watchdog.tick() => notify(&[sd_notify::NotifyState::Watchdog]),
+            () = super::sleep_until_opt(reread_at) => {
+                (problems, reread_at) = read_desired();
+                publish(&holder, &problems);
+            }
             done = &mut pending => match done {
                 Ok(Ok(held)) => {
                     tracing::warn!("standby: took over the state's lock; this daemon now acts");

@@ -41,7 +41,7 @@ use crate::tim::client::{CallError, Client, MarkChange};
 
 /// What [`execute`] reports, per call and in total: part of its signature, defined in
 /// [`crate::outcome`] so that the renderer needs no executor.
-pub use crate::outcome::{CallReport, Outcome, Skip, Totals};
+use crate::outcome::{CallReport, Outcome, Skip, Totals};
 
 /// How many groups have calls in flight at once. The rate limiter sets the pace; this only bounds
 /// the number of waiting tasks and open requests.

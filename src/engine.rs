@@ -196,7 +196,7 @@ impl Session {
         plan: Plan,
         state: &mut state::State,
         settings: &apply::Settings,
-        on_call: impl FnMut(apply::CallReport<'_>),
+        on_call: impl FnMut(crate::outcome::CallReport<'_>),
         stop_requested: impl Future<Output = S>,
         on_stop: impl FnOnce(&S),
     ) -> Result<Stopped<Result<apply::Applied, state::StateError>, S>, Error> {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::*;
-use crate::apply::Totals;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::desired;
 use crate::engine::{SHUTDOWN_GRACE, Session, load_config, policy, runtime};
 use crate::error::{Error, exit};
 use crate::model::UnixTime;
+use crate::outcome::Totals;
 use crate::render;
 use crate::state;
 

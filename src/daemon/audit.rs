@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::apply::Outcome;
 use crate::model::{Account, GroupId, MarkSet};
+use crate::outcome::Outcome;
 use crate::plan::{Call, Command, Plan};
 use crate::state::State;
 
@@ -180,7 +180,7 @@ mod tests {
         };
         assert!(audit.record(&add, &offline).is_empty());
         assert_eq!(outcome_label(&offline), "offline");
-        let skipped = Outcome::Skipped(crate::apply::Skip::Halted);
+        let skipped = Outcome::Skipped(crate::outcome::Skip::Halted);
         assert!(audit.record(&add, &skipped).is_empty());
         assert_eq!(outcome_label(&skipped), "skipped");
     }

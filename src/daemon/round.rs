@@ -11,10 +11,11 @@ use tokio::time::Instant;
 
 use super::systemd::{notify, watchdog_period};
 use super::{Daemon, Input, Trigger, interval, schedule};
-use crate::apply::{self, Outcome};
+use crate::apply;
 use crate::config::notify::Event;
 use crate::engine::SHUTDOWN_GRACE;
 use crate::model::UnixTime;
+use crate::outcome::{CallReport, Outcome};
 use crate::plan::{self, Plan};
 
 impl Daemon {
@@ -99,7 +100,7 @@ impl Daemon {
         };
         let metrics = self.metrics.clone();
         let mut audit = super::audit::Audit::new(&self.state, &plan);
-        let on_call = |report: apply::CallReport<'_>| {
+        let on_call = |report: CallReport<'_>| {
             let outcome = super::audit::outcome_label(report.outcome);
             metrics.record_call(report.call.command.as_str(), outcome, report.elapsed);
             let call = report.call;

@@ -182,7 +182,7 @@ async fn a_dissolved_group_is_forgotten_and_the_rest_still_applies() {
     assert!(
         outcomes
             .iter()
-            .any(|o| matches!(o, Outcome::Skipped(marksync::apply::Skip::GroupGone))),
+            .any(|o| matches!(o, Outcome::Skipped(marksync::outcome::Skip::GroupGone))),
         "the group's second call is not sent"
     );
     let st = env.state();

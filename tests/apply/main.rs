@@ -14,12 +14,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use marksync::apply::{self, Applied, Outcome};
+use marksync::apply::{self, Applied};
 use marksync::clock::SystemClock;
 use marksync::cmd::{self, ApplyOptions};
 use marksync::config::{self, Config};
 use marksync::emulator::{Emulator, EmulatorConfig, Fault, FaultKind, GroupType};
 use marksync::error::{Error, exit};
+use marksync::outcome::Outcome;
 use marksync::plan::{ChangeKind, Plan};
 use marksync::state::{self, State};
 use marksync::tim::client::{Client, ClientConfig};
